@@ -1,0 +1,338 @@
+//! The aggregate catalog: every source's view, merged by mesh hostname.
+//!
+//! [`CatalogState`] is a plain value: [`CatalogState::apply`] folds one change
+//! in, [`CatalogState::snapshot`] merges all sources into an immutable
+//! [`Snapshot`]. [`run`] drives it from the adapters' channel and publishes a
+//! new snapshot on a `watch` channel after each batch of changes.
+//!
+//! A source that reports an error keeps its last good view, marked stale; only
+//! a `Reset` (a successful list) replaces it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::model::{Endpoint, EndpointKey, Hostname, Protocol, Service, ServicePort, SourceId};
+use crate::registry::{Change, SourceStatus, SourceView, SourcedChange};
+
+/// One source's view plus its bookkeeping.
+#[derive(Debug, Clone)]
+struct SourceState {
+    services: BTreeMap<Hostname, Service>,
+    endpoints: BTreeMap<Arc<str>, Endpoint>,
+    info: SourceInfo,
+}
+
+/// What the admin listener shows about a source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceInfo {
+    pub source: SourceId,
+    /// Has this source ever delivered a full list?
+    pub synced: bool,
+    pub connected: bool,
+    /// Set while the last good view is being served despite errors.
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_time")]
+    pub stale_since: Option<SystemTime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_time")]
+    pub last_full_sync: Option<SystemTime>,
+    pub change_count: u64,
+    pub services: usize,
+    pub endpoints: usize,
+}
+
+mod opt_time {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {
+            Some(d) => s.serialize_f64(d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+impl SourceState {
+    fn new(source: SourceId) -> Self {
+        Self {
+            services: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
+            info: SourceInfo {
+                source,
+                synced: false,
+                connected: false,
+                stale_since: None,
+                last_error: None,
+                last_full_sync: None,
+                change_count: 0,
+                services: 0,
+                endpoints: 0,
+            },
+        }
+    }
+}
+
+/// A service after merging every source that declares it or has endpoints for it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MergedService {
+    pub hostname: Hostname,
+    pub aliases: Vec<Hostname>,
+    pub ports: Vec<ServicePort>,
+    /// Sources that contributed, in precedence order.
+    pub sources: Vec<SourceId>,
+    /// The union of all sources' endpoints, duplicates removed.
+    pub endpoints: Vec<Arc<Endpoint>>,
+    /// Endpoints dropped because a higher-precedence source has the same address and port.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shadowed: Vec<Shadowed>,
+}
+
+/// An endpoint hidden by a duplicate from a source of higher precedence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Shadowed {
+    pub endpoint: EndpointKey,
+    pub by: EndpointKey,
+}
+
+/// An immutable, versioned view of the whole catalog.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Snapshot {
+    pub version: u64,
+    pub services: BTreeMap<Hostname, Arc<MergedService>>,
+    /// Every alias, mapped to the hostname of its service.
+    #[serde(skip)]
+    pub aliases: HashMap<Hostname, Hostname>,
+    pub sources: Vec<SourceInfo>,
+}
+
+impl Snapshot {
+    /// Looks a service up by hostname or alias.
+    pub fn service(&self, host: &Hostname) -> Option<&Arc<MergedService>> {
+        self.services
+            .get(host)
+            .or_else(|| self.aliases.get(host).and_then(|h| self.services.get(h)))
+    }
+
+    /// Are all sources synced at least once (or serving a last good view)?
+    pub fn all_synced(&self) -> bool {
+        self.sources.iter().all(|s| s.synced)
+    }
+}
+
+/// All sources' views, in precedence order (first = highest).
+#[derive(Debug, Clone, Default)]
+pub struct CatalogState {
+    sources: Vec<SourceState>,
+}
+
+impl CatalogState {
+    /// Creates a catalog expecting these sources, highest precedence first.
+    pub fn new(sources: impl IntoIterator<Item = SourceId>) -> Self {
+        Self {
+            sources: sources.into_iter().map(SourceState::new).collect(),
+        }
+    }
+
+    fn source_mut(&mut self, id: &SourceId) -> &mut SourceState {
+        let idx = match self.sources.iter().position(|s| &s.info.source == id) {
+            Some(i) => i,
+            None => {
+                self.sources.push(SourceState::new(id.clone()));
+                self.sources.len() - 1
+            }
+        };
+        &mut self.sources[idx]
+    }
+
+    /// Folds one change in. Returns whether anything visible changed.
+    pub fn apply(&mut self, change: SourcedChange) -> bool {
+        let src = self.source_mut(&change.source);
+        let before_info = src.info.clone();
+        let mut data_changed = false;
+        match change.change {
+            Change::Reset(SourceView {
+                services,
+                endpoints,
+            }) => {
+                let services: BTreeMap<_, _> = services
+                    .into_iter()
+                    .map(|s| (s.hostname.clone(), s))
+                    .collect();
+                let endpoints: BTreeMap<_, _> = endpoints
+                    .into_iter()
+                    .map(|e| (Arc::from(e.provenance.native_id.as_str()), e))
+                    .collect();
+                data_changed = services != src.services || endpoints != src.endpoints;
+                src.services = services;
+                src.endpoints = endpoints;
+                src.info.synced = true;
+                src.info.connected = true;
+                src.info.stale_since = None;
+                src.info.last_error = None;
+                src.info.last_full_sync = Some(change.at);
+            }
+            Change::UpsertService(svc) => {
+                let prev = src.services.insert(svc.hostname.clone(), svc.clone());
+                data_changed = prev.as_ref() != Some(&svc);
+            }
+            Change::RemoveService(host) => {
+                let had = src.services.remove(&host).is_some();
+                let before = src.endpoints.len();
+                src.endpoints.retain(|_, e| e.service != host);
+                data_changed = had || before != src.endpoints.len();
+            }
+            Change::UpsertEndpoint(ep) => {
+                let key: Arc<str> = Arc::from(ep.provenance.native_id.as_str());
+                let prev = src.endpoints.insert(key, ep.clone());
+                data_changed = prev.as_ref() != Some(&ep);
+            }
+            Change::RemoveEndpoint(key) => {
+                data_changed = src.endpoints.remove(&key.native_id).is_some();
+            }
+            Change::Status(SourceStatus::Healthy) => {
+                src.info.connected = true;
+                src.info.stale_since = None;
+                src.info.last_error = None;
+            }
+            Change::Status(SourceStatus::Error { message }) => {
+                src.info.connected = false;
+                src.info.stale_since.get_or_insert(change.at);
+                src.info.last_error = Some(message);
+            }
+        }
+        if data_changed {
+            src.info.change_count += 1;
+        }
+        src.info.services = src.services.len();
+        src.info.endpoints = src.endpoints.len();
+        data_changed || src.info != before_info
+    }
+
+    /// Merges every source into one immutable snapshot.
+    pub fn snapshot(&self, version: u64) -> Snapshot {
+        #[derive(Default)]
+        struct Acc {
+            aliases: Vec<Hostname>,
+            ports: Vec<ServicePort>,
+            sources: Vec<SourceId>,
+            endpoints: Vec<Arc<Endpoint>>,
+            seen: HashMap<(String, Vec<u16>), EndpointKey>,
+            shadowed: Vec<Shadowed>,
+        }
+        fn add_source(acc: &mut Acc, id: &SourceId) {
+            if !acc.sources.contains(id) {
+                acc.sources.push(id.clone());
+            }
+        }
+        let mut merged: BTreeMap<Hostname, Acc> = BTreeMap::new();
+        for src in &self.sources {
+            for svc in src.services.values() {
+                let acc = merged.entry(svc.hostname.clone()).or_default();
+                add_source(acc, &src.info.source);
+                for a in &svc.aliases {
+                    if !acc.aliases.contains(a) {
+                        acc.aliases.push(a.clone());
+                    }
+                }
+                for p in &svc.ports {
+                    // The first (highest-precedence) source to declare a port number wins.
+                    if !acc.ports.iter().any(|q| q.number == p.number) {
+                        acc.ports.push(p.clone());
+                    }
+                }
+            }
+            for ep in src.endpoints.values() {
+                let acc = merged.entry(ep.service.clone()).or_default();
+                add_source(acc, &src.info.source);
+                let mut nums: Vec<u16> = ep.ports.iter().map(|p| p.number).collect();
+                nums.sort_unstable();
+                let key = ep.key();
+                match acc.seen.get(&(ep.address.clone(), nums.clone())) {
+                    Some(winner) if winner.source != key.source => {
+                        acc.shadowed.push(Shadowed {
+                            endpoint: key,
+                            by: winner.clone(),
+                        });
+                    }
+                    _ => {
+                        acc.seen.insert((ep.address.clone(), nums), key);
+                        acc.endpoints.push(Arc::new(ep.clone()));
+                    }
+                }
+            }
+        }
+        let mut snap = Snapshot {
+            version,
+            sources: self.sources.iter().map(|s| s.info.clone()).collect(),
+            ..Snapshot::default()
+        };
+        for (host, acc) in merged {
+            let mut ports = acc.ports;
+            if ports.is_empty() {
+                // Endpoints without a service declaration: one implicit HTTP port.
+                if let Some(n) = acc.endpoints.iter().find_map(|e| e.ports.first()) {
+                    ports.push(ServicePort {
+                        name: "http".into(),
+                        number: n.number,
+                        protocol: Protocol::Http,
+                    });
+                }
+            }
+            for a in &acc.aliases {
+                if *a != host {
+                    snap.aliases
+                        .entry(a.clone())
+                        .or_insert_with(|| host.clone());
+                }
+            }
+            snap.services.insert(
+                host.clone(),
+                Arc::new(MergedService {
+                    hostname: host,
+                    aliases: acc.aliases,
+                    ports,
+                    sources: acc.sources,
+                    endpoints: acc.endpoints,
+                    shadowed: acc.shadowed,
+                }),
+            );
+        }
+        snap
+    }
+}
+
+/// Applies changes from `rx` and publishes a snapshot after each batch.
+/// Returns when every sender is gone.
+pub async fn run(
+    mut state: CatalogState,
+    mut rx: mpsc::Receiver<SourcedChange>,
+    tx: watch::Sender<Arc<Snapshot>>,
+) {
+    let mut version = tx.borrow().version;
+    while let Some(first) = rx.recv().await {
+        let mut changed = state.apply(first);
+        // Fold whatever else is already queued into the same snapshot.
+        while let Ok(next) = rx.try_recv() {
+            changed |= state.apply(next);
+        }
+        if changed {
+            version += 1;
+            let snap = state.snapshot(version);
+            tracing::debug!(
+                version,
+                services = snap.services.len(),
+                "catalog snapshot published"
+            );
+            tx.send_replace(Arc::new(snap));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

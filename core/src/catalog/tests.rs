@@ -1,0 +1,185 @@
+use super::*;
+use crate::model::{EndpointPort, Health, Labels, Locality, Provenance};
+
+fn host(s: &str) -> Hostname {
+    Hostname::new(s).unwrap()
+}
+
+fn ep(source: &str, id: &str, svc: &str, addr: &str, port: u16) -> Endpoint {
+    Endpoint {
+        service: host(svc),
+        address: addr.into(),
+        ports: vec![EndpointPort {
+            name: String::new(),
+            number: port,
+        }],
+        labels: Labels::new(),
+        health: Health::Healthy,
+        weight: 1,
+        locality: Locality::default(),
+        provenance: Provenance {
+            source: SourceId::new(source),
+            native_id: id.into(),
+            raw_labels: Labels::new(),
+        },
+    }
+}
+
+fn svc(name: &str, alias: &str, port: u16) -> Service {
+    Service {
+        hostname: host(name),
+        aliases: vec![host(alias)],
+        ports: vec![ServicePort {
+            name: "http".into(),
+            number: port,
+            protocol: Protocol::Http,
+        }],
+    }
+}
+
+fn change(source: &str, change: Change) -> SourcedChange {
+    SourcedChange {
+        source: SourceId::new(source),
+        change,
+        at: SystemTime::now(),
+    }
+}
+
+fn reset(source: &str, services: Vec<Service>, endpoints: Vec<Endpoint>) -> SourcedChange {
+    change(
+        source,
+        Change::Reset(SourceView {
+            services,
+            endpoints,
+        }),
+    )
+}
+
+#[test]
+fn merges_sources_by_hostname_with_precedence() {
+    let mut st = CatalogState::new([SourceId::new("a"), SourceId::new("b")]);
+    assert!(st.apply(reset(
+        "b",
+        vec![svc("web", "web.b", 80)],
+        vec![
+            ep("b", "1", "web", "10.0.0.1", 8080),
+            ep("b", "2", "web", "10.0.0.2", 8080)
+        ]
+    )));
+    assert!(st.apply(reset(
+        "a",
+        vec![svc("web", "web.a", 81)],
+        vec![ep("a", "x", "web", "10.0.0.1", 8080)]
+    )));
+    let snap = st.snapshot(1);
+    let web = snap.service(&host("web")).unwrap();
+    assert_eq!(web.sources, vec![SourceId::new("a"), SourceId::new("b")]);
+    assert_eq!(
+        web.endpoints.len(),
+        2,
+        "duplicate address+port is merged, not doubled"
+    );
+    assert_eq!(web.endpoints[0].provenance.source.as_str(), "a");
+    assert_eq!(web.shadowed.len(), 1);
+    assert_eq!(web.shadowed[0].by.source.as_str(), "a");
+    assert_eq!(web.ports.len(), 2);
+    assert!(snap.service(&host("web.b")).is_some());
+    assert!(snap.service(&host("web.a")).is_some());
+    assert!(snap.service(&host("nope")).is_none());
+}
+
+#[test]
+fn error_keeps_last_good_view_marked_stale() {
+    let mut st = CatalogState::new([SourceId::new("a")]);
+    st.apply(reset(
+        "a",
+        vec![],
+        vec![ep("a", "1", "web", "10.0.0.1", 80)],
+    ));
+    assert!(st.apply(change(
+        "a",
+        Change::Status(SourceStatus::Error {
+            message: "boom".into()
+        })
+    )));
+    let snap = st.snapshot(2);
+    assert_eq!(snap.service(&host("web")).unwrap().endpoints.len(), 1);
+    let info = &snap.sources[0];
+    assert!(!info.connected);
+    assert!(info.stale_since.is_some());
+    assert_eq!(info.last_error.as_deref(), Some("boom"));
+    // A repeated error changes nothing visible.
+    assert!(!st.apply(change(
+        "a",
+        Change::Status(SourceStatus::Error {
+            message: "boom".into()
+        })
+    )));
+    // A successful relist clears staleness.
+    st.apply(reset("a", vec![], vec![]));
+    let snap = st.snapshot(3);
+    assert!(snap.sources[0].stale_since.is_none());
+    assert!(snap.services.is_empty());
+}
+
+#[test]
+fn incremental_changes_and_harmless_unknown_remove() {
+    let mut st = CatalogState::new([]);
+    st.apply(reset("a", vec![svc("web", "w", 80)], vec![]));
+    assert!(st.apply(change(
+        "a",
+        Change::UpsertEndpoint(ep("a", "1", "web", "10.0.0.1", 80))
+    )));
+    assert!(!st.apply(change(
+        "a",
+        Change::UpsertEndpoint(ep("a", "1", "web", "10.0.0.1", 80))
+    )));
+    let unknown = EndpointKey {
+        source: SourceId::new("a"),
+        native_id: Arc::from("zzz"),
+    };
+    assert!(!st.apply(change("a", Change::RemoveEndpoint(unknown))));
+    assert_eq!(st.snapshot(1).services[&host("web")].endpoints.len(), 1);
+    assert!(st.apply(change("a", Change::RemoveService(host("web")))));
+    assert!(st.snapshot(2).services.is_empty());
+}
+
+#[test]
+fn endpoints_without_service_get_implicit_port() {
+    let mut st = CatalogState::new([]);
+    st.apply(reset(
+        "a",
+        vec![],
+        vec![ep("a", "1", "api", "10.0.0.1", 9000)],
+    ));
+    let snap = st.snapshot(1);
+    let api = &snap.services[&host("api")];
+    assert_eq!(
+        api.ports,
+        vec![ServicePort {
+            name: "http".into(),
+            number: 9000,
+            protocol: Protocol::Http
+        }]
+    );
+}
+
+#[tokio::test]
+async fn run_publishes_versioned_snapshots() {
+    let (tx, rx) = mpsc::channel(16);
+    let (wtx, mut wrx) = watch::channel(Arc::new(Snapshot::default()));
+    let task = tokio::spawn(run(CatalogState::new([SourceId::new("a")]), rx, wtx));
+    tx.send(reset(
+        "a",
+        vec![],
+        vec![ep("a", "1", "web", "10.0.0.1", 80)],
+    ))
+    .await
+    .unwrap();
+    wrx.changed().await.unwrap();
+    let snap = wrx.borrow_and_update().clone();
+    assert_eq!(snap.version, 1);
+    assert!(snap.all_synced());
+    drop(tx);
+    task.await.unwrap();
+}

@@ -1,0 +1,107 @@
+//! The contract between registry adapters and the catalog.
+//!
+//! An adapter implements [`Registry`]; its `run` loop lists the registry, sends
+//! [`Change::Reset`] with everything it saw, then streams incremental changes.
+//! Errors are reported with [`Change::Status`] and never end the loop: the
+//! catalog keeps the source's last good view (marked stale) until the next
+//! successful list.
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::model::{Endpoint, EndpointKey, Hostname, Service, SourceId};
+
+/// Everything one source knows at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceView {
+    pub services: Vec<Service>,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// What an adapter reports about its connection to the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum SourceStatus {
+    /// Connected and in sync.
+    Healthy,
+    /// The registry could not be read; the last good view stays in force.
+    Error { message: String },
+}
+
+/// One change from one source.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Replace this source's whole view (after a (re)list).
+    Reset(SourceView),
+    UpsertService(Service),
+    /// Removes the service declaration and this source's endpoints of it.
+    RemoveService(Hostname),
+    UpsertEndpoint(Endpoint),
+    /// Removing an endpoint the catalog does not know is harmless.
+    RemoveEndpoint(EndpointKey),
+    Status(SourceStatus),
+}
+
+/// A change tagged with the source that sent it.
+#[derive(Debug, Clone)]
+pub struct SourcedChange {
+    pub source: SourceId,
+    pub change: Change,
+    pub at: SystemTime,
+}
+
+/// The catalog has stopped; the adapter should stop too.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("catalog closed")]
+pub struct CatalogClosed;
+
+/// Where an adapter sends its changes. Cheap to clone; tagged with the source.
+#[derive(Debug, Clone)]
+pub struct ChangeSink {
+    source: SourceId,
+    tx: mpsc::Sender<SourcedChange>,
+}
+
+impl ChangeSink {
+    pub fn new(source: SourceId, tx: mpsc::Sender<SourcedChange>) -> Self {
+        Self { source, tx }
+    }
+
+    pub fn source(&self) -> &SourceId {
+        &self.source
+    }
+
+    /// Sends a change, waiting if the catalog is behind (back-pressure).
+    pub async fn send(&self, change: Change) -> Result<(), CatalogClosed> {
+        self.tx
+            .send(SourcedChange {
+                source: self.source.clone(),
+                change,
+                at: SystemTime::now(),
+            })
+            .await
+            .map_err(|_| CatalogClosed)
+    }
+
+    /// Reports an error: the source's last good view stays, marked stale.
+    pub async fn error(&self, message: impl Into<String>) -> Result<(), CatalogClosed> {
+        self.send(Change::Status(SourceStatus::Error {
+            message: message.into(),
+        }))
+        .await
+    }
+}
+
+/// A registry adapter.
+#[async_trait]
+pub trait Registry: Send + Sync {
+    fn source(&self) -> &SourceId;
+
+    /// Runs until the task is cancelled or the sink closes. Errors are reported
+    /// through the sink, never final: the adapter backs off and resumes. After
+    /// every (re)list it sends [`Change::Reset`].
+    async fn run(&self, sink: ChangeSink);
+}
