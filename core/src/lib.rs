@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod model;
 pub mod registry;
+pub mod routes;
 
 pub use catalog::{CatalogState, MergedService, Snapshot};
 pub use model::{
