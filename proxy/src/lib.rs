@@ -1,1 +1,3 @@
-pub fn x() {}
+//! anymesh-proxy: the data plane.
+
+pub mod balance;
