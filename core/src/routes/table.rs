@@ -38,7 +38,7 @@ pub struct RouteTable {
     /// Wildcard suffixes (`.example.com` for `*.example.com`), longest first.
     #[serde(skip)]
     pub wildcards: Vec<(String, usize)>,
-    /// Every cluster referenced by some route, by name.
+    /// Every cluster referenced by some route; `clusters[i].index == i`.
     pub clusters: Vec<Arc<Cluster>>,
 }
 
@@ -341,6 +341,9 @@ fn cluster_name<S: serde::Serializer>(c: &Arc<Cluster>, s: S) -> Result<S::Ok, S
 pub struct Cluster {
     /// `outbound|<port>|<subset>|<hostname>`, as Istio names clusters.
     pub name: String,
+    /// This cluster's position in [`RouteTable::clusters`] (set by the compiler),
+    /// so per-cluster runtime state can be found without a lookup.
+    pub index: usize,
     pub service: Hostname,
     pub subset: Option<String>,
     /// The subset's label selector (empty without a subset).

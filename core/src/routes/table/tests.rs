@@ -163,6 +163,7 @@ fn split_pick_covers_weights() {
         weight: w,
         cluster: Arc::new(Cluster {
             name: format!("c{w}"),
+            index: 0,
             service: Hostname::new("web").unwrap(),
             subset: None,
             selector: Labels::new(),
