@@ -1,0 +1,128 @@
+//! The admin listener: `/ready`, `/config`, `/metrics`.
+//!
+//! Kept on its own port so it never competes with proxied traffic for routes.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use anymesh_core::Snapshot;
+use arc_swap::ArcSwap;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::body::ProxyBody;
+use crate::router::Router;
+
+/// Everything the admin endpoints read.
+pub struct AdminState {
+    pub router: Arc<Router>,
+    pub catalog: watch::Receiver<Arc<Snapshot>>,
+    pub registry: Registry,
+    /// Config problems from the last (re)load, one line each.
+    pub diagnostics: Arc<ArcSwap<Vec<String>>>,
+    /// Warnings of the last route-table compilation (e.g. a host with no service).
+    pub compile_warnings: Arc<ArcSwap<Vec<String>>>,
+    /// Set once every source has delivered a first view (or its persisted one) and a table is installed.
+    pub ready: watch::Receiver<bool>,
+}
+
+#[derive(Serialize)]
+struct ConfigDump<'a> {
+    catalog: &'a Snapshot,
+    routes: &'a anymesh_core::routes::RouteTable,
+    diagnostics: &'a [String],
+    compile_warnings: &'a [String],
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<bytes::Bytes>,
+) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::local(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+pub fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
+    }
+    match req.uri().path() {
+        "/ready" => {
+            if *state.ready.borrow() {
+                respond(StatusCode::OK, "text/plain", "ready\n")
+            } else {
+                respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "not ready: waiting for registries' first sync\n",
+                )
+            }
+        }
+        "/config" => {
+            let snapshot = state.catalog.borrow().clone();
+            let routing = state.router.current();
+            let diagnostics = state.diagnostics.load();
+            let compile_warnings = state.compile_warnings.load();
+            let dump = ConfigDump {
+                catalog: &snapshot,
+                routes: &routing.table,
+                diagnostics: &diagnostics,
+                compile_warnings: &compile_warnings,
+            };
+            match serde_json::to_vec_pretty(&dump) {
+                Ok(body) => respond(StatusCode::OK, "application/json", body),
+                Err(e) => respond(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    format!("cannot encode config: {e}\n"),
+                ),
+            }
+        }
+        "/metrics" => {
+            let mut out = String::new();
+            match prometheus_client::encoding::text::encode(&mut out, &state.registry) {
+                Ok(()) => respond(
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    out,
+                ),
+                Err(e) => respond(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    format!("cannot encode metrics: {e}\n"),
+                ),
+            }
+        }
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "admin endpoints: /ready /config /metrics\n",
+        ),
+    }
+}
+
+/// Serves the admin listener until `shutdown` resolves.
+pub async fn serve_admin(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    shutdown: impl Future<Output = ()>,
+) {
+    crate::server::serve(listener, shutdown, move |_peer| {
+        let state = state.clone();
+        service_fn(move |req: Request<Incoming>| {
+            let resp = handle(&state, &req);
+            async move { Ok::<_, Infallible>(resp) }
+        })
+    })
+    .await
+}

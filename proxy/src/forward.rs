@@ -1,0 +1,451 @@
+//! The outbound request path, in phase order:
+//!
+//! 1. load the routing in force (once; kept for the whole request)
+//! 2. find the virtual host by authority, then the first matching route
+//! 3. act: direct response, redirect, or forward:
+//!    weighted split → cluster → balancer pick → rewrite + headers → upstream
+//! 4. record metrics with the service, route and status code
+//!
+//! Every local reply goes through [`reply::local`] with a [`Reason`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anymesh_core::routes::{
+    Redirect, RequestInfo, Route, RouteAction, RouteHit, RouteMiss, StringMatch, WeightedCluster,
+};
+use http::header::{HOST, LOCATION, SET_COOKIE};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rand::Rng;
+use tokio::time::Instant;
+
+use crate::balance::PickContext;
+use crate::body::ProxyBody;
+use crate::hop;
+use crate::metrics::{Metrics, RequestLabels};
+use crate::reply::{self, Reason};
+use crate::router::{Router, Routing};
+
+/// Settings of the upstream side.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub connect_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 256,
+        }
+    }
+}
+
+/// Handles requests of the outbound listener.
+pub struct Proxy {
+    router: Arc<Router>,
+    metrics: Arc<Metrics>,
+    /// HTTP/1.1 upstreams, pooled with keep-alive.
+    h1: Client<HttpConnector, Incoming>,
+    /// HTTP/2 (prior knowledge) upstreams: ports declared http2 or grpc.
+    h2: Client<HttpConnector, Incoming>,
+}
+
+/// What a request turned into, for metrics.
+struct Outcome {
+    resp: Response<ProxyBody>,
+    service: Option<Arc<str>>,
+    route: Option<Arc<str>>,
+}
+
+impl Outcome {
+    fn local(reason: Reason, msg: String) -> Self {
+        Self {
+            resp: reply::local(reason, msg),
+            service: None,
+            route: None,
+        }
+    }
+}
+
+impl Proxy {
+    pub fn new(router: Arc<Router>, metrics: Arc<Metrics>, settings: &UpstreamSettings) -> Self {
+        let mut conn = HttpConnector::new();
+        conn.set_nodelay(true);
+        conn.set_connect_timeout(Some(settings.connect_timeout));
+        conn.set_keepalive(Some(Duration::from_secs(60)));
+        let client = |h2: bool| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(settings.pool_idle_timeout)
+                .pool_max_idle_per_host(settings.pool_max_idle_per_host)
+                .http2_only(h2)
+                .build(conn.clone())
+        };
+        Self {
+            router,
+            metrics,
+            h1: client(false),
+            h2: client(true),
+        }
+    }
+
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// Serves one request from a downstream peer.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        let start = Instant::now();
+        let routing = self.router.current();
+        let out = self.dispatch(req, peer, &routing).await;
+        let labels = RequestLabels {
+            service: out.service.unwrap_or_else(|| Arc::from("-")),
+            route: out.route.unwrap_or_else(|| Arc::from("-")),
+            code: out.resp.status().as_u16(),
+        };
+        self.metrics.record(&labels, start.elapsed());
+        out.resp
+    }
+
+    async fn dispatch(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        routing: &Routing,
+    ) -> Outcome {
+        let Some(authority) = request_authority(&req) else {
+            return Outcome::local(
+                Reason::BadRequest,
+                "request has no Host header or authority".into(),
+            );
+        };
+        let info = RequestInfo {
+            method: req.method().as_str(),
+            authority: &authority,
+            path: req.uri().path(),
+            query: req.uri().query(),
+            headers: req.headers(),
+        };
+        let hit = match routing.table.route(&info) {
+            Ok(hit) => hit,
+            Err(RouteMiss::NoVirtualHost) => {
+                return Outcome::local(
+                    Reason::NoRoute,
+                    format!(
+                    "no route for host {authority:?}: no service or VirtualService has this host"
+                ),
+                )
+            }
+            Err(RouteMiss::NoRoute) => {
+                let vh = routing
+                    .table
+                    .virtual_host(&authority)
+                    .map(|v| v.name.as_str())
+                    .unwrap_or("?");
+                return Outcome::local(
+                    Reason::NoRouteMatch,
+                    format!(
+                        "no route of {vh} matches {} {} on host {authority:?}",
+                        req.method(),
+                        req.uri().path()
+                    ),
+                );
+            }
+        };
+        let route_name: Arc<str> = Arc::from(hit.route.name.as_str());
+        let mut out = match &hit.route.action {
+            RouteAction::DirectResponse(d) => {
+                let mut resp = Response::new(ProxyBody::local(d.body.clone().unwrap_or_default()));
+                *resp.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
+                Outcome {
+                    resp,
+                    service: None,
+                    route: None,
+                }
+            }
+            RouteAction::Redirect(r) => Outcome {
+                resp: redirect(r, &authority, req.uri()),
+                service: None,
+                route: None,
+            },
+            RouteAction::Forward(split) => {
+                let target = if split.targets.len() == 1 || split.total_weight == 0 {
+                    split.targets.first()
+                } else {
+                    split.pick(rand::rng().random_range(0..split.total_weight))
+                };
+                match target {
+                    Some(target) => {
+                        let service = Arc::from(target.cluster.service.as_str());
+                        let mut out = self
+                            .forward(req, peer, routing, hit, target, &authority)
+                            .await;
+                        out.service = Some(service);
+                        out
+                    }
+                    None => Outcome::local(
+                        Reason::NoHealthyEndpoint,
+                        format!("route {} has no destination", hit.route.name),
+                    ),
+                }
+            }
+        };
+        out.route = Some(route_name);
+        out
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        routing: &Routing,
+        hit: RouteHit<'_>,
+        target: &WeightedCluster,
+        authority: &str,
+    ) -> Outcome {
+        let route = hit.route;
+        let cluster = &target.cluster;
+        let ctx = PickContext {
+            headers: req.headers(),
+            query: req.uri().query(),
+            source_ip: Some(peer.ip()),
+        };
+        let picked = routing.lb(cluster).and_then(|lb| lb.pick(&ctx));
+        let Some(picked) = picked else {
+            return Outcome::local(
+                Reason::NoHealthyEndpoint,
+                no_endpoint_message(route, cluster),
+            );
+        };
+        let endpoint_authority = picked.endpoint.authority.clone();
+        let set_cookie = picked.set_cookie;
+        let guard = picked.guard;
+
+        let (mut parts, body) = req.into_parts();
+        let h2 = cluster.port.protocol.is_h2();
+        hop::strip(&mut parts.headers, h2);
+        route.request_headers.apply(&mut parts.headers);
+        target.request_headers.apply(&mut parts.headers);
+
+        let path_and_query = match rewritten_path(route, hit.matched, &parts.uri) {
+            Ok(pq) => pq,
+            Err(msg) => return Outcome::local(Reason::BadRequest, msg),
+        };
+        let host = route
+            .rewrite
+            .as_ref()
+            .and_then(|r| r.authority.as_deref())
+            .unwrap_or(authority);
+        let uri = Authority::try_from(endpoint_authority.as_str())
+            .map_err(|e| e.to_string())
+            .and_then(|a| {
+                Uri::builder()
+                    .scheme(Scheme::HTTP)
+                    .authority(a)
+                    .path_and_query(path_and_query)
+                    .build()
+                    .map_err(|e| e.to_string())
+            });
+        let uri = match uri {
+            Ok(u) => u,
+            Err(e) => {
+                return Outcome::local(
+                    Reason::UpstreamConnect,
+                    format!(
+                        "endpoint address {endpoint_authority:?} of {} is not usable: {e}",
+                        cluster.name
+                    ),
+                )
+            }
+        };
+        parts.uri = uri;
+        if h2 {
+            parts.version = Version::HTTP_2;
+            parts.headers.remove(HOST);
+        } else {
+            parts.version = Version::HTTP_11;
+            match HeaderValue::from_str(host) {
+                Ok(v) => {
+                    parts.headers.insert(HOST, v);
+                }
+                Err(_) => {
+                    return Outcome::local(
+                        Reason::BadRequest,
+                        format!("invalid authority {host:?}"),
+                    )
+                }
+            }
+        }
+        let upstream_req = Request::from_parts(parts, body);
+        let client = if h2 { &self.h2 } else { &self.h1 };
+        let call = client.request(upstream_req);
+        let result = match route.timeout {
+            Some(t) => match tokio::time::timeout(t, call).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Outcome::local(
+                        Reason::Timeout,
+                        format!(
+                            "upstream {} ({endpoint_authority}) did not answer within the route timeout of {:?} (route {})",
+                            cluster.service, t, route.name
+                        ),
+                    )
+                }
+            },
+            None => call.await,
+        };
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let reason = if e.is_connect() {
+                    Reason::UpstreamConnect
+                } else {
+                    Reason::UpstreamError
+                };
+                tracing::debug!(endpoint = %endpoint_authority, cluster = %cluster.name, error = %e, "upstream request failed");
+                return Outcome::local(
+                    reason,
+                    format!(
+                        "upstream {} ({endpoint_authority}) failed: {}",
+                        cluster.service,
+                        error_chain(&e)
+                    ),
+                );
+            }
+        };
+        let (mut parts, body) = resp.into_parts();
+        hop::strip(&mut parts.headers, false);
+        target.response_headers.apply(&mut parts.headers);
+        route.response_headers.apply(&mut parts.headers);
+        if let Some(cookie) = set_cookie {
+            parts.headers.append(SET_COOKIE, cookie);
+        }
+        Outcome {
+            resp: Response::from_parts(parts, ProxyBody::upstream(body, guard)),
+            service: None,
+            route: None,
+        }
+    }
+}
+
+/// The authority a request is for: the absolute URI's (proxy-style or HTTP/2
+/// `:authority`), else the `Host` header.
+fn request_authority<B>(req: &Request<B>) -> Option<String> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.as_str().to_string());
+    }
+    req.headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+}
+
+/// Applies the route's URI rewrite: a prefix match has its prefix replaced,
+/// any other match the whole path. The query string is kept.
+fn rewritten_path(
+    route: &Route,
+    matched: Option<usize>,
+    uri: &Uri,
+) -> Result<PathAndQuery, String> {
+    let original = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let Some(new) = route.rewrite.as_ref().and_then(|r| r.uri.as_deref()) else {
+        return Ok(original);
+    };
+    let path = uri.path();
+    let m = matched.and_then(|i| route.matches.get(i));
+    let rest = match m.and_then(|m| m.uri.as_ref()) {
+        Some(StringMatch::Prefix(p)) => path.get(p.len()..).unwrap_or(""),
+        _ => "",
+    };
+    let mut s = String::with_capacity(new.len() + rest.len() + 16);
+    s.push_str(new);
+    // "/v1" + "/x" or "/" + "x": avoid a doubled or missing slash at the seam.
+    if s.ends_with('/') && rest.starts_with('/') {
+        s.pop();
+    }
+    s.push_str(rest);
+    if s.is_empty() {
+        s.push('/');
+    }
+    if let Some(q) = uri.query() {
+        s.push('?');
+        s.push_str(q);
+    }
+    PathAndQuery::try_from(s).map_err(|e| format!("rewritten URI is invalid: {e}"))
+}
+
+fn redirect(r: &Redirect, authority: &str, uri: &Uri) -> Response<ProxyBody> {
+    let scheme = r.scheme.as_deref().unwrap_or("http");
+    let mut host = r.authority.clone().unwrap_or_else(|| authority.to_string());
+    if let Some(port) = r.port {
+        let bare = host
+            .rsplit_once(':')
+            .map(|(h, _)| h.to_string())
+            .unwrap_or(host);
+        host = format!("{bare}:{port}");
+    }
+    let path = match &r.uri {
+        Some(u) => u.clone(),
+        None => uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into()),
+    };
+    let location = format!("{scheme}://{host}{path}");
+    let mut resp = Response::new(ProxyBody::empty());
+    *resp.status_mut() = StatusCode::from_u16(r.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
+    resp
+}
+
+fn no_endpoint_message(route: &Route, cluster: &anymesh_core::routes::Cluster) -> String {
+    let mut msg = format!(
+        "no healthy endpoint for {} port {}{} (route {})",
+        cluster.service,
+        cluster.port.number,
+        cluster
+            .subset
+            .as_deref()
+            .map(|s| format!(" subset {s}"))
+            .unwrap_or_default(),
+        route.name
+    );
+    if cluster.excluded.is_empty() {
+        msg.push_str(": the service has no endpoints");
+    } else {
+        msg.push_str(&format!(": {} excluded", cluster.excluded.len()));
+        for e in cluster.excluded.iter().take(3) {
+            msg.push_str(&format!("; {} {}", e.address, e.reason));
+        }
+    }
+    msg
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests;
