@@ -6,11 +6,13 @@
 //! [`routes::RouteTable`]s.
 
 pub mod catalog;
+pub mod config;
 pub mod model;
 pub mod registry;
 pub mod routes;
 
 pub use catalog::{CatalogState, MergedService, Snapshot};
+pub use config::{ConfigSet, Diagnostic, Severity};
 pub use model::{
     Endpoint, EndpointKey, EndpointPort, Health, Hostname, Labels, Locality, Protocol, Provenance,
     Service, ServicePort, SourceId,

@@ -1,0 +1,142 @@
+//! Checks across resources: duplicate names, several DestinationRules for one
+//! host, and destination subsets that no DestinationRule defines.
+//!
+//! Without a catalog, hosts are compared as written (see
+//! [`may_be_same`](super::host::may_be_same)): equal, covered by a wildcard,
+//! or a short name the other extends. The route compiler repeats the subset
+//! check against the real services.
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::diagnostic::{Diagnostic, Severity};
+use super::host::{may_be_same, HostPattern};
+use super::{ConfigSet, Kind, Resource};
+
+/// Findings plus the indices of resources that have an error.
+#[derive(Debug, Default)]
+pub(crate) struct Report {
+    pub diagnostics: Vec<Diagnostic>,
+    pub bad_virtual_services: BTreeSet<usize>,
+    pub bad_destination_rules: BTreeSet<usize>,
+}
+
+pub(crate) fn check(set: &ConfigSet) -> Report {
+    let mut report = Report::default();
+    duplicates(
+        &set.virtual_services,
+        &mut report.diagnostics,
+        &mut report.bad_virtual_services,
+    );
+    duplicates(
+        &set.destination_rules,
+        &mut report.diagnostics,
+        &mut report.bad_destination_rules,
+    );
+    let rules: Vec<_> = set
+        .destination_rules
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !report.bad_destination_rules.contains(i))
+        .map(|(_, r)| r)
+        .collect();
+    // Several rules for the same host: the first applies.
+    let mut first_for: HashMap<HostPattern, &Resource<_>> = HashMap::new();
+    for dr in &rules {
+        let Ok(host) = HostPattern::parse(&dr.spec.host) else {
+            continue;
+        };
+        match first_for.get(&host) {
+            Some(first) => report.diagnostics.push(dr.diagnostic(
+                Severity::Warning,
+                "spec.host",
+                format!(
+                    "host '{}' already has DestinationRule {} ({}); only that one applies",
+                    dr.spec.host,
+                    first.id(),
+                    first.origin.file
+                ),
+            )),
+            None => {
+                first_for.insert(host, dr);
+            }
+        }
+    }
+    for (v, vs) in set.virtual_services.iter().enumerate() {
+        if report.bad_virtual_services.contains(&v) {
+            continue;
+        }
+        for (i, http) in vs.spec.http.iter().enumerate() {
+            for (k, d) in http.route.iter().enumerate() {
+                let Some(subset) = &d.destination.subset else {
+                    continue;
+                };
+                let host = &d.destination.host;
+                let candidates: Vec<_> = rules
+                    .iter()
+                    .filter(|dr| may_be_same(&dr.spec.host, host))
+                    .collect();
+                if candidates.iter().any(|dr| dr.spec.subset(subset).is_some()) {
+                    continue;
+                }
+                let message = match candidates.as_slice() {
+                    [] => format!(
+                        "unknown subset '{subset}': no DestinationRule for host '{host}' defines it"
+                    ),
+                    _ => {
+                        let defined: Vec<&str> = candidates
+                            .iter()
+                            .flat_map(|dr| dr.spec.subsets.iter().map(|s| s.name.as_str()))
+                            .collect();
+                        let names: Vec<String> = candidates.iter().map(|dr| dr.id()).collect();
+                        format!(
+                            "unknown subset '{subset}': DestinationRule {} for host '{host}' \
+                             defines {}",
+                            names.join(", "),
+                            if defined.is_empty() {
+                                "no subsets".to_string()
+                            } else {
+                                format!("only {}", defined.join(", "))
+                            }
+                        )
+                    }
+                };
+                report.diagnostics.push(vs.diagnostic(
+                    Severity::Error,
+                    format!("spec.http[{i}].route[{k}].destination.subset"),
+                    message,
+                ));
+                report.bad_virtual_services.insert(v);
+            }
+        }
+    }
+    report
+}
+
+/// A second resource of the same kind, namespace and name is an error; the
+/// first one stays.
+fn duplicates<T: Kind>(
+    resources: &[Resource<T>],
+    out: &mut Vec<Diagnostic>,
+    bad: &mut BTreeSet<usize>,
+) {
+    let mut seen: HashMap<(&str, &str), &Resource<T>> = HashMap::new();
+    for (i, r) in resources.iter().enumerate() {
+        let key = (r.namespace.as_str(), r.name.as_str());
+        if let Some(first) = seen.get(&key) {
+            out.push(r.diagnostic(
+                Severity::Error,
+                "metadata.name",
+                format!(
+                    "duplicate {} {}: already defined in {} (document {})",
+                    T::KIND,
+                    r.id(),
+                    first.origin.file,
+                    first.origin.document + 1
+                ),
+            ));
+            bad.insert(i);
+        } else {
+            seen.insert(key, r);
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Istio routing config: `networking.istio.io` VirtualService and
+//! DestinationRule (apiVersion `v1alpha3`, `v1beta1` or `v1`), read from
+//! multi-document YAML and validated.
+//!
+//! - [`parse_str`] reads one file's text: syntax, fields and every check that
+//!   needs only the resource itself. A resource with an error is left out of
+//!   the returned [`ConfigSet`] and reported; the rest are kept.
+//! - [`ConfigSet::retain_valid`] adds the checks across resources (duplicate
+//!   names, subsets no DestinationRule defines) and drops the offenders.
+//! - [`load_str`] and [`load_files`] do both.
+//!
+//! Fields anymesh does not implement are reported by name, never dropped
+//! quietly; see `docs/config-reference.md` for the full list and the rules.
+
+mod cross;
+mod destination_rule;
+mod diagnostic;
+mod duration;
+mod host;
+mod parse;
+mod schema;
+mod validate;
+mod virtual_service;
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+pub use destination_rule::{
+    ConsistentHashLb, DestinationRule, HashKey, HttpCookie, LoadBalancerSettings, Maglev, RingHash,
+    SimpleLb, Subset, TrafficPolicy,
+};
+pub use diagnostic::{has_errors, Diagnostic, Severity};
+pub use duration::{parse_duration, GoDuration, InvalidDuration};
+pub use host::HostPattern;
+pub use parse::parse_str;
+pub use virtual_service::{
+    Destination, HeaderOperations, Headers, HttpBody, HttpDirectResponse, HttpMatchRequest,
+    HttpRedirect, HttpRewrite, HttpRoute, HttpRouteDestination, MatchKind, PortSelector,
+    StringMatch, VirtualService,
+};
+
+use diagnostic::Subject;
+
+/// Where a resource was read from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Origin {
+    /// The file as it was given.
+    pub file: String,
+    /// 0-based index of the YAML document in the file.
+    pub document: usize,
+    /// 1-based line where the document's content starts.
+    pub line: usize,
+}
+
+/// The resource kinds anymesh reads.
+pub trait Kind {
+    const KIND: &'static str;
+}
+
+impl Kind for VirtualService {
+    const KIND: &'static str = "VirtualService";
+}
+
+impl Kind for DestinationRule {
+    const KIND: &'static str = "DestinationRule";
+}
+
+/// One parsed resource with its identity and origin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource<T> {
+    pub origin: Origin,
+    /// `metadata.namespace`, `default` when absent.
+    pub namespace: String,
+    pub name: String,
+    pub spec: T,
+}
+
+impl<T: Kind> Resource<T> {
+    pub fn kind(&self) -> &'static str {
+        T::KIND
+    }
+
+    /// `namespace/name`.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// A finding about this resource, at a field path such as `spec.http[0]`.
+    pub fn diagnostic(
+        &self,
+        severity: Severity,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        self.subject().diagnostic(severity, path, message)
+    }
+
+    pub(crate) fn subject(&self) -> Subject {
+        Subject {
+            file: self.origin.file.clone(),
+            document: Some(self.origin.document),
+            kind: Some(T::KIND.to_string()),
+            resource: Some(self.id()),
+        }
+    }
+}
+
+/// Every routing resource read, in file order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConfigSet {
+    pub virtual_services: Vec<Resource<VirtualService>>,
+    pub destination_rules: Vec<Resource<DestinationRule>>,
+}
+
+impl ConfigSet {
+    pub fn is_empty(&self) -> bool {
+        self.virtual_services.is_empty() && self.destination_rules.is_empty()
+    }
+
+    /// Appends another set (e.g. the next file). Run [`ConfigSet::retain_valid`]
+    /// afterwards: resources from different files can conflict.
+    pub fn merge(&mut self, other: ConfigSet) {
+        self.virtual_services.extend(other.virtual_services);
+        self.destination_rules.extend(other.destination_rules);
+    }
+
+    /// The checks across resources (duplicate names, several
+    /// DestinationRules for one host, unknown subsets), without changing the
+    /// set. Per-resource checks already ran in [`parse_str`], which only
+    /// returns resources that passed them.
+    pub fn validate(&self) -> Vec<Diagnostic> {
+        cross::check(self).diagnostics
+    }
+
+    /// Like [`ConfigSet::validate`], then drops every resource with an error.
+    pub fn retain_valid(&mut self) -> Vec<Diagnostic> {
+        let report = cross::check(self);
+        self.virtual_services = std::mem::take(&mut self.virtual_services)
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !report.bad_virtual_services.contains(i))
+            .map(|(_, r)| r)
+            .collect();
+        self.destination_rules = std::mem::take(&mut self.destination_rules)
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !report.bad_destination_rules.contains(i))
+            .map(|(_, r)| r)
+            .collect();
+        report.diagnostics
+    }
+
+    /// The DestinationRule that applies to a name (hostname or alias) of a
+    /// service: the first whose `host` matches, exact hosts before wildcards.
+    pub fn destination_rule_for<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str> + Clone,
+    ) -> Option<&Resource<DestinationRule>> {
+        let find = |wild: bool| {
+            self.destination_rules.iter().find(|dr| {
+                HostPattern::parse(&dr.spec.host).is_ok_and(|p| {
+                    p.is_wildcard() == wild && names.clone().into_iter().any(|n| p.matches(n))
+                })
+            })
+        };
+        find(false).or_else(|| find(true))
+    }
+}
+
+/// Parses one file's text and runs the cross-resource checks on it alone.
+pub fn load_str(file: &str, text: &str) -> (ConfigSet, Vec<Diagnostic>) {
+    let (mut set, mut diagnostics) = parse_str(file, text);
+    diagnostics.extend(set.retain_valid());
+    (set, diagnostics)
+}
+
+/// Reads and parses every file, merges them in order and runs the
+/// cross-resource checks. A file that cannot be read is an error; the other
+/// files still load.
+pub fn load_files(paths: &[PathBuf]) -> (ConfigSet, Vec<Diagnostic>) {
+    let mut set = ConfigSet::default();
+    let mut diagnostics = Vec::new();
+    for path in paths {
+        let file = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let (s, d) = parse_str(&file, &text);
+                set.merge(s);
+                diagnostics.extend(d);
+            }
+            Err(e) => diagnostics.push(
+                Subject {
+                    file,
+                    ..Subject::default()
+                }
+                .diagnostic(Severity::Error, "", format!("cannot read file: {e}")),
+            ),
+        }
+    }
+    diagnostics.extend(set.retain_valid());
+    (set, diagnostics)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,449 @@
+//! Which fields exist, per Istio message, and what anymesh does with them.
+//!
+//! The parser collects every key serde did not consume (via `serde_ignored`)
+//! and [`classify`]s it against this table by walking the key's path:
+//!
+//! - a field anymesh implements never shows up here (serde consumed it);
+//! - [`Field::Unsupported`]: a real Istio field anymesh does not implement;
+//!   a *warning*, the rest of the resource applies without it;
+//! - [`Field::Narrows`]: a real Istio field that restricts which traffic the
+//!   rule applies to (e.g. `match[].sourceLabels`); ignoring it would apply the
+//!   rule to traffic it does not select, so it is an *error*;
+//! - [`Field::Silent`]: Kubernetes bookkeeping (`metadata.uid`, `status`) with
+//!   no routing meaning; accepted without a word;
+//! - anything else is a field nobody defines (a typo): an *error*, with a
+//!   suggestion when a known field is close.
+
+/// What a field is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Field {
+    /// Implemented; a scalar, list of scalars or map of scalars.
+    Leaf,
+    /// Implemented; a nested message.
+    Struct(&'static str),
+    /// Implemented; a list of messages.
+    List(&'static str),
+    /// Implemented; a map from any key to a message.
+    Map(&'static str),
+    Unsupported,
+    Narrows,
+    Silent,
+}
+
+use Field::*;
+
+/// Top-level messages for the two kinds anymesh reads.
+pub(crate) const VIRTUAL_SERVICE_DOC: &str = "VirtualService document";
+pub(crate) const DESTINATION_RULE_DOC: &str = "DestinationRule document";
+
+type Message = (&'static str, &'static [(&'static str, Field)]);
+
+static MESSAGES: &[Message] = &[
+    (
+        VIRTUAL_SERVICE_DOC,
+        &[
+            ("apiVersion", Leaf),
+            ("kind", Leaf),
+            ("metadata", Struct("ObjectMeta")),
+            ("spec", Struct("VirtualService")),
+            ("status", Silent),
+        ],
+    ),
+    (
+        DESTINATION_RULE_DOC,
+        &[
+            ("apiVersion", Leaf),
+            ("kind", Leaf),
+            ("metadata", Struct("ObjectMeta")),
+            ("spec", Struct("DestinationRule")),
+            ("status", Silent),
+        ],
+    ),
+    (
+        "ObjectMeta",
+        &[
+            ("name", Leaf),
+            ("namespace", Leaf),
+            ("labels", Leaf),
+            ("annotations", Leaf),
+            ("uid", Silent),
+            ("resourceVersion", Silent),
+            ("generation", Silent),
+            ("creationTimestamp", Silent),
+            ("deletionTimestamp", Silent),
+            ("deletionGracePeriodSeconds", Silent),
+            ("managedFields", Silent),
+            ("ownerReferences", Silent),
+            ("finalizers", Silent),
+            ("generateName", Silent),
+            ("selfLink", Silent),
+        ],
+    ),
+    (
+        "VirtualService",
+        &[
+            ("hosts", Leaf),
+            ("gateways", Leaf),
+            ("http", List("HTTPRoute")),
+            ("tls", Unsupported),
+            ("tcp", Unsupported),
+            ("exportTo", Unsupported),
+        ],
+    ),
+    (
+        "HTTPRoute",
+        &[
+            ("name", Leaf),
+            ("match", List("HTTPMatchRequest")),
+            ("route", List("HTTPRouteDestination")),
+            ("redirect", Struct("HTTPRedirect")),
+            ("directResponse", Struct("HTTPDirectResponse")),
+            ("rewrite", Struct("HTTPRewrite")),
+            ("timeout", Leaf),
+            ("headers", Struct("Headers")),
+            ("delegate", Unsupported),
+            ("retries", Unsupported),
+            ("fault", Unsupported),
+            ("mirror", Unsupported),
+            ("mirrors", Unsupported),
+            ("mirrorPercentage", Unsupported),
+            ("mirrorPercent", Unsupported),
+            ("corsPolicy", Unsupported),
+        ],
+    ),
+    (
+        "HTTPMatchRequest",
+        &[
+            ("name", Leaf),
+            ("uri", Struct("StringMatch")),
+            ("method", Struct("StringMatch")),
+            ("authority", Struct("StringMatch")),
+            ("headers", Map("StringMatch")),
+            ("queryParams", Map("StringMatch")),
+            ("ignoreUriCase", Leaf),
+            ("scheme", Narrows),
+            ("port", Narrows),
+            ("sourceLabels", Narrows),
+            ("sourceNamespace", Narrows),
+            ("gateways", Narrows),
+            ("withoutHeaders", Narrows),
+            ("statPrefix", Unsupported),
+        ],
+    ),
+    (
+        "StringMatch",
+        &[("exact", Leaf), ("prefix", Leaf), ("regex", Leaf)],
+    ),
+    (
+        "HTTPRouteDestination",
+        &[
+            ("destination", Struct("Destination")),
+            ("weight", Leaf),
+            ("headers", Struct("Headers")),
+        ],
+    ),
+    (
+        "Destination",
+        &[
+            ("host", Leaf),
+            ("subset", Leaf),
+            ("port", Struct("PortSelector")),
+        ],
+    ),
+    ("PortSelector", &[("number", Leaf)]),
+    (
+        "Headers",
+        &[
+            ("request", Struct("HeaderOperations")),
+            ("response", Struct("HeaderOperations")),
+        ],
+    ),
+    (
+        "HeaderOperations",
+        &[("set", Leaf), ("add", Leaf), ("remove", Leaf)],
+    ),
+    (
+        "HTTPRewrite",
+        &[
+            ("uri", Leaf),
+            ("authority", Leaf),
+            ("uriRegexRewrite", Unsupported),
+        ],
+    ),
+    (
+        "HTTPRedirect",
+        &[
+            ("uri", Leaf),
+            ("authority", Leaf),
+            ("port", Leaf),
+            ("scheme", Leaf),
+            ("redirectCode", Leaf),
+            ("derivePort", Unsupported),
+        ],
+    ),
+    (
+        "HTTPDirectResponse",
+        &[("status", Leaf), ("body", Struct("HTTPBody"))],
+    ),
+    ("HTTPBody", &[("string", Leaf), ("bytes", Unsupported)]),
+    (
+        "DestinationRule",
+        &[
+            ("host", Leaf),
+            ("trafficPolicy", Struct("TrafficPolicy")),
+            ("subsets", List("Subset")),
+            ("exportTo", Unsupported),
+            ("workloadSelector", Narrows),
+        ],
+    ),
+    (
+        "Subset",
+        &[
+            ("name", Leaf),
+            ("labels", Leaf),
+            ("trafficPolicy", Struct("TrafficPolicy")),
+        ],
+    ),
+    (
+        "TrafficPolicy",
+        &[
+            ("loadBalancer", Struct("LoadBalancerSettings")),
+            ("connectionPool", Unsupported),
+            ("outlierDetection", Unsupported),
+            ("tls", Unsupported),
+            ("portLevelSettings", Unsupported),
+            ("tunnel", Unsupported),
+            ("proxyProtocol", Unsupported),
+            ("retryBudget", Unsupported),
+        ],
+    ),
+    (
+        "LoadBalancerSettings",
+        &[
+            ("simple", Leaf),
+            ("consistentHash", Struct("ConsistentHashLB")),
+            ("localityLbSetting", Unsupported),
+            ("warmupDurationSecs", Unsupported),
+            ("warmup", Unsupported),
+        ],
+    ),
+    (
+        "ConsistentHashLB",
+        &[
+            ("httpHeaderName", Leaf),
+            ("httpCookie", Struct("HTTPCookie")),
+            ("useSourceIp", Leaf),
+            ("httpQueryParameterName", Leaf),
+            ("ringHash", Struct("RingHash")),
+            ("maglev", Struct("MagLev")),
+            ("minimumRingSize", Leaf),
+        ],
+    ),
+    (
+        "HTTPCookie",
+        &[
+            ("name", Leaf),
+            ("path", Leaf),
+            ("ttl", Leaf),
+            ("attributes", Unsupported),
+        ],
+    ),
+    ("RingHash", &[("minimumRingSize", Leaf)]),
+    ("MagLev", &[("tableSize", Leaf)]),
+];
+
+fn fields(message: &str) -> &'static [(&'static str, Field)] {
+    MESSAGES
+        .iter()
+        .find(|(name, _)| *name == message)
+        .map_or(&[], |(_, f)| *f)
+}
+
+/// One step of a field path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// Renders a path as people write it: `spec.http[0].route`.
+pub(crate) fn render(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// Converts a `serde_ignored` path into segments (option and newtype layers vanish).
+pub(crate) fn segments(path: &serde_ignored::Path<'_>) -> Vec<Seg> {
+    fn walk(path: &serde_ignored::Path<'_>, out: &mut Vec<Seg>) {
+        use serde_ignored::Path as P;
+        match path {
+            P::Root => {}
+            P::Seq { parent, index } => {
+                walk(parent, out);
+                out.push(Seg::Index(*index));
+            }
+            P::Map { parent, key } => {
+                walk(parent, out);
+                out.push(Seg::Key(key.clone()));
+            }
+            P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+                walk(parent, out)
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(path, &mut out);
+    out
+}
+
+/// What to do about a key serde did not consume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Unused {
+    Silent,
+    Unsupported,
+    Narrows,
+    Unknown { suggestion: Option<&'static str> },
+}
+
+/// Classifies the unused key at the end of `path`, starting from message `root`.
+pub(crate) fn classify(root: &'static str, path: &[Seg]) -> Unused {
+    #[derive(Clone, Copy)]
+    enum At {
+        Message(&'static str),
+        Element(&'static str),
+        Entry(&'static str),
+        Lost,
+    }
+    let Some((Seg::Key(last), parents)) = path.split_last() else {
+        return Unused::Unknown { suggestion: None };
+    };
+    let mut at = At::Message(root);
+    for seg in parents {
+        at = match (at, seg) {
+            (At::Message(m), Seg::Key(k)) => match fields(m).iter().find(|(n, _)| n == k) {
+                Some((_, Struct(s))) => At::Message(s),
+                Some((_, List(s))) => At::Element(s),
+                Some((_, Map(s))) => At::Entry(s),
+                _ => At::Lost,
+            },
+            (At::Element(s), Seg::Index(_)) | (At::Entry(s), Seg::Key(_)) => At::Message(s),
+            _ => At::Lost,
+        };
+    }
+    let At::Message(message) = at else {
+        return Unused::Unknown { suggestion: None };
+    };
+    let known = fields(message);
+    match known.iter().find(|(n, _)| n == last) {
+        Some((_, Unsupported)) => Unused::Unsupported,
+        Some((_, Narrows)) => Unused::Narrows,
+        Some((_, Silent)) => Unused::Silent,
+        // A supported field that serde still did not consume cannot happen;
+        // treat it like an unknown one rather than dropping it.
+        _ => Unused::Unknown {
+            suggestion: suggest(last, known),
+        },
+    }
+}
+
+/// The known field closest to a misspelt one, if any is close enough.
+fn suggest(typo: &str, known: &[(&'static str, Field)]) -> Option<&'static str> {
+    let norm = |s: &str| s.replace(['_', '-'], "").to_ascii_lowercase();
+    let typo_n = norm(typo);
+    known
+        .iter()
+        .filter(|(_, f)| *f != Silent)
+        .map(|(name, _)| (edit_distance(&typo_n, &norm(name)), *name))
+        .filter(|(d, name)| *d <= 1 + name.len() / 4)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, name)| name)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Vec<Seg> {
+        s.split('.')
+            .map(|k| match k.parse() {
+                Ok(i) => Seg::Index(i),
+                Err(_) => Seg::Key(k.to_string()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn classifies_by_context() {
+        let vs = VIRTUAL_SERVICE_DOC;
+        assert_eq!(classify(vs, &p("spec.http.0.retries")), Unused::Unsupported);
+        assert_eq!(
+            classify(vs, &p("spec.http.0.match.1.sourceLabels")),
+            Unused::Narrows
+        );
+        // `port` is an Istio field of a match block, not of a route.
+        assert_eq!(
+            classify(vs, &p("spec.http.0.port")),
+            Unused::Unknown { suggestion: None }
+        );
+        assert_eq!(
+            classify(vs, &p("spec.http.0.rout")),
+            Unused::Unknown {
+                suggestion: Some("route")
+            }
+        );
+        assert_eq!(
+            classify(vs, &p("spec.http.0.match.0.headers.x-user.exct")),
+            Unused::Unknown {
+                suggestion: Some("exact")
+            }
+        );
+        assert_eq!(classify(vs, &p("metadata.uid")), Unused::Silent);
+        let dr = DESTINATION_RULE_DOC;
+        assert_eq!(
+            classify(dr, &p("spec.subsets.0.trafficPolicy.connectionPool")),
+            Unused::Unsupported
+        );
+        assert_eq!(
+            classify(
+                dr,
+                &p("spec.trafficPolicy.loadBalancer.consistentHash.http_cookie")
+            ),
+            Unused::Unknown {
+                suggestion: Some("httpCookie")
+            }
+        );
+    }
+
+    #[test]
+    fn renders_paths() {
+        assert_eq!(
+            render(&p("spec.http.1.route.0.weight")),
+            "spec.http[1].route[0].weight"
+        );
+    }
+}
