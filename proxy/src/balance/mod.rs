@@ -1,1 +1,330 @@
-//! Load balancers (placeholder; being written).
+//! Load balancers: pick an endpoint of a [`Cluster`] for a request.
+//!
+//! [`Balancers`] lives as long as the process and is owned by whatever swaps
+//! route tables. For every new [`RouteTable`] it builds one [`ClusterLb`] per
+//! cluster; all the expensive work (round-robin schedules, Maglev tables) is done
+//! there, so [`ClusterLb::pick`] on the request path only reads precomputed
+//! tables, touches atomics and a thread-local RNG, and does not allocate (except
+//! the `Set-Cookie` value when a hash cookie is issued).
+//!
+//! State that must survive table swaps is shared through `Arc`s:
+//! ```text
+//! Balancers ─┬─ endpoints: (EndpointKey, authority) ──► Arc<EndpointState>  (in-flight count)
+//!            └─ clusters:  cluster name ──► round-robin cursor, last Maglev table
+//! ```
+//! An endpoint that appears in several clusters (two subsets of one service)
+//! shares one in-flight counter. State of clusters and endpoints that are no
+//! longer in the table is forgotten at the next [`Balancers::update`].
+//!
+//! Policies ([`LbPolicy`]):
+//! - `RoundRobin`: smooth weighted round robin over a precomputed schedule.
+//! - `Random`: weighted random.
+//! - `LeastRequest`: power of two choices on in-flight count / weight.
+//! - `ConsistentHash`: Maglev over stable endpoint identities; when the request
+//!   has no key, a weighted random pick.
+
+mod hash_key;
+mod maglev;
+mod schedule;
+mod weights;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use anymesh_core::routes::{Cluster, ClusterEndpoint, HashKey, LbPolicy, RouteTable};
+use anymesh_core::EndpointKey;
+use http::{HeaderMap, HeaderValue};
+
+use maglev::{Maglev, MaglevCache};
+use schedule::Schedule;
+use weights::Weights;
+
+/// Balancer state for every cluster of the current route table.
+///
+/// Not on the request path: call [`update`](Self::update) once per new table.
+#[derive(Default)]
+pub struct Balancers {
+    endpoints: HashMap<(EndpointKey, String), Arc<EndpointState>>,
+    clusters: HashMap<String, ClusterState>,
+}
+
+/// What a cluster keeps across table swaps.
+struct ClusterState {
+    cursor: Arc<Cursor>,
+    maglev: Option<MaglevCache>,
+}
+
+impl Balancers {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds the balancers for a new table: one [`ClusterLb`] per
+    /// `table.clusters[i]`, in the same order.
+    ///
+    /// Round-robin positions, in-flight counters and Maglev tables (when the
+    /// cluster's endpoints and weights are unchanged) carry over from the
+    /// previous table; state of clusters and endpoints that are gone is dropped.
+    pub fn update(&mut self, table: &RouteTable) -> Vec<Arc<ClusterLb>> {
+        let mut endpoints = HashMap::with_capacity(self.endpoints.len());
+        let mut clusters = HashMap::with_capacity(table.clusters.len());
+        let lbs = table
+            .clusters
+            .iter()
+            .map(|cluster| {
+                let states = cluster
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        let id = (e.key.clone(), e.authority.clone());
+                        if let Some(state) = endpoints.get(&id) {
+                            return Arc::clone(state);
+                        }
+                        let state = self.endpoints.remove(&id).unwrap_or_default();
+                        endpoints.insert(id, state.clone());
+                        state
+                    })
+                    .collect();
+                let previous = self.clusters.remove(&cluster.name);
+                let (lb, state) = ClusterLb::build(cluster.clone(), states, previous);
+                clusters.insert(cluster.name.clone(), state);
+                Arc::new(lb)
+            })
+            .collect();
+        self.endpoints = endpoints;
+        self.clusters = clusters;
+        lbs
+    }
+}
+
+impl fmt::Debug for Balancers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Balancers")
+            .field("clusters", &self.clusters.len())
+            .field("endpoints", &self.endpoints.len())
+            .finish()
+    }
+}
+
+/// Per-endpoint state shared by every cluster holding the endpoint.
+///
+/// A pick touches both the `Arc` counts and `in_flight`; the padding (rather
+/// than an alignment, which would push `in_flight` onto the line after the
+/// counts) makes the `Arc` allocation 128 bytes, so both sit on one cache line
+/// and no two endpoints share one.
+#[derive(Debug)]
+struct EndpointState {
+    in_flight: AtomicUsize,
+    _pad: [u8; 104],
+}
+
+impl Default for EndpointState {
+    fn default() -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            _pad: [0; 104],
+        }
+    }
+}
+
+/// A round-robin position, padded like [`EndpointState`].
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Cursor(AtomicUsize);
+
+/// The balancer of one cluster in one route table.
+pub struct ClusterLb {
+    cluster: Arc<Cluster>,
+    /// Parallel to `cluster.endpoints`.
+    states: Box<[Arc<EndpointState>]>,
+    weights: Weights,
+    kind: Kind,
+}
+
+enum Kind {
+    RoundRobin {
+        cursor: Arc<Cursor>,
+        schedule: Schedule,
+    },
+    Random,
+    LeastRequest,
+    ConsistentHash {
+        key: HashKey,
+        maglev: Maglev,
+    },
+}
+
+impl ClusterLb {
+    fn build(
+        cluster: Arc<Cluster>,
+        states: Box<[Arc<EndpointState>]>,
+        previous: Option<ClusterState>,
+    ) -> (Self, ClusterState) {
+        let (cursor, cache) = match previous {
+            Some(p) => (p.cursor, p.maglev),
+            None => (Arc::default(), None),
+        };
+        let endpoints = &cluster.endpoints;
+        let weights = Weights::new(endpoints);
+        let (kind, cache) = match &cluster.lb {
+            LbPolicy::RoundRobin => (
+                Kind::RoundRobin {
+                    cursor: cursor.clone(),
+                    schedule: Schedule::new(endpoints),
+                },
+                None,
+            ),
+            LbPolicy::Random => (Kind::Random, None),
+            LbPolicy::LeastRequest => (Kind::LeastRequest, None),
+            LbPolicy::ConsistentHash(policy) => {
+                let cache = MaglevCache::build(endpoints, policy.table_size, cache);
+                let kind = Kind::ConsistentHash {
+                    key: policy.key.clone(),
+                    maglev: cache.maglev.clone(),
+                };
+                (kind, Some(cache))
+            }
+        };
+        let lb = Self {
+            cluster,
+            states,
+            weights,
+            kind,
+        };
+        let state = ClusterState {
+            cursor,
+            maglev: cache,
+        };
+        (lb, state)
+    }
+
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    /// Requests in flight to `cluster().endpoints[index]`, counted over every
+    /// cluster holding that endpoint.
+    pub fn in_flight(&self, index: usize) -> Option<usize> {
+        self.states
+            .get(index)
+            .map(|s| s.in_flight.load(Ordering::Relaxed))
+    }
+
+    /// Picks an endpoint for a request; `None` when the cluster has no endpoints.
+    ///
+    /// Hot path: lock-free, no allocation (but for an issued hash cookie).
+    pub fn pick(&self, ctx: &PickContext<'_>) -> Option<Picked<'_>> {
+        let n = self.states.len();
+        let (index, set_cookie) = match &self.kind {
+            _ if n == 0 => return None,
+            Kind::ConsistentHash { key, maglev } => {
+                let (hash, set_cookie) = hash_key::hash(key, ctx);
+                let index = match hash {
+                    _ if n == 1 => 0,
+                    Some(h) => maglev.lookup(h),
+                    None => self.weights.sample(),
+                };
+                (index, set_cookie)
+            }
+            _ if n == 1 => (0, None),
+            Kind::RoundRobin { cursor, schedule } => {
+                (schedule.at(cursor.0.fetch_add(1, Ordering::Relaxed)), None)
+            }
+            Kind::Random => (self.weights.sample(), None),
+            Kind::LeastRequest => (self.least_request(), None),
+        };
+        let endpoint = self.cluster.endpoints.get(index)?;
+        let state = self.states.get(index)?;
+        state.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(Picked {
+            endpoint,
+            guard: InFlight(state.clone()),
+            set_cookie,
+        })
+    }
+
+    /// Power of two choices: two distinct endpoints drawn by weight; the one
+    /// with fewer in-flight requests per unit of weight wins, the first on a tie
+    /// (so an idle cluster is balanced exactly by weight).
+    fn least_request(&self) -> usize {
+        let (a, b) = self.weights.sample_two();
+        let load = |i: usize| {
+            let in_flight = self
+                .states
+                .get(i)
+                .map_or(0, |s| s.in_flight.load(Ordering::Relaxed));
+            (in_flight as u128, u128::from(self.weights.weight(i)))
+        };
+        let ((ia, wa), (ib, wb)) = (load(a), load(b));
+        if ia * wb <= ib * wa {
+            a
+        } else {
+            b
+        }
+    }
+}
+
+impl fmt::Debug for ClusterLb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let policy = match &self.kind {
+            Kind::RoundRobin { .. } => "round_robin",
+            Kind::Random => "random",
+            Kind::LeastRequest => "least_request",
+            Kind::ConsistentHash { .. } => "consistent_hash",
+        };
+        f.debug_struct("ClusterLb")
+            .field("cluster", &self.cluster.name)
+            .field("policy", &policy)
+            .field("endpoints", &self.states.len())
+            .finish()
+    }
+}
+
+/// What a pick may look at in the request.
+#[derive(Debug, Clone, Copy)]
+pub struct PickContext<'a> {
+    pub headers: &'a HeaderMap,
+    /// The query string without `?`.
+    pub query: Option<&'a str>,
+    /// The downstream peer address.
+    pub source_ip: Option<IpAddr>,
+}
+
+impl<'a> PickContext<'a> {
+    /// A context with only headers (no query, no source address).
+    pub fn new(headers: &'a HeaderMap) -> Self {
+        Self {
+            headers,
+            query: None,
+            source_ip: None,
+        }
+    }
+}
+
+/// The chosen endpoint.
+#[derive(Debug)]
+pub struct Picked<'a> {
+    pub endpoint: &'a ClusterEndpoint,
+    /// Decrements the endpoint's in-flight count when dropped (hold it until
+    /// the response body ends).
+    pub guard: InFlight,
+    /// For cookie hashing with a ttl when the request had no cookie: a
+    /// `Set-Cookie` value to add to the response.
+    pub set_cookie: Option<HeaderValue>,
+}
+
+/// One request in flight to an endpoint; decrements the count on drop.
+#[derive(Debug)]
+pub struct InFlight(Arc<EndpointState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
