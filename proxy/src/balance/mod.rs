@@ -99,6 +99,12 @@ impl Balancers {
             .collect();
         self.endpoints = endpoints;
         self.clusters = clusters;
+        tracing::debug!(
+            version = table.version,
+            clusters = self.clusters.len(),
+            endpoints = self.endpoints.len(),
+            "balancers updated"
+        );
         lbs
     }
 }
@@ -118,10 +124,17 @@ impl fmt::Debug for Balancers {
 /// than an alignment, which would push `in_flight` onto the line after the
 /// counts) makes the `Arc` allocation 128 bytes, so both sit on one cache line
 /// and no two endpoints share one.
-#[derive(Debug)]
 struct EndpointState {
     in_flight: AtomicUsize,
     _pad: [u8; 104],
+}
+
+impl fmt::Debug for EndpointState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EndpointState")
+            .field("in_flight", &self.in_flight.load(Ordering::Relaxed))
+            .finish()
+    }
 }
 
 impl Default for EndpointState {

@@ -60,8 +60,25 @@ fn same_key_same_endpoint() {
     }
     // Identities, not list order or process state, decide.
     let reversed = by_header(&[("c", 1), ("b", 1), ("a", 1)]);
-    let lb = lb_for(&mut Balancers::new(), reversed);
-    assert_eq!(owner(&lb, "alice"), first);
+    let other = lb_for(&mut Balancers::new(), reversed);
+    for k in 0..1000 {
+        let key = format!("user-{k}");
+        assert_eq!(owner(&other, &key), owner(&lb, &key), "{key}");
+    }
+    // Slot for slot, not just for these keys.
+    let owners = |lb: &ClusterLb| -> Vec<String> {
+        let Maglev::Narrow(t) = maglev(lb) else {
+            panic!("narrow table expected")
+        };
+        let ids = &lb.cluster().endpoints;
+        t.iter()
+            .map(|&i| ids[usize::from(i)].authority.clone())
+            .collect()
+    };
+    assert!(
+        owners(&lb) == owners(&other),
+        "the table depends on list order"
+    );
 }
 
 #[test]
