@@ -15,7 +15,7 @@
 mod cross;
 mod destination_rule;
 mod diagnostic;
-mod duration;
+pub mod duration;
 mod host;
 mod parse;
 mod schema;

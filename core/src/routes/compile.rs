@@ -1,0 +1,285 @@
+//! The route-table compiler: catalog snapshot + Istio config → [`RouteTable`].
+//!
+//! A pure function of its inputs. The rules:
+//!
+//! - **Virtual hosts.** Every service gets one virtual host per port, reachable
+//!   as `name:port` for its hostname and every alias. The virtual host of the
+//!   service's *default port* (its first HTTP port, else its first port) also
+//!   answers the bare names, so a request without a port, or with a port the
+//!   service does not declare, lands there.
+//! - **Default routes.** A service no VirtualService claims has one route, to
+//!   the cluster of (service, no subset, the virtual host's port).
+//! - **VirtualServices.** A VirtualService that binds to the mesh (no
+//!   `gateways`, or `mesh` among them) and has HTTP routes claims every service
+//!   one of its `hosts` names: an exact host equals the hostname or an alias
+//!   (`reviews` claims only a service called or aliased `reviews`), `*.suffix`
+//!   covers names ending in `.suffix`, `*` covers all. When several claim a
+//!   service, an exact host beats a longer wildcard beats a shorter one, and
+//!   then the earlier resource wins (a warning names the loser). Its routes
+//!   replace the default route on every port of the service. Wildcard hosts
+//!   also get a virtual host of their own for names that are not services,
+//!   and an exact host that resolves to no service keeps a virtual host with
+//!   the VirtualService's routes (a warning says so).
+//! - **Destinations.** The destination host is resolved like a VirtualService
+//!   host. Its port is `destination.port.number`, else the request's port when
+//!   the destination service declares it, else the service's default port.
+//! - **Clusters.** One per (service, subset, port), shared by all routes. The
+//!   DestinationRule for a service is the first whose `host` names it (exact
+//!   before wildcard). Endpoints are selected by the subset's labels; healthy
+//!   ones are eligible, draining ones only when nothing healthy is left,
+//!   unhealthy ones never; every excluded endpoint is kept with its reason.
+//!   The load balancer is the subset's policy, else the rule's, else round robin.
+
+mod cluster;
+mod route;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::catalog::{MergedService, Snapshot};
+use crate::config::{ConfigSet, Diagnostic, HostPattern, Resource, Severity, VirtualService};
+use crate::model::{Protocol, ServicePort};
+
+use super::table::{Cluster, RouteTable, VirtualHost};
+
+/// Compiles the route table. The diagnostics are about the combination of
+/// config and catalog (hosts that resolve to no service, subsets the
+/// resolved service's DestinationRule lacks, conflicting VirtualServices);
+/// problems of the config alone were reported when it was loaded.
+pub fn compile(
+    snapshot: &Snapshot,
+    config: &ConfigSet,
+    version: u64,
+) -> (RouteTable, Vec<Diagnostic>) {
+    let mut c = Compiler {
+        snapshot,
+        config,
+        clusters: Vec::new(),
+        cluster_index: HashMap::new(),
+        table: RouteTable {
+            version,
+            catalog_version: snapshot.version,
+            ..RouteTable::default()
+        },
+        diagnostics: Vec::new(),
+    };
+    let active: Vec<&Resource<VirtualService>> = config
+        .virtual_services
+        .iter()
+        .filter(|vs| binds_to_mesh(&vs.spec) && !vs.spec.http.is_empty())
+        .collect();
+    for svc in snapshot.services.values() {
+        let claim = c.claim(svc, &active);
+        c.service_hosts(svc, claim);
+    }
+    for vs in &active {
+        c.virtual_service_hosts(vs);
+    }
+    c.table
+        .wildcards
+        .sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
+    c.table.clusters = c.clusters;
+    (c.table, c.diagnostics)
+}
+
+fn binds_to_mesh(vs: &VirtualService) -> bool {
+    vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh")
+}
+
+/// Every name a service answers to: its hostname, then its aliases.
+pub(crate) fn names(svc: &MergedService) -> impl Iterator<Item = &str> + Clone {
+    std::iter::once(svc.hostname.as_str()).chain(svc.aliases.iter().map(|a| a.as_str()))
+}
+
+/// The port a request without a (known) port goes to: the first HTTP port,
+/// else the first port, else a stand-in port 80 for a service without ports.
+pub(crate) fn default_port(svc: &MergedService) -> ServicePort {
+    svc.ports
+        .iter()
+        .find(|p| p.protocol.is_http())
+        .or_else(|| svc.ports.first())
+        .cloned()
+        .unwrap_or_else(|| ServicePort {
+            name: "http".into(),
+            number: 80,
+            protocol: Protocol::Http,
+        })
+}
+
+pub(crate) struct Compiler<'a> {
+    pub snapshot: &'a Snapshot,
+    pub config: &'a ConfigSet,
+    pub clusters: Vec<Arc<Cluster>>,
+    /// Cluster name → index into `clusters`.
+    pub cluster_index: HashMap<String, usize>,
+    pub table: RouteTable,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Compiler<'_> {
+    /// Records a finding once (a VirtualService compiles once per port).
+    pub fn report(&mut self, d: Diagnostic) {
+        if !self.diagnostics.contains(&d) {
+            self.diagnostics.push(d);
+        }
+    }
+
+    /// The VirtualService whose routes serve `svc`, if any.
+    fn claim<'v>(
+        &mut self,
+        svc: &MergedService,
+        active: &[&'v Resource<VirtualService>],
+    ) -> Option<&'v Resource<VirtualService>> {
+        // Rank: exact host (0), then wildcards by suffix length, `*` last.
+        let rank = |vs: &Resource<VirtualService>| {
+            vs.spec
+                .hosts
+                .iter()
+                .enumerate()
+                .filter_map(|(i, h)| {
+                    let p = HostPattern::parse(h).ok()?;
+                    names(svc).any(|n| p.matches(n)).then(|| match &p {
+                        HostPattern::Exact(_) => (0, 0, i),
+                        HostPattern::Suffix(s) => (1, usize::MAX - s.len(), i),
+                        HostPattern::Any => (2, 0, i),
+                    })
+                })
+                .min()
+        };
+        let mut ranked: Vec<_> = active
+            .iter()
+            .filter_map(|vs| rank(vs).map(|r| (r, *vs)))
+            .collect();
+        ranked.sort_by_key(|((kind, len, _), _)| (*kind, *len));
+        let (best_rank, winner) = *ranked.first()?;
+        for (r, vs) in &ranked[1..] {
+            if r.0 == 0 && best_rank.0 == 0 {
+                self.report(vs.diagnostic(
+                    Severity::Warning,
+                    format!("spec.hosts[{}]", r.2),
+                    format!(
+                        "service '{}' is also claimed by VirtualService {} ({}), which applies",
+                        svc.hostname,
+                        winner.id(),
+                        winner.origin.file
+                    ),
+                ));
+            }
+        }
+        Some(winner)
+    }
+
+    /// Registers an exact domain unless an earlier virtual host has it.
+    fn domain(&mut self, domain: String, index: usize) {
+        self.table.exact.entry(domain).or_insert(index);
+    }
+
+    /// One virtual host per port of `svc`, with the claimed VirtualService's
+    /// routes or the default route.
+    fn service_hosts(&mut self, svc: &MergedService, claim: Option<&Resource<VirtualService>>) {
+        let default = default_port(svc);
+        let ports = if svc.ports.is_empty() {
+            vec![default.clone()]
+        } else {
+            svc.ports.clone()
+        };
+        let base = match claim {
+            Some(vs) => format!("VirtualService {}", vs.id()),
+            None => svc.hostname.to_string(),
+        };
+        for port in &ports {
+            let routes = match claim {
+                Some(vs) => self.routes(vs, Some(port.number)),
+                None => vec![self.default_route(svc, port)],
+            };
+            let is_default = port.number == default.number;
+            let mut domains: Vec<String> =
+                names(svc).map(|n| format!("{n}:{}", port.number)).collect();
+            if is_default {
+                domains.extend(names(svc).map(str::to_string));
+            }
+            let name = if ports.len() == 1 {
+                base.clone()
+            } else {
+                format!("{base} port {}", port.number)
+            };
+            let index = self.table.virtual_hosts.len();
+            for d in &domains {
+                self.domain(d.clone(), index);
+            }
+            self.table.virtual_hosts.push(Arc::new(VirtualHost {
+                name,
+                domains,
+                routes,
+            }));
+        }
+    }
+
+    /// Virtual hosts for a VirtualService's hosts that are not services:
+    /// wildcards, and exact names that resolve to nothing (with a warning).
+    fn virtual_service_hosts(&mut self, vs: &Resource<VirtualService>) {
+        let mut exact = Vec::new();
+        let mut wild = Vec::new();
+        for (i, host) in vs.spec.hosts.iter().enumerate() {
+            match HostPattern::parse(host) {
+                Ok(HostPattern::Exact(h)) => {
+                    if self.snapshot.service(&h).is_none() {
+                        self.report(vs.diagnostic(
+                            Severity::Warning,
+                            format!("spec.hosts[{i}]"),
+                            format!("host '{h}' resolves to no service"),
+                        ));
+                        exact.push(h.to_string());
+                    }
+                }
+                Ok(HostPattern::Suffix(s)) => wild.push((format!("*{s}"), s)),
+                Ok(HostPattern::Any) => wild.push(("*".to_string(), String::new())),
+                Err(_) => {} // rejected when the config was loaded
+            }
+        }
+        if !exact.is_empty() {
+            let routes = self.routes(vs, None);
+            let index = self.table.virtual_hosts.len();
+            for d in &exact {
+                self.domain(d.clone(), index);
+            }
+            self.table.virtual_hosts.push(Arc::new(VirtualHost {
+                name: format!("VirtualService {}", vs.id()),
+                domains: exact,
+                routes,
+            }));
+        }
+        if !wild.is_empty() {
+            let routes = self.routes(vs, None);
+            let index = self.table.virtual_hosts.len();
+            for (domain, suffix) in &wild {
+                match self.table.wildcards.iter().find(|(s, _)| s == suffix) {
+                    None => self.table.wildcards.push((suffix.clone(), index)),
+                    Some(&(_, earlier)) => {
+                        let earlier = self
+                            .table
+                            .virtual_hosts
+                            .get(earlier)
+                            .map(|v| v.name.clone());
+                        self.report(vs.diagnostic(
+                            Severity::Warning,
+                            "spec.hosts",
+                            format!(
+                                "host '{domain}' is already routed by {}, which applies",
+                                earlier.unwrap_or_default()
+                            ),
+                        ));
+                    }
+                }
+            }
+            self.table.virtual_hosts.push(Arc::new(VirtualHost {
+                name: format!("VirtualService {}", vs.id()),
+                domains: wild.into_iter().map(|(d, _)| d).collect(),
+                routes,
+            }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

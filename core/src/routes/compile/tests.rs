@@ -1,0 +1,430 @@
+//! Pure compiler tests: a catalog snapshot and YAML config in, a table out.
+
+use std::time::SystemTime;
+
+use http::HeaderMap;
+
+use super::*;
+use crate::catalog::CatalogState;
+use crate::config::load_str;
+use crate::model::{Endpoint, EndpointPort, Health, Hostname, Labels, Locality, Provenance};
+use crate::model::{Service, SourceId};
+use crate::registry::{Change, SourceView, SourcedChange};
+use crate::routes::table::{
+    ExclusionReason, HashKey, LbPolicy, RequestInfo, RouteAction, RouteMiss,
+};
+
+fn host(s: &str) -> Hostname {
+    Hostname::new(s).unwrap()
+}
+
+fn port(name: &str, number: u16, protocol: Protocol) -> ServicePort {
+    ServicePort {
+        name: name.into(),
+        number,
+        protocol,
+    }
+}
+
+fn service(name: &str, aliases: &[&str], ports: Vec<ServicePort>) -> Service {
+    Service {
+        hostname: host(name),
+        aliases: aliases.iter().map(|a| host(a)).collect(),
+        ports,
+    }
+}
+
+/// An endpoint serving every service port on 8080.
+fn ep(id: &str, svc: &str, version: &str, health: Health) -> Endpoint {
+    Endpoint {
+        service: host(svc),
+        address: format!(
+            "10.0.0.{}",
+            id.bytes().map(usize::from).sum::<usize>() % 250
+        ),
+        ports: vec![EndpointPort {
+            name: String::new(),
+            number: 8080,
+        }],
+        labels: Labels::from([("version".to_string(), version.to_string())]),
+        health,
+        weight: 1,
+        locality: Locality::default(),
+        provenance: Provenance {
+            source: SourceId::new("file"),
+            native_id: id.into(),
+            raw_labels: Labels::new(),
+        },
+    }
+}
+
+fn snapshot(services: Vec<Service>, endpoints: Vec<Endpoint>) -> Snapshot {
+    let mut state = CatalogState::new([SourceId::new("file")]);
+    state.apply(SourcedChange {
+        source: SourceId::new("file"),
+        change: Change::Reset(SourceView {
+            services,
+            endpoints,
+        }),
+        at: SystemTime::now(),
+    });
+    state.snapshot(7)
+}
+
+fn config(yaml: &str) -> ConfigSet {
+    let (set, diags) = load_str("routes.yaml", yaml);
+    assert!(!crate::config::has_errors(&diags), "{diags:#?}");
+    set
+}
+
+/// The reviews service: ports 9080 (http) and 9090 (grpc), alias `reviews`,
+/// endpoints v1 (healthy), v2 (healthy), v3 (unhealthy).
+fn bookinfo() -> Snapshot {
+    snapshot(
+        vec![
+            service(
+                "reviews.prod.svc",
+                &["reviews"],
+                vec![
+                    port("http", 9080, Protocol::Http),
+                    port("grpc", 9090, Protocol::Grpc),
+                ],
+            ),
+            service("ratings", &[], vec![port("http", 80, Protocol::Http)]),
+        ],
+        vec![
+            ep("r1", "reviews.prod.svc", "v1", Health::Healthy),
+            ep("r2", "reviews.prod.svc", "v2", Health::Healthy),
+            ep("r3", "reviews.prod.svc", "v3", Health::Unhealthy),
+            ep("ra", "ratings", "v1", Health::Healthy),
+        ],
+    )
+}
+
+const DR: &str = "\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}
+  subsets:
+  - {name: v1, labels: {version: v1}, trafficPolicy: {loadBalancer: {simple: RANDOM}}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user, maglev: {tableSize: 65537}}}}
+";
+
+const VS: &str = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - name: jason
+    match: [{headers: {end-user: {exact: jason}}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - route:
+    - {destination: {host: reviews, subset: v1}, weight: 75}
+    - {destination: {host: reviews, subset: v2}, weight: 25}
+";
+
+/// `(cluster name, weight)` of the route a request hits.
+fn targets(table: &RouteTable, authority: &str, headers: &HeaderMap) -> Vec<(String, u32)> {
+    let req = RequestInfo {
+        method: "GET",
+        authority,
+        path: "/",
+        query: None,
+        headers,
+    };
+    match table.route(&req).map(|hit| &hit.route.action) {
+        Ok(RouteAction::Forward(split)) => split
+            .targets
+            .iter()
+            .map(|t| (t.cluster.name.clone(), t.weight))
+            .collect(),
+        other => panic!("{authority}: no forward route: {other:?}"),
+    }
+}
+
+fn cluster<'t>(table: &'t RouteTable, name: &str) -> &'t Cluster {
+    table
+        .cluster(name)
+        .unwrap_or_else(|| panic!("no cluster {name}"))
+}
+
+fn one(name: &str) -> Vec<(String, u32)> {
+    vec![(name.to_string(), 100)]
+}
+
+#[test]
+fn default_routes_cover_every_name_and_port() {
+    let (t, diags) = compile(&bookinfo(), &ConfigSet::default(), 3);
+    assert!(diags.is_empty(), "{diags:?}");
+    assert_eq!((t.version, t.catalog_version), (3, 7));
+    let h = HeaderMap::new();
+    for authority in [
+        "reviews.prod.svc",
+        "reviews",
+        "REVIEWS:9080",
+        "reviews:1234",
+    ] {
+        assert_eq!(
+            targets(&t, authority, &h),
+            one("outbound|9080||reviews.prod.svc"),
+            "{authority}"
+        );
+    }
+    assert_eq!(
+        targets(&t, "reviews:9090", &h),
+        one("outbound|9090||reviews.prod.svc")
+    );
+    assert_eq!(targets(&t, "ratings", &h), one("outbound|80||ratings"));
+    assert_eq!(
+        t.route(&RequestInfo {
+            method: "GET",
+            authority: "nowhere",
+            path: "/",
+            query: None,
+            headers: &h
+        })
+        .err(),
+        Some(RouteMiss::NoVirtualHost)
+    );
+    let c = cluster(&t, "outbound|9080||reviews.prod.svc");
+    assert_eq!(c.lb, LbPolicy::RoundRobin);
+    assert_eq!(c.endpoints.len(), 2);
+    assert!(c.endpoints.iter().all(|e| e.authority.ends_with(":8080")));
+    for (i, c) in t.clusters.iter().enumerate() {
+        assert_eq!(c.index, i);
+    }
+}
+
+#[test]
+fn virtual_service_replaces_default_routes() {
+    let (t, diags) = compile(&bookinfo(), &config(&format!("{VS}---\n{DR}")), 1);
+    assert!(diags.is_empty(), "{diags:?}");
+    let mut jason = HeaderMap::new();
+    jason.insert("end-user", "jason".parse().unwrap());
+    assert_eq!(
+        targets(&t, "reviews", &jason),
+        one("outbound|9080|v2|reviews.prod.svc")
+    );
+    assert_eq!(
+        targets(&t, "reviews.prod.svc", &HeaderMap::new()),
+        vec![
+            ("outbound|9080|v1|reviews.prod.svc".to_string(), 75),
+            ("outbound|9080|v2|reviews.prod.svc".to_string(), 25)
+        ]
+    );
+    // The destination port follows the request's port when the service has it.
+    assert_eq!(
+        targets(&t, "reviews:9090", &jason),
+        one("outbound|9090|v2|reviews.prod.svc")
+    );
+    // Other services keep their default route.
+    assert_eq!(targets(&t, "ratings", &jason), one("outbound|80||ratings"));
+    let vh = t.virtual_host("reviews").unwrap();
+    assert_eq!(vh.name, "VirtualService default/reviews port 9080");
+    assert_eq!(vh.routes[1].name, "default/reviews/http[1]");
+}
+
+#[test]
+fn subsets_select_by_label_and_health() {
+    let drain = |id, v| ep(id, "reviews.prod.svc", v, Health::Draining);
+    let snap = snapshot(
+        vec![service(
+            "reviews.prod.svc",
+            &["reviews"],
+            vec![port("http", 9080, Protocol::Http)],
+        )],
+        vec![
+            ep("r1", "reviews.prod.svc", "v1", Health::Healthy),
+            ep("r1-bad", "reviews.prod.svc", "v1", Health::Unhealthy),
+            drain("r1-drain", "v1"),
+            drain("r2-drain", "v2"),
+        ],
+    );
+    let (t, _) = compile(&snap, &config(&format!("{VS}---\n{DR}")), 1);
+    let v1 = cluster(&t, "outbound|9080|v1|reviews.prod.svc");
+    let eligible: Vec<&str> = v1.endpoints.iter().map(|e| &*e.key.native_id).collect();
+    assert_eq!(eligible, ["r1"]);
+    let excluded: Vec<(&str, &ExclusionReason)> = v1
+        .excluded
+        .iter()
+        .map(|e| (&*e.key.native_id, &e.reason))
+        .collect();
+    assert_eq!(
+        excluded,
+        [
+            ("r1-bad", &ExclusionReason::Unhealthy),
+            (
+                "r2-drain",
+                &ExclusionReason::LabelMismatch {
+                    missing: Labels::from([("version".into(), "v1".into())])
+                }
+            ),
+            ("r1-drain", &ExclusionReason::Draining),
+        ]
+    );
+    // Nothing healthy in v2: the draining endpoint is used.
+    let v2 = cluster(&t, "outbound|9080|v2|reviews.prod.svc");
+    assert_eq!(v2.endpoints.len(), 1);
+    assert_eq!(&*v2.endpoints[0].key.native_id, "r2-drain");
+    assert_eq!(v2.selector, Labels::from([("version".into(), "v2".into())]));
+}
+
+#[test]
+fn load_balancer_subset_policy_overrides_rule_policy() {
+    let vs = VS.replace(
+        "subset: v2}}]",
+        "subset: v2}}]\n  - route: [{destination: {host: reviews}}]",
+    );
+    let (t, _) = compile(&bookinfo(), &config(&format!("{vs}---\n{DR}")), 1);
+    assert_eq!(
+        cluster(&t, "outbound|9080|v1|reviews.prod.svc").lb,
+        LbPolicy::Random
+    );
+    match &cluster(&t, "outbound|9080|v2|reviews.prod.svc").lb {
+        LbPolicy::ConsistentHash(h) => {
+            assert_eq!(
+                h.key,
+                HashKey::Header(http::HeaderName::from_static("x-user"))
+            );
+            assert_eq!(h.table_size, Some(65537));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without VirtualService, the default route uses the rule's top-level policy.
+    let (t, _) = compile(
+        &bookinfo(),
+        &config(&DR.replace("LEAST_REQUEST", "LEAST_CONN")),
+        1,
+    );
+    assert_eq!(
+        cluster(&t, "outbound|9080||reviews.prod.svc").lb,
+        LbPolicy::LeastRequest
+    );
+}
+
+#[test]
+fn wildcard_hosts_claim_services_and_unknown_names() {
+    let snap = snapshot(
+        vec![
+            service("a.example.com", &[], vec![port("http", 80, Protocol::Http)]),
+            service("b.example.com", &[], vec![port("http", 80, Protocol::Http)]),
+        ],
+        vec![],
+    );
+    let yaml = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: wild}
+spec:
+  hosts: ['*.example.com']
+  http: [{route: [{destination: {host: a.example.com}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: exact}
+spec:
+  hosts: [b.example.com]
+  http: [{directResponse: {status: 204}}]
+";
+    let (t, diags) = compile(&snap, &config(yaml), 1);
+    assert!(diags.is_empty(), "{diags:?}");
+    let h = HeaderMap::new();
+    // Claimed by the wildcard, routed to a.
+    assert_eq!(
+        targets(&t, "a.example.com", &h),
+        one("outbound|80||a.example.com")
+    );
+    // Not a service, but covered by the wildcard.
+    assert_eq!(
+        targets(&t, "zzz.example.com:8080", &h),
+        one("outbound|80||a.example.com")
+    );
+    // An exact host beats the wildcard.
+    let req = RequestInfo {
+        method: "GET",
+        authority: "b.example.com",
+        path: "/",
+        query: None,
+        headers: &h,
+    };
+    let hit = t.route(&req).unwrap();
+    assert_eq!(hit.vhost.name, "VirtualService default/exact");
+    assert!(matches!(hit.route.action, RouteAction::DirectResponse(ref d) if d.status == 204));
+}
+
+#[test]
+fn unknown_hosts_warn_and_still_compile() {
+    let yaml = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ghost}
+spec:
+  hosts: [ratings, ghost.example]
+  http: [{route: [{destination: {host: nowhere, port: {number: 8000}}}]}]
+";
+    let (t, diags) = compile(&bookinfo(), &config(yaml), 1);
+    let lines: Vec<String> = diags
+        .iter()
+        .map(|d| format!("{}: {d}", d.severity))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "warning: routes.yaml: VirtualService default/ghost: spec.http[0].route[0].destination.host: host 'nowhere' resolves to no service",
+            "warning: routes.yaml: VirtualService default/ghost: spec.hosts[1]: host 'ghost.example' resolves to no service",
+        ]
+    );
+    let h = HeaderMap::new();
+    assert_eq!(
+        targets(&t, "ghost.example", &h),
+        one("outbound|8000||nowhere")
+    );
+    assert_eq!(targets(&t, "ratings", &h), one("outbound|8000||nowhere"));
+    assert!(cluster(&t, "outbound|8000||nowhere").endpoints.is_empty());
+}
+
+#[test]
+fn aliases_resolve_hosts_destinations_and_rules() {
+    // Everything says `reviews`; the service is `reviews.prod.svc` with alias `reviews`.
+    let (t, diags) = compile(&bookinfo(), &config(&format!("{VS}---\n{DR}")), 1);
+    assert!(diags.is_empty(), "{diags:?}");
+    let c = cluster(&t, "outbound|9080|v1|reviews.prod.svc");
+    assert_eq!(c.service.as_str(), "reviews.prod.svc");
+    assert_eq!(c.endpoints.len(), 1);
+    assert!(t.virtual_host("reviews.prod.svc:9090").is_some());
+}
+
+#[test]
+fn unknown_subset_against_the_catalog_is_an_error() {
+    // `parse_str` skips the cross-resource checks, as a config built by other
+    // means might; the compiler still finds that v9 is missing.
+    let vs = VS.replace("subset: v2}}]", "subset: v9}}]");
+    let (set, load_diags) = crate::config::parse_str("routes.yaml", &format!("{vs}---\n{DR}"));
+    assert!(load_diags.is_empty(), "{load_diags:?}");
+    let (t, diags) = compile(&bookinfo(), &set, 1);
+    assert_eq!(diags.len(), 1, "{diags:?}");
+    assert_eq!(
+        diags[0].to_string(),
+        "routes.yaml: VirtualService default/reviews: spec.http[0].route[0].destination.subset: unknown subset 'v9' of service 'reviews.prod.svc': its DestinationRule default/reviews does not define it; requests get no endpoints"
+    );
+    assert!(cluster(&t, "outbound|9080|v9|reviews.prod.svc")
+        .endpoints
+        .is_empty());
+}
+
+#[test]
+fn gateway_only_virtual_services_do_not_route_mesh_traffic() {
+    let vs = VS.replace("hosts: [reviews]", "hosts: [reviews]\n  gateways: [edge]");
+    let (t, _) = compile(&bookinfo(), &config(&format!("{vs}---\n{DR}")), 1);
+    assert_eq!(
+        targets(&t, "reviews", &HeaderMap::new()),
+        one("outbound|9080||reviews.prod.svc")
+    );
+}
