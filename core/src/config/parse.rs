@@ -148,6 +148,14 @@ fn parse_document(file: &str, doc: &Doc<'_>, set: &mut ConfigSet, out: &mut Vec<
             subject.resource = Some(format!("{}/{name}", get("namespace").unwrap_or("default")));
         }
     }
+    let ours = kind == "VirtualService" || kind == "DestinationRule";
+    if ours && api_version.is_empty() {
+        return out.push(subject.diagnostic(
+            Severity::Error,
+            "apiVersion",
+            format!("missing field `apiVersion` (use {GROUP}/v1)"),
+        ));
+    }
     let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
     let recognised = match kind.as_str() {
         "VirtualService" if group == GROUP => Recognised::VirtualService,

@@ -280,12 +280,14 @@ fn rows() -> Vec<Row> {
             ],
         ),
         row(
-            "unknown apiVersion and missing name",
-            "apiVersion: networking.istio.io/v2\nkind: DestinationRule\nmetadata: {name: a}\nspec: {host: a}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nspec: {host: a}\n".into(),
+            "unknown or missing apiVersion, missing name, not a mapping",
+            "apiVersion: networking.istio.io/v2\nkind: DestinationRule\nmetadata: {name: a}\nspec: {host: a}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nspec: {host: a}\n---\nkind: VirtualService\nmetadata: {name: b}\n---\n[a, list]\n".into(),
             (0, 0),
             &[
                 "error: routes.yaml: DestinationRule default/a: apiVersion: unsupported apiVersion \"networking.istio.io/v2\" (use networking.istio.io/v1, v1beta1 or v1alpha3)",
                 "error: routes.yaml: DestinationRule: document 2: metadata.name: a name is required",
+                "error: routes.yaml: VirtualService default/b: apiVersion: missing field `apiVersion` (use networking.istio.io/v1)",
+                "error: routes.yaml: document 4: expected a resource (a mapping with apiVersion, kind, metadata and spec)",
             ],
         ),
         row(

@@ -42,6 +42,7 @@ pub struct HttpRoute {
     pub direct_response: Option<HttpDirectResponse>,
     #[serde(default)]
     pub rewrite: Option<HttpRewrite>,
+    /// Whole-request timeout; `0s` disables it.
     #[serde(default)]
     pub timeout: Option<GoDuration>,
     #[serde(default)]
@@ -154,7 +155,7 @@ pub struct Headers {
     pub response: Option<HeaderOperations>,
 }
 
-/// `set` overwrites, `add` appends, `remove` deletes (applied remove → set → add).
+/// `set` overwrites, `add` appends, `remove` deletes (applied in that order).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct HeaderOperations {
     #[serde(default)]

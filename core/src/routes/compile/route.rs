@@ -133,7 +133,8 @@ impl Compiler<'_> {
                 .unwrap_or_else(|| format!("{}/http[{i}]", vs.id())),
             matches,
             action,
-            timeout: r.timeout.map(|t| t.0),
+            // Istio: `0s` disables the timeout.
+            timeout: r.timeout.map(|t| t.0).filter(|t| !t.is_zero()),
             request_headers,
             response_headers,
             rewrite: r.rewrite.as_ref().map(|rw| Rewrite {

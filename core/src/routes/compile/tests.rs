@@ -428,3 +428,52 @@ fn gateway_only_virtual_services_do_not_route_mesh_traffic() {
         one("outbound|9080||reviews.prod.svc")
     );
 }
+
+#[test]
+fn route_details_carry_over() {
+    let yaml = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: details}
+spec:
+  hosts: [ratings]
+  http:
+  - match: [{uri: {regex: '/API/.*'}, ignoreUriCase: true}]
+    timeout: 0s
+    rewrite: {uri: /v2/}
+    headers: {request: {set: {x-a: '1'}, remove: [x-b]}}
+    route: [{destination: {host: ratings}, headers: {response: {add: {x-c: '2'}}}}]
+  - match: [{uri: {exact: /old}}]
+    redirect: {uri: /new}
+  - timeout: 2s
+    directResponse: {status: 404, body: {string: nope}}
+";
+    let (t, diags) = compile(&bookinfo(), &config(yaml), 1);
+    assert!(diags.is_empty(), "{diags:?}");
+    let routes = &t.virtual_host("ratings").unwrap().routes;
+    let h = HeaderMap::new();
+    let req = RequestInfo {
+        method: "GET",
+        authority: "ratings",
+        path: "/api/x",
+        query: None,
+        headers: &h,
+    };
+    assert!(routes[0].matching(&req).is_some(), "case-insensitive regex");
+    assert_eq!(routes[0].timeout, None, "0s disables the timeout");
+    assert_eq!(
+        routes[0].rewrite.as_ref().and_then(|r| r.uri.as_deref()),
+        Some("/v2/")
+    );
+    assert_eq!(routes[0].request_headers.set.len(), 1);
+    assert_eq!(routes[0].request_headers.remove.len(), 1);
+    match &routes[0].action {
+        RouteAction::Forward(s) => assert_eq!(s.targets[0].response_headers.add.len(), 1),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(&routes[1].action, RouteAction::Redirect(r) if r.code == 301));
+    assert_eq!(routes[2].timeout, Some(std::time::Duration::from_secs(2)));
+    assert!(
+        matches!(&routes[2].action, RouteAction::DirectResponse(d) if d.body.as_deref() == Some("nope"))
+    );
+}
