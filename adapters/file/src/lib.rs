@@ -1,7 +1,7 @@
 //! anymesh-adapter-file: the file registry, the embedded default for bare VMs.
 //!
 //! A YAML file lists services and their endpoints; [`FileRegistry`] serves it
-//! to the catalog and follows its changes. [`parse`] and [`load`] turn a file
+//! to the catalog and follows its changes. [`parse()`] and [`load`] turn a file
 //! into a [`SourceView`](anymesh_core::SourceView) on their own, for
 //! validation (`anymesh check`) and tests.
 //!

@@ -4,13 +4,14 @@
 //! [`schema`] types, which reject wrong types, unknown keys and bad single
 //! values with the line and column. [`build`] then checks what needs context
 //! (declared port names, duplicate names and ids) and maps to the core model;
-//! the position of anything it rejects is found with [`locate`].
+//! the position of anything it rejects is found with [`mod@locate`].
 
+mod depth;
 mod locate;
 mod schema;
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{self, Read};
 use std::path::Path;
 
 use anymesh_core::{
@@ -19,6 +20,7 @@ use anymesh_core::{
 };
 
 use crate::error::{FileError, Position};
+use depth::{too_deep, MAX_FLOW_DEPTH};
 use locate::{locate, FieldPath};
 use schema::{FileDoc, RawEndpoint, RawPort, RawService};
 
@@ -38,6 +40,10 @@ pub fn load(path: &Path, source: &SourceId) -> Result<SourceView, FileError> {
         source,
     };
     let file = std::fs::File::open(path).map_err(read_err)?;
+    // Reading a FIFO or device could block forever or never end.
+    if !file.metadata().map_err(read_err)?.is_file() {
+        return Err(read_err(io::Error::other("not a regular file")));
+    }
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
@@ -72,6 +78,13 @@ pub fn parse(
     text: &str,
     source: &SourceId,
 ) -> Result<SourceView, FileError> {
+    if let Some(i) = too_deep(text) {
+        return Err(FileError::Syntax {
+            path: path_for_messages.to_path_buf(),
+            at: Position::after(&text[..i]),
+            message: format!("`[` and `{{` nested more than {MAX_FLOW_DEPTH} deep"),
+        });
+    }
     let doc: FileDoc =
         serde_yaml_ng::from_str(text).map_err(|e| yaml_error(path_for_messages, text, &e))?;
     build(doc, source).map_err(|(path, message)| FileError::Invalid {
@@ -81,40 +94,26 @@ pub fn parse(
     })
 }
 
-/// Classifies a serde_yaml_ng error and moves its position out of the message.
+/// Classifies a serde_yaml_ng error: a syntax error if the text is not YAML
+/// at all, else a shape or value error.
 fn yaml_error(path: &Path, text: &str, err: &serde_yaml_ng::Error) -> FileError {
-    let at = err.location().map(|l| Position {
-        line: l.line(),
-        column: l.column(),
-    });
-    let mut message = err.to_string();
-    if let Some(l) = err.location() {
-        for suffix in [
-            format!(" at line {} column {}", l.line(), l.column()),
-            format!(" at position {}", l.index()),
-        ] {
-            if let Some(i) = message.find(&suffix) {
-                message.replace_range(i..i + suffix.len(), "");
-                break;
-            }
-        }
-    }
-    // serde_yaml_ng loads the whole event stream before deserialising, so a
-    // document that is not even generic YAML fails here on the same error.
-    if serde_yaml_ng::from_str::<serde::de::IgnoredAny>(text).is_err() {
-        return match at {
-            Some(at) => FileError::Syntax {
+    // Deserialising can stop at a type error before reaching a syntax error
+    // further on; report the syntax error, which is what needs fixing first.
+    if let Err(syntax) = serde_yaml_ng::from_str::<serde::de::IgnoredAny>(text) {
+        return match split_location(&syntax) {
+            (Some(at), message) => FileError::Syntax {
                 path: path.to_path_buf(),
                 at,
                 message,
             },
-            None => FileError::Invalid {
+            (None, message) => FileError::Invalid {
                 path: path.to_path_buf(),
-                at,
+                at: None,
                 message,
             },
         };
     }
+    let (at, mut message) = split_location(err);
     if let Ok(serde_yaml_ng::Value::Null) = serde_yaml_ng::from_str(text) {
         message = "the file is empty; write `services: []` to declare no services".into();
     }
@@ -123,6 +122,29 @@ fn yaml_error(path: &Path, text: &str, err: &serde_yaml_ng::Error) -> FileError 
         at,
         message,
     }
+}
+
+/// The error's position, and its message without the `at line L column C`
+/// serde_yaml_ng puts in it.
+fn split_location(err: &serde_yaml_ng::Error) -> (Option<Position>, String) {
+    let mut message = err.to_string();
+    let Some(l) = err.location() else {
+        return (None, message);
+    };
+    for suffix in [
+        format!(" at line {} column {}", l.line(), l.column()),
+        format!(" at position {}", l.index()),
+    ] {
+        if let Some(i) = message.find(&suffix) {
+            message.replace_range(i..i + suffix.len(), "");
+            break;
+        }
+    }
+    let at = Position {
+        line: l.line(),
+        column: l.column(),
+    };
+    (Some(at), message)
 }
 
 /// A problem found after deserialisation: where, and what.

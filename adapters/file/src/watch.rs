@@ -19,8 +19,11 @@
 //!
 //! Reloads are triggered by `notify` events on the file's *directory* (so
 //! editors' write-then-rename and Kubernetes ConfigMap `..data` symlink swaps
-//! are seen), coalesced for [`DEBOUNCE`], and by a poll of the file's
-//! resolved path, modification time and length as a safety net.
+//! are seen), coalesced for [`DEBOUNCE`], and by a poll as a safety net: each
+//! poll compares the file's resolved path, modification time and length with
+//! those it had when last read, and while the file is failing, re-reads it
+//! anyway. Nothing runs between events and polls, so a broken file costs one
+//! read per poll interval at most.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -121,7 +124,10 @@ impl FileRegistry {
                 }
                 _ = poll.tick() => false,
             };
-            if force || self.probe().await != seen {
+            // While failing, every poll re-reads: a fix that leaves the stamp
+            // alone (chmod, a remount, a transient EIO) must still be seen.
+            let failing = matches!(state, State::Failing(_) | State::Stale(..));
+            if force || failing || self.probe().await != seen {
                 seen = self.reload(&mut state, sink).await?;
             }
         }
@@ -150,9 +156,10 @@ impl FileRegistry {
         })
         .await
         .unwrap_or_else(|e| (None, Err(format!("reading the file failed: {e}"))));
-        let changes = std::mem::take(state).step(loaded);
-        *state = changes.0;
-        for change in changes.1 {
+        let was_failing = matches!(state, State::Failing(_) | State::Stale(..));
+        let (next, changes) = std::mem::take(state).step(loaded);
+        *state = next;
+        for change in changes {
             match &change {
                 Change::Reset(view) => tracing::debug!(
                     services = view.services.len(),
@@ -161,6 +168,9 @@ impl FileRegistry {
                 ),
                 Change::Status(SourceStatus::Error { message }) => {
                     tracing::warn!(error = %message, "file registry unusable; keeping the last good view")
+                }
+                Change::Status(SourceStatus::Healthy) if was_failing => {
+                    tracing::info!("file registry usable again")
                 }
                 _ => {}
             }

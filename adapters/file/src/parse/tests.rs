@@ -181,6 +181,12 @@ fn bad_files_are_reported_with_position() {
             "services.yaml:2:1: did not find expected node content, while parsing a flow node",
         ),
         (
+            // The type error (a list, not a service) comes before the syntax
+            // error; the syntax error is reported.
+            "services: [[[\n".into(),
+            "services.yaml:2:1: did not find expected node content, while parsing a flow node",
+        ),
+        (
             "services:\n\t- name: a\n".into(),
             "services.yaml:2:1: found character that cannot start any token, while scanning for the next token",
         ),
@@ -424,8 +430,45 @@ fn mangled_files_never_panic() {
         "services:\n  - name: a\n    endpoints: [{address: h, port: 18446744073709551616}]",
         "services:\n  - <<: {name: a}\n",
         "? [a]\n: b\n",
+        format!("services: {}", "[".repeat(100_000)).as_str(),
+        format!("services: {}{}", "[".repeat(10_000), "]".repeat(10_000)).as_str(),
+        format!("services:\n  - {}", "- ".repeat(10_000)).as_str(),
         "services:\n  - name: a\n    ports:\n      - {name: http, port: 1, protocol: !tcp x}\n",
     ] {
         let _ = p(text);
     }
+}
+
+#[test]
+fn deep_nesting_is_rejected_quickly() {
+    let t = std::time::Instant::now();
+    let deep = format!("services: {}", "[".repeat(1_000_000));
+    assert_eq!(
+        p(&deep).unwrap_err().to_string(),
+        "services.yaml:1:75: `[` and `{` nested more than 64 deep"
+    );
+    // Generous: the unguarded parser takes minutes on this.
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    // Brackets in comments and quoted strings do not count.
+    let brackets = "[".repeat(100);
+    let text = format!(
+        "# {brackets}\nservices: # {brackets}\n  - name: a\n    endpoints:\n      - address: h\n        port: 1\n        labels: {{a: '{brackets}', b: \"\\\"{brackets}\"}}\n"
+    );
+    let view = p(&text).unwrap();
+    assert_eq!(view.endpoints[0].labels["b"], format!("\"{brackets}"));
+}
+
+/// The example in docs/file-registry.md is a valid file.
+#[test]
+fn documented_example_parses() {
+    let doc = include_str!("../../../../docs/file-registry.md");
+    let start = doc.find("```yaml\n").unwrap() + "```yaml\n".len();
+    let len = doc[start..].find("```").unwrap();
+    let view = p(&doc[start..start + len]).unwrap();
+    assert_eq!(view.services.len(), 1);
+    assert_eq!(view.endpoints.len(), 2);
+    assert_eq!(
+        view.endpoints[1].provenance.native_id,
+        "reviews/10.0.0.12:19081"
+    );
 }

@@ -268,3 +268,36 @@ async fn returns_when_the_catalog_closes() {
         .await
         .expect("run returns once the sink is closed");
 }
+
+/// A fix that leaves modification time and length as they were is still seen
+/// by polling, because a failing file is re-read at every poll.
+#[tokio::test]
+async fn polling_rereads_a_failing_file_even_with_an_unchanged_stamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("services.yaml");
+    std::fs::write(&path, services(50001)).unwrap();
+    let registry = registry(&path)
+        .without_notify()
+        .with_poll_interval(Duration::from_millis(20));
+    let mut run = Running::start(registry);
+    assert_eq!(run.expect_reset().await, vec![50001]);
+
+    // Same length, not a number: broken.
+    let broken = services(50001).replace("50001", "5000x");
+    std::fs::write(&path, &broken).unwrap();
+    run.expect_error().await;
+
+    // Fixed with the broken file's length and modification time.
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, services(50002)).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&tmp)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    assert_eq!(super::Stamp::of(&path).unwrap().modified, Some(mtime));
+    assert_eq!(run.expect_reset().await, vec![50002]);
+}
