@@ -22,8 +22,8 @@
 //! are seen), coalesced for [`DEBOUNCE`], and by a poll as a safety net: each
 //! poll compares the file's resolved path, modification time and length with
 //! those it had when last read, and while the file is failing, re-reads it
-//! anyway. Nothing runs between events and polls, so a broken file costs one
-//! read per poll interval at most.
+//! anyway. Nothing runs between events and polls: a broken file costs one read
+//! per poll interval plus one per burst of events, never a busy loop.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
