@@ -1,1 +1,135 @@
-fn main() {}
+//! `anymesh`: parse the command line, set up logging, run the command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anymesh::settings::Settings;
+use anymesh::{demo, inspect, mesh};
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit status for a bad command line or configuration.
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "anymesh",
+    version,
+    about = "A platform-agnostic service mesh proxy"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "ANYMESH_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info,anymesh_proxy=debug`.
+    #[arg(long, global = true, env = "ANYMESH_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the mesh: registries, routing config, outbound and admin listeners.
+    Proxy {
+        #[arg(short, long, default_value = "anymesh.yaml")]
+        config: PathBuf,
+    },
+    /// Validate anymesh.yaml, the registries' current content and the routing files, without starting.
+    Check {
+        #[arg(short, long, default_value = "anymesh.yaml")]
+        config: PathBuf,
+    },
+    /// Dry run: which route a request takes, the split, the subset and the endpoints.
+    Routes {
+        #[arg(short, long, default_value = "anymesh.yaml")]
+        config: PathBuf,
+        /// Host (authority) of the request, e.g. `reviews` or `reviews:9080`.
+        #[arg(long)]
+        host: String,
+        #[arg(long, default_value = "/")]
+        path: String,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// A request header `name=value`; repeatable.
+        #[arg(long = "header", value_name = "NAME=VALUE")]
+        headers: Vec<String>,
+    },
+    /// Start demo upstreams and the mesh on loopback, show a 95/5 split and header routing, keep serving.
+    Demo {
+        /// Requests to send for the split measurement.
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        /// Exit after printing the results instead of serving until Ctrl-C.
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+fn init_tracing(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format, &cli.log);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("anymesh: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        match cli.command {
+            Command::Proxy { config } => run_proxy(config).await,
+            Command::Check { config } => inspect::check(&config).await,
+            Command::Routes {
+                config,
+                host,
+                path,
+                method,
+                headers,
+            } => inspect::routes(&config, &host, &path, &method, &headers).await,
+            Command::Demo { requests, no_wait } => demo::run(requests, !no_wait).await,
+        }
+    })
+}
+
+async fn run_proxy(config: PathBuf) -> ExitCode {
+    let settings = match Settings::load(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("anymesh: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let mesh = match mesh::Mesh::start(settings).await {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("anymesh: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    mesh::wait_for_signal().await;
+    tracing::info!("shutting down: draining connections");
+    mesh.shutdown().await;
+    ExitCode::SUCCESS
+}

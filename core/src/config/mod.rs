@@ -111,6 +111,18 @@ impl<T: Kind> Resource<T> {
 pub struct ConfigSet {
     pub virtual_services: Vec<Resource<VirtualService>>,
     pub destination_rules: Vec<Resource<DestinationRule>>,
+    /// Resources that parsed but failed their own checks. Never routed; kept
+    /// so the cross-resource checks can still report on them (one `check`
+    /// run shows every mistake) and not cascade (a rejected rule's subsets
+    /// are not reported again as unknown).
+    pub rejected: Rejected,
+}
+
+/// See [`ConfigSet::rejected`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rejected {
+    pub virtual_services: Vec<Resource<VirtualService>>,
+    pub destination_rules: Vec<Resource<DestinationRule>>,
 }
 
 impl ConfigSet {
@@ -123,6 +135,28 @@ impl ConfigSet {
     pub fn merge(&mut self, other: ConfigSet) {
         self.virtual_services.extend(other.virtual_services);
         self.destination_rules.extend(other.destination_rules);
+        self.rejected
+            .virtual_services
+            .extend(other.rejected.virtual_services);
+        self.rejected
+            .destination_rules
+            .extend(other.rejected.destination_rules);
+    }
+
+    /// The accepted resources followed by the rejected ones, for the
+    /// cross-resource checks. Indices below the accepted counts refer to
+    /// accepted resources.
+    fn with_rejected(&self) -> ConfigSet {
+        let mut all = ConfigSet {
+            virtual_services: self.virtual_services.clone(),
+            destination_rules: self.destination_rules.clone(),
+            rejected: Rejected::default(),
+        };
+        all.virtual_services
+            .extend(self.rejected.virtual_services.iter().cloned());
+        all.destination_rules
+            .extend(self.rejected.destination_rules.iter().cloned());
+        all
     }
 
     /// The checks across resources (duplicate names, several
@@ -130,12 +164,12 @@ impl ConfigSet {
     /// set. Per-resource checks already ran in [`parse_str`], which only
     /// returns resources that passed them.
     pub fn validate(&self) -> Vec<Diagnostic> {
-        cross::check(self).diagnostics
+        cross::check(&self.with_rejected()).diagnostics
     }
 
     /// Like [`ConfigSet::validate`], then drops every resource with an error.
     pub fn retain_valid(&mut self) -> Vec<Diagnostic> {
-        let report = cross::check(self);
+        let report = cross::check(&self.with_rejected());
         self.virtual_services = std::mem::take(&mut self.virtual_services)
             .into_iter()
             .enumerate()

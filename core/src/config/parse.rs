@@ -188,14 +188,18 @@ fn parse_document(file: &str, doc: &Doc<'_>, set: &mut ConfigSet, out: &mut Vec<
     match recognised {
         Recognised::VirtualService => {
             let root = schema::VIRTUAL_SERVICE_DOC;
-            if let Some(r) = typed(&subject, doc, origin, root, validate::virtual_service, out) {
-                set.virtual_services.push(r);
+            match typed(&subject, doc, origin, root, validate::virtual_service, out) {
+                Some((r, true)) => set.virtual_services.push(r),
+                Some((r, false)) => set.rejected.virtual_services.push(r),
+                None => {}
             }
         }
         Recognised::DestinationRule => {
             let root = schema::DESTINATION_RULE_DOC;
-            if let Some(r) = typed(&subject, doc, origin, root, validate::destination_rule, out) {
-                set.destination_rules.push(r);
+            match typed(&subject, doc, origin, root, validate::destination_rule, out) {
+                Some((r, true)) => set.destination_rules.push(r),
+                Some((r, false)) => set.rejected.destination_rules.push(r),
+                None => {}
             }
         }
     }
@@ -230,7 +234,7 @@ struct Metadata {
 }
 
 /// Parses the typed resource, reports unused fields and runs the per-resource
-/// checks. Returns the resource when nothing in it is an error.
+/// checks. Returns the resource (if it deserialised) and whether it passed.
 fn typed<S: DeserializeOwned + Kind>(
     subject: &Subject,
     doc: &Doc<'_>,
@@ -238,7 +242,7 @@ fn typed<S: DeserializeOwned + Kind>(
     root: &'static str,
     check: fn(&S, &mut Findings),
     out: &mut Vec<Diagnostic>,
-) -> Option<Resource<S>> {
+) -> Option<(Resource<S>, bool)> {
     let mut unused = Vec::new();
     let de = serde_yaml_ng::Deserializer::from_str(doc.text);
     let parsed: Result<Envelope<S>, _> =
@@ -286,7 +290,7 @@ fn typed<S: DeserializeOwned + Kind>(
     check(&envelope.spec, &mut findings);
     let failed = findings.items.iter().any(|(s, _, _)| *s == Severity::Error);
     out.extend(findings.into_diagnostics(subject));
-    (!failed).then(|| Resource {
+    let resource = Resource {
         origin,
         namespace: envelope
             .metadata
@@ -295,7 +299,8 @@ fn typed<S: DeserializeOwned + Kind>(
             .unwrap_or_else(|| "default".to_string()),
         name,
         spec: envelope.spec,
-    })
+    };
+    Some((resource, !failed))
 }
 
 /// A YAML or type error, with its line mapped from the document to the file

@@ -407,3 +407,44 @@ fn load_files_reports_unreadable_files() {
         .to_string()
         .starts_with("/nonexistent/anymesh/routes.yaml: cannot read file:"));
 }
+
+#[test]
+fn rejected_resources_are_still_cross_checked_but_never_kept() {
+    // The VirtualService has its own error (bad regex) and a cross-resource
+    // one (unknown subset): both are reported; the DR with its own error
+    // still defines subsets, so no false "unknown subset" cascades from it.
+    let text = format!(
+        "{}---\n{}",
+        vs("  - match:\n    - uri: {regex: \"(\"}\n    route:\n    - destination: {host: reviews, subset: v9}\n"),
+        dr("  host: ratings\n  subsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: v1, labels: {version: v2}}\n")
+    );
+    let text = text.replace(
+        "name: reviews, namespace: prod",
+        "name: ratings, namespace: prod",
+    );
+    let text = format!(
+        "{text}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: r2}}\nspec:\n  hosts: [ratings]\n  http:\n  - route:\n    - destination: {{host: ratings, subset: v1}}\n"
+    );
+    let (set, diags) = load_str("f.yaml", &text);
+    let errors: Vec<String> = diags
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.to_string())
+        .collect();
+    assert!(errors.iter().any(|e| e.contains("regex")), "{errors:#?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("subset") && e.contains("v9")),
+        "{errors:#?}"
+    );
+    assert!(
+        !errors.iter().any(|e| e.contains("r2")),
+        "no cascade from the rejected DR: {errors:#?}"
+    );
+    assert_eq!(set.virtual_services.len(), 1, "only r2 is kept");
+    assert_eq!(set.virtual_services[0].name, "r2");
+    assert_eq!(set.destination_rules.len(), 1, "the valid reviews DR");
+    assert_eq!(set.rejected.virtual_services.len(), 1);
+    assert_eq!(set.rejected.destination_rules.len(), 1);
+}

@@ -1,0 +1,324 @@
+//! `anymesh check` and `anymesh routes`: load everything once, without
+//! starting listeners, and report.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anymesh_core::catalog::CatalogState;
+use anymesh_core::config::Diagnostic;
+use anymesh_core::routes::compile::compile;
+use anymesh_core::routes::{LbPolicy, RequestInfo, RouteAction, RouteMiss, RouteTable};
+use anymesh_core::{Change, Snapshot, SourceId, SourcedChange};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::mesh::load_routing;
+use crate::settings::{RegistryKind, Settings};
+
+const EXIT_CONFIG: u8 = 64;
+
+/// Everything `check` and `routes` need, loaded once.
+struct Loaded {
+    snapshot: Snapshot,
+    table: RouteTable,
+    /// Problems, each already rendered as one line with its severity.
+    errors: Vec<String>,
+    warnings: Vec<String>,
+    summary: Vec<String>,
+}
+
+fn sort(diags: Vec<Diagnostic>, loaded: &mut Loaded) {
+    for d in diags {
+        if d.is_error() {
+            loaded.errors.push(d.to_string());
+        } else {
+            loaded.warnings.push(d.to_string());
+        }
+    }
+}
+
+fn load(config: &Path) -> Result<Loaded, String> {
+    let settings = Settings::load(config).map_err(|e| format!("{e:#}"))?;
+    let mut loaded = Loaded {
+        snapshot: Snapshot::default(),
+        table: RouteTable::default(),
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        summary: Vec::new(),
+    };
+    let mut state = CatalogState::new(settings.registries.iter().map(|r| SourceId::new(&r.name)));
+    for r in &settings.registries {
+        let source = SourceId::new(&r.name);
+        match &r.kind {
+            RegistryKind::File { path, .. } => match anymesh_adapter_file::load(path, &source) {
+                Ok(view) => {
+                    loaded.summary.push(format!(
+                        "registry {} (file {}): {} services, {} endpoints",
+                        r.name,
+                        path.display(),
+                        view.services.len(),
+                        view.endpoints.len()
+                    ));
+                    state.apply(SourcedChange {
+                        source,
+                        change: Change::Reset(view),
+                        at: SystemTime::now(),
+                    });
+                }
+                Err(e) => loaded.errors.push(format!("registry {}: {e}", r.name)),
+            },
+        }
+    }
+    loaded.snapshot = state.snapshot(1);
+    let (set, diags) = load_routing(&settings).map_err(|e| format!("{e:#}"))?;
+    loaded.summary.push(format!(
+        "routing: {} VirtualServices, {} DestinationRules from {} files",
+        set.virtual_services.len(),
+        set.destination_rules.len(),
+        settings.routing_files().map(|f| f.len()).unwrap_or(0)
+    ));
+    sort(diags, &mut loaded);
+    let (table, diags) = compile(&loaded.snapshot, &set, 1);
+    sort(diags, &mut loaded);
+    loaded.table = table;
+    Ok(loaded)
+}
+
+/// `anymesh check`: prints every problem; non-zero exit on any error.
+pub async fn check(config: &Path) -> ExitCode {
+    let loaded = match load(config) {
+        Ok(l) => l,
+        Err(e) => {
+            println!("error: {e}");
+            println!("1 error");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for s in &loaded.summary {
+        println!("{s}");
+    }
+    for e in &loaded.errors {
+        println!("error: {e}");
+    }
+    for w in &loaded.warnings {
+        println!("warning: {w}");
+    }
+    println!(
+        "{} error{}, {} warning{}",
+        loaded.errors.len(),
+        if loaded.errors.len() == 1 { "" } else { "s" },
+        loaded.warnings.len(),
+        if loaded.warnings.len() == 1 { "" } else { "s" },
+    );
+    if loaded.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CONFIG)
+    }
+}
+
+/// `anymesh routes`: explains where one request would go.
+pub async fn routes(
+    config: &Path,
+    host: &str,
+    path: &str,
+    method: &str,
+    headers: &[String],
+) -> ExitCode {
+    let loaded = match load(config) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("anymesh: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for e in &loaded.errors {
+        eprintln!("error: {e}");
+    }
+    let mut map = HeaderMap::new();
+    for h in headers {
+        let parsed = h.split_once('=').and_then(|(k, v)| {
+            Some((
+                HeaderName::from_bytes(k.trim().as_bytes()).ok()?,
+                HeaderValue::from_str(v).ok()?,
+            ))
+        });
+        match parsed {
+            Some((k, v)) => {
+                map.append(k, v);
+            }
+            None => {
+                eprintln!("anymesh: --header {h:?}: expected NAME=VALUE with a valid header name and value");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    }
+    let (path_only, query) = match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path, None),
+    };
+    let info = RequestInfo {
+        method,
+        authority: host,
+        path: path_only,
+        query,
+        headers: &map,
+    };
+    print!("{}", explain(&loaded.table, &info));
+    ExitCode::SUCCESS
+}
+
+/// Renders the routing decision for one request.
+pub fn explain(table: &RouteTable, req: &RequestInfo<'_>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "request: {} {} host {:?}",
+        req.method, req.path, req.authority
+    );
+    let hit = match table.route(req) {
+        Ok(hit) => hit,
+        Err(RouteMiss::NoVirtualHost) => {
+            let _ = writeln!(
+                out,
+                "no route: no service or VirtualService has host {:?} (the proxy answers 404)",
+                req.authority
+            );
+            return out;
+        }
+        Err(RouteMiss::NoRoute) => {
+            let vh = table
+                .virtual_host(req.authority)
+                .map(|v| v.name.clone())
+                .unwrap_or_default();
+            let _ = writeln!(out, "virtual host: {vh}");
+            let _ = writeln!(out, "no route matches (the proxy answers 404)");
+            return out;
+        }
+    };
+    let _ = writeln!(
+        out,
+        "virtual host: {} (domains: {})",
+        hit.vhost.name,
+        hit.vhost.domains.join(", ")
+    );
+    let _ = write!(out, "route: {}", hit.route.name);
+    match hit.matched {
+        Some(i) => {
+            let m = &hit.route.matches[i];
+            let _ = write!(
+                out,
+                " (match #{i}{})",
+                m.name
+                    .as_deref()
+                    .map(|n| format!(" {n:?}"))
+                    .unwrap_or_default()
+            );
+        }
+        None => {
+            let _ = write!(out, " (matches every request)");
+        }
+    }
+    out.push('\n');
+    for (i, r) in table
+        .virtual_host(req.authority)
+        .into_iter()
+        .flat_map(|v| v.routes.iter())
+        .enumerate()
+    {
+        if std::ptr::eq(r, hit.route) {
+            break;
+        }
+        let _ = writeln!(
+            out,
+            "  skipped route #{i} {}: its matches do not apply",
+            r.name
+        );
+    }
+    if let Some(t) = hit.route.timeout {
+        let _ = writeln!(out, "timeout: {t:?}");
+    }
+    match &hit.route.action {
+        RouteAction::DirectResponse(d) => {
+            let _ = writeln!(
+                out,
+                "direct response: {} {:?}",
+                d.status,
+                d.body.as_deref().unwrap_or("")
+            );
+        }
+        RouteAction::Redirect(r) => {
+            let _ = writeln!(
+                out,
+                "redirect {}: uri {:?} authority {:?} scheme {:?} port {:?}",
+                r.code, r.uri, r.authority, r.scheme, r.port
+            );
+        }
+        RouteAction::Forward(split) => {
+            let _ = writeln!(out, "split:");
+            for t in &split.targets {
+                let c = &t.cluster;
+                let pct = if split.total_weight == 0 {
+                    0.0
+                } else {
+                    100.0 * f64::from(t.weight) / f64::from(split.total_weight)
+                };
+                let selector: Vec<String> =
+                    c.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let _ = writeln!(
+                    out,
+                    "  {pct:5.1}%  {}  service {} port {} ({}){}  lb {}",
+                    c.name,
+                    c.service,
+                    c.port.number,
+                    c.port.protocol,
+                    c.subset
+                        .as_deref()
+                        .map(|s| format!("  subset {s} {{{}}}", selector.join(",")))
+                        .unwrap_or_default(),
+                    lb_name(&c.lb),
+                );
+                if c.endpoints.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "          no eligible endpoint (the proxy answers 503)"
+                    );
+                }
+                for e in &c.endpoints {
+                    let labels: Vec<String> = e
+                        .endpoint
+                        .labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    let _ = writeln!(
+                        out,
+                        "          -> {}  weight {}  from {}  [{}]",
+                        e.authority,
+                        e.weight,
+                        e.key,
+                        labels.join(",")
+                    );
+                }
+                for x in &c.excluded {
+                    let _ = writeln!(
+                        out,
+                        "          x  {}  from {}: {}",
+                        x.address, x.key, x.reason
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+fn lb_name(lb: &LbPolicy) -> String {
+    match lb {
+        LbPolicy::RoundRobin => "round robin".into(),
+        LbPolicy::LeastRequest => "least request".into(),
+        LbPolicy::Random => "random".into(),
+        LbPolicy::ConsistentHash(h) => format!("consistent hash on {:?}", h.key),
+    }
+}

@@ -1,0 +1,8 @@
+//! The anymesh binary's library side: settings, wiring and the commands, so
+//! end-to-end tests can run the same code in-process.
+
+pub mod demo;
+pub mod inspect;
+pub mod mesh;
+pub mod settings;
+pub mod upstream;

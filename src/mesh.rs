@@ -1,0 +1,311 @@
+//! Wiring: registries → catalog → compiler → router → listeners.
+//!
+//! ```text
+//! FileRegistry ─┐ Change          Snapshot            RouteTable
+//!      ...      ├──────► catalog ─────────► compile ───────────► Router ◄── outbound listener
+//! routing files ┴─ (reloaded) ──────────────────┘                 ▲
+//!                                                               admin listener
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use anymesh_adapter_file::FileRegistry;
+use anymesh_core::catalog::{self, CatalogState};
+use anymesh_core::config::{self, ConfigSet, Diagnostic};
+use anymesh_core::routes::compile::compile;
+use anymesh_core::{ChangeSink, Registry, Snapshot, SourceId};
+use anymesh_proxy::admin::{serve_admin, AdminState};
+use anymesh_proxy::server::serve_proxy;
+use anymesh_proxy::{Metrics, Proxy, Router, UpstreamSettings};
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::settings::{RegistryKind, Settings};
+
+/// A running mesh.
+pub struct Mesh {
+    pub outbound: SocketAddr,
+    pub admin: SocketAddr,
+    pub router: Arc<Router>,
+    pub catalog: watch::Receiver<Arc<Snapshot>>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+/// Builds the registry adapters the settings name.
+pub fn registries(settings: &Settings) -> Vec<Arc<dyn Registry>> {
+    settings
+        .registries
+        .iter()
+        .map(|r| match &r.kind {
+            RegistryKind::File {
+                path,
+                poll_interval,
+            } => Arc::new(
+                FileRegistry::new(SourceId::new(&r.name), path.clone())
+                    .with_poll_interval(*poll_interval),
+            ) as Arc<dyn Registry>,
+        })
+        .collect()
+}
+
+/// Loads every routing file. Errors make the set unusable; warnings do not.
+pub fn load_routing(settings: &Settings) -> anyhow::Result<(ConfigSet, Vec<Diagnostic>)> {
+    let files = settings.routing_files()?;
+    Ok(config::load_files(&files))
+}
+
+fn has_errors(diags: &[Diagnostic]) -> bool {
+    diags.iter().any(Diagnostic::is_error)
+}
+
+impl Mesh {
+    /// Binds the listeners and starts every component. Fails on a bad routing config.
+    pub async fn start(settings: Settings) -> anyhow::Result<Mesh> {
+        let (routing, diags) = load_routing(&settings)?;
+        if has_errors(&diags) {
+            let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
+            anyhow::bail!("routing config has errors:\n{}", lines.join("\n"));
+        }
+        for d in &diags {
+            tracing::warn!("{d}");
+        }
+        let outbound = TcpListener::bind(settings.listeners.outbound)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot bind outbound listener {}",
+                    settings.listeners.outbound
+                )
+            })?;
+        let admin = TcpListener::bind(settings.listeners.admin)
+            .await
+            .with_context(|| format!("cannot bind admin listener {}", settings.listeners.admin))?;
+        let outbound_addr = outbound.local_addr()?;
+        let admin_addr = admin.local_addr()?;
+
+        let mut tasks = JoinSet::new();
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+        // Registries → catalog.
+        let adapters = registries(&settings);
+        let (change_tx, change_rx) = mpsc::channel(1024);
+        let state = CatalogState::new(adapters.iter().map(|r| r.source().clone()));
+        // Version 0 lists every source as not yet synced, so readiness waits for them.
+        let (snap_tx, snap_rx) = watch::channel(Arc::new(state.snapshot(0)));
+        tasks.spawn(catalog::run(state, change_rx, snap_tx));
+        for adapter in adapters {
+            let sink = ChangeSink::new(adapter.source().clone(), change_tx.clone());
+            let mut stop = shutdown_rx.clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = adapter.run(sink) => {}
+                    _ = stop.wait_for(|s| *s) => {}
+                }
+            });
+        }
+        drop(change_tx);
+
+        // Routing files, reloaded when they change.
+        let (cfg_tx, cfg_rx) = watch::channel(Arc::new(routing));
+        let diagnostics = Arc::new(ArcSwap::from_pointee(
+            diags.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ));
+        tasks.spawn(reload_routing(
+            settings.clone(),
+            cfg_tx,
+            diagnostics.clone(),
+            shutdown_rx.clone(),
+        ));
+
+        // Compiler → router.
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Arc::new(Metrics::new(&mut registry));
+        let router = Arc::new(Router::new());
+        let (ready_tx, ready_rx) = watch::channel(false);
+        let compile_warnings = Arc::new(ArcSwap::from_pointee(Vec::new()));
+        tasks.spawn(compile_loop(
+            snap_rx.clone(),
+            cfg_rx,
+            CompileOutputs {
+                router: router.clone(),
+                metrics: metrics.clone(),
+                ready: ready_tx,
+                warnings: compile_warnings.clone(),
+            },
+            shutdown_rx.clone(),
+        ));
+
+        // Listeners.
+        let upstream = UpstreamSettings {
+            connect_timeout: settings.upstream.connect_timeout,
+            pool_idle_timeout: settings.upstream.pool_idle_timeout,
+            pool_max_idle_per_host: settings.upstream.pool_max_idle_per_host,
+        };
+        let proxy = Arc::new(Proxy::new(router.clone(), metrics, &upstream));
+        tasks.spawn(serve_proxy(outbound, proxy, stopped(shutdown_rx.clone())));
+        let admin_state = Arc::new(AdminState {
+            router: router.clone(),
+            catalog: snap_rx.clone(),
+            registry,
+            diagnostics,
+            compile_warnings,
+            ready: ready_rx,
+        });
+        tasks.spawn(serve_admin(admin, admin_state, stopped(shutdown_rx)));
+
+        tracing::info!(outbound = %outbound_addr, admin = %admin_addr, "anymesh listening");
+        Ok(Mesh {
+            outbound: outbound_addr,
+            admin: admin_addr,
+            router,
+            catalog: snap_rx,
+            shutdown: shutdown_tx,
+            tasks,
+        })
+    }
+
+    /// Stops accepting, lets running requests finish (bounded), stops every task.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(
+            anymesh_proxy::server::DRAIN_TIMEOUT + Duration::from_secs(1),
+            drain,
+        )
+        .await
+        .is_err()
+        {
+            self.tasks.abort_all();
+        }
+    }
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Where each compiled table goes.
+struct CompileOutputs {
+    router: Arc<Router>,
+    metrics: Arc<Metrics>,
+    ready: watch::Sender<bool>,
+    warnings: Arc<ArcSwap<Vec<String>>>,
+}
+
+async fn compile_loop(
+    mut snaps: watch::Receiver<Arc<Snapshot>>,
+    mut cfg: watch::Receiver<Arc<ConfigSet>>,
+    out: CompileOutputs,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut version = 0u64;
+    let mut last_warnings = Vec::new();
+    loop {
+        let snap = snaps.borrow_and_update().clone();
+        let config = cfg.borrow_and_update().clone();
+        version += 1;
+        let (table, warnings) = compile(&snap, &config, version);
+        let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        if warnings != last_warnings {
+            for w in &warnings {
+                tracing::warn!("{w}");
+            }
+            out.warnings.store(Arc::new(warnings.clone()));
+            last_warnings = warnings;
+        }
+        out.router.install(Arc::new(table));
+        out.metrics.route_table_version.set(version as i64);
+        out.metrics.route_table_swaps.inc();
+        tracing::debug!(version, catalog = snap.version, "route table installed");
+        out.ready.send_replace(snap.all_synced());
+        tokio::select! {
+            r = snaps.changed() => if r.is_err() { return },
+            r = cfg.changed() => if r.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Watches the routing files (by modification time and size) and publishes a
+/// new config set when they change. A set with errors is reported and the last
+/// good one stays in force.
+async fn reload_routing(
+    settings: Settings,
+    tx: watch::Sender<Arc<ConfigSet>>,
+    diagnostics: Arc<ArcSwap<Vec<String>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let stamp = |settings: &Settings| -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
+        settings
+            .routing_files()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| {
+                let meta = std::fs::metadata(&p).ok();
+                let m = meta.and_then(|m| Some((m.modified().ok()?, m.len())));
+                (p, m)
+            })
+            .collect()
+    };
+    let mut last = stamp(&settings);
+    let mut tick = tokio::time::interval(settings.routing_reload_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let now = stamp(&settings);
+        if now == last {
+            continue;
+        }
+        last = now;
+        match load_routing(&settings) {
+            Ok((set, diags)) if !has_errors(&diags) => {
+                for d in &diags {
+                    tracing::warn!("{d}");
+                }
+                tracing::info!("routing config reloaded");
+                diagnostics.store(Arc::new(diags.iter().map(ToString::to_string).collect()));
+                tx.send_replace(Arc::new(set));
+            }
+            Ok((_, diags)) => {
+                for d in diags.iter().filter(|d| d.is_error()) {
+                    tracing::error!("{d}");
+                }
+                tracing::error!("routing config not reloaded: the previous config stays in force");
+            }
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "routing config not reloaded"),
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,251 @@
+//! `anymesh.yaml`: the mesh's own settings (listeners, registries, routing
+//! files, logging). Istio routing lives in separate files it names.
+//!
+//! ```yaml
+//! listeners:
+//!   outbound: 127.0.0.1:15001
+//!   admin: 127.0.0.1:15000
+//! registries:                 # default: one file registry reading services.yaml
+//!   - name: vms
+//!     type: file
+//!     path: services.yaml     # relative paths are relative to this file
+//! routing: [routes.yaml]      # Istio VirtualService / DestinationRule files or directories
+//! ```
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use anymesh_core::config::duration::parse_duration;
+use serde::{Deserialize, Deserializer};
+
+/// Parsed and checked `anymesh.yaml`, with paths made absolute.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub listeners: Listeners,
+    #[serde(default = "default_registries")]
+    pub registries: Vec<RegistrySettings>,
+    /// Istio routing files or directories of them (`*.yaml`, `*.yml`).
+    #[serde(default)]
+    pub routing: Vec<PathBuf>,
+    /// How often routing files are checked for changes.
+    #[serde(default = "default_reload", deserialize_with = "duration")]
+    pub routing_reload_interval: Duration,
+    #[serde(default)]
+    pub upstream: Upstream,
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listeners {
+    #[serde(default = "default_outbound")]
+    pub outbound: SocketAddr,
+    #[serde(default = "default_admin")]
+    pub admin: SocketAddr,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Self {
+            outbound: default_outbound(),
+            admin: default_admin(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_idle_timeout", deserialize_with = "duration")]
+    pub pool_idle_timeout: Duration,
+    #[serde(default = "default_max_idle")]
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Self {
+            connect_timeout: default_connect_timeout(),
+            pool_idle_timeout: default_idle_timeout(),
+            pool_max_idle_per_host: default_max_idle(),
+        }
+    }
+}
+
+/// One registry source. (Unknown keys are rejected by the flattened kind:
+/// serde cannot deny them on a struct with a flattened field.)
+#[derive(Debug, Clone, Deserialize)]
+pub struct RegistrySettings {
+    /// Source name shown in provenance, explain output and metrics. Unique.
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: RegistryKind,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RegistryKind {
+    File {
+        path: PathBuf,
+        #[serde(default = "default_poll", deserialize_with = "duration")]
+        poll_interval: Duration,
+    },
+}
+
+fn default_outbound() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 15001))
+}
+fn default_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 15000))
+}
+fn default_registries() -> Vec<RegistrySettings> {
+    vec![RegistrySettings {
+        name: "file".into(),
+        kind: RegistryKind::File {
+            path: PathBuf::from("services.yaml"),
+            poll_interval: default_poll(),
+        },
+    }]
+}
+fn default_poll() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_reload() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(90)
+}
+fn default_max_idle() -> usize {
+    256
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+impl Settings {
+    /// Reads and checks `anymesh.yaml`. Errors name the file, line and column.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> anyhow::Result<Self> {
+        let text = if text.trim().is_empty() { "{}" } else { text };
+        let mut s: Settings = serde_path_to_error::deserialize(
+            serde_yaml_ng::Deserializer::from_str(text),
+        )
+        .map_err(|e| {
+            let at = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            // serde_yaml_ng's own errors already carry the path and position.
+            if at == "." || inner.contains(" at line ") {
+                anyhow::anyhow!("{}: {inner}", path.display())
+            } else {
+                anyhow::anyhow!("{}: {at}: {inner}", path.display())
+            }
+        })?;
+        s.file = path.to_path_buf();
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut names = HashSet::new();
+        for r in &mut s.registries {
+            if r.name.is_empty() {
+                bail!(
+                    "{}: registries: a registry has an empty name",
+                    path.display()
+                );
+            }
+            if !names.insert(r.name.clone()) {
+                bail!(
+                    "{}: registries: name {:?} is used twice",
+                    path.display(),
+                    r.name
+                );
+            }
+            match &mut r.kind {
+                RegistryKind::File { path: p, .. } => *p = base.join(&*p),
+            }
+        }
+        for p in &mut s.routing {
+            *p = base.join(&*p);
+        }
+        Ok(s)
+    }
+
+    /// The routing files: listed files, plus `*.yaml`/`*.yml` in listed directories (sorted).
+    pub fn routing_files(&self) -> anyhow::Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for p in &self.routing {
+            if p.is_dir() {
+                let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                    .with_context(|| format!("cannot list {}", p.display()))?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|f| f.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                    .collect();
+                found.sort();
+                out.extend(found);
+            } else {
+                out.push(p.clone());
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let s = Settings::parse(Path::new("/etc/anymesh/anymesh.yaml"), "").unwrap();
+        assert_eq!(s.listeners.outbound, default_outbound());
+        assert_eq!(s.registries.len(), 1);
+        let RegistryKind::File { path, .. } = &s.registries[0].kind;
+        assert_eq!(path, Path::new("/etc/anymesh/services.yaml"));
+    }
+
+    #[test]
+    fn errors_say_where() {
+        let e = Settings::parse(Path::new("m.yaml"), "listeners:\n  outbund: 1.2.3.4:1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("m.yaml: listeners: unknown field `outbund`"),
+            "{e}"
+        );
+        assert!(e.contains("line 2 column 3"), "{e}");
+        let e = Settings::parse(
+            Path::new("m.yaml"),
+            "registries:\n  - {name: a, type: consul}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown variant `consul`"), "{e}");
+        let e = Settings::parse(
+            Path::new("m.yaml"),
+            "registries:\n  - {name: a, type: file, path: x}\n  - {name: a, type: file, path: y}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("\"a\" is used twice"), "{e}");
+        let e = Settings::parse(Path::new("m.yaml"), "routing_reload_interval: 5 parsecs\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("routing_reload_interval"), "{e}");
+    }
+}

@@ -1,0 +1,113 @@
+//! A small HTTP/1.1 + HTTP/2 upstream for the demo and the end-to-end tests.
+//!
+//! `GET` answers `<name>\n`; any request with a body gets the body echoed back,
+//! streamed. Every response says who answered (`x-upstream`) and what arrived
+//! (`x-seen-host`, `x-seen-path`, `x-seen-version`, `x-seen-headers`).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response};
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// A running upstream; stops when dropped.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub name: String,
+    _stop: watch::Sender<bool>,
+}
+
+type Body = Either<Full<Bytes>, Incoming>;
+
+/// Starts an upstream on `127.0.0.1:0`.
+pub async fn spawn(name: &str) -> std::io::Result<Upstream> {
+    spawn_on(name, SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+/// Starts an upstream on `addr`.
+pub async fn spawn_on(name: &str, addr: SocketAddr) -> std::io::Result<Upstream> {
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let shared: Arc<str> = Arc::from(name);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = stop_rx.wait_for(|s| *s) => return,
+            };
+            let Ok((stream, _)) = accepted else { continue };
+            let name = shared.clone();
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| respond(name.clone(), req));
+                let builder = auto::Builder::new(TokioExecutor::new());
+                let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                tokio::select! {
+                    _ = conn => {}
+                    _ = stop.wait_for(|s| *s) => {}
+                }
+            });
+        }
+    });
+    Ok(Upstream {
+        addr,
+        name: name.to_string(),
+        _stop: stop_tx,
+    })
+}
+
+async fn respond(name: Arc<str>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let host = req.headers().get(http::header::HOST).cloned().or_else(|| {
+        req.uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let names: Vec<&str> = req.headers().keys().map(|k| k.as_str()).collect();
+    let seen_headers = names.join(",");
+    let version = format!("{:?}", req.version());
+    let has_body = !http_body::Body::is_end_stream(req.body());
+    let mut resp = if has_body {
+        Response::new(Either::Right(req.into_body()))
+    } else {
+        Response::new(Either::Left(Full::new(Bytes::from(format!("{name}\n")))))
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&name) {
+        h.insert("x-upstream", v);
+    }
+    if let Some(v) = host {
+        h.insert("x-seen-host", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&path) {
+        h.insert("x-seen-path", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&version) {
+        h.insert("x-seen-version", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&seen_headers) {
+        h.insert("x-seen-headers", v);
+    }
+    Ok(resp)
+}
+
+/// Reads a whole response body (for small bodies in the demo and tests).
+pub async fn read_body<B>(body: B) -> Result<Bytes, B::Error>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    Ok(body.collect().await?.to_bytes())
+}

@@ -1,0 +1,197 @@
+//! Shared set-up: temp config dirs, a running mesh, an HTTP client, polling.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anymesh::mesh::Mesh;
+use anymesh::settings::Settings;
+use anymesh::upstream::{self, Upstream};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// Polls `check` until it returns `Some`, failing the test after [`DEADLINE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A mesh with its config directory.
+pub struct TestMesh {
+    pub mesh: Mesh,
+    pub dir: tempfile::TempDir,
+    pub client: Client<HttpConnector, Full<Bytes>>,
+}
+
+pub fn endpoint(up: &Upstream, labels: &str) -> String {
+    format!(
+        "      - {{address: 127.0.0.1, port: {}, id: {}, labels: {{{labels}}}}}\n",
+        up.addr.port(),
+        up.name
+    )
+}
+
+/// A services.yaml with one service `name` on port 80 and the given endpoint lines.
+pub fn services(name: &str, protocol: &str, endpoints: &[String]) -> String {
+    format!(
+        "services:\n  - name: {name}\n    ports: [{{name: http, port: 80, protocol: {protocol}}}]\n    endpoints:\n{}",
+        endpoints.concat()
+    )
+}
+
+pub fn write(path: &Path, text: &str) {
+    // Write-then-rename so a watcher never sees half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write temp file");
+    std::fs::rename(&tmp, path).expect("rename into place");
+}
+
+impl TestMesh {
+    /// Starts a mesh reading `services` and `routes` (Istio YAML) from a temp dir.
+    pub async fn start(services: &str, routes: &str) -> TestMesh {
+        let dir = tempfile::tempdir().expect("temp dir");
+        write(&dir.path().join("services.yaml"), services);
+        write(&dir.path().join("routes.yaml"), routes);
+        let mesh_file = dir.path().join("anymesh.yaml");
+        write(
+            &mesh_file,
+            "listeners: {outbound: 127.0.0.1:0, admin: 127.0.0.1:0}\n\
+             registries: [{name: file, type: file, path: services.yaml, poll_interval: 200ms}]\n\
+             routing: [routes.yaml]\nrouting_reload_interval: 100ms\n",
+        );
+        let settings = Settings::load(&mesh_file).expect("settings");
+        let mesh = Mesh::start(settings).await.expect("mesh starts");
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        let t = TestMesh { mesh, dir, client };
+        let admin = t.mesh.admin;
+        let c = t.client.clone();
+        eventually("/ready", || {
+            let c = c.clone();
+            async move {
+                let r = c
+                    .request(
+                        Request::get(format!("http://{admin}/ready"))
+                            .body(Full::default())
+                            .ok()?,
+                    )
+                    .await
+                    .ok()?;
+                (r.status() == StatusCode::OK).then_some(())
+            }
+        })
+        .await;
+        t
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn proxy(&self) -> SocketAddr {
+        self.mesh.outbound
+    }
+
+    /// Sends a request through the proxy.
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Response<Incoming> {
+        self.client
+            .request(req)
+            .await
+            .expect("request through the proxy")
+    }
+
+    /// GET `path` for `host` with extra headers; returns status, `x-upstream` and body.
+    pub async fn get(
+        &self,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, String, String) {
+        let mut b = Request::get(format!("http://{}{path}", self.proxy())).header("host", host);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let resp = self.send(b.body(Full::default()).expect("request")).await;
+        let status = resp.status();
+        let who = resp
+            .headers()
+            .get("x-upstream")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, who, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Counts which upstream answered `n` GETs.
+    pub async fn count(
+        &self,
+        host: &str,
+        n: usize,
+        headers: &[(&str, &str)],
+    ) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for _ in 0..n {
+            let (status, who, body) = self.get(host, "/", headers).await;
+            assert_eq!(status, StatusCode::OK, "unexpected answer: {body}");
+            *counts.entry(who).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    pub async fn admin(&self, path: &str) -> (StatusCode, String) {
+        let resp = self
+            .client
+            .request(
+                Request::get(format!("http://{}{path}", self.mesh.admin))
+                    .body(Full::default())
+                    .expect("req"),
+            )
+            .await
+            .expect("admin request");
+        let status = resp.status();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+/// Starts named upstreams.
+pub async fn upstreams(names: &[&str]) -> Vec<Upstream> {
+    let mut v = Vec::new();
+    for n in names {
+        v.push(upstream::spawn(n).await.expect("upstream starts"));
+    }
+    v
+}
+
+/// Istio YAML: a DestinationRule with subsets by `version` label.
+pub fn subsets_dr(host: &str, versions: &[&str], extra_policy: &str) -> String {
+    let subsets: String = versions
+        .iter()
+        .map(|v| format!("    - name: {v}\n      labels: {{version: {v}}}\n"))
+        .collect();
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {host}}}\nspec:\n  host: {host}\n{extra_policy}  subsets:\n{subsets}"
+    )
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: the wired mesh (in-process, or the real binary where a
+//! process boundary matters) on loopback ports with real upstreams.
+
+mod cli;
+mod harness;
+mod reload;
+mod routing;
+mod transport;
