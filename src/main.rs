@@ -86,7 +86,9 @@ fn init_tracing(format: LogFormat, filter: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format, &cli.log);
+    // The demo prints its own results; only problems are logged unless asked for.
+    let demo_default = matches!(cli.command, Command::Demo { .. }) && cli.log == "info";
+    init_tracing(cli.log_format, if demo_default { "warn" } else { &cli.log });
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

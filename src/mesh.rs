@@ -213,7 +213,8 @@ async fn compile_loop(
         version += 1;
         let (table, warnings) = compile(&snap, &config, version);
         let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
-        if warnings != last_warnings {
+        // Before every registry has answered, "host resolves to no service" is expected noise.
+        if snap.all_synced() && warnings != last_warnings {
             for w in &warnings {
                 tracing::warn!("{w}");
             }

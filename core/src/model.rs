@@ -271,17 +271,13 @@ impl Endpoint {
     }
 
     /// The port number this endpoint serves `port` on: a port with the same
-    /// name, else an unnamed port, else the only port it has.
+    /// name, else an unnamed port. A port named for another service port is
+    /// never used (that would send, say, HTTP/1 traffic to a gRPC port).
     pub fn port_for(&self, port: &ServicePort) -> Option<u16> {
         self.ports
             .iter()
             .find(|p| p.name == port.name)
             .or_else(|| self.ports.iter().find(|p| p.name.is_empty()))
-            .or(if self.ports.len() == 1 {
-                self.ports.first()
-            } else {
-                None
-            })
             .map(|p| p.number)
     }
 
@@ -361,11 +357,20 @@ mod tests {
         ]);
         assert_eq!(e.port_for(&http), Some(8080));
         assert_eq!(e.port_for(&grpc), Some(9090));
-        let single = ep(vec![EndpointPort {
+        let other = ep(vec![EndpointPort {
             name: "other".into(),
             number: 1,
         }]);
-        assert_eq!(single.port_for(&http), Some(1));
+        assert_eq!(
+            other.port_for(&http),
+            None,
+            "a port named for another service port"
+        );
+        let unnamed = ep(vec![EndpointPort {
+            name: String::new(),
+            number: 7,
+        }]);
+        assert_eq!(unnamed.port_for(&http), Some(7));
         let none = ep(vec![
             EndpointPort {
                 name: "a".into(),

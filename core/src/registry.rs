@@ -86,6 +86,12 @@ impl ChangeSink {
             .map_err(|_| CatalogClosed)
     }
 
+    /// Resolves when the catalog has stopped; adapters idle in a watch can
+    /// `select!` on it to stop promptly.
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+
     /// Reports an error: the source's last good view stays, marked stale.
     pub async fn error(&self, message: impl Into<String>) -> Result<(), CatalogClosed> {
         self.send(Change::Status(SourceStatus::Error {

@@ -241,3 +241,43 @@ spec:
         "hop-by-hop header named in Connection reached upstream: {seen}"
     );
 }
+
+#[tokio::test]
+async fn admin_reports_metrics_config_and_readiness() {
+    let (mesh, _ups) = split_mesh().await;
+    let ua = [("user-agent", "iPhone")];
+    mesh.count("reviews", 7, &ua).await;
+    let (status, _, _) = mesh.get("nowhere", "/", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, metrics) = mesh.admin("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        metrics
+            .contains(r#"anymesh_requests_total{service="reviews",route="iphone",code="200"} 7"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"anymesh_requests_total{service="-",route="-",code="404"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"anymesh_request_duration_seconds_count{service="reviews",route="iphone",code="200"} 7"#),
+        "{metrics}"
+    );
+
+    let (status, config) = mesh.admin("/config").await;
+    assert_eq!(status, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&config).expect("config is JSON");
+    let eps = &v["catalog"]["services"]["reviews"]["endpoints"];
+    assert_eq!(eps.as_array().map(Vec::len), Some(3), "{config}");
+    assert_eq!(eps[0]["provenance"]["source"], "file");
+    assert!(eps[0]["provenance"]["native_id"].is_string());
+    assert_eq!(v["catalog"]["sources"][0]["synced"], true);
+    assert!(v["routes"]["virtual_hosts"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty()));
+
+    assert_eq!(mesh.admin("/ready").await.0, StatusCode::OK);
+    assert_eq!(mesh.admin("/nope").await.0, StatusCode::NOT_FOUND);
+}

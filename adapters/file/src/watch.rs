@@ -123,6 +123,7 @@ impl FileRegistry {
                     file_touched.swap(false, Ordering::AcqRel)
                 }
                 _ = poll.tick() => false,
+                () = sink.closed() => return Err(CatalogClosed),
             };
             // While failing, every poll re-reads: a fix that leaves the stamp
             // alone (chmod, a remount, a transient EIO) must still be seen.
