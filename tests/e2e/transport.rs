@@ -131,6 +131,7 @@ async fn large_body_streams_with_bounded_memory() {
         .sum();
     assert_eq!(checksum, expected, "bytes came back unchanged");
     let peak = bin.peak_rss_kib();
+    eprintln!("64 MiB through the proxy: RSS before {baseline} KiB, peak {peak} KiB");
     // Buffering the body even once would add 64 MiB; allow 32 MiB over the idle baseline.
     assert!(
         peak < baseline + 32 * 1024,
