@@ -3,14 +3,16 @@
 //!
 //! Without a catalog, hosts are compared as written (see
 //! [`may_be_same`](super::host::may_be_same)): equal, covered by a wildcard,
-//! or a short name the other extends. The route compiler repeats the subset
-//! check against the real services.
+//! or a short name the other extends. A subset is reported unknown only when
+//! a rule may apply and none that may defines it; a host no rule may apply
+//! to may be an alias, so the route compiler, which knows the services and
+//! their aliases, checks it.
 
 use std::collections::{BTreeSet, HashMap};
 
 use super::diagnostic::{Diagnostic, Severity};
 use super::host::{may_be_same, HostPattern};
-use super::{ConfigSet, Kind, Resource};
+use super::{ConfigSet, DestinationRule, Kind, Resource};
 
 /// Findings plus the indices of resources that have an error.
 #[derive(Debug, Default)]
@@ -61,6 +63,22 @@ pub(crate) fn check(set: &ConfigSet) -> Report {
             }
         }
     }
+    unknown_subsets(set, &rules, &mut report);
+    report
+}
+
+/// Destination subsets that no rule which may apply defines.
+///
+/// Reported only when a rule may apply to the destination host as written
+/// and none of those defines the subset. Without any such rule the host may
+/// still be an alias of a service whose rule defines it: the compiler checks
+/// that against the catalog. Likewise when only wildcard rules may apply, an
+/// exact rule for another name of the same service would beat them, so an
+/// exact rule for any host that defines the subset keeps quiet too.
+fn unknown_subsets(set: &ConfigSet, rules: &[&Resource<DestinationRule>], report: &mut Report) {
+    let is_wildcard = |dr: &Resource<DestinationRule>| {
+        HostPattern::parse(&dr.spec.host).is_ok_and(|p| p.is_wildcard())
+    };
     for (v, vs) in set.virtual_services.iter().enumerate() {
         if report.bad_virtual_services.contains(&v) {
             continue;
@@ -71,45 +89,43 @@ pub(crate) fn check(set: &ConfigSet) -> Report {
                     continue;
                 };
                 let host = &d.destination.host;
+                let defines = |dr: &&&Resource<DestinationRule>| dr.spec.subset(subset).is_some();
                 let candidates: Vec<_> = rules
                     .iter()
                     .filter(|dr| may_be_same(&dr.spec.host, host))
                     .collect();
-                if candidates.iter().any(|dr| dr.spec.subset(subset).is_some()) {
+                if candidates.is_empty() || candidates.iter().any(defines) {
                     continue;
                 }
-                let message = match candidates.as_slice() {
-                    [] => format!(
-                        "unknown subset '{subset}': no DestinationRule for host '{host}' defines it"
-                    ),
-                    _ => {
-                        let defined: Vec<&str> = candidates
-                            .iter()
-                            .flat_map(|dr| dr.spec.subsets.iter().map(|s| s.name.as_str()))
-                            .collect();
-                        let names: Vec<String> = candidates.iter().map(|dr| dr.id()).collect();
-                        format!(
-                            "unknown subset '{subset}': DestinationRule {} for host '{host}' \
-                             defines {}",
-                            names.join(", "),
-                            if defined.is_empty() {
-                                "no subsets".to_string()
-                            } else {
-                                format!("only {}", defined.join(", "))
-                            }
-                        )
-                    }
-                };
+                if candidates.iter().all(|dr| is_wildcard(dr))
+                    && rules
+                        .iter()
+                        .any(|dr| !is_wildcard(dr) && dr.spec.subset(subset).is_some())
+                {
+                    continue;
+                }
+                let defined: Vec<&str> = candidates
+                    .iter()
+                    .flat_map(|dr| dr.spec.subsets.iter().map(|s| s.name.as_str()))
+                    .collect();
+                let names: Vec<String> = candidates.iter().map(|dr| dr.id()).collect();
                 report.diagnostics.push(vs.diagnostic(
                     Severity::Error,
                     format!("spec.http[{i}].route[{k}].destination.subset"),
-                    message,
+                    format!(
+                        "unknown subset '{subset}': DestinationRule {} for host '{host}' defines {}",
+                        names.join(", "),
+                        if defined.is_empty() {
+                            "no subsets".to_string()
+                        } else {
+                            format!("only {}", defined.join(", "))
+                        }
+                    ),
                 ));
                 report.bad_virtual_services.insert(v);
             }
         }
     }
-    report
 }
 
 /// A second resource of the same kind, namespace and name is an error; the

@@ -420,6 +420,35 @@ fn unknown_subset_against_the_catalog_is_an_error() {
 }
 
 #[test]
+fn subsets_through_an_alias_load_and_compile() {
+    // The VirtualService says `rv`, the DestinationRule says `reviews`: both
+    // name the service `reviews` (alias `rv`), which only the catalog knows.
+    let snap = snapshot(
+        vec![service(
+            "reviews",
+            &["rv"],
+            vec![port("http", 9080, Protocol::Http)],
+        )],
+        vec![ep("r1", "reviews", "v1", Health::Healthy)],
+    );
+    let vs = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: rv}
+spec:
+  hosts: [rv]
+  http: [{route: [{destination: {host: rv, subset: v1}}]}]
+";
+    let (t, diags) = compile(&snap, &config(&format!("{vs}---\n{DR}")), 1);
+    assert!(diags.is_empty(), "{diags:?}");
+    assert_eq!(
+        targets(&t, "rv", &HeaderMap::new()),
+        one("outbound|9080|v1|reviews")
+    );
+    assert_eq!(cluster(&t, "outbound|9080|v1|reviews").endpoints.len(), 1);
+}
+
+#[test]
 fn gateway_only_virtual_services_do_not_route_mesh_traffic() {
     let vs = VS.replace("hosts: [reviews]", "hosts: [reviews]\n  gateways: [edge]");
     let (t, _) = compile(&bookinfo(), &config(&format!("{vs}---\n{DR}")), 1);
