@@ -6,12 +6,20 @@ use std::fmt;
 use serde::Serialize;
 
 /// How bad a finding is.
+///
+/// When config is loaded, an error means the resource is dropped. The route
+/// compiler has nothing to drop: its errors mark a part of a resource that
+/// cannot serve (a subset no rule defines, a rule it cannot build), and each
+/// message ends with what the running proxy does about it ("requests sent to
+/// this destination get 503"), so the proxy's log and `anymesh check`, which
+/// fails on them, tell the same story.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// The resource still applies; something in it is ignored or suspicious.
     Warning,
-    /// The resource (or the whole document) is not applied.
+    /// At load time the resource (or the whole document) is not applied; at
+    /// compile time the part named cannot serve, as the message says.
     Error,
 }
 

@@ -41,6 +41,7 @@ pub use virtual_service::{
 };
 
 use diagnostic::Subject;
+pub(crate) use validate::regex_reason;
 
 /// Where a resource was read from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -242,7 +242,7 @@ pub(crate) fn string_match(sm: &StringMatch, at: &str, f: &mut Findings) {
 }
 
 /// The last line of the regex crate's multi-line error, without `error: `.
-fn regex_reason(e: &regex::Error) -> String {
+pub(crate) fn regex_reason(e: &regex::Error) -> String {
     let text = e.to_string();
     let last = text
         .lines()

@@ -30,7 +30,7 @@ impl Compiler<'_> {
     /// The cluster a destination of `vs` (at field path `at`) goes to, for a
     /// request on `request_port`. Problems are reported; a destination that
     /// cannot be served still gets a cluster (with no endpoints), so requests
-    /// fail with "no endpoints" rather than falling through to other routes.
+    /// sent to it get 503 rather than falling through to other routes.
     pub(super) fn destination(
         &mut self,
         vs: &Resource<VirtualService>,
@@ -44,7 +44,9 @@ impl Compiler<'_> {
             self.report(vs.diagnostic(
                 Severity::Warning,
                 format!("{at}.destination.host"),
-                format!("host '{host}' resolves to no service"),
+                format!(
+                    "host '{host}' resolves to no service; requests sent to this destination get 503"
+                ),
             ));
             let number = wanted.or(request_port).unwrap_or(80);
             return Some(self.cluster(Spec {
@@ -89,7 +91,8 @@ impl Compiler<'_> {
                     Severity::Error,
                     format!("{at}.destination.subset"),
                     format!(
-                        "unknown subset '{name}' of service '{}': {why}; requests get no endpoints",
+                        "unknown subset '{name}' of service '{}': {why}; \
+                         requests sent to this destination get 503",
                         svc.hostname
                     ),
                 ));

@@ -15,6 +15,9 @@ use crate::routes::table::{
     StringMatch, WeightedCluster,
 };
 
+/// What the proxy does with an `http[]` rule the compiler leaves out.
+const SKIPPED: &str = "rule skipped: its requests go to the next rule that matches, else get 404";
+
 impl Compiler<'_> {
     /// The one route of a service no VirtualService claims.
     pub(super) fn default_route(&mut self, svc: &MergedService, port: &ServicePort) -> Route {
@@ -67,7 +70,7 @@ impl Compiler<'_> {
                     self.report(vs.diagnostic(
                         Severity::Error,
                         format!("{at}.match[{j}]"),
-                        format!("{why}; route skipped"),
+                        format!("{why}; {SKIPPED}"),
                     ));
                     return None;
                 }
@@ -119,7 +122,7 @@ impl Compiler<'_> {
                 self.report(vs.diagnostic(
                     Severity::Error,
                     format!("{at}.route"),
-                    "no destination with a weight above 0; route skipped",
+                    format!("no destination with a weight above 0; {SKIPPED}"),
                 ));
                 return None;
             }
@@ -152,7 +155,7 @@ fn request_match(m: &HttpMatchRequest) -> Result<RequestMatch, String> {
         Some(sm) if m.ignore_uri_case => match sm.kind() {
             Some(MatchKind::Regex(re)) => Some(
                 StringMatch::regex(&format!("(?i){re}"))
-                    .map_err(|e| format!("invalid regex {re:?}: {e}"))?,
+                    .map_err(|e| format!("invalid regex {re:?}: {}", config::regex_reason(&e)))?,
             ),
             _ => Some(string_match(sm)?),
         },
@@ -185,9 +188,8 @@ fn string_match(sm: &config::StringMatch) -> Result<StringMatch, String> {
     match sm.kind() {
         Some(MatchKind::Exact(s)) => Ok(StringMatch::Exact(s.to_string())),
         Some(MatchKind::Prefix(s)) => Ok(StringMatch::Prefix(s.to_string())),
-        Some(MatchKind::Regex(re)) => {
-            StringMatch::regex(re).map_err(|e| format!("invalid regex {re:?}: {e}"))
-        }
+        Some(MatchKind::Regex(re)) => StringMatch::regex(re)
+            .map_err(|e| format!("invalid regex {re:?}: {}", config::regex_reason(&e))),
         None => Err("a string match needs exactly one of exact, prefix or regex".into()),
     }
 }

@@ -377,7 +377,7 @@ spec:
     assert_eq!(
         lines,
         [
-            "warning: routes.yaml: VirtualService default/ghost: spec.http[0].route[0].destination.host: host 'nowhere' resolves to no service",
+            "warning: routes.yaml: VirtualService default/ghost: spec.http[0].route[0].destination.host: host 'nowhere' resolves to no service; requests sent to this destination get 503",
             "warning: routes.yaml: VirtualService default/ghost: spec.hosts[1]: host 'ghost.example' resolves to no service",
         ]
     );
@@ -412,7 +412,7 @@ fn unknown_subset_against_the_catalog_is_an_error() {
     assert_eq!(diags.len(), 1, "{diags:?}");
     assert_eq!(
         diags[0].to_string(),
-        "routes.yaml: VirtualService default/reviews: spec.http[0].route[0].destination.subset: unknown subset 'v9' of service 'reviews.prod.svc': its DestinationRule default/reviews does not define it; requests get no endpoints"
+        "routes.yaml: VirtualService default/reviews: spec.http[0].route[0].destination.subset: unknown subset 'v9' of service 'reviews.prod.svc': its DestinationRule default/reviews does not define it; requests sent to this destination get 503"
     );
     assert!(cluster(&t, "outbound|9080|v9|reviews.prod.svc")
         .endpoints
@@ -446,6 +446,69 @@ spec:
         one("outbound|9080|v1|reviews")
     );
     assert_eq!(cluster(&t, "outbound|9080|v1|reviews").endpoints.len(), 1);
+}
+
+#[test]
+fn compile_errors_say_what_the_proxy_does() {
+    // Config that skipped validation (built by other means): a bad regex, a
+    // rule whose destinations all have weight 0, an unknown subset. Each
+    // error says what the running proxy does, and the table does just that.
+    let yaml = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - match: [{uri: {prefix: /a}}]
+    route: [{destination: {host: ratings}}]
+  - match: [{uri: {prefix: /b}}]
+    route:
+    - {destination: {host: ratings}, weight: 50}
+    - {destination: {host: reviews}, weight: 50}
+  - match: [{uri: {prefix: /c}}]
+    route: [{destination: {host: reviews, subset: v9}}]
+";
+    let (mut set, load_diags) =
+        crate::config::parse_str("routes.yaml", &format!("{yaml}---\n{DR}"));
+    assert!(load_diags.is_empty(), "{load_diags:?}");
+    let http = &mut set.virtual_services[0].spec.http;
+    http[0].matches[0].uri = Some(crate::config::StringMatch {
+        regex: Some("(".into()),
+        ..Default::default()
+    });
+    for d in &mut http[1].route {
+        d.weight = Some(0);
+    }
+    let (t, diags) = compile(&bookinfo(), &set, 1);
+    let errors: Vec<String> = diags
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| format!("{}: {}", d.path, d.message))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "spec.http[0].match[0]: invalid regex \"(\": unclosed group; rule skipped: its requests go to the next rule that matches, else get 404",
+            "spec.http[1].route: no destination with a weight above 0; rule skipped: its requests go to the next rule that matches, else get 404",
+            "spec.http[2].route[0].destination.subset: unknown subset 'v9' of service 'reviews.prod.svc': its DestinationRule default/reviews does not define it; requests sent to this destination get 503",
+        ]
+    );
+    let routes = &t.virtual_host("ratings").unwrap().routes;
+    assert_eq!(routes.len(), 1, "two rules skipped");
+    let h = HeaderMap::new();
+    let get = |path| RequestInfo {
+        method: "GET",
+        authority: "ratings",
+        path,
+        query: None,
+        headers: &h,
+    };
+    assert_eq!(t.route(&get("/a")).err(), Some(RouteMiss::NoRoute), "404");
+    match t.route(&get("/c")).map(|hit| &hit.route.action) {
+        Ok(RouteAction::Forward(s)) => assert!(s.targets[0].cluster.endpoints.is_empty(), "503"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
