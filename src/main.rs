@@ -39,6 +39,9 @@ enum Command {
     Proxy {
         #[arg(short, long, default_value = "anymesh.yaml")]
         config: PathBuf,
+        /// Worker threads serving traffic (default: one per CPU). 1 runs everything on one thread.
+        #[arg(long, env = "ANYMESH_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+        workers: Option<u16>,
     },
     /// Validate anymesh.yaml, the registries' current content and the routing files, without starting.
     Check {
@@ -89,10 +92,23 @@ fn main() -> ExitCode {
     // The demo prints its own results; only problems are logged unless asked for.
     let demo_default = matches!(cli.command, Command::Demo { .. }) && cli.log == "info";
     init_tracing(cli.log_format, if demo_default { "warn" } else { &cli.log });
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let workers = match &cli.command {
+        Command::Proxy { workers, .. } => workers.map(usize::from),
+        _ => None,
+    };
+    let rt = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    };
+    let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("anymesh: cannot start the runtime: {e}");
@@ -101,7 +117,7 @@ fn main() -> ExitCode {
     };
     rt.block_on(async {
         match cli.command {
-            Command::Proxy { config } => run_proxy(config).await,
+            Command::Proxy { config, .. } => run_proxy(config).await,
             Command::Check { config } => inspect::check(&config).await,
             Command::Routes {
                 config,

@@ -22,6 +22,10 @@ use anymesh_proxy::admin::{serve_admin, AdminState};
 use anymesh_proxy::server::serve_proxy;
 use anymesh_proxy::{Metrics, Proxy, Router, UpstreamSettings};
 use arc_swap::ArcSwap;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -68,6 +72,8 @@ fn has_errors(diags: &[Diagnostic]) -> bool {
 impl Mesh {
     /// Binds the listeners and starts every component. Fails on a bad routing config.
     pub async fn start(settings: Settings) -> anyhow::Result<Mesh> {
+        // Stamped before loading, so an edit made during start-up is not missed.
+        let stamps = stamp(&settings);
         let (routing, diags) = load_routing(&settings)?;
         if has_errors(&diags) {
             let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
@@ -117,15 +123,17 @@ impl Mesh {
         let diagnostics = Arc::new(ArcSwap::from_pointee(
             diags.iter().map(ToString::to_string).collect::<Vec<_>>(),
         ));
+        let mut registry = prometheus_client::registry::Registry::default();
         tasks.spawn(reload_routing(
             settings.clone(),
+            stamps,
             cfg_tx,
             diagnostics.clone(),
+            ReloadMetrics::new(&mut registry),
             shutdown_rx.clone(),
         ));
 
         // Compiler → router.
-        let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Arc::new(Metrics::new(&mut registry));
         let router = Arc::new(Router::new());
         let (ready_tx, ready_rx) = watch::channel(false);
@@ -207,55 +215,113 @@ async fn compile_loop(
 ) {
     let mut version = 0u64;
     let mut last_warnings = Vec::new();
+    let (mut snaps_open, mut cfg_open) = (true, true);
     loop {
         let snap = snaps.borrow_and_update().clone();
         let config = cfg.borrow_and_update().clone();
         version += 1;
-        let (table, warnings) = compile(&snap, &config, version);
-        let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        let (table, diags) = compile(&snap, &config, version);
+        let lines: Vec<String> = diags
+            .iter()
+            .map(|d| format!("{}: {d}", if d.is_error() { "error" } else { "warning" }))
+            .collect();
         // Before every registry has answered, "host resolves to no service" is expected noise.
-        if snap.all_synced() && warnings != last_warnings {
-            for w in &warnings {
-                tracing::warn!("{w}");
+        if snap.all_synced() && lines != last_warnings {
+            for d in &diags {
+                if d.is_error() {
+                    tracing::error!("{d}");
+                } else {
+                    tracing::warn!("{d}");
+                }
             }
-            out.warnings.store(Arc::new(warnings.clone()));
-            last_warnings = warnings;
+            out.warnings.store(Arc::new(lines.clone()));
+            last_warnings = lines;
         }
-        out.router.install(Arc::new(table));
+        out.router.install(Arc::new(table), snap.all_synced());
         out.metrics.route_table_version.set(version as i64);
         out.metrics.route_table_swaps.inc();
         tracing::debug!(version, catalog = snap.version, "route table installed");
         out.ready.send_replace(snap.all_synced());
-        tokio::select! {
-            r = snaps.changed() => if r.is_err() { return },
-            r = cfg.changed() => if r.is_err() { return },
-            _ = stop.wait_for(|s| *s) => return,
+        // Wait for a change; an input whose sender is gone (e.g. no registries:
+        // the catalog task has ended) just stops being watched.
+        loop {
+            tokio::select! {
+                r = snaps.changed(), if snaps_open => match r {
+                    Ok(()) => break,
+                    Err(_) => snaps_open = false,
+                },
+                r = cfg.changed(), if cfg_open => match r {
+                    Ok(()) => break,
+                    Err(_) => cfg_open = false,
+                },
+                _ = stop.wait_for(|s| *s) => return,
+            }
         }
     }
 }
 
+/// Modification time and size of each routing file: a change in either means "reload".
+type Stamps = Vec<(PathBuf, Option<(SystemTime, u64)>)>;
+
+fn stamp(settings: &Settings) -> Stamps {
+    settings
+        .routing_files()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| {
+            let meta = std::fs::metadata(&p).ok();
+            let m = meta.and_then(|m| Some((m.modified().ok()?, m.len())));
+            (p, m)
+        })
+        .collect()
+}
+
+/// Metrics of routing-file reloads.
+#[derive(Clone)]
+struct ReloadMetrics {
+    reloads: Family<ReloadLabels, Counter>,
+    /// 1 while the routing files on disk are the ones in force; 0 after a refused reload.
+    in_force: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+impl ReloadMetrics {
+    fn new(registry: &mut prometheus_client::registry::Registry) -> Self {
+        let m = Self {
+            reloads: Family::default(),
+            in_force: Gauge::default(),
+        };
+        m.in_force.set(1);
+        let r = registry.sub_registry_with_prefix("anymesh");
+        r.register(
+            "routing_reloads",
+            "Routing-file reloads by result (ok, error)",
+            m.reloads.clone(),
+        );
+        r.register(
+            "routing_files_in_force",
+            "1 when the routing files on disk are in force, 0 when the last reload was refused",
+            m.in_force.clone(),
+        );
+        m
+    }
+}
+
 /// Watches the routing files (by modification time and size) and publishes a
-/// new config set when they change. A set with errors is reported and the last
-/// good one stays in force.
+/// new config set when they change. A set with errors is refused: its errors
+/// are logged and shown in `/config`, and the last good set stays in force.
 async fn reload_routing(
     settings: Settings,
+    mut last: Stamps,
     tx: watch::Sender<Arc<ConfigSet>>,
     diagnostics: Arc<ArcSwap<Vec<String>>>,
+    metrics: ReloadMetrics,
     mut stop: watch::Receiver<bool>,
 ) {
-    let stamp = |settings: &Settings| -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
-        settings
-            .routing_files()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|p| {
-                let meta = std::fs::metadata(&p).ok();
-                let m = meta.and_then(|m| Some((m.modified().ok()?, m.len())));
-                (p, m)
-            })
-            .collect()
-    };
-    let mut last = stamp(&settings);
     let mut tick = tokio::time::interval(settings.routing_reload_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -268,6 +334,21 @@ async fn reload_routing(
             continue;
         }
         last = now;
+        let refused = |lines: Vec<String>| {
+            for l in &lines {
+                tracing::error!("{l}");
+            }
+            tracing::error!("routing config not reloaded: the previous config stays in force");
+            let mut shown =
+                vec!["last reload refused; the previous routing config stays in force".to_string()];
+            shown.extend(lines);
+            diagnostics.store(Arc::new(shown));
+            metrics
+                .reloads
+                .get_or_create(&ReloadLabels { result: "error" })
+                .inc();
+            metrics.in_force.set(0);
+        };
         match load_routing(&settings) {
             Ok((set, diags)) if !has_errors(&diags) => {
                 for d in &diags {
@@ -275,15 +356,21 @@ async fn reload_routing(
                 }
                 tracing::info!("routing config reloaded");
                 diagnostics.store(Arc::new(diags.iter().map(ToString::to_string).collect()));
+                metrics
+                    .reloads
+                    .get_or_create(&ReloadLabels { result: "ok" })
+                    .inc();
+                metrics.in_force.set(1);
                 tx.send_replace(Arc::new(set));
             }
-            Ok((_, diags)) => {
-                for d in diags.iter().filter(|d| d.is_error()) {
-                    tracing::error!("{d}");
-                }
-                tracing::error!("routing config not reloaded: the previous config stays in force");
-            }
-            Err(e) => tracing::error!(error = %format!("{e:#}"), "routing config not reloaded"),
+            Ok((_, diags)) => refused(
+                diags
+                    .iter()
+                    .filter(|d| d.is_error())
+                    .map(ToString::to_string)
+                    .collect(),
+            ),
+            Err(e) => refused(vec![format!("{e:#}")]),
         }
     }
 }

@@ -3,14 +3,19 @@
 //! `GET` answers `<name>\n`; any request with a body gets the body echoed back,
 //! streamed. Every response says who answered (`x-upstream`) and what arrived
 //! (`x-seen-host`, `x-seen-path`, `x-seen-version`, `x-seen-headers`).
+//! Test knobs: `x-delay-ms: N` waits before answering; `x-body-delay-ms: N`
+//! sends the headers at once and the body N ms later.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
-use http_body_util::{BodyExt, Either, Full};
+use http_body::Frame;
+use http_body_util::{BodyExt, Either, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -22,10 +27,20 @@ use tokio::sync::watch;
 pub struct Upstream {
     pub addr: SocketAddr,
     pub name: String,
+    received: Arc<AtomicUsize>,
     _stop: watch::Sender<bool>,
 }
 
-type Body = Either<Full<Bytes>, Incoming>;
+impl Upstream {
+    /// Requests that have arrived so far.
+    pub fn received(&self) -> usize {
+        self.received.load(Ordering::SeqCst)
+    }
+}
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+type Delayed = StreamBody<futures_util::stream::Once<BoxFuture<Result<Frame<Bytes>, Infallible>>>>;
+type Body = Either<Either<Full<Bytes>, Incoming>, Delayed>;
 
 /// Starts an upstream on `127.0.0.1:0`.
 pub async fn spawn(name: &str) -> std::io::Result<Upstream> {
@@ -38,6 +53,8 @@ pub async fn spawn_on(name: &str, addr: SocketAddr) -> std::io::Result<Upstream>
     let addr = listener.local_addr()?;
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let shared: Arc<str> = Arc::from(name);
+    let received = Arc::new(AtomicUsize::new(0));
+    let counter = received.clone();
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -46,9 +63,13 @@ pub async fn spawn_on(name: &str, addr: SocketAddr) -> std::io::Result<Upstream>
             };
             let Ok((stream, _)) = accepted else { continue };
             let name = shared.clone();
+            let counter = counter.clone();
             let mut stop = stop_rx.clone();
             tokio::spawn(async move {
-                let svc = service_fn(move |req| respond(name.clone(), req));
+                let svc = service_fn(move |req| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    respond(name.clone(), req)
+                });
                 let builder = auto::Builder::new(TokioExecutor::new());
                 let conn = builder.serve_connection(TokioIo::new(stream), svc);
                 tokio::select! {
@@ -61,6 +82,7 @@ pub async fn spawn_on(name: &str, addr: SocketAddr) -> std::io::Result<Upstream>
     Ok(Upstream {
         addr,
         name: name.to_string(),
+        received,
         _stop: stop_tx,
     })
 }
@@ -79,11 +101,31 @@ async fn respond(name: Arc<str>, req: Request<Incoming>) -> Result<Response<Body
     let names: Vec<&str> = req.headers().keys().map(|k| k.as_str()).collect();
     let seen_headers = names.join(",");
     let version = format!("{:?}", req.version());
+    let ms = |h: &str| {
+        req.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis)
+    };
+    let (delay, body_delay) = (ms("x-delay-ms"), ms("x-body-delay-ms"));
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
     let has_body = !http_body::Body::is_end_stream(req.body());
+    let text = Bytes::from(format!("{name}\n"));
     let mut resp = if has_body {
-        Response::new(Either::Right(req.into_body()))
+        Response::new(Either::Left(Either::Right(req.into_body())))
+    } else if let Some(d) = body_delay {
+        let later: BoxFuture<_> = Box::pin(async move {
+            tokio::time::sleep(d).await;
+            Ok(Frame::data(text))
+        });
+        Response::new(Either::Right(StreamBody::new(futures_util::stream::once(
+            later,
+        ))))
     } else {
-        Response::new(Either::Left(Full::new(Bytes::from(format!("{name}\n")))))
+        Response::new(Either::Left(Either::Left(Full::new(text))))
     };
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&name) {

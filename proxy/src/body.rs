@@ -1,14 +1,25 @@
 //! The response body the proxy returns: either a short local reply or the
-//! upstream's streaming body (holding the balancer's in-flight guard until it ends).
+//! upstream's streaming body, which holds the balancer's in-flight guard until
+//! it ends and enforces the route timeout on the rest of the stream.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
 
 use crate::balance::InFlight;
+
+/// Errors a proxied body can end with.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The route timeout passed while the response body was still streaming.
+#[derive(Debug, thiserror::Error)]
+#[error("route timeout passed while streaming the response body")]
+pub struct BodyTimeout;
 
 pin_project_lite::pin_project! {
     #[project = ProxyBodyProj]
@@ -17,8 +28,10 @@ pin_project_lite::pin_project! {
         Upstream {
             #[pin]
             inner: Incoming,
-            // Released when the body is dropped: counts the request as in flight until then.
+            // Released when the body ends or is dropped: counts the request as in flight until then.
             guard: Option<InFlight>,
+            // Boxed: most routes have no timeout, and the body stays small.
+            deadline: Option<Pin<Box<Sleep>>>,
         },
     }
 }
@@ -35,30 +48,46 @@ impl ProxyBody {
         ProxyBody::Local { data: None }
     }
 
-    pub fn upstream(inner: Incoming, guard: InFlight) -> Self {
+    pub fn upstream(inner: Incoming, guard: InFlight, deadline: Option<Instant>) -> Self {
         ProxyBody::Upstream {
             inner,
             guard: Some(guard),
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
         }
     }
 }
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.project() {
             ProxyBodyProj::Local { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            ProxyBodyProj::Upstream { inner, guard } => {
+            ProxyBodyProj::Upstream {
+                inner,
+                guard,
+                deadline,
+            } => {
                 let res = inner.poll_frame(cx);
+                if res.is_pending() {
+                    if let Some(d) = deadline.as_mut() {
+                        if d.as_mut().poll(cx).is_ready() {
+                            guard.take();
+                            *deadline = None;
+                            return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
+                        }
+                    }
+                    return Poll::Pending;
+                }
                 if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = res {
                     guard.take();
+                    *deadline = None;
                 }
-                res
+                res.map(|r| r.map(|f| f.map_err(BodyError::from)))
             }
         }
     }

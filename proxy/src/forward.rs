@@ -122,12 +122,13 @@ impl Proxy {
         peer: SocketAddr,
         routing: &Routing,
     ) -> Outcome {
-        let Some(authority) = request_authority(&req) else {
-            return Outcome::local(
-                Reason::BadRequest,
-                "request has no Host header or authority".into(),
-            );
+        let authority = match request_authority(&req) {
+            Ok(a) => a,
+            Err(why) => return Outcome::local(Reason::BadRequest, why.into()),
         };
+        if let Some(why) = unsupported(&req) {
+            return Outcome::local(Reason::Unsupported, why.into());
+        }
         let info = RequestInfo {
             method: req.method().as_str(),
             authority: &authority,
@@ -137,6 +138,14 @@ impl Proxy {
         };
         let hit = match routing.table.route(&info) {
             Ok(hit) => hit,
+            Err(RouteMiss::NoVirtualHost) if !routing.synced => {
+                return Outcome::local(
+                    Reason::NotReady,
+                    format!(
+                        "not ready: registries have not all answered yet, so host {authority:?} is not known"
+                    ),
+                )
+            }
             Err(RouteMiss::NoVirtualHost) => {
                 return Outcome::local(
                     Reason::NoRoute,
@@ -233,6 +242,9 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         let h2 = cluster.port.protocol.is_h2();
         hop::strip(&mut parts.headers, h2);
+        if !h2 && parts.version == Version::HTTP_2 {
+            hop::join_cookies(&mut parts.headers);
+        }
         route.request_headers.apply(&mut parts.headers);
         target.request_headers.apply(&mut parts.headers);
 
@@ -288,6 +300,8 @@ impl Proxy {
         let upstream_req = Request::from_parts(parts, body);
         let client = if h2 { &self.h2 } else { &self.h1 };
         let call = client.request(upstream_req);
+        // The route timeout runs from here to the end of the response body.
+        let deadline = route.timeout.map(|t| Instant::now() + t);
         let result = match route.timeout {
             Some(t) => match tokio::time::timeout(t, call).await {
                 Ok(r) => r,
@@ -330,7 +344,7 @@ impl Proxy {
             parts.headers.append(SET_COOKIE, cookie);
         }
         Outcome {
-            resp: Response::from_parts(parts, ProxyBody::upstream(body, guard)),
+            resp: Response::from_parts(parts, ProxyBody::upstream(body, guard, deadline)),
             service: None,
             route: None,
         }
@@ -338,16 +352,41 @@ impl Proxy {
 }
 
 /// The authority a request is for: the absolute URI's (proxy-style or HTTP/2
-/// `:authority`), else the `Host` header.
-fn request_authority<B>(req: &Request<B>) -> Option<String> {
+/// `:authority`), else the `Host` header (exactly one, RFC 9112 §3.2).
+fn request_authority<B>(req: &Request<B>) -> Result<String, &'static str> {
     if let Some(a) = req.uri().authority() {
-        return Some(a.as_str().to_string());
+        if a.as_str().contains('@') {
+            // Never echo credentials back in a local reply.
+            return Err("credentials in the request URI are not accepted");
+        }
+        return Ok(a.as_str().to_string());
     }
-    req.headers()
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| !h.is_empty())
-        .map(str::to_string)
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let host = hosts
+        .next()
+        .ok_or("request has no Host header or authority")?;
+    if hosts.next().is_some() {
+        return Err("request has more than one Host header");
+    }
+    match host.to_str() {
+        Ok(h) if !h.is_empty() && !h.contains('@') => Ok(h.to_string()),
+        _ => Err("request has an invalid Host header"),
+    }
+}
+
+/// Requests the outbound listener cannot serve, and why.
+fn unsupported<B>(req: &Request<B>) -> Option<&'static str> {
+    if req.method() == http::Method::CONNECT {
+        return Some(
+            "CONNECT is not supported: send plain HTTP requests for http://<service>/ to this listener",
+        );
+    }
+    let upgrade = req.headers().get(http::header::UPGRADE)?;
+    // An h2c upgrade offer may be ignored (RFC 9110 §7.8); anything else would break.
+    if upgrade.as_bytes().eq_ignore_ascii_case(b"h2c") {
+        return None;
+    }
+    Some("protocol upgrades (e.g. WebSocket) are not supported yet")
 }
 
 /// Applies the route's URI rewrite: a prefix match has its prefix replaced,
@@ -366,9 +405,11 @@ fn rewritten_path(
     };
     let path = uri.path();
     let m = matched.and_then(|i| route.matches.get(i));
+    // Istio treats a route without a uri match as `prefix: /`.
     let rest = match m.and_then(|m| m.uri.as_ref()) {
         Some(StringMatch::Prefix(p)) => path.get(p.len()..).unwrap_or(""),
-        _ => "",
+        Some(_) => "",
+        None => path.get(1..).unwrap_or(""),
     };
     let mut s = String::with_capacity(new.len() + rest.len() + 16);
     s.push_str(new);
@@ -391,15 +432,13 @@ fn redirect(r: &Redirect, authority: &str, uri: &Uri) -> Response<ProxyBody> {
     let scheme = r.scheme.as_deref().unwrap_or("http");
     let mut host = r.authority.clone().unwrap_or_else(|| authority.to_string());
     if let Some(port) = r.port {
-        let bare = host
-            .rsplit_once(':')
-            .map(|(h, _)| h.to_string())
-            .unwrap_or(host);
-        host = format!("{bare}:{port}");
+        host = format!("{}:{port}", host_without_port(&host));
     }
-    let path = match &r.uri {
-        Some(u) => u.clone(),
-        None => uri
+    let path = match (&r.uri, uri.query()) {
+        // A query in the redirect URI replaces the request's; otherwise the request's is kept.
+        (Some(u), Some(q)) if !u.contains('?') => format!("{u}?{q}"),
+        (Some(u), _) => u.clone(),
+        (None, _) => uri
             .path_and_query()
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| "/".into()),
@@ -411,6 +450,20 @@ fn redirect(r: &Redirect, authority: &str, uri: &Uri) -> Response<ProxyBody> {
         resp.headers_mut().insert(LOCATION, v);
     }
     resp
+}
+
+/// `host` of `host:port` or `[v6]:port` (brackets kept).
+fn host_without_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return match authority.find(']') {
+            Some(end) => &authority[..=end],
+            None => authority,
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    }
 }
 
 fn no_endpoint_message(route: &Route, cluster: &anymesh_core::routes::Cluster) -> String {

@@ -6,11 +6,13 @@
 use http::header::{self, HeaderMap, HeaderName};
 
 /// Fields that are always connection-specific.
-const HOP_BY_HOP: [HeaderName; 7] = [
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
+    // Credentials for this proxy, not for the upstream.
+    header::PROXY_AUTHORIZATION,
     header::TE,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
@@ -44,6 +46,24 @@ pub fn strip(headers: &mut HeaderMap, keep_te_trailers: bool) {
     }
 }
 
+/// HTTP/2 allows `cookie` split over several fields; HTTP/1.1 needs one,
+/// joined with `; ` (RFC 9113 §8.2.3).
+pub fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for v in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = http::HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,10 +82,25 @@ mod tests {
         h.insert("upgrade", HeaderValue::from_static("websocket"));
         h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
         h.insert("te", HeaderValue::from_static("trailers, deflate"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
         h.insert("x-keep", HeaderValue::from_static("yes"));
         strip(&mut h, false);
         assert_eq!(h.len(), 1);
         assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn joins_split_cookies() {
+        let mut h = HeaderMap::new();
+        h.append("cookie", HeaderValue::from_static("a=1"));
+        h.append("cookie", HeaderValue::from_static("b=2"));
+        join_cookies(&mut h);
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h["cookie"], "a=1; b=2");
+        let mut one = HeaderMap::new();
+        one.insert("cookie", HeaderValue::from_static("a=1"));
+        join_cookies(&mut one);
+        assert_eq!(one["cookie"], "a=1");
     }
 
     #[test]

@@ -22,13 +22,20 @@ pub enum Reason {
     Timeout,
     /// The request itself is unusable (no authority, bad URI).
     BadRequest,
+    /// A kind of request the proxy does not serve (CONNECT, protocol upgrades).
+    Unsupported,
+    /// Registries have not all answered yet and the host is not known.
+    NotReady,
 }
 
 impl Reason {
     pub fn status(self) -> StatusCode {
         match self {
             Reason::NoRoute | Reason::NoRouteMatch => StatusCode::NOT_FOUND,
-            Reason::NoHealthyEndpoint | Reason::UpstreamConnect => StatusCode::SERVICE_UNAVAILABLE,
+            Reason::NoHealthyEndpoint | Reason::UpstreamConnect | Reason::NotReady => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Reason::Unsupported => StatusCode::NOT_IMPLEMENTED,
             Reason::UpstreamError => StatusCode::BAD_GATEWAY,
             Reason::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Reason::BadRequest => StatusCode::BAD_REQUEST,
@@ -44,6 +51,8 @@ impl Reason {
             Reason::UpstreamError => "upstream_error",
             Reason::Timeout => "upstream_timeout",
             Reason::BadRequest => "bad_request",
+            Reason::Unsupported => "unsupported",
+            Reason::NotReady => "not_ready",
         }
     }
 }

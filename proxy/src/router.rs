@@ -17,6 +17,9 @@ use crate::balance::{Balancers, ClusterLb};
 pub struct Routing {
     pub table: Arc<RouteTable>,
     pub lbs: Vec<Arc<ClusterLb>>,
+    /// Compiled after every registry delivered a first view. Before that an
+    /// unknown host gets 503 "not ready" rather than 404.
+    pub synced: bool,
 }
 
 impl Routing {
@@ -45,16 +48,18 @@ impl Router {
             current: ArcSwap::from_pointee(Routing {
                 table: Arc::new(RouteTable::default()),
                 lbs: Vec::new(),
+                synced: false,
             }),
             balancers: Mutex::new(Balancers::new()),
         }
     }
 
     /// Installs a new table; requests already running keep the one they loaded.
-    pub fn install(&self, table: Arc<RouteTable>) {
+    /// `synced`: every registry has delivered a first view.
+    pub fn install(&self, table: Arc<RouteTable>, synced: bool) {
         let mut balancers = self.balancers.lock();
         let lbs = balancers.update(&table);
-        self.current.store(Arc::new(Routing { table, lbs }));
+        self.current.store(Arc::new(Routing { table, lbs, synced }));
     }
 
     /// The routing in force. Hold the `Arc` for the life of the request.

@@ -69,22 +69,10 @@ pub fn write(path: &Path, text: &str) {
 }
 
 impl TestMesh {
-    /// Starts a mesh reading `services` and `routes` (Istio YAML) from a temp dir.
+    /// Starts a mesh reading `services` and `routes` (Istio YAML) from a temp
+    /// dir, and waits until it is ready.
     pub async fn start(services: &str, routes: &str) -> TestMesh {
-        let dir = tempfile::tempdir().expect("temp dir");
-        write(&dir.path().join("services.yaml"), services);
-        write(&dir.path().join("routes.yaml"), routes);
-        let mesh_file = dir.path().join("anymesh.yaml");
-        write(
-            &mesh_file,
-            "listeners: {outbound: 127.0.0.1:0, admin: 127.0.0.1:0}\n\
-             registries: [{name: file, type: file, path: services.yaml, poll_interval: 200ms}]\n\
-             routing: [routes.yaml]\nrouting_reload_interval: 100ms\n",
-        );
-        let settings = Settings::load(&mesh_file).expect("settings");
-        let mesh = Mesh::start(settings).await.expect("mesh starts");
-        let client = Client::builder(TokioExecutor::new()).build_http();
-        let t = TestMesh { mesh, dir, client };
+        let t = Self::launch(Some(services), routes).await;
         let admin = t.mesh.admin;
         let c = t.client.clone();
         eventually("/ready", || {
@@ -103,6 +91,30 @@ impl TestMesh {
         })
         .await;
         t
+    }
+
+    /// Starts a mesh whose services file does not exist yet (so it is not ready).
+    pub async fn start_unready(routes: &str) -> TestMesh {
+        Self::launch(None, routes).await
+    }
+
+    async fn launch(services: Option<&str>, routes: &str) -> TestMesh {
+        let dir = tempfile::tempdir().expect("temp dir");
+        if let Some(services) = services {
+            write(&dir.path().join("services.yaml"), services);
+        }
+        write(&dir.path().join("routes.yaml"), routes);
+        let mesh_file = dir.path().join("anymesh.yaml");
+        write(
+            &mesh_file,
+            "listeners: {outbound: 127.0.0.1:0, admin: 127.0.0.1:0}\n\
+             registries: [{name: file, type: file, path: services.yaml, poll_interval: 200ms}]\n\
+             routing: [routes.yaml]\nrouting_reload_interval: 100ms\n",
+        );
+        let settings = Settings::load(&mesh_file).expect("settings");
+        let mesh = Mesh::start(settings).await.expect("mesh starts");
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        TestMesh { mesh, dir, client }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {

@@ -7,29 +7,38 @@ use http::StatusCode;
 
 use crate::harness::*;
 
-/// Sends requests in a loop from 8 tasks until stopped; counts failures and answers per upstream.
+/// Sends requests in a loop from 8 tasks until stopped; counts failures, and
+/// answers per upstream for the current epoch (requests that *started* in it).
 struct Load {
     stop: Arc<AtomicBool>,
+    epoch: Arc<AtomicUsize>,
     failures: Arc<parking_lot::Mutex<Vec<String>>>,
     total: Arc<AtomicUsize>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    seen: Arc<parking_lot::Mutex<std::collections::BTreeMap<String, usize>>>,
+    seen: Arc<parking_lot::Mutex<std::collections::BTreeMap<(usize, String), usize>>>,
 }
 
 impl Load {
     fn start(mesh: &TestMesh, host: &'static str) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
+        let epoch = Arc::new(AtomicUsize::new(0));
         let failures = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let total = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(parking_lot::Mutex::new(std::collections::BTreeMap::new()));
         let tasks = (0..8)
             .map(|_| {
-                let (stop, failures, total, seen) =
-                    (stop.clone(), failures.clone(), total.clone(), seen.clone());
+                let (stop, epoch, failures, total, seen) = (
+                    stop.clone(),
+                    epoch.clone(),
+                    failures.clone(),
+                    total.clone(),
+                    seen.clone(),
+                );
                 let client = mesh.client.clone();
                 let proxy = mesh.proxy();
                 tokio::spawn(async move {
-                    while !stop.load(Ordering::Relaxed) {
+                    while !stop.load(Ordering::SeqCst) {
+                        let started_in = epoch.load(Ordering::SeqCst);
                         let req = http::Request::get(format!("http://{proxy}/"))
                             .header("host", host)
                             .body(http_body_util::Full::default())
@@ -43,18 +52,19 @@ impl Load {
                                     .unwrap_or("-")
                                     .to_string();
                                 let _ = http_body_util::BodyExt::collect(r.into_body()).await;
-                                *seen.lock().entry(who).or_insert(0) += 1;
+                                *seen.lock().entry((started_in, who)).or_insert(0) += 1;
                             }
                             Ok(r) => failures.lock().push(format!("status {}", r.status())),
                             Err(e) => failures.lock().push(format!("error {e}")),
                         }
-                        total.fetch_add(1, Ordering::Relaxed);
+                        total.fetch_add(1, Ordering::SeqCst);
                     }
                 })
             })
             .collect();
         Load {
             stop,
+            epoch,
             failures,
             total,
             tasks,
@@ -62,22 +72,38 @@ impl Load {
         }
     }
 
+    /// Answers from `who` to requests started in the current epoch.
     fn seen(&self, who: &str) -> usize {
-        self.seen.lock().get(who).copied().unwrap_or(0)
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        self.seen
+            .lock()
+            .get(&(epoch, who.to_string()))
+            .copied()
+            .unwrap_or(0)
     }
 
-    fn reset_seen(&self) {
-        self.seen.lock().clear();
+    /// Starts a new epoch: later counts only include requests started from now on.
+    fn next_epoch(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     async fn finish(self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::SeqCst);
         for t in self.tasks {
             t.await.expect("load task");
         }
         let failures = self.failures.lock().clone();
-        (self.total.load(Ordering::Relaxed), failures)
+        (self.total.load(Ordering::SeqCst), failures)
     }
+}
+
+fn routes_to(mesh: &TestMesh, port: u16) -> bool {
+    let r = mesh.mesh.router.current();
+    r.table.clusters.iter().any(|c| {
+        c.endpoints
+            .iter()
+            .any(|e| e.authority.ends_with(&format!(":{port}")))
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,6 +117,22 @@ async fn endpoints_added_and_removed_live_without_dropping_requests() {
     let load = Load::start(&mesh, "web");
     eventually("traffic on one", || async {
         (load.seen("one") > 50).then_some(())
+    })
+    .await;
+
+    // A slow request to `one` that is still in flight when `one` is removed.
+    let before = ups[0].received();
+    let slow = {
+        let client = mesh.client.clone();
+        let req = http::Request::get(format!("http://{}/", mesh.proxy()))
+            .header("host", "web")
+            .header("x-delay-ms", "1500")
+            .body(http_body_util::Full::default())
+            .expect("request");
+        tokio::spawn(async move { client.request(req).await })
+    };
+    eventually("the slow request reached one", || async {
+        (ups[0].received() > before).then_some(())
     })
     .await;
 
@@ -111,30 +153,36 @@ async fn endpoints_added_and_removed_live_without_dropping_requests() {
     })
     .await;
 
-    // Remove `one`: after the swap it gets nothing more.
+    // Remove `one`: requests started after the swap never reach it.
     write(
         &mesh.path("services.yaml"),
         &services("web", "http", &[endpoint(&ups[1], "version: v1")]),
     );
     eventually("one removed from the route table", || async {
-        let r = mesh.mesh.router.current();
-        r.table
-            .clusters
-            .iter()
-            .all(|c| {
-                c.endpoints
-                    .iter()
-                    .all(|e| !e.authority.ends_with(&format!(":{}", ups[0].addr.port())))
-            })
-            .then_some(())
+        (!routes_to(&mesh, ups[0].addr.port())).then_some(())
     })
     .await;
-    load.reset_seen();
+    load.next_epoch();
     eventually("more traffic on two", || async {
         (load.seen("two") > 100).then_some(())
     })
     .await;
-    assert_eq!(load.seen("one"), 0, "a removed endpoint still got traffic");
+    assert_eq!(
+        load.seen("one"),
+        0,
+        "a removed endpoint got requests that started after its removal"
+    );
+
+    let slow = slow
+        .await
+        .expect("join")
+        .expect("the in-flight request completed");
+    assert_eq!(
+        slow.status(),
+        StatusCode::OK,
+        "the request in flight across the removal was served"
+    );
+    assert_eq!(slow.headers()["x-upstream"], "one");
 
     let (total, failures) = load.finish().await;
     assert!(total > 200, "load ran: {total}");
@@ -165,7 +213,10 @@ async fn broken_services_file_keeps_the_old_routing() {
     })
     .await;
     assert!(err.contains("services.yaml"), "error names the file: {err}");
-    assert!(err.contains("line"), "error names the line: {err}");
+    assert!(
+        err.contains("services.yaml:4:1:"),
+        "error names line and column: {err}"
+    );
     let counts = mesh.count("web", 20, &[]).await;
     assert_eq!(
         counts.get("one"),
@@ -199,10 +250,52 @@ async fn routing_file_changes_apply_and_broken_ones_are_refused() {
         (mesh.get("web", "/", &[]).await.1 == "v2").then_some(())
     })
     .await;
-    // A broken routing file (unknown subset) is refused; v2 stays.
+
+    // A broken routing file (unknown subset) is refused: wait until the reloader says so.
     write(&mesh.path("routes.yaml"), &to("v7"));
-    // Wait for the reloader to have looked at it: the next valid change must still apply,
-    // so first prove the broken one did not by sampling for a while.
+    eventually("the reload is refused", || async {
+        let (_, m) = mesh.admin("/metrics").await;
+        m.contains("anymesh_routing_files_in_force 0").then_some(())
+    })
+    .await;
+    let (_, cfg) = mesh.admin("/config").await;
+    assert!(cfg.contains("last reload refused"), "{cfg}");
+    assert!(cfg.contains("v7"), "the refusal names the problem: {cfg}");
     let counts = mesh.count("web", 50, &[]).await;
-    assert_eq!(counts.get("v2"), Some(&50), "{counts:?}");
+    assert_eq!(
+        counts.get("v2"),
+        Some(&50),
+        "the previous routing stays in force: {counts:?}"
+    );
+
+    // A valid file applies again.
+    write(&mesh.path("routes.yaml"), &to("v1"));
+    eventually("routing reloaded to v1", || async {
+        (mesh.get("web", "/", &[]).await.1 == "v1").then_some(())
+    })
+    .await;
+    let (_, m) = mesh.admin("/metrics").await;
+    assert!(m.contains("anymesh_routing_files_in_force 1"), "{m}");
+}
+
+#[tokio::test]
+async fn not_ready_until_the_registry_answers() {
+    let ups = upstreams(&["one"]).await;
+    let mesh = TestMesh::start_unready("").await;
+    assert_eq!(
+        mesh.admin("/ready").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let (status, _, body) = mesh.get("web", "/", &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("not ready"), "{body}");
+    write(
+        &mesh.path("services.yaml"),
+        &services("web", "http", &[endpoint(&ups[0], "version: v1")]),
+    );
+    eventually("ready", || async {
+        (mesh.admin("/ready").await.0 == StatusCode::OK).then_some(())
+    })
+    .await;
+    assert_eq!(mesh.get("web", "/", &[]).await.1, "one");
 }

@@ -39,6 +39,13 @@ async fn http2_prior_knowledge_both_sides() {
         assert_eq!(resp.version(), http::Version::HTTP_2);
         assert_eq!(resp.headers()["x-seen-version"], upstream_version, "{host}");
         assert_eq!(resp.headers()["x-upstream"], "h2");
+        if upstream_version == "HTTP/1.1" {
+            assert_eq!(
+                resp.headers()["x-seen-host"],
+                host,
+                "the upstream sees the service's authority"
+            );
+        }
     }
 }
 

@@ -70,7 +70,7 @@ fn redirect_builds_location() {
     let uri: Uri = "/v1?a".parse().unwrap();
     let resp = redirect(&r, "web:80", &uri);
     assert_eq!(resp.status(), 302);
-    assert_eq!(resp.headers()[LOCATION], "https://web:8443/v2");
+    assert_eq!(resp.headers()[LOCATION], "https://web:8443/v2?a");
     let r = Redirect {
         uri: None,
         authority: Some("other".into()),
@@ -89,13 +89,114 @@ fn authority_from_uri_or_host() {
         .header(HOST, "ignored")
         .body(())
         .unwrap();
-    assert_eq!(request_authority(&req).as_deref(), Some("web:81"));
+    assert_eq!(request_authority(&req).as_deref(), Ok("web:81"));
     let req = Request::builder()
         .uri("/x")
         .header(HOST, "web")
         .body(())
         .unwrap();
-    assert_eq!(request_authority(&req).as_deref(), Some("web"));
+    assert_eq!(request_authority(&req).as_deref(), Ok("web"));
     let req = Request::builder().uri("/x").body(()).unwrap();
-    assert_eq!(request_authority(&req), None);
+    assert!(request_authority(&req).is_err());
+    let req = Request::builder()
+        .uri("/x")
+        .header(HOST, "a")
+        .header(HOST, "b")
+        .body(())
+        .unwrap();
+    assert_eq!(
+        request_authority(&req),
+        Err("request has more than one Host header")
+    );
+    let req = Request::builder()
+        .uri("http://user:secret@web/x")
+        .body(())
+        .unwrap();
+    let err = request_authority(&req).unwrap_err();
+    assert!(!err.contains("secret"), "{err}");
+}
+
+#[test]
+fn rewrite_without_uri_match_treats_the_route_as_prefix_slash() {
+    let header_only = RequestMatch {
+        method: Some(StringMatch::Exact("GET".into())),
+        ..Default::default()
+    };
+    let r = route(vec![header_only], Some("/"));
+    let uri: Uri = "/foo/bar?q=1".parse().unwrap();
+    assert_eq!(
+        rewritten_path(&r, Some(0), &uri).unwrap().as_str(),
+        "/foo/bar?q=1"
+    );
+    let r = route(vec![], Some("/v2/"));
+    assert_eq!(
+        rewritten_path(&r, None, &uri).unwrap().as_str(),
+        "/v2/foo/bar?q=1"
+    );
+}
+
+#[test]
+fn redirect_keeps_query_and_handles_ipv6_ports() {
+    let uri: Uri = "/old/x?keep=1".parse().unwrap();
+    let r = Redirect {
+        uri: Some("/new".into()),
+        authority: None,
+        port: None,
+        scheme: None,
+        code: 301,
+    };
+    assert_eq!(
+        redirect(&r, "plain", &uri).headers()[LOCATION],
+        "http://plain/new?keep=1"
+    );
+    let r = Redirect {
+        uri: Some("/new?x=2".into()),
+        authority: None,
+        port: None,
+        scheme: None,
+        code: 301,
+    };
+    assert_eq!(
+        redirect(&r, "plain", &uri).headers()[LOCATION],
+        "http://plain/new?x=2"
+    );
+    let r = Redirect {
+        uri: None,
+        authority: None,
+        port: Some(8080),
+        scheme: None,
+        code: 301,
+    };
+    assert_eq!(
+        redirect(&r, "[::1]:80", &uri).headers()[LOCATION],
+        "http://[::1]:8080/old/x?keep=1"
+    );
+    assert_eq!(
+        redirect(&r, "[::1]", &uri).headers()[LOCATION],
+        "http://[::1]:8080/old/x?keep=1"
+    );
+}
+
+#[test]
+fn connect_and_upgrades_are_refused() {
+    let req = Request::builder()
+        .method("CONNECT")
+        .uri("web:443")
+        .body(())
+        .unwrap();
+    assert!(unsupported(&req).is_some());
+    let req = Request::builder()
+        .uri("/")
+        .header("upgrade", "websocket")
+        .body(())
+        .unwrap();
+    assert!(unsupported(&req).is_some());
+    let req = Request::builder()
+        .uri("/")
+        .header("upgrade", "h2c")
+        .body(())
+        .unwrap();
+    assert!(unsupported(&req).is_none());
+    let req = Request::builder().uri("/").body(()).unwrap();
+    assert!(unsupported(&req).is_none());
 }
