@@ -7,8 +7,14 @@
 //!
 //! A source that reports an error keeps its last good view, marked stale; only
 //! a `Reset` (a successful list) replaces it.
+//!
+//! A name belongs to one service. A service's hostname always wins over
+//! another service's alias; an alias two services claim goes to the one from
+//! the higher-precedence source, then to the alphabetically first hostname.
+//! The losers are listed in [`Snapshot::alias_conflicts`].
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -82,6 +88,8 @@ impl SourceState {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MergedService {
     pub hostname: Hostname,
+    /// The aliases this service answers to: those it declares, less any that
+    /// another service has (see [`Snapshot::alias_conflicts`]).
     pub aliases: Vec<Hostname>,
     pub ports: Vec<ServicePort>,
     /// Sources that contributed, in precedence order.
@@ -100,14 +108,56 @@ pub struct Shadowed {
     pub by: EndpointKey,
 }
 
+/// An alias a service declares but does not get.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AliasConflict {
+    pub alias: Hostname,
+    /// The service that declares the alias and loses it.
+    pub service: Hostname,
+    /// The highest-precedence source that declares it for that service.
+    pub source: SourceId,
+    pub loss: AliasLoss,
+}
+
+/// Who has the name an [`AliasConflict`] is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AliasLoss {
+    /// The alias is a service's hostname; that service keeps it.
+    IsHostname,
+    /// Another service claims it too and wins: its source has higher
+    /// precedence, or the same source and its hostname sorts first.
+    ClaimedBy(Hostname),
+}
+
+impl fmt::Display for AliasConflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (alias, service) = (&self.alias, &self.service);
+        match &self.loss {
+            AliasLoss::IsHostname => write!(
+                f,
+                "alias '{alias}' of service '{service}' is ignored: '{alias}' is a service's hostname"
+            ),
+            AliasLoss::ClaimedBy(winner) => write!(
+                f,
+                "alias '{alias}' is claimed by services '{winner}' and '{service}'; '{winner}' wins"
+            ),
+        }
+    }
+}
+
 /// An immutable, versioned view of the whole catalog.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Snapshot {
     pub version: u64,
     pub services: BTreeMap<Hostname, Arc<MergedService>>,
-    /// Every alias, mapped to the hostname of its service.
+    /// Every alias, mapped to the hostname of its service. Never a name that
+    /// is itself a service's hostname.
     #[serde(skip)]
     pub aliases: HashMap<Hostname, Hostname>,
+    /// Aliases declared but not granted, in alias then service order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alias_conflicts: Vec<AliasConflict>,
     pub sources: Vec<SourceInfo>,
 }
 
@@ -218,7 +268,8 @@ impl CatalogState {
     pub fn snapshot(&self, version: u64) -> Snapshot {
         #[derive(Default)]
         struct Acc {
-            aliases: Vec<Hostname>,
+            /// Each alias with the index of the first source declaring it.
+            aliases: Vec<(Hostname, usize)>,
             ports: Vec<ServicePort>,
             sources: Vec<SourceId>,
             endpoints: Vec<Arc<Endpoint>>,
@@ -231,13 +282,13 @@ impl CatalogState {
             }
         }
         let mut merged: BTreeMap<Hostname, Acc> = BTreeMap::new();
-        for src in &self.sources {
+        for (rank, src) in self.sources.iter().enumerate() {
             for svc in src.services.values() {
                 let acc = merged.entry(svc.hostname.clone()).or_default();
                 add_source(acc, &src.info.source);
                 for a in &svc.aliases {
-                    if !acc.aliases.contains(a) {
-                        acc.aliases.push(a.clone());
+                    if *a != svc.hostname && !acc.aliases.iter().any(|(b, _)| b == a) {
+                        acc.aliases.push((a.clone(), rank));
                     }
                 }
                 for p in &svc.ports {
@@ -272,6 +323,11 @@ impl CatalogState {
             sources: self.sources.iter().map(|s| s.info.clone()).collect(),
             ..Snapshot::default()
         };
+        let claims = merged
+            .iter()
+            .map(|(host, acc)| (host, acc.aliases.as_slice()))
+            .collect();
+        (snap.aliases, snap.alias_conflicts) = grant_aliases(&claims, &self.sources);
         for (host, acc) in merged {
             let mut ports = acc.ports;
             if ports.is_empty() {
@@ -284,18 +340,17 @@ impl CatalogState {
                     });
                 }
             }
-            for a in &acc.aliases {
-                if *a != host {
-                    snap.aliases
-                        .entry(a.clone())
-                        .or_insert_with(|| host.clone());
-                }
-            }
+            let aliases = acc
+                .aliases
+                .into_iter()
+                .map(|(a, _)| a)
+                .filter(|a| snap.aliases.get(a) == Some(&host))
+                .collect();
             snap.services.insert(
                 host.clone(),
                 Arc::new(MergedService {
                     hostname: host,
-                    aliases: acc.aliases,
+                    aliases,
                     ports,
                     sources: acc.sources,
                     endpoints: acc.endpoints,
@@ -305,6 +360,52 @@ impl CatalogState {
         }
         snap
     }
+}
+
+/// Gives each claimed alias to one service: never a name that is a service's
+/// hostname (every key of `claims`); among several claimants, the lowest
+/// (source rank, hostname). `claims` maps each hostname to its aliases, each
+/// with the index in `sources` of the first source declaring it. Returns the
+/// alias map and every refused claim, sorted by alias then service.
+fn grant_aliases(
+    claims: &BTreeMap<&Hostname, &[(Hostname, usize)]>,
+    sources: &[SourceState],
+) -> (HashMap<Hostname, Hostname>, Vec<AliasConflict>) {
+    let mut owners: HashMap<&Hostname, (usize, &Hostname)> = HashMap::new();
+    for (&host, aliases) in claims {
+        for (a, rank) in aliases.iter() {
+            if claims.contains_key(a) {
+                continue;
+            }
+            let best = owners.entry(a).or_insert((*rank, host));
+            if (*rank, host) < *best {
+                *best = (*rank, host);
+            }
+        }
+    }
+    let mut conflicts = Vec::new();
+    for (&host, aliases) in claims {
+        for (a, rank) in aliases.iter() {
+            let loss = match owners.get(a) {
+                Some((_, owner)) if *owner == host => continue,
+                Some((_, owner)) => AliasLoss::ClaimedBy((*owner).clone()),
+                None => AliasLoss::IsHostname,
+            };
+            conflicts.push(AliasConflict {
+                alias: a.clone(),
+                service: host.clone(),
+                // `rank` indexes `sources`: it was enumerated from them.
+                source: sources[*rank].info.source.clone(),
+                loss,
+            });
+        }
+    }
+    conflicts.sort_by(|x, y| (&x.alias, &x.service).cmp(&(&y.alias, &y.service)));
+    let map = owners
+        .into_iter()
+        .map(|(a, (_, host))| (a.clone(), host.clone()))
+        .collect();
+    (map, conflicts)
 }
 
 /// Applies changes from `rx` and publishes a snapshot after each batch.

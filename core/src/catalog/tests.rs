@@ -164,6 +164,71 @@ fn endpoints_without_service_get_implicit_port() {
     );
 }
 
+#[test]
+fn a_hostname_beats_another_service_alias() {
+    let mut st = CatalogState::new([SourceId::new("a")]);
+    // `a` walks first alphabetically and claims `b`, which is a service.
+    st.apply(reset(
+        "a",
+        vec![svc("a", "b", 80), svc("b", "bee", 80)],
+        vec![],
+    ));
+    let snap = st.snapshot(1);
+    assert_eq!(snap.service(&host("b")).unwrap().hostname, host("b"));
+    assert!(!snap.aliases.contains_key(&host("b")));
+    assert!(snap.services[&host("a")].aliases.is_empty());
+    assert_eq!(
+        snap.alias_conflicts,
+        [AliasConflict {
+            alias: host("b"),
+            service: host("a"),
+            source: SourceId::new("a"),
+            loss: AliasLoss::IsHostname,
+        }]
+    );
+    assert_eq!(
+        snap.alias_conflicts[0].to_string(),
+        "alias 'b' of service 'a' is ignored: 'b' is a service's hostname"
+    );
+}
+
+#[test]
+fn a_contested_alias_goes_by_source_precedence_then_hostname() {
+    let mut st = CatalogState::new([SourceId::new("hi"), SourceId::new("lo")]);
+    st.apply(reset(
+        "lo",
+        vec![svc("a", "x", 80), svc("c", "y", 80)],
+        vec![],
+    ));
+    st.apply(reset(
+        "hi",
+        vec![svc("z", "x", 80), svc("d", "y", 80)],
+        vec![],
+    ));
+    let snap = st.snapshot(1);
+    // Different sources: the higher-precedence one wins, whatever the names.
+    assert_eq!(snap.service(&host("x")).unwrap().hostname, host("z"));
+    assert_eq!(snap.service(&host("y")).unwrap().hostname, host("d"));
+    // Same source: the alphabetically first hostname.
+    st.apply(reset(
+        "lo",
+        vec![svc("m", "w", 80), svc("k", "w", 80)],
+        vec![],
+    ));
+    let snap = st.snapshot(2);
+    assert_eq!(snap.service(&host("w")).unwrap().hostname, host("k"));
+    assert!(snap.services[&host("m")].aliases.is_empty());
+    let lines: Vec<String> = snap
+        .alias_conflicts
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        lines,
+        ["alias 'w' is claimed by services 'k' and 'm'; 'k' wins"]
+    );
+}
+
 #[tokio::test]
 async fn run_publishes_versioned_snapshots() {
     let (tx, rx) = mpsc::channel(16);

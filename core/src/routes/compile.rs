@@ -6,7 +6,10 @@
 //!   as `name:port` for its hostname and every alias. The virtual host of the
 //!   service's *default port* (its first HTTP port, else its first port) also
 //!   answers the bare names, so a request without a port, or with a port the
-//!   service does not declare, lands there.
+//!   service does not declare, lands there. A hostname always beats another
+//!   service's alias: the catalog never grants such an alias (nor one alias to
+//!   two services), each refusal is a warning here, and hostnames are
+//!   registered before any alias.
 //! - **Default routes.** A service no VirtualService claims has one route, to
 //!   the cluster of (service, no subset, the virtual host's port).
 //! - **VirtualServices.** A VirtualService that binds to the mesh (no
@@ -68,7 +71,21 @@ pub fn compile(
             ..RouteTable::default()
         },
         diagnostics: Vec::new(),
+        alias_domains: Vec::new(),
     };
+    for conflict in &snapshot.alias_conflicts {
+        c.report(Diagnostic {
+            severity: Severity::Warning,
+            file: format!("registry {}", conflict.source),
+            document: None,
+            line: None,
+            column: None,
+            kind: None,
+            resource: None,
+            path: String::new(),
+            message: conflict.to_string(),
+        });
+    }
     let active: Vec<&Resource<VirtualService>> = config
         .virtual_services
         .iter()
@@ -77,6 +94,10 @@ pub fn compile(
     for svc in snapshot.services.values() {
         let claim = c.claim(svc, &active);
         c.service_hosts(svc, claim);
+    }
+    // Every hostname is registered by now: an alias never takes one.
+    for (domain, index) in std::mem::take(&mut c.alias_domains) {
+        c.domain(domain, index);
     }
     for vs in &active {
         c.virtual_service_hosts(vs);
@@ -120,6 +141,8 @@ pub(crate) struct Compiler<'a> {
     pub cluster_index: HashMap<String, usize>,
     pub table: RouteTable,
     pub diagnostics: Vec<Diagnostic>,
+    /// Alias domains, registered after every service's hostname domains.
+    pub alias_domains: Vec<(String, usize)>,
 }
 
 impl Compiler<'_> {
@@ -204,15 +227,23 @@ impl Compiler<'_> {
             if is_default {
                 domains.extend(names(svc).map(str::to_string));
             }
+            let index = self.table.virtual_hosts.len();
+            let own = [
+                format!("{}:{}", svc.hostname, port.number),
+                svc.hostname.to_string(),
+            ];
+            for d in &domains {
+                if own.contains(d) {
+                    self.domain(d.clone(), index);
+                } else {
+                    self.alias_domains.push((d.clone(), index));
+                }
+            }
             let name = if ports.len() == 1 {
                 base.clone()
             } else {
                 format!("{base} port {}", port.number)
             };
-            let index = self.table.virtual_hosts.len();
-            for d in &domains {
-                self.domain(d.clone(), index);
-            }
             self.table.virtual_hosts.push(Arc::new(VirtualHost {
                 name,
                 domains,

@@ -512,6 +512,58 @@ spec:
 }
 
 #[test]
+fn an_alias_never_steals_a_hostname() {
+    let http = |name: &str, aliases: &[&str]| {
+        service(name, aliases, vec![port("http", 80, Protocol::Http)])
+    };
+    // `a` is compiled first and claims `b` as an alias; `b` is a service.
+    // `c` and `d` both claim `x`.
+    let snap = snapshot(
+        vec![
+            http("a", &["b"]),
+            http("b", &[]),
+            http("c", &["x"]),
+            http("d", &["x"]),
+        ],
+        vec![],
+    );
+    let (t, diags) = compile(&snap, &ConfigSet::default(), 1);
+    let h = HeaderMap::new();
+    assert_eq!(targets(&t, "b", &h), one("outbound|80||b"));
+    assert_eq!(targets(&t, "b:80", &h), one("outbound|80||b"));
+    assert_eq!(targets(&t, "x", &h), one("outbound|80||c"));
+    let lines: Vec<String> = diags
+        .iter()
+        .map(|d| format!("{}: {d}", d.severity))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "warning: registry file: alias 'b' of service 'a' is ignored: 'b' is a service's hostname",
+            "warning: registry file: alias 'x' is claimed by services 'c' and 'd'; 'c' wins",
+        ]
+    );
+}
+
+#[test]
+fn hostnames_win_domains_even_in_a_hand_built_snapshot() {
+    // A snapshot not made by the catalog may still list a hostname as an
+    // alias; the compiler registers every hostname before any alias.
+    let mut snap = snapshot(
+        vec![
+            service("a", &[], vec![port("http", 80, Protocol::Http)]),
+            service("b", &[], vec![port("http", 80, Protocol::Http)]),
+        ],
+        vec![],
+    );
+    let mut a = snap.services[&host("a")].as_ref().clone();
+    a.aliases.push(host("b"));
+    snap.services.insert(host("a"), Arc::new(a));
+    let (t, _) = compile(&snap, &ConfigSet::default(), 1);
+    assert_eq!(targets(&t, "b", &HeaderMap::new()), one("outbound|80||b"));
+}
+
+#[test]
 fn gateway_only_virtual_services_do_not_route_mesh_traffic() {
     let vs = VS.replace("hosts: [reviews]", "hosts: [reviews]\n  gateways: [edge]");
     let (t, _) = compile(&bookinfo(), &config(&format!("{vs}---\n{DR}")), 1);
