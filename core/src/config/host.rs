@@ -47,6 +47,16 @@ impl HostPattern {
     pub fn is_wildcard(&self) -> bool {
         !matches!(self, HostPattern::Exact(_))
     }
+
+    /// Orders patterns that match the same name, most specific first: an
+    /// exact name, then wildcards by suffix length (longest first), `*` last.
+    pub fn rank(&self) -> (u8, usize) {
+        match self {
+            HostPattern::Exact(_) => (0, 0),
+            HostPattern::Suffix(s) => (1, usize::MAX - s.len()),
+            HostPattern::Any => (2, 0),
+        }
+    }
 }
 
 /// Whether two hosts as written may name the same service without a catalog
@@ -88,6 +98,10 @@ mod tests {
         assert!(HostPattern::parse("a.*.com").is_err());
         assert!(HostPattern::parse("a b").is_err());
         assert!(HostPattern::parse("Reviews.").unwrap().matches("reviews"));
+        let rank = |h| HostPattern::parse(h).unwrap().rank();
+        assert!(rank("a.b.c") < rank("*.b.c"));
+        assert!(rank("*.b.c") < rank("*.c"));
+        assert!(rank("*.c") < rank("*"));
     }
 
     #[test]

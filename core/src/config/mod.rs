@@ -186,20 +186,27 @@ impl ConfigSet {
         report.diagnostics
     }
 
-    /// The DestinationRule that applies to a name (hostname or alias) of a
-    /// service: the first whose `host` matches, exact hosts before wildcards.
+    /// The DestinationRule that applies to a service, given its names
+    /// (hostname and aliases): the most specific `host` that matches one of
+    /// them, as Istio picks it (an exact host, then the longest wildcard
+    /// suffix, `*` last), and among equals the first in file order.
     pub fn destination_rule_for<'a>(
         &self,
         names: impl IntoIterator<Item = &'a str> + Clone,
     ) -> Option<&Resource<DestinationRule>> {
-        let find = |wild: bool| {
-            self.destination_rules.iter().find(|dr| {
-                HostPattern::parse(&dr.spec.host).is_ok_and(|p| {
-                    p.is_wildcard() == wild && names.clone().into_iter().any(|n| p.matches(n))
-                })
+        self.destination_rules
+            .iter()
+            .enumerate()
+            .filter_map(|(i, dr)| {
+                let p = HostPattern::parse(&dr.spec.host).ok()?;
+                names
+                    .clone()
+                    .into_iter()
+                    .any(|n| p.matches(n))
+                    .then(|| ((p.rank(), i), dr))
             })
-        };
-        find(false).or_else(|| find(true))
+            .min_by_key(|(key, _)| *key)
+            .map(|(_, dr)| dr)
     }
 }
 

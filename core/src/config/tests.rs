@@ -487,3 +487,32 @@ fn a_wildcard_rule_does_not_hide_an_exact_rule_for_an_alias() {
     );
     assert!(set.virtual_services.is_empty());
 }
+
+#[test]
+fn the_most_specific_destination_rule_applies() {
+    let rule = |name: &str, host: &str| {
+        dr(&format!("  host: '{host}'\n")).replace("name: reviews", &format!("name: {name}"))
+    };
+    let text = [
+        rule("all", "*"),
+        rule("com", "*.com"),
+        rule("example", "*.example.com"),
+        rule("exact", "a.example.com"),
+    ]
+    .join("---\n");
+    let (set, diags) = load_str("routes.yaml", &text);
+    assert!(diags.is_empty(), "{diags:#?}");
+    let pick = |names: &[&str]| {
+        set.destination_rule_for(names.iter().copied())
+            .map(|r| r.name.clone())
+    };
+    // File order does not matter among wildcards: the longest suffix wins.
+    assert_eq!(pick(&["b.example.com"]).as_deref(), Some("example"));
+    assert_eq!(pick(&["b.other.com"]).as_deref(), Some("com"));
+    assert_eq!(pick(&["ratings"]).as_deref(), Some("all"));
+    // An exact host beats every wildcard, for any name of the service.
+    assert_eq!(
+        pick(&["z.example.com", "a.example.com"]).as_deref(),
+        Some("exact")
+    );
+}

@@ -27,8 +27,10 @@
 //!   host. Its port is `destination.port.number`, else the request's port when
 //!   the destination service declares it, else the service's default port.
 //! - **Clusters.** One per (service, subset, port), shared by all routes. The
-//!   DestinationRule for a service is the first whose `host` names it (exact
-//!   before wildcard). Endpoints are selected by the subset's labels; healthy
+//!   DestinationRule for a service is the most specific whose `host` names it
+//!   (exact, then the longest wildcard, `*` last), then the first in file
+//!   order; a second exact rule for the service under another of its names
+//!   gets a warning. Endpoints are selected by the subset's labels; healthy
 //!   ones are eligible, draining ones only when nothing healthy is left,
 //!   unhealthy ones never; every excluded endpoint is kept with its reason.
 //!   The load balancer is the subset's policy, else the rule's, else round robin.
@@ -92,6 +94,7 @@ pub fn compile(
         .filter(|vs| binds_to_mesh(&vs.spec) && !vs.spec.http.is_empty())
         .collect();
     for svc in snapshot.services.values() {
+        c.rule_conflicts(svc);
         let claim = c.claim(svc, &active);
         c.service_hosts(svc, claim);
     }
@@ -167,10 +170,9 @@ impl Compiler<'_> {
                 .enumerate()
                 .filter_map(|(i, h)| {
                     let p = HostPattern::parse(h).ok()?;
-                    names(svc).any(|n| p.matches(n)).then(|| match &p {
-                        HostPattern::Exact(_) => (0, 0, i),
-                        HostPattern::Suffix(s) => (1, usize::MAX - s.len(), i),
-                        HostPattern::Any => (2, 0, i),
+                    names(svc).any(|n| p.matches(n)).then(|| {
+                        let (kind, len) = p.rank();
+                        (kind, len, i)
                     })
                 })
                 .min()
@@ -196,6 +198,38 @@ impl Compiler<'_> {
             }
         }
         Some(winner)
+    }
+
+    /// Warns about each exact DestinationRule that names `svc` after an
+    /// earlier one did under another name (a hostname and an alias): only
+    /// the first applies. Rules with the same host were reported at load time.
+    fn rule_conflicts(&mut self, svc: &MergedService) {
+        let config = self.config;
+        let mut exact = config.destination_rules.iter().filter_map(|dr| {
+            let p = HostPattern::parse(&dr.spec.host).ok()?;
+            (!p.is_wildcard() && names(svc).any(|n| p.matches(n))).then_some((dr, p))
+        });
+        let Some((first, first_host)) = exact.next() else {
+            return;
+        };
+        for (dr, host) in exact {
+            if host == first_host {
+                continue;
+            }
+            self.report(dr.diagnostic(
+                Severity::Warning,
+                "spec.host",
+                format!(
+                    "host '{}' names service '{}', which already has DestinationRule {} \
+                     ({}, host '{}'); only that one applies",
+                    dr.spec.host,
+                    svc.hostname,
+                    first.id(),
+                    first.origin.file,
+                    first.spec.host
+                ),
+            ));
+        }
     }
 
     /// Registers an exact domain unless an earlier virtual host has it.

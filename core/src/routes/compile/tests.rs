@@ -564,6 +564,31 @@ fn hostnames_win_domains_even_in_a_hand_built_snapshot() {
 }
 
 #[test]
+fn a_second_exact_rule_for_a_service_warns() {
+    // `reviews` and `rv` are different hosts as written, one service here.
+    let snap = snapshot(
+        vec![service(
+            "reviews",
+            &["rv"],
+            vec![port("http", 9080, Protocol::Http)],
+        )],
+        vec![],
+    );
+    let rv = DR
+        .replace("name: reviews}", "name: rv}")
+        .replace("host: reviews", "host: rv");
+    let (_, diags) = compile(&snap, &config(&format!("{DR}---\n{rv}")), 1);
+    let lines: Vec<String> = diags
+        .iter()
+        .map(|d| format!("{}: {d}", d.severity))
+        .collect();
+    assert_eq!(
+        lines,
+        ["warning: routes.yaml: DestinationRule default/rv: spec.host: host 'rv' names service 'reviews', which already has DestinationRule default/reviews (routes.yaml, host 'reviews'); only that one applies"]
+    );
+}
+
+#[test]
 fn gateway_only_virtual_services_do_not_route_mesh_traffic() {
     let vs = VS.replace("hosts: [reviews]", "hosts: [reviews]\n  gateways: [edge]");
     let (t, _) = compile(&bookinfo(), &config(&format!("{vs}---\n{DR}")), 1);
