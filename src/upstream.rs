@@ -28,6 +28,7 @@ pub struct Upstream {
     pub addr: SocketAddr,
     pub name: String,
     received: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
     _stop: watch::Sender<bool>,
 }
 
@@ -35,6 +36,11 @@ impl Upstream {
     /// Requests that have arrived so far.
     pub fn received(&self) -> usize {
         self.received.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 }
 
@@ -55,6 +61,8 @@ pub async fn spawn_on(name: &str, addr: SocketAddr) -> std::io::Result<Upstream>
     let shared: Arc<str> = Arc::from(name);
     let received = Arc::new(AtomicUsize::new(0));
     let counter = received.clone();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let connections_seen = connections.clone();
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -62,6 +70,7 @@ pub async fn spawn_on(name: &str, addr: SocketAddr) -> std::io::Result<Upstream>
                 _ = stop_rx.wait_for(|s| *s) => return,
             };
             let Ok((stream, _)) = accepted else { continue };
+            connections_seen.fetch_add(1, Ordering::SeqCst);
             let name = shared.clone();
             let counter = counter.clone();
             let mut stop = stop_rx.clone();
@@ -83,6 +92,7 @@ pub async fn spawn_on(name: &str, addr: SocketAddr) -> std::io::Result<Upstream>
         addr,
         name: name.to_string(),
         received,
+        connections,
         _stop: stop_tx,
     })
 }

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::balance::InFlight;
+use crate::pool::PooledH1;
 
 /// Errors a proxied body can end with.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -30,6 +31,8 @@ pin_project_lite::pin_project! {
             inner: Incoming,
             // Released when the body ends or is dropped: counts the request as in flight until then.
             guard: Option<InFlight>,
+            // An HTTP/1.1 connection goes back to the pool only once its response was read to the end.
+            conn: Option<PooledH1>,
             // Boxed: most routes have no timeout, and the body stays small.
             deadline: Option<Pin<Box<Sleep>>>,
         },
@@ -48,13 +51,31 @@ impl ProxyBody {
         ProxyBody::Local { data: None }
     }
 
-    pub fn upstream(inner: Incoming, guard: InFlight, deadline: Option<Instant>) -> Self {
+    pub fn upstream(
+        inner: Incoming,
+        guard: InFlight,
+        conn: Option<PooledH1>,
+        deadline: Option<Instant>,
+    ) -> Self {
+        if inner.is_end_stream() {
+            // Nothing will poll an empty body: the exchange is over already.
+            drop(guard);
+            if let Some(c) = conn {
+                c.release();
+            }
+            return ProxyBody::empty();
+        }
         ProxyBody::Upstream {
             inner,
             guard: Some(guard),
+            conn,
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
         }
     }
+}
+
+fn res_is_none<T>(res: &Poll<Option<T>>) -> bool {
+    matches!(res, Poll::Ready(None))
 }
 
 impl Body for ProxyBody {
@@ -70,22 +91,40 @@ impl Body for ProxyBody {
             ProxyBodyProj::Upstream {
                 inner,
                 guard,
+                conn,
                 deadline,
             } => {
-                let res = inner.poll_frame(cx);
+                let mut inner = inner;
+                let res = inner.as_mut().poll_frame(cx);
                 if res.is_pending() {
                     if let Some(d) = deadline.as_mut() {
                         if d.as_mut().poll(cx).is_ready() {
                             guard.take();
+                            conn.take();
                             *deadline = None;
                             return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
                         }
                     }
                     return Poll::Pending;
                 }
-                if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = res {
-                    guard.take();
-                    *deadline = None;
+                match &res {
+                    // hyper stops polling once `is_end_stream` is true, so the
+                    // last data frame may be the last poll: finish there too.
+                    Poll::Ready(None) | Poll::Ready(Some(Ok(_)))
+                        if res_is_none(&res) || inner.is_end_stream() =>
+                    {
+                        guard.take();
+                        *deadline = None;
+                        if let Some(c) = conn.take() {
+                            c.release();
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) => {
+                        guard.take();
+                        conn.take();
+                        *deadline = None;
+                    }
+                    _ => {}
                 }
                 res.map(|r| r.map(|f| f.map_err(BodyError::from)))
             }

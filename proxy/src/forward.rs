@@ -19,9 +19,6 @@ use http::header::{HOST, LOCATION, SET_COOKIE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use rand::Rng;
 use tokio::time::Instant;
 
@@ -29,6 +26,7 @@ use crate::balance::PickContext;
 use crate::body::ProxyBody;
 use crate::hop;
 use crate::metrics::{Metrics, RequestLabels};
+use crate::pool::{Pool, PoolSettings};
 use crate::reply::{self, Reason};
 use crate::router::{Router, Routing};
 
@@ -54,10 +52,9 @@ impl Default for UpstreamSettings {
 pub struct Proxy {
     router: Arc<Router>,
     metrics: Arc<Metrics>,
-    /// HTTP/1.1 upstreams, pooled with keep-alive.
-    h1: Client<HttpConnector, Incoming>,
-    /// HTTP/2 (prior knowledge) upstreams: ports declared http2 or grpc.
-    h2: Client<HttpConnector, Incoming>,
+    /// Upstream connections: HTTP/1.1 keep-alive, or HTTP/2 prior knowledge
+    /// for ports declared http2 or grpc.
+    pool: Arc<Pool>,
 }
 
 /// What a request turned into, for metrics.
@@ -78,23 +75,17 @@ impl Outcome {
 }
 
 impl Proxy {
+    /// Must be called inside a Tokio runtime (the pool starts its reaper task).
     pub fn new(router: Arc<Router>, metrics: Arc<Metrics>, settings: &UpstreamSettings) -> Self {
-        let mut conn = HttpConnector::new();
-        conn.set_nodelay(true);
-        conn.set_connect_timeout(Some(settings.connect_timeout));
-        conn.set_keepalive(Some(Duration::from_secs(60)));
-        let client = |h2: bool| {
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(settings.pool_idle_timeout)
-                .pool_max_idle_per_host(settings.pool_max_idle_per_host)
-                .http2_only(h2)
-                .build(conn.clone())
-        };
+        let pool = Pool::new(PoolSettings {
+            connect_timeout: settings.connect_timeout,
+            idle_timeout: settings.pool_idle_timeout,
+            max_idle_per_endpoint: settings.pool_max_idle_per_host,
+        });
         Self {
             router,
             metrics,
-            h1: client(false),
-            h2: client(true),
+            pool,
         }
     }
 
@@ -257,33 +248,32 @@ impl Proxy {
             .as_ref()
             .and_then(|r| r.authority.as_deref())
             .unwrap_or(authority);
-        let uri = Authority::try_from(endpoint_authority.as_str())
-            .map_err(|e| e.to_string())
-            .and_then(|a| {
-                Uri::builder()
-                    .scheme(Scheme::HTTP)
-                    .authority(a)
-                    .path_and_query(path_and_query)
-                    .build()
-                    .map_err(|e| e.to_string())
-            });
-        let uri = match uri {
-            Ok(u) => u,
-            Err(e) => {
-                return Outcome::local(
-                    Reason::UpstreamConnect,
-                    format!(
-                        "endpoint address {endpoint_authority:?} of {} is not usable: {e}",
-                        cluster.name
-                    ),
-                )
-            }
-        };
-        parts.uri = uri;
         if h2 {
+            // :authority carries the service (or rewritten) name; the pool
+            // connects to the endpoint's address.
+            let uri = Authority::try_from(host)
+                .map_err(|e| e.to_string())
+                .and_then(|a| {
+                    Uri::builder()
+                        .scheme(Scheme::HTTP)
+                        .authority(a)
+                        .path_and_query(path_and_query)
+                        .build()
+                        .map_err(|e| e.to_string())
+                });
+            match uri {
+                Ok(u) => parts.uri = u,
+                Err(e) => {
+                    return Outcome::local(
+                        Reason::BadRequest,
+                        format!("invalid authority {host:?}: {e}"),
+                    )
+                }
+            }
             parts.version = Version::HTTP_2;
             parts.headers.remove(HOST);
         } else {
+            parts.uri = Uri::from(path_and_query);
             parts.version = Version::HTTP_11;
             match HeaderValue::from_str(host) {
                 Ok(v) => {
@@ -298,8 +288,18 @@ impl Proxy {
             }
         }
         let upstream_req = Request::from_parts(parts, body);
-        let client = if h2 { &self.h2 } else { &self.h1 };
-        let call = client.request(upstream_req);
+        let pool = &self.pool;
+        let call = async {
+            if h2 {
+                pool.send_h2(&endpoint_authority, upstream_req)
+                    .await
+                    .map(|r| (r, None))
+            } else {
+                pool.send_h1(&endpoint_authority, upstream_req)
+                    .await
+                    .map(|(r, c)| (r, Some(c)))
+            }
+        };
         // The route timeout runs from here to the end of the response body.
         let deadline = route.timeout.map(|t| Instant::now() + t);
         let result = match route.timeout {
@@ -317,7 +317,7 @@ impl Proxy {
             },
             None => call.await,
         };
-        let resp = match result {
+        let (resp, conn) = match result {
             Ok(r) => r,
             Err(e) => {
                 let reason = if e.is_connect() {
@@ -344,7 +344,7 @@ impl Proxy {
             parts.headers.append(SET_COOKIE, cookie);
         }
         Outcome {
-            resp: Response::from_parts(parts, ProxyBody::upstream(body, guard, deadline)),
+            resp: Response::from_parts(parts, ProxyBody::upstream(body, guard, conn, deadline)),
             service: None,
             route: None,
         }

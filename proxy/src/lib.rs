@@ -11,6 +11,7 @@ pub mod body;
 pub mod forward;
 pub mod hop;
 pub mod metrics;
+pub mod pool;
 pub mod reply;
 pub mod router;
 pub mod server;

@@ -39,13 +39,11 @@ async fn http2_prior_knowledge_both_sides() {
         assert_eq!(resp.version(), http::Version::HTTP_2);
         assert_eq!(resp.headers()["x-seen-version"], upstream_version, "{host}");
         assert_eq!(resp.headers()["x-upstream"], "h2");
-        if upstream_version == "HTTP/1.1" {
-            assert_eq!(
-                resp.headers()["x-seen-host"],
-                host,
-                "the upstream sees the service's authority"
-            );
-        }
+        assert_eq!(
+            resp.headers()["x-seen-host"],
+            host,
+            "the upstream sees the service's authority"
+        );
     }
 }
 
@@ -144,4 +142,66 @@ async fn large_body_streams_with_bounded_memory() {
         peak < baseline + 32 * 1024,
         "peak RSS {peak} KiB vs baseline {baseline} KiB: the body was buffered"
     );
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused() {
+    let ups = upstreams(&["keep"]).await;
+    let mesh = TestMesh::start(
+        &services("web", "http", &[endpoint(&ups[0], "version: v1")]),
+        "",
+    )
+    .await;
+    for _ in 0..20 {
+        assert_eq!(mesh.get("web", "/", &[]).await.0, StatusCode::OK);
+    }
+    assert_eq!(
+        ups[0].connections(),
+        1,
+        "20 sequential requests share one keep-alive connection"
+    );
+}
+
+/// An upstream that answers once per connection and closes it without
+/// announcing `Connection: close`: every pooled connection goes stale.
+#[tokio::test]
+async fn stale_pooled_connections_are_retried_not_failed() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nx-upstream: once\r\n\r\nok\n",
+                    )
+                    .await;
+                // Close without saying so.
+            });
+        }
+    });
+    let services = format!(
+        "services:\n  - name: flaky\n    endpoints: [{{address: 127.0.0.1, port: {port}}}]\n"
+    );
+    let mesh = TestMesh::start(&services, "").await;
+    for i in 0..30 {
+        let (status, who, body) = mesh.get("flaky", "/", &[]).await;
+        assert_eq!(
+            (status, who.as_str()),
+            (StatusCode::OK, "once"),
+            "request {i}: {body}"
+        );
+    }
+    server.abort();
 }

@@ -1,0 +1,342 @@
+//! Upstream connections, pooled per endpoint.
+//!
+//! The proxy connects to an endpoint's address but sends the *service's*
+//! authority (`Host` for HTTP/1.1, `:authority` for HTTP/2), so it keeps its
+//! own pool keyed by endpoint address rather than by URI.
+//!
+//! - HTTP/1.1: a stack of idle connections per endpoint. A connection is
+//!   checked out for one request and handed back ([`PooledH1::release`]) when
+//!   the response body has been read to the end; a response abandoned midway
+//!   closes its connection.
+//! - HTTP/2 (prior knowledge): one multiplexed connection per endpoint, opened
+//!   once (concurrent first requests wait for the same handshake).
+//!
+//! A request sent on a pooled HTTP/1.1 connection that the upstream closed in
+//! the meantime is handed back unsent by hyper and retried once on a new
+//! connection, so keep-alive races never reach the client.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use parking_lot::{Mutex, RwLock};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Upstream-side settings.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle_per_endpoint: usize,
+}
+
+/// Why an upstream request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connect to {authority} failed: {source}")]
+    Connect {
+        authority: Arc<str>,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connect to {authority} timed out after {after:?}")]
+    ConnectTimeout {
+        authority: Arc<str>,
+        after: Duration,
+    },
+    #[error("HTTP handshake with {authority} failed: {source}")]
+    Handshake {
+        authority: Arc<str>,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("{source}")]
+    Request {
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+impl UpstreamError {
+    /// No connection could be made (as opposed to a failure after connecting).
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Connect { .. }
+                | UpstreamError::ConnectTimeout { .. }
+                | UpstreamError::Handshake { .. }
+        )
+    }
+}
+
+struct Idle {
+    sender: http1::SendRequest<Incoming>,
+    since: Instant,
+}
+
+/// The connections to one endpoint.
+struct Endpoint {
+    authority: Arc<str>,
+    idle: Mutex<Vec<Idle>>,
+    h2: Mutex<Option<http2::SendRequest<Incoming>>>,
+    /// Serialises HTTP/2 handshakes so concurrent first requests share one connection.
+    h2_connect: tokio::sync::Mutex<()>,
+}
+
+/// All upstream connections of the proxy.
+pub struct Pool {
+    settings: PoolSettings,
+    endpoints: RwLock<HashMap<Arc<str>, Arc<Endpoint>>>,
+}
+
+/// An HTTP/1.1 connection lent to one request. Call [`PooledH1::release`]
+/// once the response body has ended; dropping it closes the connection.
+pub struct PooledH1 {
+    sender: http1::SendRequest<Incoming>,
+    home: Arc<Endpoint>,
+    max_idle: usize,
+}
+
+impl PooledH1 {
+    /// Hands the connection back for reuse.
+    pub fn release(self) {
+        if self.sender.is_closed() {
+            return;
+        }
+        let mut idle = self.home.idle.lock();
+        if idle.len() < self.max_idle {
+            idle.push(Idle {
+                sender: self.sender,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+impl Pool {
+    pub fn new(settings: PoolSettings) -> Arc<Self> {
+        let pool = Arc::new(Self {
+            settings,
+            endpoints: RwLock::new(HashMap::new()),
+        });
+        let weak = Arc::downgrade(&pool);
+        // Drops idle connections past their timeout and forgets endpoints with none left.
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(pool) = weak.upgrade() else { return };
+                pool.reap();
+            }
+        });
+        pool
+    }
+
+    fn reap(&self) {
+        let cutoff = Instant::now().checked_sub(self.settings.idle_timeout);
+        let mut endpoints = self.endpoints.write();
+        endpoints.retain(|_, ep| {
+            let mut idle = ep.idle.lock();
+            idle.retain(|c| !c.sender.is_closed() && cutoff.is_none_or(|cut| c.since > cut));
+            let mut h2 = ep.h2.lock();
+            if h2.as_ref().is_some_and(|s| s.is_closed()) {
+                *h2 = None;
+            }
+            // Keep entries that are in use (someone else holds the Arc) or have connections.
+            !idle.is_empty() || h2.is_some() || Arc::strong_count(ep) > 1
+        });
+    }
+
+    fn endpoint(&self, authority: &str) -> Arc<Endpoint> {
+        if let Some(ep) = self.endpoints.read().get(authority) {
+            return ep.clone();
+        }
+        let mut map = self.endpoints.write();
+        map.entry(Arc::from(authority))
+            .or_insert_with_key(|k| {
+                Arc::new(Endpoint {
+                    authority: k.clone(),
+                    idle: Mutex::new(Vec::new()),
+                    h2: Mutex::new(None),
+                    h2_connect: tokio::sync::Mutex::new(()),
+                })
+            })
+            .clone()
+    }
+
+    /// Sends `req` to the endpoint at `authority` over HTTP/1.1. Returns the
+    /// response and the connection to release when its body has ended.
+    pub async fn send_h1(
+        &self,
+        authority: &str,
+        mut req: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, PooledH1), UpstreamError> {
+        let ep = self.endpoint(authority);
+        // Idle connections first. One the upstream closed meanwhile hands the
+        // request back unsent, and the next one (or a new one) gets it.
+        while let Some(mut sender) = self.checkout(&ep) {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, self.lend(sender, ep))),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => {
+                        return Err(UpstreamError::Request {
+                            source: e.into_error(),
+                        })
+                    }
+                },
+            }
+        }
+        let mut sender = self.connect_h1(&ep).await?;
+        sender
+            .ready()
+            .await
+            .map_err(|source| UpstreamError::Handshake {
+                authority: ep.authority.clone(),
+                source,
+            })?;
+        match sender.send_request(req).await {
+            Ok(resp) => Ok((resp, self.lend(sender, ep))),
+            Err(source) => Err(UpstreamError::Request { source }),
+        }
+    }
+
+    fn lend(&self, sender: http1::SendRequest<Incoming>, home: Arc<Endpoint>) -> PooledH1 {
+        PooledH1 {
+            sender,
+            home,
+            max_idle: self.settings.max_idle_per_endpoint,
+        }
+    }
+
+    /// Sends `req` over the endpoint's shared HTTP/2 connection.
+    pub async fn send_h2(
+        &self,
+        authority: &str,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let ep = self.endpoint(authority);
+        let mut sender = match self.h2_sender(&ep) {
+            Some(s) => s,
+            None => {
+                let _one = ep.h2_connect.lock().await;
+                match self.h2_sender(&ep) {
+                    Some(s) => s,
+                    None => {
+                        let s = self.connect_h2(&ep).await?;
+                        *ep.h2.lock() = Some(s.clone());
+                        s
+                    }
+                }
+            }
+        };
+        if let Err(source) = sender.ready().await {
+            *ep.h2.lock() = None;
+            return Err(UpstreamError::Request { source });
+        }
+        sender
+            .send_request(req)
+            .await
+            .map_err(|source| UpstreamError::Request { source })
+    }
+
+    fn h2_sender(&self, ep: &Endpoint) -> Option<http2::SendRequest<Incoming>> {
+        let mut slot = ep.h2.lock();
+        match slot.as_ref() {
+            Some(s) if !s.is_closed() => Some(s.clone()),
+            Some(_) => {
+                *slot = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn checkout(&self, ep: &Endpoint) -> Option<http1::SendRequest<Incoming>> {
+        let mut idle = ep.idle.lock();
+        while let Some(c) = idle.pop() {
+            if !c.sender.is_closed() && c.since.elapsed() < self.settings.idle_timeout {
+                return Some(c.sender);
+            }
+        }
+        None
+    }
+
+    async fn tcp(&self, ep: &Endpoint) -> Result<TcpStream, UpstreamError> {
+        let after = self.settings.connect_timeout;
+        let stream = tokio::time::timeout(after, TcpStream::connect(&*ep.authority))
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout {
+                authority: ep.authority.clone(),
+                after,
+            })?
+            .map_err(|source| UpstreamError::Connect {
+                authority: ep.authority.clone(),
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    async fn connect_h1(
+        &self,
+        ep: &Endpoint,
+    ) -> Result<http1::SendRequest<Incoming>, UpstreamError> {
+        let io = TokioIo::new(self.tcp(ep).await?);
+        let (sender, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|source| UpstreamError::Handshake {
+                authority: ep.authority.clone(),
+                source,
+            })?;
+        let authority = ep.authority.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(endpoint = %authority, error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn connect_h2(
+        &self,
+        ep: &Endpoint,
+    ) -> Result<http2::SendRequest<Incoming>, UpstreamError> {
+        let io = TokioIo::new(self.tcp(ep).await?);
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .handshake(io)
+            .await
+            .map_err(|source| UpstreamError::Handshake {
+                authority: ep.authority.clone(),
+                source,
+            })?;
+        let authority = ep.authority.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(endpoint = %authority, error = %e, "upstream h2 connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Idle HTTP/1.1 connections held (for tests and metrics).
+    pub fn idle_connections(&self) -> usize {
+        self.endpoints
+            .read()
+            .values()
+            .map(|e| e.idle.lock().len())
+            .sum()
+    }
+}
