@@ -86,6 +86,11 @@ impl Hostname {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The shared string (cloning it is a reference-count increment).
+    pub fn as_arc(&self) -> &Arc<str> {
+        &self.0
+    }
 }
 
 impl TryFrom<String> for Hostname {

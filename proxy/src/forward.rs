@@ -122,7 +122,7 @@ impl Proxy {
         }
         let info = RequestInfo {
             method: req.method().as_str(),
-            authority: &authority,
+            authority,
             path: req.uri().path(),
             query: req.uri().query(),
             headers: req.headers(),
@@ -148,7 +148,7 @@ impl Proxy {
             Err(RouteMiss::NoRoute) => {
                 let vh = routing
                     .table
-                    .virtual_host(&authority)
+                    .virtual_host(authority)
                     .map(|v| v.name.as_str())
                     .unwrap_or("?");
                 return Outcome::local(
@@ -161,7 +161,7 @@ impl Proxy {
                 );
             }
         };
-        let route_name: Arc<str> = Arc::from(hit.route.name.as_str());
+        let route_name = hit.route.name.clone();
         let mut out = match &hit.route.action {
             RouteAction::DirectResponse(d) => {
                 let mut resp = Response::new(ProxyBody::local(d.body.clone().unwrap_or_default()));
@@ -173,7 +173,7 @@ impl Proxy {
                 }
             }
             RouteAction::Redirect(r) => Outcome {
-                resp: redirect(r, &authority, req.uri()),
+                resp: redirect(r, authority, req.uri()),
                 service: None,
                 route: None,
             },
@@ -185,10 +185,8 @@ impl Proxy {
                 };
                 match target {
                     Some(target) => {
-                        let service = Arc::from(target.cluster.service.as_str());
-                        let mut out = self
-                            .forward(req, peer, routing, hit, target, &authority)
-                            .await;
+                        let service = target.cluster.service.as_arc().clone();
+                        let mut out = self.forward(req, peer, routing, hit, target).await;
                         out.service = Some(service);
                         out
                     }
@@ -210,7 +208,6 @@ impl Proxy {
         routing: &Routing,
         hit: RouteHit<'_>,
         target: &WeightedCluster,
-        authority: &str,
     ) -> Outcome {
         let route = hit.route;
         let cluster = &target.cluster;
@@ -226,7 +223,7 @@ impl Proxy {
                 no_endpoint_message(route, cluster),
             );
         };
-        let endpoint_authority = picked.endpoint.authority.clone();
+        let endpoint_authority = picked.endpoint.authority.as_str();
         let set_cookie = picked.set_cookie;
         let guard = picked.guard;
 
@@ -243,59 +240,71 @@ impl Proxy {
             Ok(pq) => pq,
             Err(msg) => return Outcome::local(Reason::BadRequest, msg),
         };
-        let host = route
-            .rewrite
-            .as_ref()
-            .and_then(|r| r.authority.as_deref())
-            .unwrap_or(authority);
+        let rewrite = route.rewrite.as_ref().and_then(|r| r.authority.as_deref());
         if h2 {
             // :authority carries the service (or rewritten) name; the pool
             // connects to the endpoint's address.
-            let uri = Authority::try_from(host)
-                .map_err(|e| e.to_string())
-                .and_then(|a| {
-                    Uri::builder()
-                        .scheme(Scheme::HTTP)
-                        .authority(a)
-                        .path_and_query(path_and_query)
-                        .build()
-                        .map_err(|e| e.to_string())
-                });
+            let authority = match rewrite {
+                Some(a) => {
+                    Authority::try_from(a).map_err(|e| format!("rewrite authority {a:?}: {e}"))
+                }
+                None => match parts.uri.authority() {
+                    Some(a) => Ok(a.clone()),
+                    None => parts
+                        .headers
+                        .get(HOST)
+                        .ok_or_else(|| "no authority".to_string())
+                        .and_then(|h| {
+                            Authority::try_from(h.as_bytes())
+                                .map_err(|e| format!("Host header: {e}"))
+                        }),
+                },
+            };
+            let uri = authority.and_then(|a| {
+                Uri::builder()
+                    .scheme(Scheme::HTTP)
+                    .authority(a)
+                    .path_and_query(path_and_query)
+                    .build()
+                    .map_err(|e| e.to_string())
+            });
             match uri {
                 Ok(u) => parts.uri = u,
                 Err(e) => {
-                    return Outcome::local(
-                        Reason::BadRequest,
-                        format!("invalid authority {host:?}: {e}"),
-                    )
+                    return Outcome::local(Reason::BadRequest, format!("invalid authority: {e}"))
                 }
             }
             parts.version = Version::HTTP_2;
             parts.headers.remove(HOST);
         } else {
-            parts.uri = Uri::from(path_and_query);
-            parts.version = Version::HTTP_11;
-            match HeaderValue::from_str(host) {
-                Ok(v) => {
-                    parts.headers.insert(HOST, v);
-                }
-                Err(_) => {
-                    return Outcome::local(
-                        Reason::BadRequest,
-                        format!("invalid authority {host:?}"),
-                    )
+            // Host: the rewrite, else the request URI's authority (absolute
+            // form, HTTP/2); otherwise the request's own Host header stays.
+            let host = rewrite.or_else(|| parts.uri.authority().map(|a| a.as_str()));
+            if let Some(host) = host {
+                match HeaderValue::from_str(host) {
+                    Ok(v) => {
+                        parts.headers.insert(HOST, v);
+                    }
+                    Err(_) => {
+                        return Outcome::local(
+                            Reason::BadRequest,
+                            format!("invalid authority {host:?}"),
+                        )
+                    }
                 }
             }
+            parts.uri = Uri::from(path_and_query);
+            parts.version = Version::HTTP_11;
         }
         let upstream_req = Request::from_parts(parts, body);
         let pool = &self.pool;
         let call = async {
             if h2 {
-                pool.send_h2(&endpoint_authority, upstream_req)
+                pool.send_h2(endpoint_authority, upstream_req)
                     .await
                     .map(|r| (r, None))
             } else {
-                pool.send_h1(&endpoint_authority, upstream_req)
+                pool.send_h1(endpoint_authority, upstream_req)
                     .await
                     .map(|(r, c)| (r, Some(c)))
             }
@@ -353,13 +362,13 @@ impl Proxy {
 
 /// The authority a request is for: the absolute URI's (proxy-style or HTTP/2
 /// `:authority`), else the `Host` header (exactly one, RFC 9112 §3.2).
-fn request_authority<B>(req: &Request<B>) -> Result<String, &'static str> {
+fn request_authority<B>(req: &Request<B>) -> Result<&str, &'static str> {
     if let Some(a) = req.uri().authority() {
         if a.as_str().contains('@') {
             // Never echo credentials back in a local reply.
             return Err("credentials in the request URI are not accepted");
         }
-        return Ok(a.as_str().to_string());
+        return Ok(a.as_str());
     }
     let mut hosts = req.headers().get_all(HOST).iter();
     let host = hosts
@@ -369,7 +378,7 @@ fn request_authority<B>(req: &Request<B>) -> Result<String, &'static str> {
         return Err("request has more than one Host header");
     }
     match host.to_str() {
-        Ok(h) if !h.is_empty() && !h.contains('@') => Ok(h.to_string()),
+        Ok(h) if !h.is_empty() && !h.contains('@') => Ok(h),
         _ => Err("request has an invalid Host header"),
     }
 }

@@ -91,7 +91,8 @@ struct Endpoint {
 /// All upstream connections of the proxy.
 pub struct Pool {
     settings: PoolSettings,
-    endpoints: RwLock<HashMap<Arc<str>, Arc<Endpoint>>>,
+    /// foldhash: looked up on every request; seeded per process.
+    endpoints: RwLock<HashMap<Arc<str>, Arc<Endpoint>, foldhash::fast::RandomState>>,
 }
 
 /// An HTTP/1.1 connection lent to one request. Call [`PooledH1::release`]
@@ -122,7 +123,7 @@ impl Pool {
     pub fn new(settings: PoolSettings) -> Arc<Self> {
         let pool = Arc::new(Self {
             settings,
-            endpoints: RwLock::new(HashMap::new()),
+            endpoints: RwLock::new(HashMap::default()),
         });
         let weak = Arc::downgrade(&pool);
         // Drops idle connections past their timeout and forgets endpoints with none left.

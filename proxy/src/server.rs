@@ -23,10 +23,14 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn builder() -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .keep_alive(true);
+    if std::env::var_os("AM_EXP_NOTIMER").is_none() {
+        b.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30));
+    } else {
+        b.http1().header_read_timeout(None);
+    }
+    b.http1().keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(1024)

@@ -33,8 +33,9 @@ pub struct RouteTable {
     pub catalog_version: u64,
     pub virtual_hosts: Vec<Arc<VirtualHost>>,
     /// Exact domain (`reviews`, `reviews:9080`) → index into `virtual_hosts`.
+    /// foldhash: looked up on every request; seeded per process.
     #[serde(skip)]
-    pub exact: HashMap<String, usize>,
+    pub exact: HashMap<String, usize, foldhash::fast::RandomState>,
     /// Wildcard suffixes (`.example.com` for `*.example.com`), longest first.
     #[serde(skip)]
     pub wildcards: Vec<(String, usize)>,
@@ -144,7 +145,8 @@ pub struct VirtualHost {
 #[derive(Debug, Serialize)]
 pub struct Route {
     /// The route's `name`, else `<vs>/http[<i>]`; `default` for implicit routes.
-    pub name: String,
+    /// Shared, so per-request metric labels cost no allocation.
+    pub name: Arc<str>,
     /// OR of match blocks; empty matches every request.
     pub matches: Vec<RequestMatch>,
     pub action: RouteAction,

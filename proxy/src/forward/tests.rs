@@ -89,13 +89,13 @@ fn authority_from_uri_or_host() {
         .header(HOST, "ignored")
         .body(())
         .unwrap();
-    assert_eq!(request_authority(&req).as_deref(), Ok("web:81"));
+    assert_eq!(request_authority(&req), Ok("web:81"));
     let req = Request::builder()
         .uri("/x")
         .header(HOST, "web")
         .body(())
         .unwrap();
-    assert_eq!(request_authority(&req).as_deref(), Ok("web"));
+    assert_eq!(request_authority(&req), Ok("web"));
     let req = Request::builder().uri("/x").body(()).unwrap();
     assert!(request_authority(&req).is_err());
     let req = Request::builder()

@@ -133,7 +133,8 @@ impl Compiler<'_> {
             name: r
                 .name
                 .clone()
-                .unwrap_or_else(|| format!("{}/http[{i}]", vs.id())),
+                .unwrap_or_else(|| format!("{}/http[{i}]", vs.id()))
+                .into(),
             matches,
             action,
             // Istio: `0s` disables the timeout.

@@ -228,7 +228,7 @@ fn virtual_service_replaces_default_routes() {
     assert_eq!(targets(&t, "ratings", &jason), one("outbound|80||ratings"));
     let vh = t.virtual_host("reviews").unwrap();
     assert_eq!(vh.name, "VirtualService default/reviews port 9080");
-    assert_eq!(vh.routes[1].name, "default/reviews/http[1]");
+    assert_eq!(&*vh.routes[1].name, "default/reviews/http[1]");
 }
 
 #[test]

@@ -42,7 +42,9 @@ fn table(routes: Vec<Route>) -> RouteTable {
     });
     RouteTable {
         virtual_hosts: vec![vh],
-        exact: HashMap::from([("web".to_string(), 0), ("web:80".to_string(), 0)]),
+        exact: [("web".to_string(), 0), ("web:80".to_string(), 0)]
+            .into_iter()
+            .collect(),
         wildcards: vec![(".example.com".into(), 0)],
         ..RouteTable::default()
     }
@@ -98,7 +100,7 @@ fn first_matching_route_wins_and_blocks_are_or() {
         ),
         direct("rest", vec![]),
     ]);
-    let name = |r: RequestInfo<'_>| t.route(&r).unwrap().route.name.clone();
+    let name = |r: RequestInfo<'_>| t.route(&r).unwrap().route.name.to_string();
     assert_eq!(name(req("GET", "web", "/", &ua)), "iphone");
     assert_eq!(name(req("GET", "web", "/api/x", &h)), "api");
     assert_eq!(
