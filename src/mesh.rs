@@ -19,7 +19,7 @@ use anymesh_core::config::{self, ConfigSet, Diagnostic};
 use anymesh_core::routes::compile::compile;
 use anymesh_core::{ChangeSink, Registry, Snapshot, SourceId};
 use anymesh_proxy::admin::{serve_admin, AdminState};
-use anymesh_proxy::server::serve_proxy;
+use anymesh_proxy::server::{serve_proxy, ServerSettings};
 use anymesh_proxy::{Metrics, Proxy, Router, UpstreamSettings};
 use arc_swap::ArcSwap;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -157,7 +157,15 @@ impl Mesh {
             pool_max_idle_per_host: settings.upstream.pool_max_idle_per_host,
         };
         let proxy = Arc::new(Proxy::new(router.clone(), metrics, &upstream));
-        tasks.spawn(serve_proxy(outbound, proxy, stopped(shutdown_rx.clone())));
+        let server = ServerSettings {
+            header_read_timeout: settings.listeners.header_read_timeout,
+        };
+        tasks.spawn(serve_proxy(
+            outbound,
+            proxy,
+            server,
+            stopped(shutdown_rx.clone()),
+        ));
         let admin_state = Arc::new(AdminState {
             router: router.clone(),
             catalog: snap_rx.clone(),

@@ -48,6 +48,10 @@ pub struct Listeners {
     pub outbound: SocketAddr,
     #[serde(default = "default_admin")]
     pub admin: SocketAddr,
+    /// Close outbound HTTP/1.1 connections whose request headers take longer
+    /// than this. Off by default: the outbound listener serves local apps.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub header_read_timeout: Option<Duration>,
 }
 
 impl Default for Listeners {
@@ -55,6 +59,7 @@ impl Default for Listeners {
         Self {
             outbound: default_outbound(),
             admin: default_admin(),
+            header_read_timeout: None,
         }
     }
 }
@@ -129,6 +134,10 @@ fn default_idle_timeout() -> Duration {
 }
 fn default_max_idle() -> usize {
     256
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

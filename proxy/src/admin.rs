@@ -117,7 +117,11 @@ pub async fn serve_admin(
     state: Arc<AdminState>,
     shutdown: impl Future<Output = ()>,
 ) {
-    crate::server::serve(listener, shutdown, move |_peer| {
+    // The admin port may be reachable beyond loopback: protect it from slow clients.
+    let settings = crate::server::ServerSettings {
+        header_read_timeout: Some(std::time::Duration::from_secs(10)),
+    };
+    crate::server::serve(listener, settings, shutdown, move |_peer| {
         let state = state.clone();
         service_fn(move |req: Request<Incoming>| {
             let resp = handle(&state, &req);

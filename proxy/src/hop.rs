@@ -6,7 +6,7 @@
 use http::header::{self, HeaderMap, HeaderName};
 
 /// Fields that are always connection-specific.
-const HOP_BY_HOP: [HeaderName; 8] = [
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -20,20 +20,28 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Removes hop-by-hop fields. `keep_te_trailers` keeps `TE: trailers` (gRPC needs it end to end).
 pub fn strip(headers: &mut HeaderMap, keep_te_trailers: bool) {
-    // Most messages have none: one pass over the names beats eight hashed removals.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    // One pass over the names; most messages have none or only `connection`.
+    let mut present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| HOP_BY_HOP.contains(k))
+        .cloned()
+        .collect();
+    if present.is_empty() {
         return;
     }
-    // Fields named by Connection first; names we cannot parse are ignored.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // Fields named by Connection; names we cannot parse are ignored.
+    for v in headers.get_all(header::CONNECTION) {
+        let Ok(v) = v.to_str() else { continue };
+        for name in v.split(',') {
+            let name = name.trim();
+            // `close` is an option, not a field; `keep-alive` is in the list already.
+            if name.eq_ignore_ascii_case("keep-alive") || name.eq_ignore_ascii_case("close") {
+                continue;
+            }
+            if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+                present.push(n);
+            }
+        }
     }
     let te_trailers = keep_te_trailers
         && headers.get_all(header::TE).iter().any(|v| {
@@ -42,7 +50,7 @@ pub fn strip(headers: &mut HeaderMap, keep_te_trailers: bool) {
                     .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
             })
         });
-    for name in &HOP_BY_HOP {
+    for name in present {
         headers.remove(name);
     }
     if te_trailers {

@@ -293,7 +293,9 @@ impl Pool {
         ep: &Endpoint,
     ) -> Result<http1::SendRequest<Incoming>, UpstreamError> {
         let io = TokioIo::new(self.tcp(ep).await?);
+        // One flattened write per small request (see server.rs).
         let (sender, conn) = http1::Builder::new()
+            .writev(false)
             .handshake(io)
             .await
             .map_err(|source| UpstreamError::Handshake {
