@@ -3,6 +3,9 @@
 //! Label sets are typed and bounded: service hostnames, route names and status
 //! codes come from configuration and the catalog, never from request data.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +31,35 @@ pub struct Metrics {
     pub duration: Family<RequestLabels, Histogram>,
     pub route_table_version: Gauge,
     pub route_table_swaps: Counter,
+    /// Tells this instance's entries in the per-thread handle cache apart.
+    id: u64,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// Identity of a label set by the addresses of its shared strings. Sound
+/// because the cached value keeps those `Arc`s alive (no address reuse).
+#[derive(PartialEq, Eq, Hash)]
+struct HandleKey {
+    metrics: u64,
+    service: usize,
+    route: usize,
+    code: u16,
+}
+
+struct Handles {
+    _labels: RequestLabels,
+    requests: Counter,
+    duration: Histogram,
+}
+
+/// Entries beyond this are dropped wholesale (route tables come and go).
+const CACHE_LIMIT: usize = 4096;
+
+thread_local! {
+    // Skips the families' locked, SipHashed lookups on every request.
+    static HANDLES: RefCell<HashMap<HandleKey, Handles, foldhash::fast::RandomState>> =
+        RefCell::new(HashMap::default());
 }
 
 impl Metrics {
@@ -41,6 +73,7 @@ impl Metrics {
             }),
             route_table_version: Gauge::default(),
             route_table_swaps: Counter::default(),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         };
         let r = registry.sub_registry_with_prefix("anymesh");
         r.register(
@@ -67,9 +100,68 @@ impl Metrics {
     }
 
     pub fn record(&self, labels: &RequestLabels, elapsed: Duration) {
-        self.requests.get_or_create(labels).inc();
-        self.duration
-            .get_or_create(labels)
-            .observe(elapsed.as_secs_f64());
+        let key = HandleKey {
+            metrics: self.id,
+            service: Arc::as_ptr(&labels.service).cast::<u8>() as usize,
+            route: Arc::as_ptr(&labels.route).cast::<u8>() as usize,
+            code: labels.code,
+        };
+        HANDLES.with_borrow_mut(|cache| {
+            if !cache.contains_key(&key) && cache.len() >= CACHE_LIMIT {
+                cache.clear();
+            }
+            let h = cache.entry(key).or_insert_with(|| Handles {
+                _labels: labels.clone(),
+                requests: self.requests.get_or_create(labels).clone(),
+                duration: self.duration.get_or_create(labels).clone(),
+            });
+            h.requests.inc();
+            h.duration.observe(elapsed.as_secs_f64());
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(registry: &Registry) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
+        out
+    }
+
+    #[test]
+    fn cached_handles_count_into_the_families() {
+        let mut registry = Registry::default();
+        let m = Metrics::new(&mut registry);
+        let labels = |route: &str| RequestLabels {
+            service: Arc::from("web"),
+            route: Arc::from(route),
+            code: 200,
+        };
+        let a = labels("r");
+        for _ in 0..3 {
+            m.record(&a, Duration::from_millis(1));
+        }
+        // Same strings in other allocations (a new route table): same series.
+        m.record(&labels("r"), Duration::from_millis(1));
+        m.record(&labels("other"), Duration::from_millis(1));
+        let out = text(&registry);
+        assert!(
+            out.contains(r#"anymesh_requests_total{service="web",route="r",code="200"} 4"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"anymesh_requests_total{service="web",route="other",code="200"} 1"#),
+            "{out}"
+        );
+        // A second instance on the same thread keeps its own counts.
+        let mut registry2 = Registry::default();
+        let m2 = Metrics::new(&mut registry2);
+        m2.record(&a, Duration::from_millis(1));
+        assert!(text(&registry2)
+            .contains(r#"anymesh_requests_total{service="web",route="r",code="200"} 1"#));
+        assert!(text(&registry).contains(r#"route="r",code="200"} 4"#));
     }
 }
