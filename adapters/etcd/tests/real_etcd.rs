@@ -1,0 +1,260 @@
+//! The etcd adapter against a real etcd (Debian `etcd-server`, started by the testkit).
+
+// Test helpers outside `#[test]` functions: a failed setup step fails the test.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anymesh_adapter_etcd::{EtcdConfig, EtcdRegistry};
+use anymesh_core::config::GoDuration;
+use anymesh_core::{Change, Labels, Registry, SourceId, SourceStatus};
+use anymesh_testkit::contract::{self, ContractHarness, Observer};
+use anymesh_testkit::{EtcdServer, TcpRelay};
+use etcd_client::{Client, CompactionOptions, PutOptions};
+
+const PREFIX: &str = "anymesh/services/";
+
+/// Short timeouts and backoff so outages are noticed and healed quickly.
+fn config(url: String) -> EtcdConfig {
+    let mut c = EtcdConfig::new([url]).with_prefix(PREFIX);
+    c.request_timeout = GoDuration(Duration::from_secs(1));
+    c.dial_timeout = GoDuration(Duration::from_secs(1));
+    c.keepalive = GoDuration(Duration::from_secs(1));
+    c.backoff.initial = GoDuration(Duration::from_millis(50));
+    c.backoff.max = GoDuration(Duration::from_millis(400));
+    c
+}
+
+fn registry(url: String) -> Arc<dyn Registry> {
+    Arc::new(EtcdRegistry::new(SourceId::new("etcd"), config(url)).unwrap())
+}
+
+/// The value `endpoints.Manager.AddEndpoint` writes: `json.Marshal(internal.Update)`.
+fn go_value(addr: &str, labels: &Labels) -> String {
+    let metadata = match labels.is_empty() {
+        true => serde_json::Value::Null,
+        false => serde_json::to_value(labels).unwrap(),
+    };
+    serde_json::json!({"Op": 0, "Addr": addr, "Metadata": metadata}).to_string()
+}
+
+fn key(service: &str, id: &str) -> String {
+    format!("{PREFIX}{service}/{id}")
+}
+
+async fn put(client: &Client, service: &str, addr: &str, labels: &Labels) {
+    let mut c = client.clone();
+    c.put(key(service, addr), go_value(addr, labels), None)
+        .await
+        .unwrap();
+}
+
+// ---- the contract --------------------------------------------------------------
+
+/// The adapter reaches etcd through a relay; an outage cuts the relay, so the
+/// harness can still write to etcd while the adapter cannot read it.
+struct Harness {
+    _etcd: EtcdServer,
+    relay: TcpRelay,
+    client: Client,
+}
+
+impl ContractHarness for Harness {
+    async fn start_registry(&self) -> Arc<dyn Registry> {
+        registry(self.relay.url())
+    }
+    async fn add(&self, service: &str, id: &str, address: &str, port: u16, labels: &Labels) {
+        let mut c = self.client.clone();
+        let value = go_value(&format!("{address}:{port}"), labels);
+        c.put(key(service, id), value, None).await.unwrap();
+    }
+    async fn remove(&self, service: &str, id: &str) {
+        let mut c = self.client.clone();
+        c.delete(key(service, id), None).await.unwrap();
+    }
+    async fn outage(&self) {
+        self.relay.cut();
+    }
+    async fn recover(&self) {
+        self.relay.restore();
+    }
+}
+
+#[tokio::test]
+async fn passes_the_adapter_contract() {
+    let etcd = EtcdServer::start().await;
+    let relay = TcpRelay::start(etcd.addr()).await;
+    let client = etcd.client().await;
+    let h = Harness {
+        _etcd: etcd,
+        relay,
+        client,
+    };
+    contract::run(&h).await;
+}
+
+// ---- registration as etcd's Go endpoints manager does it -------------------------
+
+#[tokio::test]
+async fn follows_registrations_deregistrations_and_transactions() {
+    let etcd = EtcdServer::start().await;
+    let client = etcd.client().await;
+    let v2 = Labels::from([("version".into(), "v2".into())]);
+    put(&client, "reviews", "10.0.0.1:8080", &Labels::new()).await;
+    let mut obs = Observer::start(registry(etcd.url()));
+    assert!(matches!(obs.next().await, Change::Reset(v) if v.endpoints.len() == 1));
+
+    put(&client, "reviews", "10.0.0.2:8080", &v2).await;
+    obs.until_endpoints("reviews", &[("10.0.0.1", 8080), ("10.0.0.2", 8080)])
+        .await;
+    let snap = obs.catalog().snapshot(0);
+    let svc = snap.services.values().next().unwrap();
+    let ep = svc
+        .endpoints
+        .iter()
+        .find(|e| e.address == "10.0.0.2")
+        .unwrap();
+    assert_eq!(ep.labels, v2);
+    assert_eq!(ep.provenance.native_id, key("reviews", "10.0.0.2:8080"));
+
+    // Manager.Update: a delete and a put in one transaction, one revision.
+    let mut c = client.clone();
+    let txn = etcd_client::Txn::new().and_then([
+        etcd_client::TxnOp::delete(key("reviews", "10.0.0.1:8080"), None),
+        etcd_client::TxnOp::put(
+            key("reviews", "10.0.0.3:8080"),
+            go_value("10.0.0.3:8080", &Labels::new()),
+            None,
+        ),
+    ]);
+    c.txn(txn).await.unwrap();
+    obs.until_endpoints("reviews", &[("10.0.0.2", 8080), ("10.0.0.3", 8080)])
+        .await;
+
+    // Deregistration (Manager.DeleteEndpoint) is a key delete.
+    c.delete(key("reviews", "10.0.0.2:8080"), None)
+        .await
+        .unwrap();
+    obs.until_endpoints("reviews", &[("10.0.0.3", 8080)]).await;
+
+    // A bad value is reported by key and skipped; fixing it clears the error.
+    c.put(key("reviews", "bad"), "not-json", None)
+        .await
+        .unwrap();
+    let seen = obs
+        .until("an error naming the bad key", |ch, _| {
+            matches!(ch, Change::Status(SourceStatus::Error { message })
+                if message.contains("anymesh/services/reviews/bad") && message.contains("not JSON"))
+        })
+        .await;
+    assert!(!seen.iter().any(|c| matches!(c, Change::Reset(_))));
+    assert_eq!(obs.endpoints("reviews"), vec![("10.0.0.3".into(), 8080)]);
+    c.delete(key("reviews", "bad"), None).await.unwrap();
+    obs.until("healthy again", |ch, _| {
+        matches!(ch, Change::Status(SourceStatus::Healthy))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_expired_lease_removes_the_endpoint() {
+    let etcd = EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    let mut obs = Observer::start(registry(etcd.url()));
+    obs.until("the initial Reset", |c, _| matches!(c, Change::Reset(_)))
+        .await;
+    // A 1 s lease and no keep-alive: an instance that crashed after registering.
+    let lease = client.lease_grant(1, None).await.unwrap().id();
+    let opts = PutOptions::new().with_lease(lease);
+    client
+        .put(
+            key("ratings", "10.0.0.7:9080"),
+            go_value("10.0.0.7:9080", &Labels::new()),
+            Some(opts),
+        )
+        .await
+        .unwrap();
+    obs.until_endpoints("ratings", &[("10.0.0.7", 9080)]).await;
+    let seen = obs.until_endpoints("ratings", &[]).await;
+    assert!(
+        seen.iter().any(|c| matches!(c, Change::RemoveEndpoint(k)
+            if &*k.native_id == "anymesh/services/ratings/10.0.0.7:9080")),
+        "the lease expiry arrives as a delete: {seen:?}"
+    );
+}
+
+// ---- outages and compaction ------------------------------------------------------
+
+#[tokio::test]
+async fn etcd_restart_keeps_the_view_then_resets() {
+    let mut etcd = EtcdServer::start().await;
+    let client = etcd.client().await;
+    put(&client, "web", "10.0.0.1:80", &Labels::new()).await;
+    let mut obs = Observer::start(registry(etcd.url()));
+    obs.until_endpoints("web", &[("10.0.0.1", 80)]).await;
+
+    etcd.kill();
+    let seen = obs
+        .until("an error status", |c, _| {
+            matches!(c, Change::Status(SourceStatus::Error { .. }))
+        })
+        .await;
+    assert!(!seen.iter().any(|c| matches!(c, Change::Reset(_))));
+    assert_eq!(obs.endpoints("web"), vec![("10.0.0.1".into(), 80)]);
+
+    etcd.restart().await;
+    let client = etcd.client().await;
+    put(&client, "web", "10.0.0.2:80", &Labels::new()).await;
+    obs.until_endpoints("web", &[("10.0.0.1", 80), ("10.0.0.2", 80)])
+        .await;
+    assert!(obs.is_running());
+}
+
+/// Changes and a compaction while the adapter is cut off: the relist on
+/// reconnect leaves no stale endpoint.
+#[tokio::test]
+async fn compaction_while_disconnected_relists_without_stale_endpoints() {
+    let etcd = EtcdServer::start().await;
+    let relay = TcpRelay::start(etcd.addr()).await;
+    let mut client = etcd.client().await;
+    put(&client, "web", "10.0.0.1:80", &Labels::new()).await;
+    put(&client, "web", "10.0.0.2:80", &Labels::new()).await;
+    let mut obs = Observer::start(registry(relay.url()));
+    obs.until_endpoints("web", &[("10.0.0.1", 80), ("10.0.0.2", 80)])
+        .await;
+
+    relay.cut();
+    obs.until("an error status", |c, _| {
+        matches!(c, Change::Status(SourceStatus::Error { .. }))
+    })
+    .await;
+    client
+        .delete(key("web", "10.0.0.1:80"), None)
+        .await
+        .unwrap();
+    put(&client, "web", "10.0.0.3:80", &Labels::new()).await;
+    let rev = client
+        .get("x", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    client
+        .compact(rev, Some(CompactionOptions::new().with_physical()))
+        .await
+        .unwrap();
+
+    relay.restore();
+    let seen = obs
+        .until("a Reset after the partition", |c, _| {
+            matches!(c, Change::Reset(_))
+        })
+        .await;
+    assert_eq!(
+        obs.endpoints("web"),
+        vec![("10.0.0.2".into(), 80), ("10.0.0.3".into(), 80)],
+        "no stale endpoint may survive: {seen:?}"
+    );
+}
