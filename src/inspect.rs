@@ -72,10 +72,19 @@ fn load(config: &Path) -> Result<Loaded, String> {
     }
     loaded.snapshot = state.snapshot(1);
     let (set, diags) = load_routing(&settings).map_err(|e| format!("{e:#}"))?;
+    let rejected = |n: usize| {
+        if n == 0 {
+            String::new()
+        } else {
+            format!(" ({n} rejected)")
+        }
+    };
     loaded.summary.push(format!(
-        "routing: {} VirtualServices, {} DestinationRules from {} files",
+        "routing: {} VirtualServices{}, {} DestinationRules{} from {} files",
         set.virtual_services.len(),
+        rejected(set.rejected.virtual_services.len()),
         set.destination_rules.len(),
+        rejected(set.rejected.destination_rules.len()),
         settings.routing_files().map(|f| f.len()).unwrap_or(0)
     ));
     sort(diags, &mut loaded);
