@@ -17,6 +17,8 @@ mod backoff;
 mod config;
 mod decode;
 mod error;
+#[cfg(test)]
+mod fixture;
 mod registry;
 mod state;
 

@@ -25,8 +25,8 @@ use anymesh_core::registry::CatalogClosed;
 use anymesh_core::{ChangeSink, Registry, SourceId, SourceStatus};
 use async_trait::async_trait;
 use etcd_client::{
-    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, TlsOptions, WatchOptions,
-    WatchResponse,
+    Certificate, Client, ConnectOptions, EventType, GetOptions, GetResponse, Identity, TlsOptions,
+    WatchOptions, WatchResponse,
 };
 use tracing::Instrument;
 
@@ -176,17 +176,11 @@ impl EtcdRegistry {
                 })
             }
         };
-        let revision = resp.header().map_or(0, |h| h.revision());
-        let kvs = resp
-            .kvs()
-            .iter()
-            .map(|kv| Kv {
-                key: kv.key().to_vec(),
-                value: kv.value().to_vec(),
-            })
-            .collect::<Vec<_>>();
-        tracing::debug!(revision, keys = kvs.len(), "etcd prefix listed");
-        Ok(Input::Listed { revision, kvs })
+        let listed = listed(&resp);
+        if let Input::Listed { revision, kvs } = &listed {
+            tracing::debug!(revision, keys = kvs.len(), "etcd prefix listed");
+        }
+        Ok(listed)
     }
 
     async fn watch(
@@ -255,6 +249,21 @@ impl EtcdRegistry {
                 }
             }
         }
+    }
+}
+
+/// Translates a prefix get (see the fixture `range_prefix_with_slash.json`).
+pub(crate) fn listed(resp: &GetResponse) -> Input {
+    Input::Listed {
+        revision: resp.header().map_or(0, |h| h.revision()),
+        kvs: resp
+            .kvs()
+            .iter()
+            .map(|kv| Kv {
+                key: kv.key().to_vec(),
+                value: kv.value().to_vec(),
+            })
+            .collect(),
     }
 }
 
