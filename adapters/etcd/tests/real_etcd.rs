@@ -258,3 +258,46 @@ async fn compaction_while_disconnected_relists_without_stale_endpoints() {
         "no stale endpoint may survive: {seen:?}"
     );
 }
+
+// ---- authentication ----------------------------------------------------------------
+
+/// User/password auth with the password in a file: the right one lists, a
+/// wrong one is reported (without the password) and never resets the view.
+#[tokio::test]
+async fn authenticates_with_a_password_file() {
+    let etcd = EtcdServer::start().await;
+    let mut admin = etcd.client().await;
+    put(&admin, "web", "10.0.0.1:80", &Labels::new()).await;
+    admin.user_add("root", "s3cret-pw", None).await.unwrap();
+    admin.user_grant_role("root", "root").await.unwrap();
+    admin.auth_enable().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let with_password = |pw: &str| {
+        let path = dir.path().join(format!("pw-{pw}"));
+        std::fs::write(&path, format!("{pw}\n")).unwrap();
+        let mut c = config(etcd.url());
+        c.auth = Some(anymesh_adapter_etcd::AuthConfig {
+            user: "root".into(),
+            password_file: Some(path),
+            password_env: None,
+        });
+        Arc::new(EtcdRegistry::new(SourceId::new("etcd"), c).unwrap()) as Arc<dyn Registry>
+    };
+
+    let mut obs = Observer::start(with_password("s3cret-pw"));
+    obs.until_endpoints("web", &[("10.0.0.1", 80)]).await;
+
+    let mut obs = Observer::start(with_password("wrong-pw"));
+    match obs.next().await {
+        Change::Status(SourceStatus::Error { message }) => {
+            assert!(message.contains("connecting to etcd"), "{message}");
+            assert!(
+                !message.contains("wrong-pw"),
+                "the password leaked: {message}"
+            );
+        }
+        other => panic!("a wrong password must be an error status, got {other:?}"),
+    }
+    assert!(obs.is_running());
+}
