@@ -250,6 +250,11 @@ impl CatalogState {
                 src.info.stale_since = None;
                 src.info.last_error = None;
             }
+            Change::Status(SourceStatus::Degraded { message }) => {
+                src.info.connected = true;
+                src.info.stale_since = None;
+                src.info.last_error = Some(message);
+            }
             Change::Status(SourceStatus::Error { message }) => {
                 src.info.connected = false;
                 src.info.stale_since.get_or_insert(change.at);

@@ -29,6 +29,9 @@ pub enum SourceStatus {
     Healthy,
     /// The registry could not be read; the last good view stays in force.
     Error { message: String },
+    /// Connected and in sync, but some of the registry's entries were
+    /// skipped as invalid (`message` names them). The view is current, not stale.
+    Degraded { message: String },
 }
 
 /// One change from one source.

@@ -324,8 +324,14 @@ async fn feed(
     let (next, changes) = std::mem::take(state).step(input, decoder);
     *state = next;
     for change in changes {
-        if let anymesh_core::Change::Status(SourceStatus::Error { message }) = &change {
-            tracing::debug!(error = %message, "etcd registry status");
+        match &change {
+            anymesh_core::Change::Status(SourceStatus::Error { message }) => {
+                tracing::debug!(error = %message, "etcd registry status");
+            }
+            anymesh_core::Change::Status(SourceStatus::Degraded { message }) => {
+                tracing::warn!(problem = %message, "etcd registry: entries skipped");
+            }
+            _ => {}
         }
         sink.send(change).await?;
     }

@@ -176,7 +176,8 @@ impl Synced {
         }
     }
 
-    /// `Healthy`, or an error naming the first few invalid keys.
+    /// `Healthy`, or `Degraded` naming the first few invalid keys (the
+    /// registry is reachable and the rest of its view is current).
     fn status(&self) -> Change {
         if self.invalid.is_empty() {
             return Change::Status(SourceStatus::Healthy);
@@ -193,7 +194,7 @@ impl Synced {
             rest => format!("; and {rest} more"),
         };
         let plural = if n == 1 { "" } else { "s" };
-        Change::Status(SourceStatus::Error {
+        Change::Status(SourceStatus::Degraded {
             message: format!("{n} etcd key{plural} skipped: {}{more}", named.join("; ")),
         })
     }

@@ -123,6 +123,26 @@ fn error_keeps_last_good_view_marked_stale() {
 }
 
 #[test]
+fn degraded_is_connected_and_current_with_its_problem_shown() {
+    let mut st = CatalogState::new([SourceId::new("a")]);
+    st.apply(reset(
+        "a",
+        vec![],
+        vec![ep("a", "1", "web", "10.0.0.1", 80)],
+    ));
+    let degraded = SourceStatus::Degraded {
+        message: "1 key skipped".into(),
+    };
+    assert!(st.apply(change("a", Change::Status(degraded))));
+    let info = &st.snapshot(2).sources[0];
+    assert!(info.connected);
+    assert!(info.stale_since.is_none());
+    assert_eq!(info.last_error.as_deref(), Some("1 key skipped"));
+    st.apply(change("a", Change::Status(SourceStatus::Healthy)));
+    assert!(st.snapshot(3).sources[0].last_error.is_none());
+}
+
+#[test]
 fn incremental_changes_and_harmless_unknown_remove() {
     let mut st = CatalogState::new([]);
     st.apply(reset("a", vec![svc("web", "w", 80)], vec![]));

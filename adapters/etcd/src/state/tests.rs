@@ -16,6 +16,7 @@ fn upserted(c: &Change) -> String {
         Change::Reset(v) => format!("reset {}", v.endpoints.len()),
         Change::Status(SourceStatus::Healthy) => "healthy".into(),
         Change::Status(SourceStatus::Error { message }) => format!("error {message}"),
+        Change::Status(SourceStatus::Degraded { message }) => format!("degraded {message}"),
         other => format!("{other:?}"),
     }
 }
@@ -39,7 +40,7 @@ fn captured_list_then_watch() {
     let out: Vec<String> = out.iter().map(upserted).collect();
     assert_eq!(out[0], "reset 2");
     assert!(
-        out[1].starts_with("error 2 etcd keys skipped: etcd key `foo/bar/my-service/1.2.3.4`"),
+        out[1].starts_with("degraded 2 etcd keys skipped: etcd key `foo/bar/my-service/1.2.3.4`"),
         "{}",
         out[1]
     );
@@ -65,7 +66,7 @@ fn captured_list_then_watch() {
     // (default port), and the status now names only bad-value.
     assert_eq!(per_frame[2][0], "+1.2.3.14:80");
     assert!(per_frame[2][1]
-        .starts_with("error 1 etcd key skipped: etcd key `foo/bar/my-service/bad-value`"));
+        .starts_with("degraded 1 etcd key skipped: etcd key `foo/bar/my-service/bad-value`"));
     assert_eq!(per_frame[3], vec!["-foo/bar/my-service/10.0.0.3:8080"]);
     // The lease revoke arrives as a plain delete.
     assert_eq!(per_frame[4], vec!["-foo/bar/my-service/10.0.0.2:8080"]);
@@ -215,7 +216,7 @@ fn a_value_turning_bad_removes_the_endpoint_and_a_fix_restores_health() {
     let (state, out) = state.step(ev("{"), &d);
     let out: Vec<_> = out.iter().map(upserted).collect();
     assert_eq!(out[0], "-foo/bar/web/a");
-    assert!(out[1].starts_with("error 1 etcd key skipped: etcd key `foo/bar/web/a`"));
+    assert!(out[1].starts_with("degraded 1 etcd key skipped: etcd key `foo/bar/web/a`"));
     // The same bad value again: no new status.
     let (state, out) = state.step(ev("{"), &d);
     assert_eq!(out, vec![]);
