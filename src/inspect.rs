@@ -68,6 +68,15 @@ fn load(config: &Path) -> Result<Loaded, String> {
                 }
                 Err(e) => loaded.errors.push(format!("registry {}: {e}", r.name)),
             },
+            RegistryKind::Etcd(cfg) => {
+                // Settings::load validated the config; check does not contact etcd.
+                loaded.summary.push(format!(
+                    "registry {} (etcd {}, prefix {}): settings valid; not contacted by check",
+                    r.name,
+                    cfg.endpoints.join(","),
+                    cfg.prefix
+                ));
+            }
         }
     }
     loaded.snapshot = state.snapshot(1);

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use anymesh_adapter_etcd::EtcdRegistry;
 use anymesh_adapter_file::FileRegistry;
 use anymesh_core::catalog::{self, CatalogState};
 use anymesh_core::config::{self, ConfigSet, Diagnostic};
@@ -43,18 +44,24 @@ pub struct Mesh {
 }
 
 /// Builds the registry adapters the settings name.
-pub fn registries(settings: &Settings) -> Vec<Arc<dyn Registry>> {
+pub fn registries(settings: &Settings) -> anyhow::Result<Vec<Arc<dyn Registry>>> {
     settings
         .registries
         .iter()
-        .map(|r| match &r.kind {
-            RegistryKind::File {
-                path,
-                poll_interval,
-            } => Arc::new(
-                FileRegistry::new(SourceId::new(&r.name), path.clone())
-                    .with_poll_interval(*poll_interval),
-            ) as Arc<dyn Registry>,
+        .map(|r| {
+            let source = SourceId::new(&r.name);
+            Ok(match &r.kind {
+                RegistryKind::File {
+                    path,
+                    poll_interval,
+                } => Arc::new(
+                    FileRegistry::new(source, path.clone()).with_poll_interval(*poll_interval),
+                ) as Arc<dyn Registry>,
+                RegistryKind::Etcd(cfg) => Arc::new(
+                    EtcdRegistry::new(source, (**cfg).clone())
+                        .with_context(|| format!("registry {}", r.name))?,
+                ),
+            })
         })
         .collect()
 }
@@ -100,7 +107,7 @@ impl Mesh {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
         // Registries → catalog.
-        let adapters = registries(&settings);
+        let adapters = registries(&settings)?;
         let (change_tx, change_rx) = mpsc::channel(1024);
         let state = CatalogState::new(adapters.iter().map(|r| r.source().clone()));
         // Version 0 lists every source as not yet synced, so readiness waits for them.

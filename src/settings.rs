@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use anymesh_adapter_etcd::EtcdConfig;
 use anymesh_core::config::duration::parse_duration;
 use serde::{Deserialize, Deserializer};
 
@@ -103,6 +104,9 @@ pub enum RegistryKind {
         #[serde(default = "default_poll", deserialize_with = "duration")]
         poll_interval: Duration,
     },
+    /// etcd v3, keys in the layout of etcd's naming/endpoints package
+    /// (see docs/etcd-registry.md for every field).
+    Etcd(Box<EtcdConfig>),
 }
 
 fn default_outbound() -> SocketAddr {
@@ -187,6 +191,20 @@ impl Settings {
             }
             match &mut r.kind {
                 RegistryKind::File { path: p, .. } => *p = base.join(&*p),
+                RegistryKind::Etcd(cfg) => {
+                    cfg.validate().map_err(|e| {
+                        anyhow::anyhow!("{}: registries: {}: {e}", path.display(), r.name)
+                    })?;
+                    for file in cfg
+                        .tls
+                        .iter_mut()
+                        .flat_map(|t| [&mut t.ca_file, &mut t.cert_file, &mut t.key_file])
+                        .chain(cfg.auth.iter_mut().map(|a| &mut a.password_file))
+                        .flatten()
+                    {
+                        *file = base.join(&*file);
+                    }
+                }
             }
         }
         for p in &mut s.routing {
@@ -224,8 +242,35 @@ mod tests {
         let s = Settings::parse(Path::new("/etc/anymesh/anymesh.yaml"), "").unwrap();
         assert_eq!(s.listeners.outbound, default_outbound());
         assert_eq!(s.registries.len(), 1);
-        let RegistryKind::File { path, .. } = &s.registries[0].kind;
+        let RegistryKind::File { path, .. } = &s.registries[0].kind else {
+            panic!("the default registry is a file registry");
+        };
         assert_eq!(path, Path::new("/etc/anymesh/services.yaml"));
+    }
+
+    #[test]
+    fn etcd_registry_settings() {
+        let s = Settings::parse(
+            Path::new("/etc/anymesh/anymesh.yaml"),
+            "registries:\n  - name: etcd-main\n    type: etcd\n    endpoints: [http://127.0.0.1:2379]\n    prefix: services/\n    auth: {user: mesh, password_file: secret}\n",
+        )
+        .unwrap();
+        let RegistryKind::Etcd(cfg) = &s.registries[0].kind else {
+            panic!("etcd registry expected");
+        };
+        assert_eq!(cfg.endpoints, ["http://127.0.0.1:2379"]);
+        let auth = cfg.auth.as_ref().unwrap();
+        assert_eq!(
+            auth.password_file.as_deref(),
+            Some(Path::new("/etc/anymesh/secret"))
+        );
+        let e = Settings::parse(
+            Path::new("m.yaml"),
+            "registries:\n  - {name: e, type: etcd, endpoints: [], prefx: x}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("prefx"), "{e}");
     }
 
     #[test]

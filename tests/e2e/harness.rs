@@ -103,13 +103,34 @@ impl TestMesh {
         if let Some(services) = services {
             write(&dir.path().join("services.yaml"), services);
         }
+        Self::launch_in(
+            dir,
+            "[{name: file, type: file, path: services.yaml, poll_interval: 200ms}]",
+            routes,
+        )
+        .await
+    }
+
+    /// Starts a mesh with the given `registries:` value (YAML) and waits until it is ready.
+    pub async fn start_with_registries(registries: &str, routes: &str) -> TestMesh {
+        let t = Self::launch_in(tempfile::tempdir().expect("temp dir"), registries, routes).await;
+        eventually("/ready", || async {
+            (t.admin("/ready").await.0 == StatusCode::OK).then_some(())
+        })
+        .await;
+        t
+    }
+
+    async fn launch_in(dir: tempfile::TempDir, registries: &str, routes: &str) -> TestMesh {
         write(&dir.path().join("routes.yaml"), routes);
         let mesh_file = dir.path().join("anymesh.yaml");
         write(
             &mesh_file,
-            "listeners: {outbound: 127.0.0.1:0, admin: 127.0.0.1:0}\n\
-             registries: [{name: file, type: file, path: services.yaml, poll_interval: 200ms}]\n\
-             routing: [routes.yaml]\nrouting_reload_interval: 100ms\n",
+            &format!(
+                "listeners: {{outbound: 127.0.0.1:0, admin: 127.0.0.1:0}}\n\
+                 registries: {registries}\n\
+                 routing: [routes.yaml]\nrouting_reload_interval: 100ms\n"
+            ),
         );
         let settings = Settings::load(&mesh_file).expect("settings");
         let mesh = Mesh::start(settings).await.expect("mesh starts");

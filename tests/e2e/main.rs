@@ -2,6 +2,7 @@
 //! process boundary matters) on loopback ports with real upstreams.
 
 mod cli;
+mod etcd;
 mod harness;
 mod reload;
 mod routing;
