@@ -28,9 +28,16 @@ use crate::registry::{Change, SourceStatus, SourceView, SourcedChange};
 #[derive(Debug, Clone)]
 struct SourceState {
     services: BTreeMap<Hostname, Service>,
+    /// What the registry lists now.
     endpoints: BTreeMap<Arc<str>, Endpoint>,
+    /// Removed by the registry but still served (mass-deregistration guard).
+    held: BTreeMap<Arc<str>, guard::Held>,
+    guard: Option<GuardSettings>,
     info: SourceInfo,
 }
+
+mod guard;
+pub use guard::GuardSettings;
 
 /// What the admin listener shows about a source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -49,6 +56,16 @@ pub struct SourceInfo {
     pub change_count: u64,
     pub services: usize,
     pub endpoints: usize,
+    /// Endpoints the registry removed that the guard still serves.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub held_endpoints: usize,
+    /// When the oldest current hold began.
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_time")]
+    pub held_since: Option<SystemTime>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 mod opt_time {
@@ -65,10 +82,52 @@ mod opt_time {
 }
 
 impl SourceState {
+    /// Endpoints served: the registry's plus held ones.
+    fn served(&self) -> impl Iterator<Item = &Endpoint> {
+        self.endpoints
+            .values()
+            .chain(self.held.values().map(|h| &h.endpoint))
+    }
+
+    fn refresh_counts(&mut self) {
+        self.info.services = self.services.len();
+        self.info.endpoints = self.endpoints.len();
+        self.info.held_endpoints = self.held.len();
+        self.info.held_since = self.held.values().map(|h| h.since).min();
+    }
+
+    /// Services whose endpoints `change` may remove.
+    fn affected_services(&self, change: &Change) -> Vec<Hostname> {
+        let mut out: Vec<Hostname> = match change {
+            Change::Reset(_) => self.served().map(|e| e.service.clone()).collect(),
+            Change::RemoveService(h) => vec![h.clone()],
+            Change::RemoveEndpoint(key) => self
+                .endpoints
+                .get(&key.native_id)
+                .map(|e| e.service.clone())
+                .into_iter()
+                .collect(),
+            // An upsert can move an endpoint to another service.
+            Change::UpsertEndpoint(ep) => self
+                .endpoints
+                .get(ep.provenance.native_id.as_str())
+                .filter(|old| old.service != ep.service)
+                .map(|old| old.service.clone())
+                .into_iter()
+                .collect(),
+            Change::UpsertService(_) | Change::Status(_) => Vec::new(),
+        };
+        out.sort();
+        out.dedup();
+        out
+    }
+
     fn new(source: SourceId) -> Self {
         Self {
             services: BTreeMap::new(),
             endpoints: BTreeMap::new(),
+            held: BTreeMap::new(),
+            guard: None,
             info: SourceInfo {
                 source,
                 synced: false,
@@ -79,6 +138,8 @@ impl SourceState {
                 change_count: 0,
                 services: 0,
                 endpoints: 0,
+                held_endpoints: 0,
+                held_since: None,
             },
         }
     }
@@ -189,6 +250,50 @@ impl CatalogState {
         }
     }
 
+    /// Turns the mass-deregistration guard on for `source` (off by default).
+    pub fn with_guard(mut self, source: &SourceId, guard: GuardSettings) -> Self {
+        self.source_mut(source).guard = Some(guard);
+        self
+    }
+
+    /// The view `source` serves now (its registry's, plus held endpoints).
+    pub fn source_view(&self, source: &SourceId) -> Option<SourceView> {
+        let src = self.sources.iter().find(|s| &s.info.source == source)?;
+        Some(SourceView {
+            services: src.services.values().cloned().collect(),
+            endpoints: src.served().cloned().collect(),
+        })
+    }
+
+    /// What the catalog knows about `source`.
+    pub fn source_info(&self, source: &SourceId) -> Option<&SourceInfo> {
+        self.sources
+            .iter()
+            .find(|s| &s.info.source == source)
+            .map(|s| &s.info)
+    }
+
+    /// When the earliest guard hold ends, if any.
+    pub fn next_guard_expiry(&self) -> Option<SystemTime> {
+        self.sources
+            .iter()
+            .filter_map(|s| guard::next_expiry(s.guard.as_ref(), &s.held))
+            .min()
+    }
+
+    /// Ends guard holds whose grace period is over at `now`. Returns whether
+    /// anything visible changed.
+    pub fn expire_guard(&mut self, now: SystemTime) -> bool {
+        let mut changed = false;
+        for src in &mut self.sources {
+            if guard::expire(src.guard.as_ref(), &src.info.source, &mut src.held, now) {
+                src.refresh_counts();
+                changed = true;
+            }
+        }
+        changed
+    }
+
     fn source_mut(&mut self, id: &SourceId) -> &mut SourceState {
         let idx = match self.sources.iter().position(|s| &s.info.source == id) {
             Some(i) => i,
@@ -204,6 +309,8 @@ impl CatalogState {
     pub fn apply(&mut self, change: SourcedChange) -> bool {
         let src = self.source_mut(&change.source);
         let before_info = src.info.clone();
+        let affected = src.affected_services(&change.change);
+        let before = guard::served_by_service(&src.endpoints, &src.held, &affected);
         let mut data_changed = false;
         match change.change {
             Change::Reset(SourceView {
@@ -261,11 +368,20 @@ impl CatalogState {
                 src.info.last_error = Some(message);
             }
         }
+        if !affected.is_empty() {
+            data_changed |= guard::reconcile(
+                src.guard.as_ref(),
+                &src.info.source,
+                before,
+                &src.endpoints,
+                &mut src.held,
+                change.at,
+            );
+        }
         if data_changed {
             src.info.change_count += 1;
         }
-        src.info.services = src.services.len();
-        src.info.endpoints = src.endpoints.len();
+        src.refresh_counts();
         data_changed || src.info != before_info
     }
 
@@ -303,7 +419,7 @@ impl CatalogState {
                     }
                 }
             }
-            for ep in src.endpoints.values() {
+            for ep in src.served() {
                 let acc = merged.entry(ep.service.clone()).or_default();
                 add_source(acc, &src.info.source);
                 let mut nums: Vec<u16> = ep.ports.iter().map(|p| p.number).collect();
@@ -416,17 +532,45 @@ fn grant_aliases(
 /// Applies changes from `rx` and publishes a snapshot after each batch.
 /// Returns when every sender is gone.
 pub async fn run(
+    state: CatalogState,
+    rx: mpsc::Receiver<SourcedChange>,
+    tx: watch::Sender<Arc<Snapshot>>,
+) {
+    run_with(state, rx, tx, |_| {}).await
+}
+
+/// [`run`], calling `after_publish` with the state after each published
+/// snapshot (e.g. to persist each source's view).
+pub async fn run_with(
     mut state: CatalogState,
     mut rx: mpsc::Receiver<SourcedChange>,
     tx: watch::Sender<Arc<Snapshot>>,
+    mut after_publish: impl FnMut(&CatalogState) + Send,
 ) {
     let mut version = tx.borrow().version;
-    while let Some(first) = rx.recv().await {
-        let mut changed = state.apply(first);
-        // Fold whatever else is already queued into the same snapshot.
-        while let Ok(next) = rx.try_recv() {
-            changed |= state.apply(next);
-        }
+    loop {
+        let expiry = state.next_guard_expiry();
+        let hold_ends = async {
+            match expiry {
+                Some(at) => {
+                    let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+                    tokio::time::sleep(wait).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let changed = tokio::select! {
+            first = rx.recv() => {
+                let Some(first) = first else { return };
+                let mut changed = state.apply(first);
+                // Fold whatever else is already queued into the same snapshot.
+                while let Ok(next) = rx.try_recv() {
+                    changed |= state.apply(next);
+                }
+                changed
+            }
+            () = hold_ends => state.expire_guard(SystemTime::now()),
+        };
         if changed {
             version += 1;
             let snap = state.snapshot(version);
@@ -436,6 +580,7 @@ pub async fn run(
                 "catalog snapshot published"
             );
             tx.send_replace(Arc::new(snap));
+            after_publish(&state);
         }
     }
 }
