@@ -7,12 +7,14 @@
 
 pub mod catalog;
 pub mod config;
+pub mod mapping;
 pub mod model;
 pub mod registry;
 pub mod routes;
 
 pub use catalog::{CatalogState, MergedService, Snapshot};
 pub use config::{ConfigSet, Diagnostic, Severity};
+pub use mapping::{MappedRegistry, Mapping, MappingError};
 pub use model::{
     Endpoint, EndpointKey, EndpointPort, Health, Hostname, Labels, Locality, Protocol, Provenance,
     Service, ServicePort, SourceId,
