@@ -19,11 +19,11 @@ use crate::settings::{RegistryKind, Settings};
 const EXIT_CONFIG: u8 = 64;
 
 /// Everything `check` and `routes` need, loaded once.
-struct Loaded {
-    snapshot: Snapshot,
-    table: RouteTable,
+pub(crate) struct Loaded {
+    pub(crate) snapshot: Snapshot,
+    pub(crate) table: RouteTable,
     /// Problems, each already rendered as one line with its severity.
-    errors: Vec<String>,
+    pub(crate) errors: Vec<String>,
     warnings: Vec<String>,
     summary: Vec<String>,
 }
@@ -38,7 +38,7 @@ fn sort(diags: Vec<Diagnostic>, loaded: &mut Loaded) {
     }
 }
 
-fn load(config: &Path) -> Result<Loaded, String> {
+pub(crate) fn load(config: &Path) -> Result<Loaded, String> {
     let settings = Settings::load(config).map_err(|e| format!("{e:#}"))?;
     let mut loaded = Loaded {
         snapshot: Snapshot::default(),

@@ -2,6 +2,7 @@
 //! end-to-end tests can run the same code in-process.
 
 pub mod demo;
+pub mod explain;
 pub mod inspect;
 pub mod mesh;
 pub mod settings;

@@ -63,6 +63,17 @@ enum Command {
         #[arg(long = "header", value_name = "NAME=VALUE")]
         headers: Vec<String>,
     },
+    /// Every endpoint of a service: its source, labels before and after mapping, health, and why it is or is not eligible.
+    Explain {
+        #[arg(short, long, default_value = "anymesh.yaml")]
+        config: PathBuf,
+        /// The service's hostname or alias, optionally with `:port`.
+        #[arg(long)]
+        host: String,
+        /// Print JSON (the shape the admin listener's `/explain` serves).
+        #[arg(long)]
+        json: bool,
+    },
     /// Start demo upstreams and the mesh on loopback, show a 95/5 split and header routing, keep serving.
     Demo {
         /// Requests to send for the split measurement.
@@ -126,6 +137,9 @@ fn main() -> ExitCode {
                 method,
                 headers,
             } => inspect::routes(&config, &host, &path, &method, &headers).await,
+            Command::Explain { config, host, json } => {
+                anymesh::explain::run(&config, &host, json).await
+            }
             Command::Demo { requests, no_wait } => demo::run(requests, !no_wait).await,
         }
     })

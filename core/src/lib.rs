@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod explain;
 pub mod mapping;
 pub mod model;
 pub mod registry;

@@ -1,4 +1,4 @@
-//! The admin listener: `/ready`, `/config`, `/metrics`.
+//! The admin listener: `/ready`, `/config`, `/explain`, `/metrics`.
 //!
 //! Kept on its own port so it never competes with proxied traffic for routes.
 
@@ -18,6 +18,8 @@ use tokio::sync::watch;
 
 use crate::body::ProxyBody;
 use crate::router::Router;
+
+mod explain;
 
 /// Everything the admin endpoints read.
 pub struct AdminState {
@@ -88,6 +90,7 @@ pub fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody
                 ),
             }
         }
+        "/explain" => explain::handle(state, req),
         "/metrics" => {
             let mut out = String::new();
             match prometheus_client::encoding::text::encode(&mut out, &state.registry) {
@@ -106,7 +109,7 @@ pub fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody
         _ => respond(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "admin endpoints: /ready /config /metrics\n",
+            "admin endpoints: /ready /config /explain?host=H /metrics\n",
         ),
     }
 }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod etcd;
+mod explain;
 mod harness;
 mod reload;
 mod routing;
