@@ -5,5 +5,6 @@ pub mod demo;
 pub mod explain;
 pub mod inspect;
 pub mod mesh;
+pub mod persist;
 pub mod settings;
 pub mod upstream;

@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use anymesh_adapter_etcd::EtcdRegistry;
@@ -18,7 +18,7 @@ use anymesh_adapter_file::FileRegistry;
 use anymesh_core::catalog::{self, CatalogState};
 use anymesh_core::config::{self, ConfigSet, Diagnostic};
 use anymesh_core::routes::compile::compile;
-use anymesh_core::{ChangeSink, Registry, Snapshot, SourceId};
+use anymesh_core::{ChangeSink, Registry, Snapshot, SourceId, SourceView};
 use anymesh_proxy::admin::{serve_admin, AdminState};
 use anymesh_proxy::server::{serve_proxy, ServerSettings};
 use anymesh_proxy::{Metrics, Proxy, Router, UpstreamSettings};
@@ -31,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::persist::StateDir;
 use crate::settings::{RegistryKind, Settings};
 
 /// A running mesh.
@@ -109,10 +110,35 @@ impl Mesh {
         // Registries → catalog.
         let adapters = registries(&settings)?;
         let (change_tx, change_rx) = mpsc::channel(1024);
-        let state = CatalogState::new(adapters.iter().map(|r| r.source().clone()));
+        let mut state = CatalogState::new(adapters.iter().map(|r| r.source().clone()));
+        for r in &settings.registries {
+            if let Some(g) = r.guard.settings() {
+                state = state.with_guard(&SourceId::new(&r.name), g);
+            }
+        }
+        let state_dir = match &settings.state_dir {
+            Some(d) => Some(StateDir::open(d)?),
+            None => None,
+        };
+        if let Some(dir) = &state_dir {
+            restore(dir, &mut state);
+        }
         // Version 0 lists every source as not yet synced, so readiness waits for them.
         let (snap_tx, snap_rx) = watch::channel(Arc::new(state.snapshot(0)));
-        tasks.spawn(catalog::run(state, change_rx, snap_tx));
+        match state_dir {
+            Some(dir) => {
+                let sources: Vec<SourceId> = adapters.iter().map(|r| r.source().clone()).collect();
+                tasks.spawn(catalog::run_with(
+                    state,
+                    change_rx,
+                    snap_tx,
+                    saver(dir, sources),
+                ));
+            }
+            None => {
+                tasks.spawn(catalog::run(state, change_rx, snap_tx));
+            }
+        }
         for adapter in adapters {
             let sink = ChangeSink::new(adapter.source().clone(), change_tx.clone());
             let mut stop = shutdown_rx.clone();
@@ -212,6 +238,73 @@ impl Mesh {
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Seeds the catalog with each source's saved view (served, marked stale,
+/// until the registry answers).
+fn restore(dir: &StateDir, state: &mut CatalogState) {
+    let sources: Vec<SourceId> = state.sources().cloned().collect();
+    for source in sources {
+        match dir.load(&source) {
+            Ok(Some(saved)) => {
+                let endpoints = saved.view.endpoints.len();
+                let saved_secs = saved
+                    .saved_at
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                state.restore(&source, saved.view, saved.saved_at, SystemTime::now());
+                tracing::warn!(
+                    source = %source,
+                    endpoints,
+                    saved_at = saved_secs,
+                    "registry not read yet: serving its last saved view (fail-static) until it answers"
+                );
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(source = %source, error = %format!("{e:#}"), "ignoring the saved view")
+            }
+        }
+    }
+}
+
+/// After each catalog batch: saves the view of every connected source whose
+/// data changed. Writes happen off the catalog task, newest view wins.
+fn saver(dir: StateDir, sources: Vec<SourceId>) -> impl FnMut(&CatalogState) + Send {
+    let (tx, mut rx) = mpsc::channel::<(SourceId, SourceView)>(64);
+    tokio::spawn(async move {
+        while let Some((source, view)) = rx.recv().await {
+            let dir = dir.clone();
+            let result = tokio::task::spawn_blocking(move || dir.save(&source, &view)).await;
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot save a registry's view")
+                }
+                Err(e) => tracing::warn!(error = %e, "saving a registry's view failed"),
+            }
+        }
+    });
+    let mut saved_at_change: std::collections::HashMap<SourceId, u64> = Default::default();
+    move |state: &CatalogState| {
+        for source in &sources {
+            let Some(info) = state.source_info(source) else {
+                continue;
+            };
+            // Only a view the registry itself confirmed is worth keeping.
+            if !(info.synced && info.connected)
+                || saved_at_change.get(source) == Some(&info.change_count)
+            {
+                continue;
+            }
+            if let Some(view) = state.source_view(source) {
+                if tx.try_send((source.clone(), view)).is_ok() {
+                    saved_at_change.insert(source.clone(), info.change_count);
+                }
+            }
+        }
+    }
 }
 
 /// Where each compiled table goes.

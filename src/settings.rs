@@ -38,6 +38,10 @@ pub struct Settings {
     pub routing_reload_interval: Duration,
     #[serde(default)]
     pub upstream: Upstream,
+    /// Where the last good view of each registry is kept, so a restart while
+    /// a registry is down still serves (fail-static). Off when unset.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
     #[serde(skip)]
     pub file: PathBuf,
 }
@@ -92,6 +96,9 @@ impl Default for Upstream {
 pub struct RegistrySettings {
     /// Source name shown in provenance, explain output and metrics. Unique.
     pub name: String,
+    /// The mass-deregistration guard of this registry (on by default).
+    #[serde(default)]
+    pub guard: Guard,
     #[serde(flatten)]
     pub kind: RegistryKind,
 }
@@ -109,6 +116,50 @@ pub enum RegistryKind {
     Etcd(Box<EtcdConfig>),
 }
 
+/// Mass-deregistration guard settings of a registry.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Guard {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Hold a change that removes more than this share (0..1) of a service's endpoints.
+    #[serde(default = "default_share")]
+    pub max_removal_share: f64,
+    /// How long removed endpoints keep being served.
+    #[serde(default = "default_grace", deserialize_with = "duration")]
+    pub grace: Duration,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_removal_share: default_share(),
+            grace: default_grace(),
+        }
+    }
+}
+
+impl Guard {
+    pub fn settings(&self) -> Option<anymesh_core::catalog::GuardSettings> {
+        self.enabled
+            .then_some(anymesh_core::catalog::GuardSettings {
+                max_removal_share: self.max_removal_share,
+                grace: self.grace,
+            })
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_share() -> f64 {
+    0.5
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(60)
+}
+
 fn default_outbound() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 15001))
 }
@@ -118,6 +169,7 @@ fn default_admin() -> SocketAddr {
 fn default_registries() -> Vec<RegistrySettings> {
     vec![RegistrySettings {
         name: "file".into(),
+        guard: Guard::default(),
         kind: RegistryKind::File {
             path: PathBuf::from("services.yaml"),
             poll_interval: default_poll(),
@@ -182,6 +234,14 @@ impl Settings {
                     path.display()
                 );
             }
+            if !(0.0..=1.0).contains(&r.guard.max_removal_share) {
+                bail!(
+                    "{}: registries: {}: guard.max_removal_share must be between 0 and 1, got {}",
+                    path.display(),
+                    r.name,
+                    r.guard.max_removal_share
+                );
+            }
             if !names.insert(r.name.clone()) {
                 bail!(
                     "{}: registries: name {:?} is used twice",
@@ -209,6 +269,9 @@ impl Settings {
         }
         for p in &mut s.routing {
             *p = base.join(&*p);
+        }
+        if let Some(d) = &mut s.state_dir {
+            *d = base.join(&*d);
         }
         Ok(s)
     }

@@ -62,6 +62,10 @@ pub struct SourceInfo {
     /// When the oldest current hold began.
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_time")]
     pub held_since: Option<SystemTime>,
+    /// Set while the view is one saved before a restart (fail-static), not
+    /// yet confirmed by the registry: when it was saved.
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_time")]
+    pub restored_from: Option<SystemTime>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -140,6 +144,7 @@ impl SourceState {
                 endpoints: 0,
                 held_endpoints: 0,
                 held_since: None,
+                restored_from: None,
             },
         }
     }
@@ -256,6 +261,32 @@ impl CatalogState {
         self
     }
 
+    /// Seeds `source` with a view saved before a restart: served, but marked
+    /// stale (`restored_from`) until the registry's own first list replaces it.
+    pub fn restore(
+        &mut self,
+        source: &SourceId,
+        view: SourceView,
+        saved_at: SystemTime,
+        now: SystemTime,
+    ) {
+        self.apply(SourcedChange {
+            source: source.clone(),
+            change: Change::Reset(view),
+            at: now,
+        });
+        let src = self.source_mut(source);
+        src.info.connected = false;
+        src.info.stale_since = Some(now);
+        src.info.last_full_sync = None;
+        src.info.restored_from = Some(saved_at);
+    }
+
+    /// The sources, in precedence order.
+    pub fn sources(&self) -> impl Iterator<Item = &SourceId> {
+        self.sources.iter().map(|s| &s.info.source)
+    }
+
     /// The view `source` serves now (its registry's, plus held endpoints).
     pub fn source_view(&self, source: &SourceId) -> Option<SourceView> {
         let src = self.sources.iter().find(|s| &s.info.source == source)?;
@@ -333,6 +364,7 @@ impl CatalogState {
                 src.info.stale_since = None;
                 src.info.last_error = None;
                 src.info.last_full_sync = Some(change.at);
+                src.info.restored_from = None;
             }
             Change::UpsertService(svc) => {
                 let prev = src.services.insert(svc.hostname.clone(), svc.clone());

@@ -55,3 +55,81 @@ async fn endpoints_registered_in_etcd_receive_traffic_and_follow_changes() {
     let (_, cfg) = mesh.admin("/config").await;
     assert!(cfg.contains(&key(1)), "{cfg}");
 }
+
+/// The outage story: etcd dies under load (no request fails), the proxy
+/// restarts while etcd is still down (it serves its saved view), etcd comes
+/// back with changed content (the proxy converges to it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_an_etcd_outage_and_a_restart_during_it() {
+    let mut etcd = EtcdServer::start().await;
+    let ups = upstreams(&["e1", "e2"]).await;
+    let key = |i: usize| format!("services/web/127.0.0.1:{}", ups[i].addr.port());
+    {
+        let mut client = etcd.client().await;
+        for (i, up) in ups.iter().enumerate() {
+            client
+                .put(key(i), value(up.addr.port(), "v1"), None)
+                .await
+                .expect("put");
+        }
+    }
+    let state = tempfile::tempdir().expect("state dir");
+    let registries = format!(
+        "[{{name: etcd, type: etcd, endpoints: ['{}'], prefix: services/, backoff: {{initial: 50ms, max: 200ms}}}}]",
+        etcd.url()
+    );
+    let extra = format!("state_dir: '{}'\n", state.path().display());
+    let mesh = TestMesh::start_with_settings(&registries, "", &extra).await;
+    eventually("both endpoints served", || async {
+        let c = mesh.count("web", 20, &[]).await;
+        (c.len() == 2).then_some(())
+    })
+    .await;
+    eventually("the view is saved", || async {
+        state.path().join("etcd.json").exists().then_some(())
+    })
+    .await;
+
+    // etcd dies: traffic keeps flowing on the last good view.
+    etcd.kill();
+    eventually("the source is marked stale", || async {
+        let snap = mesh.mesh.catalog.borrow().clone();
+        snap.sources[0].stale_since.map(|_| ())
+    })
+    .await;
+    let counts = mesh.count("web", 100, &[]).await;
+    assert_eq!(
+        counts.values().sum::<usize>(),
+        100,
+        "no request failed during the outage: {counts:?}"
+    );
+
+    // Restart the proxy while etcd is still down: it serves the saved view.
+    let TestMesh { mesh: old, .. } = mesh;
+    old.shutdown().await;
+    let mesh = TestMesh::start_with_settings(&registries, "", &extra).await;
+    let counts = mesh.count("web", 40, &[]).await;
+    assert_eq!(counts.len(), 2, "served from the saved view: {counts:?}");
+    let snap = mesh.mesh.catalog.borrow().clone();
+    assert!(
+        snap.sources[0].restored_from.is_some(),
+        "/config says the view is a restored one"
+    );
+    assert!(!snap.sources[0].connected);
+
+    // etcd returns; e1 was deregistered meanwhile: the proxy converges.
+    etcd.restart().await;
+    etcd.client()
+        .await
+        .delete(key(0), None)
+        .await
+        .expect("delete e1");
+    eventually("only e2 left", || async {
+        let c = mesh.count("web", 10, &[]).await;
+        (c.get("e2") == Some(&10)).then_some(())
+    })
+    .await;
+    let snap = mesh.mesh.catalog.borrow().clone();
+    assert!(snap.sources[0].connected && snap.sources[0].stale_since.is_none());
+    assert!(snap.sources[0].restored_from.is_none());
+}

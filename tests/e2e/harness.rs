@@ -113,7 +113,14 @@ impl TestMesh {
 
     /// Starts a mesh with the given `registries:` value (YAML) and waits until it is ready.
     pub async fn start_with_registries(registries: &str, routes: &str) -> TestMesh {
-        let t = Self::launch_in(tempfile::tempdir().expect("temp dir"), registries, routes).await;
+        Self::start_with_settings(registries, routes, "").await
+    }
+
+    /// Like [`TestMesh::start_with_registries`], with more `anymesh.yaml` lines.
+    pub async fn start_with_settings(registries: &str, routes: &str, extra: &str) -> TestMesh {
+        let dir = tempfile::tempdir().expect("temp dir");
+        write(&dir.path().join("extra.yaml"), extra);
+        let t = Self::launch_in(dir, registries, routes).await;
         eventually("/ready", || async {
             (t.admin("/ready").await.0 == StatusCode::OK).then_some(())
         })
@@ -124,12 +131,13 @@ impl TestMesh {
     async fn launch_in(dir: tempfile::TempDir, registries: &str, routes: &str) -> TestMesh {
         write(&dir.path().join("routes.yaml"), routes);
         let mesh_file = dir.path().join("anymesh.yaml");
+        let extra = std::fs::read_to_string(dir.path().join("extra.yaml")).unwrap_or_default();
         write(
             &mesh_file,
             &format!(
                 "listeners: {{outbound: 127.0.0.1:0, admin: 127.0.0.1:0}}\n\
                  registries: {registries}\n\
-                 routing: [routes.yaml]\nrouting_reload_interval: 100ms\n"
+                 routing: [routes.yaml]\nrouting_reload_interval: 100ms\n{extra}"
             ),
         );
         let settings = Settings::load(&mesh_file).expect("settings");

@@ -299,3 +299,24 @@ async fn not_ready_until_the_registry_answers() {
     .await;
     assert_eq!(mesh.get("web", "/", &[]).await.1, "one");
 }
+
+#[tokio::test]
+async fn the_guard_holds_a_mass_removal_from_the_registry_file() {
+    let ups = upstreams(&["one", "two", "three"]).await;
+    let eps: Vec<String> = ups.iter().map(|u| endpoint(u, "version: v1")).collect();
+    let mesh = TestMesh::start(&services("web", "http", &eps), "").await;
+    // Two of three endpoints vanish at once: held (on by default, 60 s grace).
+    write(
+        &mesh.path("services.yaml"),
+        &services("web", "http", &eps[..1]),
+    );
+    eventually("the guard holds two endpoints", || async {
+        let snap = mesh.mesh.catalog.borrow().clone();
+        (snap.sources[0].held_endpoints == 2).then_some(())
+    })
+    .await;
+    let counts = mesh.count("web", 30, &[]).await;
+    assert_eq!(counts.len(), 3, "all three still served: {counts:?}");
+    let (_, cfg) = mesh.admin("/config").await;
+    assert!(cfg.contains("\"held_endpoints\": 2"), "{cfg}");
+}

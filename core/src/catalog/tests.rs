@@ -143,6 +143,41 @@ fn degraded_is_connected_and_current_with_its_problem_shown() {
 }
 
 #[test]
+fn a_restored_view_is_served_stale_until_the_registry_lists() {
+    let mut st = CatalogState::new([SourceId::new("a")]);
+    let saved_at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
+    let view = SourceView {
+        services: vec![],
+        endpoints: vec![ep("a", "1", "web", "10.0.0.1", 80)],
+    };
+    st.restore(&SourceId::new("a"), view, saved_at, SystemTime::now());
+    let snap = st.snapshot(1);
+    assert_eq!(snap.service(&host("web")).unwrap().endpoints.len(), 1);
+    let info = &snap.sources[0];
+    assert!(info.synced && !info.connected && info.stale_since.is_some());
+    assert_eq!(info.restored_from, Some(saved_at));
+    // The registry's error keeps it; its first list replaces it.
+    st.apply(change(
+        "a",
+        Change::Status(SourceStatus::Error {
+            message: "down".into(),
+        }),
+    ));
+    assert_eq!(st.snapshot(2).sources[0].restored_from, Some(saved_at));
+    st.apply(reset(
+        "a",
+        vec![],
+        vec![ep("a", "2", "web", "10.0.0.2", 80)],
+    ));
+    let snap = st.snapshot(3);
+    assert_eq!(snap.sources[0].restored_from, None);
+    assert_eq!(
+        snap.service(&host("web")).unwrap().endpoints[0].address,
+        "10.0.0.2"
+    );
+}
+
+#[test]
 fn incremental_changes_and_harmless_unknown_remove() {
     let mut st = CatalogState::new([]);
     st.apply(reset("a", vec![svc("web", "w", 80)], vec![]));
