@@ -1,0 +1,1327 @@
+#!/usr/bin/env python3
+"""anymesh's side-by-side benchmark against nginx and HAProxy (and no proxy).
+
+One command, one run: installs what is missing, builds anymesh in release mode,
+starts one fixed upstream (nginx, one worker) and, for each worker-thread count,
+the contenders `direct` (no proxy), `anymesh`, `nginx` and `haproxy`, then runs
+every cell in rounds, alternating the contenders inside each round, and reports
+medians. Python 3.11 standard library only. See docs/performance.md.
+
+Exit status: 0 when every contender started and every tool ran (whatever the
+numbers are), 1 when a contender failed to start or died, or a tool failed,
+2 on a usage error, 130 when interrupted. Every process it starts is stopped
+(each runs in its own process group), on every path out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.client
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+WRK_LUA = BENCH / "wrk-report.lua"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+OHA_VERSION = "1.16.0"  # pinned: the harness reads oha's JSON output
+
+# The fixed upstream's answer: small and constant (64 bytes with the newline).
+BODY = "anymesh bench: the fixed upstream answers this 64-byte body. ok\n"
+assert len(BODY) == 64
+
+# Host names the proxies are addressed by. `web` is a plain service (no
+# VirtualService): every contender's main cells use it. `web-routed` has a
+# VirtualService whose first route matches a header and whose second splits
+# 95/5 between subsets; only anymesh is measured through it.
+HOST = "web"
+HOST_ROUTED = "web-routed"
+
+PROXIES = ["anymesh", "nginx", "haproxy"]
+CONTENDERS = ["direct"] + PROXIES
+LABEL = {"direct": "direct", "anymesh": "anymesh", "nginx": "nginx", "haproxy": "HAProxy",
+         "anymesh-routed": "anymesh (routed)"}
+
+T0 = time.monotonic()
+
+
+class BenchError(Exception):
+    """A contender failed to start (or died), or a tool failed: exit 1."""
+
+
+class Interrupted(Exception):
+    """SIGTERM / SIGHUP: treated like Ctrl-C."""
+
+
+def log(msg: str) -> None:
+    el = time.monotonic() - T0
+    print(f"[bench {int(el // 60):02d}:{el % 60:04.1f}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# processes
+
+
+class Procs:
+    """Every long-running process the harness starts, each in its own session
+    (so its process group can be signalled as a whole, and a terminal's Ctrl-C
+    reaches only the harness, which then stops them all)."""
+
+    def __init__(self) -> None:
+        self.live: list[subprocess.Popen] = []
+        self.lock = threading.Lock()
+
+    def start(self, cmd: list[str], log_path: Path, env: dict | None = None,
+              cwd: Path | None = None) -> subprocess.Popen:
+        with open(log_path, "ab") as logf:
+            p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                 start_new_session=True, env=env, cwd=cwd)
+        with self.lock:
+            self.live.append(p)
+        return p
+
+    def stop(self, p: subprocess.Popen, timeout: float = 5.0) -> None:
+        try:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                try:
+                    p.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    pass
+            # the leader may be gone while workers of its group linger
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        finally:
+            with self.lock:
+                if p in self.live:
+                    self.live.remove(p)
+
+    def stop_all(self) -> None:
+        for p in list(reversed(self.live)):
+            self.stop(p, timeout=3.0)
+
+
+PROCS = Procs()
+
+
+def run_tool(cmd: list[str], timeout: float, what: str) -> str:
+    """Runs a load tool to completion in its own process group; returns stdout.
+    A non-zero exit, a timeout or an unreadable output is a tool failure."""
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         start_new_session=True, text=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{what}: timed out after {timeout:.0f}s: {' '.join(cmd)}")
+    finally:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+    if p.returncode != 0:
+        raise BenchError(f"{what}: exit code {p.returncode}: {' '.join(cmd)}\n{err.strip()[-2000:]}")
+    return out
+
+
+# --------------------------------------------------------------------------
+# /proc
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return s[s.rindex(")") + 2:].split()  # field n of proc(5) is index n-3
+
+
+def tree_pids(root: int) -> list[int]:
+    """The process and all its descendants (nginx's workers, for instance)."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        fs = _stat_fields(int(d))
+        if fs:
+            children.setdefault(int(fs[1]), []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def cpu_ticks(pids: list[int]) -> int:
+    """utime + stime (clock ticks) summed over live processes (all threads)."""
+    total = 0
+    for pid in pids:
+        fs = _stat_fields(pid)
+        if fs:
+            total += int(fs[11]) + int(fs[12])
+    return total
+
+
+def rss_kb(pids: list[int]) -> tuple[int, int]:
+    """(VmRSS summed, Pss summed) in KiB. RSS counts pages shared between a
+    master and its workers once per process; Pss splits them."""
+    rss = pss = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        rss += int(line.split()[1])
+                        break
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        pss += int(line.split()[1])
+                        break
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            pass
+    return rss, pss
+
+
+def system_busy_ticks() -> int:
+    with open("/proc/stat") as f:
+        parts = f.readline().split()
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in parts[1:9])
+    return user + nice + system + irq + softirq + steal
+
+
+def own_and_children_cpu_s() -> float:
+    s = resource.getrusage(resource.RUSAGE_SELF)
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+
+# --------------------------------------------------------------------------
+# small network helpers
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def http_get(port: int, host: str, path: str = "/", timeout: float = 2.0) -> tuple[int, str]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("GET", path, headers={"Host": host})
+        r = c.getresponse()
+        return r.status, r.read().decode("utf-8", "replace")
+    finally:
+        c.close()
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def log_tail(path: Path, n: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+# --------------------------------------------------------------------------
+# servers: the upstream and the contenders
+
+
+class Server:
+    def __init__(self, name: str, proc: subprocess.Popen | None, h1_port: int, h2_port: int,
+                 log_path: Path | None, admin_port: int | None = None):
+        self.name, self.proc, self.h1_port, self.h2_port = name, proc, h1_port, h2_port
+        self.log_path, self.admin_port = log_path, admin_port
+
+    def pids(self) -> list[int]:
+        return tree_pids(self.proc.pid) if self.proc else []
+
+    def check_alive(self, when: str) -> None:
+        if self.proc and self.proc.poll() is not None:
+            raise BenchError(f"{self.name} exited with code {self.proc.returncode} {when}; "
+                             f"its log ends:\n{log_tail(self.log_path)}")
+
+    def wait_listening(self, ports: list[int], timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        for port in ports:
+            while not port_open(port):
+                self.check_alive("at start")
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{self.name} did not listen on 127.0.0.1:{port} within {timeout:.0f}s; "
+                                     f"its log ends:\n{log_tail(self.log_path)}")
+                time.sleep(0.05)
+
+
+class Ctx:
+    def __init__(self, args, tmp: Path, tools: dict[str, str], anymesh_bin: str):
+        self.args, self.tmp, self.tools, self.anymesh_bin = args, tmp, tools, anymesh_bin
+        self.up_h1: list[int] = []
+        self.up_h2 = 0
+        self.seq = 0
+
+    def path(self, stem: str) -> Path:
+        self.seq += 1
+        return self.tmp / f"{self.seq:03d}-{stem}"
+
+    @property
+    def fd_budget(self) -> int:
+        return self.args.idle_conns + 4096
+
+
+def start_upstream(ctx: Ctx) -> Server:
+    a, b, c = free_ports(3)
+    d = ctx.path("upstream")
+    d.mkdir()
+    conf = d / "nginx.conf"
+    conf.write_text(f"""# the fixed upstream: one nginx worker, a fixed 64-byte answer
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+worker_rlimit_nofile {2 * ctx.fd_budget};
+events {{ worker_connections {ctx.fd_budget}; }}
+http {{
+    access_log off;
+    default_type text/plain;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    server {{
+        listen 127.0.0.1:{a};
+        listen 127.0.0.1:{b};
+        location / {{ return 200 "{BODY[:-1]}\\n"; }}
+    }}
+    server {{
+        listen 127.0.0.1:{c} http2;
+        location / {{ return 200 "{BODY[:-1]}\\n"; }}
+    }}
+}}
+""")
+    log_path = d / "stderr.log"
+    p = PROCS.start([ctx.tools["nginx"], "-e", str(d / "error.log"), "-p", str(d), "-c", str(conf)], log_path)
+    srv = Server("upstream nginx", p, a, c, log_path)
+    srv.wait_listening([a, b, c])
+    for port in (a, b):
+        st, body = http_get(port, HOST)
+        if st != 200 or body != BODY:
+            raise BenchError(f"the upstream on port {port} answered {st} {body!r}")
+    ctx.up_h1, ctx.up_h2 = [a, b], c
+    return srv
+
+
+def start_anymesh(ctx: Ctx, threads: int, verify: bool = True) -> Server:
+    out, admin = free_ports(2)
+    d = ctx.path(f"anymesh-t{threads}")
+    d.mkdir()
+    a, b = ctx.up_h1
+    (d / "services.yaml").write_text(f"""# the benchmark's registry: `web` (plain forwarding) and `web-routed`
+# (a VirtualService), both over the upstream's two ports
+services:
+  - name: {HOST}
+    ports: [{{name: http, port: 80, protocol: http}}]
+    endpoints:
+      - {{address: 127.0.0.1, port: {a}, labels: {{version: v1}}, id: web-a}}
+      - {{address: 127.0.0.1, port: {b}, labels: {{version: v2}}, id: web-b}}
+  - name: {HOST_ROUTED}
+    ports: [{{name: http, port: 80, protocol: http}}]
+    endpoints:
+      - {{address: 127.0.0.1, port: {a}, labels: {{version: v1}}, id: web-routed-a}}
+      - {{address: 127.0.0.1, port: {b}, labels: {{version: v2}}, id: web-routed-b}}
+""")
+    (d / "routes.yaml").write_text(f"""# routing priced in: a header match first, then a 95/5 split by subset
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: {HOST_ROUTED}
+spec:
+  hosts: [{HOST_ROUTED}]
+  http:
+    - name: canary-header
+      match:
+        - headers:
+            x-canary: {{exact: "1"}}
+      route:
+        - destination: {{host: {HOST_ROUTED}, subset: v2}}
+    - name: split
+      route:
+        - destination: {{host: {HOST_ROUTED}, subset: v1}}
+          weight: 95
+        - destination: {{host: {HOST_ROUTED}, subset: v2}}
+          weight: 5
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: {HOST_ROUTED}
+spec:
+  host: {HOST_ROUTED}
+  subsets:
+    - name: v1
+      labels: {{version: v1}}
+    - name: v2
+      labels: {{version: v2}}
+""")
+    (d / "anymesh.yaml").write_text(f"""listeners:
+  outbound: 127.0.0.1:{out}
+  admin: 127.0.0.1:{admin}
+registries:
+  - name: file
+    type: file
+    path: services.yaml
+routing: [routes.yaml]
+""")
+    env = dict(os.environ, ANYMESH_LOG="warn")
+    env.pop("ANYMESH_WORKERS", None)
+    log_path = d / "stderr.log"
+    p = PROCS.start([ctx.anymesh_bin, "proxy", "-c", str(d / "anymesh.yaml"), "--workers", str(threads)],
+                    log_path, env=env, cwd=d)
+    srv = Server("anymesh", p, out, out, log_path, admin_port=admin)
+    srv.wait_listening([admin, out])
+    deadline = time.monotonic() + 20
+    while True:
+        srv.check_alive("at start")
+        try:
+            st, body = http_get(admin, "localhost", "/ready")
+            if st == 200:
+                break
+        except OSError:
+            st, body = 0, "connection failed"
+        if time.monotonic() > deadline:
+            raise BenchError(f"anymesh /ready still answers {st} {body.strip()!r} after 20s; "
+                             f"its log ends:\n{log_tail(log_path)}")
+        time.sleep(0.05)
+    if verify:
+        for host in (HOST, HOST_ROUTED):
+            verify_h1(srv, host)
+    return srv
+
+
+def start_nginx_proxy(ctx: Ctx, threads: int, verify: bool = True) -> Server:
+    p1, p2 = free_ports(2)
+    d = ctx.path(f"nginx-t{threads}")
+    d.mkdir()
+    a, b = ctx.up_h1
+    location = """location / {
+            proxy_pass http://fixed_upstream;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }"""
+    conf = d / "nginx.conf"
+    conf.write_text(f"""# nginx as a reverse proxy with upstream keep-alive
+worker_processes {threads};
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+worker_rlimit_nofile {2 * ctx.fd_budget};
+events {{ worker_connections {ctx.fd_budget}; }}
+http {{
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    upstream fixed_upstream {{
+        server 127.0.0.1:{a};
+        server 127.0.0.1:{b};
+        keepalive 512;
+        keepalive_requests 10000000;
+        keepalive_timeout 300s;
+    }}
+    server {{
+        listen 127.0.0.1:{p1};
+        {location}
+    }}
+    server {{
+        listen 127.0.0.1:{p2} http2;
+        {location}
+    }}
+}}
+""")
+    log_path = d / "stderr.log"
+    p = PROCS.start([ctx.tools["nginx"], "-e", str(d / "error.log"), "-p", str(d), "-c", str(conf)], log_path)
+    srv = Server("nginx", p, p1, p2, log_path)
+    srv.wait_listening([p1, p2])
+    if verify:
+        verify_h1(srv, HOST)
+    return srv
+
+
+def start_haproxy(ctx: Ctx, threads: int, verify: bool = True) -> Server:
+    p1, p2 = free_ports(2)
+    d = ctx.path(f"haproxy-t{threads}")
+    d.mkdir()
+    a, b = ctx.up_h1
+    conf = d / "haproxy.cfg"
+    conf.write_text(f"""# HAProxy in http mode with keep-alive on both sides, no logging
+global
+    nbthread {threads}
+    maxconn {ctx.fd_budget}
+    no strict-limits
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-keep-alive 300s
+    maxconn {ctx.fd_budget}
+
+frontend bench
+    bind 127.0.0.1:{p1}
+    bind 127.0.0.1:{p2} proto h2
+    default_backend fixed_upstream
+
+backend fixed_upstream
+    balance roundrobin
+    server a 127.0.0.1:{a}
+    server b 127.0.0.1:{b}
+""")
+    log_path = d / "stderr.log"
+    p = PROCS.start([ctx.tools["haproxy"], "-db", "-f", str(conf)], log_path)
+    srv = Server("haproxy", p, p1, p2, log_path)
+    srv.wait_listening([p1, p2])
+    if verify:
+        verify_h1(srv, HOST)
+    return srv
+
+
+STARTERS = {"anymesh": start_anymesh, "nginx": start_nginx_proxy, "haproxy": start_haproxy}
+
+
+def verify_h1(srv: Server, host: str) -> None:
+    try:
+        st, body = http_get(srv.h1_port, host)
+    except OSError as e:
+        srv.check_alive("at start")
+        raise BenchError(f"{srv.name}: GET / (Host: {host}) failed: {e}; its log ends:\n{log_tail(srv.log_path)}")
+    if st != 200 or body != BODY:
+        raise BenchError(f"{srv.name}: GET / (Host: {host}) answered {st} {body[:200]!r}, not the upstream's 200")
+
+
+def verify_h2(ctx: Ctx, srv: Server, host: str) -> None:
+    out = run_tool([ctx.tools["h2load"], "-n", "20", "-c", "1", "-m", "2", "-H", f":authority: {host}",
+                    f"http://127.0.0.1:{srv.h2_port}/"], 30, f"h2load check of {srv.name}")
+    r = parse_h2load(out, "h2load check")
+    if r["succeeded"] != 20 or r["status"]["2xx"] != 20:
+        raise BenchError(f"{srv.name}: HTTP/2 (h2c prior knowledge) check failed: {r}")
+
+
+# --------------------------------------------------------------------------
+# load tools
+
+
+def parse_wrk(out: str) -> dict:
+    for line in out.splitlines():
+        if line.startswith("WRKJSON "):
+            r = json.loads(line[8:])
+            dur = r["duration_us"] / 1e6
+            e = r["errors"]
+            r["rps"] = r["requests"] / dur if dur else 0.0
+            r["served"] = r["requests"] - e["status"]
+            r["error_count"] = e["connect"] + e["read"] + e["write"] + e["status"] + e["timeout"]
+            return r
+    raise BenchError(f"wrk: no summary line in its output:\n{out[-2000:]}")
+
+
+def parse_h2load(out: str, what: str = "h2load") -> dict:
+    m_fin = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", out)
+    m_req = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                      r"(\d+) errored, (\d+) timeout", out)
+    m_st = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    if not (m_fin and m_req and m_st):
+        raise BenchError(f"{what}: unexpected output:\n{out[-2000:]}")
+    secs = float(m_fin.group(1)) / (1000 if m_fin.group(2) == "ms" else 1)
+    total, started, done, succ, failed, errored, tmo = (int(x) for x in m_req.groups())
+    st = dict(zip(["2xx", "3xx", "4xx", "5xx"], (int(x) for x in m_st.groups())))
+    return {"duration_s": secs, "rps_reported": float(m_fin.group(3)), "rps": succ / secs if secs else 0.0,
+            "total": total, "started": started, "done": done, "succeeded": succ, "failed": failed,
+            "errored": errored, "timeout": tmo, "status": st, "served": st["2xx"] + st["3xx"],
+            "error_count": failed + tmo + st["4xx"] + st["5xx"]}
+
+
+def parse_oha(out: str) -> dict:
+    try:
+        d = json.loads(out)
+        codes = {k: int(v) for k, v in d["statusCodeDistribution"].items()}
+        errs = {k: int(v) for k, v in d["errorDistribution"].items()}
+        lat = {k: v * 1e6 for k, v in d["latencyPercentiles"].items() if v is not None}
+        summ = d["summary"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise BenchError(f"oha: unreadable JSON output ({e}):\n{out[-2000:]}")
+    ok = sum(v for k, v in codes.items() if k.startswith(("2", "3")))
+    bad = sum(v for k, v in codes.items() if not k.startswith(("2", "3")))
+    real_errs = sum(v for k, v in errs.items() if "aborted due to deadline" not in k)
+    return {"summary": summ, "latency_us": lat, "status": codes, "errors": errs,
+            "rps": summ.get("requestsPerSec") or 0.0, "served": ok, "error_count": bad + real_errs}
+
+
+def load_cmd(ctx: Ctx, cell: dict, port: int, host: str, seconds: int) -> tuple[list[str], str]:
+    url = f"http://127.0.0.1:{port}/"
+    t = ctx.tools
+    if cell["tool"] == "wrk":
+        return [t["wrk"], "-t1", f"-c{cell['conns']}", f"-d{seconds}s", "--timeout", "5s",
+                "-s", str(WRK_LUA), "-H", f"Host: {host}", url], "wrk"
+    if cell["tool"] == "h2load":
+        return [t["h2load"], "-t", "1", "-c", str(cell["conns"]), "-m", str(cell["streams"]),
+                "-D", str(seconds), "-H", f":authority: {host}", url], "h2load"
+    if cell["tool"] == "oha":
+        return [t["oha"], "--no-tui", "--output-format", "json", "--latency-correction",
+                "-q", str(cell["rate"]), "-z", f"{seconds}s", "-c", str(cell["conns"]),
+                "--worker-threads", "1", "-H", f"Host: {host}", url], "oha"
+    raise AssertionError(cell)
+
+
+PARSERS = {"wrk": parse_wrk, "h2load": parse_h2load, "oha": parse_oha}
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, srv: Server, every: float = 0.1):
+        super().__init__(daemon=True)
+        self.srv, self.every = srv, every
+        self.samples: list[list[float]] = []  # [t, rss_kb, pss_kb]
+        self.stop_ev = threading.Event()
+        self.t0 = time.monotonic()
+
+    def run(self) -> None:
+        while not self.stop_ev.is_set():
+            rss, pss = rss_kb(self.srv.pids())
+            self.samples.append([round(time.monotonic() - self.t0, 3), rss, pss])
+            self.stop_ev.wait(self.every)
+
+
+def run_cell(ctx: Ctx, cell: dict, srv: Server, host: str, all_servers: list[Server],
+             upstream: Server, seconds: int) -> dict:
+    """One tool run against one contender, with the CPU bookkeeping around it."""
+    cmd, tool = load_cmd(ctx, cell, srv.h2_port if cell["tool"] == "h2load" else srv.h1_port, host, seconds)
+    proxy_pids = srv.pids() if srv.proc else []
+    up_pids = upstream.pids()
+    ours = [p for s in all_servers for p in s.pids()]
+    sampler = RssSampler(srv) if cell.get("sample_rss") and srv.proc else None
+    busy0, own0 = system_busy_ticks(), own_and_children_cpu_s()
+    proxy0, up0, ours0 = cpu_ticks(proxy_pids), cpu_ticks(up_pids), cpu_ticks(ours)
+    w0 = time.monotonic()
+    if sampler:
+        sampler.start()
+    try:
+        out = run_tool(cmd, seconds + 60, f"{tool} against {srv.name} ({cell['id']})")
+    finally:
+        if sampler:
+            sampler.stop_ev.set()
+            sampler.join()
+    wall = time.monotonic() - w0
+    proxy1, up1, ours1 = cpu_ticks(proxy_pids), cpu_ticks(up_pids), cpu_ticks(ours)
+    busy1, own1 = system_busy_ticks(), own_and_children_cpu_s()
+    srv.check_alive(f"during {cell['id']}")
+    r = PARSERS[tool](out)
+    rec: dict = {"wall_s": round(wall, 4), "tool": r}
+    rec["rps"], rec["served"], rec["errors"] = r["rps"], r["served"], r["error_count"]
+    if srv.proc:
+        cpu_s = (proxy1 - proxy0) / CLK_TCK
+        rec["proxy_cpu_s"] = cpu_s
+        rec["proxy_pids"] = proxy_pids
+        if r["served"] > 0:
+            rec["cpu_us_per_req"] = cpu_s / r["served"] * 1e6
+            rec["vcpu_per_1k_rps"] = cpu_s * 1000 / r["served"]
+    rec["upstream_cpu_s"] = (up1 - up0) / CLK_TCK
+    # CPU spent on this machine by anything but the harness, its tools and its
+    # servers (other users, builds ...): shown so a disturbed cell is visible.
+    foreign = (busy1 - busy0) / CLK_TCK - (ours1 - ours0) / CLK_TCK - (own1 - own0)
+    rec["foreign_cpu_s"] = round(foreign, 3)
+    rec["foreign_share"] = round(max(foreign, 0.0) / (wall * (os.cpu_count() or 1)), 4)
+    if sampler:
+        rec["rss_samples"] = sampler.samples
+        if sampler.samples:
+            rec["rss_max_kb"] = max(s[1] for s in sampler.samples)
+            rec["pss_max_kb"] = max(s[2] for s in sampler.samples)
+    if r["served"] == 0:
+        raise BenchError(f"{srv.name} served no successful response in {cell['id']}: {r}")
+    return rec
+
+
+def foreign_share_now(servers: list[Server], window: float = 0.5) -> float:
+    """Share of the machine's CPU used, over `window`, by processes that are
+    neither the harness nor its servers (which are idle between runs)."""
+    pids = [p for s in servers for p in s.pids()]
+    busy0, ours0, own0 = system_busy_ticks(), cpu_ticks(pids), own_and_children_cpu_s()
+    time.sleep(window)
+    busy1, ours1, own1 = system_busy_ticks(), cpu_ticks(pids), own_and_children_cpu_s()
+    foreign = (busy1 - busy0 - (ours1 - ours0)) / CLK_TCK - (own1 - own0)
+    return max(foreign, 0.0) / (window * (os.cpu_count() or 1))
+
+
+def measured_run(ctx: Ctx, cell: dict, srv: Server, host: str, all_servers: list[Server],
+                 upstream: Server, seconds: int) -> dict:
+    """run_cell, on a quiet machine: waits (up to --quiet-wait s) until other
+    processes use less than --max-foreign of the CPUs, and repeats a run they
+    disturbed (up to --retries times). Disturbed attempts stay in the JSON."""
+    args = ctx.args
+    disturbed: list[dict] = []
+    waited = 0.0
+    while True:
+        if args.quiet_wait > 0:
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < args.quiet_wait:
+                if foreign_share_now(all_servers) <= args.max_foreign:
+                    break
+            waited += time.monotonic() - t0
+        rec = run_cell(ctx, cell, srv, host, all_servers, upstream, seconds)
+        if rec["foreign_share"] <= args.max_foreign or len(disturbed) >= args.retries:
+            rec["disturbed_attempts"] = disturbed
+            rec["quiet_wait_s"] = round(waited, 2)
+            return rec
+        log(f"  {cell['id']:<11} {srv.name:<15} disturbed: other processes used "
+            f"{rec['foreign_share']:.0%} of the CPUs; running it again")
+        disturbed.append(rec)
+
+
+# --------------------------------------------------------------------------
+# idle keep-alive connections (memory)
+
+
+def raise_nofile(want: int) -> tuple[int, int]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= want:
+        return soft, hard
+    if hard < want and os.geteuid() == 0:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            return want, want
+        except (ValueError, OSError):
+            pass
+    new = min(want, hard) if hard != resource.RLIM_INFINITY else want
+    resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    return new, hard
+
+
+def read_response(s: socket.socket) -> int:
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise OSError("connection closed before the response")
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+    need = int(m.group(1)) if m else 0
+    while len(rest) < need:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise OSError("connection closed in the body")
+        rest += chunk
+    return status
+
+
+def hold_idle_connections(srv: Server, n: int) -> dict:
+    """Opens n keep-alive connections, one request each, and keeps them open."""
+    req = f"GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
+    linger = struct.pack("ii", 1, 0)  # close with RST: no TIME_WAIT pile-up
+    socks: list[socket.socket] = []
+    bad = failed = 0
+    t0 = time.monotonic()
+    try:
+        for _ in range(n):
+            try:
+                s = socket.create_connection(("127.0.0.1", srv.h1_port), timeout=5)
+            except OSError:
+                failed += 1
+                continue
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            socks.append(s)
+            try:
+                s.sendall(req)
+                if read_response(s) != 200:
+                    bad += 1
+            except OSError:
+                failed += 1
+        open_s = time.monotonic() - t0
+        time.sleep(0.5)
+        samples = []
+        for _ in range(5):
+            samples.append(rss_kb(srv.pids()))
+            time.sleep(0.1)
+        held = 0
+        for s in socks:
+            try:
+                s.setblocking(False)  # with a timeout set, recv would poll first
+                held += s.recv(1, socket.MSG_PEEK) != b""
+            except BlockingIOError:
+                held += 1
+            except OSError:
+                pass
+        return {"requested": n, "opened": len(socks), "held": held, "non_200": bad, "failed": failed,
+                "open_seconds": round(open_s, 3), "samples_kb": samples,
+                "rss_kb": max(x[0] for x in samples), "pss_kb": max(x[1] for x in samples)}
+    finally:
+        for s in socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+def memory_round(ctx: Ctx, name: str, threads: int) -> dict:
+    """A fresh process: RSS idle after start, then holding idle connections."""
+    srv = STARTERS[name](ctx, threads, verify=False)
+    try:
+        time.sleep(0.5)
+        srv.check_alive("while idle")
+        idle = rss_kb(srv.pids())
+        conns = hold_idle_connections(srv, ctx.args.idle_conns)
+        srv.check_alive(f"holding {ctx.args.idle_conns} connections")
+        if conns["opened"] == 0:
+            raise BenchError(f"{name} accepted none of the idle connections")
+        return {"idle_rss_kb": idle[0], "idle_pss_kb": idle[1], "conns": conns}
+    finally:
+        PROCS.stop(srv.proc)
+
+
+# --------------------------------------------------------------------------
+# the run
+
+
+def cells_for(args) -> list[dict]:
+    return [
+        {"id": "h1_c32", "tool": "wrk", "conns": 32, "seconds": args.wrk_seconds, "routed": True},
+        {"id": "h1_c256", "tool": "wrk", "conns": 256, "seconds": args.wrk_seconds, "sample_rss": True},
+        {"id": "h2_c32_m10", "tool": "h2load", "conns": 32, "streams": 10, "seconds": args.h2_seconds},
+        {"id": "rate_1000", "tool": "oha", "rate": 1000, "conns": 32, "seconds": args.rate_seconds},
+        {"id": "rate_5000", "tool": "oha", "rate": 5000, "conns": 32, "seconds": args.rate_seconds},
+    ]
+
+
+def run_threads(ctx: Ctx, threads: int, upstream: Server, result: dict) -> None:
+    args = ctx.args
+    res = result["threads"][str(threads)] = {"cells": {}, "memory": {}, "start": {}}
+    cells = cells_for(args)
+    log(f"--- {threads} worker thread(s): starting the contenders")
+    servers: dict[str, Server] = {"direct": Server("direct", None, ctx.up_h1[0], ctx.up_h2, None)}
+    started: list[Server] = []
+    try:
+        for name in PROXIES:
+            srv = STARTERS[name](ctx, threads)
+            servers[name] = srv
+            started.append(srv)
+            time.sleep(0.5)
+            rss, pss = rss_kb(srv.pids())
+            res["start"][name] = {"rss_kb_after_first_request": rss, "pss_kb_after_first_request": pss,
+                                  "pids": srv.pids()}
+        for name in CONTENDERS:
+            verify_h2(ctx, servers[name], HOST)
+        everyone = started + [upstream]
+        if not args.quick:
+            # warm-up (not recorded): pools filled, code paged in
+            warm = {"id": "warm-up", "tool": "wrk", "conns": 32}
+            for name in CONTENDERS:
+                run_cell(ctx, warm, servers[name], HOST, everyone, upstream, 2)
+            run_cell(ctx, warm, servers["anymesh"], HOST_ROUTED, everyone, upstream, 2)
+
+        order = [(name, HOST) for name in CONTENDERS]
+        for cell in cells:
+            res["cells"][cell["id"]] = {"spec": cell, "rounds": []}
+        for rnd in range(args.rounds):
+            log(f"round {rnd + 1}/{args.rounds} ({threads} thread(s))")
+            for cell in cells:
+                row = {}
+                plan = order + ([("anymesh-routed", HOST_ROUTED)] if cell.get("routed") else [])
+                for key, host in plan:
+                    srv = servers["anymesh" if key == "anymesh-routed" else key]
+                    rec = measured_run(ctx, cell, srv, host, everyone, upstream, cell["seconds"])
+                    row[key] = rec
+                    extra = f", {rec['cpu_us_per_req']:.1f} µs CPU/req" if "cpu_us_per_req" in rec else ""
+                    lat = rec["tool"].get("latency_us", {}) if cell["tool"] == "oha" else {}
+                    latstr = f", p99 {lat.get('p99', 0):.0f} µs" if lat else ""
+                    warn = f", {rec['errors']} errors" if rec["errors"] else ""
+                    fw = f", foreign CPU {rec['foreign_share']:.0%}" if rec["foreign_share"] > 0.05 else ""
+                    log(f"  {cell['id']:<11} {key:<15} {rec['rps']:>10.0f} req/s{latstr}{extra}{warn}{fw}")
+                res["cells"][cell["id"]]["rounds"].append(row)
+        for srv in started:
+            rss, pss = rss_kb(srv.pids())
+            res["start"][srv.name]["rss_kb_idle_after_load"] = rss
+            res["start"][srv.name]["pss_kb_idle_after_load"] = pss
+    finally:
+        for srv in started:
+            PROCS.stop(srv.proc)
+
+    log(f"memory: fresh processes, idle and holding {args.idle_conns} keep-alive connections")
+    for name in PROXIES:
+        res["memory"][name] = []
+    for rnd in range(args.rounds):
+        for name in PROXIES:
+            m = memory_round(ctx, name, threads)
+            res["memory"][name].append(m)
+            c = m["conns"]
+            log(f"  round {rnd + 1} {name:<8} idle {m['idle_rss_kb'] / 1000:.1f} MB, "
+                f"{c['held']}/{c['requested']} conns held: {c['rss_kb'] / 1000:.1f} MB "
+                f"(opened in {c['open_seconds']:.1f}s)")
+
+
+# --------------------------------------------------------------------------
+# summary
+
+
+def med(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def summarize(result: dict) -> dict:
+    out = {}
+    for t, res in result["threads"].items():
+        s: dict = {}
+        cells = res["cells"]
+        for cid, c in cells.items():
+            rounds = c["rounds"]
+            keys = list(rounds[0].keys()) if rounds else []
+            cs: dict = {}
+            for k in keys:
+                recs = [r[k] for r in rounds]
+                e = {"rps": med([r["rps"] for r in recs]),
+                     "errors": sum(r["errors"] for r in recs),
+                     "cpu_us_per_req": med([r.get("cpu_us_per_req") for r in recs]),
+                     "vcpu_per_1k_rps": med([r.get("vcpu_per_1k_rps") for r in recs]),
+                     "rss_max_kb": med([r.get("rss_max_kb") for r in recs]),
+                     "foreign_share_max": max(r["foreign_share"] for r in recs)}
+                if c["spec"]["tool"] == "oha":
+                    for p in ("p50", "p99", "p99.9"):
+                        e[p] = med([r["tool"]["latency_us"].get(p) for r in recs])
+                        if k != "direct":
+                            e[f"added_{p}"] = med([r["tool"]["latency_us"].get(p) - rr["direct"]["tool"]["latency_us"].get(p)
+                                                   for r, rr in zip(recs, rounds)])
+                cs[k] = e
+            if "anymesh-routed" in keys:
+                cs["routing_ratio"] = med([r["anymesh-routed"]["rps"] / r["anymesh"]["rps"] for r in rounds])
+                cs["routing_cpu_ratio"] = med([r["anymesh-routed"].get("cpu_us_per_req", 0) / r["anymesh"]["cpu_us_per_req"]
+                                               for r in rounds if r["anymesh"].get("cpu_us_per_req")])
+            s[cid] = cs
+        mem = {}
+        for name, rs in res["memory"].items():
+            mem[name] = {"idle_rss_kb": med([r["idle_rss_kb"] for r in rs]),
+                         "idle_pss_kb": med([r["idle_pss_kb"] for r in rs]),
+                         "conns_rss_kb": med([r["conns"]["rss_kb"] for r in rs]),
+                         "conns_pss_kb": med([r["conns"]["pss_kb"] for r in rs]),
+                         "conns_held_min": min(r["conns"]["held"] for r in rs) if rs else None}
+        s["memory"] = mem
+        out[t] = s
+    return out
+
+
+def fmt_num(v: float | None, digits: int = 0, sep: bool = True) -> str:
+    if v is None:
+        return "—"
+    return f"{v:,.{digits}f}" if sep else f"{v:.{digits}f}"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b <= 0 or a < 0:
+        return "n/a"
+    return f"{a / b:.2f}×"
+
+
+def render(result: dict, summ: dict) -> str:
+    args = result["args"]
+    lines = []
+    n_idle = args["idle_conns"]
+    for t, s in summ.items():
+        lines.append(f"### {t} worker thread{'s' if t != '1' else ''} per proxy")
+        lines.append("")
+        lines.append("| cell | direct | anymesh | nginx | HAProxy | anymesh / nginx | anymesh / HAProxy |")
+        lines.append("|---|--:|--:|--:|--:|--:|--:|")
+        foot = set()
+
+        def row(label, vals: dict, digits=0, show_direct=True):
+            cells_txt = []
+            for k in CONTENDERS:
+                v = vals.get(k)
+                txt = fmt_num(v, digits) if (k != "direct" or show_direct) else "—"
+                if k in errs and errs[k]:
+                    txt += " †"
+                    foot.add(f"† {LABEL[k]}: {errs[k]:,} failed or non-2xx responses over all rounds in "
+                             f"“{label}”")
+                cells_txt.append(txt)
+            a = vals.get("anymesh")
+            lines.append(f"| {label} | " + " | ".join(cells_txt) +
+                         f" | {ratio(a, vals.get('nginx'))} | {ratio(a, vals.get('haproxy'))} |")
+
+        for cid, label in (("h1_c32", "HTTP/1.1 keep-alive, 32 conns: req/s ↑"),
+                           ("h1_c256", "HTTP/1.1 keep-alive, 256 conns: req/s ↑"),
+                           ("h2_c32_m10", "HTTP/2 (h2c), 32 conns × 10 streams: req/s ↑")):
+            c = s.get(cid, {})
+            errs = {k: c[k]["errors"] for k in CONTENDERS if k in c}
+            row(label, {k: c[k]["rps"] for k in CONTENDERS if k in c})
+        for cid, rate in (("rate_1000", "1,000"), ("rate_5000", "5,000")):
+            c = s.get(cid, {})
+            errs = {k: c[k]["errors"] for k in CONTENDERS if k in c}
+            for p in ("p50", "p99", "p99.9"):
+                vals = {k: c[k].get(f"added_{p}") for k in PROXIES if k in c}
+                vals["direct"] = c.get("direct", {}).get(p)
+                row(f"{rate} req/s open loop, {p}: µs ¹ ↓", vals)
+        errs = {}
+        for cid, label in (("h1_c32", "CPU per request, HTTP/1.1 32 conns: µs ↓"),
+                           ("h2_c32_m10", "CPU per request, HTTP/2: µs ↓")):
+            c = s.get(cid, {})
+            row(label, {k: c[k]["cpu_us_per_req"] for k in PROXIES if k in c}, 1, show_direct=False)
+        for cid, rate in (("rate_1000", "1,000"), ("rate_5000", "5,000")):
+            c = s.get(cid, {})
+            row(f"vCPU per 1,000 req/s, at {rate} req/s ↓",
+                {k: c[k]["vcpu_per_1k_rps"] for k in PROXIES if k in c}, 3, show_direct=False)
+        mem = s.get("memory", {})
+        row("RSS idle after start: MB ↓", {k: kb_mb(mem.get(k, {}).get("idle_rss_kb")) for k in PROXIES},
+            1, show_direct=False)
+        c256 = s.get("h1_c256", {})
+        row("RSS under load (256 conns, max): MB ↓", {k: kb_mb(c256.get(k, {}).get("rss_max_kb")) for k in PROXIES},
+            1, show_direct=False)
+        row(f"RSS holding {n_idle:,} idle keep-alive conns: MB ↓",
+            {k: kb_mb(mem.get(k, {}).get("conns_rss_kb")) for k in PROXIES}, 1, show_direct=False)
+        c32 = s.get("h1_c32", {})
+        if "routing_ratio" in c32:
+            rr = c32["routing_ratio"]
+            routed = c32.get("anymesh-routed", {}).get("rps")
+            lines.append(f"| routing: header match + 95/5 split vs plain, HTTP/1.1 32 conns: req/s ratio ↑ | — | "
+                         f"{rr:.3f} ({fmt_num(routed)} vs {fmt_num(c32['anymesh']['rps'])}) | — | — | — | — |")
+        short = [k for k in PROXIES if (mem.get(k, {}).get("conns_held_min") or 0) < n_idle]
+        for k in short:
+            foot.add(f"{LABEL[k]} held only {mem[k]['conns_held_min']:,} of {n_idle:,} idle connections in some round")
+        lines.append("")
+        lines.append("¹ direct: the latency itself; proxies: the latency added over direct in the same round "
+                     "(median over rounds); the ratios compare the added latencies.")
+        lines.extend(sorted(foot))
+        if foot:
+            lines.append("")
+        lines.append(disturbance_note(result, t))
+        lines.append("")
+    lines.extend(render_targets(summ, n_idle))
+    return "\n".join(lines)
+
+
+def disturbance_note(result: dict, t: str) -> str:
+    limit = result["args"]["max_foreign"]
+    runs = kept = retried = 0
+    worst = 0.0
+    for cid, c in result["threads"][t]["cells"].items():
+        for rnd in c["rounds"]:
+            for k, rec in rnd.items():
+                runs += 1
+                retried += len(rec.get("disturbed_attempts", []))
+                worst = max(worst, rec["foreign_share"])
+                kept += rec["foreign_share"] > limit
+    return (f"Other processes on the machine: at most {worst:.1%} of the CPUs during a kept run; "
+            f"{retried} disturbed run(s) repeated; {kept} of {runs} kept runs above {limit:.0%}.")
+
+
+def kb_mb(kb: float | None) -> float | None:
+    return None if kb is None else kb * 1024 / 1e6
+
+
+def render_targets(summ: dict, n_idle: int) -> list[str]:
+    """The issue's targets, read off the medians (informational: the harness
+    never fails on numbers)."""
+    out = ["### Targets (from the medians above)", "",
+           "| target | threads | result | met |", "|---|--:|---|---|"]
+
+    def add(target, t, text, ok):
+        out.append(f"| {target} | {t} | {text} | {'met' if ok else '**not met**'} |")
+
+    for t, s in summ.items():
+        for cid, name in (("h1_c32", "HTTP/1.1 32 conns"), ("h1_c256", "HTTP/1.1 256 conns"),
+                          ("h2_c32_m10", "HTTP/2")):
+            c = s.get(cid)
+            if not c:
+                continue
+            a, n, h = (c[k]["rps"] for k in ("anymesh", "nginx", "haproxy"))
+            add(f"throughput ≥ nginx and ≥ HAProxy, {name}", t,
+                f"{a / n:.2f}× nginx, {a / h:.2f}× HAProxy", a >= n and a >= h)
+        for cid, name in (("h1_c32", "HTTP/1.1 32 conns"), ("h2_c32_m10", "HTTP/2"),
+                          ("rate_1000", "at 1,000 req/s"), ("rate_5000", "at 5,000 req/s")):
+            c = s.get(cid)
+            if not c:
+                continue
+            a, n = c["anymesh"]["cpu_us_per_req"], c["nginx"]["cpu_us_per_req"]
+            if a is not None and n is not None:
+                add(f"CPU per request ≤ nginx, {name}", t, f"{a:.1f} vs {n:.1f} µs", a <= n)
+        for cid, name in (("rate_1000", "1,000"), ("rate_5000", "5,000")):
+            c = s.get(cid)
+            if not c:
+                continue
+            a, n = c["anymesh"]["added_p99"], c["nginx"]["added_p99"]
+            add(f"added p99 ≤ nginx at {name} req/s", t, f"{a:.0f} vs {n:.0f} µs", a <= n)
+        mem = s.get("memory", {}).get("anymesh")
+        if mem:
+            idle = kb_mb(mem["idle_rss_kb"])
+            add("idle RSS ≤ 10 MB", t, f"{idle:.1f} MB", idle <= 10)
+            held = kb_mb(mem["conns_rss_kb"])
+            if n_idle == 10000:
+                add("RSS with 10,000 idle connections ≤ 64 MB", t, f"{held:.1f} MB", held <= 64)
+            else:
+                out.append(f"| RSS with 10,000 idle connections ≤ 64 MB | {t} | measured with {n_idle:,} "
+                           f"only: {held:.1f} MB | n/a |")
+        c32 = s.get("h1_c32", {})
+        if "routing_ratio" in c32:
+            rr = c32["routing_ratio"]
+            add("header match + 95/5 split costs < 2 % of throughput", t,
+                f"routed / plain = {rr:.3f} ({(1 - rr) * 100:+.1f} % cost)", rr > 0.98)
+    out.append("")
+    return out
+
+
+# --------------------------------------------------------------------------
+# set-up
+
+
+def find_tool(name: str) -> str | None:
+    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/local/sbin:" + str(Path.home() / ".cargo/bin")
+    return shutil.which(name, path=path)
+
+
+APT = {"nginx": "nginx-light", "haproxy": "haproxy", "wrk": "wrk", "h2load": "nghttp2-client"}
+
+
+def ensure_tools() -> dict[str, str]:
+    missing = [pkg for tool, pkg in APT.items() if not find_tool(tool)]
+    if missing:
+        log(f"installing {' '.join(missing)}")
+        sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+        if sudo and not shutil.which("sudo"):
+            raise BenchError(f"missing {', '.join(missing)} and not root: install them with apt-get")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        for cmd in (sudo + ["apt-get", "update", "-qq"],
+                    sudo + ["apt-get", "install", "-y", "-qq"] + missing):
+            if subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL).returncode != 0:
+                raise BenchError(f"failed: {' '.join(cmd)}")
+    if not find_tool("oha"):
+        if not shutil.which("cargo"):
+            raise BenchError("oha is missing and cargo is not installed")
+        log(f"installing oha {OHA_VERSION} (cargo install)")
+        cmd = ["cargo", "install", "oha", "--locked", "--version", OHA_VERSION]
+        if subprocess.run(cmd, stdin=subprocess.DEVNULL).returncode != 0:
+            raise BenchError(f"failed: {' '.join(cmd)}")
+    tools = {}
+    for name in list(APT) + ["oha"]:
+        p = find_tool(name)
+        if not p:
+            raise BenchError(f"{name} still not found after installing")
+        tools[name] = p
+    return tools
+
+
+def tool_versions(tools: dict[str, str]) -> dict[str, str]:
+    def first(cmd):
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            txt = (r.stdout + r.stderr).strip().splitlines()
+            return txt[0] if txt else ""
+        except (OSError, subprocess.TimeoutExpired):
+            return "?"
+    return {"nginx": first([tools["nginx"], "-v"]), "haproxy": first([tools["haproxy"], "-v"]),
+            "wrk": first([tools["wrk"], "-v"]), "h2load": first([tools["h2load"], "--version"]),
+            "oha": first([tools["oha"], "--version"])}
+
+
+def build_anymesh(args) -> str:
+    if args.anymesh:
+        return args.anymesh
+    if not args.no_build:
+        log("building anymesh (cargo build --release --locked)")
+        r = subprocess.run(["cargo", "build", "--release", "--locked"], cwd=REPO, stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            raise BenchError("cargo build --release failed")
+    b = REPO / "target" / "release" / "anymesh"
+    if not b.exists():
+        raise BenchError(f"{b} does not exist")
+    return str(b)
+
+
+def machine_info() -> dict:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        mem = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
+            "memory": mem, "python": platform.python_version()}
+
+
+def git_info(where: Path) -> dict:
+    """The commit (and uncommitted changes) of the tree `where` is in."""
+    def g(*a):
+        try:
+            r = subprocess.run(["git", "-C", str(where), *a], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return "?"
+        return r.stdout.strip() if r.returncode == 0 else "?"
+    return {"tree": g("rev-parse", "--show-toplevel"), "commit": g("rev-parse", "HEAD"),
+            "subject": g("log", "-1", "--format=%s"), "dirty_paths": g("status", "--porcelain").splitlines()}
+
+
+def parse_args(argv: list[str]):
+    ap = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="1 round, 1 s per cell, 1,000 idle connections (CI smoke run)")
+    ap.add_argument("--rounds", type=int, help="rounds (default 5; quick: 1)")
+    ap.add_argument("--threads", default="1,2", help="worker-thread counts, comma-separated (default 1,2)")
+    ap.add_argument("--out", help="JSON output (default bench/results/<UTC time>.json; quick: a temp file)")
+    ap.add_argument("--wrk-seconds", type=int, help="seconds per wrk cell (default 5; quick: 1)")
+    ap.add_argument("--h2-seconds", type=int, help="seconds per h2load cell (default 5; quick: 1)")
+    ap.add_argument("--rate-seconds", type=int, help="seconds per fixed-rate cell (default 5; quick: 1)")
+    ap.add_argument("--idle-conns", type=int, help="idle keep-alive connections to hold (default 10000; quick: 1000)")
+    ap.add_argument("--max-foreign", type=float, default=0.10,
+                    help="share of the CPUs other processes may use during a run before it counts as "
+                         "disturbed (default 0.10)")
+    ap.add_argument("--quiet-wait", type=float,
+                    help="seconds to wait for a quiet machine before each run (default 20; quick: 0)")
+    ap.add_argument("--retries", type=int, help="repeats of a disturbed run (default 2; quick: 0)")
+    ap.add_argument("--no-build", action="store_true", help="use target/release/anymesh as it is")
+    ap.add_argument("--anymesh", help="use this anymesh binary (implies --no-build)")
+    ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
+    args = ap.parse_args(argv)
+    q = args.quick
+    args.rounds = args.rounds or (1 if q else 5)
+    args.wrk_seconds = args.wrk_seconds or (1 if q else 5)
+    args.h2_seconds = args.h2_seconds or (1 if q else 5)
+    args.rate_seconds = args.rate_seconds or (1 if q else 5)
+    args.idle_conns = args.idle_conns or (1000 if q else 10000)
+    if args.quiet_wait is None:
+        args.quiet_wait = 0.0 if q else 20.0
+    if args.retries is None:
+        args.retries = 0 if q else 2
+    try:
+        args.thread_list = [int(x) for x in args.threads.split(",") if x.strip()]
+    except ValueError:
+        ap.error("--threads takes comma-separated integers, e.g. 1,2")
+    if not args.thread_list or min(args.thread_list) < 1 or args.rounds < 1:
+        ap.error("--threads and --rounds must be positive")
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    if not args.out:
+        args.out = (str(Path(tempfile.gettempdir()) / f"anymesh-bench-quick-{stamp}.json") if q
+                    else str(BENCH / "results" / f"{stamp}.json"))
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+
+    def on_signal(signum, _frame):
+        raise Interrupted(signal.Signals(signum).name)
+    # SIGINT too: a shell's background job starts with it ignored
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+    out_path = Path(args.out)
+    result: dict = {"schema": 1, "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "args": {k: v for k, v in vars(args).items()}, "machine": machine_info(),
+                    "harness_git": git_info(REPO), "threads": {}}
+    tmp = Path(tempfile.mkdtemp(prefix="anymesh-bench-"))
+    os.chmod(tmp, 0o755)  # nginx's workers may run as another user
+    status = 0
+    try:
+        tools = ensure_tools()
+        result["tools"] = tool_versions(tools)
+        anymesh_bin = build_anymesh(args)
+        # the source the measured binary comes from (with --anymesh, its own tree)
+        result["anymesh"] = {"binary": anymesh_bin, "git": git_info(Path(anymesh_bin).resolve().parent)}
+        soft, hard = raise_nofile(args.idle_conns * 2 + 8192)
+        result["rlimit_nofile"] = [soft, hard]
+        if soft < args.idle_conns + 1024:
+            log(f"warning: open-file limit {soft} is low for {args.idle_conns} idle connections")
+        ctx = Ctx(args, tmp, tools, anymesh_bin)
+        log(f"temp dir {tmp}; {os.cpu_count()} CPUs; threads {args.thread_list}; {args.rounds} round(s)")
+        upstream = start_upstream(ctx)
+        result["upstream"] = {"ports": ctx.up_h1 + [ctx.up_h2], "body_bytes": len(BODY)}
+        try:
+            for t in args.thread_list:
+                run_threads(ctx, t, upstream, result)
+                upstream.check_alive("during the run")
+        finally:
+            PROCS.stop(upstream.proc)
+        result["summary"] = summarize(result)
+        table = render(result, result["summary"])
+        result["table_markdown"] = table
+        print(table, flush=True)
+    except BenchError as e:
+        log(f"FAILED: {e}")
+        result["error"] = str(e)
+        status = 1
+    except (KeyboardInterrupt, Interrupted) as e:
+        log(f"interrupted ({e or 'SIGINT'}); stopping everything")
+        result["error"] = "interrupted"
+        status = 130
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        PROCS.stop_all()
+        result["elapsed_s"] = round(time.monotonic() - T0, 1)
+        try:
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            out_path.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+            if "table_markdown" in result:
+                out_path.with_suffix(".md").write_text(result["table_markdown"] + "\n")
+            log(f"raw figures: {out_path} (run took {result['elapsed_s'] / 60:.1f} min)")
+        except OSError as e:
+            log(f"could not write {out_path}: {e}")
+            status = status or 1
+        if args.keep_tmp or status == 1:
+            log(f"configs and logs kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
