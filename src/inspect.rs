@@ -60,11 +60,18 @@ pub(crate) fn load(config: &Path) -> Result<Loaded, String> {
                         view.services.len(),
                         view.endpoints.len()
                     ));
-                    state.apply(SourcedChange {
-                        source,
-                        change: Change::Reset(view),
-                        at: SystemTime::now(),
-                    });
+                    // The registry's mapping rules, as the running proxy applies them.
+                    let (change, problems) = r.mapping.apply(Change::Reset(view));
+                    for p in problems {
+                        loaded.warnings.push(format!("registry {}: {p}", r.name));
+                    }
+                    if let Some(change) = change {
+                        state.apply(SourcedChange {
+                            source,
+                            change,
+                            at: SystemTime::now(),
+                        });
+                    }
                 }
                 Err(e) => loaded.errors.push(format!("registry {}: {e}", r.name)),
             },

@@ -18,7 +18,7 @@ use anymesh_adapter_file::FileRegistry;
 use anymesh_core::catalog::{self, CatalogState};
 use anymesh_core::config::{self, ConfigSet, Diagnostic};
 use anymesh_core::routes::compile::compile;
-use anymesh_core::{ChangeSink, Registry, Snapshot, SourceId, SourceView};
+use anymesh_core::{ChangeSink, MappedRegistry, Registry, Snapshot, SourceId, SourceView};
 use anymesh_proxy::admin::{serve_admin, AdminState};
 use anymesh_proxy::server::{serve_proxy, ServerSettings};
 use anymesh_proxy::{Metrics, Proxy, Router, UpstreamSettings};
@@ -51,7 +51,7 @@ pub fn registries(settings: &Settings) -> anyhow::Result<Vec<Arc<dyn Registry>>>
         .iter()
         .map(|r| {
             let source = SourceId::new(&r.name);
-            Ok(match &r.kind {
+            let adapter: Arc<dyn Registry> = match &r.kind {
                 RegistryKind::File {
                     path,
                     poll_interval,
@@ -62,7 +62,8 @@ pub fn registries(settings: &Settings) -> anyhow::Result<Vec<Arc<dyn Registry>>>
                     EtcdRegistry::new(source, (**cfg).clone())
                         .with_context(|| format!("registry {}", r.name))?,
                 ),
-            })
+            };
+            Ok(MappedRegistry::wrap(adapter, Arc::new(r.mapping.clone())))
         })
         .collect()
 }

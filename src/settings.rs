@@ -20,6 +20,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use anymesh_adapter_etcd::EtcdConfig;
 use anymesh_core::config::duration::parse_duration;
+use anymesh_core::Mapping;
 use serde::{Deserialize, Deserializer};
 
 /// Parsed and checked `anymesh.yaml`, with paths made absolute.
@@ -99,6 +100,10 @@ pub struct RegistrySettings {
     /// The mass-deregistration guard of this registry (on by default).
     #[serde(default)]
     pub guard: Guard,
+    /// How this registry's names and metadata become mesh hostnames and
+    /// labels (docs/registry-mapping.md). Identity by default.
+    #[serde(default)]
+    pub mapping: Mapping,
     #[serde(flatten)]
     pub kind: RegistryKind,
 }
@@ -170,6 +175,7 @@ fn default_registries() -> Vec<RegistrySettings> {
     vec![RegistrySettings {
         name: "file".into(),
         guard: Guard::default(),
+        mapping: Mapping::default(),
         kind: RegistryKind::File {
             path: PathBuf::from("services.yaml"),
             poll_interval: default_poll(),
@@ -241,6 +247,13 @@ impl Settings {
                     r.name,
                     r.guard.max_removal_share
                 );
+            }
+            if let Err(errors) = r.mapping.validate() {
+                let lines: Vec<String> = errors
+                    .iter()
+                    .map(|e| format!("registries: {}: {e}", r.name))
+                    .collect();
+                bail!("{}: {}", path.display(), lines.join("; "));
             }
             if !names.insert(r.name.clone()) {
                 bail!(
@@ -334,6 +347,23 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("prefx"), "{e}");
+    }
+
+    #[test]
+    fn registry_mapping_is_read_and_checked() {
+        let s = Settings::parse(
+            Path::new("m.yaml"),
+            "registries:\n  - name: f\n    type: file\n    path: s.yaml\n    mapping:\n      labels: {rename: {ver: version}}\n",
+        )
+        .unwrap();
+        assert!(!s.registries[0].mapping.is_identity());
+        let e = Settings::parse(
+            Path::new("m.yaml"),
+            "registries:\n  - name: f\n    type: file\n    path: s.yaml\n    mapping:\n      labels: {tags: [{match: '(', key: version}]}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("registries: f:") && e.contains("tags[0]"), "{e}");
     }
 
     #[test]

@@ -116,6 +116,25 @@ impl TestMesh {
         Self::start_with_settings(registries, routes, "").await
     }
 
+    /// A file registry reading `services` with the given extra registry keys
+    /// (e.g. `mapping: {...}`), waiting until ready.
+    pub async fn start_file_registry(
+        services: &str,
+        registry_extra: &str,
+        routes: &str,
+    ) -> TestMesh {
+        let dir = tempfile::tempdir().expect("temp dir");
+        write(&dir.path().join("services.yaml"), services);
+        let registries =
+            format!("[{{name: file, type: file, path: services.yaml, {registry_extra}}}]");
+        let t = Self::launch_in(dir, &registries, routes).await;
+        eventually("/ready", || async {
+            (t.admin("/ready").await.0 == StatusCode::OK).then_some(())
+        })
+        .await;
+        t
+    }
+
     /// Like [`TestMesh::start_with_registries`], with more `anymesh.yaml` lines.
     pub async fn start_with_settings(registries: &str, routes: &str, extra: &str) -> TestMesh {
         let dir = tempfile::tempdir().expect("temp dir");

@@ -363,3 +363,36 @@ async fn admin_reports_metrics_config_and_readiness() {
     assert_eq!(mesh.admin("/ready").await.0, StatusCode::OK);
     assert_eq!(mesh.admin("/nope").await.0, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn registry_mapping_turns_native_metadata_into_routable_labels() {
+    let ups = upstreams(&["old", "new"]).await;
+    // The registry says `ver`, and tags the new one with a bare `canary`.
+    let eps = vec![
+        endpoint(&ups[0], "ver: v1"),
+        endpoint(&ups[1], "ver: v2, canary: ''"),
+    ];
+    let mapping = "mapping: {hostname: {suffix: .prod}, labels: {rename: {ver: version}, tags: [{match: '^canary$', key: track}]}}";
+    let routes = format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: web}}\nspec:\n  hosts: [web.prod]\n  http:\n  - route:\n    - destination: {{host: web.prod, subset: v2}}\n---\n{}",
+        subsets_dr("web.prod", &["v1", "v2"], "")
+    );
+    let mesh =
+        TestMesh::start_file_registry(&services("web", "http", &eps), mapping, &routes).await;
+    let counts = mesh.count("web.prod", 10, &[]).await;
+    assert_eq!(counts.get("new"), Some(&10), "{counts:?}");
+    let (_, cfg) = mesh.admin("/config").await;
+    let v: serde_json::Value = serde_json::from_str(&cfg).expect("json");
+    let eps = &v["catalog"]["services"]["web.prod"]["endpoints"];
+    let new = eps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["labels"]["version"] == "v2")
+        .expect("mapped endpoint");
+    assert_eq!(new["labels"]["track"], "canary");
+    assert_eq!(
+        new["provenance"]["raw_labels"]["ver"], "v2",
+        "raw labels kept for explain"
+    );
+}
