@@ -7,4 +7,5 @@ pub mod inspect;
 pub mod mesh;
 pub mod persist;
 pub mod settings;
+pub mod source_metrics;
 pub mod upstream;

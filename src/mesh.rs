@@ -158,6 +158,7 @@ impl Mesh {
             diags.iter().map(ToString::to_string).collect::<Vec<_>>(),
         ));
         let mut registry = prometheus_client::registry::Registry::default();
+        crate::source_metrics::spawn(&mut registry, snap_rx.clone());
         tasks.spawn(reload_routing(
             settings.clone(),
             stamps,
