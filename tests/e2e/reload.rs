@@ -228,6 +228,25 @@ async fn broken_services_file_keeps_the_old_routing() {
         cfg.contains("stale_since"),
         "admin shows the source as stale"
     );
+    // The registry's state as metrics (updated from each catalog snapshot).
+    let metrics = eventually("stale in /metrics", || async {
+        let (_, m) = mesh.admin("/metrics").await;
+        m.contains(r#"anymesh_registry_stale{source="file"} 1"#)
+            .then_some(m)
+    })
+    .await;
+    assert!(
+        metrics.contains(r#"anymesh_registry_connected{source="file"} 0"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"anymesh_registry_endpoints{source="file"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"anymesh_registry_changes_total{source="file"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
