@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anymesh::mesh::Mesh;
@@ -254,4 +256,94 @@ pub fn subsets_dr(host: &str, versions: &[&str], extra_policy: &str) -> String {
     format!(
         "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {host}}}\nspec:\n  host: {host}\n{extra_policy}  subsets:\n{subsets}"
     )
+}
+
+/// Sends requests in a loop from 8 tasks until stopped; counts failures, and
+/// answers per upstream for the current epoch (requests that *started* in it).
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    epoch: Arc<AtomicUsize>,
+    failures: Arc<parking_lot::Mutex<Vec<String>>>,
+    total: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    seen: Arc<parking_lot::Mutex<std::collections::BTreeMap<(usize, String), usize>>>,
+}
+
+impl Load {
+    pub fn start(mesh: &TestMesh, host: &'static str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let epoch = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let total = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(parking_lot::Mutex::new(std::collections::BTreeMap::new()));
+        let tasks = (0..8)
+            .map(|_| {
+                let (stop, epoch, failures, total, seen) = (
+                    stop.clone(),
+                    epoch.clone(),
+                    failures.clone(),
+                    total.clone(),
+                    seen.clone(),
+                );
+                let client = mesh.client.clone();
+                let proxy = mesh.proxy();
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        let started_in = epoch.load(Ordering::SeqCst);
+                        let req = http::Request::get(format!("http://{proxy}/"))
+                            .header("host", host)
+                            .body(http_body_util::Full::default())
+                            .expect("request");
+                        match client.request(req).await {
+                            Ok(r) if r.status() == StatusCode::OK => {
+                                let who = r
+                                    .headers()
+                                    .get("x-upstream")
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or("-")
+                                    .to_string();
+                                let _ = http_body_util::BodyExt::collect(r.into_body()).await;
+                                *seen.lock().entry((started_in, who)).or_insert(0) += 1;
+                            }
+                            Ok(r) => failures.lock().push(format!("status {}", r.status())),
+                            Err(e) => failures.lock().push(format!("error {e}")),
+                        }
+                        total.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            epoch,
+            failures,
+            total,
+            tasks,
+            seen,
+        }
+    }
+
+    /// Answers from `who` to requests started in the current epoch.
+    pub fn seen(&self, who: &str) -> usize {
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        self.seen
+            .lock()
+            .get(&(epoch, who.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Starts a new epoch: later counts only include requests started from now on.
+    pub fn next_epoch(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub async fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.tasks {
+            t.await.expect("load task");
+        }
+        let failures = self.failures.lock().clone();
+        (self.total.load(Ordering::SeqCst), failures)
+    }
 }
