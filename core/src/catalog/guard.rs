@@ -50,6 +50,10 @@ pub(super) fn served_by_service(
         .iter()
         .map(|s| (s.clone(), BTreeMap::new()))
         .collect();
+    // Most changes (upserts) can remove nothing: don't walk the source.
+    if out.is_empty() {
+        return out;
+    }
     let all = desired
         .iter()
         .chain(held.iter().map(|(id, h)| (id, &h.endpoint)));
