@@ -88,6 +88,28 @@ struct Endpoint {
     h2_connect: tokio::sync::Mutex<()>,
 }
 
+impl Endpoint {
+    fn handshake_failed(&self, source: hyper::Error) -> UpstreamError {
+        UpstreamError::Handshake {
+            authority: self.authority.clone(),
+            source,
+        }
+    }
+
+    /// Runs a connection's I/O until it closes.
+    fn drive<C>(&self, conn: C)
+    where
+        C: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
+    {
+        let authority = self.authority.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(endpoint = %authority, error = %e, "upstream connection ended");
+            }
+        });
+    }
+}
+
 /// All upstream connections of the proxy.
 pub struct Pool {
     settings: PoolSettings,
@@ -298,16 +320,8 @@ impl Pool {
             .writev(false)
             .handshake(io)
             .await
-            .map_err(|source| UpstreamError::Handshake {
-                authority: ep.authority.clone(),
-                source,
-            })?;
-        let authority = ep.authority.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(endpoint = %authority, error = %e, "upstream connection ended");
-            }
-        });
+            .map_err(|source| ep.handshake_failed(source))?;
+        ep.drive(conn);
         Ok(sender)
     }
 
@@ -321,16 +335,8 @@ impl Pool {
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .handshake(io)
             .await
-            .map_err(|source| UpstreamError::Handshake {
-                authority: ep.authority.clone(),
-                source,
-            })?;
-        let authority = ep.authority.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(endpoint = %authority, error = %e, "upstream h2 connection ended");
-            }
-        });
+            .map_err(|source| ep.handshake_failed(source))?;
+        ep.drive(conn);
         Ok(sender)
     }
 
