@@ -1184,7 +1184,11 @@ def build_anymesh(args) -> str:
         r = subprocess.run(["cargo", "build", "--release", "--locked"], cwd=REPO, stdin=subprocess.DEVNULL)
         if r.returncode != 0:
             raise BenchError("cargo build --release failed")
-    b = REPO / "target" / "release" / "anymesh"
+    # Cargo puts the binary under CARGO_TARGET_DIR when that is set.
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or (REPO / "target"))
+    if not target.is_absolute():
+        target = REPO / target
+    b = target / "release" / "anymesh"
     if not b.exists():
         raise BenchError(f"{b} does not exist")
     return str(b)
