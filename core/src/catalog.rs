@@ -29,7 +29,8 @@ use crate::registry::{Change, SourceStatus, SourceView, SourcedChange};
 struct SourceState {
     services: BTreeMap<Hostname, Service>,
     /// What the registry lists now.
-    endpoints: BTreeMap<Arc<str>, Endpoint>,
+    /// Shared with the snapshots, which then copy pointers, not endpoints.
+    endpoints: BTreeMap<Arc<str>, Arc<Endpoint>>,
     /// Removed by the registry but still served (mass-deregistration guard).
     held: BTreeMap<Arc<str>, guard::Held>,
     guard: Option<GuardSettings>,
@@ -87,7 +88,7 @@ mod opt_time {
 
 impl SourceState {
     /// Endpoints served: the registry's plus held ones.
-    fn served(&self) -> impl Iterator<Item = &Endpoint> {
+    fn served(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
         self.endpoints
             .values()
             .chain(self.held.values().map(|h| &h.endpoint))
@@ -292,7 +293,7 @@ impl CatalogState {
         let src = self.sources.iter().find(|s| &s.info.source == source)?;
         Some(SourceView {
             services: src.services.values().cloned().collect(),
-            endpoints: src.served().cloned().collect(),
+            endpoints: src.served().map(|e| (**e).clone()).collect(),
         })
     }
 
@@ -354,7 +355,7 @@ impl CatalogState {
                     .collect();
                 let endpoints: BTreeMap<_, _> = endpoints
                     .into_iter()
-                    .map(|e| (Arc::from(e.provenance.native_id.as_str()), e))
+                    .map(|e| (Arc::from(e.provenance.native_id.as_str()), Arc::new(e)))
                     .collect();
                 data_changed = services != src.services || endpoints != src.endpoints;
                 src.services = services;
@@ -378,8 +379,10 @@ impl CatalogState {
             }
             Change::UpsertEndpoint(ep) => {
                 let key: Arc<str> = Arc::from(ep.provenance.native_id.as_str());
-                let prev = src.endpoints.insert(key, ep.clone());
-                data_changed = prev.as_ref() != Some(&ep);
+                data_changed = src.endpoints.get(&key).is_none_or(|old| **old != ep);
+                if data_changed {
+                    src.endpoints.insert(key, Arc::new(ep));
+                }
             }
             Change::RemoveEndpoint(key) => {
                 data_changed = src.endpoints.remove(&key.native_id).is_some();
@@ -466,7 +469,7 @@ impl CatalogState {
                     }
                     _ => {
                         acc.seen.insert((ep.address.clone(), nums), key);
-                        acc.endpoints.push(Arc::new(ep.clone()));
+                        acc.endpoints.push(ep.clone());
                     }
                 }
             }

@@ -36,17 +36,17 @@ impl Default for GuardSettings {
 /// An endpoint the registry removed but the guard still serves.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Held {
-    pub endpoint: Endpoint,
+    pub endpoint: Arc<Endpoint>,
     pub since: SystemTime,
 }
 
 /// Served endpoints (registry's ∪ held) of `services`, by id, before a change.
 pub(super) fn served_by_service(
-    desired: &BTreeMap<Arc<str>, Endpoint>,
+    desired: &BTreeMap<Arc<str>, Arc<Endpoint>>,
     held: &BTreeMap<Arc<str>, Held>,
     services: &[Hostname],
-) -> HashMap<Hostname, BTreeMap<Arc<str>, Endpoint>> {
-    let mut out: HashMap<Hostname, BTreeMap<Arc<str>, Endpoint>> = services
+) -> HashMap<Hostname, BTreeMap<Arc<str>, Arc<Endpoint>>> {
+    let mut out: HashMap<Hostname, BTreeMap<Arc<str>, Arc<Endpoint>>> = services
         .iter()
         .map(|s| (s.clone(), BTreeMap::new()))
         .collect();
@@ -70,8 +70,8 @@ pub(super) fn served_by_service(
 pub(super) fn reconcile(
     settings: Option<&GuardSettings>,
     source: &SourceId,
-    before: HashMap<Hostname, BTreeMap<Arc<str>, Endpoint>>,
-    desired: &BTreeMap<Arc<str>, Endpoint>,
+    before: HashMap<Hostname, BTreeMap<Arc<str>, Arc<Endpoint>>>,
+    desired: &BTreeMap<Arc<str>, Arc<Endpoint>>,
     held: &mut BTreeMap<Arc<str>, Held>,
     now: SystemTime,
 ) -> bool {
@@ -85,7 +85,7 @@ pub(super) fn reconcile(
             continue;
         }
         let remaining = desired.values().filter(|e| e.service == service).count();
-        let removed: Vec<(&Arc<str>, &Endpoint)> = served
+        let removed: Vec<(&Arc<str>, &Arc<Endpoint>)> = served
             .iter()
             .filter(|(id, _)| !desired.contains_key(*id))
             .collect();
