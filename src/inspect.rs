@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use anymesh_core::catalog::CatalogState;
 use anymesh_core::config::Diagnostic;
 use anymesh_core::routes::compile::compile;
-use anymesh_core::routes::{LbPolicy, RequestInfo, RouteAction, RouteMiss, RouteTable};
+use anymesh_core::routes::{RequestInfo, RouteAction, RouteMiss, RouteTable};
 use anymesh_core::{Change, Snapshot, SourceId, SourcedChange};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -302,7 +302,7 @@ pub fn explain(table: &RouteTable, req: &RequestInfo<'_>) -> String {
                         .as_deref()
                         .map(|s| format!("  subset {s} {{{}}}", selector.join(",")))
                         .unwrap_or_default(),
-                    lb_name(&c.lb),
+                    c.lb,
                 );
                 if c.endpoints.is_empty() {
                     let _ = writeln!(
@@ -337,13 +337,4 @@ pub fn explain(table: &RouteTable, req: &RequestInfo<'_>) -> String {
         }
     }
     out
-}
-
-fn lb_name(lb: &LbPolicy) -> String {
-    match lb {
-        LbPolicy::RoundRobin => "round robin".into(),
-        LbPolicy::LeastRequest => "least request".into(),
-        LbPolicy::Random => "random".into(),
-        LbPolicy::ConsistentHash(h) => format!("consistent hash on {:?}", h.key),
-    }
 }

@@ -74,17 +74,13 @@ pub fn load_routing(settings: &Settings) -> anyhow::Result<(ConfigSet, Vec<Diagn
     Ok(config::load_files(&files))
 }
 
-fn has_errors(diags: &[Diagnostic]) -> bool {
-    diags.iter().any(Diagnostic::is_error)
-}
-
 impl Mesh {
     /// Binds the listeners and starts every component. Fails on a bad routing config.
     pub async fn start(settings: Settings) -> anyhow::Result<Mesh> {
         // Stamped before loading, so an edit made during start-up is not missed.
         let stamps = stamp(&settings);
         let (routing, diags) = load_routing(&settings)?;
-        if has_errors(&diags) {
+        if config::has_errors(&diags) {
             let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
             anyhow::bail!("routing config has errors:\n{}", lines.join("\n"));
         }
@@ -460,7 +456,7 @@ async fn reload_routing(
             metrics.in_force.set(0);
         };
         match load_routing(&settings) {
-            Ok((set, diags)) if !has_errors(&diags) => {
+            Ok((set, diags)) if !config::has_errors(&diags) => {
                 for d in &diags {
                     tracing::warn!("{d}");
                 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use http_body::Frame;
-use http_body_util::{BodyExt, Either, Full, StreamBody};
+use http_body_util::{Either, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -154,12 +154,4 @@ async fn respond(name: Arc<str>, req: Request<Incoming>) -> Result<Response<Body
         h.insert("x-seen-headers", v);
     }
     Ok(resp)
-}
-
-/// Reads a whole response body (for small bodies in the demo and tests).
-pub async fn read_body<B>(body: B) -> Result<Bytes, B::Error>
-where
-    B: http_body::Body<Data = Bytes>,
-{
-    Ok(body.collect().await?.to_bytes())
 }

@@ -10,7 +10,10 @@ use anymesh_core::catalog::CatalogState;
 use anymesh_core::config;
 use anymesh_core::routes::compile::compile;
 use anymesh_core::routes::{RequestInfo, RouteTable};
-use anymesh_core::{Change, SourceId, SourcedChange};
+use anymesh_core::{
+    Change, Endpoint, EndpointPort, Health, Hostname, Labels, Locality, Protocol, Provenance,
+    Service, ServicePort, SourceId, SourceView, SourcedChange,
+};
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue};
 
@@ -44,17 +47,44 @@ spec:
   - {name: v2, labels: {version: v2}}
 "#;
 
+/// A catalog of `reviews` plus `extra_services` services, each with a v1 and
+/// a v2 endpoint, compiled with [`ROUTES`].
 fn table(extra_services: usize) -> RouteTable {
-    let mut yaml = String::from("services:\n");
-    for name in std::iter::once("reviews".to_string())
-        .chain((0..extra_services).map(|i| format!("svc-{i}")))
-    {
-        yaml.push_str(&format!(
-            "  - name: {name}\n    ports: [{{name: http, port: 80}}]\n    endpoints:\n      - {{address: 10.0.0.1, port: 8080, labels: {{version: v1}}}}\n      - {{address: 10.0.0.2, port: 8080, labels: {{version: v2}}}}\n"
-        ));
-    }
     let source = SourceId::new("file");
-    let view = anymesh_adapter_file_free::parse(&yaml, &source);
+    let mut view = SourceView::default();
+    let names = std::iter::once("reviews".to_string())
+        .chain((0..extra_services).map(|i| format!("svc-{i}")));
+    for name in names {
+        let hostname = Hostname::new(&name).expect("hostname");
+        view.services.push(Service {
+            hostname: hostname.clone(),
+            aliases: vec![],
+            ports: vec![ServicePort {
+                name: "http".into(),
+                number: 80,
+                protocol: Protocol::Http,
+            }],
+        });
+        for (address, version) in [("10.0.0.1", "v1"), ("10.0.0.2", "v2")] {
+            view.endpoints.push(Endpoint {
+                service: hostname.clone(),
+                address: address.into(),
+                ports: vec![EndpointPort {
+                    name: String::new(),
+                    number: 8080,
+                }],
+                labels: Labels::from([("version".to_string(), version.to_string())]),
+                health: Health::Healthy,
+                weight: 1,
+                locality: Locality::default(),
+                provenance: Provenance {
+                    source: source.clone(),
+                    native_id: format!("{name}/{address}"),
+                    raw_labels: Labels::new(),
+                },
+            });
+        }
+    }
     let mut state = CatalogState::new([source.clone()]);
     state.apply(SourcedChange {
         source,
@@ -64,56 +94,6 @@ fn table(extra_services: usize) -> RouteTable {
     let (set, diags) = config::load_str("routes.yaml", ROUTES);
     assert!(!config::has_errors(&diags), "{diags:?}");
     compile(&state.snapshot(1), &set, 1).0
-}
-
-/// Builds the catalog view directly (core must not depend on an adapter).
-mod anymesh_adapter_file_free {
-    use anymesh_core::{
-        Endpoint, EndpointPort, Health, Hostname, Labels, Locality, Protocol, Provenance, Service,
-        ServicePort, SourceId, SourceView,
-    };
-
-    pub fn parse(yaml: &str, source: &SourceId) -> SourceView {
-        let mut view = SourceView::default();
-        let mut current: Option<Hostname> = None;
-        for line in yaml.lines() {
-            if let Some(name) = line.trim().strip_prefix("- name: ") {
-                let h = Hostname::new(name).expect("hostname");
-                view.services.push(Service {
-                    hostname: h.clone(),
-                    aliases: vec![],
-                    ports: vec![ServicePort {
-                        name: "http".into(),
-                        number: 80,
-                        protocol: Protocol::Http,
-                    }],
-                });
-                current = Some(h);
-            } else if let Some(rest) = line.trim().strip_prefix("- {address: ") {
-                let addr = rest.split(',').next().unwrap_or_default().to_string();
-                let version = if rest.contains("v2") { "v2" } else { "v1" };
-                let svc = current.clone().expect("service first");
-                view.endpoints.push(Endpoint {
-                    service: svc.clone(),
-                    address: addr.clone(),
-                    ports: vec![EndpointPort {
-                        name: String::new(),
-                        number: 8080,
-                    }],
-                    labels: Labels::from([("version".to_string(), version.to_string())]),
-                    health: Health::Healthy,
-                    weight: 1,
-                    locality: Locality::default(),
-                    provenance: Provenance {
-                        source: source.clone(),
-                        native_id: format!("{svc}/{addr}"),
-                        raw_labels: Labels::new(),
-                    },
-                });
-            }
-        }
-        view
-    }
 }
 
 fn bench(c: &mut Criterion) {

@@ -339,13 +339,4 @@ impl Pool {
         ep.drive(conn);
         Ok(sender)
     }
-
-    /// Idle HTTP/1.1 connections held (for tests and metrics).
-    pub fn idle_connections(&self) -> usize {
-        self.endpoints
-            .read()
-            .values()
-            .map(|e| e.idle.lock().len())
-            .sum()
-    }
 }

@@ -6,7 +6,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::{EndpointExplanation, Explanation, Verdict};
 use crate::catalog::SourceInfo;
 use crate::model::{EndpointPort, Health, Labels, Locality};
-use crate::routes::LbPolicy;
 
 impl Explanation {
     /// The explanation as text; `now` dates the "stale since" and "last sync" ages.
@@ -47,13 +46,7 @@ impl Explanation {
             let _ = writeln!(
                 out,
                 "  {:<width$}  {subset}port {} {} ({})  lb {}  {} eligible, {} excluded",
-                c.name,
-                c.port.name,
-                c.port.number,
-                c.port.protocol,
-                lb_name(&c.lb),
-                c.eligible,
-                c.excluded,
+                c.name, c.port.name, c.port.number, c.port.protocol, c.lb, c.eligible, c.excluded,
             );
         }
         let _ = writeln!(out, "\nendpoints ({}):", self.endpoints.len());
@@ -239,15 +232,6 @@ fn locality(l: &Locality) -> String {
         .map(|p| p.as_deref().unwrap_or("*"))
         .collect::<Vec<_>>()
         .join("/")
-}
-
-fn lb_name(lb: &LbPolicy) -> String {
-    match lb {
-        LbPolicy::RoundRobin => "round robin".into(),
-        LbPolicy::LeastRequest => "least request".into(),
-        LbPolicy::Random => "random".into(),
-        LbPolicy::ConsistentHash(h) => format!("consistent hash on {:?}", h.key),
-    }
 }
 
 /// `k=v,k=v`, or `-` when empty.

@@ -424,6 +424,17 @@ pub enum LbPolicy {
     ConsistentHash(HashPolicy),
 }
 
+impl fmt::Display for LbPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LbPolicy::RoundRobin => f.write_str("round robin"),
+            LbPolicy::LeastRequest => f.write_str("least request"),
+            LbPolicy::Random => f.write_str("random"),
+            LbPolicy::ConsistentHash(h) => write!(f, "consistent hash on {:?}", h.key),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HashPolicy {
     pub key: HashKey,
