@@ -51,6 +51,14 @@ impl ProxyBody {
         ProxyBody::Local { data: None }
     }
 
+    /// The bytes of a local reply; an upstream body gives none.
+    pub(crate) fn into_local(self) -> Bytes {
+        match self {
+            ProxyBody::Local { data } => data.unwrap_or_default(),
+            ProxyBody::Upstream { .. } => Bytes::new(),
+        }
+    }
+
     pub fn upstream(
         inner: Incoming,
         guard: InFlight,

@@ -16,13 +16,14 @@ use anymesh_core::routes::{
     Redirect, RequestInfo, Route, RouteAction, RouteHit, RouteMiss, StringMatch, WeightedCluster,
 };
 use http::header::{HOST, LOCATION, SET_COOKIE};
+use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use rand::Rng;
 use tokio::time::Instant;
 
-use crate::balance::PickContext;
+use crate::balance::{InFlight, PickContext};
 use crate::body::ProxyBody;
 use crate::hop;
 use crate::metrics::{Metrics, RequestLabels};
@@ -58,14 +59,14 @@ pub struct Proxy {
 }
 
 /// What a request turned into, for metrics.
-struct Outcome {
-    resp: Response<ProxyBody>,
-    service: Option<Arc<str>>,
-    route: Option<Arc<str>>,
+pub(crate) struct Outcome {
+    pub resp: Response<ProxyBody>,
+    pub service: Option<Arc<str>>,
+    pub route: Option<Arc<str>>,
 }
 
 impl Outcome {
-    fn local(reason: Reason, msg: String) -> Self {
+    pub fn local(reason: Reason, msg: String) -> Self {
         Self {
             resp: reply::local(reason, msg),
             service: None,
@@ -93,18 +94,43 @@ impl Proxy {
         &self.router
     }
 
-    /// Serves one request from a downstream peer.
+    /// Serves one request from a downstream peer (hyper's listeners: HTTP/2,
+    /// and HTTP/1.1 connections handed over by [`crate::h1`]).
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let start = Instant::now();
         let routing = self.router.current();
         let out = self.dispatch(req, peer, &routing).await;
+        self.record(&out, start);
+        out.resp
+    }
+
+    pub(crate) fn record(&self, out: &Outcome, start: Instant) {
         let labels = RequestLabels {
-            service: out.service.unwrap_or_else(|| Arc::from("-")),
-            route: out.route.unwrap_or_else(|| Arc::from("-")),
+            service: out.service.clone().unwrap_or_else(|| Arc::from("-")),
+            route: out.route.clone().unwrap_or_else(|| Arc::from("-")),
             code: out.resp.status().as_u16(),
         };
         self.metrics.record(&labels, start.elapsed());
-        out.resp
+    }
+
+    /// Records a request served by the HTTP/1.1 fast path.
+    pub(crate) fn record_status(
+        &self,
+        service: Option<Arc<str>>,
+        route: Option<Arc<str>>,
+        code: u16,
+        start: Instant,
+    ) {
+        let labels = RequestLabels {
+            service: service.unwrap_or_else(|| Arc::from("-")),
+            route: route.unwrap_or_else(|| Arc::from("-")),
+            code,
+        };
+        self.metrics.record(&labels, start.elapsed());
+    }
+
+    pub(crate) fn pool(&self) -> &Arc<Pool> {
+        &self.pool
     }
 
     async fn dispatch(
@@ -113,193 +139,30 @@ impl Proxy {
         peer: SocketAddr,
         routing: &Routing,
     ) -> Outcome {
-        let authority = match request_authority(&req) {
-            Ok(a) => a,
-            Err(why) => return Outcome::local(Reason::BadRequest, why.into()),
+        let (mut parts, body) = req.into_parts();
+        let plan = match plan(&parts, peer, routing) {
+            Ok(p) => p,
+            Err(out) => return *out,
         };
-        if let Some(why) = unsupported(&req) {
-            return Outcome::local(Reason::Unsupported, why.into());
-        }
-        let info = RequestInfo {
-            method: req.method().as_str(),
-            authority,
-            path: req.uri().path(),
-            query: req.uri().query(),
-            headers: req.headers(),
-        };
-        let hit = match routing.table.route(&info) {
-            Ok(hit) => hit,
-            Err(RouteMiss::NoVirtualHost) if !routing.synced => {
-                return Outcome::local(
-                    Reason::NotReady,
-                    format!(
-                        "not ready: registries have not all answered yet, so host {authority:?} is not known"
-                    ),
-                )
-            }
-            Err(RouteMiss::NoVirtualHost) => {
-                return Outcome::local(
-                    Reason::NoRoute,
-                    format!(
-                    "no route for host {authority:?}: no service or VirtualService has this host"
-                ),
-                )
-            }
-            Err(RouteMiss::NoRoute) => {
-                let vh = routing
-                    .table
-                    .virtual_host(authority)
-                    .map(|v| v.name.as_str())
-                    .unwrap_or("?");
-                return Outcome::local(
-                    Reason::NoRouteMatch,
-                    format!(
-                        "no route of {vh} matches {} {} on host {authority:?}",
-                        req.method(),
-                        req.uri().path()
-                    ),
-                );
-            }
-        };
-        let route_name = hit.route.name.clone();
-        let mut out = match &hit.route.action {
-            RouteAction::DirectResponse(d) => {
-                let mut resp = Response::new(ProxyBody::local(d.body.clone().unwrap_or_default()));
-                *resp.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
-                Outcome {
-                    resp,
-                    service: None,
-                    route: None,
-                }
-            }
-            RouteAction::Redirect(r) => Outcome {
-                resp: redirect(r, authority, req.uri()),
-                service: None,
-                route: None,
-            },
-            RouteAction::Forward(split) => {
-                let target = if split.targets.len() == 1 || split.total_weight == 0 {
-                    split.targets.first()
-                } else {
-                    split.pick(rand::rng().random_range(0..split.total_weight))
-                };
-                match target {
-                    Some(target) => {
-                        let service = target.cluster.service.as_arc().clone();
-                        let mut out = self.forward(req, peer, routing, hit, target).await;
-                        out.service = Some(service);
-                        out
-                    }
-                    None => Outcome::local(
-                        Reason::NoHealthyEndpoint,
-                        format!("route {} has no destination", hit.route.name),
-                    ),
-                }
-            }
-        };
+        let route_name = plan.hit.route.name.clone();
+        let service = plan.target.cluster.service.as_arc().clone();
+        let mut out = self.forward(&mut parts, body, plan).await;
+        out.service = Some(service);
         out.route = Some(route_name);
         out
     }
 
-    async fn forward(
-        &self,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-        routing: &Routing,
-        hit: RouteHit<'_>,
-        target: &WeightedCluster,
-    ) -> Outcome {
-        let route = hit.route;
-        let cluster = &target.cluster;
-        let ctx = PickContext {
-            headers: req.headers(),
-            query: req.uri().query(),
-            source_ip: Some(peer.ip()),
-        };
-        let picked = routing.lb(cluster).and_then(|lb| lb.pick(&ctx));
-        let Some(picked) = picked else {
-            return Outcome::local(
-                Reason::NoHealthyEndpoint,
-                no_endpoint_message(route, cluster),
-            );
-        };
-        let endpoint_authority = picked.endpoint.authority.as_str();
-        let set_cookie = picked.set_cookie;
-        let guard = picked.guard;
-
-        let (mut parts, body) = req.into_parts();
-        let h2 = cluster.port.protocol.is_h2();
-        hop::strip(&mut parts.headers, h2);
-        if !h2 && parts.version == Version::HTTP_2 {
-            hop::join_cookies(&mut parts.headers);
+    async fn forward(&self, parts: &mut Parts, body: Incoming, plan: Plan<'_>) -> Outcome {
+        if let Err(out) = prepare(parts, &plan) {
+            return *out;
         }
-        route.request_headers.apply(&mut parts.headers);
-        target.request_headers.apply(&mut parts.headers);
-
-        let path_and_query = match rewritten_path(route, hit.matched, &parts.uri) {
-            Ok(pq) => pq,
-            Err(msg) => return Outcome::local(Reason::BadRequest, msg),
-        };
-        let rewrite = route.rewrite.as_ref().and_then(|r| r.authority.as_deref());
-        if h2 {
-            // :authority carries the service (or rewritten) name; the pool
-            // connects to the endpoint's address.
-            let authority = match rewrite {
-                Some(a) => {
-                    Authority::try_from(a).map_err(|e| format!("rewrite authority {a:?}: {e}"))
-                }
-                None => match parts.uri.authority() {
-                    Some(a) => Ok(a.clone()),
-                    None => parts
-                        .headers
-                        .get(HOST)
-                        .ok_or_else(|| "no authority".to_string())
-                        .and_then(|h| {
-                            Authority::try_from(h.as_bytes())
-                                .map_err(|e| format!("Host header: {e}"))
-                        }),
-                },
-            };
-            let uri = authority.and_then(|a| {
-                Uri::builder()
-                    .scheme(Scheme::HTTP)
-                    .authority(a)
-                    .path_and_query(path_and_query)
-                    .build()
-                    .map_err(|e| e.to_string())
-            });
-            match uri {
-                Ok(u) => parts.uri = u,
-                Err(e) => {
-                    return Outcome::local(Reason::BadRequest, format!("invalid authority: {e}"))
-                }
-            }
-            parts.version = Version::HTTP_2;
-            parts.headers.remove(HOST);
-        } else {
-            // Host: the rewrite, else the request URI's authority (absolute
-            // form, HTTP/2); otherwise the request's own Host header stays.
-            let host = rewrite.or_else(|| parts.uri.authority().map(|a| a.as_str()));
-            if let Some(host) = host {
-                match HeaderValue::from_str(host) {
-                    Ok(v) => {
-                        parts.headers.insert(HOST, v);
-                    }
-                    Err(_) => {
-                        return Outcome::local(
-                            Reason::BadRequest,
-                            format!("invalid authority {host:?}"),
-                        )
-                    }
-                }
-            }
-            parts.uri = Uri::from(path_and_query);
-            parts.version = Version::HTTP_11;
-        }
-        let upstream_req = Request::from_parts(parts, body);
+        let route = plan.hit.route;
+        let cluster = &plan.target.cluster;
+        let endpoint_authority = plan.endpoint;
+        let upstream_req = Request::from_parts(std::mem::replace(parts, empty_parts()), body);
         let pool = &self.pool;
         let call = async {
-            if h2 {
+            if plan.h2 {
                 pool.send_h2(endpoint_authority, upstream_req)
                     .await
                     .map(|r| (r, None))
@@ -314,15 +177,7 @@ impl Proxy {
         let result = match route.timeout {
             Some(t) => match tokio::time::timeout(t, call).await {
                 Ok(r) => r,
-                Err(_) => {
-                    return Outcome::local(
-                        Reason::Timeout,
-                        format!(
-                            "upstream {} ({endpoint_authority}) did not answer within the route timeout of {:?} (route {})",
-                            cluster.service, t, route.name
-                        ),
-                    )
-                }
+                Err(_) => return Outcome::local(Reason::Timeout, plan.timeout_message()),
             },
             None => call.await,
         };
@@ -335,23 +190,18 @@ impl Proxy {
                     Reason::UpstreamError
                 };
                 tracing::debug!(endpoint = %endpoint_authority, cluster = %cluster.name, error = %e, "upstream request failed");
-                return Outcome::local(
-                    reason,
-                    format!(
-                        "upstream {} ({endpoint_authority}) failed: {}",
-                        cluster.service,
-                        error_chain(&e)
-                    ),
-                );
+                return Outcome::local(reason, plan.failure_message(&error_chain(&e)));
             }
         };
         let (mut parts, body) = resp.into_parts();
-        hop::strip(&mut parts.headers, false);
-        target.response_headers.apply(&mut parts.headers);
-        route.response_headers.apply(&mut parts.headers);
-        if let Some(cookie) = set_cookie {
-            parts.headers.append(SET_COOKIE, cookie);
-        }
+        let Plan {
+            target,
+            hit,
+            guard,
+            set_cookie,
+            ..
+        } = plan;
+        finish_response_headers(&mut parts.headers, hit.route, target, set_cookie);
         Outcome {
             resp: Response::from_parts(parts, ProxyBody::upstream(body, guard, conn, deadline)),
             service: None,
@@ -360,17 +210,249 @@ impl Proxy {
     }
 }
 
+/// A request the routing sends upstream: its route, split target and picked endpoint.
+pub(crate) struct Plan<'r> {
+    pub hit: RouteHit<'r>,
+    pub target: &'r WeightedCluster,
+    /// The endpoint's `host:port`.
+    pub endpoint: &'r str,
+    /// The upstream speaks HTTP/2 (prior knowledge).
+    pub h2: bool,
+    /// Counts the request as in flight to the endpoint until dropped.
+    pub guard: InFlight,
+    pub set_cookie: Option<HeaderValue>,
+}
+
+impl Plan<'_> {
+    pub fn timeout_message(&self) -> String {
+        format!(
+            "upstream {} ({}) did not answer within the route timeout of {:?} (route {})",
+            self.target.cluster.service,
+            self.endpoint,
+            self.hit.route.timeout.unwrap_or_default(),
+            self.hit.route.name
+        )
+    }
+
+    pub fn failure_message(&self, error: &str) -> String {
+        format!(
+            "upstream {} ({}) failed: {error}",
+            self.target.cluster.service, self.endpoint
+        )
+    }
+
+    /// Labels a finished exchange for metrics.
+    pub fn label(&self, out: &mut Outcome) {
+        out.service = Some(self.service());
+        out.route = Some(self.hit.route.name.clone());
+    }
+
+    pub fn service(&self) -> Arc<str> {
+        self.target.cluster.service.as_arc().clone()
+    }
+}
+
+fn empty_parts() -> Parts {
+    Request::new(()).into_parts().0
+}
+
+/// Routes a request head: a plan to forward it, or the local reply it gets
+/// (no route, direct response, redirect, no endpoint, bad request).
+pub(crate) fn plan<'r>(
+    parts: &Parts,
+    peer: SocketAddr,
+    routing: &'r Routing,
+) -> Result<Plan<'r>, Box<Outcome>> {
+    let local = |reason, msg: String| Box::new(Outcome::local(reason, msg));
+    let authority = request_authority(&parts.uri, &parts.headers)
+        .map_err(|why| local(Reason::BadRequest, why.into()))?;
+    if let Some(why) = unsupported(&parts.method, &parts.headers) {
+        return Err(local(Reason::Unsupported, why.into()));
+    }
+    let info = RequestInfo {
+        method: parts.method.as_str(),
+        authority,
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        headers: &parts.headers,
+    };
+    let hit = match routing.table.route(&info) {
+        Ok(hit) => hit,
+        Err(RouteMiss::NoVirtualHost) if !routing.synced => {
+            return Err(local(
+                Reason::NotReady,
+                format!(
+                    "not ready: registries have not all answered yet, so host {authority:?} is not known"
+                ),
+            ))
+        }
+        Err(RouteMiss::NoVirtualHost) => {
+            return Err(local(
+                Reason::NoRoute,
+                format!("no route for host {authority:?}: no service or VirtualService has this host"),
+            ))
+        }
+        Err(RouteMiss::NoRoute) => {
+            let vh = routing
+                .table
+                .virtual_host(authority)
+                .map(|v| v.name.as_str())
+                .unwrap_or("?");
+            return Err(local(
+                Reason::NoRouteMatch,
+                format!(
+                    "no route of {vh} matches {} {} on host {authority:?}",
+                    parts.method,
+                    parts.uri.path()
+                ),
+            ));
+        }
+    };
+    let routed = |mut out: Outcome| {
+        out.route = Some(hit.route.name.clone());
+        Box::new(out)
+    };
+    let split = match &hit.route.action {
+        RouteAction::DirectResponse(d) => {
+            let mut resp = Response::new(ProxyBody::local(d.body.clone().unwrap_or_default()));
+            *resp.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
+            return Err(routed(Outcome {
+                resp,
+                service: None,
+                route: None,
+            }));
+        }
+        RouteAction::Redirect(r) => {
+            return Err(routed(Outcome {
+                resp: redirect(r, authority, &parts.uri),
+                service: None,
+                route: None,
+            }))
+        }
+        RouteAction::Forward(split) => split,
+    };
+    let target = if split.targets.len() == 1 || split.total_weight == 0 {
+        split.targets.first()
+    } else {
+        split.pick(rand::rng().random_range(0..split.total_weight))
+    };
+    let Some(target) = target else {
+        return Err(routed(Outcome::local(
+            Reason::NoHealthyEndpoint,
+            format!("route {} has no destination", hit.route.name),
+        )));
+    };
+    let cluster = &target.cluster;
+    let ctx = PickContext {
+        headers: &parts.headers,
+        query: parts.uri.query(),
+        source_ip: Some(peer.ip()),
+    };
+    let Some(picked) = routing.lb(cluster).and_then(|lb| lb.pick(&ctx)) else {
+        let mut out = Outcome::local(
+            Reason::NoHealthyEndpoint,
+            no_endpoint_message(hit.route, cluster),
+        );
+        out.service = Some(cluster.service.as_arc().clone());
+        return Err(routed(out));
+    };
+    Ok(Plan {
+        hit,
+        target,
+        endpoint: picked.endpoint.authority.as_str(),
+        h2: cluster.port.protocol.is_h2(),
+        guard: picked.guard,
+        set_cookie: picked.set_cookie,
+    })
+}
+
+/// Turns the downstream request head into the upstream one: hop-by-hop
+/// fields removed, route header operations applied, URI rewritten, and the
+/// authority carried as `Host` (HTTP/1.1) or `:authority` (HTTP/2).
+pub(crate) fn prepare(parts: &mut Parts, plan: &Plan<'_>) -> Result<(), Box<Outcome>> {
+    let route = plan.hit.route;
+    let h2 = plan.h2;
+    hop::strip(&mut parts.headers, h2);
+    if !h2 && parts.version == Version::HTTP_2 {
+        hop::join_cookies(&mut parts.headers);
+    }
+    route.request_headers.apply(&mut parts.headers);
+    plan.target.request_headers.apply(&mut parts.headers);
+
+    let bad = |msg: String| Box::new(Outcome::local(Reason::BadRequest, msg));
+    let path_and_query = rewritten_path(route, plan.hit.matched, &parts.uri).map_err(bad)?;
+    let rewrite = route.rewrite.as_ref().and_then(|r| r.authority.as_deref());
+    if h2 {
+        // :authority carries the service (or rewritten) name; the pool
+        // connects to the endpoint's address.
+        let authority = match rewrite {
+            Some(a) => Authority::try_from(a).map_err(|e| format!("rewrite authority {a:?}: {e}")),
+            None => match parts.uri.authority() {
+                Some(a) => Ok(a.clone()),
+                None => parts
+                    .headers
+                    .get(HOST)
+                    .ok_or_else(|| "no authority".to_string())
+                    .and_then(|h| {
+                        Authority::try_from(h.as_bytes()).map_err(|e| format!("Host header: {e}"))
+                    }),
+            },
+        };
+        let uri = authority.and_then(|a| {
+            Uri::builder()
+                .scheme(Scheme::HTTP)
+                .authority(a)
+                .path_and_query(path_and_query)
+                .build()
+                .map_err(|e| e.to_string())
+        });
+        parts.uri = uri.map_err(|e| bad(format!("invalid authority: {e}")))?;
+        parts.version = Version::HTTP_2;
+        parts.headers.remove(HOST);
+    } else {
+        // Host: the rewrite, else the request URI's authority (absolute
+        // form, HTTP/2); otherwise the request's own Host header stays.
+        let host = rewrite.or_else(|| parts.uri.authority().map(|a| a.as_str()));
+        if let Some(host) = host {
+            let v = HeaderValue::from_str(host)
+                .map_err(|_| bad(format!("invalid authority {host:?}")))?;
+            parts.headers.insert(HOST, v);
+        }
+        parts.uri = Uri::from(path_and_query);
+        parts.version = Version::HTTP_11;
+    }
+    Ok(())
+}
+
+/// The upstream's response fields as the client gets them.
+pub(crate) fn finish_response_headers(
+    headers: &mut http::HeaderMap,
+    route: &Route,
+    target: &WeightedCluster,
+    set_cookie: Option<HeaderValue>,
+) {
+    hop::strip(headers, false);
+    target.response_headers.apply(headers);
+    route.response_headers.apply(headers);
+    if let Some(cookie) = set_cookie {
+        headers.append(SET_COOKIE, cookie);
+    }
+}
+
 /// The authority a request is for: the absolute URI's (proxy-style or HTTP/2
 /// `:authority`), else the `Host` header (exactly one, RFC 9112 §3.2).
-fn request_authority<B>(req: &Request<B>) -> Result<&str, &'static str> {
-    if let Some(a) = req.uri().authority() {
+pub(crate) fn request_authority<'a>(
+    uri: &'a Uri,
+    headers: &'a http::HeaderMap,
+) -> Result<&'a str, &'static str> {
+    if let Some(a) = uri.authority() {
         if a.as_str().contains('@') {
             // Never echo credentials back in a local reply.
             return Err("credentials in the request URI are not accepted");
         }
         return Ok(a.as_str());
     }
-    let mut hosts = req.headers().get_all(HOST).iter();
+    let mut hosts = headers.get_all(HOST).iter();
     let host = hosts
         .next()
         .ok_or("request has no Host header or authority")?;
@@ -384,13 +466,13 @@ fn request_authority<B>(req: &Request<B>) -> Result<&str, &'static str> {
 }
 
 /// Requests the outbound listener cannot serve, and why.
-fn unsupported<B>(req: &Request<B>) -> Option<&'static str> {
-    if req.method() == http::Method::CONNECT {
+fn unsupported(method: &http::Method, headers: &http::HeaderMap) -> Option<&'static str> {
+    if method == http::Method::CONNECT {
         return Some(
             "CONNECT is not supported: send plain HTTP requests for http://<service>/ to this listener",
         );
     }
-    let upgrade = req.headers().get(http::header::UPGRADE)?;
+    let upgrade = headers.get(http::header::UPGRADE)?;
     // An h2c upgrade offer may be ignored (RFC 9110 §7.8); anything else would break.
     if upgrade.as_bytes().eq_ignore_ascii_case(b"h2c") {
         return None;

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod balance;
 pub mod body;
 pub mod forward;
+pub mod h1;
 pub mod hop;
 pub mod metrics;
 pub mod pool;

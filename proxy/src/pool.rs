@@ -79,10 +79,27 @@ struct Idle {
     since: Instant,
 }
 
+/// An idle plain connection of the HTTP/1.1 fast path ([`crate::h1`]).
+struct RawIdle {
+    stream: TcpStream,
+    since: Instant,
+}
+
+/// A plain TCP connection to an endpoint, lent to one exchange of the
+/// HTTP/1.1 fast path. Hand it back with [`Pool::release_raw`] only when the
+/// exchange ended cleanly; dropping it closes it.
+pub(crate) struct RawConn {
+    pub stream: TcpStream,
+    /// Taken from the idle list (it may have been closed by the upstream meanwhile).
+    pub reused: bool,
+    home: Arc<Endpoint>,
+}
+
 /// The connections to one endpoint.
 struct Endpoint {
     authority: Arc<str>,
     idle: Mutex<Vec<Idle>>,
+    raw: Mutex<Vec<RawIdle>>,
     h2: Mutex<Option<http2::SendRequest<Incoming>>>,
     /// Serialises HTTP/2 handshakes so concurrent first requests share one connection.
     h2_connect: tokio::sync::Mutex<()>,
@@ -141,6 +158,20 @@ impl PooledH1 {
     }
 }
 
+/// An idle connection is open unless the runtime saw it become readable
+/// (EOF, reset, or stray bytes); only then is a read attempted.
+fn looks_open(stream: &TcpStream) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match stream.poll_read_ready(&mut cx) {
+        std::task::Poll::Pending => true,
+        std::task::Poll::Ready(Err(_)) => false,
+        std::task::Poll::Ready(Ok(())) => {
+            let mut probe = [0u8; 1];
+            matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        }
+    }
+}
+
 impl Pool {
     pub fn new(settings: PoolSettings) -> Arc<Self> {
         let pool = Arc::new(Self {
@@ -167,12 +198,14 @@ impl Pool {
         endpoints.retain(|_, ep| {
             let mut idle = ep.idle.lock();
             idle.retain(|c| !c.sender.is_closed() && cutoff.is_none_or(|cut| c.since > cut));
+            let mut raw = ep.raw.lock();
+            raw.retain(|c| cutoff.is_none_or(|cut| c.since > cut));
             let mut h2 = ep.h2.lock();
             if h2.as_ref().is_some_and(|s| s.is_closed()) {
                 *h2 = None;
             }
             // Keep entries that are in use (someone else holds the Arc) or have connections.
-            !idle.is_empty() || h2.is_some() || Arc::strong_count(ep) > 1
+            !idle.is_empty() || !raw.is_empty() || h2.is_some() || Arc::strong_count(ep) > 1
         });
     }
 
@@ -186,6 +219,7 @@ impl Pool {
                 Arc::new(Endpoint {
                     authority: k.clone(),
                     idle: Mutex::new(Vec::new()),
+                    raw: Mutex::new(Vec::new()),
                     h2: Mutex::new(None),
                     h2_connect: tokio::sync::Mutex::new(()),
                 })
@@ -230,6 +264,53 @@ impl Pool {
         match sender.send_request(req).await {
             Ok(resp) => Ok((resp, self.lend(sender, ep))),
             Err(source) => Err(UpstreamError::Request { source }),
+        }
+    }
+
+    /// A connection to `authority` for one HTTP/1.1 exchange: an idle one
+    /// that still looks open, else a new one.
+    pub(crate) async fn raw(&self, authority: &str) -> Result<RawConn, UpstreamError> {
+        let ep = self.endpoint(authority);
+        let idle = {
+            let mut list = ep.raw.lock();
+            let mut found = None;
+            while let Some(c) = list.pop() {
+                if c.since.elapsed() < self.settings.idle_timeout && looks_open(&c.stream) {
+                    found = Some(c.stream);
+                    break;
+                }
+            }
+            found
+        };
+        match idle {
+            Some(stream) => Ok(RawConn {
+                stream,
+                reused: true,
+                home: ep,
+            }),
+            None => self.raw_fresh(authority).await,
+        }
+    }
+
+    /// A new connection to `authority`.
+    pub(crate) async fn raw_fresh(&self, authority: &str) -> Result<RawConn, UpstreamError> {
+        let ep = self.endpoint(authority);
+        let stream = self.tcp(&ep).await?;
+        Ok(RawConn {
+            stream,
+            reused: false,
+            home: ep,
+        })
+    }
+
+    /// Keeps a connection whose last exchange ended cleanly for reuse.
+    pub(crate) fn release_raw(&self, conn: RawConn) {
+        let mut idle = conn.home.raw.lock();
+        if idle.len() < self.settings.max_idle_per_endpoint {
+            idle.push(RawIdle {
+                stream: conn.stream,
+                since: Instant::now(),
+            });
         }
     }
 

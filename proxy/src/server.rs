@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
 
 use crate::body::ProxyBody;
 use crate::forward::Proxy;
+use crate::h1;
 
 /// How long connections get to finish after shutdown starts.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,7 +31,7 @@ pub struct ServerSettings {
     pub header_read_timeout: Option<Duration>,
 }
 
-fn builder(settings: ServerSettings) -> auto::Builder<TokioExecutor> {
+pub(crate) fn builder(settings: ServerSettings) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     match settings.header_read_timeout {
         Some(t) => {
@@ -50,21 +51,55 @@ fn builder(settings: ServerSettings) -> auto::Builder<TokioExecutor> {
     b
 }
 
-/// Serves the outbound listener until `shutdown` resolves, then drains.
+/// Serves the outbound listener until `shutdown` resolves, then drains:
+/// HTTP/1.1 on the fast path ([`crate::h1`]), HTTP/2 with hyper.
 pub async fn serve_proxy(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     settings: ServerSettings,
     shutdown: impl Future<Output = ()>,
 ) {
-    serve(listener, settings, shutdown, move |peer| {
-        let proxy = proxy.clone();
-        service_fn(move |req: Request<Incoming>| {
-            let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
-        })
-    })
-    .await
+    let shared = Arc::new(h1::Shared {
+        proxy,
+        settings,
+        hyper: builder(settings),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Every connection task holds a sender; the drain waits until all are gone.
+    let (alive_tx, mut alive_rx) = mpsc::channel::<Infallible>(1);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                let stop = stop_rx.clone();
+                let alive = alive_tx.clone();
+                tokio::spawn(async move {
+                    h1::serve_connection(stream, peer, shared, stop).await;
+                    drop(alive);
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(alive_tx);
+    if tokio::time::timeout(DRAIN_TIMEOUT, alive_rx.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after drain timeout; closing");
+    }
 }
 
 /// Generic accept loop with graceful shutdown.
