@@ -8,3 +8,4 @@ mod harness;
 mod reload;
 mod routing;
 mod transport;
+mod wire;

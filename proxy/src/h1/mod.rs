@@ -260,6 +260,10 @@ async fn exchange(
         let keep = keep_alive && !has_body && !stopping();
         return finish_local(client, proxy, *out, head_request, keep, start).await;
     }
+    if expect_continue {
+        // Answered here (100 Continue once the body is wanted), not upstream.
+        parts.headers.remove(http::header::EXPECT);
+    }
     let idempotent = matches!(
         parts.method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
@@ -714,6 +718,8 @@ async fn finish_local(
     start: Instant,
 ) -> Next {
     let code = out.resp.status().as_u16();
+    // After a malformed request, what follows on the connection cannot be trusted.
+    let keep = keep && out.resp.status() != StatusCode::BAD_REQUEST;
     let written = write_response(client, out.resp, head_request, keep).await;
     proxy.record_status(out.service, out.route, code, start);
     match written {
