@@ -23,9 +23,10 @@ pub enum Answer {
         server: usize,
         apps: Applications,
     },
-    /// `403` to `/apps/delta`: delta is disabled or not yet allowed on that
-    /// server; fetch in full instead.
-    DeltaUnavailable,
+    /// An HTTP error status (other than `401`) to `/apps/delta`: delta is
+    /// disabled (`403`), unknown (`404`) or failing on that server; as
+    /// Netflix's client does, fetch in full instead.
+    DeltaUnavailable { status: u16 },
 }
 
 #[derive(Debug)]
@@ -130,8 +131,10 @@ impl Client {
                 sent_credentials: credentials.is_some(),
             });
         }
-        if status == StatusCode::FORBIDDEN && delta {
-            return Ok(Answer::DeltaUnavailable);
+        if delta && !status.is_success() {
+            return Ok(Answer::DeltaUnavailable {
+                status: status.as_u16(),
+            });
         }
         let content_type = resp
             .headers()

@@ -5,8 +5,8 @@
 //!   ┌──► full fetch (GET /apps, failover across servers) ──err──────────┐
 //!   │       │ ok: Reset + status                     ▲                   │
 //!   │       ▼                                        │ hashcode mismatch,│
-//!   │    wait refresh_interval                       │ 403, empty local  │
-//!   │       │                                        │ registry          │
+//!   │    wait refresh_interval                       │ HTTP error, empty │
+//!   │       │                                        │ local registry    │
 //!   │       ▼                                        │                   │
 //!   │    delta (GET /apps/delta) ────────────────────┘                   │
 //!   │       │ ok, hashcode matches: upserts/removes, wait again          │
@@ -63,8 +63,8 @@ impl EurekaRegistry {
                     tokio::time::sleep(self.config.refresh_interval.0).await;
                     match self.client.delta().await {
                         Ok(Answer::Apps { apps, .. }) => Input::Delta(apps),
-                        Ok(Answer::DeltaUnavailable) => {
-                            tracing::debug!("eureka delta unavailable (403); fetching in full");
+                        Ok(Answer::DeltaUnavailable { status }) => {
+                            tracing::debug!(status, "eureka delta unavailable; fetching in full");
                             self.full().await
                         }
                         Err(e) => Input::Failed(e.to_string()),
@@ -118,7 +118,9 @@ impl EurekaRegistry {
                 Input::Full(apps)
             }
             // Only deltas answer this.
-            Ok(Answer::DeltaUnavailable) => Input::Failed("unexpected 403 to /apps".into()),
+            Ok(Answer::DeltaUnavailable { status }) => {
+                Input::Failed(format!("unexpected {status} to /apps"))
+            }
             Err(e) => Input::Failed(e.to_string()),
         }
     }

@@ -422,3 +422,20 @@ async fn basic_auth_is_sent_and_a_rejection_is_reported_clearly() {
     .await;
     assert!(e.counts().unauthorized >= 2);
 }
+
+/// A server refusing deltas (403, delta disabled) is read by full fetches,
+/// without the source ever reporting an error.
+#[tokio::test]
+async fn a_server_refusing_deltas_is_fetched_in_full() {
+    let e = FakeEureka::start().await;
+    e.forbid_delta(true);
+    e.register(FakeInstance::new("web", "w1", "10.0.0.1", 8080));
+    let mut obs = start(&[e.url()]);
+    assert!(matches!(obs.next().await, Change::Reset(_)));
+    e.register(FakeInstance::new("web", "w2", "10.0.0.2", 8080));
+    obs.until_endpoints("web", &[("10.0.0.1", 8080), ("10.0.0.2", 8080)])
+        .await;
+    assert!(e.counts().full >= 2, "{:?}", e.counts());
+    assert_eq!(e.counts().delta, 0);
+    assert!(!obs.log.iter().any(is_error), "{:?}", obs.log);
+}
