@@ -122,12 +122,9 @@ impl Client {
         };
         let resp = req.send().await.map_err(request_failed)?;
         let status = resp.status();
-        if status == StatusCode::UNAUTHORIZED
-            || (status == StatusCode::FORBIDDEN && credentials.is_some() && !delta)
-        {
+        if status == StatusCode::UNAUTHORIZED {
             return Err(EurekaError::Unauthorized {
                 url,
-                status: status.as_u16(),
                 sent_credentials: credentials.is_some(),
             });
         }
@@ -135,6 +132,9 @@ impl Client {
             return Ok(Answer::DeltaUnavailable {
                 status: status.as_u16(),
             });
+        }
+        if status == StatusCode::FORBIDDEN {
+            return Err(EurekaError::Forbidden { url });
         }
         let content_type = resp
             .headers()

@@ -30,14 +30,12 @@ pub enum EurekaError {
         #[source]
         source: reqwest::Error,
     },
-    /// The server answered 401 or 403 to a request with credentials, or
-    /// 401 to one without.
-    #[error("GET {url}: the server rejected {} ({status}); check `auth` in the registry settings", if *.sent_credentials { "the credentials" } else { "the request: it requires authentication" })]
-    Unauthorized {
-        url: String,
-        status: u16,
-        sent_credentials: bool,
-    },
+    /// The server answered 401.
+    #[error("GET {url}: the server rejected {} (401); check `auth` in the registry settings", if *.sent_credentials { "the credentials" } else { "the request: it requires authentication" })]
+    Unauthorized { url: String, sent_credentials: bool },
+    /// The server answered 403 to a full fetch.
+    #[error("GET {url} answered HTTP 403: the server is not serving its registry yet, or the credentials lack access")]
+    Forbidden { url: String },
     /// The server answered with another unexpected status.
     #[error("GET {url} answered HTTP {status}{}", body_suffix(.body))]
     Status {

@@ -83,10 +83,12 @@ struct Derived {
 const NAMED_INVALID: usize = 3;
 
 impl State {
-    /// Whether a delta can be applied (a full fetch happened and the
-    /// registry was not empty: Netflix's client fetches in full while it is).
+    /// Whether a delta can be applied: a full fetch happened, the registry
+    /// was not empty and its version is not `-1` (Netflix's client fetches
+    /// in full otherwise).
     pub fn wants_delta(&self) -> bool {
-        matches!(self, State::Synced(s) if !s.instances.is_empty())
+        matches!(self, State::Synced(s)
+            if !s.instances.is_empty() && s.version.as_deref().map(str::trim) != Some("-1"))
     }
 
     /// Folds one input in; returns the next state, the changes to send and

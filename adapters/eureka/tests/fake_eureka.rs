@@ -439,3 +439,21 @@ async fn a_server_refusing_deltas_is_fetched_in_full() {
     assert_eq!(e.counts().delta, 0);
     assert!(!obs.log.iter().any(is_error), "{:?}", obs.log);
 }
+
+/// A change that fell out of the server's delta window (its retention) is
+/// caught by the hashcode and picked up by a full fetch.
+#[tokio::test]
+async fn a_change_older_than_the_delta_window_is_caught_by_the_hashcode() {
+    let e = FakeEureka::start().await;
+    e.register(FakeInstance::new("web", "w1", "10.0.0.1", 8080));
+    let mut obs = start(&[e.url()]);
+    assert!(matches!(obs.next().await, Change::Reset(_)));
+    e.set_retention(Duration::ZERO);
+    assert!(e.set_status("web", "w1", "DOWN"));
+    obs.until("a Reset from the full fetch", |c, _| {
+        matches!(c, Change::Reset(_))
+    })
+    .await;
+    assert_eq!(health(&obs, "web", "w1"), Some(Health::Unhealthy));
+    assert_eq!(e.counts().full, 2);
+}

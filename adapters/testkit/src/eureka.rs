@@ -166,6 +166,8 @@ struct State {
     /// APP → instance id → instance.
     apps: BTreeMap<String, BTreeMap<String, FakeInstance>>,
     queue: VecDeque<Queued>,
+    /// How long changes stay in the queue; [`RETENTION`] unless set.
+    retention: Option<Duration>,
     version: u64,
     shape: Shape,
     fail: Option<u16>,
@@ -353,6 +355,13 @@ impl FakeEureka {
         self.state.lock().lose_changes = on;
     }
 
+    /// How long changes stay in the delta queue (Eureka's
+    /// `retentionTimeInMSInDeltaQueue`); zero drops every change before any
+    /// delta can carry it.
+    pub fn set_retention(&self, retention: Duration) {
+        self.state.lock().retention = Some(retention);
+    }
+
     /// Answers `/apps/delta` with 403 while `true` (delta disabled).
     pub fn forbid_delta(&self, on: bool) {
         self.state.lock().delta_forbidden = on;
@@ -480,7 +489,8 @@ async fn handle(req: Request<Incoming>, shared: &Mutex<State>) -> Resp {
                 return empty(StatusCode::FORBIDDEN);
             }
             let now = Instant::now();
-            while s.queue.front().is_some_and(|q| now - q.at > RETENTION) {
+            let retention = s.retention.unwrap_or(RETENTION);
+            while s.queue.front().is_some_and(|q| now - q.at >= retention) {
                 s.queue.pop_front();
             }
             s.counts.delta += 1;

@@ -140,6 +140,20 @@ fn a_hashcode_mismatch_sends_nothing_and_asks_for_a_full_fetch() {
 }
 
 #[test]
+fn version_minus_one_and_an_empty_registry_are_fetched_in_full() {
+    assert!(synced().wants_delta());
+    let mut full = doc(
+        "UP_1_",
+        &[("WEB", vec![inst("WEB", "w1", "10.0.0.1", "UP", "ADDED")])],
+    );
+    full.version_delta = Some("-1".into());
+    let (state, _, _) = State::Empty.step(Input::Full(full), &tr());
+    assert!(!state.wants_delta());
+    let (state, _, _) = State::Empty.step(Input::Full(doc("", &[])), &tr());
+    assert!(!state.wants_delta());
+}
+
+#[test]
 fn failures_keep_the_view_and_deltas_need_a_full_fetch_first() {
     let (state, changes, next) = synced().step(Input::Failed("down".into()), &tr());
     assert_eq!(state, State::Empty);

@@ -99,6 +99,88 @@ async fn legacy_shape_fails_auth_and_forbids() {
     assert_eq!(e.counts().failed, 1);
 }
 
+async fn call(method: Method, url: &str, body: &str) -> u16 {
+    let uri: hyper::Uri = url.parse().unwrap();
+    let host = uri.authority().unwrap().to_string();
+    let stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let path = uri.path_and_query().unwrap().as_str().to_string();
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    send.send_request(req).await.unwrap().status().as_u16()
+}
+
+/// Registration, status override, heartbeat and cancel over HTTP, as a
+/// Spring service's Eureka client does them.
+#[tokio::test]
+async fn the_rest_operations_change_the_registry() {
+    let e = FakeEureka::start().await;
+    let base = e.url();
+    let body = r#"{"instance":{"instanceId":"h:web:1","hostName":"h","app":"WEB","ipAddr":"10.0.0.9",
+        "status":"UP","port":{"$":8081,"@enabled":"true"},"vipAddress":"web"}}"#;
+    assert_eq!(
+        call(Method::POST, &format!("{base}/apps/WEB"), body).await,
+        204
+    );
+    assert_eq!(
+        call(Method::PUT, &format!("{base}/apps/WEB/h:web:1"), "").await,
+        200
+    );
+    assert_eq!(
+        call(Method::PUT, &format!("{base}/apps/WEB/nope"), "").await,
+        404
+    );
+    let url = format!("{base}/apps/WEB/h:web:1/status?value=OUT_OF_SERVICE");
+    assert_eq!(call(Method::PUT, &url, "").await, 200);
+    let (_, one) = get(&format!("{base}/apps/WEB")).await;
+    let inst = &one["application"]["instance"][0];
+    assert_eq!(inst["status"], "OUT_OF_SERVICE");
+    assert_eq!(inst["overriddenStatus"], "OUT_OF_SERVICE");
+    let url = format!("{base}/apps/WEB/h:web:1/status?value=UP");
+    assert_eq!(call(Method::DELETE, &url, "").await, 200);
+    let url = format!("{base}/apps/WEB/h:web:1/metadata?version=v2");
+    assert_eq!(call(Method::PUT, &url, "").await, 200);
+    let (_, one) = get(&format!("{base}/apps/WEB")).await;
+    let inst = &one["application"]["instance"][0];
+    assert_eq!(
+        (&inst["status"], &inst["overriddenStatus"]),
+        (&json!("UP"), &json!("UNKNOWN"))
+    );
+    assert_eq!(inst["metadata"]["version"], "v2");
+    assert_eq!(
+        call(Method::DELETE, &format!("{base}/apps/WEB/h:web:1"), "").await,
+        200
+    );
+    assert_eq!(
+        call(Method::DELETE, &format!("{base}/apps/WEB/h:web:1"), "").await,
+        404
+    );
+    let (_, delta) = get(&format!("{base}/apps/delta")).await;
+    let actions: Vec<&str> = delta["applications"]["application"][0]["instance"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["actionType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["ADDED", "MODIFIED", "MODIFIED", "MODIFIED", "DELETED"]
+    );
+    assert_eq!(delta["applications"]["apps__hashcode"], "");
+    assert_eq!(
+        call(Method::POST, &format!("{base}/apps/WEB"), "{}").await,
+        400
+    );
+}
+
 #[test]
 fn registration_bodies_parse() {
     let body = json!({"instance": {"instanceId": "h:web:1", "hostName": "h", "app": "WEB",
