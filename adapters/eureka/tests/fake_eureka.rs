@@ -457,3 +457,44 @@ async fn a_change_older_than_the_delta_window_is_caught_by_the_hashcode() {
     assert_eq!(health(&obs, "web", "w1"), Some(Health::Unhealthy));
     assert_eq!(e.counts().full, 2);
 }
+
+/// Metadata goes through the registry's mapping rules like any registry's
+/// labels; the application name and VIPs through its hostname rules.
+#[tokio::test]
+async fn metadata_and_names_go_through_the_mapping_rules() {
+    let e = FakeEureka::start().await;
+    e.register(
+        FakeInstance::new("WEB", "w1", "10.0.0.1", 8080)
+            .with_vip("web-vip")
+            .with_metadata("ver", "v1"),
+    );
+    let mapping: anymesh_core::Mapping = serde_yaml_ng::from_str(
+        "hostname: {suffix: .eureka}\nlabels: {rename: {ver: version}, defaults: {zone: z1}}\n",
+    )
+    .unwrap();
+    let mapped =
+        anymesh_core::MappedRegistry::wrap(registry(config(&[e.url()])), Arc::new(mapping));
+    let mut obs = Observer::start(mapped);
+    obs.until_endpoints("web.eureka", &[("10.0.0.1", 8080)])
+        .await;
+    e.register(FakeInstance::new("WEB", "w2", "10.0.0.2", 8080).with_metadata("ver", "v2"));
+    obs.until_endpoints("web.eureka", &[("10.0.0.1", 8080), ("10.0.0.2", 8080)])
+        .await;
+    let snap = obs.catalog().snapshot(0);
+    let web = snap.service(&Hostname::new("web-vip").unwrap()).unwrap();
+    assert_eq!(web.hostname.as_str(), "web.eureka", "the VIP is an alias");
+    let w2 = web
+        .endpoints
+        .iter()
+        .find(|e| e.address == "10.0.0.2")
+        .unwrap();
+    assert_eq!(
+        w2.labels,
+        Labels::from([
+            ("version".into(), "v2".into()),
+            ("zone".into(), "z1".into())
+        ])
+    );
+    assert_eq!(w2.provenance.raw_labels["ver"], "v2");
+    assert_eq!(w2.provenance.raw_labels["eureka.status"], "UP");
+}
