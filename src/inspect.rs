@@ -84,6 +84,14 @@ pub(crate) fn load(config: &Path) -> Result<Loaded, String> {
                     cfg.prefix
                 ));
             }
+            RegistryKind::Eureka(cfg) => {
+                // Settings::load validated the config; check does not contact Eureka.
+                loaded.summary.push(format!(
+                    "registry {} (eureka {}): settings valid; not contacted by check",
+                    r.name,
+                    cfg.servers.join(",")
+                ));
+            }
         }
     }
     loaded.snapshot = state.snapshot(1);

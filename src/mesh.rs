@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use anymesh_adapter_etcd::EtcdRegistry;
+use anymesh_adapter_eureka::EurekaRegistry;
 use anymesh_adapter_file::FileRegistry;
 use anymesh_core::catalog::{self, CatalogState};
 use anymesh_core::config::{self, ConfigSet, Diagnostic};
@@ -60,6 +61,10 @@ pub fn registries(settings: &Settings) -> anyhow::Result<Vec<Arc<dyn Registry>>>
                 ) as Arc<dyn Registry>,
                 RegistryKind::Etcd(cfg) => Arc::new(
                     EtcdRegistry::new(source, (**cfg).clone())
+                        .with_context(|| format!("registry {}", r.name))?,
+                ),
+                RegistryKind::Eureka(cfg) => Arc::new(
+                    EurekaRegistry::new(source, (**cfg).clone())
                         .with_context(|| format!("registry {}", r.name))?,
                 ),
             };

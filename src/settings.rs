@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use anymesh_adapter_etcd::EtcdConfig;
+use anymesh_adapter_eureka::EurekaConfig;
 use anymesh_core::config::duration::parse_duration;
 use anymesh_core::Mapping;
 use serde::{Deserialize, Deserializer};
@@ -119,6 +120,9 @@ pub enum RegistryKind {
     /// etcd v3, keys in the layout of etcd's naming/endpoints package
     /// (see docs/etcd-registry.md for every field).
     Etcd(Box<EtcdConfig>),
+    /// Netflix Eureka servers, fetched in full then by delta
+    /// (see docs/eureka-registry.md for every field).
+    Eureka(Box<EurekaConfig>),
 }
 
 /// Mass-deregistration guard settings of a registry.
@@ -278,6 +282,14 @@ impl Settings {
                         *file = base.join(&*file);
                     }
                 }
+                RegistryKind::Eureka(cfg) => {
+                    cfg.validate().map_err(|e| {
+                        anyhow::anyhow!("{}: registries: {}: {e}", path.display(), r.name)
+                    })?;
+                    if let Some(file) = cfg.auth.as_mut().and_then(|a| a.password_file.as_mut()) {
+                        *file = base.join(&*file);
+                    }
+                }
             }
         }
         for p in &mut s.routing {
@@ -347,6 +359,35 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("prefx"), "{e}");
+    }
+
+    #[test]
+    fn eureka_registry_settings() {
+        let s = Settings::parse(
+            Path::new("/etc/anymesh/anymesh.yaml"),
+            "registries:\n  - name: eureka\n    type: eureka\n    servers: [http://127.0.0.1:8761/eureka, http://127.0.0.2:8761/eureka]\n    refresh_interval: 10s\n    auth: {user: mesh, password_file: secret}\n",
+        )
+        .unwrap();
+        let RegistryKind::Eureka(cfg) = &s.registries[0].kind else {
+            panic!("eureka registry expected");
+        };
+        assert_eq!(cfg.servers.len(), 2);
+        assert_eq!(cfg.refresh_interval.0, Duration::from_secs(10));
+        let auth = cfg.auth.as_ref().unwrap();
+        assert_eq!(
+            auth.password_file.as_deref(),
+            Some(Path::new("/etc/anymesh/secret"))
+        );
+        let e = Settings::parse(
+            Path::new("m.yaml"),
+            "registries:\n  - {name: e, type: eureka, servers: []}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("registries: e:") && e.contains("`servers`"),
+            "{e}"
+        );
     }
 
     #[test]

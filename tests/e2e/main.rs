@@ -3,6 +3,7 @@
 
 mod cli;
 mod etcd;
+mod eureka;
 mod explain;
 mod harness;
 mod reload;

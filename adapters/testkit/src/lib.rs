@@ -2,6 +2,9 @@
 //!
 //! - [`EtcdServer`]: the real `etcd` binary on free loopback ports with a
 //!   temporary data directory, with `kill`/`restart` for outage tests.
+//! - [`FakeEureka`]: a protocol-faithful Eureka server (apps, delta,
+//!   hashcode, register/cancel/status) that can fail, stall, restart empty
+//!   and lie about its hashcode or lose a delta.
 //! - [`TcpRelay`]: a loopback TCP relay that can be cut and restored, to
 //!   partition an adapter from a registry that stays up (and writable).
 //! - [`contract`]: the adapter contract test every adapter passes.
@@ -11,8 +14,10 @@
 
 pub mod contract;
 mod etcd;
+pub mod eureka;
 pub mod fixtures;
 mod relay;
 
 pub use etcd::{EtcdServer, LaunchError};
+pub use eureka::{FakeEureka, FakeInstance};
 pub use relay::TcpRelay;
