@@ -16,6 +16,9 @@ use std::fmt::Write as _;
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
+use std::mem::MaybeUninit;
+
+use anymesh_core::routes::HeaderOps;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, StatusCode, Uri, Version};
@@ -86,18 +89,38 @@ pub struct RequestHead {
     pub raw: Bytes,
 }
 
-/// A parsed response head.
+/// A parsed response head. Its fields are kept as received (ranges into
+/// `raw`), and written on with [`write_response_head`] without building a
+/// header map.
 #[derive(Debug)]
 pub struct ResponseHead {
     pub status: StatusCode,
     pub version: Version,
-    /// Header fields without `Transfer-Encoding`; `Content-Length` only for
-    /// responses that have no body (HEAD, 304), where it describes another
-    /// representation and is passed on unchanged.
-    pub headers: HeaderMap,
     pub framing: Framing,
     /// The upstream keeps the connection open after this response.
     pub keep_alive: bool,
+    /// The head as received.
+    raw: Bytes,
+    /// Fields without `Transfer-Encoding`; `Content-Length` only for
+    /// responses that have no body (HEAD, 304), where it describes another
+    /// representation and is passed on unchanged.
+    fields: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl ResponseHead {
+    /// The received fields, names as sent.
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.fields
+            .iter()
+            .map(|(n, v)| (&self.raw[n.clone()], &self.raw[v.clone()]))
+    }
+
+    /// The first value of a field.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.fields()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
 }
 
 /// Byte range of `part` inside `base` (both from the same buffer).
@@ -231,9 +254,9 @@ fn parse_error(e: httparse::Error) -> HeadError {
 /// needed. On success the head is removed from `buf`; what follows it (body,
 /// pipelined requests) stays.
 pub fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut fields);
-    let len = match req.parse(buf) {
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut fields) {
         Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
         Ok(httparse::Status::Complete(_)) => return Err(HeadError::TooLarge),
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(HeadError::TooLarge),
@@ -326,9 +349,14 @@ pub fn parse_response(
     buf: &mut BytesMut,
     head_request: bool,
 ) -> Result<Option<ResponseHead>, HeadError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut fields);
-    let len = match resp.parse(buf) {
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut fields,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
         Ok(httparse::Status::Complete(_)) => return Err(HeadError::TooLarge),
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(HeadError::TooLarge),
@@ -350,7 +378,7 @@ pub fn parse_response(
         || status == StatusCode::NOT_MODIFIED;
     let base: &[u8] = buf;
     let mut scan = FieldScan::default();
-    let mut kept: Vec<(&[u8], Range<usize>)> = Vec::with_capacity(resp.headers.len());
+    let mut kept: Vec<(Range<usize>, Range<usize>)> = Vec::with_capacity(resp.headers.len());
     for f in resp.headers.iter() {
         let name = f.name.as_bytes();
         if name.eq_ignore_ascii_case(b"transfer-encoding") {
@@ -361,7 +389,7 @@ pub fn parse_response(
             if bodiless {
                 // Describes the GET representation (HEAD, 304): pass it on as it is.
                 if status != StatusCode::NO_CONTENT && !status.is_informational() {
-                    kept.push((name, range_in(base, f.value)));
+                    kept.push((range_in(base, name), range_in(base, f.value)));
                 }
                 continue;
             }
@@ -371,7 +399,7 @@ pub fn parse_response(
         if name.eq_ignore_ascii_case(b"connection") {
             scan.connection(f.value);
         }
-        kept.push((name, range_in(base, f.value)));
+        kept.push((range_in(base, name), range_in(base, f.value)));
     }
     let mut keep_alive = scan.persistent(version);
     let framing = if bodiless {
@@ -398,15 +426,14 @@ pub fn parse_response(
         keep_alive = false;
         Framing::Close
     };
-    let names = owned_names(kept)?;
-    let head = buf.split_to(len).freeze();
-    let headers = header_map(&head, names)?;
+    let raw = buf.split_to(len).freeze();
     Ok(Some(ResponseHead {
         status,
         version,
-        headers,
         framing,
         keep_alive,
+        raw,
+        fields: kept,
     }))
 }
 
@@ -448,6 +475,94 @@ pub fn write_request_head(out: &mut BytesMut, parts: &Parts, framing: Framing) {
     out.extend_from_slice(b" HTTP/1.1\r\n");
     write_fields(out, &parts.headers);
     write_framing(out, framing);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Fields that belong to one connection and are never passed on (RFC 9110
+/// §7.6.1), plus the framing fields this proxy writes itself.
+const HOP_BY_HOP: [&[u8]; 9] = [
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+];
+
+/// Writes the head of a proxied response: the upstream's fields as received,
+/// minus hop-by-hop ones (and those its `Connection` names), with the route's
+/// header operations applied in order and `extra` (a `Set-Cookie`) appended.
+pub fn write_proxied_response_head(
+    out: &mut BytesMut,
+    head: &ResponseHead,
+    ops: &[&HeaderOps],
+    extra: Option<(&HeaderName, &HeaderValue)>,
+    framing: Framing,
+    close: bool,
+) {
+    let _ = write!(
+        Fmt(out),
+        "HTTP/1.1 {} {}\r\n",
+        head.status.as_str(),
+        head.status.canonical_reason().unwrap_or("")
+    );
+    // Names the operations replace or remove: received fields with them go.
+    let replaced = |name: &[u8]| {
+        ops.iter().any(|o| {
+            o.set
+                .iter()
+                .any(|(n, _)| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
+                || o.remove
+                    .iter()
+                    .any(|n| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
+        })
+    };
+    let named_by_connection = |name: &[u8]| {
+        head.fields()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
+            .flat_map(|(_, v)| v.split(|&b| b == b','))
+            .any(|token| trim(token).eq_ignore_ascii_case(name))
+    };
+    let has_connection = head
+        .fields()
+        .any(|(n, _)| n.eq_ignore_ascii_case(b"connection"));
+    for (name, value) in head.fields() {
+        if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+            || (has_connection && named_by_connection(name))
+            || (!ops.is_empty() && replaced(name))
+        {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    // The operations' own fields, as HeaderOps::apply would leave them.
+    let mut added: Vec<(&HeaderName, &HeaderValue)> = Vec::new();
+    for o in ops {
+        for (n, v) in &o.set {
+            added.retain(|(a, _)| *a != n);
+            added.push((n, v));
+        }
+        added.extend(o.add.iter().map(|(n, v)| (n, v)));
+        for n in &o.remove {
+            added.retain(|(a, _)| *a != n);
+        }
+    }
+    for (name, value) in added.into_iter().chain(extra) {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    write_framing(out, framing);
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
     out.extend_from_slice(b"\r\n");
 }
 

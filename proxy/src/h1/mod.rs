@@ -28,7 +28,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::sync::atomic::{AtomicU16, Ordering};
 
-use anymesh_core::routes::{Route, WeightedCluster};
+use anymesh_core::routes::{HeaderOps, Route, WeightedCluster};
+use http::header::SET_COOKIE;
 use http::HeaderValue;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -587,14 +588,8 @@ where
         Some(h) => h,
         None => read_response_head(up, rbuf, ctx.head_request).await?,
     };
-    let ResponseHead {
-        status,
-        mut headers,
-        framing: in_framing,
-        keep_alive: up_keep,
-        ..
-    } = head;
-    forward::finish_response_headers(&mut headers, ctx.route, ctx.target, ctx.set_cookie.clone());
+    let status = head.status;
+    let in_framing = head.framing;
     let out_framing = match in_framing {
         Framing::None => Framing::None,
         Framing::Length(n) => Framing::Length(n),
@@ -605,8 +600,16 @@ where
     };
     let keep = ctx.keep_alive && ctx.client_11 && out_framing != Framing::Close;
     let mut w = bufs::take();
-    codec::write_response_head(&mut w, status, &headers, out_framing, !keep);
-    drop(headers);
+    let ops = [&ctx.target.response_headers, &ctx.route.response_headers];
+    let ops: &[&HeaderOps] = if ops.iter().all(|o| o.is_empty()) {
+        &[]
+    } else {
+        &ops
+    };
+    let cookie = ctx.set_cookie.as_ref().map(|c| (&SET_COOKIE, c));
+    codec::write_proxied_response_head(&mut w, &head, ops, cookie, out_framing, !keep);
+    let up_keep = head.keep_alive;
+    drop(head);
     ctx.written.store(status.as_u16(), Ordering::Relaxed);
     let exact = relay_body(client, up, rbuf, &mut w, in_framing, out_framing).await;
     bufs::give(w);
