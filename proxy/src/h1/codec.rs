@@ -19,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 use std::mem::MaybeUninit;
 
 use anymesh_core::routes::HeaderOps;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, StatusCode, Uri, Version};
 
@@ -437,8 +437,14 @@ pub fn parse_response(
     }))
 }
 
+/// Writes the fields of `headers`, except the framing ones: the framing
+/// written beside them is the only one (a header operation naming
+/// `content-length` must not contradict it).
 fn write_fields(out: &mut BytesMut, headers: &HeaderMap) {
     for (name, value) in headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -554,6 +560,9 @@ pub fn write_proxied_response_head(
         }
     }
     for (name, value) in added.into_iter().chain(extra) {
+        if *name == header::CONTENT_LENGTH || HOP_BY_HOP.contains(&name.as_str().as_bytes()) {
+            continue;
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
