@@ -4,15 +4,19 @@
 //!   temporary data directory, with `kill`/`restart` for outage tests.
 //! - [`TcpRelay`]: a loopback TCP relay that can be cut and restored, to
 //!   partition an adapter from a registry that stays up (and writable).
+//! - [`FakeConsul`]: a Consul agent's HTTP API with state, blocking queries,
+//!   ACLs and failure controls (see [`consul`]).
 //! - [`contract`]: the adapter contract test every adapter passes.
 //! - [`fixtures`]: loaders for the captured payloads in `../shared/fixtures`.
 //!
 //! Helpers panic with a message saying what is wrong: they only run in tests.
 
+pub mod consul;
 pub mod contract;
 mod etcd;
 pub mod fixtures;
 mod relay;
 
+pub use consul::FakeConsul;
 pub use etcd::{EtcdServer, LaunchError};
 pub use relay::TcpRelay;
