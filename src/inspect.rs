@@ -84,6 +84,13 @@ pub(crate) fn load(config: &Path) -> Result<Loaded, String> {
                     cfg.prefix
                 ));
             }
+            RegistryKind::Consul(cfg) => {
+                // Settings::load validated the config; check does not contact Consul.
+                loaded.summary.push(format!(
+                    "registry {} (consul {}): settings valid; not contacted by check",
+                    r.name, cfg.address
+                ));
+            }
         }
     }
     loaded.snapshot = state.snapshot(1);
