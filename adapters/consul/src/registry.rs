@@ -191,10 +191,11 @@ impl ConsulRegistry {
             });
         }
         while let Some(joined) = reads.join_next().await {
-            let Ok((name, answer)) = joined else {
-                // Only a panic (a broken invariant) or a cancellation gets here.
-                continue;
-            };
+            let (name, answer) = joined.map_err(|e| ConsulError::Decode {
+                what: "reading the followed services".into(),
+                url: self.config.address.clone(),
+                message: format!("a read task ended: {e}"),
+            })?;
             let answer = answer?;
             let followed = Followed::decode(&self.decoder, &name, answer.index, &answer.body);
             synced.services.insert(name, followed);

@@ -614,3 +614,41 @@ async fn the_fake_serves_the_documented_shapes() {
         fixtures::json("consul/health_service_unknown_service_empty.json")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca_and_a_client_certificate() {
+    use anymesh_adapter_consul::TlsConfig;
+    let pki = anymesh_testkit::TestPki::new();
+    let fake = FakeConsul::start_tls(pki.server_config(true)).await;
+    assert!(fake.url().starts_with("https://127.0.0.1:"));
+    fake.register(Instance::new("web", "w1", "127.0.0.1", 8001));
+    let tls = |cert: bool| TlsConfig {
+        ca_file: Some(pki.path("ca.pem")),
+        cert_file: cert.then(|| pki.path("client.pem")),
+        key_file: cert.then(|| pki.path("client-key.pem")),
+    };
+
+    let mut c = config(&fake);
+    c.services = vec!["web".into()];
+    c.tls = Some(tls(true));
+    let mut obs = Observer::start(registry(c.clone()));
+    obs.until_endpoints("web", &[("127.0.0.1", 8001)]).await;
+
+    // Without a client certificate the agent refuses the handshake.
+    c.tls = Some(tls(false));
+    let mut refused = Observer::start(registry(c.clone()));
+    refused.until("an error status", |c, _| is_error(c)).await;
+    assert!(refused.endpoints("web").is_empty());
+
+    // Without the private CA the agent's certificate is not trusted.
+    c.tls = None;
+    let mut untrusted = Observer::start(registry(c));
+    let seen = untrusted.until("an error status", |c, _| is_error(c)).await;
+    let Some(Change::Status(SourceStatus::Error { message })) = seen.last() else {
+        panic!("an error status: {seen:?}");
+    };
+    assert!(
+        message.contains(&fake.url()),
+        "the message names the agent: {message}"
+    );
+}

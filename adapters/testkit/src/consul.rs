@@ -154,11 +154,22 @@ pub struct FakeConsul {
     addr: SocketAddr,
     shared: Arc<Shared>,
     server: Mutex<Option<JoinSet<()>>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl FakeConsul {
     /// Starts with datacenter `dc1` and the `consul` service on its server node.
     pub async fn start() -> FakeConsul {
+        Self::start_with(None).await
+    }
+
+    /// Like [`start`](Self::start), serving HTTPS with `config` (see
+    /// [`TestPki::server_config`](crate::TestPki::server_config)).
+    pub async fn start_tls(config: Arc<rustls::ServerConfig>) -> FakeConsul {
+        Self::start_with(Some(tokio_rustls::TlsAcceptor::from(config))).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> FakeConsul {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 datacenter: "dc1".into(),
@@ -179,6 +190,7 @@ impl FakeConsul {
             addr,
             shared,
             server: Mutex::new(None),
+            tls,
         };
         let mut server = Instance::new("consul", "consul", "127.0.0.1", 8300)
             .on_node("consul-server", "127.0.0.1");
@@ -189,9 +201,10 @@ impl FakeConsul {
         fake
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` when serving TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The current global index.
@@ -420,6 +433,7 @@ impl FakeConsul {
 
     fn serve(&self, listener: TcpListener) {
         let shared = self.shared.clone();
+        let tls = self.tls.clone();
         let mut set = JoinSet::new();
         set.spawn(async move {
             let mut conns = JoinSet::new();
@@ -428,14 +442,24 @@ impl FakeConsul {
                     continue;
                 };
                 let shared = shared.clone();
+                let tls = tls.clone();
                 conns.spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let shared = shared.clone();
                         async move { Ok::<_, Infallible>(handle(&shared, req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(acceptor) => {
+                            // A failed handshake (no or a bad client certificate) just closes.
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                            }
+                        }
+                    }
                 });
                 while conns.try_join_next().is_some() {}
             }

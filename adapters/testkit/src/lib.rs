@@ -6,6 +6,7 @@
 //!   partition an adapter from a registry that stays up (and writable).
 //! - [`FakeConsul`]: a Consul agent's HTTP API with state, blocking queries,
 //!   ACLs and failure controls (see [`consul`]).
+//! - [`TestPki`]: a throw-away CA, server and client certificates for TLS tests.
 //! - [`contract`]: the adapter contract test every adapter passes.
 //! - [`fixtures`]: loaders for the captured payloads in `../shared/fixtures`.
 //!
@@ -15,8 +16,10 @@ pub mod consul;
 pub mod contract;
 mod etcd;
 pub mod fixtures;
+mod pki;
 mod relay;
 
 pub use consul::FakeConsul;
 pub use etcd::{EtcdServer, LaunchError};
+pub use pki::TestPki;
 pub use relay::TcpRelay;
