@@ -652,3 +652,117 @@ async fn tls_with_a_private_ca_and_a_client_certificate() {
         "the message names the agent: {message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_agent_keeps_consuls_protocol() {
+    let fake = FakeConsul::start().await;
+    fake.register(Instance::new("web", "w1", "127.0.0.1", 8001));
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("{}{p}", fake.url());
+    let index = |r: &reqwest::Response| -> u64 {
+        r.headers()
+            .get("x-consul-index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .expect("X-Consul-Index")
+    };
+    let r = http
+        .get(url("/v1/health/service/web"))
+        .send()
+        .await
+        .expect("get");
+    let i = index(&r);
+
+    // A blocking query parks until a write touches the service.
+    let parked = tokio::spawn(
+        http.get(url(&format!("/v1/health/service/web?index={i}&wait=60s")))
+            .send(),
+    );
+    eventually("the query is parked", || fake.open_blocking("web") == 1).await;
+    fake.register(Instance::new("other", "o1", "127.0.0.2", 8002));
+    assert!(
+        !parked.is_finished(),
+        "a write to another service does not wake it"
+    );
+    fake.set_check("node-127.0.0.1", "w1", "critical");
+    let r = parked.await.expect("join").expect("answer");
+    let woke = index(&r);
+    assert!(woke > i);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body[0]["Checks"][1]["Status"], "critical");
+
+    // A wait that runs out answers with the same index.
+    let r = http
+        .get(url(&format!(
+            "/v1/health/service/web?index={woke}&wait=50ms"
+        )))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(index(&r), woke);
+
+    // ?passing filters on the server.
+    let r = http
+        .get(url("/v1/health/service/web?passing"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        r.json::<serde_json::Value>().await.expect("json"),
+        serde_json::json!([])
+    );
+
+    // An unknown datacenter, a failing agent, ACLs.
+    let r = http
+        .get(url("/v1/catalog/services?dc=mars"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 500);
+    assert_eq!(r.text().await.expect("body"), "No path to datacenter");
+    fake.fail(Some(500));
+    let r = http
+        .get(url("/v1/catalog/services"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 500);
+    fake.fail(None);
+    fake.require_token(Some("t0k"));
+    let r = http
+        .get(url("/v1/catalog/services"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 403);
+    let r = http
+        .get(url("/v1/catalog/services"))
+        .header("X-Consul-Token", "nope")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        (r.status().as_u16(), r.text().await.expect("body")),
+        (403, "ACL not found".into())
+    );
+    let r = http
+        .get(url("/v1/catalog/services"))
+        .header("X-Consul-Token", "t0k")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 200);
+    let before = index(&r);
+
+    // A restart: the index starts again low, the data is kept.
+    fake.restart().await;
+    let r = http
+        .get(url("/v1/catalog/services"))
+        .header("X-Consul-Token", "t0k")
+        .send()
+        .await
+        .expect("get after restart");
+    assert!(index(&r) < before, "the index went back");
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert!(body.get("web").is_some() && body.get("other").is_some());
+}

@@ -22,7 +22,7 @@
 //! [`stall`](FakeConsul::stall) (requests hang), [`stop`](FakeConsul::stop)
 //! and [`start_again`](FakeConsul::start_again) (connection refused in
 //! between), [`restart`](FakeConsul::restart) (connections dropped, the index
-//! starts again low, the data kept as servers keep it), and
+//! starts again at 1, the data kept as servers keep it), and
 //! [`reset_index`](FakeConsul::reset_index) (the index goes back without a
 //! restart, as after a snapshot restore). [`open_blocking`](FakeConsul::open_blocking)
 //! counts the blocking queries waiting per service.
@@ -386,40 +386,32 @@ impl FakeConsul {
         self.serve(listener);
     }
 
-    /// An agent restart: connections drop, the index starts again low
-    /// (every item's indexes renumbered below it), the data is kept.
+    /// An agent restart: connections drop, the index starts again at 1,
+    /// the data is kept.
     pub async fn restart(&self) {
         self.stop();
         self.reset_index();
         self.start_again().await;
     }
 
-    /// The index goes back (every item renumbered from 1) without dropping
+    /// The index goes back to 1 (every item's indexes too) without dropping
     /// connections. Waiting blocking queries keep waiting for an index above
     /// theirs, as on a real server.
     pub fn reset_index(&self) {
         let mut s = self.shared.state.lock();
-        let mut next = 0;
-        let mut bump = || {
-            next += 1;
-            next
-        };
         for n in s.nodes.values_mut() {
-            let i = bump();
-            (n.create, n.modify) = (i, i);
+            (n.create, n.modify) = (1, 1);
         }
         for r in s.services.values_mut() {
-            let i = bump();
-            (r.create, r.modify) = (i, i);
+            (r.create, r.modify) = (1, 1);
         }
-        let top = bump();
         for v in s.service_index.values_mut() {
-            *v = top;
+            *v = 1;
         }
-        s.catalog_index = top;
-        s.index = top;
+        s.catalog_index = 1;
+        s.index = 1;
         drop(s);
-        self.shared.index.send_replace(top);
+        self.shared.index.send_replace(1);
     }
 
     fn write(&self, f: impl FnOnce(&mut State, u64)) {
