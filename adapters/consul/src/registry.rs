@@ -241,8 +241,13 @@ impl ConsulRegistry {
                     }
                     Some(Msg::Catalog(answer)) => {
                         synced.catalog_index = answer.index;
-                        synced.catalog = answer.body.keys().cloned().collect();
-                        changes = self.reconcile(&mut synced, &interest.current(), &mut polls);
+                        let names: Vec<String> = answer.body.into_keys().collect();
+                        // Most catalog answers (a new instance, a tag) keep
+                        // the names; only a new or gone name needs a look.
+                        if names != synced.catalog {
+                            synced.catalog = names;
+                            changes = self.reconcile(&mut synced, &interest.current(), &mut polls);
+                        }
                     }
                     Some(Msg::Health { name, answer }) => {
                         if let Some(f) = synced.services.get_mut(&name) {
