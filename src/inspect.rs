@@ -86,9 +86,12 @@ pub(crate) fn load(config: &Path) -> Result<Loaded, String> {
             }
             RegistryKind::Consul(cfg) => {
                 // Settings::load validated the config; check does not contact Consul.
+                let sources: Vec<String> = r.sources().iter().map(ToString::to_string).collect();
                 loaded.summary.push(format!(
-                    "registry {} (consul {}): settings valid; not contacted by check",
-                    r.name, cfg.address
+                    "registry {} (consul {}, sources {}): settings valid; not contacted by check",
+                    r.name,
+                    cfg.address,
+                    sources.join(", ")
                 ));
             }
         }

@@ -45,6 +45,10 @@ use crate::state::{Followed, Synced};
 
 /// How many services a sync reads at once.
 const SYNC_CONCURRENCY: usize = 8;
+/// Long-polls above which a warning is logged: each is one HTTP/1.1
+/// connection, and a Consul agent accepts 200 from one client by default
+/// (`limits.http_max_conns_per_client`), leaving some for other clients.
+const CONNECTIONS_WARNING: usize = 180;
 
 /// A registry reading one datacenter of Consul (see the crate docs).
 #[derive(Debug, Clone)]
@@ -228,7 +232,17 @@ impl ConsulRegistry {
         for (name, f) in &synced.services {
             polls.start(name, f.index, self.pace());
         }
+        let mut warned = false;
         loop {
+            if !warned && synced.services.len() + 1 > CONNECTIONS_WARNING {
+                warned = true;
+                tracing::warn!(
+                    long_polls = synced.services.len() + 1,
+                    "consul registry holds more long-polls than a Consul agent allows one client \
+                     by default (limits.http_max_conns_per_client = 200); raise that limit or \
+                     follow fewer services (see docs/consul-registry.md)"
+                );
+            }
             let mut changes = Vec::new();
             tokio::select! {
                 msg = rx.recv() => match msg {
