@@ -6,6 +6,9 @@
 //! cargo bench -p anymesh-adapter-consul --bench consul -- --services 1000 --changes 50
 //! ```
 //!
+//! Under `cargo test --all-targets` (no `--bench` argument) it makes a quick
+//! run (300 services, 20 changes) so it does not rot.
+//!
 //! 1. **Sync.** A catalog of N services (one instance each). The clock runs
 //!    from `run` to the first `Reset`: following 3 referenced services, and
 //!    with `watch_all` (N health reads, 8 at a time). Then the long-polls
@@ -32,9 +35,19 @@ struct Options {
 }
 
 fn options() -> Options {
-    let mut o = Options {
-        services: 5000,
-        changes: 200,
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this
+    // too, without it: then a quick run that only checks it still works.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let mut o = if quick {
+        Options {
+            services: 300,
+            changes: 20,
+        }
+    } else {
+        Options {
+            services: 5000,
+            changes: 200,
+        }
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
