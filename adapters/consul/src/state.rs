@@ -147,3 +147,96 @@ impl Synced {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use anymesh_core::SourceId;
+
+    use super::*;
+    use crate::api::{AgentService, Node};
+
+    fn entry(id: &str, port: u16, meta: &[(&str, &str)]) -> ServiceEntry {
+        ServiceEntry {
+            node: Node {
+                node: "n1".into(),
+                address: "10.0.0.1".into(),
+                ..Node::default()
+            },
+            service: AgentService {
+                id: id.into(),
+                service: "web".into(),
+                port,
+                meta: meta
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..AgentService::default()
+            },
+            checks: Vec::new(),
+        }
+    }
+
+    fn decode(entries: &[ServiceEntry]) -> Followed {
+        Followed::decode(&Decoder::new(SourceId::new("c")), "web", 5, entries)
+    }
+
+    fn kinds(changes: &[Change]) -> Vec<String> {
+        changes
+            .iter()
+            .map(|c| match c {
+                Change::UpsertEndpoint(e) => format!("+{}", e.provenance.native_id),
+                Change::RemoveEndpoint(k) => format!("-{}", k.native_id),
+                Change::UpsertService(s) => format!("+service {}", s.hostname),
+                Change::RemoveService(h) => format!("-service {h}"),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_new_answer_is_a_diff() {
+        let mut f = decode(&[entry("a", 80, &[]), entry("b", 80, &[])]);
+        let changes = f.replace(decode(&[entry("b", 81, &[]), entry("c", 80, &[])]));
+        assert_eq!(kinds(&changes), ["-n1/a", "+n1/b", "+n1/c"]);
+        assert!(f
+            .replace(decode(&[entry("b", 81, &[]), entry("c", 80, &[])]))
+            .is_empty());
+        assert_eq!(kinds(&f.removal()), ["-n1/b", "-n1/c"]);
+    }
+
+    #[test]
+    fn a_declaration_comes_and_goes_with_the_meta() {
+        let mut f = decode(&[entry("a", 80, &[])]);
+        let changes = f.replace(decode(&[entry("a", 80, &[("protocol", "grpc")])]));
+        assert_eq!(
+            kinds(&changes),
+            ["+service web", "+n1/a"],
+            "labels changed too"
+        );
+        // Dropping the declaration removes the service's endpoints in the
+        // catalog, so the remaining ones are sent again.
+        let changes = f.replace(decode(&[entry("a", 80, &[]), entry("b", 80, &[])]));
+        assert_eq!(kinds(&changes), ["-service web", "+n1/a", "+n1/b"]);
+        assert_eq!(f.endpoints.len(), 2);
+    }
+
+    #[test]
+    fn skipped_instances_make_a_degraded_status() {
+        let mut synced = Synced::default();
+        synced.services.insert(
+            "web".into(),
+            decode(&[entry("a", 0, &[]), entry("b", 80, &[])]),
+        );
+        match synced.status() {
+            SourceStatus::Degraded { message } => {
+                assert!(
+                    message.starts_with("1 consul instance skipped"),
+                    "{message}"
+                );
+                assert!(message.contains("n1/a: no port"), "{message}");
+            }
+            other => panic!("degraded expected, got {other:?}"),
+        }
+        assert_eq!(synced.view().endpoints.len(), 1);
+    }
+}
