@@ -92,6 +92,16 @@ pub(crate) fn load(config: &Path) -> Result<Loaded, String> {
                     cfg.servers.join(",")
                 ));
             }
+            RegistryKind::Consul(cfg) => {
+                // Settings::load validated the config; check does not contact Consul.
+                let sources: Vec<String> = r.sources().iter().map(ToString::to_string).collect();
+                loaded.summary.push(format!(
+                    "registry {} (consul {}, sources {}): settings valid; not contacted by check",
+                    r.name,
+                    cfg.address,
+                    sources.join(", ")
+                ));
+            }
         }
     }
     loaded.snapshot = state.snapshot(1);

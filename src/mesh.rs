@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use anymesh_adapter_consul::{ConsulRegistry, Interest};
 use anymesh_adapter_etcd::EtcdRegistry;
 use anymesh_adapter_eureka::EurekaRegistry;
 use anymesh_adapter_file::FileRegistry;
@@ -47,30 +48,49 @@ pub struct Mesh {
 
 /// Builds the registry adapters the settings name.
 pub fn registries(settings: &Settings) -> anyhow::Result<Vec<Arc<dyn Registry>>> {
-    settings
-        .registries
-        .iter()
-        .map(|r| {
-            let source = SourceId::new(&r.name);
-            let adapter: Arc<dyn Registry> = match &r.kind {
-                RegistryKind::File {
-                    path,
-                    poll_interval,
-                } => Arc::new(
-                    FileRegistry::new(source, path.clone()).with_poll_interval(*poll_interval),
-                ) as Arc<dyn Registry>,
-                RegistryKind::Etcd(cfg) => Arc::new(
-                    EtcdRegistry::new(source, (**cfg).clone())
-                        .with_context(|| format!("registry {}", r.name))?,
-                ),
-                RegistryKind::Eureka(cfg) => Arc::new(
-                    EurekaRegistry::new(source, (**cfg).clone())
-                        .with_context(|| format!("registry {}", r.name))?,
-                ),
-            };
-            Ok(MappedRegistry::wrap(adapter, Arc::new(r.mapping.clone())))
-        })
-        .collect()
+    let (_, interest) = watch::channel(Interest::default());
+    registries_with_interest(settings, interest)
+}
+
+/// Builds the registry adapters; those that follow only what routing
+/// references (Consul) follow `interest`.
+pub fn registries_with_interest(
+    settings: &Settings,
+    interest: watch::Receiver<Interest>,
+) -> anyhow::Result<Vec<Arc<dyn Registry>>> {
+    let mut out = Vec::new();
+    for r in &settings.registries {
+        let source = SourceId::new(&r.name);
+        let mapping = Arc::new(r.mapping.clone());
+        let adapter: Arc<dyn Registry> = match &r.kind {
+            RegistryKind::File {
+                path,
+                poll_interval,
+            } => {
+                Arc::new(FileRegistry::new(source, path.clone()).with_poll_interval(*poll_interval))
+            }
+            RegistryKind::Etcd(cfg) => Arc::new(
+                EtcdRegistry::new(source, (**cfg).clone())
+                    .with_context(|| format!("registry {}", r.name))?,
+            ),
+            RegistryKind::Eureka(cfg) => Arc::new(
+                EurekaRegistry::new(source, (**cfg).clone())
+                    .with_context(|| format!("registry {}", r.name))?,
+            ),
+            RegistryKind::Consul(cfg) => {
+                // One source per datacenter.
+                for (source, dc) in cfg.sources(&r.name) {
+                    let adapter = ConsulRegistry::new(source, (**cfg).clone(), dc)
+                        .with_context(|| format!("registry {}", r.name))?
+                        .with_interest(interest.clone(), mapping.clone());
+                    out.push(MappedRegistry::wrap(Arc::new(adapter), mapping.clone()));
+                }
+                continue;
+            }
+        };
+        out.push(MappedRegistry::wrap(adapter, mapping));
+    }
+    Ok(out)
 }
 
 /// Loads every routing file. Errors make the set unusable; warnings do not.
@@ -109,13 +129,17 @@ impl Mesh {
         let mut tasks = JoinSet::new();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
-        // Registries → catalog.
-        let adapters = registries(&settings)?;
+        // Registries → catalog. Registries that follow only what routing
+        // references (Consul) learn it from the routing files.
+        let (interest_tx, interest_rx) = watch::channel(Interest::from_config(&routing));
+        let adapters = registries_with_interest(&settings, interest_rx)?;
         let (change_tx, change_rx) = mpsc::channel(1024);
         let mut state = CatalogState::new(adapters.iter().map(|r| r.source().clone()));
         for r in &settings.registries {
             if let Some(g) = r.guard.settings() {
-                state = state.with_guard(&SourceId::new(&r.name), g);
+                for source in r.sources() {
+                    state = state.with_guard(&source, g);
+                }
             }
         }
         let state_dir = match &settings.state_dir {
@@ -155,6 +179,11 @@ impl Mesh {
 
         // Routing files, reloaded when they change.
         let (cfg_tx, cfg_rx) = watch::channel(Arc::new(routing));
+        tasks.spawn(follow_interest(
+            cfg_rx.clone(),
+            interest_tx,
+            shutdown_rx.clone(),
+        ));
         let diagnostics = Arc::new(ArcSwap::from_pointee(
             diags.iter().map(ToString::to_string).collect::<Vec<_>>(),
         ));
@@ -368,6 +397,29 @@ async fn compile_loop(
                 _ = stop.wait_for(|s| *s) => return,
             }
         }
+    }
+}
+
+/// Keeps the interest of registries that follow only referenced services
+/// in step with the routing config in force.
+async fn follow_interest(
+    mut cfg: watch::Receiver<Arc<ConfigSet>>,
+    interest: watch::Sender<Interest>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            r = cfg.changed() => if r.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let next = Interest::from_config(&cfg.borrow_and_update());
+        interest.send_if_modified(|cur| {
+            let changed = *cur != next;
+            if changed {
+                *cur = next;
+            }
+            changed
+        });
     }
 }
 

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use anymesh_adapter_consul::ConsulConfig;
 use anymesh_adapter_etcd::EtcdConfig;
 use anymesh_adapter_eureka::EurekaConfig;
 use anymesh_core::config::duration::parse_duration;
@@ -123,6 +124,24 @@ pub enum RegistryKind {
     /// Netflix Eureka servers, fetched in full then by delta
     /// (see docs/eureka-registry.md for every field).
     Eureka(Box<EurekaConfig>),
+    /// Consul's catalog through an agent's HTTP API, followed with blocking
+    /// queries (see docs/consul-registry.md for every field).
+    Consul(Box<ConsulConfig>),
+}
+
+impl RegistrySettings {
+    /// The sources this registry makes: its name, or one per datacenter
+    /// (`<name>/<dc>`) for a Consul registry reading several.
+    pub fn sources(&self) -> Vec<anymesh_core::SourceId> {
+        match &self.kind {
+            RegistryKind::Consul(cfg) => cfg
+                .sources(&self.name)
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect(),
+            _ => vec![anymesh_core::SourceId::new(&self.name)],
+        }
+    }
 }
 
 /// Mass-deregistration guard settings of a registry.
@@ -290,6 +309,20 @@ impl Settings {
                         *file = base.join(&*file);
                     }
                 }
+                RegistryKind::Consul(cfg) => {
+                    cfg.validate().map_err(|e| {
+                        anyhow::anyhow!("{}: registries: {}: {e}", path.display(), r.name)
+                    })?;
+                    for file in cfg
+                        .tls
+                        .iter_mut()
+                        .flat_map(|t| [&mut t.ca_file, &mut t.cert_file, &mut t.key_file])
+                        .chain([&mut cfg.token_file])
+                        .flatten()
+                    {
+                        *file = base.join(&*file);
+                    }
+                }
             }
         }
         for p in &mut s.routing {
@@ -391,6 +424,44 @@ mod tests {
     }
 
     #[test]
+    fn consul_registry_settings() {
+        let s = Settings::parse(
+            Path::new("/etc/anymesh/anymesh.yaml"),
+            "registries:\n  - name: consul\n    type: consul\n    address: https://127.0.0.1:8501\n    datacenters: [dc1, dc2]\n    token_file: consul.token\n    tls: {ca_file: ca.pem}\n    services: [payments]\n",
+        )
+        .unwrap();
+        let RegistryKind::Consul(cfg) = &s.registries[0].kind else {
+            panic!("consul registry expected");
+        };
+        assert_eq!(
+            cfg.token_file.as_deref(),
+            Some(Path::new("/etc/anymesh/consul.token"))
+        );
+        let ca = cfg.tls.as_ref().and_then(|t| t.ca_file.as_deref());
+        assert_eq!(ca, Some(Path::new("/etc/anymesh/ca.pem")));
+        let names: Vec<String> = s.registries[0]
+            .sources()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(names, ["consul/dc1", "consul/dc2"]);
+        let e = Settings::parse(
+            Path::new("m.yaml"),
+            "registries:\n  - {name: c, type: consul, address: 'ftp://x'}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("registries: c:") && e.contains("http"), "{e}");
+        let e = Settings::parse(
+            Path::new("m.yaml"),
+            "registries:\n  - {name: c, type: consul, tokn: x}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("tokn"), "{e}");
+    }
+
+    #[test]
     fn registry_mapping_is_read_and_checked() {
         let s = Settings::parse(
             Path::new("m.yaml"),
@@ -419,11 +490,11 @@ mod tests {
         assert!(e.contains("line 2 column 3"), "{e}");
         let e = Settings::parse(
             Path::new("m.yaml"),
-            "registries:\n  - {name: a, type: consul}\n",
+            "registries:\n  - {name: a, type: zookeeper}\n",
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("unknown variant `consul`"), "{e}");
+        assert!(e.contains("unknown variant `zookeeper`"), "{e}");
         let e = Settings::parse(
             Path::new("m.yaml"),
             "registries:\n  - {name: a, type: file, path: x}\n  - {name: a, type: file, path: y}\n",

@@ -2,6 +2,7 @@
 //! process boundary matters) on loopback ports with real upstreams.
 
 mod cli;
+mod consul;
 mod etcd;
 mod eureka;
 mod explain;

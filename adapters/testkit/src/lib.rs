@@ -7,17 +7,24 @@
 //!   and lie about its hashcode or lose a delta.
 //! - [`TcpRelay`]: a loopback TCP relay that can be cut and restored, to
 //!   partition an adapter from a registry that stays up (and writable).
+//! - [`FakeConsul`]: a Consul agent's HTTP API with state, blocking queries,
+//!   ACLs and failure controls (see [`consul`]).
+//! - [`TestPki`]: a throw-away CA, server and client certificates for TLS tests.
 //! - [`contract`]: the adapter contract test every adapter passes.
 //! - [`fixtures`]: loaders for the captured payloads in `../shared/fixtures`.
 //!
 //! Helpers panic with a message saying what is wrong: they only run in tests.
 
+pub mod consul;
 pub mod contract;
 mod etcd;
 pub mod eureka;
 pub mod fixtures;
+mod pki;
 mod relay;
 
+pub use consul::FakeConsul;
 pub use etcd::{EtcdServer, LaunchError};
 pub use eureka::{FakeEureka, FakeInstance};
+pub use pki::TestPki;
 pub use relay::TcpRelay;

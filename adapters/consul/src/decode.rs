@@ -1,0 +1,182 @@
+//! Turning `/v1/health/service/<name>` entries into endpoints and a service
+//! declaration.
+//!
+//! - **Health**: the aggregate of every check, node checks included. Passing
+//!   instances are healthy; `warning` ones are healthy only with
+//!   `include_warning`; critical ones and instances in maintenance (node or
+//!   service) are sent as unhealthy, so routing excludes them and `explain`
+//!   still shows them.
+//! - **Address**: `Service.Address`, else `Node.Address`; with `address_from`
+//!   a tagged address of the service (address and port), else of the node
+//!   (address, service port), else the default.
+//! - **Labels**: node meta, then service meta (which wins), then every tag as
+//!   a label with an empty value, which the registry's mapping rules turn
+//!   into `key: value` labels (`version=v2`, or `v2` with a tag rule).
+//! - **Port**: `Service.Port`; the meta keys `port_name` and `protocol` name
+//!   the port and its protocol. A service whose instances carry either is
+//!   declared with that port; otherwise the catalog's implicit HTTP port applies.
+
+use anymesh_core::{
+    Endpoint, EndpointPort, Health, Hostname, Labels, Locality, Protocol, Provenance, Service,
+    ServicePort, SourceId,
+};
+
+use crate::api::{aggregate, ServiceEntry, Status};
+use crate::config::AddressFrom;
+
+/// The meta key naming an instance's port.
+pub const PORT_NAME_META: &str = "port_name";
+/// The meta key giving an instance's protocol (`http`, `http2`, `grpc`, `tcp`).
+pub const PROTOCOL_META: &str = "protocol";
+
+/// Decodes entries for one source.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    pub source: SourceId,
+    pub include_warning: bool,
+    pub address_from: AddressFrom,
+}
+
+impl Decoder {
+    /// A decoder with the default health and address rules.
+    pub fn new(source: SourceId) -> Self {
+        Self {
+            source,
+            include_warning: false,
+            address_from: AddressFrom::Service,
+        }
+    }
+
+    /// The native id of an entry: node and service ID (an ID is unique per node).
+    pub fn native_id(entry: &ServiceEntry) -> String {
+        format!("{}/{}", entry.node.node, entry.service.id)
+    }
+
+    /// One entry as an endpoint, or why it cannot be one.
+    pub fn endpoint(&self, entry: &ServiceEntry) -> Result<Endpoint, String> {
+        let svc = &entry.service;
+        let id = Self::native_id(entry);
+        let service = Hostname::new(&svc.service)
+            .map_err(|e| format!("instance {id}: the service name is not a mesh hostname: {e}"))?;
+        let (address, port) = self.address(entry);
+        if address.is_empty() {
+            return Err(format!(
+                "instance {id}: neither the service nor node {:?} has an address",
+                entry.node.node
+            ));
+        }
+        if port == 0 {
+            return Err(format!("instance {id}: no port"));
+        }
+        let status = aggregate(&entry.checks);
+        let health = match status {
+            Status::Passing => Health::Healthy,
+            Status::Warning if self.include_warning => Health::Healthy,
+            _ => Health::Unhealthy,
+        };
+        let weights = svc.weights.unwrap_or(crate::api::Weights {
+            passing: 1,
+            warning: 1,
+        });
+        let weight = match status {
+            Status::Warning => weights.warning,
+            _ => weights.passing,
+        };
+        let mut labels: Labels = entry.node.meta.clone();
+        labels.extend(svc.meta.clone());
+        for tag in &svc.tags {
+            labels.entry(tag.clone()).or_default();
+        }
+        let port_name = svc.meta.get(PORT_NAME_META).cloned().unwrap_or_default();
+        Ok(Endpoint {
+            service,
+            address,
+            ports: vec![EndpointPort {
+                name: port_name,
+                number: port,
+            }],
+            labels,
+            health,
+            weight: weight.max(1),
+            locality: Locality::default(),
+            provenance: Provenance {
+                source: self.source.clone(),
+                native_id: id,
+                raw_labels: Labels::new(),
+            },
+        })
+    }
+
+    fn address(&self, entry: &ServiceEntry) -> (String, u16) {
+        let svc = &entry.service;
+        if let Some(tag) = self.address_from.tag() {
+            if let Some(a) = svc
+                .tagged_addresses
+                .get(tag)
+                .filter(|a| !a.address.is_empty())
+            {
+                let port = if a.port == 0 { svc.port } else { a.port };
+                return (a.address.clone(), port);
+            }
+            if let Some(a) = entry
+                .node
+                .tagged_addresses
+                .get(tag)
+                .filter(|a| !a.is_empty())
+            {
+                return (a.clone(), svc.port);
+            }
+        }
+        let address = if svc.address.is_empty() {
+            entry.node.address.clone()
+        } else {
+            svc.address.clone()
+        };
+        (address, svc.port)
+    }
+
+    /// The service declaration the instances' meta asks for, if any (see
+    /// the module docs), and a problem with an unknown protocol.
+    pub fn service(
+        &self,
+        name: &str,
+        entries: &[ServiceEntry],
+    ) -> (Option<Service>, Option<String>) {
+        let Ok(hostname) = Hostname::new(name) else {
+            return (None, None);
+        };
+        let Some(first) = entries.iter().find(|e| {
+            e.service.meta.contains_key(PROTOCOL_META)
+                || e.service.meta.contains_key(PORT_NAME_META)
+        }) else {
+            return (None, None);
+        };
+        let meta = &first.service.meta;
+        let mut problem = None;
+        let protocol = match meta.get(PROTOCOL_META) {
+            None => Protocol::Http,
+            Some(p) => Protocol::parse(p).unwrap_or_else(|| {
+                problem = Some(format!(
+                    "instance {}: unknown protocol {p:?} in meta (http, http2, grpc or tcp); using http",
+                    Self::native_id(first)
+                ));
+                Protocol::Http
+            }),
+        };
+        let port_name = meta
+            .get(PORT_NAME_META)
+            .cloned()
+            .unwrap_or_else(|| protocol.to_string());
+        let (_, number) = self.address(first);
+        let service = Service {
+            hostname,
+            aliases: Vec::new(),
+            ports: vec![ServicePort {
+                name: port_name,
+                number,
+                protocol,
+            }],
+        };
+        (Some(service), problem)
+    }
+}
