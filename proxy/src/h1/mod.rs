@@ -132,7 +132,8 @@ async fn handover(
     let proxy = shared.proxy.clone();
     let service = service_fn(move |req: Request<Incoming>| {
         let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+        // Boxed: hyper moves the service future around; a pointer is cheap to move.
+        Box::pin(async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) })
     });
     let io = TokioIo::new(rewind::Rewind::new(prefix, stream));
     let conn = shared.hyper.serve_connection(io, service);
