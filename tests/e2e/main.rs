@@ -6,6 +6,7 @@ mod consul;
 mod etcd;
 mod eureka;
 mod explain;
+mod integration_vm;
 mod harness;
 mod reload;
 mod routing;
