@@ -56,7 +56,11 @@ fn systemd_unit_is_hardened_and_verifies() {
     let config = std::fs::read_to_string(vm_dir().join("anymesh.yaml")).expect("config");
     assert!(config.contains("state_dir: /var/lib/anymesh"));
 
-    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("systemd-analyze is not installed here: unit verification skipped");
         return;
     }
