@@ -22,7 +22,7 @@
 use std::time::Duration;
 
 use anymesh_core::registry::CatalogClosed;
-use anymesh_core::{ChangeSink, Registry, SourceId, SourceStatus};
+use anymesh_core::{Change, ChangeSink, Registry, SourceId, SourceStatus, SourceView};
 use async_trait::async_trait;
 use etcd_client::{
     Certificate, Client, ConnectOptions, EventType, GetOptions, GetResponse, Identity, TlsOptions,
@@ -42,6 +42,17 @@ pub struct EtcdRegistry {
     source: SourceId,
     config: EtcdConfig,
     decoder: Decoder,
+}
+
+/// What one list of the prefix found (see [`EtcdRegistry::list_once`]).
+#[derive(Debug, Clone)]
+pub struct Listing {
+    /// The etcd revision listed at.
+    pub revision: i64,
+    pub view: SourceView,
+    /// Keys under the prefix that are not valid endpoints, as the running
+    /// registry reports them (`None`: every key decoded).
+    pub problem: Option<String>,
 }
 
 /// How a watch ended.
@@ -70,6 +81,34 @@ impl EtcdRegistry {
     /// The prefix read, normalised (ends with `/` unless empty).
     pub fn prefix(&self) -> &str {
         self.decoder.layout().prefix()
+    }
+
+    /// Connects, lists the prefix once and decodes it, as the first step of
+    /// [`run`](Registry::run) does, then disconnects: for `anymesh check`.
+    /// Bounded by the dial and request timeouts.
+    pub async fn list_once(&self) -> Result<Listing, EtcdError> {
+        let mut client = self.connect().await?;
+        let listed = self.list(&mut client).await?;
+        let revision = match &listed {
+            Input::Listed { revision, .. } => *revision,
+            _ => 0,
+        };
+        let (_, changes) = State::Empty.step(listed, &self.decoder);
+        let mut listing = Listing {
+            revision,
+            view: SourceView::default(),
+            problem: None,
+        };
+        for change in changes {
+            match change {
+                Change::Reset(view) => listing.view = view,
+                Change::Status(
+                    SourceStatus::Degraded { message } | SourceStatus::Error { message },
+                ) => listing.problem = Some(message),
+                _ => {}
+            }
+        }
+        Ok(listing)
     }
 
     fn request_timeout(&self) -> Duration {
