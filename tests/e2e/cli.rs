@@ -296,3 +296,39 @@ async fn check_names_an_unreachable_etcd_registry_and_fails_unless_offline() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("settings valid; not contacted"), "{out}");
 }
+
+/// `check` against etcd with TLS and client certificates: the right CA
+/// lists; a CA that did not sign etcd's certificate is named as the cause.
+#[tokio::test]
+async fn check_reaches_a_tls_etcd_and_names_a_wrong_ca() {
+    let etcd = anymesh_testkit::EtcdServer::start_tls().await;
+    let mut client = etcd.client().await;
+    client
+        .put(
+            "services/web/10.0.0.1:8080",
+            r#"{"Op":0,"Addr":"10.0.0.1:8080","Metadata":{}}"#,
+            None,
+        )
+        .await
+        .expect("put");
+    let pki = etcd.tls().expect("tls").clone();
+    let registries = |ca: &Path| {
+        format!(
+            "[{{name: secure, type: etcd, endpoints: ['{}'], tls: {{ca_file: '{}', cert_file: '{}', key_file: '{}'}}}}]",
+            etcd.url(),
+            ca.display(),
+            pki.client_cert.display(),
+            pki.client_key.display()
+        )
+    };
+    let dir = registry_dir(&registries(&pki.ca));
+    let (code, out) = run_async(&["check"], &dir.path().join("anymesh.yaml")).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 services, 1 endpoints"), "{out}");
+
+    let dir = registry_dir(&registries(&pki.other_ca));
+    let (code, out) = run_async(&["check"], &dir.path().join("anymesh.yaml")).await;
+    assert_eq!(code, 69, "{out}");
+    assert!(out.contains("error: registry secure"), "{out}");
+    assert!(out.contains("UnknownIssuer"), "{out}");
+}

@@ -12,7 +12,9 @@
 pub mod contract;
 mod etcd;
 pub mod fixtures;
+mod pki;
 mod relay;
 
 pub use etcd::{EtcdServer, LaunchError};
+pub use pki::{PkiError, TestPki};
 pub use relay::TcpRelay;
