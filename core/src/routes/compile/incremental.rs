@@ -88,6 +88,8 @@ pub struct Pass {
     pub full: bool,
     /// Units (services, plus the VirtualServices' own hosts) compiled.
     pub units: usize,
+    /// Of the time taken, copying out the table (its vectors and domain map).
+    pub copy: std::time::Duration,
 }
 
 impl IncrementalCompiler {
@@ -132,17 +134,20 @@ impl IncrementalCompiler {
                 (b, affected, true)
             }
         };
-        self.last = Some(Pass {
-            full,
-            units: affected.len(),
-        });
+        let units = affected.len();
         built.catalog_version = snapshot.version;
         for key in affected {
             built.redo(snapshot, config, key);
         }
         built.store.stale = None;
         built.store.fresh.clear();
+        let start = std::time::Instant::now();
         let out = built.table(snapshot, version);
+        self.last = Some(Pass {
+            full,
+            units,
+            copy: start.elapsed(),
+        });
         self.built = Some(built);
         out
     }
