@@ -51,6 +51,8 @@ const TARGET_COMPILE_MS: f64 = 200.0;
 
 struct Options {
     changes: usize,
+    /// Changes measured with `services` other services in etcd (0: skip).
+    big_changes: usize,
     services: usize,
     write: Option<String>,
 }
@@ -58,6 +60,7 @@ struct Options {
 fn options() -> Options {
     let mut o = Options {
         changes: 250,
+        big_changes: 50,
         services: 10_000,
         write: None,
     };
@@ -69,6 +72,12 @@ fn options() -> Options {
                     .next()
                     .and_then(|v| v.parse().ok())
                     .expect("--changes N")
+            }
+            "--big-changes" => {
+                o.big_changes = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--big-changes N")
             }
             "--services" => {
                 o.services = args
@@ -98,7 +107,14 @@ fn main() {
         "propagation: {} puts and {} deletes ...",
         opts.changes, opts.changes
     );
-    let prop = runtime.block_on(propagation(opts.changes));
+    let prop = runtime.block_on(propagation(opts.changes, 0));
+    let big = (opts.big_changes > 0).then(|| {
+        eprintln!(
+            "propagation with {} other services in etcd: {} puts and deletes ...",
+            opts.services, opts.big_changes
+        );
+        runtime.block_on(propagation(opts.big_changes, opts.services))
+    });
     drop(runtime);
 
     eprintln!(
@@ -107,7 +123,7 @@ fn main() {
     );
     let comp = compile_cost(opts.services);
 
-    let report = report(&machine, &opts, &prop, &comp);
+    let report = report(&machine, &opts, &prop, big.as_ref(), &comp);
     println!("{report}");
     if let Some(path) = &opts.write {
         std::fs::write(path, &report).expect("write the report");
@@ -136,13 +152,47 @@ fn key(port: u16) -> String {
     format!("services/web/127.0.0.1:{port}")
 }
 
+/// Whether `web`'s default route has an endpoint with `authority`: found
+/// through the virtual host, so a check costs the same in any catalog.
 fn routes_to(mesh: &Mesh, authority: &str) -> bool {
-    mesh.router
-        .current()
-        .table
-        .clusters
-        .iter()
-        .any(|c| c.endpoints.iter().any(|e| e.authority == authority))
+    let routing = mesh.router.current();
+    let Some(vh) = routing.table.virtual_host("web") else {
+        return false;
+    };
+    vh.routes.iter().any(|r| match &r.action {
+        anymesh_core::routes::RouteAction::Forward(split) => split
+            .targets
+            .iter()
+            .any(|t| t.cluster.endpoints.iter().any(|e| e.authority == authority)),
+        _ => false,
+    })
+}
+
+/// Writes `services` × 10 endpoints under `services/bg-NNNNN/` (other
+/// services the mesh carries while `web` changes), 100 puts per transaction.
+async fn background(client: &mut etcd_client::Client, services: usize) {
+    use etcd_client::{Txn, TxnOp};
+    let keys: Vec<(String, String)> = (0..services)
+        .flat_map(|s| (0..ENDPOINTS_PER_SERVICE).map(move |j| (s, j)))
+        .map(|(s, j)| {
+            let n = s * 16 + j;
+            let addr = format!("10.{}.{}.{}:8080", (n >> 16) & 255, (n >> 8) & 255, n & 255);
+            (
+                format!("services/bg-{s:05}/{addr}"),
+                format!(r#"{{"Op":0,"Addr":"{addr}","Metadata":{{"version":"v1"}}}}"#),
+            )
+        })
+        .collect();
+    for chunk in keys.chunks(100) {
+        let ops: Vec<TxnOp> = chunk
+            .iter()
+            .map(|(k, v)| TxnOp::put(k.as_str(), v.as_str(), None))
+            .collect();
+        client
+            .txn(Txn::new().and_then(ops))
+            .await
+            .expect("put background services");
+    }
 }
 
 /// Busy-polls (yielding between checks) until `routes_to(authority) == want`;
@@ -159,9 +209,12 @@ async fn wait_for(mesh: &Mesh, authority: &str, want: bool, start: Instant) -> O
     }
 }
 
-async fn propagation(changes: usize) -> Propagation {
+async fn propagation(changes: usize, background_services: usize) -> Propagation {
     let etcd = EtcdServer::start().await;
     let mut client = etcd.client().await;
+    if background_services > 0 {
+        background(&mut client, background_services).await;
+    }
     // A resident endpoint, so `web` exists and the mesh is ready from the start.
     client
         .put(key(1), value(1), None)
@@ -178,9 +231,14 @@ async fn propagation(changes: usize) -> Propagation {
     std::fs::write(&file, &yaml).expect("write anymesh.yaml");
     let settings = Settings::parse(&file, &yaml).expect("settings");
     let mesh = Mesh::start(settings).await.expect("mesh starts");
-    wait_for(&mesh, "127.0.0.1:1", true, Instant::now())
-        .await
-        .expect("the resident endpoint is routed");
+    let listing = Instant::now() + Duration::from_secs(60);
+    while !routes_to(&mesh, "127.0.0.1:1") {
+        assert!(
+            Instant::now() < listing,
+            "the resident endpoint is never routed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 
     let mut out = Propagation {
         put: Vec::with_capacity(changes),
@@ -582,7 +640,13 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-fn report(machine: &str, opts: &Options, p: &Propagation, c: &CompileCost) -> String {
+fn report(
+    machine: &str,
+    opts: &Options,
+    p: &Propagation,
+    big: Option<&Propagation>,
+    c: &CompileCost,
+) -> String {
     use std::fmt::Write;
     let put = summary(&p.put);
     let del = summary(&p.delete);
@@ -627,6 +691,30 @@ fn report(machine: &str, opts: &Options, p: &Propagation, c: &CompileCost) -> St
         "\nChanges that did not show within {CHANGE_DEADLINE:?}: {}.\n",
         p.lost
     );
+    if let Some(b) = big {
+        let _ = writeln!(
+            s,
+            "With {} other services × {ENDPOINTS_PER_SERVICE} endpoints in etcd (and so in the mesh):\n",
+            c.services
+        );
+        let _ = writeln!(s, "| change | n | p50 ms | p90 ms | p99 ms | max ms |");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+        for (name, m) in [
+            ("put (new endpoint routable)", summary(&b.put)),
+            ("delete (endpoint gone)", summary(&b.delete)),
+        ] {
+            let _ = writeln!(
+                s,
+                "| {name} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                m.n, m.p50, m.p90, m.p99, m.max
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nChanges that did not show within {CHANGE_DEADLINE:?}: {}.\n",
+            b.lost
+        );
+    }
     let _ = writeln!(
         s,
         "### Compile cost: {} services × {ENDPOINTS_PER_SERVICE} endpoints ({} endpoints, {} clusters), one source\n",

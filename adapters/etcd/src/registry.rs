@@ -55,6 +55,23 @@ pub struct Listing {
     pub problem: Option<String>,
 }
 
+/// Keys per page when listing the prefix: far below the client's 4 MiB
+/// message limit for values of a few KiB.
+const LIST_PAGE: i64 = 500;
+
+/// The first key after every key starting with `prefix` (etcd's range end
+/// for a prefix); `\0` (no end) when there is none.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    for (i, b) in prefix.iter().enumerate().rev() {
+        if *b < 0xFF {
+            let mut end = prefix[..=i].to_vec();
+            end[i] = *b + 1;
+            return end;
+        }
+    }
+    vec![0]
+}
+
 /// How a watch ended.
 enum WatchEnd {
     /// The history it needed is compacted: list again.
@@ -198,28 +215,63 @@ impl EtcdRegistry {
         }
     }
 
+    /// Lists the prefix in pages of [`LIST_PAGE`] keys, every page at the
+    /// revision of the first, so a large prefix never exceeds the client's
+    /// message size limit (4 MiB) and the result is one consistent view.
     async fn list(&self, client: &mut Client) -> Result<Input, EtcdError> {
-        let get = client.get(self.prefix(), Some(GetOptions::new().with_prefix()));
-        let resp = match tokio::time::timeout(self.request_timeout(), get).await {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(source)) => {
-                return Err(EtcdError::ListFailed {
-                    prefix: self.prefix().to_string(),
-                    source,
-                })
-            }
-            Err(_) => {
-                return Err(EtcdError::Timeout {
-                    operation: "listing the etcd prefix",
-                    after: self.request_timeout(),
-                })
-            }
+        let prefix = self.prefix().as_bytes();
+        let (mut from, end) = match prefix {
+            // The whole keyspace: from "\0", and an end of "\0" means "no end".
+            [] => (vec![0], vec![0]),
+            p => (p.to_vec(), prefix_end(p)),
         };
-        let listed = listed(&resp);
-        if let Input::Listed { revision, kvs } = &listed {
-            tracing::debug!(revision, keys = kvs.len(), "etcd prefix listed");
+        let mut revision = 0;
+        let mut kvs = Vec::new();
+        loop {
+            let mut options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(LIST_PAGE);
+            if revision != 0 {
+                options = options.with_revision(revision);
+            }
+            let get = client.get(from.clone(), Some(options));
+            let resp = match tokio::time::timeout(self.request_timeout(), get).await {
+                Ok(Ok(resp)) => resp,
+                Ok(Err(source)) => {
+                    return Err(EtcdError::ListFailed {
+                        prefix: self.prefix().to_string(),
+                        source,
+                    })
+                }
+                Err(_) => {
+                    return Err(EtcdError::Timeout {
+                        operation: "listing the etcd prefix",
+                        after: self.request_timeout(),
+                    })
+                }
+            };
+            let Input::Listed {
+                revision: at,
+                kvs: page,
+            } = listed(&resp)
+            else {
+                unreachable!("listed() always returns Input::Listed")
+            };
+            if revision == 0 {
+                revision = at;
+            }
+            let more = resp.more() && !page.is_empty();
+            if let Some(last) = page.last() {
+                from = last.key.clone();
+                from.push(0);
+            }
+            kvs.extend(page);
+            if !more {
+                break;
+            }
         }
-        Ok(listed)
+        tracing::debug!(revision, keys = kvs.len(), "etcd prefix listed");
+        Ok(Input::Listed { revision, kvs })
     }
 
     async fn watch(

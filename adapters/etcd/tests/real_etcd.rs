@@ -395,3 +395,48 @@ async fn a_wrong_ca_or_no_client_certificate_is_a_clear_error() {
     }
     assert!(obs.is_running());
 }
+
+// ---- large prefixes ------------------------------------------------------------------
+
+/// A prefix holding more than the client's 4 MiB message limit is listed in
+/// pages at one revision, completely, and keys just outside it stay out.
+#[tokio::test]
+async fn lists_a_prefix_larger_than_one_message() {
+    use etcd_client::{Txn, TxnOp};
+    let etcd = EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    // About 1.2 KiB per value: 4,000 keys are some 5 MiB.
+    let padding = "x".repeat(1200);
+    let keys: Vec<(String, String)> = (0..4000)
+        .map(|i| {
+            let addr = format!("10.0.{}.{}:80", i / 250, i % 250);
+            let value = serde_json::json!({"Op": 0, "Addr": addr, "Metadata": {"pad": padding}});
+            (key(&format!("svc-{}", i % 40), &addr), value.to_string())
+        })
+        .collect();
+    for chunk in keys.chunks(100) {
+        let ops: Vec<TxnOp> = chunk
+            .iter()
+            .map(|(k, v)| TxnOp::put(k.as_str(), v.as_str(), None))
+            .collect();
+        client.txn(Txn::new().and_then(ops)).await.unwrap();
+    }
+    // Neighbours of the prefix that must not be listed.
+    client.put("anymesh/services", "x", None).await.unwrap();
+    client
+        .put("anymesh/services0/a/1.2.3.4:80", "x", None)
+        .await
+        .unwrap();
+
+    let registry = EtcdRegistry::new(SourceId::new("etcd"), config(etcd.url())).unwrap();
+    let listing = registry.list_once().await.unwrap();
+    assert_eq!(listing.view.endpoints.len(), 4000);
+    assert_eq!(listing.problem, None);
+    let services: std::collections::BTreeSet<_> = listing
+        .view
+        .endpoints
+        .iter()
+        .map(|e| e.service.to_string())
+        .collect();
+    assert_eq!(services.len(), 40);
+}
