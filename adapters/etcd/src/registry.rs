@@ -250,13 +250,7 @@ impl EtcdRegistry {
                     })
                 }
             };
-            let Input::Listed {
-                revision: at,
-                kvs: page,
-            } = listed(&resp)
-            else {
-                unreachable!("listed() always returns Input::Listed")
-            };
+            let (at, page) = page(&resp);
             if revision == 0 {
                 revision = at;
             }
@@ -344,18 +338,23 @@ impl EtcdRegistry {
 }
 
 /// Translates a prefix get (see the fixture `range_prefix_with_slash.json`).
+#[cfg(test)]
 pub(crate) fn listed(resp: &GetResponse) -> Input {
-    Input::Listed {
-        revision: resp.header().map_or(0, |h| h.revision()),
-        kvs: resp
-            .kvs()
-            .iter()
-            .map(|kv| Kv {
-                key: kv.key().to_vec(),
-                value: kv.value().to_vec(),
-            })
-            .collect(),
-    }
+    let (revision, kvs) = page(resp);
+    Input::Listed { revision, kvs }
+}
+
+/// The revision and the key-values of one get response.
+fn page(resp: &GetResponse) -> (i64, Vec<Kv>) {
+    let kvs = resp
+        .kvs()
+        .iter()
+        .map(|kv| Kv {
+            key: kv.key().to_vec(),
+            value: kv.value().to_vec(),
+        })
+        .collect();
+    (resp.header().map_or(0, |h| h.revision()), kvs)
 }
 
 fn compacted(compact_revision: i64) -> Input {

@@ -42,7 +42,7 @@ mod route;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-pub use incremental::IncrementalCompiler;
+pub use incremental::{IncrementalCompiler, Pass};
 
 use crate::catalog::{MergedService, Snapshot};
 use crate::config::{ConfigSet, Diagnostic, HostPattern, Resource, Severity, VirtualService};
