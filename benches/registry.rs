@@ -5,6 +5,7 @@
 //! cargo bench --bench registry                              # prints a markdown report
 //! cargo bench --bench registry -- --write bench/registry.md # and writes it there
 //! cargo bench --bench registry -- --changes 50 --services 1000  # a quicker run
+//! cargo bench --bench registry -- --big-changes 0              # skip the 10,000-service propagation run
 //! ```
 //!
 //! 1. **Propagation.** A real etcd (the testkit's `EtcdServer`) and an
@@ -58,11 +59,24 @@ struct Options {
 }
 
 fn options() -> Options {
-    let mut o = Options {
-        changes: 250,
-        big_changes: 50,
-        services: 10_000,
-        write: None,
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this
+    // binary without it, as a quick smoke run (small catalog, no large
+    // propagation run), unless sizes are given.
+    let benching = std::env::args().any(|a| a == "--bench");
+    let mut o = if benching {
+        Options {
+            changes: 250,
+            big_changes: 50,
+            services: 10_000,
+            write: None,
+        }
+    } else {
+        Options {
+            changes: 20,
+            big_changes: 0,
+            services: 500,
+            write: None,
+        }
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
