@@ -19,7 +19,7 @@ const EXIT_NOT_FOUND: u8 = 1;
 
 /// `anymesh explain -c anymesh.yaml --host H [--json]`.
 pub async fn run(config: &Path, host: &str, json: bool) -> ExitCode {
-    let loaded = match inspect::load(config) {
+    let loaded = match inspect::load(config, inspect::Live::Skip).await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("anymesh: {e}");

@@ -4,8 +4,9 @@
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+use anymesh_adapter_etcd::{EtcdConfig, EtcdRegistry};
 use anymesh_core::catalog::CatalogState;
 use anymesh_core::config::Diagnostic;
 use anymesh_core::routes::compile::compile;
@@ -17,6 +18,17 @@ use crate::mesh::load_routing;
 use crate::settings::{RegistryKind, Settings};
 
 const EXIT_CONFIG: u8 = 64;
+/// A registry could not be reached (sysexits' EX_UNAVAILABLE).
+const EXIT_UNAVAILABLE: u8 = 69;
+
+/// Whether loading reads live registries (etcd) too.
+#[derive(Debug, Clone, Copy)]
+pub enum Live {
+    /// Leave them alone: settings are validated, nothing is contacted.
+    Skip,
+    /// List each once, giving up on one after this long.
+    Contact(Duration),
+}
 
 /// Everything `check` and `routes` need, loaded once.
 pub(crate) struct Loaded {
@@ -24,6 +36,8 @@ pub(crate) struct Loaded {
     pub(crate) table: RouteTable,
     /// Problems, each already rendered as one line with its severity.
     pub(crate) errors: Vec<String>,
+    /// Live registries that did not answer, one line each.
+    unreachable: Vec<String>,
     warnings: Vec<String>,
     summary: Vec<String>,
 }
@@ -38,12 +52,13 @@ fn sort(diags: Vec<Diagnostic>, loaded: &mut Loaded) {
     }
 }
 
-pub(crate) fn load(config: &Path) -> Result<Loaded, String> {
+pub(crate) async fn load(config: &Path, live: Live) -> Result<Loaded, String> {
     let settings = Settings::load(config).map_err(|e| format!("{e:#}"))?;
     let mut loaded = Loaded {
         snapshot: Snapshot::default(),
         table: RouteTable::default(),
         errors: Vec::new(),
+        unreachable: Vec::new(),
         warnings: Vec::new(),
         summary: Vec::new(),
     };
@@ -76,13 +91,48 @@ pub(crate) fn load(config: &Path) -> Result<Loaded, String> {
                 Err(e) => loaded.errors.push(format!("registry {}: {e}", r.name)),
             },
             RegistryKind::Etcd(cfg) => {
-                // Settings::load validated the config; check does not contact etcd.
-                loaded.summary.push(format!(
-                    "registry {} (etcd {}, prefix {}): settings valid; not contacted by check",
+                let label = format!(
+                    "registry {} (etcd {}, prefix {})",
                     r.name,
                     cfg.endpoints.join(","),
                     cfg.prefix
-                ));
+                );
+                let Live::Contact(limit) = live else {
+                    // Settings::load validated the config.
+                    loaded
+                        .summary
+                        .push(format!("{label}: settings valid; not contacted"));
+                    continue;
+                };
+                match list_etcd(&source, cfg, limit).await {
+                    Ok(listing) => {
+                        let services: std::collections::BTreeSet<_> =
+                            listing.view.endpoints.iter().map(|e| &e.service).collect();
+                        loaded.summary.push(format!(
+                            "{label}: {} services, {} endpoints at revision {}",
+                            services.len(),
+                            listing.view.endpoints.len(),
+                            listing.revision
+                        ));
+                        if let Some(p) = listing.problem {
+                            loaded.warnings.push(format!("registry {}: {p}", r.name));
+                        }
+                        let (change, problems) = r.mapping.apply(Change::Reset(listing.view));
+                        for p in problems {
+                            loaded.warnings.push(format!("registry {}: {p}", r.name));
+                        }
+                        if let Some(change) = change {
+                            state.apply(SourcedChange {
+                                source,
+                                change,
+                                at: SystemTime::now(),
+                            });
+                        }
+                    }
+                    Err(e) => loaded
+                        .unreachable
+                        .push(format!("{label}: unreachable: {e}")),
+                }
             }
             RegistryKind::Eureka(cfg) => {
                 // Settings::load validated the config; check does not contact Eureka.
@@ -128,9 +178,24 @@ pub(crate) fn load(config: &Path) -> Result<Loaded, String> {
     Ok(loaded)
 }
 
-/// `anymesh check`: prints every problem; non-zero exit on any error.
-pub async fn check(config: &Path) -> ExitCode {
-    let loaded = match load(config) {
+/// Lists one etcd registry once, within `limit`.
+async fn list_etcd(
+    source: &SourceId,
+    cfg: &EtcdConfig,
+    limit: Duration,
+) -> Result<anymesh_adapter_etcd::Listing, String> {
+    let registry = EtcdRegistry::new(source.clone(), cfg.clone()).map_err(|e| e.chain())?;
+    match tokio::time::timeout(limit, registry.list_once()).await {
+        Ok(Ok(listing)) => Ok(listing),
+        Ok(Err(e)) => Err(e.chain()),
+        Err(_) => Err(format!("no answer within {limit:?}")),
+    }
+}
+
+/// `anymesh check`: prints every problem; non-zero exit on any error (64),
+/// or when a live registry is unreachable (69) unless `live` is [`Live::Skip`].
+pub async fn check(config: &Path, live: Live) -> ExitCode {
+    let loaded = match load(config, live).await {
         Ok(l) => l,
         Err(e) => {
             println!("error: {e}");
@@ -141,23 +206,27 @@ pub async fn check(config: &Path) -> ExitCode {
     for s in &loaded.summary {
         println!("{s}");
     }
-    for e in &loaded.errors {
+    for e in loaded.errors.iter().chain(&loaded.unreachable) {
         println!("error: {e}");
     }
     for w in &loaded.warnings {
         println!("warning: {w}");
     }
+    let errors = loaded.errors.len() + loaded.unreachable.len();
     println!(
         "{} error{}, {} warning{}",
-        loaded.errors.len(),
-        if loaded.errors.len() == 1 { "" } else { "s" },
+        errors,
+        if errors == 1 { "" } else { "s" },
         loaded.warnings.len(),
         if loaded.warnings.len() == 1 { "" } else { "s" },
     );
-    if loaded.errors.is_empty() {
-        ExitCode::SUCCESS
-    } else {
+    if !loaded.errors.is_empty() {
         ExitCode::from(EXIT_CONFIG)
+    } else if !loaded.unreachable.is_empty() {
+        println!("(a registry is unreachable; `anymesh check --offline` validates without contacting registries)");
+        ExitCode::from(EXIT_UNAVAILABLE)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -169,7 +238,7 @@ pub async fn routes(
     method: &str,
     headers: &[String],
 ) -> ExitCode {
-    let loaded = match load(config) {
+    let loaded = match load(config, Live::Skip).await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("anymesh: {e}");

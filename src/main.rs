@@ -27,6 +27,10 @@ struct Cli {
     command: Command,
 }
 
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    anymesh_core::config::parse_duration(s).map_err(|e| e.to_string())
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Human,
@@ -44,9 +48,17 @@ enum Command {
         workers: Option<u16>,
     },
     /// Validate anymesh.yaml, the registries' current content and the routing files, without starting.
+    ///
+    /// Lists each etcd registry once (exit 69 when one is unreachable); exit 64 on any other error.
     Check {
         #[arg(short, long, default_value = "anymesh.yaml")]
         config: PathBuf,
+        /// Do not contact live registries (etcd): validate their settings only.
+        #[arg(long)]
+        offline: bool,
+        /// How long to wait for each live registry's list (Go duration, e.g. `10s`).
+        #[arg(long, default_value = "10s", value_parser = parse_timeout)]
+        timeout: std::time::Duration,
     },
     /// Dry run: which route a request takes, the split, the subset and the endpoints.
     Routes {
@@ -129,7 +141,18 @@ fn main() -> ExitCode {
     rt.block_on(async {
         match cli.command {
             Command::Proxy { config, .. } => run_proxy(config).await,
-            Command::Check { config } => inspect::check(&config).await,
+            Command::Check {
+                config,
+                offline,
+                timeout,
+            } => {
+                let live = if offline {
+                    inspect::Live::Skip
+                } else {
+                    inspect::Live::Contact(timeout)
+                };
+                inspect::check(&config, live).await
+            }
             Command::Routes {
                 config,
                 host,

@@ -19,7 +19,7 @@ use anymesh_adapter_eureka::EurekaRegistry;
 use anymesh_adapter_file::FileRegistry;
 use anymesh_core::catalog::{self, CatalogState};
 use anymesh_core::config::{self, ConfigSet, Diagnostic};
-use anymesh_core::routes::compile::compile;
+use anymesh_core::routes::compile::IncrementalCompiler;
 use anymesh_core::{ChangeSink, MappedRegistry, Registry, Snapshot, SourceId, SourceView};
 use anymesh_proxy::admin::{serve_admin, AdminState};
 use anymesh_proxy::server::{serve_proxy, ServerSettings};
@@ -354,13 +354,15 @@ async fn compile_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut version = 0u64;
+    // Recompiles only the services a catalog change touched.
+    let mut compiler = IncrementalCompiler::new();
     let mut last_warnings = Vec::new();
     let (mut snaps_open, mut cfg_open) = (true, true);
     loop {
         let snap = snaps.borrow_and_update().clone();
         let config = cfg.borrow_and_update().clone();
         version += 1;
-        let (table, diags) = compile(&snap, &config, version);
+        let (table, diags) = compiler.compile(&snap, &config, version);
         let lines: Vec<String> = diags
             .iter()
             .map(|d| format!("{}: {d}", if d.is_error() { "error" } else { "warning" }))
@@ -380,7 +382,12 @@ async fn compile_loop(
         out.router.install(Arc::new(table), snap.all_synced());
         out.metrics.route_table_version.set(version as i64);
         out.metrics.route_table_swaps.inc();
-        tracing::debug!(version, catalog = snap.version, "route table installed");
+        tracing::debug!(
+            version,
+            catalog = snap.version,
+            pass = ?compiler.last_pass(),
+            "route table installed"
+        );
         out.ready.send_replace(snap.all_synced());
         // Wait for a change; an input whose sender is gone (e.g. no registries:
         // the catalog task has ended) just stops being watched.

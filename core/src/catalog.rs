@@ -13,7 +13,7 @@
 //! the higher-precedence source, then to the alphabetically first hostname.
 //! The losers are listed in [`Snapshot::alias_conflicts`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -21,7 +21,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use crate::model::{Endpoint, EndpointKey, Hostname, Protocol, Service, ServicePort, SourceId};
+use crate::model::{Endpoint, EndpointKey, Hostname, Service, ServicePort, SourceId};
 use crate::registry::{Change, SourceStatus, SourceView, SourcedChange};
 
 /// One source's view plus its bookkeeping.
@@ -31,6 +31,9 @@ struct SourceState {
     /// What the registry lists now.
     /// Shared with the snapshots, which then copy pointers, not endpoints.
     endpoints: BTreeMap<Arc<str>, Arc<Endpoint>>,
+    /// The ids in `endpoints` of each service, so a change to one service
+    /// touches only that service's endpoints.
+    by_service: HashMap<Hostname, BTreeSet<Arc<str>>>,
     /// Removed by the registry but still served (mass-deregistration guard).
     held: BTreeMap<Arc<str>, guard::Held>,
     guard: Option<GuardSettings>,
@@ -38,7 +41,9 @@ struct SourceState {
 }
 
 mod guard;
+mod merge;
 pub use guard::GuardSettings;
+pub use merge::{ChangeLog, Changed};
 
 /// What the admin listener shows about a source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -94,6 +99,84 @@ impl SourceState {
             .chain(self.held.values().map(|h| &h.endpoint))
     }
 
+    /// Endpoints served for one service, in the order of [`served`](Self::served).
+    fn served_of<'s>(&'s self, host: &Hostname) -> impl Iterator<Item = &'s Arc<Endpoint>> + 's {
+        let registry = self
+            .by_service
+            .get(host)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.endpoints.get(id));
+        let host = host.clone();
+        registry.chain(
+            self.held
+                .values()
+                .map(|h| &h.endpoint)
+                .filter(move |e| e.service == host),
+        )
+    }
+
+    /// Every hostname this source declares or serves endpoints for.
+    fn hosts(&self) -> impl Iterator<Item = &Hostname> {
+        self.services
+            .keys()
+            .chain(self.by_service.keys())
+            .chain(self.held.values().map(|h| &h.endpoint.service))
+    }
+
+    /// Adds or replaces an endpoint, keeping `by_service` in step.
+    fn put_endpoint(&mut self, id: Arc<str>, ep: Arc<Endpoint>) {
+        self.by_service
+            .entry(ep.service.clone())
+            .or_default()
+            .insert(id.clone());
+        if let Some(old) = self.endpoints.insert(id.clone(), ep) {
+            self.unindex(&old.service, &id);
+        }
+    }
+
+    fn take_endpoint(&mut self, id: &str) -> Option<Arc<Endpoint>> {
+        let (id, old) = self.endpoints.remove_entry(id)?;
+        self.unindex(&old.service, &id);
+        Some(old)
+    }
+
+    /// Drops `id` from `service`'s index unless the endpoint now lives there.
+    fn unindex(&mut self, service: &Hostname, id: &Arc<str>) {
+        if self
+            .endpoints
+            .get(id)
+            .is_some_and(|e| &e.service == service)
+        {
+            return;
+        }
+        if let Some(ids) = self.by_service.get_mut(service) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_service.remove(service);
+            }
+        }
+    }
+
+    fn set_endpoints(&mut self, endpoints: BTreeMap<Arc<str>, Arc<Endpoint>>) {
+        self.by_service.clear();
+        for (id, e) in &endpoints {
+            self.by_service
+                .entry(e.service.clone())
+                .or_default()
+                .insert(id.clone());
+        }
+        self.endpoints = endpoints;
+    }
+
+    /// (id, service) of every held endpoint.
+    fn held_ids(&self) -> Vec<(Arc<str>, Hostname)> {
+        self.held
+            .iter()
+            .map(|(id, h)| (id.clone(), h.endpoint.service.clone()))
+            .collect()
+    }
+
     fn refresh_counts(&mut self) {
         self.info.services = self.services.len();
         self.info.endpoints = self.endpoints.len();
@@ -131,6 +214,7 @@ impl SourceState {
         Self {
             services: BTreeMap::new(),
             endpoints: BTreeMap::new(),
+            by_service: HashMap::new(),
             held: BTreeMap::new(),
             guard: None,
             info: SourceInfo {
@@ -217,7 +301,8 @@ impl fmt::Display for AliasConflict {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Snapshot {
     pub version: u64,
-    pub services: BTreeMap<Hostname, Arc<MergedService>>,
+    /// A persistent map: snapshots share every service they did not change.
+    pub services: imbl::OrdMap<Hostname, Arc<MergedService>>,
     /// Every alias, mapped to the hostname of its service. Never a name that
     /// is itself a service's hostname.
     #[serde(skip)]
@@ -226,6 +311,10 @@ pub struct Snapshot {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub alias_conflicts: Vec<AliasConflict>,
     pub sources: Vec<SourceInfo>,
+    /// Which services changed in the last few versions (see
+    /// [`Snapshot::changed_since`]).
+    #[serde(skip)]
+    pub changes: ChangeLog,
 }
 
 impl Snapshot {
@@ -246,6 +335,10 @@ impl Snapshot {
 #[derive(Debug, Clone, Default)]
 pub struct CatalogState {
     sources: Vec<SourceState>,
+    /// Hostnames whose merged service may differ from the last published one.
+    dirty: BTreeSet<Hostname>,
+    /// What [`publish`](Self::publish) built last, to build the next from.
+    published: Option<merge::Published>,
 }
 
 impl CatalogState {
@@ -253,6 +346,8 @@ impl CatalogState {
     pub fn new(sources: impl IntoIterator<Item = SourceId>) -> Self {
         Self {
             sources: sources.into_iter().map(SourceState::new).collect(),
+            dirty: BTreeSet::new(),
+            published: None,
         }
     }
 
@@ -318,7 +413,14 @@ impl CatalogState {
     pub fn expire_guard(&mut self, now: SystemTime) -> bool {
         let mut changed = false;
         for src in &mut self.sources {
+            let before = src.held_ids();
             if guard::expire(src.guard.as_ref(), &src.info.source, &mut src.held, now) {
+                self.dirty.extend(
+                    before
+                        .into_iter()
+                        .filter(|(id, _)| !src.held.contains_key(id))
+                        .map(|(_, host)| host),
+                );
                 src.refresh_counts();
                 changed = true;
             }
@@ -327,22 +429,54 @@ impl CatalogState {
     }
 
     fn source_mut(&mut self, id: &SourceId) -> &mut SourceState {
-        let idx = match self.sources.iter().position(|s| &s.info.source == id) {
+        let idx = self.source_index(id);
+        &mut self.sources[idx]
+    }
+
+    /// The index of `id`, added (lowest precedence) if unknown.
+    fn source_index(&mut self, id: &SourceId) -> usize {
+        match self.sources.iter().position(|s| &s.info.source == id) {
             Some(i) => i,
             None => {
                 self.sources.push(SourceState::new(id.clone()));
                 self.sources.len() - 1
             }
-        };
-        &mut self.sources[idx]
+        }
     }
 
     /// Folds one change in. Returns whether anything visible changed.
     pub fn apply(&mut self, change: SourcedChange) -> bool {
-        let src = self.source_mut(&change.source);
+        let idx = self.source_index(&change.source);
+        let src = &mut self.sources[idx];
+        let dirty = &mut self.dirty;
         let before_info = src.info.clone();
         let affected = src.affected_services(&change.change);
-        let before = guard::served_by_service(&src.endpoints, &src.held, &affected);
+        let before =
+            guard::served_by_service(&src.endpoints, &src.by_service, &src.held, &affected);
+        let held_before = src.held_ids();
+        match &change.change {
+            Change::Reset(view) => {
+                dirty.extend(src.hosts().cloned());
+                dirty.extend(view.services.iter().map(|s| s.hostname.clone()));
+                dirty.extend(view.endpoints.iter().map(|e| e.service.clone()));
+            }
+            Change::UpsertService(svc) => {
+                dirty.insert(svc.hostname.clone());
+            }
+            Change::RemoveService(host) => {
+                dirty.insert(host.clone());
+            }
+            Change::UpsertEndpoint(ep) => {
+                dirty.insert(ep.service.clone());
+                let old = src.endpoints.get(ep.provenance.native_id.as_str());
+                dirty.extend(old.map(|e| e.service.clone()));
+            }
+            Change::RemoveEndpoint(key) => {
+                let old = src.endpoints.get(&key.native_id);
+                dirty.extend(old.map(|e| e.service.clone()));
+            }
+            Change::Status(_) => {}
+        }
         let mut data_changed = false;
         match change.change {
             Change::Reset(SourceView {
@@ -359,7 +493,7 @@ impl CatalogState {
                     .collect();
                 data_changed = services != src.services || endpoints != src.endpoints;
                 src.services = services;
-                src.endpoints = endpoints;
+                src.set_endpoints(endpoints);
                 src.info.synced = true;
                 src.info.connected = true;
                 src.info.stale_since = None;
@@ -373,19 +507,21 @@ impl CatalogState {
             }
             Change::RemoveService(host) => {
                 let had = src.services.remove(&host).is_some();
-                let before = src.endpoints.len();
-                src.endpoints.retain(|_, e| e.service != host);
-                data_changed = had || before != src.endpoints.len();
+                let ids = src.by_service.remove(&host).unwrap_or_default();
+                for id in &ids {
+                    src.endpoints.remove(id);
+                }
+                data_changed = had || !ids.is_empty();
             }
             Change::UpsertEndpoint(ep) => {
                 let key: Arc<str> = Arc::from(ep.provenance.native_id.as_str());
                 data_changed = src.endpoints.get(&key).is_none_or(|old| **old != ep);
                 if data_changed {
-                    src.endpoints.insert(key, Arc::new(ep));
+                    src.put_endpoint(key, Arc::new(ep));
                 }
             }
             Change::RemoveEndpoint(key) => {
-                data_changed = src.endpoints.remove(&key.native_id).is_some();
+                data_changed = src.take_endpoint(&key.native_id).is_some();
             }
             Change::Status(SourceStatus::Healthy) => {
                 src.info.connected = true;
@@ -409,9 +545,17 @@ impl CatalogState {
                 &src.info.source,
                 before,
                 &src.endpoints,
+                &src.by_service,
                 &mut src.held,
                 change.at,
             );
+        }
+        // Holds that began or ended change their services too.
+        if held_before.len() != src.held.len()
+            || held_before.iter().any(|(id, _)| !src.held.contains_key(id))
+        {
+            dirty.extend(held_before.into_iter().map(|(_, h)| h));
+            dirty.extend(src.held.values().map(|h| h.endpoint.service.clone()));
         }
         if data_changed {
             src.info.change_count += 1;
@@ -419,149 +563,6 @@ impl CatalogState {
         src.refresh_counts();
         data_changed || src.info != before_info
     }
-
-    /// Merges every source into one immutable snapshot.
-    pub fn snapshot(&self, version: u64) -> Snapshot {
-        #[derive(Default)]
-        struct Acc {
-            /// Each alias with the index of the first source declaring it.
-            aliases: Vec<(Hostname, usize)>,
-            ports: Vec<ServicePort>,
-            sources: Vec<SourceId>,
-            endpoints: Vec<Arc<Endpoint>>,
-            seen: HashMap<(String, Vec<u16>), EndpointKey>,
-            shadowed: Vec<Shadowed>,
-        }
-        fn add_source(acc: &mut Acc, id: &SourceId) {
-            if !acc.sources.contains(id) {
-                acc.sources.push(id.clone());
-            }
-        }
-        let mut merged: BTreeMap<Hostname, Acc> = BTreeMap::new();
-        for (rank, src) in self.sources.iter().enumerate() {
-            for svc in src.services.values() {
-                let acc = merged.entry(svc.hostname.clone()).or_default();
-                add_source(acc, &src.info.source);
-                for a in &svc.aliases {
-                    if *a != svc.hostname && !acc.aliases.iter().any(|(b, _)| b == a) {
-                        acc.aliases.push((a.clone(), rank));
-                    }
-                }
-                for p in &svc.ports {
-                    // The first (highest-precedence) source to declare a port number wins.
-                    if !acc.ports.iter().any(|q| q.number == p.number) {
-                        acc.ports.push(p.clone());
-                    }
-                }
-            }
-            for ep in src.served() {
-                let acc = merged.entry(ep.service.clone()).or_default();
-                add_source(acc, &src.info.source);
-                let mut nums: Vec<u16> = ep.ports.iter().map(|p| p.number).collect();
-                nums.sort_unstable();
-                let key = ep.key();
-                match acc.seen.get(&(ep.address.clone(), nums.clone())) {
-                    Some(winner) if winner.source != key.source => {
-                        acc.shadowed.push(Shadowed {
-                            endpoint: key,
-                            by: winner.clone(),
-                        });
-                    }
-                    _ => {
-                        acc.seen.insert((ep.address.clone(), nums), key);
-                        acc.endpoints.push(ep.clone());
-                    }
-                }
-            }
-        }
-        let mut snap = Snapshot {
-            version,
-            sources: self.sources.iter().map(|s| s.info.clone()).collect(),
-            ..Snapshot::default()
-        };
-        let claims = merged
-            .iter()
-            .map(|(host, acc)| (host, acc.aliases.as_slice()))
-            .collect();
-        (snap.aliases, snap.alias_conflicts) = grant_aliases(&claims, &self.sources);
-        for (host, acc) in merged {
-            let mut ports = acc.ports;
-            if ports.is_empty() {
-                // Endpoints without a service declaration: one implicit HTTP port.
-                if let Some(n) = acc.endpoints.iter().find_map(|e| e.ports.first()) {
-                    ports.push(ServicePort {
-                        name: "http".into(),
-                        number: n.number,
-                        protocol: Protocol::Http,
-                    });
-                }
-            }
-            let aliases = acc
-                .aliases
-                .into_iter()
-                .map(|(a, _)| a)
-                .filter(|a| snap.aliases.get(a) == Some(&host))
-                .collect();
-            snap.services.insert(
-                host.clone(),
-                Arc::new(MergedService {
-                    hostname: host,
-                    aliases,
-                    ports,
-                    sources: acc.sources,
-                    endpoints: acc.endpoints,
-                    shadowed: acc.shadowed,
-                }),
-            );
-        }
-        snap
-    }
-}
-
-/// Gives each claimed alias to one service: never a name that is a service's
-/// hostname (every key of `claims`); among several claimants, the lowest
-/// (source rank, hostname). `claims` maps each hostname to its aliases, each
-/// with the index in `sources` of the first source declaring it. Returns the
-/// alias map and every refused claim, sorted by alias then service.
-fn grant_aliases(
-    claims: &BTreeMap<&Hostname, &[(Hostname, usize)]>,
-    sources: &[SourceState],
-) -> (HashMap<Hostname, Hostname>, Vec<AliasConflict>) {
-    let mut owners: HashMap<&Hostname, (usize, &Hostname)> = HashMap::new();
-    for (&host, aliases) in claims {
-        for (a, rank) in aliases.iter() {
-            if claims.contains_key(a) {
-                continue;
-            }
-            let best = owners.entry(a).or_insert((*rank, host));
-            if (*rank, host) < *best {
-                *best = (*rank, host);
-            }
-        }
-    }
-    let mut conflicts = Vec::new();
-    for (&host, aliases) in claims {
-        for (a, rank) in aliases.iter() {
-            let loss = match owners.get(a) {
-                Some((_, owner)) if *owner == host => continue,
-                Some((_, owner)) => AliasLoss::ClaimedBy((*owner).clone()),
-                None => AliasLoss::IsHostname,
-            };
-            conflicts.push(AliasConflict {
-                alias: a.clone(),
-                service: host.clone(),
-                // `rank` indexes `sources`: it was enumerated from them.
-                source: sources[*rank].info.source.clone(),
-                loss,
-            });
-        }
-    }
-    conflicts.sort_by(|x, y| (&x.alias, &x.service).cmp(&(&y.alias, &y.service)));
-    let map = owners
-        .into_iter()
-        .map(|(a, (_, host))| (a.clone(), host.clone()))
-        .collect();
-    (map, conflicts)
 }
 
 /// Applies changes from `rx` and publishes a snapshot after each batch.
@@ -608,7 +609,7 @@ pub async fn run_with(
         };
         if changed {
             version += 1;
-            let snap = state.snapshot(version);
+            let snap = state.publish(version);
             tracing::debug!(
                 version,
                 services = snap.services.len(),

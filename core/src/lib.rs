@@ -12,6 +12,8 @@ pub mod mapping;
 pub mod model;
 pub mod registry;
 pub mod routes;
+#[cfg(test)]
+mod testgen;
 
 pub use catalog::{CatalogState, MergedService, Snapshot};
 pub use config::{ConfigSet, Diagnostic, Severity};

@@ -210,3 +210,125 @@ fn proxy_refuses_a_bad_mesh_config_with_exit_64() {
         "{out}"
     );
 }
+
+/// A directory with `anymesh.yaml` naming `registries` and an empty routing file.
+fn registry_dir(registries: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(&dir.path().join("routes.yaml"), "");
+    write(
+        &dir.path().join("anymesh.yaml"),
+        &format!("registries: {registries}\nrouting: [routes.yaml]\n"),
+    );
+    dir
+}
+
+async fn run_async(args: &[&str], cfg: &Path) -> (i32, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let cfg = cfg.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&args, &cfg)
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test]
+async fn check_lists_each_etcd_registry_and_counts_what_it_holds() {
+    let etcd = anymesh_testkit::EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    for (key, addr) in [
+        ("services/web/10.0.0.1:8080", "10.0.0.1:8080"),
+        ("services/web/10.0.0.2:8080", "10.0.0.2:8080"),
+        ("services/api/10.0.0.3:9090", "10.0.0.3:9090"),
+    ] {
+        let value = format!(r#"{{"Op":0,"Addr":"{addr}","Metadata":{{}}}}"#);
+        client.put(key, value, None).await.expect("put");
+    }
+    client
+        .put("services/api/broken", "not json", None)
+        .await
+        .expect("put");
+    let dir = registry_dir(&format!(
+        "[{{name: etcd, type: etcd, endpoints: ['{}'], prefix: services/}}]",
+        etcd.url()
+    ));
+    let (code, out) = run_async(&["check"], &dir.path().join("anymesh.yaml")).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "registry etcd (etcd {}, prefix services/): 2 services, 3 endpoints at revision",
+            etcd.url()
+        )),
+        "{out}"
+    );
+    // The invalid key is reported as the running registry reports it.
+    let warning = out
+        .lines()
+        .find(|l| l.starts_with("warning: registry etcd:"))
+        .unwrap_or_else(|| panic!("no warning about the broken key: {out}"));
+    assert!(warning.contains("services/api/broken"), "{out}");
+    assert!(out.contains("0 errors, 1 warning"), "{out}");
+}
+
+#[tokio::test]
+async fn check_names_an_unreachable_etcd_registry_and_fails_unless_offline() {
+    // A loopback port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let dir = registry_dir(&format!(
+        "[{{name: events, type: etcd, endpoints: ['http://127.0.0.1:{port}'], dial_timeout: 1s, request_timeout: 1s}}]"
+    ));
+    let cfg = dir.path().join("anymesh.yaml");
+    let (code, out) = run_async(&["check", "--timeout", "5s"], &cfg).await;
+    assert_eq!(code, 69, "{out}");
+    let error = out
+        .lines()
+        .find(|l| l.starts_with("error: registry events"))
+        .unwrap_or_else(|| panic!("no error naming the registry: {out}"));
+    assert!(error.contains(&format!("127.0.0.1:{port}")), "{out}");
+    assert!(error.contains("unreachable"), "{out}");
+    assert!(out.contains("1 error"), "{out}");
+
+    let (code, out) = run_async(&["check", "--offline"], &cfg).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("settings valid; not contacted"), "{out}");
+}
+
+/// `check` against etcd with TLS and client certificates: the right CA
+/// lists; a CA that did not sign etcd's certificate is named as the cause.
+#[tokio::test]
+async fn check_reaches_a_tls_etcd_and_names_a_wrong_ca() {
+    let etcd = anymesh_testkit::EtcdServer::start_tls().await;
+    let mut client = etcd.client().await;
+    client
+        .put(
+            "services/web/10.0.0.1:8080",
+            r#"{"Op":0,"Addr":"10.0.0.1:8080","Metadata":{}}"#,
+            None,
+        )
+        .await
+        .expect("put");
+    let pki = etcd.tls().expect("tls").clone();
+    let registries = |ca: &Path| {
+        format!(
+            "[{{name: secure, type: etcd, endpoints: ['{}'], tls: {{ca_file: '{}', cert_file: '{}', key_file: '{}'}}}}]",
+            etcd.url(),
+            ca.display(),
+            pki.client_cert.display(),
+            pki.client_key.display()
+        )
+    };
+    let dir = registry_dir(&registries(&pki.ca));
+    let (code, out) = run_async(&["check"], &dir.path().join("anymesh.yaml")).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 services, 1 endpoints"), "{out}");
+
+    let dir = registry_dir(&registries(&pki.other_ca));
+    let (code, out) = run_async(&["check"], &dir.path().join("anymesh.yaml")).await;
+    assert_eq!(code, 69, "{out}");
+    assert!(out.contains("error: registry secure"), "{out}");
+    assert!(out.contains("UnknownIssuer"), "{out}");
+}

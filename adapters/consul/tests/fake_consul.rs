@@ -618,14 +618,15 @@ async fn the_fake_serves_the_documented_shapes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_private_ca_and_a_client_certificate() {
     use anymesh_adapter_consul::TlsConfig;
-    let pki = anymesh_testkit::TestPki::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = anymesh_testkit::TestPki::generate(dir.path()).expect("test certificates");
     let fake = FakeConsul::start_tls(pki.server_config(true)).await;
     assert!(fake.url().starts_with("https://127.0.0.1:"));
     fake.register(Instance::new("web", "w1", "127.0.0.1", 8001));
     let tls = |cert: bool| TlsConfig {
-        ca_file: Some(pki.path("ca.pem")),
-        cert_file: cert.then(|| pki.path("client.pem")),
-        key_file: cert.then(|| pki.path("client-key.pem")),
+        ca_file: Some(pki.ca.clone()),
+        cert_file: cert.then(|| pki.client_cert.clone()),
+        key_file: cert.then(|| pki.client_key.clone()),
     };
 
     let mut c = config(&fake);

@@ -25,4 +25,4 @@ mod state;
 pub use config::{AuthConfig, BackoffConfig, EtcdConfig, TlsConfig};
 pub use decode::{DecodeError, Decoder, Layout, Problem};
 pub use error::{is_compacted, EtcdError};
-pub use registry::EtcdRegistry;
+pub use registry::{EtcdRegistry, Listing};

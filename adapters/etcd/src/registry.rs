@@ -22,7 +22,7 @@
 use std::time::Duration;
 
 use anymesh_core::registry::CatalogClosed;
-use anymesh_core::{ChangeSink, Registry, SourceId, SourceStatus};
+use anymesh_core::{Change, ChangeSink, Registry, SourceId, SourceStatus, SourceView};
 use async_trait::async_trait;
 use etcd_client::{
     Certificate, Client, ConnectOptions, EventType, GetOptions, GetResponse, Identity, TlsOptions,
@@ -42,6 +42,34 @@ pub struct EtcdRegistry {
     source: SourceId,
     config: EtcdConfig,
     decoder: Decoder,
+}
+
+/// What one list of the prefix found (see [`EtcdRegistry::list_once`]).
+#[derive(Debug, Clone)]
+pub struct Listing {
+    /// The etcd revision listed at.
+    pub revision: i64,
+    pub view: SourceView,
+    /// Keys under the prefix that are not valid endpoints, as the running
+    /// registry reports them (`None`: every key decoded).
+    pub problem: Option<String>,
+}
+
+/// Keys per page when listing the prefix: far below the client's 4 MiB
+/// message limit for values of a few KiB.
+const LIST_PAGE: i64 = 500;
+
+/// The first key after every key starting with `prefix` (etcd's range end
+/// for a prefix); `\0` (no end) when there is none.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    for (i, b) in prefix.iter().enumerate().rev() {
+        if *b < 0xFF {
+            let mut end = prefix[..=i].to_vec();
+            end[i] = *b + 1;
+            return end;
+        }
+    }
+    vec![0]
 }
 
 /// How a watch ended.
@@ -70,6 +98,34 @@ impl EtcdRegistry {
     /// The prefix read, normalised (ends with `/` unless empty).
     pub fn prefix(&self) -> &str {
         self.decoder.layout().prefix()
+    }
+
+    /// Connects, lists the prefix once and decodes it, as the first step of
+    /// [`run`](Registry::run) does, then disconnects: for `anymesh check`.
+    /// Bounded by the dial and request timeouts.
+    pub async fn list_once(&self) -> Result<Listing, EtcdError> {
+        let mut client = self.connect().await?;
+        let listed = self.list(&mut client).await?;
+        let revision = match &listed {
+            Input::Listed { revision, .. } => *revision,
+            _ => 0,
+        };
+        let (_, changes) = State::Empty.step(listed, &self.decoder);
+        let mut listing = Listing {
+            revision,
+            view: SourceView::default(),
+            problem: None,
+        };
+        for change in changes {
+            match change {
+                Change::Reset(view) => listing.view = view,
+                Change::Status(
+                    SourceStatus::Degraded { message } | SourceStatus::Error { message },
+                ) => listing.problem = Some(message),
+                _ => {}
+            }
+        }
+        Ok(listing)
     }
 
     fn request_timeout(&self) -> Duration {
@@ -159,28 +215,57 @@ impl EtcdRegistry {
         }
     }
 
+    /// Lists the prefix in pages of [`LIST_PAGE`] keys, every page at the
+    /// revision of the first, so a large prefix never exceeds the client's
+    /// message size limit (4 MiB) and the result is one consistent view.
     async fn list(&self, client: &mut Client) -> Result<Input, EtcdError> {
-        let get = client.get(self.prefix(), Some(GetOptions::new().with_prefix()));
-        let resp = match tokio::time::timeout(self.request_timeout(), get).await {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(source)) => {
-                return Err(EtcdError::ListFailed {
-                    prefix: self.prefix().to_string(),
-                    source,
-                })
-            }
-            Err(_) => {
-                return Err(EtcdError::Timeout {
-                    operation: "listing the etcd prefix",
-                    after: self.request_timeout(),
-                })
-            }
+        let prefix = self.prefix().as_bytes();
+        let (mut from, end) = match prefix {
+            // The whole keyspace: from "\0", and an end of "\0" means "no end".
+            [] => (vec![0], vec![0]),
+            p => (p.to_vec(), prefix_end(p)),
         };
-        let listed = listed(&resp);
-        if let Input::Listed { revision, kvs } = &listed {
-            tracing::debug!(revision, keys = kvs.len(), "etcd prefix listed");
+        let mut revision = 0;
+        let mut kvs = Vec::new();
+        loop {
+            let mut options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(LIST_PAGE);
+            if revision != 0 {
+                options = options.with_revision(revision);
+            }
+            let get = client.get(from.clone(), Some(options));
+            let resp = match tokio::time::timeout(self.request_timeout(), get).await {
+                Ok(Ok(resp)) => resp,
+                Ok(Err(source)) => {
+                    return Err(EtcdError::ListFailed {
+                        prefix: self.prefix().to_string(),
+                        source,
+                    })
+                }
+                Err(_) => {
+                    return Err(EtcdError::Timeout {
+                        operation: "listing the etcd prefix",
+                        after: self.request_timeout(),
+                    })
+                }
+            };
+            let (at, page) = page(&resp);
+            if revision == 0 {
+                revision = at;
+            }
+            let more = resp.more() && !page.is_empty();
+            if let Some(last) = page.last() {
+                from = last.key.clone();
+                from.push(0);
+            }
+            kvs.extend(page);
+            if !more {
+                break;
+            }
         }
-        Ok(listed)
+        tracing::debug!(revision, keys = kvs.len(), "etcd prefix listed");
+        Ok(Input::Listed { revision, kvs })
     }
 
     async fn watch(
@@ -253,18 +338,23 @@ impl EtcdRegistry {
 }
 
 /// Translates a prefix get (see the fixture `range_prefix_with_slash.json`).
+#[cfg(test)]
 pub(crate) fn listed(resp: &GetResponse) -> Input {
-    Input::Listed {
-        revision: resp.header().map_or(0, |h| h.revision()),
-        kvs: resp
-            .kvs()
-            .iter()
-            .map(|kv| Kv {
-                key: kv.key().to_vec(),
-                value: kv.value().to_vec(),
-            })
-            .collect(),
-    }
+    let (revision, kvs) = page(resp);
+    Input::Listed { revision, kvs }
+}
+
+/// The revision and the key-values of one get response.
+fn page(resp: &GetResponse) -> (i64, Vec<Kv>) {
+    let kvs = resp
+        .kvs()
+        .iter()
+        .map(|kv| Kv {
+            key: kv.key().to_vec(),
+            value: kv.value().to_vec(),
+        })
+        .collect();
+    (resp.header().map_or(0, |h| h.revision()), kvs)
 }
 
 fn compacted(compact_revision: i64) -> Input {

@@ -304,3 +304,139 @@ async fn authenticates_with_a_password_file() {
     }
     assert!(obs.is_running());
 }
+
+// ---- TLS -----------------------------------------------------------------------------
+
+/// The adapter's settings for the TLS etcd: `ca` as the trusted CA, and the
+/// client certificate when `client_cert`.
+fn tls_config(etcd: &EtcdServer, ca: &std::path::Path, client_cert: bool) -> EtcdConfig {
+    let pki = etcd.tls().unwrap();
+    let mut c = config(etcd.url());
+    c.tls = Some(anymesh_adapter_etcd::TlsConfig {
+        ca_file: Some(ca.to_path_buf()),
+        cert_file: client_cert.then(|| pki.client_cert.clone()),
+        key_file: client_cert.then(|| pki.client_key.clone()),
+        server_name: None,
+    });
+    c
+}
+
+/// etcd with `--client-cert-auth` and https only: the adapter lists and
+/// watches with the CA and a client certificate.
+#[tokio::test]
+async fn lists_and_watches_over_tls_with_a_client_certificate() {
+    let etcd = EtcdServer::start_tls().await;
+    assert!(etcd.url().starts_with("https://"), "{}", etcd.url());
+    let admin = etcd.client().await;
+    put(&admin, "web", "10.0.0.1:80", &Labels::new()).await;
+    let pki = etcd.tls().unwrap().clone();
+    let registry =
+        EtcdRegistry::new(SourceId::new("etcd"), tls_config(&etcd, &pki.ca, true)).unwrap();
+
+    let listing = registry.list_once().await.unwrap();
+    assert_eq!(listing.view.endpoints.len(), 1);
+    assert_eq!(listing.view.endpoints[0].address, "10.0.0.1");
+
+    let mut obs = Observer::start(Arc::new(registry));
+    obs.until_endpoints("web", &[("10.0.0.1", 80)]).await;
+    put(&admin, "web", "10.0.0.2:80", &Labels::new()).await;
+    obs.until_endpoints("web", &[("10.0.0.1", 80), ("10.0.0.2", 80)])
+        .await;
+}
+
+/// A CA that did not sign etcd's certificate, no client certificate, or
+/// plain http: each is an error that says what failed, and the registry
+/// keeps running (reporting the error) rather than giving up.
+#[tokio::test]
+async fn a_wrong_ca_or_no_client_certificate_is_a_clear_error() {
+    let etcd = EtcdServer::start_tls().await;
+    let pki = etcd.tls().unwrap().clone();
+    let list = |c: EtcdConfig| async move {
+        let registry = EtcdRegistry::new(SourceId::new("etcd"), c).unwrap();
+        match registry.list_once().await {
+            Ok(l) => panic!(
+                "listed {} endpoints where it must fail",
+                l.view.endpoints.len()
+            ),
+            Err(e) => e.chain(),
+        }
+    };
+
+    let wrong_ca = list(tls_config(&etcd, &pki.other_ca, true)).await;
+    assert!(
+        wrong_ca.contains(&etcd.url()) || wrong_ca.contains("etcd prefix"),
+        "{wrong_ca}"
+    );
+    assert!(
+        wrong_ca.to_lowercase().contains("certificate"),
+        "{wrong_ca}"
+    );
+
+    let no_client_cert = list(tls_config(&etcd, &pki.ca, false)).await;
+    assert!(no_client_cert.contains("etcd"), "{no_client_cert}");
+
+    let mut plain = config(etcd.url().replace("https://", "http://"));
+    plain.request_timeout = GoDuration(Duration::from_secs(1));
+    let plain = list(plain).await;
+    assert!(plain.contains("etcd"), "{plain}");
+
+    // The running registry reports the wrong CA as its status, and keeps trying.
+    let registry = EtcdRegistry::new(
+        SourceId::new("etcd"),
+        tls_config(&etcd, &pki.other_ca, true),
+    )
+    .unwrap();
+    let mut obs = Observer::start(Arc::new(registry));
+    match obs.next().await {
+        Change::Status(SourceStatus::Error { message }) => {
+            assert!(message.to_lowercase().contains("certificate"), "{message}")
+        }
+        other => panic!("a wrong CA must be an error status, got {other:?}"),
+    }
+    assert!(obs.is_running());
+}
+
+// ---- large prefixes ------------------------------------------------------------------
+
+/// A prefix holding more than the client's 4 MiB message limit is listed in
+/// pages at one revision, completely, and keys just outside it stay out.
+#[tokio::test]
+async fn lists_a_prefix_larger_than_one_message() {
+    use etcd_client::{Txn, TxnOp};
+    let etcd = EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    // About 1.2 KiB per value: 4,000 keys are some 5 MiB.
+    let padding = "x".repeat(1200);
+    let keys: Vec<(String, String)> = (0..4000)
+        .map(|i| {
+            let addr = format!("10.0.{}.{}:80", i / 250, i % 250);
+            let value = serde_json::json!({"Op": 0, "Addr": addr, "Metadata": {"pad": padding}});
+            (key(&format!("svc-{}", i % 40), &addr), value.to_string())
+        })
+        .collect();
+    for chunk in keys.chunks(100) {
+        let ops: Vec<TxnOp> = chunk
+            .iter()
+            .map(|(k, v)| TxnOp::put(k.as_str(), v.as_str(), None))
+            .collect();
+        client.txn(Txn::new().and_then(ops)).await.unwrap();
+    }
+    // Neighbours of the prefix that must not be listed.
+    client.put("anymesh/services", "x", None).await.unwrap();
+    client
+        .put("anymesh/services0/a/1.2.3.4:80", "x", None)
+        .await
+        .unwrap();
+
+    let registry = EtcdRegistry::new(SourceId::new("etcd"), config(etcd.url())).unwrap();
+    let listing = registry.list_once().await.unwrap();
+    assert_eq!(listing.view.endpoints.len(), 4000);
+    assert_eq!(listing.problem, None);
+    let services: std::collections::BTreeSet<_> = listing
+        .view
+        .endpoints
+        .iter()
+        .map(|e| e.service.to_string())
+        .collect();
+    assert_eq!(services.len(), 40);
+}

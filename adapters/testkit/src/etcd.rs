@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::pki::TestPki;
+
 /// How long etcd may take to answer after it was started.
 const READY_DEADLINE: Duration = Duration::from_secs(20);
 
@@ -31,9 +33,21 @@ pub enum LaunchError {
     NotReady { log: String },
     #[error("etcd exited during startup ({status}); its log:\n{log}")]
     Exited { status: String, log: String },
+    #[error("{0}")]
+    Pki(#[from] crate::pki::PkiError),
+    #[error("reading {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A single-member etcd on `127.0.0.1`, stopped (and its data removed) on drop.
+///
+/// [`start_tls`](Self::start_tls) serves clients over TLS only and requires a
+/// client certificate (`--client-cert-auth`), with certificates from a
+/// [`TestPki`] made for the occasion.
 #[derive(Debug)]
 pub struct EtcdServer {
     binary: PathBuf,
@@ -41,6 +55,7 @@ pub struct EtcdServer {
     client_port: u16,
     peer_port: u16,
     child: Option<Child>,
+    tls: Option<TestPki>,
 }
 
 impl EtcdServer {
@@ -55,21 +70,70 @@ impl EtcdServer {
 
     /// Starts etcd and waits until it answers.
     pub async fn try_start() -> Result<Self, LaunchError> {
+        Self::launch(false).await
+    }
+
+    /// Starts etcd serving clients over TLS with client certificates
+    /// required; panics with the reason.
+    pub async fn start_tls() -> Self {
+        match Self::launch(true).await {
+            Ok(s) => s,
+            Err(e) => panic!("cannot start etcd with TLS for this test: {e}"),
+        }
+    }
+
+    async fn launch(tls: bool) -> Result<Self, LaunchError> {
         let binary = find_etcd().ok_or(LaunchError::NotInstalled)?;
+        let data = tempfile::Builder::new().prefix("anymesh-etcd-").tempdir()?;
+        let tls = if tls {
+            let dir = data.path().join("pki");
+            std::fs::create_dir(&dir)?;
+            Some(TestPki::generate(&dir)?)
+        } else {
+            None
+        };
         let mut server = Self {
             binary,
-            data: tempfile::Builder::new().prefix("anymesh-etcd-").tempdir()?,
+            data,
             client_port: free_port()?,
             peer_port: free_port()?,
             child: None,
+            tls,
         };
         server.spawn_and_wait().await?;
         Ok(server)
     }
 
-    /// The client URL, e.g. `http://127.0.0.1:40123`.
+    /// The client URL, e.g. `http://127.0.0.1:40123` (`https://` with TLS).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The certificates, when started with TLS.
+    pub fn tls(&self) -> Option<&TestPki> {
+        self.tls.as_ref()
+    }
+
+    /// How a client connects: with the CA and the client certificate under TLS.
+    fn connect_options(&self) -> Result<etcd_client::ConnectOptions, LaunchError> {
+        let options = etcd_client::ConnectOptions::new();
+        let Some(pki) = &self.tls else {
+            return Ok(options);
+        };
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| LaunchError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let tls = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(read(&pki.ca)?))
+            .identity(etcd_client::Identity::from_pem(
+                read(&pki.client_cert)?,
+                read(&pki.client_key)?,
+            ));
+        Ok(options.with_tls(tls))
     }
 
     /// The client address.
@@ -77,9 +141,13 @@ impl EtcdServer {
         std::net::SocketAddr::from(([127, 0, 0, 1], self.client_port))
     }
 
-    /// A client connected to this server.
+    /// A client connected to this server (with the client certificate under TLS).
     pub async fn client(&self) -> etcd_client::Client {
-        match etcd_client::Client::connect([self.url()], None).await {
+        let options = match self.connect_options() {
+            Ok(o) => o,
+            Err(e) => panic!("client options for the test etcd: {e}"),
+        };
+        match etcd_client::Client::connect([self.url()], Some(options)).await {
             Ok(c) => c,
             Err(e) => panic!("connecting to the test etcd at {}: {e}", self.url()),
         }
@@ -112,7 +180,15 @@ impl EtcdServer {
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(pki) = &self.tls {
+            command
+                .arg(format!("--cert-file={}", pki.server_cert.display()))
+                .arg(format!("--key-file={}", pki.server_key.display()))
+                .arg(format!("--trusted-ca-file={}", pki.ca.display()))
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .arg("--name=anymesh-test")
             .arg(format!(
                 "--data-dir={}",
@@ -140,7 +216,8 @@ impl EtcdServer {
     /// Polls with a real request until etcd answers, it exits, or the deadline passes.
     async fn wait_ready(&mut self) -> Result<(), LaunchError> {
         let deadline = Instant::now() + READY_DEADLINE;
-        let options = etcd_client::ConnectOptions::new()
+        let options = self
+            .connect_options()?
             .with_connect_timeout(Duration::from_millis(500))
             .with_timeout(Duration::from_millis(500));
         loop {

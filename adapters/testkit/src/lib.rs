@@ -26,5 +26,5 @@ mod relay;
 pub use consul::FakeConsul;
 pub use etcd::{EtcdServer, LaunchError};
 pub use eureka::{FakeEureka, FakeInstance};
-pub use pki::TestPki;
+pub use pki::{PkiError, TestPki};
 pub use relay::TcpRelay;

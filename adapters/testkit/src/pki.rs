@@ -1,110 +1,60 @@
-//! [`TestPki`]: a throw-away CA with a server certificate for `localhost` /
-//! `127.0.0.1` and a client certificate, written as PEM files, for testing
-//! adapters' TLS settings against the fakes.
+//! [`TestPki`]: a throwaway CA with a server and a client certificate, as PEM
+//! files, for TLS tests on loopback.
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
 };
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// A CA, a server and a client certificate, as PEM text and files.
-pub struct TestPki {
-    dir: tempfile::TempDir,
-    pub ca_pem: String,
-    pub server_pem: String,
-    pub server_key_pem: String,
-    pub client_pem: String,
-    pub client_key_pem: String,
+/// Why the certificates could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("generating a test certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("writing {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-fn must<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> T {
-    match r {
-        Ok(v) => v,
-        Err(e) => panic!("test pki: {what}: {e}"),
-    }
+/// PEM files in one directory: a CA, a server certificate for `localhost`
+/// and `127.0.0.1` signed by it, a client certificate signed by it, and a
+/// second, unrelated CA (for "wrong CA" tests).
+#[derive(Debug, Clone)]
+pub struct TestPki {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// A CA that signed nothing here.
+    pub other_ca: PathBuf,
 }
 
 impl TestPki {
-    /// Generates the CA and both certificates and writes `ca.pem`,
-    /// `server.pem`, `server-key.pem`, `client.pem`, `client-key.pem`.
-    pub fn new() -> TestPki {
-        let mut ca = must(CertificateParams::new(Vec::<String>::new()), "CA params");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(DnType::CommonName, "anymesh test CA");
-        let ca_key = must(KeyPair::generate(), "CA key");
-        let ca_cert = must(ca.self_signed(&ca_key), "CA certificate");
-
-        let mut server = must(
-            CertificateParams::new(vec!["localhost".to_string()]),
-            "server params",
-        );
-        server
-            .subject_alt_names
-            .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let server_key = must(KeyPair::generate(), "server key");
-        let server_cert = must(
-            server.signed_by(&server_key, &ca_cert, &ca_key),
-            "server certificate",
-        );
-
-        let mut client = must(
-            CertificateParams::new(Vec::<String>::new()),
-            "client params",
-        );
-        client
-            .distinguished_name
-            .push(DnType::CommonName, "anymesh");
-        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let client_key = must(KeyPair::generate(), "client key");
-        let client_cert = must(
-            client.signed_by(&client_key, &ca_cert, &ca_key),
-            "client certificate",
-        );
-
-        let pki = TestPki {
-            dir: must(tempfile::tempdir(), "temp dir"),
-            ca_pem: ca_cert.pem(),
-            server_pem: server_cert.pem(),
-            server_key_pem: server_key.serialize_pem(),
-            client_pem: client_cert.pem(),
-            client_key_pem: client_key.serialize_pem(),
-        };
-        for (name, text) in [
-            ("ca.pem", &pki.ca_pem),
-            ("server.pem", &pki.server_pem),
-            ("server-key.pem", &pki.server_key_pem),
-            ("client.pem", &pki.client_pem),
-            ("client-key.pem", &pki.client_key_pem),
-        ] {
-            must(std::fs::write(pki.path(name), text), name);
-        }
-        pki
-    }
-
-    /// The path of one of the PEM files.
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// A rustls server config with the server certificate; with
-    /// `require_client_cert`, clients must present one signed by the CA.
+    /// A rustls server config with the server certificate (for the fakes'
+    /// HTTPS); with `require_client_cert`, clients must present a certificate
+    /// signed by the CA.
     pub fn server_config(&self, require_client_cert: bool) -> Arc<rustls::ServerConfig> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        fn must<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> T {
+            match r {
+                Ok(v) => v,
+                Err(e) => panic!("test pki: {what}: {e}"),
+            }
+        }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let certs: Vec<CertificateDer<'static>> = must(
-            CertificateDer::pem_slice_iter(self.server_pem.as_bytes()).collect(),
+            CertificateDer::pem_file_iter(&self.server_cert).and_then(|i| i.collect()),
             "server certificate PEM",
         );
-        let key = must(
-            PrivateKeyDer::from_pem_slice(self.server_key_pem.as_bytes()),
-            "server key PEM",
-        );
+        let key = must(PrivateKeyDer::from_pem_file(&self.server_key), "server key PEM");
         let builder = must(
             rustls::ServerConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions(),
@@ -112,10 +62,7 @@ impl TestPki {
         );
         let builder = if require_client_cert {
             let mut roots = rustls::RootCertStore::empty();
-            let ca = must(
-                CertificateDer::from_pem_slice(self.ca_pem.as_bytes()),
-                "CA PEM",
-            );
+            let ca = must(CertificateDer::from_pem_file(&self.ca), "CA PEM");
             must(roots.add(ca), "CA root");
             let verifier = must(
                 rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -133,10 +80,74 @@ impl TestPki {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Arc::new(config)
     }
+
+    /// Generates everything into `dir` (which must exist).
+    pub fn generate(dir: &Path) -> Result<Self, PkiError> {
+        let ca = ca("anymesh test CA")?;
+        let other = ca_only("anymesh unrelated CA")?;
+        let server = leaf(
+            &ca,
+            "etcd",
+            vec!["localhost".into(), "127.0.0.1".into()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )?;
+        let client = leaf(
+            &ca,
+            "anymesh",
+            Vec::new(),
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )?;
+        let write = |name: &str, text: &str| -> Result<PathBuf, PkiError> {
+            let path = dir.join(name);
+            std::fs::write(&path, text).map_err(|source| PkiError::Write {
+                path: path.clone(),
+                source,
+            })?;
+            Ok(path)
+        };
+        Ok(Self {
+            ca: write("ca.pem", &ca.pem())?,
+            server_cert: write("server.pem", &server.0)?,
+            server_key: write("server-key.pem", &server.1)?,
+            client_cert: write("client.pem", &client.0)?,
+            client_key: write("client-key.pem", &client.1)?,
+            other_ca: write("other-ca.pem", &other)?,
+        })
+    }
 }
 
-impl Default for TestPki {
-    fn default() -> Self {
-        Self::new()
-    }
+fn ca_params(name: &str) -> Result<CertificateParams, rcgen::Error> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    Ok(params)
+}
+
+fn ca(name: &str) -> Result<CertifiedIssuer<'static, KeyPair>, rcgen::Error> {
+    CertifiedIssuer::self_signed(ca_params(name)?, KeyPair::generate()?)
+}
+
+/// A CA certificate alone, as PEM.
+fn ca_only(name: &str) -> Result<String, rcgen::Error> {
+    Ok(ca(name)?.pem())
+}
+
+/// A certificate and its key, as PEM, signed by `issuer`.
+fn leaf(
+    issuer: &CertifiedIssuer<'static, KeyPair>,
+    name: &str,
+    names: Vec<String>,
+    usage: ExtendedKeyUsagePurpose,
+) -> Result<(String, String), rcgen::Error> {
+    let mut params = CertificateParams::new(names)?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.extended_key_usages = vec![usage];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &**issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
 }

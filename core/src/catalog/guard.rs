@@ -8,7 +8,7 @@
 //! If the registry gives them back meanwhile, the hold ends; if not, they are
 //! released when the grace period is over. Gradual removals pass untouched.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -41,8 +41,10 @@ pub(super) struct Held {
 }
 
 /// Served endpoints (registry's ∪ held) of `services`, by id, before a change.
+/// `index` lists the ids in `desired` of each service.
 pub(super) fn served_by_service(
     desired: &BTreeMap<Arc<str>, Arc<Endpoint>>,
+    index: &HashMap<Hostname, BTreeSet<Arc<str>>>,
     held: &BTreeMap<Arc<str>, Held>,
     services: &[Hostname],
 ) -> HashMap<Hostname, BTreeMap<Arc<str>, Arc<Endpoint>>> {
@@ -50,16 +52,21 @@ pub(super) fn served_by_service(
         .iter()
         .map(|s| (s.clone(), BTreeMap::new()))
         .collect();
-    // Most changes (upserts) can remove nothing: don't walk the source.
+    // Most changes (upserts) can remove nothing: look nothing up.
     if out.is_empty() {
         return out;
     }
-    let all = desired
-        .iter()
-        .chain(held.iter().map(|(id, h)| (id, &h.endpoint)));
-    for (id, e) in all {
-        if let Some(m) = out.get_mut(&e.service) {
-            m.insert(id.clone(), e.clone());
+    for (service, m) in &mut out {
+        let ids = index.get(service).into_iter().flatten();
+        for id in ids {
+            if let Some(e) = desired.get(id) {
+                m.insert(id.clone(), e.clone());
+            }
+        }
+    }
+    for (id, h) in held {
+        if let Some(m) = out.get_mut(&h.endpoint.service) {
+            m.insert(id.clone(), h.endpoint.clone());
         }
     }
     out
@@ -72,6 +79,7 @@ pub(super) fn reconcile(
     source: &SourceId,
     before: HashMap<Hostname, BTreeMap<Arc<str>, Arc<Endpoint>>>,
     desired: &BTreeMap<Arc<str>, Arc<Endpoint>>,
+    index: &HashMap<Hostname, BTreeSet<Arc<str>>>,
     held: &mut BTreeMap<Arc<str>, Held>,
     now: SystemTime,
 ) -> bool {
@@ -84,7 +92,7 @@ pub(super) fn reconcile(
         if served.is_empty() {
             continue;
         }
-        let remaining = desired.values().filter(|e| e.service == service).count();
+        let remaining = index.get(&service).map_or(0, BTreeSet::len);
         let removed: Vec<(&Arc<str>, &Arc<Endpoint>)> = served
             .iter()
             .filter(|(id, _)| !desired.contains_key(*id))

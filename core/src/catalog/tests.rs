@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::{EndpointPort, Health, Labels, Locality, Provenance};
+use crate::model::{EndpointPort, Health, Labels, Locality, Protocol, Provenance};
 
 fn host(s: &str) -> Hostname {
     Hostname::new(s).unwrap()
@@ -302,4 +302,95 @@ async fn run_publishes_versioned_snapshots() {
     assert!(snap.all_synced());
     drop(tx);
     task.await.unwrap();
+}
+
+/// Everything a snapshot says, but its version and change log.
+fn same_content(a: &Snapshot, b: &Snapshot) -> bool {
+    a.services == b.services
+        && a.aliases == b.aliases
+        && a.alias_conflicts == b.alias_conflicts
+        && a.sources == b.sources
+}
+
+#[test]
+fn publish_equals_a_full_snapshot_after_random_changes() {
+    use crate::testgen::{self, Rng};
+    for seed in 0..200 {
+        let mut rng = Rng::new(seed);
+        let mut st = testgen::state();
+        let start = SystemTime::now();
+        let mut prev = st.publish(1);
+        for v in 2..60u64 {
+            let now = start + std::time::Duration::from_secs(v);
+            for _ in 0..1 + rng.below(3) {
+                st.apply(testgen::change(&mut rng, now));
+            }
+            if rng.chance(10) {
+                // Past the grace period: holds end.
+                st.expire_guard(now + std::time::Duration::from_secs(60));
+            }
+            let next = st.publish(v);
+            let full = st.snapshot(v);
+            assert!(same_content(&next, &full), "seed {seed}, version {v}");
+            // Every service that differs from the last version is reported.
+            match next.changed_since(prev.version) {
+                Changed::Everything => {}
+                Changed::Services(hosts) => {
+                    let names: BTreeSet<&Hostname> =
+                        prev.services.keys().chain(next.services.keys()).collect();
+                    for h in names {
+                        if prev.services.get(h) != next.services.get(h) {
+                            assert!(
+                                hosts.contains(h),
+                                "seed {seed}, version {v}: {h} unreported"
+                            );
+                        }
+                    }
+                    assert_eq!(prev.aliases, next.aliases, "seed {seed}, version {v}");
+                }
+            }
+            prev = next;
+        }
+    }
+}
+
+#[test]
+fn publish_shares_unchanged_services_and_logs_what_changed() {
+    let mut st = CatalogState::new([SourceId::new("a")]);
+    st.apply(reset(
+        "a",
+        vec![],
+        vec![
+            ep("a", "1", "web", "10.0.0.1", 80),
+            ep("a", "2", "api", "10.0.0.2", 80),
+        ],
+    ));
+    let first = st.publish(1);
+    st.apply(change(
+        "a",
+        Change::UpsertEndpoint(ep("a", "3", "web", "10.0.0.3", 80)),
+    ));
+    let second = st.publish(2);
+    assert!(Arc::ptr_eq(
+        &first.services[&host("api")],
+        &second.services[&host("api")]
+    ));
+    assert_eq!(second.services[&host("web")].endpoints.len(), 2);
+    assert_eq!(
+        second.changed_since(1),
+        Changed::Services(BTreeSet::from([host("web")]))
+    );
+    st.apply(change(
+        "a",
+        Change::RemoveEndpoint(ep("a", "2", "api", "10.0.0.2", 80).key()),
+    ));
+    let third = st.publish(3);
+    assert!(!third.services.contains_key(&host("api")));
+    assert_eq!(
+        third.changed_since(1),
+        Changed::Services(BTreeSet::from([host("api"), host("web")]))
+    );
+    // A version the log does not cover, or a snapshot without a log.
+    assert_eq!(third.changed_since(0), Changed::Everything);
+    assert_eq!(st.snapshot(4).changed_since(3), Changed::Everything);
 }

@@ -42,7 +42,7 @@ impl fmt::Display for Severity {
 /// routes.yaml:14:9: VirtualService default/reviews: spec.http[0].timeout: invalid duration "10": missing unit ...
 /// routes.yaml:3:1: mapping values are not allowed in this context
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Diagnostic {
     pub severity: Severity,
     /// The file as it was given (or a label such as `<stdin>`).

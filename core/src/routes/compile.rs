@@ -36,14 +36,17 @@
 //!   The load balancer is the subset's policy, else the rule's, else round robin.
 
 mod cluster;
+mod incremental;
 mod route;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+
+pub use incremental::{IncrementalCompiler, Pass};
 
 use crate::catalog::{MergedService, Snapshot};
 use crate::config::{ConfigSet, Diagnostic, HostPattern, Resource, Severity, VirtualService};
-use crate::model::{Protocol, ServicePort};
+use crate::model::{Hostname, Protocol, ServicePort};
 
 use super::table::{Cluster, RouteTable, VirtualHost};
 
@@ -62,37 +65,12 @@ pub fn compile(
     config: &ConfigSet,
     version: u64,
 ) -> (RouteTable, Vec<Diagnostic>) {
-    let mut c = Compiler {
-        snapshot,
-        config,
-        clusters: Vec::new(),
-        cluster_index: HashMap::new(),
-        table: RouteTable {
-            version,
-            catalog_version: snapshot.version,
-            ..RouteTable::default()
-        },
-        diagnostics: Vec::new(),
-        alias_domains: Vec::new(),
-    };
-    for conflict in &snapshot.alias_conflicts {
-        c.report(Diagnostic {
-            severity: Severity::Warning,
-            file: format!("registry {}", conflict.source),
-            document: None,
-            line: None,
-            column: None,
-            kind: None,
-            resource: None,
-            path: String::new(),
-            message: conflict.to_string(),
-        });
+    let mut c = Compiler::new(snapshot, config, ClusterStore::default());
+    c.table.version = version;
+    for d in alias_diagnostics(snapshot) {
+        c.report(d);
     }
-    let active: Vec<&Resource<VirtualService>> = config
-        .virtual_services
-        .iter()
-        .filter(|vs| binds_to_mesh(&vs.spec) && !vs.spec.http.is_empty())
-        .collect();
+    let active = active_virtual_services(config);
     for svc in snapshot.services.values() {
         c.rule_conflicts(svc);
         let claim = c.claim(svc, &active);
@@ -108,8 +86,32 @@ pub fn compile(
     c.table
         .wildcards
         .sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
-    c.table.clusters = c.clusters;
+    c.table.clusters = c.store.slots;
     (c.table, c.diagnostics)
+}
+
+/// The VirtualServices that route mesh traffic.
+fn active_virtual_services(config: &ConfigSet) -> Vec<&Resource<VirtualService>> {
+    config
+        .virtual_services
+        .iter()
+        .filter(|vs| binds_to_mesh(&vs.spec) && !vs.spec.http.is_empty())
+        .collect()
+}
+
+/// One warning per alias the catalog refused.
+fn alias_diagnostics(snapshot: &Snapshot) -> impl Iterator<Item = Diagnostic> + '_ {
+    snapshot.alias_conflicts.iter().map(|conflict| Diagnostic {
+        severity: Severity::Warning,
+        file: format!("registry {}", conflict.source),
+        document: None,
+        line: None,
+        column: None,
+        kind: None,
+        resource: None,
+        path: String::new(),
+        message: conflict.to_string(),
+    })
 }
 
 fn binds_to_mesh(vs: &VirtualService) -> bool {
@@ -136,19 +138,58 @@ pub(crate) fn default_port(svc: &MergedService) -> ServicePort {
         })
 }
 
+/// The clusters built so far, by name; shared by all routes.
+#[derive(Debug, Default)]
+pub(crate) struct ClusterStore {
+    /// `slots[i].index == i`. After incremental updates some slots are
+    /// unused (see [`incremental`]).
+    pub slots: Vec<Arc<Cluster>>,
+    /// Cluster name → index into `slots`.
+    pub by_name: HashMap<String, usize>,
+    /// Unused slots, reused before the vector grows.
+    pub free: Vec<usize>,
+    /// Incremental passes: the clusters of these services (or unresolved
+    /// destination hosts) that were built before this pass are out of date.
+    pub stale: Option<Arc<BTreeSet<Hostname>>>,
+    /// Clusters (re)built in this pass.
+    pub fresh: HashSet<String>,
+}
+
 pub(crate) struct Compiler<'a> {
     pub snapshot: &'a Snapshot,
     pub config: &'a ConfigSet,
-    pub clusters: Vec<Arc<Cluster>>,
-    /// Cluster name → index into `clusters`.
-    pub cluster_index: HashMap<String, usize>,
+    pub store: ClusterStore,
     pub table: RouteTable,
     pub diagnostics: Vec<Diagnostic>,
     /// Alias domains, registered after every service's hostname domains.
     pub alias_domains: Vec<(String, usize)>,
+    /// Every name looked up in the catalog, so an incremental compile knows
+    /// what a part depends on.
+    pub lookups: Vec<Hostname>,
 }
 
-impl Compiler<'_> {
+impl<'a> Compiler<'a> {
+    fn new(snapshot: &'a Snapshot, config: &'a ConfigSet, store: ClusterStore) -> Self {
+        Compiler {
+            snapshot,
+            config,
+            store,
+            table: RouteTable {
+                catalog_version: snapshot.version,
+                ..RouteTable::default()
+            },
+            diagnostics: Vec::new(),
+            alias_domains: Vec::new(),
+            lookups: Vec::new(),
+        }
+    }
+
+    /// Looks a service up by hostname or alias, and records the lookup.
+    pub fn lookup(&mut self, host: &Hostname) -> Option<Arc<MergedService>> {
+        self.lookups.push(host.clone());
+        self.snapshot.service(host).cloned()
+    }
+
     /// Records a finding once (a VirtualService compiles once per port).
     pub fn report(&mut self, d: Diagnostic) {
         if !self.diagnostics.contains(&d) {
@@ -234,7 +275,7 @@ impl Compiler<'_> {
 
     /// Registers an exact domain unless an earlier virtual host has it.
     fn domain(&mut self, domain: String, index: usize) {
-        self.table.exact.entry(domain).or_insert(index);
+        self.table.exact.entry(domain.into()).or_insert(index);
     }
 
     /// One virtual host per port of `svc`, with the claimed VirtualService's
@@ -294,7 +335,7 @@ impl Compiler<'_> {
         for (i, host) in vs.spec.hosts.iter().enumerate() {
             match HostPattern::parse(host) {
                 Ok(HostPattern::Exact(h)) => {
-                    if self.snapshot.service(&h).is_none() {
+                    if self.lookup(&h).is_none() {
                         self.report(vs.diagnostic(
                             Severity::Warning,
                             format!("spec.hosts[{i}]"),

@@ -33,9 +33,10 @@ pub struct RouteTable {
     pub catalog_version: u64,
     pub virtual_hosts: Vec<Arc<VirtualHost>>,
     /// Exact domain (`reviews`, `reviews:9080`) → index into `virtual_hosts`.
-    /// foldhash: looked up on every request; seeded per process.
+    /// foldhash: looked up on every request; seeded per process. Shared
+    /// keys: a new table copies the map by reference counts, not strings.
     #[serde(skip)]
-    pub exact: HashMap<String, usize, foldhash::fast::RandomState>,
+    pub exact: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
     /// Wildcard suffixes (`.example.com` for `*.example.com`), longest first.
     #[serde(skip)]
     pub wildcards: Vec<(String, usize)>,

@@ -40,7 +40,7 @@ impl Compiler<'_> {
     ) -> Option<Arc<Cluster>> {
         let host = Hostname::new(&d.host).ok()?; // rejected when loaded
         let wanted = d.port.and_then(|p| u16::try_from(p.number).ok());
-        let Some(svc) = self.snapshot.service(&host).cloned() else {
+        let Some(svc) = self.lookup(&host) else {
             self.report(vs.diagnostic(
                 Severity::Warning,
                 format!("{at}.destination.host"),
@@ -131,14 +131,21 @@ impl Compiler<'_> {
     /// Finds or builds the cluster for (service, subset, port).
     fn cluster(&mut self, spec: Spec<'_>) -> Arc<Cluster> {
         let name = Cluster::cluster_name(&spec.service, spec.subset.as_deref(), spec.port.number);
-        if let Some(c) = self
-            .cluster_index
-            .get(&name)
-            .and_then(|&i| self.clusters.get(i))
-        {
-            return c.clone();
+        let store = &mut self.store;
+        let existing = store.by_name.get(&name).copied();
+        if let Some(c) = existing.and_then(|i| store.slots.get(i)) {
+            let stale = store
+                .stale
+                .as_ref()
+                .is_some_and(|s| s.contains(&spec.service))
+                && !store.fresh.contains(&name);
+            if !stale {
+                return c.clone();
+            }
         }
-        let index = self.clusters.len();
+        let index = existing
+            .or_else(|| store.free.pop())
+            .unwrap_or(store.slots.len());
         let (endpoints, excluded) = match (&spec.endpoints_of, &spec.selector) {
             (Some(svc), Some(selector)) => select(svc, selector, &spec.port),
             _ => (Vec::new(), Vec::new()),
@@ -154,8 +161,15 @@ impl Compiler<'_> {
             endpoints,
             excluded,
         });
-        self.cluster_index.insert(name, index);
-        self.clusters.push(cluster.clone());
+        let store = &mut self.store;
+        if store.stale.is_some() {
+            store.fresh.insert(name.clone());
+        }
+        store.by_name.insert(name, index);
+        match store.slots.get_mut(index) {
+            Some(slot) => *slot = cluster.clone(),
+            None => store.slots.push(cluster.clone()),
+        }
         cluster
     }
 }

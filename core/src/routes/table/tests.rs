@@ -42,7 +42,7 @@ fn table(routes: Vec<Route>) -> RouteTable {
     });
     RouteTable {
         virtual_hosts: vec![vh],
-        exact: [("web".to_string(), 0), ("web:80".to_string(), 0)]
+        exact: [("web".into(), 0), ("web:80".into(), 0)]
             .into_iter()
             .collect(),
         wildcards: vec![(".example.com".into(), 0)],
