@@ -7,6 +7,7 @@ mod etcd;
 mod eureka;
 mod explain;
 mod harness;
+mod mixed_registries;
 mod reload;
 mod routing;
 mod transport;
