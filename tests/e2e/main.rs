@@ -8,6 +8,7 @@ mod eureka;
 mod explain;
 mod harness;
 mod integration_vm;
+mod mixed_registries;
 mod reload;
 mod routing;
 mod transport;
