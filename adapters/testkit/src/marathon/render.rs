@@ -68,6 +68,22 @@ fn port_mapping(p: &super::FakePort, host_port: bool) -> Value {
     Value::Object(m)
 }
 
+fn port_definitions(a: &FakeApp) -> Value {
+    a.ports
+        .iter()
+        .map(|p| {
+            let mut d = Map::new();
+            d.insert("port".into(), p.service_port.into());
+            d.insert("protocol".into(), "tcp".into());
+            if let Some(n) = &p.name {
+                d.insert("name".into(), n.clone().into());
+            }
+            d.insert("labels".into(), json!({}));
+            Value::Object(d)
+        })
+        .collect()
+}
+
 /// One app, with its tasks if asked.
 pub fn app(a: &FakeApp, shape: Shape, with_tasks: bool) -> Value {
     let mut m = Map::new();
@@ -113,22 +129,7 @@ pub fn app(a: &FakeApp, shape: Shape, with_tasks: bool) -> Value {
             match net {
                 FakeNetworking::Host => {
                     put("container", Value::Null);
-                    put(
-                        "portDefinitions",
-                        a.ports
-                            .iter()
-                            .map(|p| {
-                                let mut d = Map::new();
-                                d.insert("port".into(), p.service_port.into());
-                                d.insert("protocol".into(), "tcp".into());
-                                if let Some(n) = &p.name {
-                                    d.insert("name".into(), n.clone().into());
-                                }
-                                d.insert("labels".into(), json!({}));
-                                Value::Object(d)
-                            })
-                            .collect(),
-                    );
+                    put("portDefinitions", port_definitions(a));
                     put("networks", json!([{"mode": "host"}]));
                 }
                 FakeNetworking::Bridge | FakeNetworking::Container => {
@@ -157,6 +158,9 @@ pub fn app(a: &FakeApp, shape: Shape, with_tasks: bool) -> Value {
         }
         (Shape::Legacy, net) => {
             put("ports", a.ports.iter().map(|p| p.service_port).collect());
+            if net == FakeNetworking::Host {
+                put("portDefinitions", port_definitions(a));
+            }
             let (network, container) = match net {
                 FakeNetworking::Host => ("HOST", false),
                 FakeNetworking::Bridge => ("BRIDGE", true),
