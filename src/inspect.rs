@@ -92,6 +92,14 @@ pub(crate) fn load(config: &Path) -> Result<Loaded, String> {
                     cfg.servers.join(",")
                 ));
             }
+            RegistryKind::Marathon(cfg) => {
+                // Settings::load validated the config; check does not contact Marathon.
+                loaded.summary.push(format!(
+                    "registry {} (marathon {}): settings valid; not contacted by check",
+                    r.name,
+                    cfg.urls.join(",")
+                ));
+            }
         }
     }
     loaded.snapshot = state.snapshot(1);

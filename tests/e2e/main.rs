@@ -6,6 +6,7 @@ mod etcd;
 mod eureka;
 mod explain;
 mod harness;
+mod marathon;
 mod reload;
 mod routing;
 mod transport;
