@@ -32,4 +32,4 @@ pub use decode::{
 pub use error::MarathonError;
 pub use registry::MarathonRegistry;
 pub use sse::{SseEvent, SseParser};
-pub use translate::{task_state, Networking, PortSpec, Translator};
+pub use translate::{task_state, Networking, PortSpec, Translator, SKIP_LABEL};

@@ -49,6 +49,18 @@ pub struct PortSpec {
     pub container_port: u32,
     /// Transport (`tcp`, `udp`, `udp,tcp`).
     pub transport: String,
+    /// Labelled `anymesh.skip: "true"`: not a port of the service (e.g. the
+    /// listeners of an anymesh running in the same task).
+    pub skip: bool,
+}
+
+/// The port label that keeps a port out of the mesh.
+pub const SKIP_LABEL: &str = "anymesh.skip";
+
+fn skipped(labels: &std::collections::BTreeMap<String, String>) -> bool {
+    labels
+        .get(SKIP_LABEL)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
 /// Turns apps and tasks into services and endpoints for one source.
@@ -161,6 +173,7 @@ impl Translator {
                     service_port: p.service_port.unwrap_or(0),
                     container_port: p.container_port,
                     transport: p.protocol.clone().unwrap_or_else(|| "tcp".into()),
+                    skip: skipped(&p.labels),
                 })
                 .collect();
         }
@@ -173,6 +186,7 @@ impl Translator {
                     service_port: p.port,
                     container_port: 0,
                     transport: p.protocol.clone().unwrap_or_else(|| "tcp".into()),
+                    skip: skipped(&p.labels),
                 })
                 .collect();
         }
@@ -183,6 +197,7 @@ impl Translator {
                 service_port: p,
                 container_port: 0,
                 transport: "tcp".into(),
+                skip: false,
             })
             .collect()
     }
@@ -195,9 +210,9 @@ impl Translator {
         let hostname = self.hostname(&app.id)?;
         let specs = self.ports(app);
         let mut ports = Vec::new();
-        if specs.iter().any(|s| s.name.is_some()) {
+        if specs.iter().any(|s| !s.skip && s.name.is_some()) {
             for (i, s) in specs.iter().enumerate() {
-                if !carries_tcp(&s.transport) {
+                if s.skip || !carries_tcp(&s.transport) {
                     continue;
                 }
                 let number = if s.service_port > 0 {
@@ -282,12 +297,12 @@ impl Translator {
             });
             task.host.clone().unwrap_or_default()
         });
-        let named = specs.iter().any(|s| s.name.is_some());
+        let named = specs.iter().any(|s| !s.skip && s.name.is_some());
         let count = specs.len().max(task.ports.len());
         let mut ports = Vec::new();
         for i in 0..count {
             let spec = specs.get(i);
-            if spec.is_some_and(|s| !carries_tcp(&s.transport)) {
+            if spec.is_some_and(|s| s.skip || !carries_tcp(&s.transport)) {
                 continue;
             }
             let number = match net {
