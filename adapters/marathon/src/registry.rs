@@ -27,6 +27,7 @@
 use anymesh_core::registry::CatalogClosed;
 use anymesh_core::{Change, ChangeSink, Registry, SourceId, SourceStatus};
 use async_trait::async_trait;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::backoff::Backoff;
@@ -37,6 +38,10 @@ use crate::error::{chain, MarathonError};
 use crate::sse::SseParser;
 use crate::state::View;
 use crate::translate::Translator;
+
+/// How long after a relevant event the apps are read again, so a burst of
+/// events (a deployment) gives one read.
+const REREAD_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// A registry reading apps and tasks from Marathon (see the crate docs).
 #[derive(Debug)]
@@ -110,6 +115,10 @@ impl MarathonRegistry {
 
         let idle = self.config.stream_idle_timeout.0;
         let mut parser = SseParser::default();
+        let mut last_byte = Instant::now();
+        // When the apps are to be read again: events come in bursts (a
+        // deployment), so one re-read follows the burst.
+        let mut reread_at: Option<Instant> = None;
         loop {
             let lost = |message: String| {
                 Ok(Ended::StreamLost(MarathonError::StreamLost {
@@ -117,10 +126,13 @@ impl MarathonRegistry {
                     message,
                 }))
             };
-            let chunk = match tokio::time::timeout(idle, stream.chunk()).await {
-                Ok(Ok(Some(c))) => c,
+            let silent_at = last_byte + idle;
+            let until = reread_at.map_or(silent_at, |r| r.min(silent_at));
+            let chunk = match tokio::time::timeout_at(until, stream.chunk()).await {
+                Ok(Ok(Some(c))) => Some(c),
                 Ok(Ok(None)) => return lost("ended".into()),
                 Ok(Err(e)) => return lost(format!("broke: {}", chain(&e))),
+                Err(_) if reread_at.is_some_and(|r| Instant::now() >= r) => None,
                 Err(_) => {
                     return lost(format!(
                         "was silent for {:.1}s (no event, no heartbeat)",
@@ -128,6 +140,14 @@ impl MarathonRegistry {
                     ))
                 }
             };
+            let Some(chunk) = chunk else {
+                reread_at = None;
+                match self.reread(sink, view).await? {
+                    Some(e) => return Ok(Ended::Failed(e)),
+                    None => continue,
+                }
+            };
+            last_byte = Instant::now();
             let events = match parser.feed(&chunk) {
                 Ok(e) => e,
                 Err(message) => return lost(message),
@@ -172,18 +192,29 @@ impl MarathonRegistry {
                     *view = next;
                 }
             }
-            if reread {
-                let list = match self.client.apps().await {
-                    Ok((_, list)) => list,
-                    Err(e) => return Ok(Ended::Failed(e)),
-                };
-                let next = View::new(list, &self.translator);
-                for change in view.diff(&next) {
-                    sink.send(change).await?;
-                }
-                *view = next;
+            if reread && reread_at.is_none() {
+                reread_at = Some(Instant::now() + REREAD_DELAY);
             }
         }
+    }
+
+    /// Reads the apps again and sends the differences; the error if the
+    /// read failed.
+    async fn reread(
+        &self,
+        sink: &ChangeSink,
+        view: &mut View,
+    ) -> Result<Option<MarathonError>, CatalogClosed> {
+        let list = match self.client.apps().await {
+            Ok((_, list)) => list,
+            Err(e) => return Ok(Some(e)),
+        };
+        let next = View::new(list, &self.translator);
+        for change in view.diff(&next) {
+            sink.send(change).await?;
+        }
+        *view = next;
+        Ok(None)
     }
 }
 
