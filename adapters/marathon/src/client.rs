@@ -85,10 +85,11 @@ impl Client {
             .collect::<Vec<_>>()
             .join("&");
         self.failover(|i| {
-            let url = format!("{}/v2/events?{query}", self.url(i));
+            // Errors name the URL without the (long) event filter.
+            let url = format!("{}/v2/events", self.url(i));
             let req = self
                 .stream_http
-                .get(&url)
+                .get(format!("{url}?{query}"))
                 .header(ACCEPT, "text/event-stream");
             let token = token.clone();
             async move {
@@ -114,7 +115,7 @@ impl Client {
                     .await
                     .map_err(|source| MarathonError::Request {
                         url: url.clone(),
-                        source,
+                        source: source.without_url(),
                     })?;
                 let list =
                     decode_apps(&body).map_err(|message| MarathonError::Decode { url, message })?;
@@ -175,7 +176,7 @@ impl Client {
             Ok(Err(source)) => {
                 return Err(MarathonError::Request {
                     url: url.into(),
-                    source,
+                    source: source.without_url(),
                 })
             }
             Err(_) => {

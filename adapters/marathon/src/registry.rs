@@ -131,7 +131,7 @@ impl MarathonRegistry {
             let chunk = match tokio::time::timeout_at(until, stream.chunk()).await {
                 Ok(Ok(Some(c))) => Some(c),
                 Ok(Ok(None)) => return lost("ended".into()),
-                Ok(Err(e)) => return lost(format!("broke: {}", chain(&e))),
+                Ok(Err(e)) => return lost(format!("broke: {}", chain(&e.without_url()))),
                 Err(_) if reread_at.is_some_and(|r| Instant::now() >= r) => None,
                 Err(_) => {
                     return lost(format!(
