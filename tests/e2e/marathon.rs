@@ -196,3 +196,53 @@ fn the_mesos_integration_app_definition_is_valid() {
     assert!(cfg.urls.iter().all(|u| u.starts_with("http")));
     assert_eq!(settings.listeners.outbound.port(), 31001);
 }
+
+/// One mesh service with endpoints from a file registry (a VM) and from
+/// Marathon (Mesos tasks), split by version across both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_service_with_endpoints_from_a_file_registry_and_marathon_split_by_version() {
+    let marathon = FakeMarathon::start().await;
+    let ups = upstreams(&["vm1", "mesos1"]).await;
+    let mut app = FakeApp::new("/web").with_label("version", "v2");
+    let task = FakeTask::new("web.mesos1", "127.0.0.1", &[ups[1].addr.port()]);
+    app.tasks.insert(task.id.clone(), task);
+    marathon.add_app(app);
+
+    let files = tempfile::tempdir().expect("temp dir");
+    let services_file = files.path().join("vm-services.yaml");
+    write(
+        &services_file,
+        &services("web", "http", &[endpoint(&ups[0], "version: v1")]),
+    );
+    let registries = format!(
+        "[{{name: vms, type: file, path: '{}', poll_interval: 200ms}}, {{name: mesos, type: marathon, urls: ['{}'], guard: {{enabled: false}}}}]",
+        services_file.display(),
+        marathon.url()
+    );
+    let routes = format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: web}}\nspec:\n  hosts: [web]\n  http:\n  - name: pinned\n    match: [{{headers: {{x-version: {{exact: v2}}}}}}]\n    route:\n    - destination: {{host: web, subset: v2}}\n  - name: split\n    route:\n    - destination: {{host: web, subset: v1}}\n      weight: 50\n    - destination: {{host: web, subset: v2}}\n      weight: 50\n---\n{}",
+        subsets_dr("web", &["v1", "v2"], "")
+    );
+    let mesh = TestMesh::start_with_registries(&registries, &routes).await;
+    eventually("both registries' endpoints serve web", || async {
+        let c = mesh.count("web", 40, &[]).await;
+        (c.contains_key("vm1") && c.contains_key("mesos1")).then_some(())
+    })
+    .await;
+    assert_eq!(
+        mesh.count("web", 10, &[("x-version", "v2")])
+            .await
+            .get("mesos1"),
+        Some(&10)
+    );
+
+    // The Mesos task is killed: the v2 subset is empty (the guard, which
+    // would hold the last endpoint of a source, is off for this registry).
+    assert!(marathon.kill_task("/web", "web.mesos1"));
+    eventually("the killed task leaves the v2 subset", || async {
+        (mesh.get("web", "/", &[("x-version", "v2")]).await.0
+            == http::StatusCode::SERVICE_UNAVAILABLE)
+            .then_some(())
+    })
+    .await;
+}
