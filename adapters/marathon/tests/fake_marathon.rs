@@ -461,3 +461,39 @@ async fn every_networking_and_shape_of_the_fake_translates_to_the_right_address(
         }
     }
 }
+
+/// App labels go through the registry's mapping rules like any registry's
+/// labels, and the hostname from the app id through its hostname rules.
+#[tokio::test]
+async fn app_labels_and_hostnames_go_through_the_mapping_rules() {
+    let m = fake().await;
+    let mut app = FakeApp::new("/shop/web")
+        .with_label("HAPROXY_DEPLOYMENT_COLOUR", "blue")
+        .with_label("HAPROXY_GROUP", "external");
+    app.tasks
+        .insert("web.1".into(), FakeTask::new("web.1", "10.0.0.1", &[31000]));
+    m.add_app(app);
+    let mapping: anymesh_core::Mapping = serde_yaml_ng::from_str(
+        "hostname: {suffix: .marathon}\nlabels: {rename: {HAPROXY_DEPLOYMENT_COLOUR: colour}, drop: [HAPROXY_GROUP], defaults: {zone: z1}}\n",
+    )
+    .unwrap();
+    let mapped =
+        anymesh_core::MappedRegistry::wrap(registry(config(&[m.url()])), Arc::new(mapping));
+    let mut obs = Observer::start(mapped);
+    obs.until_endpoints("web.shop.marathon", &[("10.0.0.1", 31000)])
+        .await;
+    let snap = obs.catalog().snapshot(0);
+    let web = snap
+        .service(&Hostname::new("web.shop.marathon").unwrap())
+        .unwrap();
+    let ep = &web.endpoints[0];
+    assert_eq!(
+        ep.labels,
+        Labels::from([
+            ("colour".into(), "blue".into()),
+            ("zone".into(), "z1".into())
+        ])
+    );
+    assert_eq!(ep.provenance.raw_labels["HAPROXY_GROUP"], "external");
+    assert_eq!(ep.provenance.raw_labels["marathon.app_id"], "/shop/web");
+}
