@@ -152,6 +152,14 @@ pub(crate) async fn load(config: &Path, live: Live) -> Result<Loaded, String> {
                     sources.join(", ")
                 ));
             }
+            RegistryKind::Marathon(cfg) => {
+                // Settings::load validated the config; check does not contact Marathon.
+                loaded.summary.push(format!(
+                    "registry {} (marathon {}): settings valid; not contacted by check",
+                    r.name,
+                    cfg.urls.join(",")
+                ));
+            }
         }
     }
     loaded.snapshot = state.snapshot(1);

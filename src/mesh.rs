@@ -17,6 +17,7 @@ use anymesh_adapter_consul::{ConsulRegistry, Interest};
 use anymesh_adapter_etcd::EtcdRegistry;
 use anymesh_adapter_eureka::EurekaRegistry;
 use anymesh_adapter_file::FileRegistry;
+use anymesh_adapter_marathon::MarathonRegistry;
 use anymesh_core::catalog::{self, CatalogState};
 use anymesh_core::config::{self, ConfigSet, Diagnostic};
 use anymesh_core::routes::compile::IncrementalCompiler;
@@ -75,6 +76,10 @@ pub fn registries_with_interest(
             ),
             RegistryKind::Eureka(cfg) => Arc::new(
                 EurekaRegistry::new(source, (**cfg).clone())
+                    .with_context(|| format!("registry {}", r.name))?,
+            ),
+            RegistryKind::Marathon(cfg) => Arc::new(
+                MarathonRegistry::new(source, (**cfg).clone())
                     .with_context(|| format!("registry {}", r.name))?,
             ),
             RegistryKind::Consul(cfg) => {

@@ -21,6 +21,7 @@ use anyhow::{bail, Context};
 use anymesh_adapter_consul::ConsulConfig;
 use anymesh_adapter_etcd::EtcdConfig;
 use anymesh_adapter_eureka::EurekaConfig;
+use anymesh_adapter_marathon::MarathonConfig;
 use anymesh_core::config::duration::parse_duration;
 use anymesh_core::Mapping;
 use serde::{Deserialize, Deserializer};
@@ -124,6 +125,9 @@ pub enum RegistryKind {
     /// Netflix Eureka servers, fetched in full then by delta
     /// (see docs/eureka-registry.md for every field).
     Eureka(Box<EurekaConfig>),
+    /// Marathon (Mesos) apps and tasks, read in full and followed on the
+    /// event stream (see docs/marathon-registry.md for every field).
+    Marathon(Box<MarathonConfig>),
     /// Consul's catalog through an agent's HTTP API, followed with blocking
     /// queries (see docs/consul-registry.md for every field).
     Consul(Box<ConsulConfig>),
@@ -309,6 +313,14 @@ impl Settings {
                         *file = base.join(&*file);
                     }
                 }
+                RegistryKind::Marathon(cfg) => {
+                    cfg.validate().map_err(|e| {
+                        anyhow::anyhow!("{}: registries: {}: {e}", path.display(), r.name)
+                    })?;
+                    if let Some(file) = cfg.auth.as_mut().and_then(|a| a.token_file.as_mut()) {
+                        *file = base.join(&*file);
+                    }
+                }
                 RegistryKind::Consul(cfg) => {
                     cfg.validate().map_err(|e| {
                         anyhow::anyhow!("{}: registries: {}: {e}", path.display(), r.name)
@@ -419,6 +431,38 @@ mod tests {
         .to_string();
         assert!(
             e.contains("registries: e:") && e.contains("`servers`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn marathon_registry_settings() {
+        let s = Settings::parse(
+            Path::new("/etc/anymesh/anymesh.yaml"),
+            "registries:\n  - name: mesos\n    type: marathon\n    urls: [http://127.0.0.1:8080, http://127.0.0.2:8080]\n    hostname: joined\n    auth: {token_file: dcos-token}\n",
+        )
+        .unwrap();
+        let RegistryKind::Marathon(cfg) = &s.registries[0].kind else {
+            panic!("marathon registry expected");
+        };
+        assert_eq!(cfg.urls.len(), 2);
+        assert_eq!(
+            cfg.hostname,
+            anymesh_adapter_marathon::HostnameStyle::Joined
+        );
+        let auth = cfg.auth.as_ref().unwrap();
+        assert_eq!(
+            auth.token_file.as_deref(),
+            Some(Path::new("/etc/anymesh/dcos-token"))
+        );
+        let e = Settings::parse(
+            Path::new("m.yaml"),
+            "registries:\n  - {name: m, type: marathon, urls: [marathon:8080]}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("registries: m:") && e.contains("not an http(s) URL"),
             "{e}"
         );
     }

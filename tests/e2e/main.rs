@@ -9,6 +9,7 @@ mod explain;
 mod harness;
 mod integration_vm;
 mod mixed_registries;
+mod marathon;
 mod reload;
 mod routing;
 mod transport;

@@ -5,6 +5,9 @@
 //! - [`FakeEureka`]: a protocol-faithful Eureka server (apps, delta,
 //!   hashcode, register/cancel/status) that can fail, stall, restart empty
 //!   and lie about its hashcode or lose a delta.
+//! - [`FakeMarathon`]: a Marathon server (apps with tasks, the `/v2/events`
+//!   server-sent event stream fed by state changes) that can kill tasks,
+//!   fail health checks, drop its streams, fail, stall and require a token.
 //! - [`TcpRelay`]: a loopback TCP relay that can be cut and restored, to
 //!   partition an adapter from a registry that stays up (and writable).
 //! - [`FakeConsul`]: a Consul agent's HTTP API with state, blocking queries,
@@ -21,10 +24,12 @@ mod etcd;
 pub mod eureka;
 pub mod fixtures;
 mod pki;
+pub mod marathon;
 mod relay;
 
 pub use consul::FakeConsul;
 pub use etcd::{EtcdServer, LaunchError};
 pub use eureka::{FakeEureka, FakeInstance};
 pub use pki::{PkiError, TestPki};
+pub use marathon::{FakeApp, FakeMarathon, FakeTask};
 pub use relay::TcpRelay;
