@@ -5,6 +5,9 @@
 //! - [`FakeEureka`]: a protocol-faithful Eureka server (apps, delta,
 //!   hashcode, register/cancel/status) that can fail, stall, restart empty
 //!   and lie about its hashcode or lose a delta.
+//! - [`FakeKube`]: a Kubernetes API server speaking list and watch
+//!   (resourceVersion, chunked watch streams, bookmarks, 410 Gone in both
+//!   forms) for Services, EndpointSlices and Pods, good enough for kube-rs.
 //! - [`TcpRelay`]: a loopback TCP relay that can be cut and restored, to
 //!   partition an adapter from a registry that stays up (and writable).
 //! - [`contract`]: the adapter contract test every adapter passes.
@@ -16,8 +19,10 @@ pub mod contract;
 mod etcd;
 pub mod eureka;
 pub mod fixtures;
+pub mod kubernetes;
 mod relay;
 
 pub use etcd::{EtcdServer, LaunchError};
 pub use eureka::{FakeEureka, FakeInstance};
+pub use kubernetes::FakeKube;
 pub use relay::TcpRelay;
