@@ -92,6 +92,19 @@ pub(crate) fn load(config: &Path) -> Result<Loaded, String> {
                     cfg.servers.join(",")
                 ));
             }
+            RegistryKind::Kubernetes(cfg) => {
+                // Settings::load validated the config; check does not contact the API server.
+                loaded.summary.push(format!(
+                    "registry {} (kubernetes {}, namespaces {}): settings valid; not contacted by check",
+                    r.name,
+                    anymesh_adapter_kubernetes::describe(&cfg.connection),
+                    if cfg.namespaces.is_empty() {
+                        "all".to_string()
+                    } else {
+                        cfg.namespaces.join(",")
+                    }
+                ));
+            }
         }
     }
     loaded.snapshot = state.snapshot(1);

@@ -16,6 +16,7 @@ use anyhow::Context;
 use anymesh_adapter_etcd::EtcdRegistry;
 use anymesh_adapter_eureka::EurekaRegistry;
 use anymesh_adapter_file::FileRegistry;
+use anymesh_adapter_kubernetes::KubernetesRegistry;
 use anymesh_core::catalog::{self, CatalogState};
 use anymesh_core::config::{self, ConfigSet, Diagnostic};
 use anymesh_core::routes::compile::compile;
@@ -65,6 +66,10 @@ pub fn registries(settings: &Settings) -> anyhow::Result<Vec<Arc<dyn Registry>>>
                 ),
                 RegistryKind::Eureka(cfg) => Arc::new(
                     EurekaRegistry::new(source, (**cfg).clone())
+                        .with_context(|| format!("registry {}", r.name))?,
+                ),
+                RegistryKind::Kubernetes(cfg) => Arc::new(
+                    KubernetesRegistry::new(source, (**cfg).clone())
                         .with_context(|| format!("registry {}", r.name))?,
                 ),
             };

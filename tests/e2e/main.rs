@@ -6,6 +6,7 @@ mod etcd;
 mod eureka;
 mod explain;
 mod harness;
+mod kubernetes;
 mod reload;
 mod routing;
 mod transport;

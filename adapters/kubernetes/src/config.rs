@@ -105,6 +105,20 @@ fn default_backoff_max() -> GoDuration {
     GoDuration(Duration::from_secs(30))
 }
 
+/// The connection in a few words, for `anymesh check` and logs (no secrets:
+/// URLs with credentials are refused by [`KubernetesConfig::validate`]).
+pub fn describe(connection: &Connection) -> String {
+    match connection {
+        Connection::Infer => "in-cluster or kubeconfig, inferred".into(),
+        Connection::InCluster => "in-cluster service account".into(),
+        Connection::Kubeconfig { path, context } => match context {
+            Some(c) => format!("kubeconfig {} context {c}", path.display()),
+            None => format!("kubeconfig {}", path.display()),
+        },
+        Connection::Url { url } => url.clone(),
+    }
+}
+
 impl KubernetesConfig {
     /// A configuration with defaults for everything but the connection.
     pub fn new(connection: Connection) -> Self {

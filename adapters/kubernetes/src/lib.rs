@@ -18,7 +18,7 @@ mod error;
 mod registry;
 mod translate;
 
-pub use config::{BackoffConfig, Connection, HostnameForm, KubernetesConfig};
+pub use config::{describe, BackoffConfig, Connection, HostnameForm, KubernetesConfig};
 pub use error::KubernetesError;
 pub use registry::KubernetesRegistry;
 pub use translate::{health, Derived, Objects, Translator, SERVICE_NAME_LABEL};
