@@ -538,3 +538,151 @@ async fn external_name_services_alias_a_mesh_service_or_point_at_their_host() {
     let pay = &snap.services[&Hostname::new("payments").unwrap()];
     assert_eq!(pay.ports[0].protocol, Protocol::Grpc);
 }
+
+#[tokio::test]
+async fn a_kubeconfig_file_reaches_the_api_server() {
+    let k = FakeKube::start().await;
+    deploy_reviews(&k, 1);
+    reviews(&k, &[ready(1)]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: other\nclusters:\n- name: fake\n  cluster: {{server: '{}'}}\n- name: nowhere\n  cluster: {{server: 'http://127.0.0.1:1'}}\ncontexts:\n- name: test\n  context: {{cluster: fake, user: me}}\n- name: other\n  context: {{cluster: nowhere, user: me}}\nusers:\n- name: me\n  user: {{}}\n",
+            k.url()
+        ),
+    )
+    .unwrap();
+    let mut c = config(&k.url());
+    c.connection = Connection::Kubeconfig {
+        path: path.clone(),
+        context: Some("test".into()),
+    };
+    let mut obs = Observer::start(registry(c));
+    obs.until_endpoints("reviews", &[("10.0.0.1", 9080)]).await;
+    // A missing file is an error status naming it; the adapter keeps trying.
+    let mut c = config(&k.url());
+    c.connection = Connection::Kubeconfig {
+        path: dir.path().join("missing"),
+        context: None,
+    };
+    let mut obs = Observer::start(registry(c));
+    let seen = obs.until("an error status", |c, _| is_error(c)).await;
+    let Some(Change::Status(SourceStatus::Error { message })) = seen.last() else {
+        panic!("{seen:?}");
+    };
+    assert!(
+        message.contains("kubeconfig") && message.contains("missing"),
+        "{message}"
+    );
+    assert!(obs.is_running());
+}
+
+/// The fuzzed all-fields fixtures, served by the fake, pass through the
+/// adapter without a decoding error (unknown values tolerated).
+#[tokio::test]
+async fn the_fixture_objects_served_by_the_fake_are_read() {
+    use anymesh_testkit::fixtures;
+    let k = FakeKube::start().await;
+    k.apply(
+        Kind::Service,
+        fixtures::json("kubernetes/service_roundtrip_allfields_fuzzed.json"),
+    );
+    k.apply(
+        Kind::Pod,
+        fixtures::json("kubernetes/pod_roundtrip_allfields_fuzzed.json"),
+    );
+    let mut slice = fixtures::json("kubernetes/endpointslice_roundtrip_allfields_fuzzed.json");
+    // Joined to the fuzzed Service and its pod, on a TCP port.
+    slice["metadata"]["labels"]["kubernetes.io/service-name"] = json!("nameValue");
+    slice["ports"][0]["protocol"] = json!("TCP");
+    slice["endpoints"][0]["targetRef"]["kind"] = json!("Pod");
+    k.apply(Kind::EndpointSlice, slice);
+    let mut docs = fixtures::json("kubernetes/endpointslice_terminating_and_ready_docs.json");
+    docs["metadata"] = json!({"name": "docs", "namespace": "namespaceValue",
+                              "labels": {"kubernetes.io/service-name": "nameValue"}});
+    docs["ports"] = json!([{"name": "nameValue", "port": 3, "protocol": "TCP"}]);
+    k.apply(Kind::EndpointSlice, docs);
+    let mut obs = start(&k.url());
+    let view = match obs.next().await {
+        Change::Reset(v) => v,
+        other => panic!("expected a Reset, got {other:?}"),
+    };
+    assert_eq!(view.services.len(), 1);
+    assert_eq!(view.services[0].hostname.as_str(), "namevalue");
+    let mut eps: Vec<(String, Health)> = view
+        .endpoints
+        .iter()
+        .map(|e| (e.address.clone(), e.health))
+        .collect();
+    eps.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        eps,
+        vec![
+            ("10.12.1.201".into(), Health::Draining),
+            ("10.12.1.202".into(), Health::Healthy),
+            ("addressesValue".into(), Health::Draining),
+        ]
+    );
+    let fuzzed = view
+        .endpoints
+        .iter()
+        .find(|e| e.address == "addressesValue")
+        .unwrap();
+    assert_eq!(
+        fuzzed.labels.get("labelsKey").map(String::as_str),
+        Some("labelsValue"),
+        "pod labels by targetRef"
+    );
+    assert_eq!(fuzzed.ports[0].number, 3);
+}
+
+/// The fake's protocol, read with kube's own `Api`: pages with `continue`,
+/// an expired token's 410 with a fresh token, metadata-only answers.
+#[tokio::test]
+async fn the_fake_pages_lists_and_expires_continue_tokens() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, ListParams};
+    let k = FakeKube::start().await;
+    deploy_reviews(&k, 3);
+    let client = kube::Client::try_from(kube::Config::new(k.url().parse().unwrap())).unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let first = pods.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(first.items.len(), 2);
+    let token = first.metadata.continue_.clone().expect("a continue token");
+    let rest = pods
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    let names: Vec<String> = first
+        .items
+        .iter()
+        .chain(&rest.items)
+        .map(|p| p.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(names, vec!["reviews-1", "reviews-2", "reviews-3"]);
+    assert!(rest.metadata.continue_.is_none());
+    // A change, then the history up to it is compacted: the token's list
+    // version is gone.
+    k.put_pod("default", "reviews-4", "10.0.0.4", &[("version", "v2")]);
+    k.compact();
+    match pods
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert_eq!((s.code, s.reason.as_str()), (410, "Expired")),
+        other => panic!("expected 410 Expired, got {other:?}"),
+    }
+    let meta = pods.list_metadata(&ListParams::default()).await.unwrap();
+    assert_eq!(meta.items.len(), 4);
+    assert_eq!(
+        meta.items[0].metadata.labels.clone().unwrap()["version"],
+        "v1"
+    );
+    let all: Api<Pod> = Api::all(client);
+    assert_eq!(
+        all.list(&ListParams::default()).await.unwrap().items.len(),
+        4
+    );
+}
