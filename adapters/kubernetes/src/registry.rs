@@ -83,7 +83,7 @@ struct Mirror<V> {
     synced: bool,
 }
 
-impl<V> Mirror<V> {
+impl<V: PartialEq> Mirror<V> {
     fn new() -> Self {
         Self {
             live: BTreeMap::new(),
@@ -120,7 +120,12 @@ impl<V> Mirror<V> {
             }
             Event::Apply(k) => {
                 let id = key(&k);
-                self.live.insert(id, value(k));
+                let v = value(k);
+                // A pod's status changes often; its labels seldom.
+                if self.live.get(&id) == Some(&v) {
+                    return Step::Nothing;
+                }
+                self.live.insert(id, v);
                 Step::Changed
             }
             Event::Delete(k) => {
@@ -490,4 +495,62 @@ fn diff(old: &Derived, new: &Derived) -> Vec<Change> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, version: &str) -> PartialObjectMeta<Pod> {
+        let mut p: PartialObjectMeta<Pod> = kube::core::PartialObjectMeta::default();
+        p.metadata.name = Some(name.into());
+        p.metadata.namespace = Some("default".into());
+        p.metadata.labels = Some(Labels::from([("version".to_string(), version.to_string())]));
+        p
+    }
+
+    fn labels(p: PartialObjectMeta<Pod>) -> Labels {
+        p.metadata.labels.unwrap_or_default()
+    }
+
+    #[test]
+    fn a_relist_replaces_the_mirror_only_when_done() {
+        let mut m: Mirror<Labels> = Mirror::new();
+        assert_eq!(m.apply(Event::Init, labels), Step::Nothing);
+        assert_eq!(
+            m.apply(Event::InitApply(pod("a", "v1")), labels),
+            Step::Nothing
+        );
+        assert_eq!(
+            m.apply(Event::InitApply(pod("b", "v1")), labels),
+            Step::Nothing
+        );
+        assert!(!m.synced);
+        assert_eq!(m.apply(Event::InitDone, labels), Step::Relisted);
+        assert_eq!(m.live.len(), 2);
+        // A relist that no longer holds `b`: `b` stays until the list is done.
+        assert_eq!(m.apply(Event::Init, labels), Step::Nothing);
+        assert_eq!(
+            m.apply(Event::InitApply(pod("a", "v1")), labels),
+            Step::Nothing
+        );
+        assert!(m.live.contains_key("default/b") && m.pending.is_some());
+        assert_eq!(m.apply(Event::InitDone, labels), Step::Relisted);
+        assert_eq!(m.live.keys().collect::<Vec<_>>(), vec!["default/a"]);
+    }
+
+    #[test]
+    fn an_unchanged_value_is_no_change() {
+        let mut m: Mirror<Labels> = Mirror::new();
+        m.apply(Event::Init, labels);
+        m.apply(Event::InitDone, labels);
+        assert_eq!(m.apply(Event::Apply(pod("a", "v1")), labels), Step::Changed);
+        assert_eq!(m.apply(Event::Apply(pod("a", "v1")), labels), Step::Nothing);
+        assert_eq!(m.apply(Event::Apply(pod("a", "v2")), labels), Step::Changed);
+        assert_eq!(
+            m.apply(Event::Delete(pod("a", "v2")), labels),
+            Step::Changed
+        );
+        assert!(m.live.is_empty());
+    }
 }
