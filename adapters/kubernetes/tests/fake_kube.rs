@@ -537,6 +537,39 @@ async fn external_name_services_alias_a_mesh_service_or_point_at_their_host() {
     assert_eq!(critics.hostname.as_str(), "reviews");
     let pay = &snap.services[&Hostname::new("payments").unwrap()];
     assert_eq!(pay.ports[0].protocol, Protocol::Grpc);
+    obs.until("a healthy status", |c, _| {
+        matches!(c, Change::Status(SourceStatus::Healthy))
+    })
+    .await;
+
+    // One that names no mesh service and has no port cannot be routed:
+    // skipped, and the status says which and why; the rest stays.
+    k.apply(
+        Kind::Service,
+        json!({"metadata": {"name": "legacy", "namespace": "default"},
+               "spec": {"type": "ExternalName", "externalName": "db.example.com"}}),
+    );
+    let seen = obs
+        .until("a degraded status", |c, _| {
+            matches!(c, Change::Status(SourceStatus::Degraded { .. }))
+        })
+        .await;
+    let Some(Change::Status(SourceStatus::Degraded { message })) = seen.last() else {
+        panic!("{seen:?}");
+    };
+    assert!(
+        message.contains("service default/legacy") && message.contains("db.example.com"),
+        "{message}"
+    );
+    assert_eq!(
+        obs.endpoints("payments"),
+        vec![("pay.example.com".into(), 443)]
+    );
+    k.delete(Kind::Service, "default", "legacy");
+    obs.until("healthy again", |c, _| {
+        matches!(c, Change::Status(SourceStatus::Healthy))
+    })
+    .await;
 }
 
 #[tokio::test]
