@@ -160,6 +160,19 @@ pub(crate) async fn load(config: &Path, live: Live) -> Result<Loaded, String> {
                     cfg.urls.join(",")
                 ));
             }
+            RegistryKind::Kubernetes(cfg) => {
+                // Settings::load validated the config; check does not contact the API server.
+                loaded.summary.push(format!(
+                    "registry {} (kubernetes {}, namespaces {}): settings valid; not contacted by check",
+                    r.name,
+                    anymesh_adapter_kubernetes::describe(&cfg.connection),
+                    if cfg.namespaces.is_empty() {
+                        "all".to_string()
+                    } else {
+                        cfg.namespaces.join(",")
+                    }
+                ));
+            }
         }
     }
     loaded.snapshot = state.snapshot(1);

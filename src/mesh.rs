@@ -18,6 +18,7 @@ use anymesh_adapter_etcd::EtcdRegistry;
 use anymesh_adapter_eureka::EurekaRegistry;
 use anymesh_adapter_file::FileRegistry;
 use anymesh_adapter_marathon::MarathonRegistry;
+use anymesh_adapter_kubernetes::KubernetesRegistry;
 use anymesh_core::catalog::{self, CatalogState};
 use anymesh_core::config::{self, ConfigSet, Diagnostic};
 use anymesh_core::routes::compile::IncrementalCompiler;
@@ -80,6 +81,10 @@ pub fn registries_with_interest(
             ),
             RegistryKind::Marathon(cfg) => Arc::new(
                 MarathonRegistry::new(source, (**cfg).clone())
+                    .with_context(|| format!("registry {}", r.name))?,
+            ),
+            RegistryKind::Kubernetes(cfg) => Arc::new(
+                KubernetesRegistry::new(source, (**cfg).clone())
                     .with_context(|| format!("registry {}", r.name))?,
             ),
             RegistryKind::Consul(cfg) => {

@@ -22,6 +22,7 @@ use anymesh_adapter_consul::ConsulConfig;
 use anymesh_adapter_etcd::EtcdConfig;
 use anymesh_adapter_eureka::EurekaConfig;
 use anymesh_adapter_marathon::MarathonConfig;
+use anymesh_adapter_kubernetes::{Connection as KubeConnection, KubernetesConfig};
 use anymesh_core::config::duration::parse_duration;
 use anymesh_core::Mapping;
 use serde::{Deserialize, Deserializer};
@@ -125,6 +126,9 @@ pub enum RegistryKind {
     /// Netflix Eureka servers, fetched in full then by delta
     /// (see docs/eureka-registry.md for every field).
     Eureka(Box<EurekaConfig>),
+    /// Services and EndpointSlices of a Kubernetes cluster, watched
+    /// (see docs/kubernetes-registry.md for every field).
+    Kubernetes(Box<KubernetesConfig>),
     /// Marathon (Mesos) apps and tasks, read in full and followed on the
     /// event stream (see docs/marathon-registry.md for every field).
     Marathon(Box<MarathonConfig>),
@@ -313,6 +317,14 @@ impl Settings {
                         *file = base.join(&*file);
                     }
                 }
+                RegistryKind::Kubernetes(cfg) => {
+                    cfg.validate().map_err(|e| {
+                        anyhow::anyhow!("{}: registries: {}: {e}", path.display(), r.name)
+                    })?;
+                    if let KubeConnection::Kubeconfig { path: file, .. } = &mut cfg.connection {
+                        *file = base.join(&*file);
+                    }
+                }
                 RegistryKind::Marathon(cfg) => {
                     cfg.validate().map_err(|e| {
                         anyhow::anyhow!("{}: registries: {}: {e}", path.display(), r.name)
@@ -404,6 +416,36 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("prefx"), "{e}");
+    }
+
+    #[test]
+    fn kubernetes_registry_settings() {
+        let s = Settings::parse(
+            Path::new("/etc/anymesh/anymesh.yaml"),
+            "registries:\n  - name: k8s\n    type: kubernetes\n    connection: {mode: kubeconfig, path: kube/config, context: prod}\n    namespaces: [shop]\n    hostname: name\n",
+        )
+        .unwrap();
+        let RegistryKind::Kubernetes(cfg) = &s.registries[0].kind else {
+            panic!("kubernetes registry expected");
+        };
+        assert_eq!(
+            cfg.connection,
+            KubeConnection::Kubeconfig {
+                path: "/etc/anymesh/kube/config".into(),
+                context: Some("prod".into())
+            }
+        );
+        assert_eq!(cfg.namespaces, vec!["shop"]);
+        let e = Settings::parse(
+            Path::new("m.yaml"),
+            "registries:\n  - {name: k, type: kubernetes, namespaces: [Shop]}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("registries: k:") && e.contains("namespaces[0]"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod harness;
 mod integration_vm;
 mod mixed_registries;
 mod marathon;
+mod kubernetes;
 mod reload;
 mod routing;
 mod transport;

@@ -8,6 +8,9 @@
 //! - [`FakeMarathon`]: a Marathon server (apps with tasks, the `/v2/events`
 //!   server-sent event stream fed by state changes) that can kill tasks,
 //!   fail health checks, drop its streams, fail, stall and require a token.
+//! - [`FakeKube`]: a Kubernetes API server speaking list and watch
+//!   (resourceVersion, chunked watch streams, bookmarks, 410 Gone in both
+//!   forms) for Services, EndpointSlices and Pods, good enough for kube-rs.
 //! - [`TcpRelay`]: a loopback TCP relay that can be cut and restored, to
 //!   partition an adapter from a registry that stays up (and writable).
 //! - [`FakeConsul`]: a Consul agent's HTTP API with state, blocking queries,
@@ -25,6 +28,7 @@ pub mod eureka;
 pub mod fixtures;
 mod pki;
 pub mod marathon;
+pub mod kubernetes;
 mod relay;
 
 pub use consul::FakeConsul;
@@ -32,4 +36,5 @@ pub use etcd::{EtcdServer, LaunchError};
 pub use eureka::{FakeEureka, FakeInstance};
 pub use pki::{PkiError, TestPki};
 pub use marathon::{FakeApp, FakeMarathon, FakeTask};
+pub use kubernetes::FakeKube;
 pub use relay::TcpRelay;

@@ -1,0 +1,254 @@
+//! [`KubernetesConfig`]: which cluster to read, which namespaces, and how
+//! Services become mesh hostnames.
+//!
+//! Deserializable so the binary can read it from `anymesh.yaml`; durations
+//! use Go syntax (`30s`, `250ms`) like the rest of the configuration.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anymesh_core::config::GoDuration;
+use anymesh_core::{Hostname, Protocol};
+use serde::Deserialize;
+
+use crate::error::KubernetesError;
+
+/// How to reach the Kubernetes API and what to read from it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct KubernetesConfig {
+    /// Where the API server and its credentials come from.
+    #[serde(default)]
+    pub connection: Connection,
+    /// Namespaces to watch; empty (the default) watches every namespace.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// The cluster's DNS domain, for the `svc.ns.svc.<domain>` hostname.
+    #[serde(default = "default_cluster_domain")]
+    pub cluster_domain: String,
+    /// Which of a Service's names is its mesh hostname; the other three
+    /// are its aliases.
+    #[serde(default)]
+    pub hostname: HostnameForm,
+    /// The protocol of a port that neither `appProtocol` nor its name's
+    /// prefix (`http-`, `http2-`, `grpc-`, `tcp-`) names.
+    #[serde(default)]
+    pub default_protocol: Protocol,
+    #[serde(default)]
+    pub backoff: BackoffConfig,
+}
+
+/// Where the API server's address and credentials come from.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case", tag = "mode")]
+pub enum Connection {
+    /// In a pod, the service account (`KUBERNETES_SERVICE_HOST`, the token
+    /// and CA under `/var/run/secrets/kubernetes.io/serviceaccount`);
+    /// elsewhere `$KUBECONFIG` or `~/.kube/config` (kube's `Config::infer`).
+    #[default]
+    Infer,
+    /// Only the service account; an error outside a pod.
+    InCluster,
+    /// A kubeconfig file, with its current context or the one named.
+    Kubeconfig {
+        path: PathBuf,
+        #[serde(default)]
+        context: Option<String>,
+    },
+    /// An API server URL without credentials (a `kubectl proxy` on
+    /// loopback, or a test server).
+    Url { url: String },
+}
+
+/// The form of a Service's mesh hostname (`reviews` in namespace `prod`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostnameForm {
+    /// `reviews`: merges with other registries' `reviews`; Services of the
+    /// same name in several watched namespaces become one mesh service.
+    Name,
+    /// `reviews.prod`.
+    Namespaced,
+    /// `reviews.prod.svc`.
+    Svc,
+    /// `reviews.prod.svc.cluster.local` (the default: never ambiguous).
+    #[default]
+    Fqdn,
+}
+
+/// Capped exponential backoff between attempts after a failure, with jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct BackoffConfig {
+    #[serde(default = "default_backoff_initial")]
+    pub initial: GoDuration,
+    #[serde(default = "default_backoff_max")]
+    pub max: GoDuration,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        Self {
+            initial: default_backoff_initial(),
+            max: default_backoff_max(),
+        }
+    }
+}
+
+fn default_cluster_domain() -> String {
+    "cluster.local".into()
+}
+fn default_backoff_initial() -> GoDuration {
+    GoDuration(Duration::from_millis(500))
+}
+fn default_backoff_max() -> GoDuration {
+    GoDuration(Duration::from_secs(30))
+}
+
+/// The connection in a few words, for `anymesh check` and logs (no secrets:
+/// URLs with credentials are refused by [`KubernetesConfig::validate`]).
+pub fn describe(connection: &Connection) -> String {
+    match connection {
+        Connection::Infer => "in-cluster or kubeconfig, inferred".into(),
+        Connection::InCluster => "in-cluster service account".into(),
+        Connection::Kubeconfig { path, context } => match context {
+            Some(c) => format!("kubeconfig {} context {c}", path.display()),
+            None => format!("kubeconfig {}", path.display()),
+        },
+        Connection::Url { url } => url.clone(),
+    }
+}
+
+impl KubernetesConfig {
+    /// A configuration with defaults for everything but the connection.
+    pub fn new(connection: Connection) -> Self {
+        Self {
+            connection,
+            namespaces: Vec::new(),
+            cluster_domain: default_cluster_domain(),
+            hostname: HostnameForm::default(),
+            default_protocol: Protocol::default(),
+            backoff: BackoffConfig::default(),
+        }
+    }
+
+    /// Checks what can be checked without touching the network or files.
+    pub fn validate(&self) -> Result<(), KubernetesError> {
+        let bad = |message: String| Err(KubernetesError::Config { message });
+        if let Connection::Url { url } = &self.connection {
+            let Some((scheme, rest)) = url.split_once("://") else {
+                return bad(format!("`connection.url` {url:?} is not an http(s) URL"));
+            };
+            if scheme != "http" && scheme != "https" {
+                return bad(format!("`connection.url` {url:?} is not an http(s) URL"));
+            }
+            let authority = rest.split('/').next().unwrap_or_default();
+            if authority.is_empty() {
+                return bad(format!("`connection.url` {url:?} has no host"));
+            }
+            if authority.contains('@') {
+                return bad(
+                    "`connection.url` carries credentials; use `mode: kubeconfig` instead".into(),
+                );
+            }
+            if url.parse::<http::Uri>().is_err() {
+                return bad(format!("`connection.url` {url:?} is not a valid URL"));
+            }
+        }
+        if let Connection::Kubeconfig { path, .. } = &self.connection {
+            if path.as_os_str().is_empty() {
+                return bad("`connection.path` must name a kubeconfig file".into());
+            }
+        }
+        for (i, ns) in self.namespaces.iter().enumerate() {
+            let label_ok = !ns.is_empty()
+                && ns.len() <= 63
+                && ns
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !ns.starts_with('-')
+                && !ns.ends_with('-');
+            if !label_ok {
+                return bad(format!(
+                    "`namespaces[{i}]` {ns:?} is not a Kubernetes namespace name (a DNS label)"
+                ));
+            }
+        }
+        if Hostname::new(&format!("x.{}", self.cluster_domain)).is_err()
+            || self.cluster_domain.is_empty()
+        {
+            return bad(format!(
+                "`cluster_domain` {:?} is not a DNS name",
+                self.cluster_domain
+            ));
+        }
+        if self.backoff.initial.0.is_zero() || self.backoff.initial > self.backoff.max {
+            return bad("`backoff.initial` must be above 0 and at most `backoff.max`".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_yaml_with_defaults() {
+        let c: KubernetesConfig = serde_yaml_ng::from_str(
+            "connection: {mode: kubeconfig, path: /etc/kube/config, context: prod}\n\
+             namespaces: [default, shop]\ncluster_domain: corp.local\nhostname: name\n\
+             default_protocol: tcp\nbackoff: {initial: 1s, max: 1m}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.connection,
+            Connection::Kubeconfig {
+                path: "/etc/kube/config".into(),
+                context: Some("prod".into())
+            }
+        );
+        assert_eq!(c.namespaces, vec!["default", "shop"]);
+        assert_eq!(c.hostname, HostnameForm::Name);
+        assert_eq!(c.default_protocol, Protocol::Tcp);
+        assert_eq!(c.backoff.max.0, Duration::from_secs(60));
+        c.validate().unwrap();
+        let d: KubernetesConfig = serde_yaml_ng::from_str("{}").unwrap();
+        assert_eq!(d.connection, Connection::Infer);
+        assert_eq!(d.cluster_domain, "cluster.local");
+        assert_eq!(d.hostname, HostnameForm::Fqdn);
+        assert!(d.namespaces.is_empty());
+        d.validate().unwrap();
+        let u: KubernetesConfig =
+            serde_yaml_ng::from_str("connection: {mode: url, url: \"http://127.0.0.1:8001\"}\n")
+                .unwrap();
+        u.validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_bad_values() {
+        let e = serde_yaml_ng::from_str::<KubernetesConfig>("namespace: [a]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `namespace`"), "{e}");
+        let e = serde_yaml_ng::from_str::<KubernetesConfig>("connection: {mode: cluster}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cluster"), "{e}");
+        let msg = |c: &KubernetesConfig| c.validate().unwrap_err().to_string();
+        let mut c = KubernetesConfig::new(Connection::Url {
+            url: "127.0.0.1:8001".into(),
+        });
+        assert!(msg(&c).contains("not an http(s) URL"));
+        c.connection = Connection::Url {
+            url: "https://admin:pw@k8s:6443".into(),
+        };
+        assert!(msg(&c).contains("credentials") && !msg(&c).contains("pw"));
+        c.connection = Connection::Infer;
+        c.namespaces = vec!["Prod".into()];
+        assert!(msg(&c).contains("`namespaces[0]` \"Prod\""), "{}", msg(&c));
+        c.namespaces.clear();
+        c.cluster_domain = "bad domain".into();
+        assert!(msg(&c).contains("cluster_domain"));
+    }
+}

@@ -1,0 +1,24 @@
+//! anymesh-adapter-kubernetes: endpoints from a Kubernetes cluster.
+//!
+//! [`KubernetesRegistry`] watches Services, EndpointSlices
+//! (`discovery.k8s.io/v1`) and Pods (their metadata, for labels) with
+//! kube-runtime's watcher: an initial list, a watch from the list's
+//! `resourceVersion` (moved on by bookmarks), a relist when the API server
+//! answers 410 Gone, and a capped, jittered backoff on errors while the last
+//! good view stays in force. [`Translator`] turns the objects into mesh
+//! services and endpoints on its own, for tests and tools.
+//!
+//! The configuration and mapping reference follows (from `docs/kubernetes-registry.md`).
+//!
+#![doc = include_str!("../../../docs/kubernetes-registry.md")]
+
+mod backoff;
+mod config;
+mod error;
+mod registry;
+mod translate;
+
+pub use config::{describe, BackoffConfig, Connection, HostnameForm, KubernetesConfig};
+pub use error::KubernetesError;
+pub use registry::KubernetesRegistry;
+pub use translate::{health, Derived, Objects, Translator, SERVICE_NAME_LABEL};

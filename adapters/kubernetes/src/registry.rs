@@ -1,0 +1,556 @@
+//! [`KubernetesRegistry`]: watches Services, EndpointSlices and Pods with
+//! kube-runtime's [`watcher`] and turns them into catalog changes.
+//!
+//! ```text
+//!   ┌──► client (in-cluster / kubeconfig / URL) ──err──────────────────────┐
+//!   │       │                                                               │
+//!   │       ▼  one watcher per resource and namespace scope                 │
+//!   │    list ──► Init, InitApply…, InitDone ──► (all synced) Reset + status  │
+//!   │       │                                                               │
+//!   │       ▼  watch from the list's resourceVersion (bookmarks move it)    │
+//!   │    Apply / Delete ──► the differences as upserts and removes          │
+//!   │       │ 410 as an ERROR event: that watcher relists by itself ──► Reset │
+//!   │       │ 410 as the watch request's status: quiet restart (relist all) │
+//!   │       │ any other error                                               ▼
+//!   └── backoff (capped, jittered) ◄─────── Error status (last good view stays)
+//! ```
+//!
+//! Nothing reaches the catalog until every watcher has listed once, so the
+//! first [`Reset`](Change::Reset) is whole; after an error every watcher is
+//! restarted, so what changed during an outage arrives with the relist's
+//! Reset rather than as a trickle of events.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anymesh_core::registry::CatalogClosed;
+use anymesh_core::{
+    Change, ChangeSink, EndpointKey, Labels, Registry, SourceId, SourceStatus, SourceView,
+};
+use async_trait::async_trait;
+use futures_util::stream::{self, BoxStream, StreamExt};
+use k8s_openapi::api::core::v1::{Pod, Service as KService};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::core::PartialObjectMeta;
+use kube::runtime::watcher::{self, metadata_watcher, watcher, Event};
+use kube::{Api, Client, Resource};
+use tracing::Instrument;
+
+use crate::backoff::Backoff;
+use crate::config::{Connection, KubernetesConfig};
+use crate::error::KubernetesError;
+use crate::translate::{Derived, Objects, Translator};
+
+/// A registry reading Services and their endpoints from a Kubernetes
+/// cluster (see the crate docs).
+#[derive(Debug)]
+pub struct KubernetesRegistry {
+    source: SourceId,
+    config: KubernetesConfig,
+    translator: Translator,
+}
+
+/// One event from one of the watchers.
+#[allow(clippy::large_enum_variant)] // Moved once per event; boxing buys nothing.
+enum Ev {
+    Service(Event<KService>),
+    Slice(Event<EndpointSlice>),
+    Pod(Event<PartialObjectMeta<Pod>>),
+}
+
+type Item = (usize, Result<Ev, watcher::Error>);
+
+/// Why a watch session ended.
+enum Restart {
+    /// A watch request answered 410 Gone: relist without reporting an error.
+    Gone(String),
+    Failed(String),
+}
+
+/// What an event did to a [`Mirror`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// An initial list is under way: nothing to send yet.
+    Nothing,
+    Changed,
+    /// An initial list completed: its objects replaced the mirror's.
+    Relisted,
+}
+
+/// What one watcher has seen: its objects by `namespace/name`.
+struct Mirror<V> {
+    live: BTreeMap<String, V>,
+    pending: Option<BTreeMap<String, V>>,
+    synced: bool,
+}
+
+impl<V: PartialEq> Mirror<V> {
+    fn new() -> Self {
+        Self {
+            live: BTreeMap::new(),
+            pending: None,
+            synced: false,
+        }
+    }
+
+    fn apply<K: Resource>(&mut self, ev: Event<K>, value: impl Fn(K) -> V) -> Step {
+        let key = |k: &K| {
+            let m = k.meta();
+            format!(
+                "{}/{}",
+                m.namespace.as_deref().unwrap_or_default(),
+                m.name.as_deref().unwrap_or_default()
+            )
+        };
+        match ev {
+            Event::Init => {
+                self.pending = Some(BTreeMap::new());
+                Step::Nothing
+            }
+            Event::InitApply(k) => {
+                let id = key(&k);
+                self.pending
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(id, value(k));
+                Step::Nothing
+            }
+            Event::InitDone => {
+                self.live = self.pending.take().unwrap_or_default();
+                self.synced = true;
+                Step::Relisted
+            }
+            Event::Apply(k) => {
+                let id = key(&k);
+                let v = value(k);
+                // A pod's status changes often; its labels seldom.
+                if self.live.get(&id) == Some(&v) {
+                    return Step::Nothing;
+                }
+                self.live.insert(id, v);
+                Step::Changed
+            }
+            Event::Delete(k) => {
+                self.live.remove(&key(&k));
+                Step::Changed
+            }
+        }
+    }
+}
+
+/// Every watcher's mirror, indexed like the watchers.
+struct Mirrors {
+    services: Vec<Mirror<KService>>,
+    slices: Vec<Mirror<EndpointSlice>>,
+    pods: Vec<Mirror<Labels>>,
+}
+
+impl Mirrors {
+    fn new(scopes: usize) -> Self {
+        Self {
+            services: (0..scopes).map(|_| Mirror::new()).collect(),
+            slices: (0..scopes).map(|_| Mirror::new()).collect(),
+            pods: (0..scopes).map(|_| Mirror::new()).collect(),
+        }
+    }
+
+    /// Watcher `i` is `services[i % n]`, `slices[..]`, `pods[..]` by `i / n`.
+    fn apply(&mut self, i: usize, ev: Ev) -> Step {
+        let n = self.services.len();
+        let scope = i % n;
+        match ev {
+            Ev::Service(e) => self.services[scope].apply(e, |s| s),
+            Ev::Slice(e) => self.slices[scope].apply(e, |s| s),
+            Ev::Pod(e) => self.pods[scope].apply(e, |p| p.metadata.labels.unwrap_or_default()),
+        }
+    }
+
+    /// Every watcher has listed, and none is listing again: only then is
+    /// the view whole.
+    fn synced(&self) -> bool {
+        fn done<V>(m: &Mirror<V>) -> bool {
+            m.synced && m.pending.is_none()
+        }
+        self.services.iter().all(done) && self.slices.iter().all(done) && self.pods.iter().all(done)
+    }
+
+    fn objects(&self) -> Objects<'_> {
+        let mut pods = HashMap::new();
+        for m in &self.pods {
+            for (key, labels) in &m.live {
+                if let Some((ns, name)) = key.split_once('/') {
+                    pods.insert((ns, name), labels);
+                }
+            }
+        }
+        Objects {
+            services: self.services.iter().flat_map(|m| m.live.values()).collect(),
+            slices: self.slices.iter().flat_map(|m| m.live.values()).collect(),
+            pods,
+        }
+    }
+}
+
+impl KubernetesRegistry {
+    /// A registry reporting as `source`. Fails only on a config that can never work.
+    pub fn new(source: SourceId, config: KubernetesConfig) -> Result<Self, KubernetesError> {
+        config.validate()?;
+        let translator = Translator::new(source.clone(), &config);
+        Ok(Self {
+            source,
+            config,
+            translator,
+        })
+    }
+
+    /// A client for the configured connection (read again at every
+    /// restart, so a rotated kubeconfig is picked up).
+    async fn client(&self) -> Result<Client, KubernetesError> {
+        let fail = |what: &str, e: &dyn std::error::Error| KubernetesError::Client {
+            what: what.into(),
+            message: chain(e),
+        };
+        let config = match &self.config.connection {
+            Connection::Infer => kube::Config::infer()
+                .await
+                .map_err(|e| fail("in-cluster service account or kubeconfig", &e))?,
+            Connection::InCluster => {
+                kube::Config::incluster().map_err(|e| fail("in-cluster service account", &e))?
+            }
+            Connection::Kubeconfig { path, context } => {
+                let what = format!("kubeconfig {}", path.display());
+                let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| fail(&what, &e))?;
+                let options = kube::config::KubeConfigOptions {
+                    context: context.clone(),
+                    ..Default::default()
+                };
+                kube::Config::from_custom_kubeconfig(kc, &options)
+                    .await
+                    .map_err(|e| fail(&what, &e))?
+            }
+            Connection::Url { url } => {
+                let uri: http::Uri = url.parse().map_err(|e| fail("connection.url", &e))?;
+                kube::Config::new(uri)
+            }
+        };
+        Client::try_from(config).map_err(|e| fail("client", &e))
+    }
+
+    /// The watchers (services, slices, pods for each scope) and their names.
+    fn watchers(&self, client: &Client) -> (Vec<BoxStream<'static, Item>>, Vec<String>) {
+        let scopes: Vec<Option<String>> = if self.config.namespaces.is_empty() {
+            vec![None]
+        } else {
+            self.config.namespaces.iter().cloned().map(Some).collect()
+        };
+        let n = scopes.len();
+        let mut streams: Vec<BoxStream<'static, Item>> = Vec::new();
+        let mut names = Vec::new();
+        let where_ = |s: &Option<String>| match s {
+            Some(ns) => format!("in namespace {ns}"),
+            None => "in all namespaces".into(),
+        };
+        let cfg = watcher::Config::default;
+        for (i, scope) in scopes.iter().enumerate() {
+            let api: Api<KService> = api(client, scope);
+            streams.push(
+                watcher(api, cfg())
+                    .map(move |r| (i, r.map(Ev::Service)))
+                    .boxed(),
+            );
+            names.push(format!("services {}", where_(scope)));
+        }
+        for (i, scope) in scopes.iter().enumerate() {
+            let api: Api<EndpointSlice> = api(client, scope);
+            streams.push(
+                watcher(api, cfg())
+                    .map(move |r| (n + i, r.map(Ev::Slice)))
+                    .boxed(),
+            );
+            names.push(format!("endpointslices {}", where_(scope)));
+        }
+        for (i, scope) in scopes.iter().enumerate() {
+            let api: Api<Pod> = api(client, scope);
+            streams.push(
+                metadata_watcher(api, cfg())
+                    .map(move |r| (2 * n + i, r.map(Ev::Pod)))
+                    .boxed(),
+            );
+            names.push(format!("pods {}", where_(scope)));
+        }
+        (streams, names)
+    }
+
+    async fn follow(&self, sink: &ChangeSink) -> Result<(), CatalogClosed> {
+        let cfg = &self.config.backoff;
+        let mut backoff = Backoff::new(cfg.initial.0, cfg.max.0);
+        loop {
+            match self.session(sink, &mut backoff).await? {
+                Restart::Gone(reason) => {
+                    tracing::info!(%reason, "kubernetes watch expired; listing again");
+                }
+                Restart::Failed(message) => {
+                    tracing::warn!(error = %message, "kubernetes API unavailable; keeping the last good view");
+                    sink.error(message).await?;
+                }
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+
+    /// Lists and watches until something needs a restart.
+    async fn session(
+        &self,
+        sink: &ChangeSink,
+        backoff: &mut Backoff,
+    ) -> Result<Restart, CatalogClosed> {
+        let client = match self.client().await {
+            Ok(c) => c,
+            Err(e) => return Ok(Restart::Failed(e.to_string())),
+        };
+        let (streams, names) = self.watchers(&client);
+        let scopes = names.len() / 3;
+        let mut events = stream::select_all(streams);
+        let mut mirrors = Mirrors::new(scopes);
+        let mut sent: Option<Derived> = None;
+        while let Some((i, item)) = events.next().await {
+            let ev = match item {
+                Ok(ev) => ev,
+                Err(e) => {
+                    let what = names.get(i).cloned().unwrap_or_default();
+                    match gone(&e) {
+                        // kube's watcher relists this resource by itself.
+                        Gone::InStream => {
+                            tracing::info!(watch = %what, "kubernetes watch expired (410); relisting");
+                            continue;
+                        }
+                        Gone::Status => return Ok(Restart::Gone(format!("{what}: {e}"))),
+                        Gone::No => {
+                            let err = KubernetesError::Watch {
+                                resource: what,
+                                message: chain(&e),
+                            };
+                            return Ok(Restart::Failed(err.to_string()));
+                        }
+                    }
+                }
+            };
+            let step = mirrors.apply(i, ev);
+            if step == Step::Nothing || !mirrors.synced() {
+                continue;
+            }
+            let derived = self.translator.derive(&mirrors.objects());
+            let changes = match (&sent, step) {
+                (Some(old), Step::Changed) => {
+                    let mut out = diff(old, &derived);
+                    if old.invalid != derived.invalid {
+                        out.push(status(&derived));
+                    }
+                    out
+                }
+                _ => {
+                    backoff.reset();
+                    tracing::debug!(
+                        services = derived.services.len(),
+                        endpoints = derived.endpoints.len(),
+                        "kubernetes objects listed"
+                    );
+                    let view = SourceView {
+                        services: derived.services.values().cloned().collect(),
+                        endpoints: derived.endpoints.values().cloned().collect(),
+                    };
+                    vec![Change::Reset(view), status(&derived)]
+                }
+            };
+            sent = Some(derived);
+            for change in changes {
+                if let Change::Status(SourceStatus::Degraded { message }) = &change {
+                    tracing::warn!(problem = %message, "kubernetes objects skipped");
+                }
+                sink.send(change).await?;
+            }
+        }
+        Ok(Restart::Failed("every kubernetes watch ended".into()))
+    }
+}
+
+#[async_trait]
+impl Registry for KubernetesRegistry {
+    fn source(&self) -> &SourceId {
+        &self.source
+    }
+
+    /// Lists and watches until the task is cancelled or the catalog closes.
+    /// Never returns on an API error: see the module docs.
+    async fn run(&self, sink: ChangeSink) {
+        let span = tracing::info_span!("registry", source = %self.source);
+        async {
+            tracing::info!(namespaces = ?self.config.namespaces, "kubernetes registry started");
+            tokio::select! {
+                _ = self.follow(&sink) => {}
+                () = sink.closed() => {}
+            }
+            tracing::info!("catalog closed; kubernetes registry stopping");
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+fn api<K>(client: &Client, scope: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    match scope {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+enum Gone {
+    /// An `ERROR` event with code 410 inside a watch stream.
+    InStream,
+    /// A watch request answered with HTTP status 410.
+    Status,
+    No,
+}
+
+fn gone(e: &watcher::Error) -> Gone {
+    match e {
+        watcher::Error::WatchError(s) if s.code == 410 => Gone::InStream,
+        // An expired `continue` token: the watcher lists again from the start.
+        watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.code == 410 => Gone::InStream,
+        // kube's client reads a watch's HTTP 410 `Status` body as a stream
+        // item; its watcher would retry from the same expired version.
+        watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s))
+            if s.code == 410 =>
+        {
+            Gone::Status
+        }
+        _ => Gone::No,
+    }
+}
+
+/// An error and its sources on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// How many skipped objects a status message names.
+const NAMED_INVALID: usize = 3;
+
+/// `Healthy`, or `Degraded` naming the first few objects skipped.
+fn status(d: &Derived) -> Change {
+    let all: Vec<&str> = d.invalid.values().map(String::as_str).collect();
+    if all.is_empty() {
+        return Change::Status(SourceStatus::Healthy);
+    }
+    let n = all.len();
+    let more = match n.saturating_sub(NAMED_INVALID) {
+        0 => String::new(),
+        rest => format!("; and {rest} more"),
+    };
+    let plural = if n == 1 { "" } else { "s" };
+    let named = all[..n.min(NAMED_INVALID)].join("; ");
+    Change::Status(SourceStatus::Degraded {
+        message: format!("{n} kubernetes object{plural} skipped: {named}{more}"),
+    })
+}
+
+/// The changes that turn `old` into `new`: services declared first, removed
+/// last, so no endpoint is ever without its service.
+fn diff(old: &Derived, new: &Derived) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (host, svc) in &new.services {
+        if old.services.get(host) != Some(svc) {
+            out.push(Change::UpsertService(svc.clone()));
+        }
+    }
+    for (key, ep) in &old.endpoints {
+        if !new.endpoints.contains_key(key) {
+            out.push(Change::RemoveEndpoint(EndpointKey {
+                source: ep.provenance.source.clone(),
+                native_id: key.as_str().into(),
+            }));
+        }
+    }
+    for (key, ep) in &new.endpoints {
+        if old.endpoints.get(key) != Some(ep) {
+            out.push(Change::UpsertEndpoint(ep.clone()));
+        }
+    }
+    for host in old.services.keys() {
+        if !new.services.contains_key(host) {
+            out.push(Change::RemoveService(host.clone()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, version: &str) -> PartialObjectMeta<Pod> {
+        let mut p: PartialObjectMeta<Pod> = kube::core::PartialObjectMeta::default();
+        p.metadata.name = Some(name.into());
+        p.metadata.namespace = Some("default".into());
+        p.metadata.labels = Some(Labels::from([("version".to_string(), version.to_string())]));
+        p
+    }
+
+    fn labels(p: PartialObjectMeta<Pod>) -> Labels {
+        p.metadata.labels.unwrap_or_default()
+    }
+
+    #[test]
+    fn a_relist_replaces_the_mirror_only_when_done() {
+        let mut m: Mirror<Labels> = Mirror::new();
+        assert_eq!(m.apply(Event::Init, labels), Step::Nothing);
+        assert_eq!(
+            m.apply(Event::InitApply(pod("a", "v1")), labels),
+            Step::Nothing
+        );
+        assert_eq!(
+            m.apply(Event::InitApply(pod("b", "v1")), labels),
+            Step::Nothing
+        );
+        assert!(!m.synced);
+        assert_eq!(m.apply(Event::InitDone, labels), Step::Relisted);
+        assert_eq!(m.live.len(), 2);
+        // A relist that no longer holds `b`: `b` stays until the list is done.
+        assert_eq!(m.apply(Event::Init, labels), Step::Nothing);
+        assert_eq!(
+            m.apply(Event::InitApply(pod("a", "v1")), labels),
+            Step::Nothing
+        );
+        assert!(m.live.contains_key("default/b") && m.pending.is_some());
+        assert_eq!(m.apply(Event::InitDone, labels), Step::Relisted);
+        assert_eq!(m.live.keys().collect::<Vec<_>>(), vec!["default/a"]);
+    }
+
+    #[test]
+    fn an_unchanged_value_is_no_change() {
+        let mut m: Mirror<Labels> = Mirror::new();
+        m.apply(Event::Init, labels);
+        m.apply(Event::InitDone, labels);
+        assert_eq!(m.apply(Event::Apply(pod("a", "v1")), labels), Step::Changed);
+        assert_eq!(m.apply(Event::Apply(pod("a", "v1")), labels), Step::Nothing);
+        assert_eq!(m.apply(Event::Apply(pod("a", "v2")), labels), Step::Changed);
+        assert_eq!(
+            m.apply(Event::Delete(pod("a", "v2")), labels),
+            Step::Changed
+        );
+        assert!(m.live.is_empty());
+    }
+}
