@@ -31,7 +31,7 @@ mod weights;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,8 +50,17 @@ use weights::Weights;
 /// Not on the request path: call [`update`](Self::update) once per new table.
 #[derive(Default)]
 pub struct Balancers {
-    endpoints: HashMap<(EndpointKey, String), Arc<EndpointState>>,
+    /// Every endpoint of the current table, with the number of its clusters.
+    endpoints: HashMap<(EndpointKey, String), SharedEndpoint>,
     clusters: HashMap<String, ClusterState>,
+    /// The balancers of the current table, `current[i]` for `clusters[i]`.
+    current: Vec<Arc<ClusterLb>>,
+}
+
+/// An endpoint's state and how many clusters of the current table hold it.
+struct SharedEndpoint {
+    state: Arc<EndpointState>,
+    clusters: usize,
 }
 
 /// What a cluster keeps across table swaps.
@@ -68,40 +77,69 @@ impl Balancers {
     /// Builds the balancers for a new table: one [`ClusterLb`] per
     /// `table.clusters[i]`, in the same order.
     ///
-    /// Round-robin positions, in-flight counters and Maglev tables (when the
-    /// cluster's endpoints and weights are unchanged) carry over from the
-    /// previous table; state of clusters and endpoints that are gone is dropped.
+    /// A cluster that is the very same `Arc` as in the same slot of the
+    /// previous table (the incremental compiler keeps unchanged clusters so)
+    /// keeps its balancer as it is, so the work is proportional to what
+    /// changed. For the others, round-robin positions, in-flight counters and
+    /// Maglev tables (when the cluster's endpoints and weights are unchanged)
+    /// carry over by cluster name and endpoint identity; state of clusters and
+    /// endpoints that are gone is dropped.
     pub fn update(&mut self, table: &RouteTable) -> Vec<Arc<ClusterLb>> {
-        let mut endpoints = HashMap::with_capacity(self.endpoints.len());
-        let mut clusters = HashMap::with_capacity(table.clusters.len());
-        let lbs = table
-            .clusters
-            .iter()
-            .map(|cluster| {
-                let states = cluster
-                    .endpoints
-                    .iter()
-                    .map(|e| {
-                        let id = (e.key.clone(), e.authority.clone());
-                        if let Some(state) = endpoints.get(&id) {
-                            return Arc::clone(state);
-                        }
-                        let state = self.endpoints.remove(&id).unwrap_or_default();
-                        endpoints.insert(id, state.clone());
-                        state
-                    })
-                    .collect();
-                let previous = self.clusters.remove(&cluster.name);
-                let (lb, state) = ClusterLb::build(cluster.clone(), states, previous);
-                clusters.insert(cluster.name.clone(), state);
-                Arc::new(lb)
-            })
-            .collect();
-        self.endpoints = endpoints;
-        self.clusters = clusters;
+        let mut lbs = Vec::with_capacity(table.clusters.len());
+        let mut kept = vec![false; self.current.len()];
+        let mut rebuilt: HashSet<&str> = HashSet::new();
+        for (i, cluster) in table.clusters.iter().enumerate() {
+            if let Some(prev) = self.current.get(i) {
+                if Arc::ptr_eq(&prev.cluster, cluster) {
+                    kept[i] = true;
+                    lbs.push(Arc::clone(prev));
+                    continue;
+                }
+            }
+            let states = cluster
+                .endpoints
+                .iter()
+                .map(|e| {
+                    let shared = self
+                        .endpoints
+                        .entry((e.key.clone(), e.authority.clone()))
+                        .or_insert_with(|| SharedEndpoint {
+                            state: Arc::default(),
+                            clusters: 0,
+                        });
+                    shared.clusters += 1;
+                    Arc::clone(&shared.state)
+                })
+                .collect();
+            let previous = self.clusters.remove(&cluster.name);
+            let (lb, state) = ClusterLb::build(cluster.clone(), states, previous);
+            self.clusters.insert(cluster.name.clone(), state);
+            rebuilt.insert(&cluster.name);
+            lbs.push(Arc::new(lb));
+        }
+        // Retire the previous balancers that were not kept: their endpoints'
+        // counts drop (state goes with the last cluster), and the state of a
+        // cluster whose name is not in the new table goes.
+        let previous = std::mem::replace(&mut self.current, lbs.clone());
+        for (prev, _) in previous.iter().zip(&kept).filter(|(_, kept)| !**kept) {
+            for e in &prev.cluster.endpoints {
+                let id = (e.key.clone(), e.authority.clone());
+                if let std::collections::hash_map::Entry::Occupied(mut o) = self.endpoints.entry(id)
+                {
+                    o.get_mut().clusters -= 1;
+                    if o.get().clusters == 0 {
+                        o.remove();
+                    }
+                }
+            }
+            if !rebuilt.contains(prev.cluster.name.as_str()) {
+                self.clusters.remove(&prev.cluster.name);
+            }
+        }
         tracing::debug!(
             version = table.version,
             clusters = self.clusters.len(),
+            rebuilt = rebuilt.len(),
             endpoints = self.endpoints.len(),
             "balancers updated"
         );

@@ -368,3 +368,41 @@ fn in_flight_counts_are_shared_and_survive_updates() {
     assert_eq!(lbs[1].in_flight(0), Some(0));
     assert_eq!(lbs[0].in_flight(1), Some(0));
 }
+
+#[test]
+fn unchanged_clusters_keep_their_balancer_and_shared_endpoints_their_state() {
+    let mut balancers = Balancers::new();
+    let web = named("web", LbPolicy::RoundRobin, &[("a", 1), ("b", 1)]);
+    let other = || cluster("other", LbPolicy::Random, vec![ep("a", 1)]);
+    let lbs = balancers.update(&table(vec![web.clone(), other()]));
+    let headers = no_headers();
+    let ctx = PickContext::new(&headers);
+    assert_eq!(pick_id(&lbs[0], &ctx), "a");
+    let held = lbs[1].pick(&ctx).unwrap().guard;
+
+    // Same `Arc` in the same slot: the very same balancer, position and all.
+    let again = balancers.update(&table(vec![
+        web.clone(),
+        cluster("other", LbPolicy::Random, vec![ep("x", 1)]),
+    ]));
+    assert!(Arc::ptr_eq(&lbs[0], &again[0]), "kept");
+    assert!(!Arc::ptr_eq(&lbs[1], &again[1]), "rebuilt");
+    assert_eq!(pick_id(&again[0], &ctx), "b");
+    // `a` left `other` but is still in `web`: its in-flight count stays.
+    assert_eq!(again[0].in_flight(0), Some(1));
+    assert_eq!(
+        (balancers.clusters.len(), balancers.endpoints.len()),
+        (2, 3)
+    );
+    drop(held);
+
+    // A changed `web` (a new Arc) is rebuilt and keeps its position by name.
+    let web2 = named("web", LbPolicy::RoundRobin, &[("a", 1), ("b", 1)]);
+    let third = balancers.update(&table(vec![web2]));
+    assert!(!Arc::ptr_eq(&again[0], &third[0]));
+    assert_eq!(pick_id(&third[0], &ctx), "a");
+    assert_eq!(
+        (balancers.clusters.len(), balancers.endpoints.len()),
+        (1, 2)
+    );
+}
