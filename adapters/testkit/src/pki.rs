@@ -54,7 +54,10 @@ impl TestPki {
             CertificateDer::pem_file_iter(&self.server_cert).and_then(|i| i.collect()),
             "server certificate PEM",
         );
-        let key = must(PrivateKeyDer::from_pem_file(&self.server_key), "server key PEM");
+        let key = must(
+            PrivateKeyDer::from_pem_file(&self.server_key),
+            "server key PEM",
+        );
         let builder = must(
             rustls::ServerConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions(),
