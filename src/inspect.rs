@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anymesh_adapter_etcd::{EtcdConfig, EtcdRegistry};
+use anymesh_adapter_kubernetes::{ClusterRouting, KubernetesConfig};
 use anymesh_core::catalog::CatalogState;
-use anymesh_core::config::Diagnostic;
+use anymesh_core::config::{ConfigSet, Diagnostic};
 use anymesh_core::routes::compile::compile;
 use anymesh_core::routes::{RequestInfo, RouteAction, RouteMiss, RouteTable};
 use anymesh_core::{Change, Snapshot, SourceId, SourcedChange};
@@ -63,6 +64,8 @@ pub(crate) async fn load(config: &Path, live: Live) -> Result<Loaded, String> {
         summary: Vec::new(),
     };
     let mut state = CatalogState::new(settings.registries.iter().map(|r| SourceId::new(&r.name)));
+    // Istio resources read from clusters (`routing_from_cluster`).
+    let mut cluster = ConfigSet::default();
     for r in &settings.registries {
         let source = SourceId::new(&r.name);
         match &r.kind {
@@ -172,11 +175,14 @@ pub(crate) async fn load(config: &Path, live: Live) -> Result<Loaded, String> {
                         cfg.namespaces.join(",")
                     }
                 ));
+                if cfg.routing_from_cluster {
+                    cluster_routing(&r.name, cfg, live, &mut cluster, &mut loaded).await;
+                }
             }
         }
     }
     loaded.snapshot = state.snapshot(1);
-    let (set, diags) = load_routing(&settings).map_err(|e| format!("{e:#}"))?;
+    let (mut set, mut diags) = load_routing(&settings).map_err(|e| format!("{e:#}"))?;
     let rejected = |n: usize| {
         if n == 0 {
             String::new()
@@ -192,11 +198,58 @@ pub(crate) async fn load(config: &Path, live: Live) -> Result<Loaded, String> {
         rejected(set.rejected.destination_rules.len()),
         settings.routing_files().map(|f| f.len()).unwrap_or(0)
     ));
+    if !cluster.is_empty() {
+        // The checks across resources again, files and clusters together.
+        set.merge(cluster);
+        for d in set.retain_valid() {
+            if !diags.contains(&d) {
+                diags.push(d);
+            }
+        }
+    }
     sort(diags, &mut loaded);
     let (table, diags) = compile(&loaded.snapshot, &set, 1);
     sort(diags, &mut loaded);
     loaded.table = table;
     Ok(loaded)
+}
+
+/// Reads a cluster's VirtualServices and DestinationRules once, within
+/// the limit, into `cluster`; their findings go to `loaded`.
+async fn cluster_routing(
+    name: &str,
+    cfg: &KubernetesConfig,
+    live: Live,
+    cluster: &mut ConfigSet,
+    loaded: &mut Loaded,
+) {
+    let label = format!(
+        "registry {name}: routing from the cluster (networking.istio.io/{})",
+        cfg.istio_version
+    );
+    let Live::Contact(limit) = live else {
+        loaded.summary.push(format!("{label}: not read"));
+        return;
+    };
+    let read = async { ClusterRouting::new(name, cfg.clone())?.list_once().await };
+    match tokio::time::timeout(limit, read).await {
+        Ok(Ok(view)) => {
+            let skipped = view.diagnostics.iter().filter(|d| d.is_error()).count();
+            loaded.summary.push(format!(
+                "{label}: {} VirtualServices, {} DestinationRules ({skipped} skipped)",
+                view.set.virtual_services.len(),
+                view.set.destination_rules.len(),
+            ));
+            sort(view.diagnostics, loaded);
+            cluster.merge(view.set);
+        }
+        Ok(Err(e)) => loaded
+            .unreachable
+            .push(format!("{label}: unreachable: {e}")),
+        Err(_) => loaded
+            .unreachable
+            .push(format!("{label}: unreachable: no answer within {limit:?}")),
+    }
 }
 
 /// Lists one etcd registry once, within `limit`.

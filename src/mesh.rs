@@ -199,12 +199,19 @@ impl Mesh {
         ));
         let mut registry = prometheus_client::registry::Registry::default();
         crate::source_metrics::spawn(&mut registry, snap_rx.clone());
+        // Istio resources from Kubernetes clusters, merged with the files.
+        let cluster = crate::cluster_routing::spawn(
+            crate::cluster_routing::sources(&settings)?,
+            &mut tasks,
+            &shutdown_rx,
+        );
         tasks.spawn(reload_routing(
             settings.clone(),
             stamps,
             cfg_tx,
             diagnostics.clone(),
             ReloadMetrics::new(&mut registry),
+            cluster,
             shutdown_rx.clone(),
         ));
 
@@ -494,63 +501,94 @@ impl ReloadMetrics {
 /// Watches the routing files (by modification time and size) and publishes a
 /// new config set when they change. A set with errors is refused: its errors
 /// are logged and shown in `/config`, and the last good set stays in force.
+/// With routing from clusters, the last good files are merged with the
+/// clusters' resources and published again whenever either changes (see
+/// [`crate::cluster_routing`]).
 async fn reload_routing(
     settings: Settings,
     mut last: Stamps,
     tx: watch::Sender<Arc<ConfigSet>>,
     diagnostics: Arc<ArcSwap<Vec<String>>>,
     metrics: ReloadMetrics,
+    mut cluster: Option<watch::Receiver<crate::cluster_routing::ClusterViews>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(settings.routing_reload_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The files in force and what `/config` shows about them.
+    let mut files = tx.borrow().clone();
+    let mut file_lines: Vec<String> = diagnostics.load().to_vec();
+    let mut logged = crate::cluster_routing::ClusterViews::new();
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
+        let cluster_changed = tokio::select! {
+            _ = tick.tick() => false,
+            r = async { cluster.as_mut()?.changed().await.ok() }, if cluster.is_some() => {
+                if r.is_none() {
+                    cluster = None;
+                }
+                r.is_some()
+            }
             _ = stop.wait_for(|s| *s) => return,
-        }
+        };
         let now = stamp(&settings);
-        if now == last {
+        if now == last && !cluster_changed {
             continue;
         }
-        last = now;
-        let refused = |lines: Vec<String>| {
-            for l in &lines {
-                tracing::error!("{l}");
-            }
-            tracing::error!("routing config not reloaded: the previous config stays in force");
-            let mut shown =
-                vec!["last reload refused; the previous routing config stays in force".to_string()];
-            shown.extend(lines);
-            diagnostics.store(Arc::new(shown));
-            metrics
-                .reloads
-                .get_or_create(&ReloadLabels { result: "error" })
-                .inc();
-            metrics.in_force.set(0);
-        };
-        match load_routing(&settings) {
-            Ok((set, diags)) if !config::has_errors(&diags) => {
-                for d in &diags {
-                    tracing::warn!("{d}");
+        if now != last {
+            last = now;
+            let refused = |lines: Vec<String>| {
+                for l in &lines {
+                    tracing::error!("{l}");
                 }
-                tracing::info!("routing config reloaded");
-                diagnostics.store(Arc::new(diags.iter().map(ToString::to_string).collect()));
+                tracing::error!("routing config not reloaded: the previous config stays in force");
+                let mut shown = vec![
+                    "last reload refused; the previous routing config stays in force".to_string(),
+                ];
+                shown.extend(lines);
+                diagnostics.store(Arc::new(shown.clone()));
                 metrics
                     .reloads
-                    .get_or_create(&ReloadLabels { result: "ok" })
+                    .get_or_create(&ReloadLabels { result: "error" })
                     .inc();
-                metrics.in_force.set(1);
-                tx.send_replace(Arc::new(set));
+                metrics.in_force.set(0);
+                shown
+            };
+            match load_routing(&settings) {
+                Ok((set, diags)) if !config::has_errors(&diags) => {
+                    for d in &diags {
+                        tracing::warn!("{d}");
+                    }
+                    tracing::info!("routing config reloaded");
+                    file_lines = diags.iter().map(ToString::to_string).collect();
+                    diagnostics.store(Arc::new(file_lines.clone()));
+                    metrics
+                        .reloads
+                        .get_or_create(&ReloadLabels { result: "ok" })
+                        .inc();
+                    metrics.in_force.set(1);
+                    files = Arc::new(set);
+                    if cluster.is_none() {
+                        tx.send_replace(files.clone());
+                    }
+                }
+                Ok((_, diags)) => {
+                    file_lines = refused(
+                        diags
+                            .iter()
+                            .filter(|d| d.is_error())
+                            .map(ToString::to_string)
+                            .collect(),
+                    );
+                }
+                Err(e) => file_lines = refused(vec![format!("{e:#}")]),
             }
-            Ok((_, diags)) => refused(
-                diags
-                    .iter()
-                    .filter(|d| d.is_error())
-                    .map(ToString::to_string)
-                    .collect(),
-            ),
-            Err(e) => refused(vec![format!("{e:#}")]),
+        }
+        if let Some(c) = &mut cluster {
+            let views = c.borrow_and_update().clone();
+            crate::cluster_routing::log(&views, &mut logged);
+            let (set, lines) = crate::cluster_routing::combine(&files, &file_lines, &views);
+            diagnostics.store(Arc::new(lines));
+            tx.send_replace(Arc::new(set));
         }
     }
 }

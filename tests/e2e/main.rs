@@ -10,6 +10,7 @@ mod harness;
 mod integration_kubernetes;
 mod integration_vm;
 mod kubernetes;
+mod kubernetes_routing;
 mod marathon;
 mod mixed_registries;
 mod reload;

@@ -36,7 +36,19 @@ pub struct KubernetesConfig {
     pub default_protocol: Protocol,
     #[serde(default)]
     pub backoff: BackoffConfig,
+    /// Also watch Istio VirtualServices and DestinationRules
+    /// (`networking.istio.io`) in the watched namespaces and apply them as
+    /// routing config beside the routing files.
+    #[serde(default)]
+    pub routing_from_cluster: bool,
+    /// The `networking.istio.io` version those resources are read at:
+    /// `v1` (the default), `v1beta1` or `v1alpha3`.
+    #[serde(default = "default_istio_version")]
+    pub istio_version: String,
 }
+
+/// The `networking.istio.io` versions anymesh reads.
+pub const ISTIO_VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
 
 /// Where the API server's address and credentials come from.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
@@ -95,6 +107,9 @@ impl Default for BackoffConfig {
     }
 }
 
+fn default_istio_version() -> String {
+    "v1".into()
+}
 fn default_cluster_domain() -> String {
     "cluster.local".into()
 }
@@ -129,6 +144,8 @@ impl KubernetesConfig {
             hostname: HostnameForm::default(),
             default_protocol: Protocol::default(),
             backoff: BackoffConfig::default(),
+            routing_from_cluster: false,
+            istio_version: default_istio_version(),
         }
     }
 
@@ -182,6 +199,13 @@ impl KubernetesConfig {
                 self.cluster_domain
             ));
         }
+        if !ISTIO_VERSIONS.contains(&self.istio_version.as_str()) {
+            return bad(format!(
+                "`istio_version` {:?} is not one of {}",
+                self.istio_version,
+                ISTIO_VERSIONS.join(", ")
+            ));
+        }
         if self.backoff.initial.0.is_zero() || self.backoff.initial > self.backoff.max {
             return bad("`backoff.initial` must be above 0 and at most `backoff.max`".into());
         }
@@ -218,6 +242,8 @@ mod tests {
         assert_eq!(d.cluster_domain, "cluster.local");
         assert_eq!(d.hostname, HostnameForm::Fqdn);
         assert!(d.namespaces.is_empty());
+        assert!(!d.routing_from_cluster);
+        assert_eq!(d.istio_version, "v1");
         d.validate().unwrap();
         let u: KubernetesConfig =
             serde_yaml_ng::from_str("connection: {mode: url, url: \"http://127.0.0.1:8001\"}\n")
@@ -250,5 +276,8 @@ mod tests {
         c.namespaces.clear();
         c.cluster_domain = "bad domain".into();
         assert!(msg(&c).contains("cluster_domain"));
+        c.cluster_domain = "cluster.local".into();
+        c.istio_version = "v2".into();
+        assert!(msg(&c).contains("`istio_version` \"v2\""), "{}", msg(&c));
     }
 }

@@ -16,9 +16,13 @@ mod backoff;
 mod config;
 mod error;
 mod registry;
+mod routing;
 mod translate;
 
-pub use config::{describe, BackoffConfig, Connection, HostnameForm, KubernetesConfig};
+pub use config::{
+    describe, BackoffConfig, Connection, HostnameForm, KubernetesConfig, ISTIO_VERSIONS,
+};
 pub use error::KubernetesError;
 pub use registry::KubernetesRegistry;
+pub use routing::{document, label, parse_object, ClusterRouting, RoutingView, ISTIO_GROUP};
 pub use translate::{health, Derived, Objects, Translator, SERVICE_NAME_LABEL};

@@ -68,7 +68,7 @@ enum Restart {
 
 /// What an event did to a [`Mirror`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
+pub(crate) enum Step {
     /// An initial list is under way: nothing to send yet.
     Nothing,
     Changed,
@@ -77,14 +77,14 @@ enum Step {
 }
 
 /// What one watcher has seen: its objects by `namespace/name`.
-struct Mirror<V> {
-    live: BTreeMap<String, V>,
+pub(crate) struct Mirror<V> {
+    pub(crate) live: BTreeMap<String, V>,
     pending: Option<BTreeMap<String, V>>,
-    synced: bool,
+    pub(crate) synced: bool,
 }
 
 impl<V: PartialEq> Mirror<V> {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             live: BTreeMap::new(),
             pending: None,
@@ -92,7 +92,7 @@ impl<V: PartialEq> Mirror<V> {
         }
     }
 
-    fn apply<K: Resource>(&mut self, ev: Event<K>, value: impl Fn(K) -> V) -> Step {
+    pub(crate) fn apply<K: Resource>(&mut self, ev: Event<K>, value: impl Fn(K) -> V) -> Step {
         let key = |k: &K| {
             let m = k.meta();
             format!(
@@ -204,34 +204,7 @@ impl KubernetesRegistry {
     /// A client for the configured connection (read again at every
     /// restart, so a rotated kubeconfig is picked up).
     async fn client(&self) -> Result<Client, KubernetesError> {
-        let fail = |what: &str, e: &dyn std::error::Error| KubernetesError::Client {
-            what: what.into(),
-            message: chain(e),
-        };
-        let config = match &self.config.connection {
-            Connection::Infer => kube::Config::infer()
-                .await
-                .map_err(|e| fail("in-cluster service account or kubeconfig", &e))?,
-            Connection::InCluster => {
-                kube::Config::incluster().map_err(|e| fail("in-cluster service account", &e))?
-            }
-            Connection::Kubeconfig { path, context } => {
-                let what = format!("kubeconfig {}", path.display());
-                let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| fail(&what, &e))?;
-                let options = kube::config::KubeConfigOptions {
-                    context: context.clone(),
-                    ..Default::default()
-                };
-                kube::Config::from_custom_kubeconfig(kc, &options)
-                    .await
-                    .map_err(|e| fail(&what, &e))?
-            }
-            Connection::Url { url } => {
-                let uri: http::Uri = url.parse().map_err(|e| fail("connection.url", &e))?;
-                kube::Config::new(uri)
-            }
-        };
-        Client::try_from(config).map_err(|e| fail("client", &e))
+        connect(&self.config.connection).await
     }
 
     /// The watchers (services, slices, pods for each scope) and their names.
@@ -395,6 +368,38 @@ impl Registry for KubernetesRegistry {
     }
 }
 
+/// A client for `connection` (in-cluster, kubeconfig or URL).
+pub(crate) async fn connect(connection: &Connection) -> Result<Client, KubernetesError> {
+    let fail = |what: &str, e: &dyn std::error::Error| KubernetesError::Client {
+        what: what.into(),
+        message: chain(e),
+    };
+    let config = match connection {
+        Connection::Infer => kube::Config::infer()
+            .await
+            .map_err(|e| fail("in-cluster service account or kubeconfig", &e))?,
+        Connection::InCluster => {
+            kube::Config::incluster().map_err(|e| fail("in-cluster service account", &e))?
+        }
+        Connection::Kubeconfig { path, context } => {
+            let what = format!("kubeconfig {}", path.display());
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| fail(&what, &e))?;
+            let options = kube::config::KubeConfigOptions {
+                context: context.clone(),
+                ..Default::default()
+            };
+            kube::Config::from_custom_kubeconfig(kc, &options)
+                .await
+                .map_err(|e| fail(&what, &e))?
+        }
+        Connection::Url { url } => {
+            let uri: http::Uri = url.parse().map_err(|e| fail("connection.url", &e))?;
+            kube::Config::new(uri)
+        }
+    };
+    Client::try_from(config).map_err(|e| fail("client", &e))
+}
+
 fn api<K>(client: &Client, scope: &Option<String>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
@@ -406,7 +411,7 @@ where
     }
 }
 
-enum Gone {
+pub(crate) enum Gone {
     /// An `ERROR` event with code 410 inside a watch stream.
     InStream,
     /// A watch request answered with HTTP status 410.
@@ -414,7 +419,7 @@ enum Gone {
     No,
 }
 
-fn gone(e: &watcher::Error) -> Gone {
+pub(crate) fn gone(e: &watcher::Error) -> Gone {
     match e {
         watcher::Error::WatchError(s) if s.code == 410 => Gone::InStream,
         // An expired `continue` token: the watcher lists again from the start.
@@ -432,7 +437,7 @@ fn gone(e: &watcher::Error) -> Gone {
 }
 
 /// An error and its sources on one line.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -3,7 +3,10 @@
 //!
 //! Resources: `v1` Services and Pods (`/api/v1[/namespaces/{ns}]/{services,pods}`)
 //! and `discovery.k8s.io/v1` EndpointSlices
-//! (`/apis/discovery.k8s.io/v1[/namespaces/{ns}]/endpointslices`). What it
+//! (`/apis/discovery.k8s.io/v1[/namespaces/{ns}]/endpointslices`), and the
+//! Istio custom resources `networking.istio.io/v1` VirtualServices and
+//! DestinationRules (`/apis/networking.istio.io/v1[/namespaces/{ns}]/{virtualservices,destinationrules}`,
+//! stored as given, `spec` unchecked as a CRD without a schema would). What it
 //! implements, as kube-apiserver does (semantics in `../shared/fixtures/README.md`):
 //!
 //! - **List**: `{kind}List` with `metadata.resourceVersion`; items without
@@ -59,6 +62,10 @@ pub enum Kind {
     Service,
     EndpointSlice,
     Pod,
+    /// `networking.istio.io/v1` VirtualService.
+    VirtualService,
+    /// `networking.istio.io/v1` DestinationRule.
+    DestinationRule,
 }
 
 impl Kind {
@@ -67,11 +74,14 @@ impl Kind {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Pod => "Pod",
+            Kind::VirtualService => "VirtualService",
+            Kind::DestinationRule => "DestinationRule",
         }
     }
     fn api_version(self) -> &'static str {
         match self {
             Kind::EndpointSlice => "discovery.k8s.io/v1",
+            Kind::VirtualService | Kind::DestinationRule => "networking.istio.io/v1",
             _ => "v1",
         }
     }
@@ -80,6 +90,8 @@ impl Kind {
             ("v1", "services") => Some(Kind::Service),
             ("v1", "pods") => Some(Kind::Pod),
             ("discovery.k8s.io/v1", "endpointslices") => Some(Kind::EndpointSlice),
+            ("networking.istio.io/v1", "virtualservices") => Some(Kind::VirtualService),
+            ("networking.istio.io/v1", "destinationrules") => Some(Kind::DestinationRule),
             _ => None,
         }
     }
@@ -583,6 +595,8 @@ fn decode(s: &str) -> String {
 fn route(path: &str) -> Option<(Kind, Option<String>)> {
     let (group, rest) = if let Some(rest) = path.strip_prefix("/api/v1/") {
         ("v1", rest)
+    } else if let Some(rest) = path.strip_prefix("/apis/networking.istio.io/v1/") {
+        ("networking.istio.io/v1", rest)
     } else {
         (
             "discovery.k8s.io/v1",
