@@ -15,8 +15,7 @@ fn manifest(name: &str) -> Vec<serde_yaml_ng::Value> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("integration/kubernetes")
         .join(name);
-    let text =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_yaml_ng::Deserializer::from_str(&text)
         .map(|doc| serde_yaml_ng::Value::deserialize(doc).expect("a YAML document"))
         .collect()
@@ -51,7 +50,13 @@ fn check_pod(spec: &PodSpec, maps: &[ConfigMap], routing: &[ConfigMap]) -> Conta
         .clone();
     assert_eq!(
         proxy.args.as_deref(),
-        Some(&["proxy".to_string(), "-c".into(), "/etc/anymesh/anymesh.yaml".into()][..])
+        Some(
+            &[
+                "proxy".to_string(),
+                "-c".into(),
+                "/etc/anymesh/anymesh.yaml".into()
+            ][..]
+        )
     );
     let security = proxy.security_context.clone().expect("a security context");
     assert_eq!(security.run_as_non_root, Some(true));
@@ -179,7 +184,11 @@ fn crds_define_the_istio_routing_resources() {
             .filter(|v| v.served)
             .map(|v| v.name.as_str())
             .collect();
-        assert_eq!(served, ["v1", "v1beta1", "v1alpha3"], "the versions anymesh parses");
+        assert_eq!(
+            served,
+            ["v1", "v1beta1", "v1alpha3"],
+            "the versions anymesh parses"
+        );
         let stored: Vec<&str> = crd
             .spec
             .versions

@@ -16,7 +16,9 @@ async fn one_service_on_kubernetes_marathon_and_a_vm_splits_by_version() {
     let pod = upstream::spawn_on("k8s-v1", SocketAddr::from(([127, 0, 0, 2], 0)))
         .await
         .expect("upstream k8s-v1");
-    let task_up = upstream::spawn("mesos-v2").await.expect("upstream mesos-v2");
+    let task_up = upstream::spawn("mesos-v2")
+        .await
+        .expect("upstream mesos-v2");
     let vm = upstream::spawn("vm-v3").await.expect("upstream vm-v3");
 
     let k = FakeKube::start().await;
