@@ -5,6 +5,7 @@
 //! fill the model through [`registry::Registry`], the proxy reads compiled
 //! [`routes::RouteTable`]s.
 
+pub mod backoff;
 pub mod catalog;
 pub mod config;
 pub mod explain;

@@ -13,7 +13,6 @@
 //!
 #![doc = include_str!("../../../docs/etcd-registry.md")]
 
-mod backoff;
 mod config;
 mod decode;
 mod error;

@@ -30,11 +30,11 @@ use etcd_client::{
 };
 use tracing::Instrument;
 
-use crate::backoff::Backoff;
 use crate::config::{AuthConfig, EtcdConfig, TlsConfig};
 use crate::decode::{Decoder, Layout};
 use crate::error::EtcdError;
 use crate::state::{Event, Input, Kv, State};
+use anymesh_core::backoff::Backoff;
 
 /// A registry reading endpoints from an etcd v3 key prefix (see the crate docs).
 #[derive(Debug, Clone)]

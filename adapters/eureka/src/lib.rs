@@ -14,7 +14,6 @@
 //!
 #![doc = include_str!("../../../docs/eureka-registry.md")]
 
-mod backoff;
 mod client;
 mod config;
 mod decode;

@@ -22,12 +22,12 @@ use anymesh_core::{Change, ChangeSink, Registry, SourceId, SourceStatus};
 use async_trait::async_trait;
 use tracing::Instrument;
 
-use crate::backoff::Backoff;
 use crate::client::{Answer, Client};
 use crate::config::EurekaConfig;
 use crate::error::EurekaError;
 use crate::state::{Input, Next, State};
 use crate::translate::Translator;
+use anymesh_core::backoff::Backoff;
 
 /// A registry reading applications from Eureka servers (see the crate docs).
 #[derive(Debug)]

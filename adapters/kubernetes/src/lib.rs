@@ -12,7 +12,6 @@
 //!
 #![doc = include_str!("../../../docs/kubernetes-registry.md")]
 
-mod backoff;
 mod config;
 mod error;
 mod registry;

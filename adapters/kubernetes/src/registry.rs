@@ -35,10 +35,10 @@ use kube::runtime::watcher::{self, metadata_watcher, watcher, Event};
 use kube::{Api, Client, Resource};
 use tracing::Instrument;
 
-use crate::backoff::Backoff;
 use crate::config::{Connection, KubernetesConfig};
 use crate::error::KubernetesError;
 use crate::translate::{Derived, Objects, Translator};
+use anymesh_core::backoff::Backoff;
 
 /// A registry reading Services and their endpoints from a Kubernetes
 /// cluster (see the crate docs).

@@ -27,10 +27,10 @@ use kube::{Api, Client};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::backoff::Backoff;
 use crate::config::KubernetesConfig;
 use crate::error::KubernetesError;
 use crate::registry::{chain, connect, gone, Gone, Mirror, Step};
+use anymesh_core::backoff::Backoff;
 
 /// The API group of the resources read.
 pub const ISTIO_GROUP: &str = "networking.istio.io";

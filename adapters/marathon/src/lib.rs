@@ -13,7 +13,6 @@
 //!
 #![doc = include_str!("../../../docs/marathon-registry.md")]
 
-mod backoff;
 mod client;
 mod config;
 mod decode;

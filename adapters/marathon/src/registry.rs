@@ -30,7 +30,6 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::backoff::Backoff;
 use crate::client::Client;
 use crate::config::MarathonConfig;
 use crate::decode::{decode_event, Event, TERMINAL_STATES};
@@ -38,6 +37,7 @@ use crate::error::{chain, MarathonError};
 use crate::sse::SseParser;
 use crate::state::View;
 use crate::translate::Translator;
+use anymesh_core::backoff::Backoff;
 
 /// How long after a relevant event the apps are read again, so a burst of
 /// events (a deployment) gives one read.

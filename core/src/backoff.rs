@@ -1,4 +1,5 @@
-//! Capped exponential backoff with jitter between reconnects.
+//! Capped exponential backoff with jitter between reconnects, shared by the
+//! registry adapters.
 
 use std::time::Duration;
 
