@@ -105,12 +105,12 @@ impl Proxy {
     }
 
     pub(crate) fn record(&self, out: &Outcome, start: Instant) {
-        let labels = RequestLabels {
-            service: out.service.clone().unwrap_or_else(|| Arc::from("-")),
-            route: out.route.clone().unwrap_or_else(|| Arc::from("-")),
-            code: out.resp.status().as_u16(),
-        };
-        self.metrics.record(&labels, start.elapsed());
+        self.record_status(
+            out.service.clone(),
+            out.route.clone(),
+            out.resp.status().as_u16(),
+            start,
+        );
     }
 
     /// Records a request served by the HTTP/1.1 fast path.
