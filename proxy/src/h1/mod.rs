@@ -16,9 +16,11 @@ pub mod codec;
 mod rewind;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Method, Request, Response, StatusCode, Version};
@@ -78,19 +80,15 @@ pub(crate) async fn serve_connection(
                     _ = stop.changed() => return,
                 }
                 let mut b = bufs::take();
-                match stream.try_read_buf(&mut b) {
-                    Ok(0) => {
+                match read_ready(&mut stream, &mut b).await {
+                    Some(Ok(0)) | Some(Err(_)) => {
                         bufs::give(b);
                         return;
                     }
-                    Ok(_) => b,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    Some(Ok(_)) => b,
+                    None => {
                         bufs::give(b);
                         continue;
-                    }
-                    Err(_) => {
-                        bufs::give(b);
-                        return;
                     }
                 }
             }
@@ -174,6 +172,22 @@ enum Fail {
     Upstream(String),
     /// The route timeout passed.
     Timeout,
+}
+
+/// Reads what the socket has now, or `None` when it has nothing yet.
+///
+/// Unlike `try_read_buf`, a read that leaves the socket drained (a short
+/// read) clears the runtime's readiness, so the next wait does not start
+/// with a read that can only fail with `WouldBlock`.
+async fn read_ready(stream: &mut TcpStream, buf: &mut BytesMut) -> Option<io::Result<usize>> {
+    let mut read = std::pin::pin!(stream.read_buf(buf));
+    std::future::poll_fn(|cx| {
+        Poll::Ready(match read.as_mut().poll(cx) {
+            Poll::Ready(r) => Some(r),
+            Poll::Pending => None,
+        })
+    })
+    .await
 }
 
 async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
