@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::balance::InFlight;
+use crate::h1::bridge::RawBody;
 use crate::pool::PooledH1;
 
 /// Errors a proxied body can end with.
@@ -36,6 +37,8 @@ pin_project_lite::pin_project! {
             // Boxed: most routes have no timeout, and the body stays small.
             deadline: Option<Pin<Box<Sleep>>>,
         },
+        // Read from a raw HTTP/1.1 upstream connection (boxed: it carries its read buffer and state).
+        Raw { body: Box<RawBody> },
     }
 }
 
@@ -55,7 +58,7 @@ impl ProxyBody {
     pub(crate) fn into_local(self) -> Bytes {
         match self {
             ProxyBody::Local { data } => data.unwrap_or_default(),
-            ProxyBody::Upstream { .. } => Bytes::new(),
+            ProxyBody::Upstream { .. } | ProxyBody::Raw { .. } => Bytes::new(),
         }
     }
 
@@ -96,6 +99,7 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.project() {
             ProxyBodyProj::Local { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBodyProj::Raw { body } => Pin::new(&mut **body).poll_frame(cx),
             ProxyBodyProj::Upstream {
                 inner,
                 guard,
@@ -143,6 +147,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Local { data } => data.is_none(),
             ProxyBody::Upstream { inner, .. } => inner.is_end_stream(),
+            ProxyBody::Raw { body } => body.is_end_stream(),
         }
     }
 
@@ -152,6 +157,7 @@ impl Body for ProxyBody {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             ProxyBody::Upstream { inner, .. } => inner.size_hint(),
+            ProxyBody::Raw { body } => body.size_hint(),
         }
     }
 }

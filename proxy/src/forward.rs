@@ -19,12 +19,14 @@ use http::header::{HOST, LOCATION, SET_COOKIE};
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use rand::Rng;
 use tokio::time::Instant;
 
 use crate::balance::{InFlight, PickContext};
 use crate::body::ProxyBody;
+use crate::h1::bridge::{self, BridgeError};
 use crate::hop;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::pool::{Pool, PoolSettings};
@@ -156,6 +158,9 @@ impl Proxy {
         if let Err(out) = prepare(parts, &plan) {
             return *out;
         }
+        if !plan.h2 && body.is_end_stream() {
+            return self.forward_bodiless(parts, plan).await;
+        }
         let route = plan.hit.route;
         let cluster = &plan.target.cluster;
         let endpoint_authority = plan.endpoint;
@@ -204,6 +209,54 @@ impl Proxy {
         finish_response_headers(&mut parts.headers, hit.route, target, set_cookie);
         Outcome {
             resp: Response::from_parts(parts, ProxyBody::upstream(body, guard, conn, deadline)),
+            service: None,
+            route: None,
+        }
+    }
+}
+
+impl Proxy {
+    /// Forwards a request without a body to an HTTP/1.1 upstream over the
+    /// raw connection pool ([`crate::h1::bridge`]).
+    async fn forward_bodiless(&self, parts: &Parts, plan: Plan<'_>) -> Outcome {
+        let route = plan.hit.route;
+        let deadline = route.timeout.map(|t| Instant::now() + t);
+        let call = bridge::send_bodiless(self, &plan, parts, deadline);
+        let result = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, call).await {
+                Ok(r) => r,
+                Err(_) => return Outcome::local(Reason::Timeout, plan.timeout_message()),
+            },
+            None => call.await,
+        };
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let (reason, msg) = match e {
+                    BridgeError::Connect(m) => (Reason::UpstreamConnect, m),
+                    BridgeError::Upstream(m) => (Reason::UpstreamError, m),
+                };
+                tracing::debug!(endpoint = %plan.endpoint, cluster = %plan.target.cluster.name, error = %msg, "upstream request failed");
+                return Outcome::local(reason, plan.failure_message(&msg));
+            }
+        };
+        let (mut parts, mut body) = resp.into_parts();
+        let Plan {
+            target,
+            hit,
+            guard,
+            set_cookie,
+            ..
+        } = plan;
+        finish_response_headers(&mut parts.headers, hit.route, target, set_cookie);
+        body.hold(guard);
+        Outcome {
+            resp: Response::from_parts(
+                parts,
+                ProxyBody::Raw {
+                    body: Box::new(body),
+                },
+            ),
             service: None,
             route: None,
         }

@@ -205,3 +205,205 @@ async fn stale_pooled_connections_are_retried_not_failed() {
     }
     server.abort();
 }
+
+/// A scripted HTTP/1.1 upstream for the HTTP/2-client tests: answers by
+/// path with each kind of framing, and counts its connections.
+async fn framing_upstream() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let conns = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&got[..end]).to_string();
+                    got.drain(..end + 4);
+                    let line = head.lines().next().unwrap_or_default().to_string();
+                    let mut parts = line.split(' ');
+                    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                    let answer: Vec<u8> = match (method, path) {
+                        ("HEAD", "/len") => {
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-kind: len\r\n\r\n".to_vec()
+                        }
+                        (_, "/len") => b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: keep-alive\r\nkeep-alive: timeout=5\r\nx-kind: len\r\n\r\nhello".to_vec(),
+                        (_, "/chunked") => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-kind: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-trailer: t\r\n\r\n".to_vec(),
+                        (_, "/big") => {
+                            let mut a = b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\nx-kind: big\r\n\r\n".to_vec();
+                            a.extend((0..100_000u32).map(|i| (i % 251) as u8));
+                            a
+                        }
+                        (_, "/close") => {
+                            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nx-kind: close\r\n\r\nuntil ").await;
+                            let _ = s.write_all(b"the end").await;
+                            return;
+                        }
+                        _ => b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_vec(),
+                    };
+                    if s.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, conns)
+}
+
+/// HTTP/2 clients of an HTTP/1.1 upstream: every framing of the upstream's
+/// response reaches the client intact, hop-by-hop fields do not, and
+/// connections whose response ended cleanly are reused.
+#[tokio::test]
+async fn http2_clients_get_every_http1_framing_intact() {
+    use std::sync::atomic::Ordering;
+    let (port, conns) = framing_upstream().await;
+    let services = format!(
+        "services:\n  - name: framed\n    endpoints: [{{address: 127.0.0.1, port: {port}}}]\n"
+    );
+    let mesh = TestMesh::start(&services, "").await;
+    let tcp = tokio::net::TcpStream::connect(mesh.proxy())
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut fetch = |method: http::Method, path: &str| {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://framed{path}"))
+            .body(Full::<Bytes>::default())
+            .expect("req");
+        let sent = sender.send_request(req);
+        async move {
+            let resp = sent.await.expect("response");
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.expect("body").to_bytes();
+            (parts, body)
+        }
+    };
+    // Sequential requests with exact framing share one upstream connection.
+    for round in 0..3 {
+        let (parts, body) = fetch(http::Method::GET, "/len").await;
+        assert_eq!(parts.status, StatusCode::OK, "round {round}");
+        assert_eq!(&body[..], b"hello");
+        assert_eq!(parts.headers["x-kind"], "len");
+        assert_eq!(parts.headers["content-length"], "5");
+        assert!(
+            parts.headers.get("keep-alive").is_none() && parts.headers.get("connection").is_none(),
+            "hop-by-hop fields are not passed on: {:?}",
+            parts.headers
+        );
+        let (parts, body) = fetch(http::Method::GET, "/chunked").await;
+        assert_eq!(&body[..], b"hello world", "chunked body decoded");
+        assert_eq!(parts.headers["x-kind"], "chunked");
+        assert!(parts.headers.get("transfer-encoding").is_none());
+        let (parts, body) = fetch(http::Method::HEAD, "/len").await;
+        assert_eq!(parts.status, StatusCode::OK);
+        assert!(body.is_empty(), "HEAD has no body");
+        assert_eq!(
+            parts.headers["content-length"], "5",
+            "HEAD keeps the length"
+        );
+    }
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        1,
+        "nine sequential exchanges reuse one upstream connection"
+    );
+    let (parts, body) = fetch(http::Method::GET, "/big").await;
+    assert_eq!(parts.headers["content-length"], "100000");
+    assert_eq!(body.len(), 100_000);
+    assert!(
+        body.iter()
+            .enumerate()
+            .all(|(i, b)| *b == (i as u32 % 251) as u8),
+        "large body unchanged"
+    );
+    let (parts, body) = fetch(http::Method::GET, "/close").await;
+    assert_eq!(parts.headers["x-kind"], "close");
+    assert_eq!(
+        &body[..],
+        b"until the end",
+        "close-delimited body read to the end"
+    );
+    let before = conns.load(Ordering::SeqCst);
+    for _ in 0..2 {
+        let (_, body) = fetch(http::Method::GET, "/len").await;
+        assert_eq!(&body[..], b"hello");
+    }
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        before + 1,
+        "a connection whose body ended with its close is not reused; a new one is, again"
+    );
+}
+
+/// An HTTP/2 client's bodiless requests survive upstream connections that
+/// were closed while pooled (the request is sent again on a new one).
+#[tokio::test]
+async fn http2_clients_survive_stale_pooled_connections() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n")
+                    .await;
+            });
+        }
+    });
+    let services = format!(
+        "services:\n  - name: flaky\n    endpoints: [{{address: 127.0.0.1, port: {port}}}]\n"
+    );
+    let mesh = TestMesh::start(&services, "").await;
+    let tcp = tokio::net::TcpStream::connect(mesh.proxy())
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    for i in 0..30 {
+        let req = http::Request::get("http://flaky/")
+            .body(Full::<Bytes>::default())
+            .expect("req");
+        let resp = sender.send_request(req).await.expect("response");
+        assert_eq!(resp.status(), StatusCode::OK, "request {i}");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&body[..], b"ok\n", "request {i}");
+    }
+    server.abort();
+}

@@ -11,6 +11,7 @@
 //! requests routed to an HTTP/2 upstream (that connection then stays with
 //! hyper). Message framing rules are in [`codec`].
 
+pub(crate) mod bridge;
 mod bufs;
 pub mod codec;
 mod rewind;
@@ -280,10 +281,7 @@ async fn exchange(
         // Answered here (100 Continue once the body is wanted), not upstream.
         parts.headers.remove(http::header::EXPECT);
     }
-    let idempotent = matches!(
-        parts.method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    );
+    let idempotent = idempotent(&parts.method);
     let mut out = bufs::take();
     codec::write_request_head(&mut out, &parts, framing);
     drop(parts);
@@ -411,6 +409,14 @@ async fn exchange(
             finish_local(client, proxy, local, head_request, keep, start).await
         }
     }
+}
+
+/// A request that may be sent again when a reused connection turns out closed.
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
 }
 
 /// The request as it goes upstream.
