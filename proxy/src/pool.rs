@@ -288,7 +288,8 @@ impl Pool {
                 reused: true,
                 home: ep,
             }),
-            None => self.raw_fresh(authority).await,
+            // Boxed: connecting is rare, and its future would enlarge every exchange's.
+            None => Box::pin(self.raw_fresh(authority)).await,
         }
     }
 

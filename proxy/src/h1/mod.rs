@@ -55,7 +55,7 @@ pub(crate) struct Shared {
 }
 
 /// What a connection does after an exchange.
-enum Next {
+pub(crate) enum Next {
     KeepAlive,
     Close,
     /// Serve the rest with hyper; the bytes are the ones already read.
@@ -164,7 +164,7 @@ fn h2_preface(buf: &[u8]) -> Option<bool> {
 
 /// Why an exchange failed after the request head was accepted.
 #[derive(Debug)]
-enum Fail {
+pub(crate) enum Fail {
     /// The client went away or sent a broken body: nothing more can be written.
     Client,
     /// The client's chunked body is malformed.
@@ -197,7 +197,7 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usi
 }
 
 /// Reads one request head and serves the exchange.
-async fn exchange(
+pub(crate) async fn exchange(
     client: &mut TcpStream,
     buf: &mut BytesMut,
     peer: SocketAddr,
@@ -221,7 +221,7 @@ async fn exchange(
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "refused request head");
                 let start = Instant::now();
-                let _ = write_head_error(client, &e).await;
+                let _ = Box::pin(write_head_error(client, &e)).await;
                 shared
                     .proxy
                     .record_status(None, None, e.status().as_u16(), start);
@@ -260,7 +260,7 @@ async fn exchange(
         Err(out) => {
             // The body was not read: the connection cannot carry another request.
             let keep = keep_alive && !has_body && !stopping();
-            return finish_local(client, proxy, *out, head_request, keep, start).await;
+            return Box::pin(finish_local(client, proxy, *out, head_request, keep, start)).await;
         }
     };
     if plan.h2 {
@@ -275,7 +275,7 @@ async fn exchange(
     if let Err(mut out) = forward::prepare(&mut parts, &plan) {
         plan.label(&mut out);
         let keep = keep_alive && !has_body && !stopping();
-        return finish_local(client, proxy, *out, head_request, keep, start).await;
+        return Box::pin(finish_local(client, proxy, *out, head_request, keep, start)).await;
     }
     if expect_continue {
         // Answered here (100 Continue once the body is wanted), not upstream.
@@ -318,40 +318,19 @@ async fn exchange(
             bufs::give(rbuf);
             return r.map(|r| (r, Some(up), true));
         }
-        let mut up = pool.raw(plan.endpoint).await.map_err(Fail::Connect)?;
-        up.stream
-            .write_all(request.head)
-            .await
-            .map_err(|e| Fail::Upstream(format!("writing the request: {e}")))?;
-        if expect_continue && buf.is_empty() {
-            client
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .await
-                .map_err(|_| Fail::Client)?;
-        }
-        // Full duplex: the response may start (or be echoed) while the body is still coming.
-        let mut rbuf = bufs::take();
-        let outcome = {
-            let (mut cr, mut cw) = client.split();
-            let (mut ur, mut uw) = up.stream.split();
-            let send = send_body(&mut cr, buf, &mut uw, framing);
-            let resp = respond(&mut cw, &mut ur, &mut rbuf, None, &ctx);
-            tokio::pin!(send, resp);
-            let first = tokio::select! {
-                biased;
-                s = &mut send => Ok(s),
-                r = &mut resp => Err(r),
-            };
-            match first {
-                Ok(Err(fail)) => Err(fail),
-                Ok(Ok(())) => Ok((resp.await, true)),
-                // Answered before the request body ended: neither connection can be reused.
-                Err(r) => Ok((r, false)),
-            }
-        };
-        bufs::give(rbuf);
-        let (r, body_sent) = outcome?;
-        r.map(|r| (r, Some(up), body_sent))
+        // Boxed: bodies that stream are the rarer case, and their future is
+        // large; every exchange's boxed state would carry it otherwise.
+        Box::pin(send_streaming(
+            client,
+            buf,
+            pool,
+            plan.endpoint,
+            &request,
+            expect_continue,
+            framing,
+            &ctx,
+        ))
+        .await
     };
     let result = match deadline {
         Some(d) => tokio::time::timeout_at(d, run)
@@ -406,7 +385,15 @@ async fn exchange(
             plan.label(&mut local);
             // Part of the request body may be unread: never keep such a connection.
             let keep = keep_alive && !has_body && !stopping();
-            finish_local(client, proxy, local, head_request, keep, start).await
+            Box::pin(finish_local(
+                client,
+                proxy,
+                local,
+                head_request,
+                keep,
+                start,
+            ))
+            .await
         }
     }
 }
@@ -419,8 +406,56 @@ fn idempotent(method: &Method) -> bool {
     )
 }
 
+/// Sends a request whose body is still arriving, full duplex: the response
+/// may start (or be echoed) while the body is still coming.
+#[allow(clippy::too_many_arguments)]
+async fn send_streaming(
+    client: &mut TcpStream,
+    buf: &mut BytesMut,
+    pool: &crate::pool::Pool,
+    endpoint: &str,
+    request: &UpstreamRequest<'_>,
+    expect_continue: bool,
+    framing: Framing,
+    ctx: &Respond<'_>,
+) -> Result<(Responded, Option<RawConn>, bool), Fail> {
+    let mut up = pool.raw(endpoint).await.map_err(Fail::Connect)?;
+    up.stream
+        .write_all(request.head)
+        .await
+        .map_err(|e| Fail::Upstream(format!("writing the request: {e}")))?;
+    if expect_continue && buf.is_empty() {
+        client
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .map_err(|_| Fail::Client)?;
+    }
+    let mut rbuf = bufs::take();
+    let outcome = {
+        let (mut cr, mut cw) = client.split();
+        let (mut ur, mut uw) = up.stream.split();
+        let send = send_body(&mut cr, buf, &mut uw, framing);
+        let resp = respond(&mut cw, &mut ur, &mut rbuf, None, ctx);
+        tokio::pin!(send, resp);
+        let first = tokio::select! {
+            biased;
+            s = &mut send => Ok(s),
+            r = &mut resp => Err(r),
+        };
+        match first {
+            Ok(Err(fail)) => Err(fail),
+            Ok(Ok(())) => Ok((resp.await, true)),
+            // Answered before the request body ended: neither connection can be reused.
+            Err(r) => Ok((r, false)),
+        }
+    };
+    bufs::give(rbuf);
+    let (r, body_sent) = outcome?;
+    r.map(|r| (r, Some(up), body_sent))
+}
+
 /// The request as it goes upstream.
-struct UpstreamRequest<'a> {
+pub(crate) struct UpstreamRequest<'a> {
     /// Head, plus the whole body when it was read already.
     head: &'a [u8],
     /// May be sent again on a new connection if a reused one turns out closed.
@@ -430,7 +465,7 @@ struct UpstreamRequest<'a> {
 
 /// Sends a request whose body is in `req.head` already, and reads the
 /// response head; a reused connection found closed is replaced once.
-async fn send_buffered(
+pub(crate) async fn send_buffered(
     proxy: &Proxy,
     plan: &Plan<'_>,
     req: &UpstreamRequest<'_>,
@@ -439,7 +474,7 @@ async fn send_buffered(
     let mut retried = false;
     loop {
         let conn = if retried {
-            pool.raw_fresh(plan.endpoint).await
+            Box::pin(pool.raw_fresh(plan.endpoint)).await
         } else {
             pool.raw(plan.endpoint).await
         };
@@ -572,7 +607,7 @@ where
 }
 
 /// What the response side needs from the route and the request.
-struct Respond<'a> {
+pub(crate) struct Respond<'a> {
     route: &'a Route,
     target: &'a WeightedCluster,
     set_cookie: Option<HeaderValue>,
@@ -586,7 +621,7 @@ struct Respond<'a> {
 }
 
 /// How a response ended.
-struct Responded {
+pub(crate) struct Responded {
     status: StatusCode,
     keep_client: bool,
     upstream_reusable: bool,
@@ -594,7 +629,7 @@ struct Responded {
 
 /// Reads the response head (unless given), writes it to the client and
 /// relays the body.
-async fn respond<R, W>(
+pub(crate) async fn respond<R, W>(
     client: &mut W,
     up: &mut R,
     rbuf: &mut BytesMut,
@@ -733,7 +768,7 @@ where
 }
 
 /// Writes a local reply (routing miss, upstream failure) and records it.
-async fn finish_local(
+pub(crate) async fn finish_local(
     client: &mut TcpStream,
     proxy: &Proxy,
     out: Outcome,
