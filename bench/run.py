@@ -189,6 +189,41 @@ def cpu_ticks(pids: list[int]) -> int:
     return total
 
 
+def sched_counts(pids: list[int]) -> dict:
+    """Scheduler counters summed over every thread of live processes:
+    context switches (voluntary: it waited for something; involuntary: it was
+    preempted while runnable) and nanoseconds on CPU and waiting on a run
+    queue. They tell a proxy that is slow from one that is kept off the CPU."""
+    out = {"vcs": 0, "nvcs": 0, "run_ns": 0, "wait_ns": 0}
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        for tid in tids:
+            base = f"/proc/{pid}/task/{tid}"
+            try:
+                with open(f"{base}/schedstat") as f:
+                    run_ns, wait_ns = (int(x) for x in f.read().split()[:2])
+                with open(f"{base}/status") as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches:"):
+                            out["vcs"] += int(line.split()[1])
+                        elif line.startswith("nonvoluntary_ctxt_switches:"):
+                            out["nvcs"] += int(line.split()[1])
+            except (FileNotFoundError, ProcessLookupError, ValueError):
+                continue
+            out["run_ns"] += run_ns
+            out["wait_ns"] += wait_ns
+    return out
+
+
+def system_idle_ticks() -> int:
+    with open("/proc/stat") as f:
+        parts = f.readline().split()
+    return int(parts[4]) + int(parts[5])  # idle + iowait
+
+
 def rss_kb(pids: list[int]) -> tuple[int, int]:
     """(VmRSS summed, Pss summed) in KiB. RSS counts pages shared between a
     master and its workers once per process; Pss splits them."""
@@ -646,8 +681,9 @@ def run_cell(ctx: Ctx, cell: dict, srv: Server, host: str, all_servers: list[Ser
     up_pids = upstream.pids()
     ours = [p for s in all_servers for p in s.pids()]
     sampler = RssSampler(srv) if cell.get("sample_rss") and srv.proc else None
-    busy0, own0 = system_busy_ticks(), own_and_children_cpu_s()
+    busy0, own0, idle0 = system_busy_ticks(), own_and_children_cpu_s(), system_idle_ticks()
     proxy0, up0, ours0 = cpu_ticks(proxy_pids), cpu_ticks(up_pids), cpu_ticks(ours)
+    sched0 = sched_counts(proxy_pids)
     w0 = time.monotonic()
     if sampler:
         sampler.start()
@@ -659,7 +695,8 @@ def run_cell(ctx: Ctx, cell: dict, srv: Server, host: str, all_servers: list[Ser
             sampler.join()
     wall = time.monotonic() - w0
     proxy1, up1, ours1 = cpu_ticks(proxy_pids), cpu_ticks(up_pids), cpu_ticks(ours)
-    busy1, own1 = system_busy_ticks(), own_and_children_cpu_s()
+    sched1 = sched_counts(proxy_pids)
+    busy1, own1, idle1 = system_busy_ticks(), own_and_children_cpu_s(), system_idle_ticks()
     srv.check_alive(f"during {cell['id']}")
     r = PARSERS[tool](out)
     rec: dict = {"wall_s": round(wall, 4), "tool": r}
@@ -671,6 +708,15 @@ def run_cell(ctx: Ctx, cell: dict, srv: Server, host: str, all_servers: list[Ser
         if r["served"] > 0:
             rec["cpu_us_per_req"] = cpu_s / r["served"] * 1e6
             rec["vcpu_per_1k_rps"] = cpu_s * 1000 / r["served"]
+            n = r["served"]
+            rec["proxy_sched_per_req"] = {
+                "voluntary_switches": round((sched1["vcs"] - sched0["vcs"]) / n, 4),
+                "involuntary_switches": round((sched1["nvcs"] - sched0["nvcs"]) / n, 4),
+                "runqueue_wait_us": round((sched1["wait_ns"] - sched0["wait_ns"]) / n / 1e3, 3),
+            }
+    # Share of the machine's CPU time left idle during the run: a closed-loop
+    # cell with idle CPUs is limited by scheduling, not by work.
+    rec["machine_idle_share"] = round((idle1 - idle0) / CLK_TCK / (wall * (os.cpu_count() or 1)), 4)
     rec["upstream_cpu_s"] = (up1 - up0) / CLK_TCK
     # CPU spent on this machine by anything but the harness, its tools and its
     # servers (other users, builds ...): shown so a disturbed cell is visible.
@@ -930,7 +976,10 @@ def summarize(result: dict) -> dict:
                      "cpu_us_per_req": med([r.get("cpu_us_per_req") for r in recs]),
                      "vcpu_per_1k_rps": med([r.get("vcpu_per_1k_rps") for r in recs]),
                      "rss_max_kb": med([r.get("rss_max_kb") for r in recs]),
-                     "foreign_share_max": max(r["foreign_share"] for r in recs)}
+                     "foreign_share_max": max(r["foreign_share"] for r in recs),
+                     "involuntary_switches_per_req": med([r.get("proxy_sched_per_req", {}).get("involuntary_switches")
+                                                          for r in recs]),
+                     "machine_idle_share": med([r.get("machine_idle_share") for r in recs])}
                 if c["spec"]["tool"] == "oha":
                     for p in ("p50", "p99", "p99.9"):
                         e[p] = med([r["tool"]["latency_us"].get(p) for r in recs])
@@ -1012,6 +1061,12 @@ def render(result: dict, summ: dict) -> str:
                            ("h2_c32_m10", "CPU per request, HTTP/2: µs ↓")):
             c = s.get(cid, {})
             row(label, {k: c[k]["cpu_us_per_req"] for k in PROXIES if k in c}, 1, show_direct=False)
+        c = s.get("h1_c32", {})
+        row("preemptions per request (involuntary context switches), HTTP/1.1 32 conns ↓",
+            {k: c[k].get("involuntary_switches_per_req") for k in PROXIES if k in c}, 3, show_direct=False)
+        row("CPU left idle on the machine, HTTP/1.1 32 conns: % ↓",
+            {k: (c[k]["machine_idle_share"] * 100 if c[k].get("machine_idle_share") is not None else None)
+             for k in CONTENDERS if k in c}, 1)
         for cid, rate in (("rate_1000", "1,000"), ("rate_5000", "5,000")):
             c = s.get(cid, {})
             row(f"vCPU per 1,000 req/s, at {rate} req/s ↓",
