@@ -149,14 +149,36 @@ impl TestMesh {
         t
     }
 
+    /// A mesh with the file registry and more `listeners:` settings, as
+    /// flow-mapping entries (e.g. `header_read_timeout: 300ms`).
+    pub async fn start_with_listener(services: &str, routes: &str, listener: &str) -> TestMesh {
+        let dir = tempfile::tempdir().expect("temp dir");
+        write(&dir.path().join("services.yaml"), services);
+        write(&dir.path().join("listener.yaml"), listener);
+        let t = Self::launch_in(
+            dir,
+            "[{name: file, type: file, path: services.yaml}]",
+            routes,
+        )
+        .await;
+        eventually("/ready", || async {
+            (t.admin("/ready").await.0 == StatusCode::OK).then_some(())
+        })
+        .await;
+        t
+    }
+
     async fn launch_in(dir: tempfile::TempDir, registries: &str, routes: &str) -> TestMesh {
         write(&dir.path().join("routes.yaml"), routes);
         let mesh_file = dir.path().join("anymesh.yaml");
         let extra = std::fs::read_to_string(dir.path().join("extra.yaml")).unwrap_or_default();
+        let listener = std::fs::read_to_string(dir.path().join("listener.yaml"))
+            .map(|l| format!(", {l}"))
+            .unwrap_or_default();
         write(
             &mesh_file,
             &format!(
-                "listeners: {{outbound: 127.0.0.1:0, admin: 127.0.0.1:0}}\n\
+                "listeners: {{outbound: 127.0.0.1:0, admin: 127.0.0.1:0{listener}}}\n\
                  registries: {registries}\n\
                  routing: [routes.yaml]\nrouting_reload_interval: 100ms\n{extra}"
             ),

@@ -389,3 +389,35 @@ async fn a_garbled_upstream_answer_is_a_502() {
     let body = String::from_utf8_lossy(&resp.body);
     assert!(body.contains("content-length values differ"), "{body}");
 }
+
+/// `listeners.header_read_timeout`: a client that starts a request head and
+/// stalls is cut off once the timeout passes; a head completed in time is
+/// served, even in pieces.
+#[tokio::test]
+async fn a_stalled_request_head_is_cut_off_after_the_header_read_timeout() {
+    let ups = upstreams(&["echo"]).await;
+    let mesh = TestMesh::start_with_listener(
+        &services("web", "http", &[endpoint(&ups[0], "version: v1")]),
+        "",
+        "header_read_timeout: 300ms",
+    )
+    .await;
+    let mut prompt = RawClient::connect(&mesh).await;
+    prompt.send(b"GET /a HTTP/1.1\r\nHost: web\r\n").await;
+    prompt.send(b"x-piece: 2\r\n\r\n").await;
+    assert_eq!(prompt.response(false).await.status, 200);
+
+    let mut stalled = RawClient::connect(&mesh).await;
+    stalled.send(b"GET /b HTTP/1.1\r\nHost: we").await;
+    let sent = std::time::Instant::now();
+    stalled.expect_closed().await;
+    // The timer starts when the proxy reads the first bytes, after the send.
+    assert!(
+        sent.elapsed() >= Duration::from_millis(250),
+        "cut off after {:?}, before the timeout",
+        sent.elapsed()
+    );
+    // The connection that completed its head in time is still usable.
+    prompt.send(b"GET /c HTTP/1.1\r\nHost: web\r\n\r\n").await;
+    assert_eq!(prompt.response(false).await.status, 200);
+}
