@@ -212,14 +212,7 @@ impl Proxy {
             }
         };
         let (mut parts, body) = resp.into_parts();
-        let Plan {
-            target,
-            hit,
-            guard,
-            set_cookie,
-            ..
-        } = plan;
-        finish_response_headers(&mut parts.headers, hit.route, target, set_cookie);
+        let guard = plan.finish_response(&mut parts.headers);
         Outcome {
             resp: Response::from_parts(parts, ProxyBody::upstream(body, guard, conn, deadline)),
             service: None,
@@ -254,15 +247,7 @@ impl Proxy {
             }
         };
         let (mut parts, mut body) = resp.into_parts();
-        let Plan {
-            target,
-            hit,
-            guard,
-            set_cookie,
-            ..
-        } = plan;
-        finish_response_headers(&mut parts.headers, hit.route, target, set_cookie);
-        body.hold(guard);
+        body.hold(plan.finish_response(&mut parts.headers));
         Outcome {
             resp: Response::from_parts(
                 parts,
@@ -315,6 +300,14 @@ impl Plan<'_> {
 
     pub fn service(&self) -> Arc<str> {
         self.target.cluster.service.as_arc().clone()
+    }
+
+    /// Applies the route's response header operations (and the session
+    /// cookie) to an upstream response; returns the in-flight guard, which
+    /// the response body keeps until it ends.
+    fn finish_response(self, headers: &mut http::HeaderMap) -> InFlight {
+        finish_response_headers(headers, self.hit.route, self.target, self.set_cookie);
+        self.guard
     }
 }
 

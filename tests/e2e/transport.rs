@@ -162,10 +162,10 @@ async fn upstream_connections_are_reused() {
     );
 }
 
-/// An upstream that answers once per connection and closes it without
-/// announcing `Connection: close`: every pooled connection goes stale.
-#[tokio::test]
-async fn stale_pooled_connections_are_retried_not_failed() {
+/// An upstream that answers each connection's first request head with
+/// `answer` and closes it without announcing `Connection: close`: every
+/// pooled connection goes stale. Returns its port.
+async fn once_per_connection_upstream(answer: &'static [u8]) -> (u16, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -182,15 +182,20 @@ async fn stale_pooled_connections_are_retried_not_failed() {
                         Ok(n) => got.extend_from_slice(&buf[..n]),
                     }
                 }
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nx-upstream: once\r\n\r\nok\n",
-                    )
-                    .await;
+                let _ = s.write_all(answer).await;
                 // Close without saying so.
             });
         }
     });
+    (port, server)
+}
+
+#[tokio::test]
+async fn stale_pooled_connections_are_retried_not_failed() {
+    let (port, server) = once_per_connection_upstream(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nx-upstream: once\r\n\r\nok\n",
+    )
+    .await;
     let services = format!(
         "services:\n  - name: flaky\n    endpoints: [{{address: 127.0.0.1, port: {port}}}]\n"
     );
@@ -360,28 +365,8 @@ async fn http2_clients_get_every_http1_framing_intact() {
 /// were closed while pooled (the request is sent again on a new one).
 #[tokio::test]
 async fn http2_clients_survive_stale_pooled_connections() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let server = tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let mut got = Vec::new();
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n")
-                    .await;
-            });
-        }
-    });
+    let (port, server) =
+        once_per_connection_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n").await;
     let services = format!(
         "services:\n  - name: flaky\n    endpoints: [{{address: 127.0.0.1, port: {port}}}]\n"
     );
