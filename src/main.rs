@@ -43,7 +43,8 @@ enum Command {
     Proxy {
         #[arg(short, long, default_value = "anymesh.yaml")]
         config: PathBuf,
-        /// Worker threads serving traffic (default: one per CPU). 1 runs everything on one thread.
+        /// Threads serving traffic (default: one per CPU), each with its own single-threaded
+        /// runtime, connections and upstream pool; the first also runs registries and admin.
         #[arg(long, env = "ANYMESH_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
         workers: Option<u16>,
     },
@@ -115,19 +116,13 @@ fn main() -> ExitCode {
     // The demo prints its own results; only problems are logged unless asked for.
     let demo_default = matches!(cli.command, Command::Demo { .. }) && cli.log == "info";
     init_tracing(cli.log_format, if demo_default { "warn" } else { &cli.log });
-    let workers = match &cli.command {
-        Command::Proxy { workers, .. } => workers.map(usize::from),
-        _ => None,
-    };
-    let rt = match workers {
-        Some(1) => tokio::runtime::Builder::new_current_thread()
+    // `proxy` runs single-threaded runtimes, one per listener thread (the
+    // first is this one); the other commands use a work-stealing runtime.
+    let rt = match &cli.command {
+        Command::Proxy { .. } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
-        Some(n) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build(),
-        None => tokio::runtime::Builder::new_multi_thread()
+        _ => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build(),
     };
@@ -140,7 +135,12 @@ fn main() -> ExitCode {
     };
     rt.block_on(async {
         match cli.command {
-            Command::Proxy { config, .. } => run_proxy(config).await,
+            Command::Proxy { config, workers } => {
+                let threads = workers.map(usize::from).unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+                });
+                run_proxy(config, threads).await
+            }
             Command::Check {
                 config,
                 offline,
@@ -168,14 +168,15 @@ fn main() -> ExitCode {
     })
 }
 
-async fn run_proxy(config: PathBuf) -> ExitCode {
-    let settings = match Settings::load(&config) {
+async fn run_proxy(config: PathBuf, threads: usize) -> ExitCode {
+    let mut settings = match Settings::load(&config) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("anymesh: {e:#}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    settings.listeners.threads = threads;
     let mesh = match mesh::Mesh::start(settings).await {
         Ok(m) => m,
         Err(e) => {

@@ -24,7 +24,7 @@ use anymesh_core::config::{self, ConfigSet, Diagnostic};
 use anymesh_core::routes::compile::IncrementalCompiler;
 use anymesh_core::{ChangeSink, MappedRegistry, Registry, Snapshot, SourceId, SourceView};
 use anymesh_proxy::admin::{serve_admin, AdminState};
-use anymesh_proxy::server::{serve_proxy, ServerSettings};
+use anymesh_proxy::server::{serve_connections, Connections, ServerSettings};
 use anymesh_proxy::{Metrics, Proxy, Router, UpstreamSettings};
 use arc_swap::ArcSwap;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -238,12 +238,53 @@ impl Mesh {
             pool_idle_timeout: settings.upstream.pool_idle_timeout,
             pool_max_idle_per_host: settings.upstream.pool_max_idle_per_host,
         };
-        let proxy = Arc::new(Proxy::new(router.clone(), metrics, &upstream));
         let server = ServerSettings {
             header_read_timeout: settings.listeners.header_read_timeout,
         };
-        tasks.spawn(serve_proxy(
-            outbound,
+        // More listener threads: this one accepts and deals the connections
+        // out in turn; each thread runs its own single-threaded runtime, so a
+        // connection, its tasks and its upstream connections stay on one
+        // thread (as nginx's workers do).
+        let mut others = Vec::new();
+        for i in 1..settings.listeners.threads.max(1) {
+            let (tx, conns) = Connections::handoff();
+            others.push(tx);
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+            let (router, metrics, upstream, stop) = (
+                router.clone(),
+                metrics.clone(),
+                upstream.clone(),
+                shutdown_rx.clone(),
+            );
+            std::thread::Builder::new()
+                .name(format!("anymesh-listener-{i}"))
+                .spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt.block_on(async move {
+                            let proxy = Arc::new(Proxy::new(router, metrics, &upstream));
+                            serve_connections(conns, proxy, server, stopped(stop)).await;
+                        }),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot start a listener thread's runtime")
+                        }
+                    }
+                    drop(done_tx);
+                })
+                .context("cannot start a listener thread")?;
+            // The mesh's shutdown waits for this thread's drain too.
+            tasks.spawn(async move {
+                let _ = done_rx.await;
+            });
+        }
+        let proxy = Arc::new(Proxy::new(router.clone(), metrics, &upstream));
+        tasks.spawn(serve_connections(
+            Connections::Accept {
+                listener: outbound,
+                others,
+            },
             proxy,
             server,
             stopped(shutdown_rx.clone()),

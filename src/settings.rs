@@ -62,6 +62,14 @@ pub struct Listeners {
     /// than this. Off by default: the outbound listener serves local apps.
     #[serde(default, deserialize_with = "opt_duration")]
     pub header_read_timeout: Option<Duration>,
+    /// Threads serving the outbound listener, each with its own single-threaded
+    /// runtime, connections and upstream pool (`anymesh proxy --workers`).
+    #[serde(skip, default = "one")]
+    pub threads: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Default for Listeners {
@@ -70,6 +78,7 @@ impl Default for Listeners {
             outbound: default_outbound(),
             admin: default_admin(),
             header_read_timeout: None,
+            threads: 1,
         }
     }
 }

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::body::ProxyBody;
@@ -51,10 +51,90 @@ pub(crate) fn builder(settings: ServerSettings) -> auto::Builder<TokioExecutor> 
     b
 }
 
+/// A connection accepted by another listener thread.
+pub struct Handed {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+}
+
+/// Where a listener thread's connections come from.
+pub enum Connections {
+    /// Accepted here. With `others`, connections are dealt in turn: one kept
+    /// here, then one handed to each other thread, so every thread serves its
+    /// share with its own runtime.
+    Accept {
+        listener: TcpListener,
+        others: Vec<mpsc::UnboundedSender<Handed>>,
+    },
+    /// Handed over by the accepting thread; ends when it stops.
+    Handed(mpsc::UnboundedReceiver<Handed>),
+}
+
+impl Connections {
+    /// A channel for [`Connections::Accept`]'s `others`, and its receiving end.
+    pub fn handoff() -> (mpsc::UnboundedSender<Handed>, Connections) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (tx, Connections::Handed(rx))
+    }
+
+    /// The next connection to serve on this thread; `None` when no more come.
+    async fn next(&mut self, turn: &mut usize) -> Option<(TcpStream, SocketAddr)> {
+        match self {
+            Connections::Accept { listener, others } => loop {
+                let (stream, peer) = match listener.accept().await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off briefly instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                *turn = (*turn + 1) % (others.len() + 1);
+                if *turn == 0 {
+                    return Some((stream, peer));
+                }
+                let handed = stream.into_std().map(|stream| Handed { stream, peer });
+                match handed.map(|h| others[*turn - 1].send(h)) {
+                    Ok(Ok(())) => {}
+                    // That thread has stopped: the connection is served here.
+                    Ok(Err(back)) => match TcpStream::from_std(back.0.stream) {
+                        Ok(s) => return Some((s, peer)),
+                        Err(e) => tracing::warn!(error = %e, "cannot serve a connection"),
+                    },
+                    Err(e) => tracing::warn!(error = %e, "cannot hand a connection over"),
+                }
+            },
+            Connections::Handed(rx) => loop {
+                let Handed { stream, peer } = rx.recv().await?;
+                match TcpStream::from_std(stream) {
+                    Ok(s) => return Some((s, peer)),
+                    Err(e) => tracing::warn!(error = %e, "cannot take a handed-over connection"),
+                }
+            },
+        }
+    }
+}
+
 /// Serves the outbound listener until `shutdown` resolves, then drains:
 /// HTTP/1.1 on the fast path ([`crate::h1`]), HTTP/2 with hyper.
 pub async fn serve_proxy(
     listener: TcpListener,
+    proxy: Arc<Proxy>,
+    settings: ServerSettings,
+    shutdown: impl Future<Output = ()>,
+) {
+    let conns = Connections::Accept {
+        listener,
+        others: Vec::new(),
+    };
+    serve_connections(conns, proxy, settings, shutdown).await;
+}
+
+/// Serves connections on this thread until `shutdown` resolves (or no more
+/// come), then drains them.
+pub async fn serve_connections(
+    mut conns: Connections,
     proxy: Arc<Proxy>,
     settings: ServerSettings,
     shutdown: impl Future<Output = ()>,
@@ -68,30 +148,23 @@ pub async fn serve_proxy(
     // Every connection task holds a sender; the drain waits until all are gone.
     let (alive_tx, mut alive_rx) = mpsc::channel::<Infallible>(1);
     tokio::pin!(shutdown);
+    let mut turn = 0;
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let shared = shared.clone();
-                let stop = stop_rx.clone();
-                let alive = alive_tx.clone();
-                tokio::spawn(async move {
-                    h1::serve_connection(stream, peer, shared, stop).await;
-                    drop(alive);
-                });
-            }
+        let next = tokio::select! {
+            next = conns.next(&mut turn) => next,
             () = &mut shutdown => break,
-        }
+        };
+        let Some((stream, peer)) = next else { break };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let stop = stop_rx.clone();
+        let alive = alive_tx.clone();
+        tokio::spawn(async move {
+            h1::serve_connection(stream, peer, shared, stop).await;
+            drop(alive);
+        });
     }
-    drop(listener);
+    drop(conns);
     let _ = stop_tx.send(true);
     drop(alive_tx);
     if tokio::time::timeout(DRAIN_TIMEOUT, alive_rx.recv())

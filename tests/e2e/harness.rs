@@ -168,7 +168,35 @@ impl TestMesh {
         t
     }
 
+    /// A mesh with the file registry whose outbound listener is served by
+    /// `threads` threads (`anymesh proxy --workers`), waiting until ready.
+    pub async fn start_with_threads(services: &str, routes: &str, threads: usize) -> TestMesh {
+        let dir = tempfile::tempdir().expect("temp dir");
+        write(&dir.path().join("services.yaml"), services);
+        let t = Self::launch_tweaked(
+            dir,
+            "[{name: file, type: file, path: services.yaml}]",
+            routes,
+            |s| s.listeners.threads = threads,
+        )
+        .await;
+        eventually("/ready", || async {
+            (t.admin("/ready").await.0 == StatusCode::OK).then_some(())
+        })
+        .await;
+        t
+    }
+
     async fn launch_in(dir: tempfile::TempDir, registries: &str, routes: &str) -> TestMesh {
+        Self::launch_tweaked(dir, registries, routes, |_| {}).await
+    }
+
+    async fn launch_tweaked(
+        dir: tempfile::TempDir,
+        registries: &str,
+        routes: &str,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> TestMesh {
         write(&dir.path().join("routes.yaml"), routes);
         let mesh_file = dir.path().join("anymesh.yaml");
         let extra = std::fs::read_to_string(dir.path().join("extra.yaml")).unwrap_or_default();
@@ -183,7 +211,8 @@ impl TestMesh {
                  routing: [routes.yaml]\nrouting_reload_interval: 100ms\n{extra}"
             ),
         );
-        let settings = Settings::load(&mesh_file).expect("settings");
+        let mut settings = Settings::load(&mesh_file).expect("settings");
+        tweak(&mut settings);
         let mesh = Mesh::start(settings).await.expect("mesh starts");
         let client = Client::builder(TokioExecutor::new()).build_http();
         TestMesh { mesh, dir, client }

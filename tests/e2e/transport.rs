@@ -392,3 +392,88 @@ async fn http2_clients_survive_stale_pooled_connections() {
     }
     server.abort();
 }
+
+/// `--workers 3`: the accepting thread deals client connections out in turn,
+/// and each listener thread keeps its own upstream pool. Six kept-alive
+/// client connections used one after another therefore reach the upstream
+/// over exactly three connections (one thread would reuse one); HTTP/1.1 and
+/// HTTP/2 both work on every thread, and shutdown drains them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_threads_share_the_connections_each_with_its_own_pool() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ups = upstreams(&["keep"]).await;
+    let mesh = TestMesh::start_with_threads(
+        &services("web", "http", &[endpoint(&ups[0], "version: v1")]),
+        "",
+        3,
+    )
+    .await;
+    let mut clients = Vec::new();
+    for i in 0..6 {
+        let mut c = tokio::net::TcpStream::connect(mesh.proxy())
+            .await
+            .expect("connect");
+        for round in 0..2 {
+            c.write_all(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n")
+                .await
+                .expect("write");
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            // The echo upstream's answer is small and has a content-length;
+            // read until the head and the whole body are in.
+            let complete = |got: &[u8]| {
+                let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    return false;
+                };
+                let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .expect("content-length");
+                got.len() >= end + 4 + len
+            };
+            while !complete(&got) {
+                let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
+                    .await
+                    .expect("answer in time")
+                    .expect("read");
+                assert!(n > 0, "connection {i} closed in round {round}");
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert!(
+                got.starts_with(b"HTTP/1.1 200"),
+                "connection {i} round {round}: {}",
+                String::from_utf8_lossy(&got)
+            );
+        }
+        clients.push(c);
+    }
+    assert_eq!(
+        ups[0].connections(),
+        3,
+        "six client connections over three listener threads, one upstream connection per thread"
+    );
+    // HTTP/2 prior knowledge on connections dealt to each of the threads.
+    for i in 0..3 {
+        let tcp = tokio::net::TcpStream::connect(mesh.proxy())
+            .await
+            .expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .expect("h2 handshake");
+        tokio::spawn(conn);
+        let req = http::Request::get("http://web/h2")
+            .body(Full::<Bytes>::default())
+            .expect("req");
+        let resp = sender.send_request(req).await.expect("h2 response");
+        assert_eq!(resp.status(), StatusCode::OK, "h2 connection {i}");
+    }
+    drop(clients);
+    tokio::time::timeout(Duration::from_secs(30), mesh.mesh.shutdown())
+        .await
+        .expect("every listener thread drains and stops");
+}
