@@ -10,6 +10,21 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::harness::*;
 
+/// An HTTP/2 prior-knowledge client connection to the mesh's outbound listener.
+async fn h2_client(mesh: &TestMesh) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(mesh.proxy())
+        .await
+        .expect("connect");
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    sender
+}
+
 #[tokio::test]
 async fn http2_prior_knowledge_both_sides() {
     let ups = upstreams(&["h2"]).await;
@@ -17,16 +32,7 @@ async fn http2_prior_knowledge_both_sides() {
         .replace("PORT", &ups[0].addr.port().to_string());
     let mesh = TestMesh::start(&plain, "").await;
     // One prior-knowledge HTTP/2 connection to the proxy; :authority names the service.
-    let tcp = tokio::net::TcpStream::connect(mesh.proxy())
-        .await
-        .expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .expect("h2 handshake");
-    tokio::spawn(conn);
+    let mut sender = h2_client(&mesh).await;
     for (host, upstream_version) in [("plain", "HTTP/1.1"), ("grpcish", "HTTP/2.0")] {
         let req = http::Request::get(format!("http://{host}/x"))
             .body(Full::<Bytes>::default())
@@ -280,16 +286,7 @@ async fn http2_clients_get_every_http1_framing_intact() {
         "services:\n  - name: framed\n    endpoints: [{{address: 127.0.0.1, port: {port}}}]\n"
     );
     let mesh = TestMesh::start(&services, "").await;
-    let tcp = tokio::net::TcpStream::connect(mesh.proxy())
-        .await
-        .expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .expect("h2 handshake");
-    tokio::spawn(conn);
+    let mut sender = h2_client(&mesh).await;
     let mut fetch = |method: http::Method, path: &str| {
         let req = http::Request::builder()
             .method(method)
@@ -371,16 +368,7 @@ async fn http2_clients_survive_stale_pooled_connections() {
         "services:\n  - name: flaky\n    endpoints: [{{address: 127.0.0.1, port: {port}}}]\n"
     );
     let mesh = TestMesh::start(&services, "").await;
-    let tcp = tokio::net::TcpStream::connect(mesh.proxy())
-        .await
-        .expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .expect("h2 handshake");
-    tokio::spawn(conn);
+    let mut sender = h2_client(&mesh).await;
     for i in 0..30 {
         let req = http::Request::get("http://flaky/")
             .body(Full::<Bytes>::default())
@@ -456,16 +444,7 @@ async fn listener_threads_share_the_connections_each_with_its_own_pool() {
     );
     // HTTP/2 prior knowledge on connections dealt to each of the threads.
     for i in 0..3 {
-        let tcp = tokio::net::TcpStream::connect(mesh.proxy())
-            .await
-            .expect("connect");
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(
-            TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(tcp),
-        )
-        .await
-        .expect("h2 handshake");
-        tokio::spawn(conn);
+        let mut sender = h2_client(&mesh).await;
         let req = http::Request::get("http://web/h2")
             .body(Full::<Bytes>::default())
             .expect("req");
