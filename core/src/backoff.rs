@@ -4,6 +4,38 @@
 use std::time::Duration;
 
 use rand::Rng;
+use serde::Deserialize;
+
+use crate::config::GoDuration;
+
+/// The `backoff:` block of a registry's settings: capped exponential backoff
+/// between failed attempts. `INITIAL_MS` is the adapter's default first delay;
+/// the cap defaults to 30 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct BackoffConfig<const INITIAL_MS: u64> {
+    #[serde(default = "default_initial::<INITIAL_MS>")]
+    pub initial: GoDuration,
+    #[serde(default = "default_max")]
+    pub max: GoDuration,
+}
+
+impl<const INITIAL_MS: u64> Default for BackoffConfig<INITIAL_MS> {
+    fn default() -> Self {
+        Self {
+            initial: default_initial::<INITIAL_MS>(),
+            max: default_max(),
+        }
+    }
+}
+
+fn default_initial<const MS: u64>() -> GoDuration {
+    GoDuration(Duration::from_millis(MS))
+}
+
+fn default_max() -> GoDuration {
+    GoDuration(Duration::from_secs(30))
+}
 
 /// Delays that double from `initial` up to `max`; each one is drawn uniformly
 /// from its upper half ("equal jitter"), so many proxies restarting together
@@ -41,6 +73,21 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_defaults_per_adapter_and_overrides() {
+        let d = BackoffConfig::<250>::default();
+        assert_eq!(
+            (d.initial.0, d.max.0),
+            (Duration::from_millis(250), Duration::from_secs(30))
+        );
+        let c: BackoffConfig<250> = serde_yaml_ng::from_str("max: 5s").expect("yaml");
+        assert_eq!(
+            (c.initial.0, c.max.0),
+            (Duration::from_millis(250), Duration::from_secs(5))
+        );
+        assert!(serde_yaml_ng::from_str::<BackoffConfig<250>>("maximum: 5s").is_err());
+    }
 
     #[test]
     fn doubles_to_the_cap_with_jitter_and_resets() {

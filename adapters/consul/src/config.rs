@@ -117,24 +117,8 @@ impl AddressFrom {
     }
 }
 
-/// Capped exponential backoff between failed resyncs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub struct BackoffConfig {
-    #[serde(default = "default_backoff_initial")]
-    pub initial: GoDuration,
-    #[serde(default = "default_backoff_max")]
-    pub max: GoDuration,
-}
-
-impl Default for BackoffConfig {
-    fn default() -> Self {
-        Self {
-            initial: default_backoff_initial(),
-            max: default_backoff_max(),
-        }
-    }
-}
+/// The `backoff:` block; the first delay defaults to 200 ms.
+pub type BackoffConfig = anymesh_core::backoff::BackoffConfig<200>;
 
 fn default_address() -> String {
     "http://127.0.0.1:8500".into()
@@ -150,12 +134,6 @@ fn default_min_query_interval() -> GoDuration {
 }
 fn default_jitter() -> GoDuration {
     GoDuration(Duration::from_millis(100))
-}
-fn default_backoff_initial() -> GoDuration {
-    GoDuration(Duration::from_millis(200))
-}
-fn default_backoff_max() -> GoDuration {
-    GoDuration(Duration::from_secs(30))
 }
 
 /// Consul's cap on `wait`.

@@ -79,24 +79,8 @@ pub struct AuthConfig {
     pub password_env: Option<String>,
 }
 
-/// Capped exponential backoff between attempts after a failure, with jitter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub struct BackoffConfig {
-    #[serde(default = "default_backoff_initial")]
-    pub initial: GoDuration,
-    #[serde(default = "default_backoff_max")]
-    pub max: GoDuration,
-}
-
-impl Default for BackoffConfig {
-    fn default() -> Self {
-        Self {
-            initial: default_backoff_initial(),
-            max: default_backoff_max(),
-        }
-    }
-}
+/// The `backoff:` block; the first delay defaults to 500 ms.
+pub type BackoffConfig = anymesh_core::backoff::BackoffConfig<500>;
 
 fn default_refresh_interval() -> GoDuration {
     GoDuration(Duration::from_secs(30))
@@ -106,12 +90,6 @@ fn default_eligible() -> Vec<Status> {
 }
 fn default_request_timeout() -> GoDuration {
     GoDuration(Duration::from_secs(10))
-}
-fn default_backoff_initial() -> GoDuration {
-    GoDuration(Duration::from_millis(500))
-}
-fn default_backoff_max() -> GoDuration {
-    GoDuration(Duration::from_secs(30))
 }
 
 impl EurekaConfig {

@@ -5,9 +5,7 @@
 //! use Go syntax (`30s`, `250ms`) like the rest of the configuration.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anymesh_core::config::GoDuration;
 use anymesh_core::{Hostname, Protocol};
 use serde::Deserialize;
 
@@ -88,36 +86,14 @@ pub enum HostnameForm {
     Fqdn,
 }
 
-/// Capped exponential backoff between attempts after a failure, with jitter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub struct BackoffConfig {
-    #[serde(default = "default_backoff_initial")]
-    pub initial: GoDuration,
-    #[serde(default = "default_backoff_max")]
-    pub max: GoDuration,
-}
-
-impl Default for BackoffConfig {
-    fn default() -> Self {
-        Self {
-            initial: default_backoff_initial(),
-            max: default_backoff_max(),
-        }
-    }
-}
+/// The `backoff:` block; the first delay defaults to 500 ms.
+pub type BackoffConfig = anymesh_core::backoff::BackoffConfig<500>;
 
 fn default_istio_version() -> String {
     "v1".into()
 }
 fn default_cluster_domain() -> String {
     "cluster.local".into()
-}
-fn default_backoff_initial() -> GoDuration {
-    GoDuration(Duration::from_millis(500))
-}
-fn default_backoff_max() -> GoDuration {
-    GoDuration(Duration::from_secs(30))
 }
 
 /// The connection in a few words, for `anymesh check` and logs (no secrets:
@@ -216,6 +192,7 @@ impl KubernetesConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn parses_yaml_with_defaults() {
