@@ -23,4 +23,6 @@ pub use model::{
     Endpoint, EndpointKey, EndpointPort, Health, Hostname, Labels, Locality, Protocol, Provenance,
     Service, ServicePort, SourceId,
 };
-pub use registry::{Change, ChangeSink, Registry, SourceStatus, SourceView, SourcedChange};
+pub use registry::{
+    Change, ChangeSink, Registry, SourceStatus, SourceView, SourcedChange, ViewMaps,
+};

@@ -6,6 +6,7 @@
 //! catalog keeps the source's last good view (marked stale) until the next
 //! successful list.
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -46,6 +47,46 @@ pub enum Change {
     /// Removing an endpoint the catalog does not know is harmless.
     RemoveEndpoint(EndpointKey),
     Status(SourceStatus),
+}
+
+/// A source's whole view as adapters keep it: services by hostname,
+/// endpoints by native id.
+#[derive(Debug, Clone, Copy)]
+pub struct ViewMaps<'a> {
+    pub services: &'a BTreeMap<Hostname, Service>,
+    pub endpoints: &'a BTreeMap<String, Endpoint>,
+}
+
+impl ViewMaps<'_> {
+    /// The changes that turn `self` into `new`: services declared first,
+    /// removed last, so no endpoint is ever without its service.
+    pub fn diff(&self, new: &ViewMaps<'_>) -> Vec<Change> {
+        let mut out = Vec::new();
+        for (host, svc) in new.services {
+            if self.services.get(host) != Some(svc) {
+                out.push(Change::UpsertService(svc.clone()));
+            }
+        }
+        for (key, ep) in self.endpoints {
+            if !new.endpoints.contains_key(key) {
+                out.push(Change::RemoveEndpoint(EndpointKey {
+                    source: ep.provenance.source.clone(),
+                    native_id: key.as_str().into(),
+                }));
+            }
+        }
+        for (key, ep) in new.endpoints {
+            if self.endpoints.get(key) != Some(ep) {
+                out.push(Change::UpsertEndpoint(ep.clone()));
+            }
+        }
+        for host in self.services.keys() {
+            if !new.services.contains_key(host) {
+                out.push(Change::RemoveService(host.clone()));
+            }
+        }
+        out
+    }
 }
 
 /// A change tagged with the source that sent it.

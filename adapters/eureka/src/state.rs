@@ -21,7 +21,7 @@
 
 use std::collections::BTreeMap;
 
-use anymesh_core::{Change, Endpoint, EndpointKey, Hostname, Service, SourceStatus, SourceView};
+use anymesh_core::{Change, Endpoint, Hostname, Service, SourceStatus, SourceView, ViewMaps};
 
 use crate::decode::{Action, Applications, Instance};
 use crate::hashcode::reconcile_hashcode;
@@ -227,34 +227,15 @@ fn derive(instances: &BTreeMap<String, Instance>, tr: &Translator) -> Derived {
     out
 }
 
-/// The changes that turn `old` into `new`: services declared first, removed
-/// last, so no endpoint is ever without its service.
+/// The changes that turn `old` into `new` ([`ViewMaps::diff`]).
 fn diff(old: &Derived, new: &Derived) -> Vec<Change> {
-    let mut out = Vec::new();
-    for (host, svc) in &new.services {
-        if old.services.get(host) != Some(svc) {
-            out.push(Change::UpsertService(svc.clone()));
+    fn maps(d: &Derived) -> ViewMaps<'_> {
+        ViewMaps {
+            services: &d.services,
+            endpoints: &d.endpoints,
         }
     }
-    for (key, ep) in &old.endpoints {
-        if !new.endpoints.contains_key(key) {
-            out.push(Change::RemoveEndpoint(EndpointKey {
-                source: ep.provenance.source.clone(),
-                native_id: key.as_str().into(),
-            }));
-        }
-    }
-    for (key, ep) in &new.endpoints {
-        if old.endpoints.get(key) != Some(ep) {
-            out.push(Change::UpsertEndpoint(ep.clone()));
-        }
-    }
-    for host in old.services.keys() {
-        if !new.services.contains_key(host) {
-            out.push(Change::RemoveService(host.clone()));
-        }
-    }
-    out
+    maps(old).diff(&maps(new))
 }
 
 #[cfg(test)]

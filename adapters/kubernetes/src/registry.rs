@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use anymesh_core::registry::CatalogClosed;
 use anymesh_core::{
-    Change, ChangeSink, EndpointKey, Labels, Registry, SourceId, SourceStatus, SourceView,
+    Change, ChangeSink, Labels, Registry, SourceId, SourceStatus, SourceView, ViewMaps,
 };
 use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt};
@@ -472,34 +472,15 @@ fn status(d: &Derived) -> Change {
     })
 }
 
-/// The changes that turn `old` into `new`: services declared first, removed
-/// last, so no endpoint is ever without its service.
+/// The changes that turn `old` into `new` ([`ViewMaps::diff`]).
 fn diff(old: &Derived, new: &Derived) -> Vec<Change> {
-    let mut out = Vec::new();
-    for (host, svc) in &new.services {
-        if old.services.get(host) != Some(svc) {
-            out.push(Change::UpsertService(svc.clone()));
+    fn maps(d: &Derived) -> ViewMaps<'_> {
+        ViewMaps {
+            services: &d.services,
+            endpoints: &d.endpoints,
         }
     }
-    for (key, ep) in &old.endpoints {
-        if !new.endpoints.contains_key(key) {
-            out.push(Change::RemoveEndpoint(EndpointKey {
-                source: ep.provenance.source.clone(),
-                native_id: key.as_str().into(),
-            }));
-        }
-    }
-    for (key, ep) in &new.endpoints {
-        if old.endpoints.get(key) != Some(ep) {
-            out.push(Change::UpsertEndpoint(ep.clone()));
-        }
-    }
-    for host in old.services.keys() {
-        if !new.services.contains_key(host) {
-            out.push(Change::RemoveService(host.clone()));
-        }
-    }
-    out
+    maps(old).diff(&maps(new))
 }
 
 #[cfg(test)]

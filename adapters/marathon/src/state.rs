@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use anymesh_core::{Change, Endpoint, EndpointKey, Hostname, Service, SourceStatus, SourceView};
+use anymesh_core::{Change, Endpoint, Hostname, Service, SourceStatus, SourceView, ViewMaps};
 
 use crate::decode::{App, AppList};
 use crate::translate::Translator;
@@ -105,34 +105,17 @@ impl View {
         self.endpoints.len()
     }
 
-    /// The changes that turn `self` into `new`: services declared first,
-    /// removed last, so no endpoint is ever without its service; the status
-    /// too when the skipped entries changed.
+    fn maps(&self) -> ViewMaps<'_> {
+        ViewMaps {
+            services: &self.services,
+            endpoints: &self.endpoints,
+        }
+    }
+
+    /// The changes that turn `self` into `new` ([`ViewMaps::diff`]), and the
+    /// status too when the skipped entries changed.
     pub fn diff(&self, new: &View) -> Vec<Change> {
-        let mut out = Vec::new();
-        for (host, svc) in &new.services {
-            if self.services.get(host) != Some(svc) {
-                out.push(Change::UpsertService(svc.clone()));
-            }
-        }
-        for (key, ep) in &self.endpoints {
-            if !new.endpoints.contains_key(key) {
-                out.push(Change::RemoveEndpoint(EndpointKey {
-                    source: ep.provenance.source.clone(),
-                    native_id: key.as_str().into(),
-                }));
-            }
-        }
-        for (key, ep) in &new.endpoints {
-            if self.endpoints.get(key) != Some(ep) {
-                out.push(Change::UpsertEndpoint(ep.clone()));
-            }
-        }
-        for host in self.services.keys() {
-            if !new.services.contains_key(host) {
-                out.push(Change::RemoveService(host.clone()));
-            }
-        }
+        let mut out = self.maps().diff(&new.maps());
         if new.invalid != self.invalid || new.unreadable != self.unreadable {
             out.push(new.status());
         }
