@@ -29,6 +29,21 @@ impl<const INITIAL_MS: u64> Default for BackoffConfig<INITIAL_MS> {
     }
 }
 
+impl<const INITIAL_MS: u64> BackoffConfig<INITIAL_MS> {
+    /// Why these settings cannot work, if they cannot.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.initial.0.is_zero() || self.initial > self.max {
+            return Err("`backoff.initial` must be above 0 and at most `backoff.max`");
+        }
+        Ok(())
+    }
+
+    /// A backoff starting from these settings.
+    pub fn start(&self) -> Backoff {
+        Backoff::new(self.initial.0, self.max.0)
+    }
+}
+
 fn default_initial<const MS: u64>() -> GoDuration {
     GoDuration(Duration::from_millis(MS))
 }
@@ -87,6 +102,11 @@ mod tests {
             (Duration::from_millis(250), Duration::from_secs(5))
         );
         assert!(serde_yaml_ng::from_str::<BackoffConfig<250>>("maximum: 5s").is_err());
+        assert!(c.check().is_ok());
+        let zero: BackoffConfig<250> = serde_yaml_ng::from_str("initial: 0s").expect("yaml");
+        assert!(zero.check().is_err());
+        let inverted: BackoffConfig<250> = serde_yaml_ng::from_str("initial: 1m").expect("yaml");
+        assert!(inverted.check().is_err(), "initial above max");
     }
 
     #[test]

@@ -209,8 +209,8 @@ impl ConsulConfig {
         if self.request_timeout.0.is_zero() {
             return bad("`request_timeout` must be above 0".into());
         }
-        if self.backoff.initial.0.is_zero() || self.backoff.initial > self.backoff.max {
-            return bad("`backoff.initial` must be above 0 and at most `backoff.max`".into());
+        if let Err(why) = self.backoff.check() {
+            return bad(why.into());
         }
         Ok(())
     }

@@ -133,7 +133,7 @@ impl ConsulRegistry {
     }
 
     async fn follow(&self, sink: &ChangeSink) -> Result<(), CatalogClosed> {
-        let mut backoff = Backoff::new(self.config.backoff.initial.0, self.config.backoff.max.0);
+        let mut backoff = self.config.backoff.start();
         let mut interest = InterestFeed(self.interest.clone());
         loop {
             let failure = match Client::build(&self.config, self.datacenter.clone()).await {
@@ -443,33 +443,6 @@ impl Pace {
             tokio::time::sleep(j).await;
         }
         self.last = Some(Instant::now());
-    }
-}
-
-/// Capped exponential backoff, each delay drawn from its upper half.
-#[derive(Debug, Clone)]
-struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    fn new(initial: Duration, max: Duration) -> Self {
-        Self {
-            initial,
-            max,
-            next: initial,
-        }
-    }
-    fn next_delay(&mut self) -> Duration {
-        let ceiling = self.next;
-        self.next = (self.next * 2).min(self.max);
-        let half = ceiling / 2;
-        half + rand::rng().random_range(Duration::ZERO..=ceiling - half)
-    }
-    fn reset(&mut self) {
-        self.next = self.initial;
     }
 }
 

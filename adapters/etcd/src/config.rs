@@ -131,8 +131,8 @@ impl EtcdConfig {
                 return bad("`tls.cert_file` and `tls.key_file` go together");
             }
         }
-        if self.backoff.initial.0.is_zero() || self.backoff.initial > self.backoff.max {
-            return bad("`backoff.initial` must be above 0 and at most `backoff.max`");
+        if let Err(why) = self.backoff.check() {
+            return bad(why);
         }
         for (name, d) in [
             ("dial_timeout", self.dial_timeout),

@@ -133,8 +133,7 @@ impl EtcdRegistry {
     }
 
     async fn follow(&self, sink: &ChangeSink) -> Result<(), CatalogClosed> {
-        let cfg = &self.config.backoff;
-        let mut backoff = Backoff::new(cfg.initial.0, cfg.max.0);
+        let mut backoff = self.config.backoff.start();
         let mut state = State::Empty;
         loop {
             let failure = match self.connect().await {

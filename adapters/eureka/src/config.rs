@@ -144,8 +144,8 @@ impl EurekaConfig {
                 );
             }
         }
-        if self.backoff.initial.0.is_zero() || self.backoff.initial > self.backoff.max {
-            return bad("`backoff.initial` must be above 0 and at most `backoff.max`".into());
+        if let Err(why) = self.backoff.check() {
+            return bad(why.into());
         }
         for (name, d) in [
             ("refresh_interval", self.refresh_interval),

@@ -27,7 +27,6 @@ use crate::config::EurekaConfig;
 use crate::error::EurekaError;
 use crate::state::{Input, Next, State};
 use crate::translate::Translator;
-use anymesh_core::backoff::Backoff;
 
 /// A registry reading applications from Eureka servers (see the crate docs).
 #[derive(Debug)]
@@ -53,8 +52,7 @@ impl EurekaRegistry {
     }
 
     async fn follow(&self, sink: &ChangeSink) -> Result<(), CatalogClosed> {
-        let cfg = &self.config.backoff;
-        let mut backoff = Backoff::new(cfg.initial.0, cfg.max.0);
+        let mut backoff = self.config.backoff.start();
         let mut state = State::Empty;
         let mut next = Next::Refetch("start".into());
         loop {

@@ -182,8 +182,8 @@ impl KubernetesConfig {
                 ISTIO_VERSIONS.join(", ")
             ));
         }
-        if self.backoff.initial.0.is_zero() || self.backoff.initial > self.backoff.max {
-            return bad("`backoff.initial` must be above 0 and at most `backoff.max`".into());
+        if let Err(why) = self.backoff.check() {
+            return bad(why.into());
         }
         Ok(())
     }

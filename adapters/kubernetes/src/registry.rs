@@ -253,8 +253,7 @@ impl KubernetesRegistry {
     }
 
     async fn follow(&self, sink: &ChangeSink) -> Result<(), CatalogClosed> {
-        let cfg = &self.config.backoff;
-        let mut backoff = Backoff::new(cfg.initial.0, cfg.max.0);
+        let mut backoff = self.config.backoff.start();
         loop {
             match self.session(sink, &mut backoff).await? {
                 Restart::Gone(reason) => {

@@ -87,8 +87,7 @@ impl ClusterRouting {
     /// Lists and watches until the task is cancelled, publishing every
     /// change to `out`. Never returns.
     pub async fn run(&self, out: watch::Sender<Arc<RoutingView>>) {
-        let cfg = &self.config.backoff;
-        let mut backoff = Backoff::new(cfg.initial.0, cfg.max.0);
+        let mut backoff = self.config.backoff.start();
         loop {
             match self.session(&out, &mut backoff).await {
                 Ok(reason) => {

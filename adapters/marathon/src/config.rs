@@ -151,8 +151,8 @@ impl MarathonConfig {
                 return bad("`auth` needs exactly one of `token_file` and `token_env`".into());
             }
         }
-        if self.backoff.initial.0.is_zero() || self.backoff.initial > self.backoff.max {
-            return bad("`backoff.initial` must be above 0 and at most `backoff.max`".into());
+        if let Err(why) = self.backoff.check() {
+            return bad(why.into());
         }
         for (name, d) in [
             ("request_timeout", self.request_timeout),

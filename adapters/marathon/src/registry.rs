@@ -67,8 +67,7 @@ impl MarathonRegistry {
     }
 
     async fn follow(&self, sink: &ChangeSink) -> Result<(), CatalogClosed> {
-        let cfg = &self.config.backoff;
-        let mut backoff = Backoff::new(cfg.initial.0, cfg.max.0);
+        let mut backoff = self.config.backoff.start();
         let mut view = View::default();
         loop {
             match self.session(sink, &mut view, &mut backoff).await? {
