@@ -456,3 +456,38 @@ async fn listener_threads_share_the_connections_each_with_its_own_pool() {
         .await
         .expect("every listener thread drains and stops");
 }
+
+/// HTTP/2 clients get the same local replies as HTTP/1.1 ones when the
+/// HTTP/1.1 upstream cannot be reached (503) or answers garbage (502).
+#[tokio::test]
+async fn http2_clients_get_local_replies_for_failed_http1_upstreams() {
+    // A port that was free a moment ago: nothing listens there.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let (garbled, server) =
+        once_per_connection_upstream(b"this is not an HTTP response\r\n\r\n").await;
+    let services = format!(
+        "services:\n  - name: gone\n    endpoints: [{{address: 127.0.0.1, port: {closed}}}]\n  - name: garbled\n    endpoints: [{{address: 127.0.0.1, port: {garbled}}}]\n"
+    );
+    let mesh = TestMesh::start(&services, "").await;
+    let mut sender = h2_client(&mesh).await;
+    for (host, status) in [
+        ("gone", StatusCode::SERVICE_UNAVAILABLE),
+        ("garbled", StatusCode::BAD_GATEWAY),
+    ] {
+        let req = http::Request::get(format!("http://{host}/"))
+            .body(Full::<Bytes>::default())
+            .expect("req");
+        let resp = sender.send_request(req).await.expect("response");
+        assert_eq!(resp.status(), status, "{host}");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert!(
+            String::from_utf8_lossy(&body).contains(host),
+            "the reply names the upstream: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    server.abort();
+}
