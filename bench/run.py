@@ -1101,6 +1101,10 @@ def render(result: dict, summ: dict) -> str:
             notes.append(foot_routing)
         notes.extend(sorted(foot))
         notes.append(disturbance_note(result, t))
+        cov = (result.get("anymesh") or {}).get("symbol_order")
+        if cov and cov["listed"]:
+            notes.append(f"Code layout: the binary has {cov['found']:,} of the {cov['listed']:,} start-up and "
+                         f"request-path functions listed in `link/symbol-order.txt`.")
         for note in notes:  # one paragraph each
             lines.extend(["", note])
         lines.append("")
@@ -1249,6 +1253,35 @@ def build_anymesh(args) -> str:
     return str(b)
 
 
+SYMBOL_ORDER = REPO / "link" / "symbol-order.txt"
+
+
+def listed_symbols() -> list[str]:
+    """The functions build.rs has the linker place first (bench/order-symbols)."""
+    if not SYMBOL_ORDER.exists():
+        return []
+    return [s for s in (line.split("#", 1)[0].strip() for line in SYMBOL_ORDER.read_text().splitlines()) if s]
+
+
+def binary_symbols(binary: str) -> set[str]:
+    """The names of the functions defined in `binary` (mangled)."""
+    out = subprocess.run(["nm", "--defined-only", binary], capture_output=True, text=True, check=True).stdout
+    return {parts[2] for parts in (line.split() for line in out.splitlines())
+            if len(parts) == 3 and parts[1] in "tTwW"}
+
+
+def symbol_order_coverage(binary: str) -> dict | None:
+    """How many of the listed start-up and request-path functions `binary`
+    has: a stale list (after big changes) lays out fewer of them together,
+    which shows in idle RSS."""
+    listed = listed_symbols()
+    try:
+        have = binary_symbols(binary) if listed else set()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {"listed": len(listed), "found": sum(1 for s in listed if s in have)}
+
+
 def machine_info() -> dict:
     model = "?"
     try:
@@ -1350,7 +1383,12 @@ def main(argv: list[str]) -> int:
         result["tools"] = tool_versions(tools)
         anymesh_bin = build_anymesh(args)
         # the source the measured binary comes from (with --anymesh, its own tree)
-        result["anymesh"] = {"binary": anymesh_bin, "git": git_info(Path(anymesh_bin).resolve().parent)}
+        result["anymesh"] = {"binary": anymesh_bin, "git": git_info(Path(anymesh_bin).resolve().parent),
+                             "symbol_order": symbol_order_coverage(anymesh_bin)}
+        cov = result["anymesh"]["symbol_order"]
+        if cov and cov["listed"] and cov["found"] < 0.9 * cov["listed"]:
+            log(f"warning: the binary has only {cov['found']} of the {cov['listed']} functions listed in "
+                f"{SYMBOL_ORDER.relative_to(REPO)}; regenerate it with bench/order-symbols")
         soft, hard = raise_nofile(args.idle_conns * 2 + 8192)
         result["rlimit_nofile"] = [soft, hard]
         if soft < args.idle_conns + 1024:
