@@ -44,7 +44,8 @@ enum Command {
         #[arg(short, long, default_value = "anymesh.yaml")]
         config: PathBuf,
         /// Threads serving traffic (default: one per CPU), each with its own single-threaded
-        /// runtime, connections and upstream pool; the first also runs registries and admin.
+        /// runtime, connections and upstream pool; registries, routing and admin run on one
+        /// more thread of their own.
         #[arg(long, env = "ANYMESH_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
         workers: Option<u16>,
     },
@@ -116,8 +117,9 @@ fn main() -> ExitCode {
     // The demo prints its own results; only problems are logged unless asked for.
     let demo_default = matches!(cli.command, Command::Demo { .. }) && cli.log == "info";
     init_tracing(cli.log_format, if demo_default { "warn" } else { &cli.log });
-    // `proxy` runs single-threaded runtimes, one per listener thread (the
-    // first is this one); the other commands use a work-stealing runtime.
+    // `proxy` runs single-threaded runtimes: this thread's for the control
+    // plane, one per listener thread; the other commands use a work-stealing
+    // runtime.
     let rt = match &cli.command {
         Command::Proxy { .. } => tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -241,54 +241,38 @@ impl Mesh {
         let server = ServerSettings {
             header_read_timeout: settings.listeners.header_read_timeout,
         };
-        // More listener threads: this one accepts and deals the connections
-        // out in turn; each thread runs its own single-threaded runtime, so a
-        // connection, its tasks and its upstream connections stay on one
-        // thread (as nginx's workers do).
+        // Listener threads, apart from this one (the control thread: registries,
+        // routing reloads and compiles, admin), so that a large registry
+        // change being parsed and compiled never holds up a request. Each
+        // runs its own single-threaded runtime, so a connection, its tasks
+        // and its upstream connections stay on one thread (as nginx's
+        // workers do); the first accepts and deals the connections out in
+        // turn.
+        let listener = Listener {
+            router: router.clone(),
+            metrics,
+            upstream,
+            server,
+            stop: shutdown_rx.clone(),
+        };
         let mut others = Vec::new();
         for i in 1..settings.listeners.threads.max(1) {
             let (tx, conns) = Connections::handoff();
             others.push(tx);
-            let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-            let (router, metrics, upstream, stop) = (
-                router.clone(),
-                metrics.clone(),
-                upstream.clone(),
-                shutdown_rx.clone(),
-            );
-            std::thread::Builder::new()
-                .name(format!("anymesh-listener-{i}"))
-                .spawn(move || {
-                    match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
-                        Ok(rt) => rt.block_on(async move {
-                            let proxy = Arc::new(Proxy::new(router, metrics, &upstream));
-                            serve_connections(conns, proxy, server, stopped(stop)).await;
-                        }),
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot start a listener thread's runtime")
-                        }
-                    }
-                    drop(done_tx);
-                })
-                .context("cannot start a listener thread")?;
-            // The mesh's shutdown waits for this thread's drain too.
-            tasks.spawn(async move {
-                let _ = done_rx.await;
-            });
+            let done = listener.spawn(i, move || Ok(conns))?;
+            // The mesh's shutdown waits for every listener thread's drain.
+            tasks.spawn(done);
         }
-        let proxy = Arc::new(Proxy::new(router.clone(), metrics, &upstream));
-        tasks.spawn(serve_connections(
-            Connections::Accept {
-                listener: outbound,
+        let outbound = outbound
+            .into_std()
+            .context("cannot hand the outbound listener to its thread")?;
+        let done = listener.spawn(0, move || {
+            Ok(Connections::Accept {
+                listener: TcpListener::from_std(outbound)?,
                 others,
-            },
-            proxy,
-            server,
-            stopped(shutdown_rx.clone()),
-        ));
+            })
+        })?;
+        tasks.spawn(done);
         let admin_state = Arc::new(AdminState {
             router: router.clone(),
             catalog: snap_rx.clone(),
@@ -323,6 +307,63 @@ impl Mesh {
         {
             self.tasks.abort_all();
         }
+    }
+}
+
+/// What every listener thread serves with.
+struct Listener {
+    router: Arc<Router>,
+    metrics: Arc<Metrics>,
+    upstream: UpstreamSettings,
+    server: ServerSettings,
+    stop: watch::Receiver<bool>,
+}
+
+impl Listener {
+    /// Starts listener thread `i`, which serves the connections `conns`
+    /// gives (called on that thread, inside its runtime); the returned
+    /// future ends when the thread has drained and stopped.
+    fn spawn(
+        &self,
+        i: usize,
+        conns: impl FnOnce() -> std::io::Result<Connections> + Send + 'static,
+    ) -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let (router, metrics, upstream, server, stop) = (
+            self.router.clone(),
+            self.metrics.clone(),
+            self.upstream.clone(),
+            self.server,
+            self.stop.clone(),
+        );
+        std::thread::Builder::new()
+            .name(format!("anymesh-listener-{i}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start a listener thread's runtime");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match conns() {
+                        Ok(conns) => {
+                            let proxy = Arc::new(Proxy::new(router, metrics, &upstream));
+                            serve_connections(conns, proxy, server, stopped(stop)).await;
+                        }
+                        Err(e) => tracing::error!(error = %e, "a listener thread cannot listen"),
+                    }
+                });
+                drop(done_tx);
+            })
+            .context("cannot start a listener thread")?;
+        Ok(async move {
+            let _ = done_rx.await;
+        })
     }
 }
 

@@ -457,6 +457,32 @@ async fn listener_threads_share_the_connections_each_with_its_own_pool() {
         .expect("every listener thread drains and stops");
 }
 
+/// The control plane (registries, routing, compiles, admin) runs on the
+/// thread that started the mesh, here the test's own single-threaded
+/// runtime; traffic is served by listener threads apart from it. So while
+/// that thread is held up (here by a blocking read; in production by parsing
+/// and compiling a large registry change), requests are still answered. Were
+/// the listener on this thread, the read below would wait for its own
+/// thread and time out.
+#[tokio::test]
+async fn requests_are_served_while_the_control_thread_is_busy() {
+    use std::io::{Read, Write};
+    let mesh = TestMesh::start_with_threads("services: []\n", "", 1).await;
+    let mut c = std::net::TcpStream::connect(mesh.proxy()).expect("connect");
+    c.set_read_timeout(Some(DEADLINE)).expect("read timeout");
+    // No service is named `nowhere`: the listener answers 404 by itself.
+    c.write_all(b"GET / HTTP/1.1\r\nHost: nowhere\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut got = String::new();
+    let read = c.read_to_string(&mut got);
+    assert!(
+        read.is_ok(),
+        "no answer while the control thread was busy: {read:?}"
+    );
+    assert!(got.starts_with("HTTP/1.1 404"), "{got}");
+    mesh.mesh.shutdown().await;
+}
+
 /// HTTP/2 clients get the same local replies as HTTP/1.1 ones when the
 /// HTTP/1.1 upstream cannot be reached (503) or answers garbage (502).
 #[tokio::test]
