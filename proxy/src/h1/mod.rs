@@ -113,7 +113,9 @@ pub(crate) async fn serve_connection(
             }
             Next::Handover(prefix) => {
                 bufs::give(buf);
-                handover(stream, prefix, peer, &shared, stop).await;
+                // Boxed: hyper's connection state would otherwise make every
+                // connection's task, idle ones included, as large as itself.
+                Box::pin(handover(stream, prefix, peer, &shared, stop)).await;
                 return;
             }
         }
