@@ -69,7 +69,8 @@ def generate(binary: str) -> int:
     if not shutil.which("valgrind"):
         sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(sudo + ["apt-get", "install", "-y", "-qq", "valgrind"], env=env, check=True)
+        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "valgrind"]):
+            subprocess.run(sudo + cmd, env=env, stdin=subprocess.DEVNULL, check=True)
     tools = bench.ensure_tools()
     tmp = Path(tempfile.mkdtemp(prefix="anymesh-order-"))
     os.chmod(tmp, 0o755)
