@@ -20,12 +20,11 @@ use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use rand::Rng;
 use tokio::time::Instant;
 
 use crate::balance::{InFlight, PickContext};
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, RequestBody};
 use crate::h1::bridge::{self, BridgeError};
 use crate::hop;
 use crate::metrics::{Metrics, RequestLabels};
@@ -98,7 +97,7 @@ impl Proxy {
 
     /// Serves one request from a downstream peer (hyper's listeners: HTTP/2,
     /// and HTTP/1.1 connections handed over by [`crate::h1`]).
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: Request<RequestBody>, peer: SocketAddr) -> Response<ProxyBody> {
         let start = Instant::now();
         let routing = self.router.current();
         let out = self.dispatch(req, peer, &routing).await;
@@ -137,7 +136,7 @@ impl Proxy {
 
     async fn dispatch(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         peer: SocketAddr,
         routing: &Routing,
     ) -> Outcome {
@@ -154,7 +153,7 @@ impl Proxy {
         out
     }
 
-    async fn forward(&self, parts: &mut Parts, body: Incoming, plan: Plan<'_>) -> Outcome {
+    async fn forward(&self, parts: &mut Parts, body: RequestBody, plan: Plan<'_>) -> Outcome {
         if let Err(out) = prepare(parts, &plan) {
             return *out;
         }
@@ -171,7 +170,7 @@ impl Proxy {
     async fn forward_streaming(
         &self,
         parts: &mut Parts,
-        body: Incoming,
+        body: RequestBody,
         plan: Plan<'_>,
     ) -> Outcome {
         let route = plan.hit.route;
@@ -680,7 +679,7 @@ mod future_sizes {
             h1::exchange(c, b, peer, sh, true, st)
         });
         let handle = size(|| {
-            let (p, r): (&Proxy, Request<Incoming>) = unreachable!();
+            let (p, r): (&Proxy, Request<RequestBody>) = unreachable!();
             p.handle(r, peer)
         });
         let raw = size(|| {

@@ -10,6 +10,7 @@ pub mod balance;
 pub mod body;
 pub mod forward;
 pub mod h1;
+pub mod h2;
 pub mod hop;
 pub mod metrics;
 pub mod pool;

@@ -21,6 +21,8 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+
+use crate::body::RequestBody;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use parking_lot::{Mutex, RwLock};
@@ -75,7 +77,7 @@ impl UpstreamError {
 }
 
 struct Idle {
-    sender: http1::SendRequest<Incoming>,
+    sender: http1::SendRequest<RequestBody>,
     since: Instant,
 }
 
@@ -100,7 +102,7 @@ struct Endpoint {
     authority: Arc<str>,
     idle: Mutex<Vec<Idle>>,
     raw: Mutex<Vec<RawIdle>>,
-    h2: Mutex<Option<http2::SendRequest<Incoming>>>,
+    h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
     /// Serialises HTTP/2 handshakes so concurrent first requests share one connection.
     h2_connect: tokio::sync::Mutex<()>,
 }
@@ -137,7 +139,7 @@ pub struct Pool {
 /// An HTTP/1.1 connection lent to one request. Call [`PooledH1::release`]
 /// once the response body has ended; dropping it closes the connection.
 pub struct PooledH1 {
-    sender: http1::SendRequest<Incoming>,
+    sender: http1::SendRequest<RequestBody>,
     home: Arc<Endpoint>,
     max_idle: usize,
 }
@@ -232,7 +234,7 @@ impl Pool {
     pub async fn send_h1(
         &self,
         authority: &str,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, PooledH1), UpstreamError> {
         let ep = self.endpoint(authority);
         // Idle connections first. One the upstream closed meanwhile hands the
@@ -315,7 +317,7 @@ impl Pool {
         }
     }
 
-    fn lend(&self, sender: http1::SendRequest<Incoming>, home: Arc<Endpoint>) -> PooledH1 {
+    fn lend(&self, sender: http1::SendRequest<RequestBody>, home: Arc<Endpoint>) -> PooledH1 {
         PooledH1 {
             sender,
             home,
@@ -327,7 +329,7 @@ impl Pool {
     pub async fn send_h2(
         &self,
         authority: &str,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let ep = self.endpoint(authority);
         let mut sender = match self.h2_sender(&ep) {
@@ -354,7 +356,7 @@ impl Pool {
             .map_err(|source| UpstreamError::Request { source })
     }
 
-    fn h2_sender(&self, ep: &Endpoint) -> Option<http2::SendRequest<Incoming>> {
+    fn h2_sender(&self, ep: &Endpoint) -> Option<http2::SendRequest<RequestBody>> {
         let mut slot = ep.h2.lock();
         match slot.as_ref() {
             Some(s) if !s.is_closed() => Some(s.clone()),
@@ -366,7 +368,7 @@ impl Pool {
         }
     }
 
-    fn checkout(&self, ep: &Endpoint) -> Option<http1::SendRequest<Incoming>> {
+    fn checkout(&self, ep: &Endpoint) -> Option<http1::SendRequest<RequestBody>> {
         let mut idle = ep.idle.lock();
         while let Some(c) = idle.pop() {
             if !c.sender.is_closed() && c.since.elapsed() < self.settings.idle_timeout {
@@ -395,7 +397,7 @@ impl Pool {
     async fn connect_h1(
         &self,
         ep: &Endpoint,
-    ) -> Result<http1::SendRequest<Incoming>, UpstreamError> {
+    ) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
         let io = TokioIo::new(self.tcp(ep).await?);
         // One flattened write per small request (see server.rs).
         let (sender, conn) = http1::Builder::new()
@@ -410,7 +412,7 @@ impl Pool {
     async fn connect_h2(
         &self,
         ep: &Endpoint,
-    ) -> Result<http2::SendRequest<Incoming>, UpstreamError> {
+    ) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
         let io = TokioIo::new(self.tcp(ep).await?);
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())

@@ -6,6 +6,7 @@ mod consul;
 mod etcd;
 mod eureka;
 mod explain;
+mod h2;
 mod harness;
 mod integration_kubernetes;
 mod integration_vm;

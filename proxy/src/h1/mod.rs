@@ -39,7 +39,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, RequestBody};
 use crate::forward::{self, Outcome, Plan, Proxy};
 use crate::pool::{RawConn, UpstreamError};
 use crate::reply::{self, Reason};
@@ -111,6 +111,19 @@ pub(crate) async fn serve_connection(
                 let _ = stream.shutdown().await;
                 return;
             }
+            Next::Handover(prefix) if prefix.starts_with(b"PRI ") => {
+                bufs::give(buf);
+                // Boxed: the HTTP/2 connection's state is not every connection's.
+                Box::pin(crate::h2::serve(
+                    stream,
+                    prefix,
+                    peer,
+                    shared.proxy.clone(),
+                    stop,
+                ))
+                .await;
+                return;
+            }
             Next::Handover(prefix) => {
                 bufs::give(buf);
                 // Boxed: hyper's connection state would otherwise make every
@@ -134,7 +147,9 @@ async fn handover(
     let service = service_fn(move |req: Request<Incoming>| {
         let proxy = proxy.clone();
         // Boxed: hyper moves the service future around; a pointer is cheap to move.
-        Box::pin(async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) })
+        Box::pin(async move {
+            Ok::<_, Infallible>(proxy.handle(req.map(RequestBody::Hyper), peer).await)
+        })
     });
     let io = TokioIo::new(rewind::Rewind::new(prefix, stream));
     let conn = shared.hyper.serve_connection(io, service);
