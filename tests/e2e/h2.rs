@@ -124,6 +124,12 @@ impl Raw {
                 .frame()
                 .await
                 .unwrap_or_else(|| panic!("connection closed before frame type {ty}"));
+            if f.ty == GOAWAY && ty != GOAWAY {
+                panic!(
+                    "GOAWAY while waiting for frame type {ty}: {:?}",
+                    String::from_utf8_lossy(&f.payload[8..])
+                );
+            }
             if f.ty == ty && id.is_none_or(|i| i == f.id) {
                 return f;
             }
@@ -175,8 +181,18 @@ fn block(fields: &[(&str, &str)]) -> Vec<u8> {
     for (n, v) in fields {
         b.push(0);
         for s in [n, v] {
-            assert!(s.len() < 127, "short strings only");
-            b.push(s.len() as u8);
+            // The length, an integer with a 7-bit prefix (RFC 7541, 5.1).
+            if s.len() < 127 {
+                b.push(s.len() as u8);
+            } else {
+                b.push(127);
+                let mut rest = s.len() - 127;
+                while rest >= 128 {
+                    b.push((rest % 128) as u8 | 0x80);
+                    rest /= 128;
+                }
+                b.push(rest as u8);
+            }
             b.extend_from_slice(s.as_bytes());
         }
     }
@@ -250,9 +266,29 @@ async fn requests_are_served_and_malformed_ones_reset_without_harm_to_the_connec
     let pong = c.expect(PING, None).await;
     assert_eq!((pong.flags, &pong.payload[..]), (1, &b"12345678"[..]));
 
+    // A header list over 64 KiB, in HEADERS and CONTINUATION frames: 431.
+    let mut huge = get("/x");
+    huge.push(("x-huge", "h".repeat(70_000)));
+    let b = block(&fields(&huge));
+    let mut parts = b.chunks(16_384).peekable();
+    c.send(HEADERS, END_STREAM, 13, parts.next().expect("first part"))
+        .await;
+    while let Some(p) = parts.next() {
+        let last = parts.peek().is_none();
+        c.send(CONTINUATION, if last { END_HEADERS } else { 0 }, 13, p)
+            .await;
+    }
+    let head = c.expect(HEADERS, Some(13)).await;
+    assert_eq!(
+        &head.payload[..],
+        b"\x08\x03431",
+        ":status 431 as a literal"
+    );
+    assert_ne!(head.flags & END_STREAM, 0);
+
     // The connection still serves.
-    c.request(13, &fields(&get("/two")), true).await;
-    let (status, body) = c.response(13).await;
+    c.request(15, &fields(&get("/two")), true).await;
+    let (status, body) = c.response(15).await;
     assert_eq!((status, &body[..]), (0x88, &b"a\n"[..]));
 
     // HEADERS on a stream that completed is a connection error (one this
