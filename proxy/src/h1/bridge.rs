@@ -82,8 +82,12 @@ pub(crate) async fn send_bodiless(
 /// left out (httparse accepted them, `http` is stricter on names).
 fn fields(head: &ResponseHead) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(head.fields().size_hint().0);
-    for (name, value) in head.fields() {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+    // The values share the received head's bytes instead of copying them.
+    for (name, value) in head.shared_fields() {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name),
+            HeaderValue::from_maybe_shared(value),
+        ) {
             map.append(n, v);
         }
     }

@@ -7,8 +7,9 @@ use bytes::BytesMut;
 
 /// Size of a fresh buffer; a head or a body piece is read into it.
 pub const BUF_SIZE: usize = 8 * 1024;
-/// Buffers kept per worker thread for reuse.
-const KEEP: usize = 64;
+/// Buffers kept per worker thread for reuse: enough for the exchanges one
+/// thread has in flight at once (HTTP/2 connections run many each).
+const KEEP: usize = 256;
 
 thread_local! {
     static FREE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };

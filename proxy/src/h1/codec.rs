@@ -115,6 +115,13 @@ impl ResponseHead {
             .map(|(n, v)| (&self.raw[n.clone()], &self.raw[v.clone()]))
     }
 
+    /// The received fields, values as slices of the received head (no copy).
+    pub fn shared_fields(&self) -> impl Iterator<Item = (&[u8], Bytes)> {
+        self.fields
+            .iter()
+            .map(|(n, v)| (&self.raw[n.clone()], self.raw.slice(v.clone())))
+    }
+
     /// The first value of a field.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.fields()

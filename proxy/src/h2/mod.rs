@@ -949,6 +949,9 @@ impl Conn {
         }
         hpack::encode_status(&mut self.block, parts.status);
         encode_fields(&mut self.block, &parts.headers);
+        // The fields may share the upstream's read buffer, which goes back
+        // to the free list only once nothing else holds it.
+        drop(parts);
         write_block(&mut self.wbuf, id, &self.block, end, self.peer_max_frame);
         if end {
             self.completed += 1;
