@@ -95,8 +95,9 @@ impl Proxy {
         &self.router
     }
 
-    /// Serves one request from a downstream peer (hyper's listeners: HTTP/2,
-    /// and HTTP/1.1 connections handed over by [`crate::h1`]).
+    /// Serves one request from a downstream peer: an HTTP/2 stream
+    /// ([`crate::h2`]), or a request on an HTTP/1.1 connection handed over
+    /// to hyper by [`crate::h1`].
     pub async fn handle(&self, req: Request<RequestBody>, peer: SocketAddr) -> Response<ProxyBody> {
         let start = Instant::now();
         let routing = self.router.current();

@@ -117,7 +117,7 @@ impl Connections {
 }
 
 /// Serves the outbound listener until `shutdown` resolves, then drains:
-/// HTTP/1.1 on the fast path ([`crate::h1`]), HTTP/2 with hyper.
+/// HTTP/1.1 on the fast path ([`crate::h1`]), HTTP/2 on [`crate::h2`].
 pub async fn serve_proxy(
     listener: TcpListener,
     proxy: Arc<Proxy>,

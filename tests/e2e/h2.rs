@@ -496,3 +496,70 @@ async fn shutdown_sends_goaway_and_lets_running_streams_finish() {
     );
     stopping.await.expect("shutdown");
 }
+
+/// Panics on the mesh's listener threads, counted by a panic hook.
+fn listener_panics() -> &'static std::sync::atomic::AtomicUsize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::OnceLock;
+    static COUNT: OnceLock<&'static AtomicUsize> = OnceLock::new();
+    COUNT.get_or_init(|| {
+        let count: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let listener = std::thread::current()
+                .name()
+                .is_some_and(|n| n.starts_with("anymesh-listener"));
+            if listener {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+            previous(info);
+        }));
+        count
+    })
+}
+
+/// Random frames, some of them well-formed, on many connections: the server
+/// answers or closes each connection, never panics, and keeps serving.
+#[tokio::test]
+async fn random_frames_never_panic_the_server() {
+    let panics = listener_panics();
+    let (mesh, _ups) = web_mesh().await;
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let valid = block(&fields(&get("/fuzz")));
+    for _ in 0..2000 {
+        let mut c = Raw::connect(&mesh, &[]).await;
+        for _ in 0..(next() % 20) {
+            let r = next();
+            let ty = (r % 11) as u8;
+            let flags = (r >> 8) as u8;
+            let id = ((r >> 16) % 8) as u32;
+            let len = ((r >> 24) % 40) as usize;
+            let mut payload: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if ty == HEADERS && r % 3 == 0 {
+                payload = valid.clone();
+            }
+            c.send(ty, flags, id, &payload).await;
+        }
+        // The connection either answers a PING or ends.
+        c.send(PING, 0, 0, b"fuzzfuzz").await;
+        while let Some(f) = c.frame().await {
+            if f.ty == PING && f.flags & 1 != 0 {
+                break;
+            }
+        }
+    }
+    let mut c = Raw::connect(&mesh, &[]).await;
+    c.request(1, &fields(&get("/after")), true).await;
+    assert_eq!(c.response(1).await.0, 0x88, "still serving");
+    assert_eq!(
+        panics.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a listener thread panicked"
+    );
+}

@@ -1,5 +1,6 @@
-//! HTTP/1.1 upstream exchanges for requests that hyper serves (HTTP/2
-//! clients, and HTTP/1.1 connections handed over to hyper).
+//! HTTP/1.1 upstream exchanges for requests served through
+//! [`Proxy::handle`] (HTTP/2 streams, and HTTP/1.1 connections handed over
+//! to hyper).
 //!
 //! A request without a body goes out on the raw HTTP/1.1 pool with this
 //! module's codec, the same connections and the same stale-connection retry as

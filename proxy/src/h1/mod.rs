@@ -6,10 +6,10 @@
 //! is lent from a per-thread free list ([`bufs`]) when bytes arrive and given
 //! back when the exchange ends.
 //!
-//! What this path does not serve goes to hyper with the bytes already read
-//! put back in front ([`rewind`]): HTTP/2 with prior knowledge, and HTTP/1.1
-//! requests routed to an HTTP/2 upstream (that connection then stays with
-//! hyper). Message framing rules are in [`codec`].
+//! A connection that opens with the HTTP/2 preface goes to [`crate::h2`].
+//! HTTP/1.1 requests routed to an HTTP/2 upstream go to hyper with the bytes
+//! already read put back in front ([`rewind`]); that connection then stays
+//! with hyper. Message framing rules are in [`codec`].
 
 pub(crate) mod bridge;
 mod bufs;
