@@ -12,7 +12,7 @@
 //! with hyper. Message framing rules are in [`codec`].
 
 pub(crate) mod bridge;
-mod bufs;
+pub(crate) mod bufs;
 pub mod codec;
 mod rewind;
 

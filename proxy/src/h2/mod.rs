@@ -44,6 +44,7 @@ use hpack::{Field, Pseudo};
 
 use crate::body::{ProxyBody, RequestBody};
 use crate::forward::Proxy;
+use crate::h1::bufs;
 
 /// The client connection preface (RFC 9113, 3.4).
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -258,9 +259,9 @@ enum Pump {
 
 impl Conn {
     fn new(io: TcpStream, prefix: Bytes, peer: SocketAddr, proxy: Arc<Proxy>) -> Self {
-        let mut rbuf = BytesMut::with_capacity(MAX_FRAME + 9);
+        let mut rbuf = bufs::take();
         rbuf.extend_from_slice(&prefix);
-        let mut wbuf = BytesMut::with_capacity(4096);
+        let mut wbuf = bufs::take();
         // This server's SETTINGS, then the connection window raised to CONN_WINDOW.
         let settings = [
             (SETTINGS_MAX_CONCURRENT_STREAMS, MAX_STREAMS as u32),
@@ -310,6 +311,9 @@ impl Conn {
 
     /// Drives the connection; ready when it is over.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.wbuf.capacity() == 0 {
+            self.wbuf = bufs::take();
+        }
         loop {
             let mut progress = false;
             if !self.failed && !self.read_closed && self.wbuf.len() < WRITE_HIGH {
@@ -353,6 +357,14 @@ impl Conn {
                 return Poll::Ready(());
             }
             if !progress {
+                // An idle connection holds no buffer: they go back to the
+                // thread's free list until bytes come or go again.
+                if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+                    bufs::give(std::mem::take(&mut self.rbuf));
+                }
+                if self.wbuf.is_empty() && self.wbuf.capacity() > 0 {
+                    bufs::give(std::mem::take(&mut self.wbuf));
+                }
                 return Poll::Pending;
             }
         }
@@ -360,6 +372,9 @@ impl Conn {
 
     /// Reads what the socket has; `Ok(0)` at its end.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.rbuf.capacity() == 0 {
+            self.rbuf = bufs::take();
+        }
         self.rbuf.reserve(MAX_FRAME + 9);
         // Through AsyncRead: a short read clears the readiness, so the next
         // poll does not try a read that can only fail. The future keeps no
@@ -381,10 +396,6 @@ impl Conn {
                 Poll::Pending if wrote => return Poll::Ready(Ok(true)),
                 Poll::Pending => return Poll::Pending,
             }
-        }
-        if self.wbuf.capacity() > 4 * WRITE_HIGH {
-            // A burst grew the buffer: give the memory back.
-            self.wbuf = BytesMut::with_capacity(4096);
         }
         Poll::Ready(Ok(wrote))
     }
