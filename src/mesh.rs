@@ -259,19 +259,21 @@ impl Mesh {
         for i in 1..settings.listeners.threads.max(1) {
             let (tx, conns) = Connections::handoff();
             others.push(tx);
-            let done = listener.spawn(i, move || Ok(conns))?;
+            let done = listener.spawn(i, move || Ok(conns)).await?;
             // The mesh's shutdown waits for every listener thread's drain.
             tasks.spawn(done);
         }
         let outbound = outbound
             .into_std()
             .context("cannot hand the outbound listener to its thread")?;
-        let done = listener.spawn(0, move || {
-            Ok(Connections::Accept {
-                listener: TcpListener::from_std(outbound)?,
-                others,
+        let done = listener
+            .spawn(0, move || {
+                Ok(Connections::Accept {
+                    listener: TcpListener::from_std(outbound)?,
+                    others,
+                })
             })
-        })?;
+            .await?;
         tasks.spawn(done);
         let admin_state = Arc::new(AdminState {
             router: router.clone(),
@@ -321,14 +323,16 @@ struct Listener {
 
 impl Listener {
     /// Starts listener thread `i`, which serves the connections `conns`
-    /// gives (called on that thread, inside its runtime); the returned
-    /// future ends when the thread has drained and stopped.
-    fn spawn(
+    /// gives (called on that thread, inside its runtime). Returns once the
+    /// thread serves, or with the reason it cannot; the returned future ends
+    /// when the thread has drained and stopped.
+    async fn spawn(
         &self,
         i: usize,
         conns: impl FnOnce() -> std::io::Result<Connections> + Send + 'static,
     ) -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
         let (router, metrics, upstream, server, stop) = (
             self.router.clone(),
             self.metrics.clone(),
@@ -345,22 +349,32 @@ impl Listener {
                 {
                     Ok(rt) => rt,
                     Err(e) => {
-                        tracing::error!(error = %e, "cannot start a listener thread's runtime");
+                        let _ = started_tx.send(Err(format!("cannot start its runtime: {e}")));
                         return;
                     }
                 };
                 rt.block_on(async move {
                     match conns() {
                         Ok(conns) => {
+                            let _ = started_tx.send(Ok(()));
                             let proxy = Arc::new(Proxy::new(router, metrics, &upstream));
                             serve_connections(conns, proxy, server, stopped(stop)).await;
                         }
-                        Err(e) => tracing::error!(error = %e, "a listener thread cannot listen"),
+                        Err(e) => {
+                            let _ = started_tx.send(Err(format!("cannot listen: {e}")));
+                        }
                     }
                 });
                 drop(done_tx);
             })
             .context("cannot start a listener thread")?;
+        // A mesh missing a listener thread would serve with less than it was
+        // configured for, quietly: it does not start instead.
+        match started_rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => anyhow::bail!("listener thread {i} {e}"),
+            Err(_) => anyhow::bail!("listener thread {i} ended before it started serving"),
+        }
         Ok(async move {
             let _ = done_rx.await;
         })
@@ -695,5 +709,33 @@ pub async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listener thread that cannot serve makes the start fail with the
+    /// reason, instead of a mesh that runs short of a thread.
+    #[tokio::test]
+    async fn a_listener_thread_that_cannot_listen_fails_the_start() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let (_stop_tx, stop) = watch::channel(false);
+        let listener = Listener {
+            router: Arc::new(Router::new()),
+            metrics: Arc::new(Metrics::new(&mut registry)),
+            upstream: UpstreamSettings::default(),
+            server: ServerSettings::default(),
+            stop,
+        };
+        let failed = listener
+            .spawn(3, || Err(std::io::Error::other("no sockets left")))
+            .await;
+        let err = failed.err().map(|e| format!("{e:#}")).unwrap_or_default();
+        assert_eq!(err, "listener thread 3 cannot listen: no sockets left");
+        let (_tx, conns) = Connections::handoff();
+        let started = listener.spawn(4, move || Ok(conns)).await;
+        assert!(started.is_ok(), "a thread that can serve starts");
     }
 }

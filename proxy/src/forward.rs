@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anymesh_core::routes::{
-    Redirect, RequestInfo, Route, RouteAction, RouteHit, RouteMiss, StringMatch, WeightedCluster,
+    HeaderOps, Redirect, RequestInfo, Route, RouteAction, RouteHit, RouteMiss, StringMatch,
+    WeightedCluster,
 };
 use http::header::{HOST, LOCATION, SET_COOKIE};
 use http::request::Parts;
@@ -221,7 +222,94 @@ impl Proxy {
     }
 }
 
+/// What a request without a body from an HTTP/2 client turned into.
+pub(crate) enum Reply {
+    /// A response as [`Proxy::handle`] gives it.
+    Response(Response<ProxyBody>),
+    /// An HTTP/1.1 upstream's answer: the response head, already encoded for
+    /// the client as an HPACK header block, and the body still to be read
+    /// from the upstream connection.
+    Raw {
+        block: bytes::BytesMut,
+        body: Box<bridge::RawBody>,
+    },
+}
+
 impl Proxy {
+    /// Serves a request without a body from an HTTP/2 client, as
+    /// [`Proxy::handle`] does; when it goes to an HTTP/1.1 upstream, the
+    /// upstream's response head is encoded for the client straight from the
+    /// received bytes, without a `HeaderMap`.
+    pub(crate) async fn handle_bodiless(&self, mut parts: Parts, peer: SocketAddr) -> Reply {
+        let start = Instant::now();
+        let routing = self.router.current();
+        let plan = match plan(&parts, peer, &routing) {
+            Ok(p) => p,
+            Err(out) => {
+                self.record(&out, start);
+                return Reply::Response(out.resp);
+            }
+        };
+        if plan.h2 {
+            let service = plan.service();
+            let route = plan.hit.route.name.clone();
+            let mut out = Box::pin(self.forward(&mut parts, RequestBody::Empty, plan)).await;
+            out.service = Some(service);
+            out.route = Some(route);
+            self.record(&out, start);
+            return Reply::Response(out.resp);
+        }
+        let local = |mut out: Outcome, plan: &Plan<'_>| {
+            plan.label(&mut out);
+            self.record(&out, start);
+            Reply::Response(out.resp)
+        };
+        if let Err(out) = prepare(&mut parts, &plan) {
+            return local(*out, &plan);
+        }
+        let route = plan.hit.route;
+        let deadline = route.timeout.map(|t| start + t);
+        let call = bridge::exchange_bodiless(self, &plan, &parts);
+        let result = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, call).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let out = Outcome::local(Reason::Timeout, plan.timeout_message());
+                    return local(out, &plan);
+                }
+            },
+            None => call.await,
+        };
+        let (conn, rbuf, head) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let (reason, msg) = match e {
+                    BridgeError::Connect(m) => (Reason::UpstreamConnect, m),
+                    BridgeError::Upstream(m) => (Reason::UpstreamError, m),
+                };
+                tracing::debug!(endpoint = %plan.endpoint, cluster = %plan.target.cluster.name, error = %msg, "upstream request failed");
+                let out = Outcome::local(reason, plan.failure_message(&msg));
+                return local(out, &plan);
+            }
+        };
+        let ops = [&plan.target.response_headers, &route.response_headers];
+        let ops: &[&HeaderOps] = if ops.iter().all(|o| o.is_empty()) {
+            &[]
+        } else {
+            &ops
+        };
+        let cookie = plan.set_cookie.as_ref().map(|c| (&SET_COOKIE, c));
+        let block = crate::h2::encode_proxied_head(&head, ops, cookie);
+        let mut body = bridge::RawBody::new(conn, rbuf, &head, self.pool.clone(), deadline);
+        let (service, route_name) = (plan.service(), route.name.clone());
+        body.hold(plan.guard);
+        self.record_status(Some(service), Some(route_name), head.status.as_u16(), start);
+        Reply::Raw {
+            block,
+            body: Box::new(body),
+        }
+    }
+
     /// Forwards a request without a body to an HTTP/1.1 upstream over the
     /// raw connection pool ([`crate::h1::bridge`]).
     async fn forward_bodiless(&self, parts: &Parts, plan: Plan<'_>) -> Outcome {

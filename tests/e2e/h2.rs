@@ -373,6 +373,28 @@ async fn streams_reset_in_a_flood_close_the_connection() {
         }
     }
     assert!(closed, "GOAWAY (ENHANCE_YOUR_CALM) after the flood");
+
+    // Resets the client provokes (a body longer than its content-length)
+    // count the same as resets it sends.
+    let mut c = Raw::connect(&mesh, &[]).await;
+    let mut post = slow.clone();
+    post[0].1 = "POST".into();
+    post.push(("content-length", "0".into()));
+    let mut id = 1;
+    let mut closed = false;
+    for _ in 0..1000 {
+        c.request(id, &fields(&post), false).await;
+        c.send(DATA, 0, id, b"x").await;
+        id += 2;
+    }
+    while let Some(f) = c.frame().await {
+        if f.ty == GOAWAY {
+            let code = u32::from_be_bytes([f.payload[4], f.payload[5], f.payload[6], f.payload[7]]);
+            assert_eq!(code, ENHANCE_YOUR_CALM);
+            closed = true;
+        }
+    }
+    assert!(closed, "GOAWAY (ENHANCE_YOUR_CALM) after provoked resets");
 }
 
 #[tokio::test]
@@ -562,4 +584,74 @@ async fn random_frames_never_panic_the_server() {
         0,
         "a listener thread panicked"
     );
+}
+
+/// An HTTP/2 client gets an HTTP/1.1 upstream's response head re-encoded
+/// from the received bytes: route header operations applied, hop-by-hop
+/// fields gone, names lowercased, the length kept.
+#[tokio::test]
+async fn http1_upstream_heads_reach_http2_clients_with_the_routes_header_operations() {
+    let ups = upstreams(&["api"]).await;
+    let routes = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api}
+spec:
+  hosts: [api]
+  http:
+    - match: [{uri: {exact: /health}}]
+      directResponse: {status: 418, body: {string: "short and stout"}}
+    - match: [{uri: {prefix: /v1/}}]
+      headers:
+        response:
+          set: {x-upstream: replaced}
+          add: {x-served-by: anymesh}
+          remove: [x-seen-version]
+      route:
+        - destination: {host: api}
+    - route:
+        - destination: {host: api}
+"#;
+    let mesh = TestMesh::start(&services("api", "http", &[endpoint(&ups[0], "")]), routes).await;
+    let tcp = TcpStream::connect(mesh.proxy()).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let mut get = |path: &str| {
+        let req = http::Request::get(format!("http://api{path}"))
+            .body(http_body_util::Empty::<Bytes>::new())
+            .expect("req");
+        let sent = sender.send_request(req);
+        async move {
+            let resp = sent.await.expect("response");
+            let (parts, body) = resp.into_parts();
+            (parts, body.collect().await.expect("body").to_bytes())
+        }
+    };
+    let (parts, body) = get("/v1/items").await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(&body[..], b"api\n");
+    let h = &parts.headers;
+    assert_eq!(
+        h["x-upstream"], "replaced",
+        "set replaces the upstream's field"
+    );
+    assert_eq!(h["x-served-by"], "anymesh", "add");
+    assert!(h.get("x-seen-version").is_none(), "remove: {h:?}");
+    assert_eq!(h["x-seen-path"], "/v1/items");
+    assert_eq!(h["content-length"], "4");
+
+    let (parts, body) = get("/other").await;
+    assert_eq!(
+        parts.headers["x-upstream"], "api",
+        "no operations on other routes"
+    );
+    assert_eq!(parts.headers["x-seen-version"], "HTTP/1.1");
+    assert_eq!(&body[..], b"api\n");
+
+    let (parts, body) = get("/health").await;
+    assert_eq!(parts.status.as_u16(), 418);
+    assert_eq!(&body[..], b"short and stout");
 }

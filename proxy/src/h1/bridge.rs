@@ -46,21 +46,7 @@ pub(crate) async fn send_bodiless(
     parts: &Parts,
     deadline: Option<Instant>,
 ) -> Result<Response<RawBody>, BridgeError> {
-    let head_request = parts.method == http::Method::HEAD;
-    let mut out = bufs::take();
-    codec::write_request_head(&mut out, parts, Framing::None);
-    let request = UpstreamRequest {
-        head: &out,
-        replayable: super::idempotent(&parts.method),
-        head_request,
-    };
-    let sent = send_buffered(proxy, plan, &request).await;
-    bufs::give(out);
-    let (conn, rbuf, head) = sent.map_err(|e| match e {
-        Fail::Connect(e) => BridgeError::Connect(e.to_string()),
-        Fail::Upstream(e) => BridgeError::Upstream(e),
-        other => BridgeError::Upstream(format!("{other:?}")),
-    })?;
+    let (conn, rbuf, head) = exchange_bodiless(proxy, plan, parts).await?;
     let headers = fields(&head);
     let mut resp = Response::new(RawBody::new(
         conn,
@@ -77,6 +63,31 @@ pub(crate) async fn send_bodiless(
             .insert(CONTENT_LENGTH, HeaderValue::from(n));
     }
     Ok(resp)
+}
+
+/// Sends a request that has no body (its head prepared for HTTP/1.1) and
+/// reads the response head, as received; the body follows on the connection,
+/// part of it perhaps in the read buffer already.
+pub(crate) async fn exchange_bodiless(
+    proxy: &Proxy,
+    plan: &Plan<'_>,
+    parts: &Parts,
+) -> Result<(RawConn, BytesMut, ResponseHead), BridgeError> {
+    let head_request = parts.method == http::Method::HEAD;
+    let mut out = bufs::take();
+    codec::write_request_head(&mut out, parts, Framing::None);
+    let request = UpstreamRequest {
+        head: &out,
+        replayable: super::idempotent(&parts.method),
+        head_request,
+    };
+    let sent = send_buffered(proxy, plan, &request).await;
+    bufs::give(out);
+    sent.map_err(|e| match e {
+        Fail::Connect(e) => BridgeError::Connect(e.to_string()),
+        Fail::Upstream(e) => BridgeError::Upstream(e),
+        other => BridgeError::Upstream(format!("{other:?}")),
+    })
 }
 
 /// The received fields as a header map; fields that are not valid HTTP are
@@ -116,7 +127,7 @@ pub struct RawBody {
 const COPY_LIMIT: usize = 4 * 1024;
 
 impl RawBody {
-    fn new(
+    pub(crate) fn new(
         conn: RawConn,
         rbuf: BytesMut,
         head: &ResponseHead,

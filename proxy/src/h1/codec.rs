@@ -522,6 +522,29 @@ pub fn write_proxied_response_head(
         head.status.as_str(),
         head.status.canonical_reason().unwrap_or("")
     );
+    proxied_fields(head, ops, extra, |name, value| {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    });
+    write_framing(out, framing);
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The fields of a proxied response, in order, framing fields aside: the
+/// upstream's as received (names as sent), minus hop-by-hop ones (and those
+/// its `Connection` names), with the route's header operations applied in
+/// order and `extra` (a `Set-Cookie`) appended.
+pub fn proxied_fields(
+    head: &ResponseHead,
+    ops: &[&HeaderOps],
+    extra: Option<(&HeaderName, &HeaderValue)>,
+    mut emit: impl FnMut(&[u8], &[u8]),
+) {
     // Names the operations replace or remove: received fields with them go.
     let replaced = |name: &[u8]| {
         ops.iter().any(|o| {
@@ -549,10 +572,10 @@ pub fn write_proxied_response_head(
         {
             continue;
         }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
+        emit(name, value);
+    }
+    if ops.is_empty() && extra.is_none() {
+        return;
     }
     // The operations' own fields, as HeaderOps::apply would leave them.
     let mut added: Vec<(&HeaderName, &HeaderValue)> = Vec::new();
@@ -570,16 +593,8 @@ pub fn write_proxied_response_head(
         if *name == header::CONTENT_LENGTH || HOP_BY_HOP.contains(&name.as_str().as_bytes()) {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        emit(name.as_str().as_bytes(), value.as_bytes());
     }
-    write_framing(out, framing);
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Writes an HTTP/1.1 response head. `close` adds `connection: close`.

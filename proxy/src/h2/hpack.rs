@@ -148,13 +148,20 @@ fn named(name: Result<HeaderName, &'static str>, value: Bytes) -> Field {
     }
 }
 
+struct Entry {
+    field: Field,
+    size: usize,
+    name_len: usize,
+}
+
 /// The per-entry overhead of the dynamic table (RFC 7541, 4.1).
 const ENTRY_OVERHEAD: usize = 32;
 
 /// The decoding side of one connection.
 pub(crate) struct Decoder {
-    /// Newest first, with each entry's size.
-    table: VecDeque<(Field, usize)>,
+    /// Newest first, with each entry's size and its name's length as
+    /// received (the client counts those, whatever the field turned into).
+    table: VecDeque<Entry>,
     size: usize,
     max: usize,
     /// A scratch buffer for Huffman-decoded strings.
@@ -185,13 +192,13 @@ impl Decoder {
                 // Indexed field.
                 let (index, rest) = integer(block, 7)?;
                 block = rest;
-                emit(self.get(index)?.clone());
+                emit(self.get(index)?.0.clone());
             } else if b & 0x40 != 0 {
                 // Literal, added to the table.
                 let (f, name_len, value_len, rest) = self.literal(block, 6)?;
                 block = rest;
                 emit(f.clone());
-                self.insert(f, name_len + value_len + ENTRY_OVERHEAD);
+                self.insert(f, name_len, value_len);
             } else if b & 0x20 != 0 {
                 // Dynamic table size update: only before the block's first field.
                 if !first {
@@ -216,15 +223,16 @@ impl Decoder {
         Ok(())
     }
 
-    /// The entry at `index` of the combined static and dynamic tables.
-    fn get(&self, index: usize) -> Result<&Field, HpackError> {
+    /// The entry at `index` of the combined static and dynamic tables, and
+    /// the length of its name.
+    fn get(&self, index: usize) -> Result<(&Field, usize), HpackError> {
         match index {
             0 => Err(HpackError("index 0")),
-            1..=61 => Ok(&STATIC_FIELDS[index - 1]),
+            1..=61 => Ok((&STATIC_FIELDS[index - 1], STATIC[index - 1].0.len())),
             _ => self
                 .table
                 .get(index - 62)
-                .map(|(f, _)| f)
+                .map(|e| (&e.field, e.name_len))
                 .ok_or(HpackError("index past the end of the table")),
         }
     }
@@ -242,13 +250,8 @@ impl Decoder {
             let len = name.len();
             (field(&name, Bytes::new()), len, rest)
         } else {
-            let f = self.get(index)?.clone();
-            let len = match &f {
-                Field::Pseudo(p, _) => pseudo_name(*p).len(),
-                Field::Header(n, _) => n.as_str().len(),
-                Field::Malformed(_) => 0,
-            };
-            (f, len, rest)
+            let (f, len) = self.get(index)?;
+            (f.clone(), len, rest)
         };
         let (value, rest) = self.string(rest)?;
         let value_len = value.len();
@@ -276,7 +279,8 @@ impl Decoder {
         Ok((Bytes::copy_from_slice(&self.scratch), rest))
     }
 
-    fn insert(&mut self, f: Field, size: usize) {
+    fn insert(&mut self, field: Field, name_len: usize, value_len: usize) {
+        let size = name_len + value_len + ENTRY_OVERHEAD;
         if size > self.max {
             // Larger than the whole table: it empties the table (RFC 7541, 4.4).
             self.table.clear();
@@ -285,31 +289,24 @@ impl Decoder {
         }
         self.evict(size);
         self.size += size;
-        self.table.push_front((f, size));
+        self.table.push_front(Entry {
+            field,
+            size,
+            name_len,
+        });
     }
 
     /// Evicts the oldest entries until `room` more bytes fit.
     fn evict(&mut self, room: usize) {
         while self.size + room > self.max {
             match self.table.pop_back() {
-                Some((_, s)) => self.size -= s,
+                Some(e) => self.size -= e.size,
                 None => {
                     self.size = 0;
                     break;
                 }
             }
         }
-    }
-}
-
-fn pseudo_name(p: Pseudo) -> &'static str {
-    match p {
-        Pseudo::Method => ":method",
-        Pseudo::Scheme => ":scheme",
-        Pseudo::Authority => ":authority",
-        Pseudo::Path => ":path",
-        // Its length only counts toward the table size; ":protocol" and ":status" differ.
-        Pseudo::Other => ":status",
     }
 }
 
@@ -481,22 +478,42 @@ pub(crate) fn encode_status(out: &mut BytesMut, status: StatusCode) {
     put_integer(out, index, 7, 0x80);
 }
 
+/// Writes a field as received from an HTTP/1.1 upstream (a valid name in
+/// any case) as a literal that is not indexed, its name lowercased.
+pub(crate) fn encode_received_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    let index = INDEXED_NAMES
+        .iter()
+        .find(|(n, _)| n.len() == name.len() && n.eq_ignore_ascii_case(name))
+        .map_or(0, |(_, i)| *i);
+    put_integer(out, index, 4, 0);
+    if index == 0 {
+        put_integer(out, name.len(), 7, 0);
+        out.extend(name.iter().map(u8::to_ascii_lowercase));
+    }
+    put_string(out, value);
+}
+
+/// Names of the static table common in responses, with their index.
+const INDEXED_NAMES: [(&[u8], usize); 11] = [
+    (b"cache-control", 24),
+    (b"content-encoding", 26),
+    (b"content-length", 28),
+    (b"content-type", 31),
+    (b"date", 33),
+    (b"etag", 34),
+    (b"last-modified", 44),
+    (b"location", 46),
+    (b"server", 54),
+    (b"set-cookie", 55),
+    (b"vary", 59),
+];
+
 /// Writes one field as a literal that is not indexed; `name` must be lowercase.
 pub(crate) fn encode_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
-    let index = match name {
-        b"cache-control" => 24,
-        b"content-encoding" => 26,
-        b"content-length" => 28,
-        b"content-type" => 31,
-        b"date" => 33,
-        b"etag" => 34,
-        b"last-modified" => 44,
-        b"location" => 46,
-        b"server" => 54,
-        b"set-cookie" => 55,
-        b"vary" => 59,
-        _ => 0,
-    };
+    let index = INDEXED_NAMES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(0, |(_, i)| *i);
     put_integer(out, index, 4, 0);
     if index == 0 {
         put_string(out, name);
@@ -545,20 +562,8 @@ mod tests {
         assert_eq!(STATIC[27].0, "content-length");
         assert_eq!(STATIC[53].0, "server");
         assert_eq!(STATIC[60].0, "www-authenticate");
-        for (i, name) in [
-            (24, "cache-control"),
-            (26, "content-encoding"),
-            (28, "content-length"),
-            (31, "content-type"),
-            (33, "date"),
-            (34, "etag"),
-            (44, "last-modified"),
-            (46, "location"),
-            (54, "server"),
-            (55, "set-cookie"),
-            (59, "vary"),
-        ] {
-            assert_eq!(STATIC[i - 1].0, name);
+        for (name, i) in INDEXED_NAMES {
+            assert_eq!(STATIC[i - 1].0.as_bytes(), name);
         }
     }
 
@@ -707,6 +712,17 @@ mod tests {
     }
 
     #[test]
+    fn entries_count_their_names_as_received() {
+        let mut d = Decoder::default();
+        // "XYZ: a" (an uppercase name: malformed, but in the table all the same).
+        d.decode(&hex("40 03 58595a 01 61"), |_| {}).unwrap_or(());
+        assert_eq!(d.size, 3 + 1 + 32);
+        // A new entry named by index 62 (that entry's name): 3 bytes again.
+        d.decode(&hex("7e 01 62"), |_| {}).unwrap_or(());
+        assert_eq!(d.size, 2 * (3 + 1 + 32));
+    }
+
+    #[test]
     fn size_updates_evict() {
         let mut d = Decoder::default();
         decode(&mut d, "8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff");
@@ -726,10 +742,14 @@ mod tests {
         encode_status(&mut out, StatusCode::IM_A_TEAPOT);
         encode_field(&mut out, b"content-type", b"text/plain");
         encode_field(&mut out, b"x-long", &[b'v'; 300]);
+        encode_received_field(&mut out, b"Content-Type", b"a/b");
+        encode_received_field(&mut out, b"X-Mixed-Case", b"v");
         let mut d = Decoder::default();
         let mut got = Vec::new();
         d.decode(&out, |f| got.push(f)).unwrap_or(());
-        assert_eq!(got.len(), 4);
+        assert_eq!(got.len(), 6);
+        assert!(matches!(&got[4], Field::Header(n, v) if n == "content-type" && v == "a/b"));
+        assert!(matches!(&got[5], Field::Header(n, v) if n == "x-mixed-case" && v == "v"));
         assert!(matches!(&got[1], Field::Pseudo(Pseudo::Other, v) if v == "418"));
         assert!(matches!(&got[2], Field::Header(n, v) if n == "content-type" && v == "text/plain"));
         assert!(matches!(&got[3], Field::Header(_, v) if v.len() == 300));

@@ -31,7 +31,7 @@ use futures_util::future::{AbortHandle, Abortable};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{self, Authority, PathAndQuery, Scheme};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, StatusCode, Uri, Version};
 use http_body::Body as _;
 use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
@@ -43,8 +43,10 @@ use body::{ConnSignal, Inbox};
 use hpack::{Field, Pseudo};
 
 use crate::body::{ProxyBody, RequestBody};
-use crate::forward::Proxy;
+use crate::forward::{Proxy, Reply};
 use crate::h1::bufs;
+use crate::h1::codec::{self, Framing, ResponseHead};
+use anymesh_core::routes::HeaderOps;
 
 /// The client connection preface (RFC 9113, 3.4).
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -121,9 +123,9 @@ const KEEPALIVE: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Streams closed by a reset from this side, remembered so frames the client
 /// sent before it saw the reset are ignored.
-const RECENT_RESETS: usize = 32;
+const RECENT_RESETS: usize = 64;
 
-type Reply = Pin<Box<dyn Future<Output = (u32, Response<ProxyBody>)> + Send>>;
+type ReplyFuture = Pin<Box<dyn Future<Output = (u32, Reply)> + Send>>;
 
 /// The response side of a stream.
 enum Out {
@@ -201,7 +203,7 @@ struct Conn {
     /// A header block waiting for CONTINUATION frames.
     continuation: Option<Continuation>,
     streams: HashMap<u32, Stream, foldhash::fast::RandomState>,
-    replies: FuturesUnordered<Abortable<Reply>>,
+    replies: FuturesUnordered<Abortable<ReplyFuture>>,
     /// Streams whose response body is being sent.
     sending: Vec<u32>,
     /// The highest stream the client opened.
@@ -223,8 +225,10 @@ struct Conn {
     /// The client changed its decoder's table size: the next header block
     /// starts with a size update.
     table_update: bool,
-    /// GOAWAY was sent (no new streams) or received (none will come).
+    /// GOAWAY was sent: no new streams are served.
     going_away: bool,
+    /// The client sent GOAWAY: it is closing the connection.
+    peer_going_away: bool,
     /// A connection error was sent: write what is buffered, then close.
     failed: bool,
     /// The client closed its side of the TCP connection.
@@ -299,6 +303,7 @@ impl Conn {
             peer_max_frame: MAX_FRAME,
             table_update: false,
             going_away: false,
+            peer_going_away: false,
             failed: false,
             read_closed: false,
             resets: 0,
@@ -320,6 +325,7 @@ impl Conn {
                 match self.poll_read(cx) {
                     Poll::Ready(Ok(0)) => {
                         self.read_closed = true;
+                        self.end_remote_bodies();
                         progress = true;
                     }
                     Poll::Ready(Ok(_)) => progress = true,
@@ -333,7 +339,11 @@ impl Conn {
                 }
             }
             if !self.failed {
-                while let Poll::Ready(Some(reply)) = self.replies.poll_next_unpin(cx) {
+                // Reply heads wait while the client is not reading.
+                while self.wbuf.len() < WRITE_HIGH {
+                    let Poll::Ready(Some(reply)) = self.replies.poll_next_unpin(cx) else {
+                        break;
+                    };
                     progress = true;
                     if let Ok((id, resp)) = reply {
                         self.respond(id, resp, cx);
@@ -350,8 +360,9 @@ impl Conn {
                 Poll::Ready(Ok(false)) | Poll::Pending => {}
                 Poll::Ready(Err(_)) => return Poll::Ready(()),
             }
-            let finished =
-                self.failed || (self.streams.is_empty() && (self.going_away || self.read_closed));
+            let finished = self.failed
+                || (self.streams.is_empty()
+                    && (self.going_away || self.peer_going_away || self.read_closed));
             if finished && self.wbuf.is_empty() {
                 let _ = Pin::new(&mut self.io).poll_shutdown(cx);
                 return Poll::Ready(());
@@ -398,6 +409,18 @@ impl Conn {
             }
         }
         Poll::Ready(Ok(wrote))
+    }
+
+    /// The client can send nothing more: bodies still arriving end with an error.
+    fn end_remote_bodies(&mut self) {
+        for s in self.streams.values_mut() {
+            if !s.remote_done {
+                s.remote_done = true;
+                if let Some(inbox) = &s.inbox {
+                    self.recv_credit += inbox.close() as u32;
+                }
+            }
+        }
     }
 
     /// Stops everything after a connection error: streams end, nothing more is read.
@@ -485,15 +508,9 @@ impl Conn {
                     return Err(ConnError(Code::Protocol, "expected CONTINUATION"));
                 }
             }
-            if ty == DATA {
-                // The only frame whose payload is kept: it is split off the buffer.
-                rbuf.advance(9);
-                let payload = rbuf.split_to(len);
-                self.on_data(id, flags, payload)?;
-                continue;
-            }
             let payload = &rbuf[9..9 + len];
             match ty {
+                DATA => self.on_data(id, flags, payload)?,
                 HEADERS => self.on_headers(id, flags, payload)?,
                 PRIORITY => self.on_priority(id, payload)?,
                 RST_STREAM => self.on_reset(id, payload)?,
@@ -509,8 +526,9 @@ impl Conn {
                     if payload.len() < 8 {
                         return Err(ConnError(Code::FrameSize, "GOAWAY shorter than 8 bytes"));
                     }
-                    // Streams already open are served; no new ones will come.
-                    self.going_away = true;
+                    // It concerns streams this side would open (none); the
+                    // connection closes once its streams are done.
+                    self.peer_going_away = true;
                 }
                 WINDOW_UPDATE => self.on_window_update(id, payload)?,
                 CONTINUATION => self.on_continuation(id, flags, payload)?,
@@ -518,6 +536,9 @@ impl Conn {
                 _ => {}
             }
             rbuf.advance(9 + len);
+            if self.resets > RESET_ALLOWANCE && self.resets > self.completed {
+                return Err(ConnError(Code::EnhanceYourCalm, "too many streams reset"));
+            }
         }
         Ok(())
     }
@@ -528,8 +549,21 @@ impl Conn {
 
     /// Closes a stream with RST_STREAM.
     fn reset(&mut self, id: u32, code: Code) {
+        self.count_reset(id);
         self.refuse(id, code);
         self.remove(id);
+    }
+
+    /// Counts a stream ended before its response began: its upstream request
+    /// was started for nothing (rapid reset, and resets the client provokes).
+    fn count_reset(&mut self, id: u32) {
+        if self
+            .streams
+            .get(&id)
+            .is_some_and(|s| matches!(s.out, Out::Waiting))
+        {
+            self.resets += 1;
+        }
     }
 
     /// Sends RST_STREAM, and remembers the stream so that frames the client
@@ -557,7 +591,7 @@ impl Conn {
         self.recent_resets.contains(&id)
     }
 
-    fn on_data(&mut self, id: u32, flags: u8, payload: BytesMut) -> Result<(), ConnError> {
+    fn on_data(&mut self, id: u32, flags: u8, payload: &[u8]) -> Result<(), ConnError> {
         if id == 0 {
             return Err(ConnError(Code::Protocol, "DATA on stream 0"));
         }
@@ -569,11 +603,8 @@ impl Conn {
             ));
         }
         self.recv_window -= len;
-        let range = unpadded(flags, &payload)?;
-        let pad = len as u32 - range.len() as u32;
-        let mut data = payload;
-        data.truncate(range.end);
-        data.advance(range.start);
+        let data = &payload[unpadded(flags, payload)?];
+        let pad = len as u32 - data.len() as u32;
         let end = flags & END_STREAM != 0;
         let Some(s) = self.streams.get_mut(&id) else {
             self.recv_credit += len as u32;
@@ -609,8 +640,11 @@ impl Conn {
         self.recv_credit += pad;
         s.recv_credit += pad;
         let data_len = data.len() as u32;
+        // Copied out of the read buffer: a slice would keep the whole buffer
+        // alive, and a client sending tiny frames could pin far more memory
+        // than its window.
         let delivered = match &s.inbox {
-            Some(inbox) => inbox.push(data.freeze(), end),
+            Some(inbox) => inbox.push(Bytes::copy_from_slice(data), end),
             None => false,
         };
         if !delivered {
@@ -702,7 +736,11 @@ impl Conn {
                 self.reset(id, Code::StreamClosed);
                 return Ok(());
             }
-            if !end_stream || fields.pseudo_seen || fields.malformed.is_some() {
+            if !end_stream
+                || fields.pseudo_seen
+                || fields.malformed.is_some()
+                || fields.size > MAX_HEADER_LIST
+            {
                 self.reset(id, Code::Protocol);
                 return Ok(());
             }
@@ -745,17 +783,18 @@ impl Conn {
             self.refuse(id, Code::Protocol);
             return Ok(());
         }
-        let (inbox, body) = if end_stream {
-            (None, RequestBody::Empty)
-        } else {
-            let inbox = Inbox::new(self.signal.clone());
-            let body = RecvBody::new(inbox.clone(), expect_len);
-            (Some(inbox), RequestBody::H2(body))
-        };
-        let req = req.map(|()| body);
         let proxy = self.proxy.clone();
         let peer = self.peer;
-        let reply: Reply = Box::pin(async move { (id, proxy.handle(req, peer).await) });
+        let (inbox, reply): (_, ReplyFuture) = if end_stream {
+            let parts = req.into_parts().0;
+            let reply = async move { (id, proxy.handle_bodiless(parts, peer).await) };
+            (None, Box::pin(reply))
+        } else {
+            let inbox = Inbox::new(self.signal.clone());
+            let req = req.map(|()| RequestBody::H2(RecvBody::new(inbox.clone(), expect_len)));
+            let reply = async move { (id, Reply::Response(proxy.handle(req, peer).await)) };
+            (Some(inbox), Box::pin(reply))
+        };
         let (abort, registration) = AbortHandle::new_pair();
         self.replies.push(Abortable::new(reply, registration));
         self.streams.insert(
@@ -775,9 +814,18 @@ impl Conn {
         Ok(())
     }
 
+    /// Starts a header block; the first after the client changed its table
+    /// size says the table is empty (size 0: this encoder keeps none).
+    fn start_block(&mut self) {
+        self.block.clear();
+        if std::mem::take(&mut self.table_update) {
+            self.block.put_u8(0x20);
+        }
+    }
+
     /// Answers a request this connection refuses, without serving it.
     fn local_reply(&mut self, id: u32, status: StatusCode, end_stream: bool) {
-        self.block.clear();
+        self.start_block();
         hpack::encode_status(&mut self.block, status);
         write_block(&mut self.wbuf, id, &self.block, true, self.peer_max_frame);
         if !end_stream {
@@ -791,12 +839,19 @@ impl Conn {
             return Err(ConnError(Code::Protocol, "PRIORITY on stream 0"));
         }
         if payload.len() != 5 {
+            if self.is_idle(id) {
+                // No RST_STREAM may name an idle stream.
+                return Err(ConnError(Code::FrameSize, "PRIORITY not 5 bytes"));
+            }
             self.reset(id, Code::FrameSize);
             return Ok(());
         }
         let dep =
             u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff;
         if dep == id {
+            if self.is_idle(id) {
+                return Err(ConnError(Code::Protocol, "PRIORITY depending on itself"));
+            }
             self.reset(id, Code::Protocol);
         }
         // Priorities are otherwise ignored (RFC 9113 deprecates them).
@@ -813,16 +868,7 @@ impl Conn {
                 "RST_STREAM on stream 0 or an idle stream",
             ));
         }
-        let waiting = self
-            .streams
-            .get(&id)
-            .is_some_and(|s| matches!(s.out, Out::Waiting));
-        if waiting {
-            self.resets += 1;
-            if self.resets > RESET_ALLOWANCE && self.resets > self.completed {
-                return Err(ConnError(Code::EnhanceYourCalm, "too many streams reset"));
-            }
-        }
+        self.count_reset(id);
         self.remove(id);
         Ok(())
     }
@@ -850,6 +896,7 @@ impl Conn {
             ));
         }
         self.settings = true;
+        let mut window = None;
         for s in payload.chunks_exact(6) {
             let key = u16::from_be_bytes([s[0], s[1]]);
             let value = u32::from_be_bytes([s[2], s[3], s[4], s[5]]);
@@ -859,24 +906,14 @@ impl Conn {
                     return Err(ConnError(Code::Protocol, "SETTINGS_ENABLE_PUSH above 1"))
                 }
                 SETTINGS_INITIAL_WINDOW_SIZE => {
-                    let value = value as i64;
-                    if value > MAX_WINDOW {
+                    if value as i64 > MAX_WINDOW {
                         return Err(ConnError(
                             Code::FlowControl,
                             "SETTINGS_INITIAL_WINDOW_SIZE too large",
                         ));
                     }
-                    let delta = value - self.peer_window;
-                    self.peer_window = value;
-                    for s in self.streams.values_mut() {
-                        s.send_window += delta;
-                        if s.send_window > MAX_WINDOW {
-                            return Err(ConnError(
-                                Code::FlowControl,
-                                "a stream window above 2^31-1",
-                            ));
-                        }
-                    }
+                    // Applied once per frame, whatever the frame repeats.
+                    window = Some(value as i64);
                 }
                 SETTINGS_MAX_FRAME_SIZE => {
                     if !(16_384..=16_777_215).contains(&value) {
@@ -890,6 +927,16 @@ impl Conn {
                 // Concurrent streams and header list size concern pushes and
                 // what this side sends; unknown settings are ignored.
                 _ => {}
+            }
+        }
+        if let Some(value) = window {
+            let delta = value - self.peer_window;
+            self.peer_window = value;
+            for s in self.streams.values_mut() {
+                s.send_window += delta;
+                if s.send_window > MAX_WINDOW {
+                    return Err(ConnError(Code::FlowControl, "a stream window above 2^31-1"));
+                }
             }
         }
         frame_head(&mut self.wbuf, 0, SETTINGS, ACK, 0);
@@ -947,23 +994,28 @@ impl Conn {
     }
 
     /// A stream's response is ready: its head goes out, and as much of its body as may.
-    fn respond(&mut self, id: u32, resp: Response<ProxyBody>, cx: &mut Context<'_>) {
+    fn respond(&mut self, id: u32, reply: Reply, cx: &mut Context<'_>) {
+        if !self.streams.contains_key(&id) {
+            return;
+        }
+        self.start_block();
+        let body = match reply {
+            Reply::Response(resp) => {
+                let (parts, body) = resp.into_parts();
+                hpack::encode_status(&mut self.block, parts.status);
+                encode_fields(&mut self.block, &parts.headers);
+                body
+            }
+            Reply::Raw { block, body } => {
+                self.block.extend_from_slice(&block);
+                ProxyBody::Raw { body }
+            }
+        };
+        let end = body.is_end_stream();
+        write_block(&mut self.wbuf, id, &self.block, end, self.peer_max_frame);
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
-        let (parts, body) = resp.into_parts();
-        let end = body.is_end_stream();
-        self.block.clear();
-        if std::mem::take(&mut self.table_update) {
-            // Size update to 0: this encoder keeps no table, whatever the client allows.
-            self.block.put_u8(0x20);
-        }
-        hpack::encode_status(&mut self.block, parts.status);
-        encode_fields(&mut self.block, &parts.headers);
-        // The fields may share the upstream's read buffer, which goes back
-        // to the free list only once nothing else holds it.
-        drop(parts);
-        write_block(&mut self.wbuf, id, &self.block, end, self.peer_max_frame);
         if end {
             self.completed += 1;
             self.local_done(id);
@@ -984,7 +1036,7 @@ impl Conn {
     fn local_done(&mut self, id: u32) {
         let remote_done = self.streams.get(&id).is_none_or(|s| s.remote_done);
         if !remote_done {
-            rst_stream(&mut self.wbuf, id, Code::NoError);
+            self.refuse(id, Code::NoError);
         }
         self.remove(id);
     }
@@ -994,7 +1046,9 @@ impl Conn {
         let mut progress = false;
         let mut i = 0;
         while i < self.sending.len() {
-            if self.wbuf.len() >= WRITE_HIGH || self.send_window <= 0 {
+            // Without connection window a body can still end or send
+            // trailers, and streams that are gone leave the list.
+            if self.wbuf.len() >= WRITE_HIGH {
                 break;
             }
             let id = self.sending[i];
@@ -1075,7 +1129,7 @@ impl Conn {
                     }
                     Err(frame) => {
                         let fields = frame.into_trailers().unwrap_or_default();
-                        self.block.clear();
+                        self.start_block();
                         encode_fields(&mut self.block, &fields);
                         write_block(&mut self.wbuf, id, &self.block, true, self.peer_max_frame);
                         self.completed += 1;
@@ -1110,17 +1164,35 @@ impl Conn {
     fn send_credit(&mut self) {
         if std::mem::take(&mut self.credit_dirty) {
             for (&id, s) in self.streams.iter_mut() {
-                if s.recv_credit >= STREAM_WINDOW / 2 && !s.remote_done {
+                let due = s.recv_credit > 0
+                    && s.recv_credit as i64 >= s.recv_window.min(STREAM_WINDOW as i64 / 2);
+                if due && !s.remote_done {
                     window_update(&mut self.wbuf, id, s.recv_credit);
                     s.recv_window += s.recv_credit as i64;
                     s.recv_credit = 0;
                 }
             }
         }
-        if self.recv_credit >= CONN_WINDOW / 2 {
+        // Half a window consumed, or the window ran low: slow readers on
+        // some streams must not hold the whole connection's window.
+        if self.recv_credit > 0
+            && self.recv_credit as i64 >= self.recv_window.min(CONN_WINDOW as i64 / 2)
+        {
             window_update(&mut self.wbuf, 0, self.recv_credit);
             self.recv_window += self.recv_credit as i64;
             self.recv_credit = 0;
+        }
+    }
+}
+
+impl Drop for Conn {
+    /// However the connection ends, request bodies still arriving end with
+    /// an error, so whoever reads them stops waiting.
+    fn drop(&mut self) {
+        for s in self.streams.values() {
+            if let Some(inbox) = &s.inbox {
+                inbox.close();
+            }
         }
     }
 }
@@ -1190,6 +1262,39 @@ fn connection_specific(name: &HeaderName) -> bool {
         name.as_str(),
         "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade"
     )
+}
+
+/// Encodes the head of an HTTP/1.1 upstream's response for an HTTP/2
+/// client, from the received bytes: the fields the client gets
+/// ([`codec::proxied_fields`]), names lowercased, and the body's length.
+pub(crate) fn encode_proxied_head(
+    head: &ResponseHead,
+    ops: &[&HeaderOps],
+    extra: Option<(&HeaderName, &HeaderValue)>,
+) -> BytesMut {
+    let mut block = BytesMut::with_capacity(256);
+    hpack::encode_status(&mut block, head.status);
+    codec::proxied_fields(head, ops, extra, |name, value| {
+        hpack::encode_received_field(&mut block, name, value);
+    });
+    if let Framing::Length(n) = head.framing {
+        let mut digits = [0u8; 20];
+        hpack::encode_field(&mut block, b"content-length", decimal(n, &mut digits));
+    }
+    block
+}
+
+/// `n` in decimal, written at the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
 }
 
 /// Encodes response fields or trailers.
