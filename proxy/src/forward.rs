@@ -282,15 +282,7 @@ impl Proxy {
         };
         let (conn, rbuf, head) = match result {
             Ok(r) => r,
-            Err(e) => {
-                let (reason, msg) = match e {
-                    BridgeError::Connect(m) => (Reason::UpstreamConnect, m),
-                    BridgeError::Upstream(m) => (Reason::UpstreamError, m),
-                };
-                tracing::debug!(endpoint = %plan.endpoint, cluster = %plan.target.cluster.name, error = %msg, "upstream request failed");
-                let out = Outcome::local(reason, plan.failure_message(&msg));
-                return local(out, &plan);
-            }
+            Err(e) => return local(plan.bridge_failure(e), &plan),
         };
         let ops = [&plan.target.response_headers, &route.response_headers];
         let ops: &[&HeaderOps] = if ops.iter().all(|o| o.is_empty()) {
@@ -325,14 +317,7 @@ impl Proxy {
         };
         let resp = match result {
             Ok(r) => r,
-            Err(e) => {
-                let (reason, msg) = match e {
-                    BridgeError::Connect(m) => (Reason::UpstreamConnect, m),
-                    BridgeError::Upstream(m) => (Reason::UpstreamError, m),
-                };
-                tracing::debug!(endpoint = %plan.endpoint, cluster = %plan.target.cluster.name, error = %msg, "upstream request failed");
-                return Outcome::local(reason, plan.failure_message(&msg));
-            }
+            Err(e) => return plan.bridge_failure(e),
         };
         let (mut parts, mut body) = resp.into_parts();
         body.hold(plan.finish_response(&mut parts.headers));
@@ -378,6 +363,17 @@ impl Plan<'_> {
             "upstream {} ({}) failed: {error}",
             self.target.cluster.service, self.endpoint
         )
+    }
+
+    /// The local reply for an exchange on the raw pool that failed before
+    /// the response head.
+    fn bridge_failure(&self, e: BridgeError) -> Outcome {
+        let (reason, msg) = match e {
+            BridgeError::Connect(m) => (Reason::UpstreamConnect, m),
+            BridgeError::Upstream(m) => (Reason::UpstreamError, m),
+        };
+        tracing::debug!(endpoint = %self.endpoint, cluster = %self.target.cluster.name, error = %msg, "upstream request failed");
+        Outcome::local(reason, self.failure_message(&msg))
     }
 
     /// Labels a finished exchange for metrics.
