@@ -60,6 +60,8 @@ pub(crate) enum Next {
     Close,
     /// Serve the rest with hyper; the bytes are the ones already read.
     Handover(Bytes),
+    /// The client speaks HTTP/2: serve the rest with [`crate::h2`].
+    Http2(Bytes),
 }
 
 /// Serves one client connection until it closes or `stop` turns true (then
@@ -111,7 +113,7 @@ pub(crate) async fn serve_connection(
                 let _ = stream.shutdown().await;
                 return;
             }
-            Next::Handover(prefix) if prefix.starts_with(b"PRI ") => {
+            Next::Http2(prefix) => {
                 bufs::give(buf);
                 // Boxed: the HTTP/2 connection's state is not every connection's.
                 Box::pin(crate::h2::serve(
@@ -228,7 +230,7 @@ pub(crate) async fn exchange(
         .map(|t| Instant::now() + t);
     let head = loop {
         let parsed = match first.then(|| h2_preface(buf)) {
-            Some(Some(true)) => return Next::Handover(buf.split().freeze()),
+            Some(Some(true)) => return Next::Http2(buf.split().freeze()),
             Some(None) => Ok(None),
             Some(Some(false)) | None => codec::parse_request(buf),
         };
