@@ -16,6 +16,7 @@ use std::fmt::Write as _;
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
 use std::mem::MaybeUninit;
 
 use anymesh_core::routes::HeaderOps;
@@ -462,7 +463,9 @@ fn write_fields(out: &mut BytesMut, headers: &HeaderMap) {
 fn write_framing(out: &mut BytesMut, framing: Framing) {
     match framing {
         Framing::Length(n) => {
-            let _ = write!(Fmt(out), "content-length: {n}\r\n");
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Framing::None | Framing::Close => {}
@@ -516,18 +519,18 @@ pub fn write_proxied_response_head(
     framing: Framing,
     close: bool,
 ) {
-    let _ = write!(
-        Fmt(out),
-        "HTTP/1.1 {} {}\r\n",
-        head.status.as_str(),
-        head.status.canonical_reason().unwrap_or("")
-    );
-    proxied_fields(head, ops, extra, |name, value| {
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    });
+    write_status_line(out, head.status);
+    if ops.is_empty() && extra.is_none() {
+        // Kept fields go out as received, one copy per run of adjacent lines.
+        head.kept_lines(|lines| out.extend_from_slice(lines));
+    } else {
+        proxied_fields(head, ops, extra, |name, value| {
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        });
+    }
     write_framing(out, framing);
     if close {
         out.extend_from_slice(b"connection: close\r\n");
@@ -545,6 +548,7 @@ pub fn proxied_fields(
     extra: Option<(&HeaderName, &HeaderValue)>,
     mut emit: impl FnMut(&[u8], &[u8]),
 ) {
+    let hop = hop_by_hop(head);
     // Names the operations replace or remove: received fields with them go.
     let replaced = |name: &[u8]| {
         ops.iter().any(|o| {
@@ -556,20 +560,8 @@ pub fn proxied_fields(
                     .any(|n| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
         })
     };
-    let named_by_connection = |name: &[u8]| {
-        head.fields()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
-            .flat_map(|(_, v)| v.split(|&b| b == b','))
-            .any(|token| trim(token).eq_ignore_ascii_case(name))
-    };
-    let has_connection = head
-        .fields()
-        .any(|(n, _)| n.eq_ignore_ascii_case(b"connection"));
     for (name, value) in head.fields() {
-        if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-            || (has_connection && named_by_connection(name))
-            || (!ops.is_empty() && replaced(name))
-        {
+        if hop(name) || (!ops.is_empty() && replaced(name)) {
             continue;
         }
         emit(name, value);
@@ -597,6 +589,75 @@ pub fn proxied_fields(
     }
 }
 
+/// Whether a received field of `head` belongs to the connection only: a
+/// hop-by-hop name, or one its `Connection` field names.
+fn hop_by_hop(head: &ResponseHead) -> impl Fn(&[u8]) -> bool + '_ {
+    // The names `Connection` adds to the fixed list (usually none: its
+    // usual tokens are `keep-alive` and `close`).
+    let named: SmallVec<[&[u8]; 4]> = head
+        .fields()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
+        .flat_map(|(_, v)| v.split(|&b| b == b','))
+        .map(trim)
+        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case(b"close") && !fixed_hop_by_hop(t))
+        .collect();
+    move |name: &[u8]| fixed_hop_by_hop(name) || named.iter().any(|t| t.eq_ignore_ascii_case(name))
+}
+
+/// One of [`HOP_BY_HOP`], in any case; sorted out by length first.
+fn fixed_hop_by_hop(name: &[u8]) -> bool {
+    let is = |h: &[u8]| name.eq_ignore_ascii_case(h);
+    match name.len() {
+        2 => is(b"te"),
+        7 => is(b"trailer") || is(b"upgrade"),
+        10 => is(b"connection") || is(b"keep-alive"),
+        16 => is(b"proxy-connection"),
+        17 => is(b"transfer-encoding"),
+        18 => is(b"proxy-authenticate"),
+        19 => is(b"proxy-authorization"),
+        _ => false,
+    }
+}
+
+impl ResponseHead {
+    /// The received fields that are passed on unchanged (no header
+    /// operations), as runs of adjacent lines of the received head: each
+    /// slice is whole `name: value\r\n` lines, copied as they came.
+    fn kept_lines(&self, mut emit: impl FnMut(&[u8])) {
+        let hop = hop_by_hop(self);
+        let raw = &self.raw[..];
+        // A run ends with its CRLF, taken from the head when it is there.
+        let mut flush = |r: Range<usize>| match raw.get(r.end..r.end + 2) {
+            Some(b"\r\n") => emit(&raw[r.start..r.end + 2]),
+            _ => {
+                emit(&raw[r]);
+                emit(b"\r\n");
+            }
+        };
+        // The run being gathered: from its first name to its last value.
+        let mut run: Option<Range<usize>> = None;
+        for (n, v) in &self.fields {
+            if hop(&raw[n.clone()]) {
+                continue;
+            }
+            run = match run {
+                // The field's line starts right after the run's CRLF.
+                Some(r) if n.start == r.end + 2 && &raw[r.end..n.start] == b"\r\n" => {
+                    Some(r.start..v.end)
+                }
+                Some(r) => {
+                    flush(r);
+                    Some(n.start..v.end)
+                }
+                None => Some(n.start..v.end),
+            };
+        }
+        if let Some(r) = run {
+            flush(r);
+        }
+    }
+}
+
 /// Writes an HTTP/1.1 response head. `close` adds `connection: close`.
 pub fn write_response_head(
     out: &mut BytesMut,
@@ -605,17 +666,20 @@ pub fn write_response_head(
     framing: Framing,
     close: bool,
 ) {
-    let _ = write!(
-        Fmt(out),
-        "HTTP/1.1 {} {}\r\n",
-        status.as_str(),
-        status.canonical_reason().unwrap_or("")
-    );
+    write_status_line(out, status);
     write_fields(out, headers);
     write_framing(out, framing);
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_status_line(out: &mut BytesMut, status: StatusCode) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 

@@ -70,17 +70,22 @@ pub(crate) async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let mut pending: Option<BytesMut> = None;
     let mut first = true;
+    // One wait for the stop for the whole connection: registering a new one
+    // at every idle wait costs more than the rest of that wait.
+    let mut stop_wait = stop.clone();
+    let mut stopped = std::pin::pin!(stop_wait.changed());
     loop {
         let mut buf = match pending.take() {
             Some(b) => b,
             None => {
                 tokio::select! {
+                    biased;
                     r = stream.readable() => if r.is_err() { return },
-                    _ = stop.changed() => return,
+                    _ = &mut stopped => return,
                 }
                 let mut b = bufs::take();
                 match read_ready(&mut stream, &mut b).await {

@@ -379,3 +379,60 @@ fn proxied_response_heads_drop_hop_by_hop_fields_and_apply_operations() {
         "HTTP/1.1 200 OK\r\nServer: up\r\nX-Keep: Mixed Case\r\nx-set: route\r\nset-cookie: c=1\r\ncontent-length: 2\r\n\r\n"
     );
 }
+
+/// Without header operations the kept fields are copied in runs of received
+/// lines; read back, they are exactly the fields `proxied_fields` passes on.
+#[test]
+fn unchanged_fields_are_copied_as_received_lines() {
+    let heads = [
+        // Connection between kept fields: two runs.
+        "HTTP/1.1 200 OK\r\nServer: up\r\nDate: x\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nETag: \"e\"\r\nContent-Length: 2\r\n\r\n",
+        // Bare LF endings, no space after the colon, trailing blanks.
+        "HTTP/1.1 200 OK\nA:1\nB:  two  \r\nC: 3 \t\r\nKeep-Alive: t\r\nD: 4\nContent-Length: 2\n\n",
+        // Nothing kept.
+        "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
+        // Content-Length of a HEAD response passes unchanged; last field kept.
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 7\r\nX-Last: z\r\n\r\n",
+    ];
+    for raw in heads {
+        let head = resp(raw, raw.contains("Content-Length: 7"));
+        let mut expected = Vec::new();
+        proxied_fields(&head, &[], None, |n, v| {
+            expected.push((n.to_vec(), v.to_vec()))
+        });
+        let mut out = BytesMut::new();
+        write_proxied_response_head(&mut out, &head, &[], None, Framing::None, false);
+        assert!(out.ends_with(b"\r\n\r\n"), "{raw:?}: {out:?}");
+        let mut fields = [httparse::EMPTY_HEADER; 16];
+        let mut back = httparse::Response::new(&mut fields);
+        assert!(back.parse(&out).unwrap().is_complete(), "{raw:?}: {out:?}");
+        let got: Vec<_> = back
+            .headers
+            .iter()
+            .map(|h| (h.name.as_bytes().to_vec(), h.value.to_vec()))
+            .collect();
+        assert_eq!(got, expected, "{raw:?}: {out:?}");
+        assert!(
+            !out.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'),
+            "bare LF in {out:?}"
+        );
+    }
+}
+
+#[test]
+fn the_fixed_hop_by_hop_list_is_matched_in_any_case() {
+    for name in HOP_BY_HOP {
+        assert!(fixed_hop_by_hop(name), "{name:?}");
+        assert!(fixed_hop_by_hop(&name.to_ascii_uppercase()), "{name:?}");
+    }
+    for name in [
+        "t",
+        "tee",
+        "content-length",
+        "server",
+        "connections",
+        "proxy-authorizatio",
+    ] {
+        assert!(!fixed_hop_by_hop(name.as_bytes()), "{name}");
+    }
+}
