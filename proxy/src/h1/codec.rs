@@ -220,23 +220,16 @@ fn trim(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// Field names borrow the read buffer: make them owned before it is split.
-fn owned_names(
-    kept: Vec<(&[u8], Range<usize>)>,
-) -> Result<Vec<(HeaderName, Range<usize>)>, HeadError> {
-    kept.into_iter()
-        .map(|(name, value)| {
-            HeaderName::from_bytes(name)
-                .map(|n| (n, value))
-                .map_err(|_| HeadError::Malformed(format!("invalid field name {:?}", lossy(name))))
-        })
-        .collect()
+/// A field name of a received head, owned (the read buffer is split later).
+fn owned_name(name: &[u8]) -> Result<HeaderName, HeadError> {
+    HeaderName::from_bytes(name)
+        .map_err(|_| HeadError::Malformed(format!("invalid field name {:?}", lossy(name))))
 }
 
 /// The header map of a head, sharing its bytes (no value is copied).
 fn header_map(
     head: &Bytes,
-    names: Vec<(HeaderName, Range<usize>)>,
+    names: SmallVec<[(HeaderName, Range<usize>); 24]>,
 ) -> Result<HeaderMap, HeadError> {
     let mut map = HeaderMap::with_capacity(names.len());
     for (name, value) in names {
@@ -281,7 +274,7 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadErro
     let base: &[u8] = buf;
     let path = range_in(base, req.path.unwrap_or_default().as_bytes());
     let mut scan = FieldScan::default();
-    let mut kept: Vec<(&[u8], Range<usize>)> = Vec::with_capacity(req.headers.len());
+    let mut kept: SmallVec<[(HeaderName, Range<usize>); 24]> = SmallVec::new();
     for f in req.headers.iter() {
         let name = f.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -297,7 +290,7 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadErro
         } else if name.eq_ignore_ascii_case(b"expect") {
             scan.expect = Some(range_in(base, f.value));
         }
-        kept.push((name, range_in(base, f.value)));
+        kept.push((owned_name(name)?, range_in(base, f.value)));
     }
     let framing = match scan.chunked() {
         Some(_) if version == Version::HTTP_10 => {
@@ -322,13 +315,12 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadErro
             None => Framing::None,
         },
     };
-    let names = owned_names(kept)?;
     let expect = scan.expect.clone();
     let keep_alive = scan.persistent(version);
     let raw = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(raw.slice(path))
         .map_err(|e| HeadError::Malformed(format!("invalid request target: {e}")))?;
-    let headers = header_map(&raw, names)?;
+    let headers = header_map(&raw, kept)?;
     let expect_continue = match expect {
         Some(r) if raw[r.clone()].eq_ignore_ascii_case(b"100-continue") => {
             version == Version::HTTP_11
