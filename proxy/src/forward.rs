@@ -21,7 +21,6 @@ use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use rand::Rng;
 use tokio::time::Instant;
 
 use crate::balance::{InFlight, PickContext};
@@ -477,7 +476,9 @@ pub(crate) fn plan<'r>(
     let target = if split.targets.len() == 1 || split.total_weight == 0 {
         split.targets.first()
     } else {
-        split.pick(rand::rng().random_range(0..split.total_weight))
+        // The thread's fast RNG: a route's split needs no cryptographic draw.
+        let point = crate::balance::random_below(u64::from(split.total_weight));
+        split.pick(u32::try_from(point).unwrap_or_default())
     };
     let Some(target) = target else {
         return Err(routed(Outcome::local(

@@ -28,6 +28,9 @@ mod maglev;
 mod schedule;
 mod weights;
 
+/// A uniform draw in `0..n` (`n > 0`) from the thread's fast RNG.
+pub(crate) use weights::below as random_below;
+
 #[cfg(test)]
 mod tests;
 

@@ -17,7 +17,7 @@ pub(super) fn random_u64() -> u64 {
 
 /// A uniform draw in `0..n` (`n > 0`) by multiply-shift; the bias is below
 /// `n / 2^64`.
-fn below(n: u64) -> u64 {
+pub(crate) fn below(n: u64) -> u64 {
     ((u128::from(random_u64()) * u128::from(n)) >> 64) as u64
 }
 
