@@ -584,14 +584,14 @@ pub fn proxied_fields(
 /// Whether a received field of `head` belongs to the connection only: a
 /// hop-by-hop name, or one its `Connection` field names.
 fn hop_by_hop(head: &ResponseHead) -> impl Fn(&[u8]) -> bool + '_ {
-    // The names `Connection` adds to the fixed list (usually none: its
-    // usual tokens are `keep-alive` and `close`).
+    // The names `Connection` adds to the fixed list (usually none but
+    // `close`: its usual tokens are `keep-alive` and `close`).
     let named: SmallVec<[&[u8]; 4]> = head
         .fields()
         .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
         .flat_map(|(_, v)| v.split(|&b| b == b','))
         .map(trim)
-        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case(b"close") && !fixed_hop_by_hop(t))
+        .filter(|t| !t.is_empty() && !fixed_hop_by_hop(t))
         .collect();
     move |name: &[u8]| fixed_hop_by_hop(name) || named.iter().any(|t| t.eq_ignore_ascii_case(name))
 }

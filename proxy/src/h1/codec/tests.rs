@@ -391,6 +391,8 @@ fn unchanged_fields_are_copied_as_received_lines() {
         "HTTP/1.1 200 OK\nA:1\nB:  two  \r\nC: 3 \t\r\nKeep-Alive: t\r\nD: 4\nContent-Length: 2\n\n",
         // Nothing kept.
         "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
+        // Empty values; a field `Connection` names as `close` goes too.
+        "HTTP/1.1 200 OK\r\nX-Empty:\r\nX-Blank: \r\nClose: x\r\nConnection: close\r\nX-End:\r\nContent-Length: 2\r\n\r\n",
         // Content-Length of a HEAD response passes unchanged; last field kept.
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 7\r\nX-Last: z\r\n\r\n",
     ];
@@ -412,6 +414,10 @@ fn unchanged_fields_are_copied_as_received_lines() {
             .map(|h| (h.name.as_bytes().to_vec(), h.value.to_vec()))
             .collect();
         assert_eq!(got, expected, "{raw:?}: {out:?}");
+        assert!(
+            !got.iter().any(|(n, _)| n.eq_ignore_ascii_case(b"close")),
+            "a field Connection names stays: {out:?}"
+        );
         assert!(
             !out.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'),
             "bare LF in {out:?}"
