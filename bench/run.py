@@ -1014,9 +1014,8 @@ def summarize(result: dict) -> dict:
                             pr["p99_diff_range_us"] = [min(diff), max(diff)]
                     paired[k] = pr
                 cs["paired"] = paired
-            # In how many rounds anymesh beat each other proxy, run next to it:
-            # the medians say by how much, this says how consistently.
-            if "anymesh" in keys:
+                # In how many rounds anymesh beat each other proxy: the
+                # medians say by how much, this says how consistently.
                 if c["spec"]["tool"] == "oha":
                     def score(rec):
                         return -rec["tool"]["latency_us"].get("p99", float("inf"))
@@ -1187,8 +1186,8 @@ def rounds_ahead(cell: dict, *others: str) -> str:
 
 
 def render_targets(summ: dict, n_idle: int) -> list[str]:
-    """The issue's targets, read off the medians (informational: the harness
-    never fails on numbers)."""
+    """The issue's targets, read off the paired figures (informational: the
+    harness never fails on numbers)."""
     out = ["### Targets", "",
            "Judged on the paired figures: anymesh against each proxy in the same round (they run one after "
            "the other), then the median over rounds; the machine's speed drifts between rounds by more than "

@@ -486,20 +486,6 @@ pub fn write_request_head(out: &mut BytesMut, parts: &Parts, framing: Framing) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Fields that belong to one connection and are never passed on (RFC 9110
-/// §7.6.1), plus the framing fields this proxy writes itself.
-const HOP_BY_HOP: [&[u8]; 9] = [
-    b"connection",
-    b"keep-alive",
-    b"proxy-connection",
-    b"proxy-authenticate",
-    b"proxy-authorization",
-    b"te",
-    b"trailer",
-    b"transfer-encoding",
-    b"upgrade",
-];
-
 /// Writes the head of a proxied response: the upstream's fields as received,
 /// minus hop-by-hop ones (and those its `Connection` names), with the route's
 /// header operations applied in order and `extra` (a `Set-Cookie`) appended.
@@ -574,7 +560,7 @@ pub fn proxied_fields(
         }
     }
     for (name, value) in added.into_iter().chain(extra) {
-        if *name == header::CONTENT_LENGTH || HOP_BY_HOP.contains(&name.as_str().as_bytes()) {
+        if *name == header::CONTENT_LENGTH || fixed_hop_by_hop(name.as_str().as_bytes()) {
             continue;
         }
         emit(name.as_str().as_bytes(), value.as_bytes());
@@ -596,7 +582,9 @@ fn hop_by_hop(head: &ResponseHead) -> impl Fn(&[u8]) -> bool + '_ {
     move |name: &[u8]| fixed_hop_by_hop(name) || named.iter().any(|t| t.eq_ignore_ascii_case(name))
 }
 
-/// One of [`HOP_BY_HOP`], in any case; sorted out by length first.
+/// A field that belongs to one connection and is never passed on (RFC 9110
+/// §7.6.1), or a framing field this proxy writes itself; in any case, sorted
+/// out by length first.
 fn fixed_hop_by_hop(name: &[u8]) -> bool {
     let is = |h: &[u8]| name.eq_ignore_ascii_case(h);
     match name.len() {

@@ -427,6 +427,17 @@ fn unchanged_fields_are_copied_as_received_lines() {
 
 #[test]
 fn the_fixed_hop_by_hop_list_is_matched_in_any_case() {
+    const HOP_BY_HOP: [&[u8]; 9] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    ];
     for name in HOP_BY_HOP {
         assert!(fixed_hop_by_hop(name), "{name:?}");
         assert!(fixed_hop_by_hop(&name.to_ascii_uppercase()), "{name:?}");
