@@ -19,6 +19,7 @@ import argparse
 import datetime as dt
 import http.client
 import json
+import math
 import os
 import platform
 import re
@@ -775,6 +776,45 @@ def measured_run(ctx: Ctx, cell: dict, srv: Server, host: str, all_servers: list
         disturbed.append(rec)
 
 
+def routing_ab(ctx: Ctx, srv: Server, everyone: list[Server], upstream: Server) -> dict:
+    """The price of routing, measured on its own: the same anymesh process
+    through `web` (plain) and `web-routed` (header match, 95/5 split) in ABBA
+    blocks of short HTTP/1.1 runs (32 connections). A block's ratio is its
+    two routed runs over its two plain runs, so a drift of the machine's
+    speed across the block cancels. Nothing is pinned: on a 2-CPU machine a
+    load generator and upstream pinned to one CPU are no faster than one
+    anymesh thread, and the ratio would then measure them."""
+    args = ctx.args
+    cell = {"id": "routing_ab", "tool": "wrk", "conns": 32}
+    keep = ("rps", "served", "errors", "cpu_us_per_req", "foreign_share", "wall_s")
+    blocks = []
+    for b in range(args.routing_blocks):
+        order = ["plain", "routed", "routed", "plain"] if b % 2 == 0 else ["routed", "plain", "plain", "routed"]
+        block: dict = {"order": order, "plain": [], "routed": []}
+        for key in order:
+            host = HOST_ROUTED if key == "routed" else HOST
+            rec = measured_run(ctx, cell, srv, host, everyone, upstream, args.routing_seconds)
+            block[key].append({k: rec[k] for k in keep if k in rec})
+        blocks.append(block)
+    return {"seconds": args.routing_seconds, "blocks": blocks}
+
+
+def median_ci(xs: list[float], level: float = 0.90) -> tuple[float, float]:
+    """A distribution-free confidence interval of the median: the order
+    statistics x(k), x(n+1-k) with the largest k whose coverage
+    1 - 2·P(Binomial(n, ½) < k) is still at least `level`."""
+    xs = sorted(xs)
+    n = len(xs)
+    k, tail = 0, 0.0
+    while k < n // 2:
+        tail_next = tail + math.comb(n, k) / 2 ** n
+        if 1 - 2 * tail_next < level:
+            break
+        tail, k = tail_next, k + 1
+    k = max(k, 1)
+    return xs[k - 1], xs[n - k]
+
+
 # --------------------------------------------------------------------------
 # idle keep-alive connections (memory)
 
@@ -883,7 +923,7 @@ def memory_round(ctx: Ctx, name: str, threads: int) -> dict:
 
 def cells_for(args) -> list[dict]:
     return [
-        {"id": "h1_c32", "tool": "wrk", "conns": 32, "seconds": args.wrk_seconds, "routed": True},
+        {"id": "h1_c32", "tool": "wrk", "conns": 32, "seconds": args.wrk_seconds},
         {"id": "h1_c256", "tool": "wrk", "conns": 256, "seconds": args.wrk_seconds, "sample_rss": True},
         {"id": "h2_c32_m10", "tool": "h2load", "conns": 32, "streams": 10, "seconds": args.h2_seconds},
         {"id": "rate_1000", "tool": "oha", "rate": 1000, "conns": 32, "seconds": args.rate_seconds},
@@ -924,15 +964,8 @@ def run_threads(ctx: Ctx, threads: int, upstream: Server, result: dict) -> None:
             log(f"round {rnd + 1}/{args.rounds} ({threads} thread(s))")
             for cell in cells:
                 row = {}
-                plan = list(order)
-                if cell.get("routed"):
-                    # Routed right beside plain anymesh, before it in every other
-                    # round: the pair's ratio then sees neither the machine's
-                    # drift over a round nor a fixed position in it.
-                    i = plan.index(("anymesh", HOST)) + (rnd + 1) % 2
-                    plan.insert(i, ("anymesh-routed", HOST_ROUTED))
-                for key, host in plan:
-                    srv = servers["anymesh" if key == "anymesh-routed" else key]
+                for key, host in order:
+                    srv = servers[key]
                     rec = measured_run(ctx, cell, srv, host, everyone, upstream, cell["seconds"])
                     row[key] = rec
                     extra = f", {rec['cpu_us_per_req']:.1f} µs CPU/req" if "cpu_us_per_req" in rec else ""
@@ -942,6 +975,13 @@ def run_threads(ctx: Ctx, threads: int, upstream: Server, result: dict) -> None:
                     fw = f", foreign CPU {rec['foreign_share']:.0%}" if rec["foreign_share"] > 0.05 else ""
                     log(f"  {cell['id']:<11} {key:<15} {rec['rps']:>10.0f} req/s{latstr}{extra}{warn}{fw}")
                 res["cells"][cell["id"]]["rounds"].append(row)
+        if args.routing_blocks > 0:
+            log(f"routing: plain vs routed anymesh, {args.routing_blocks} ABBA block(s) of "
+                f"{args.routing_seconds} s runs")
+            ab = res["routing_ab"] = routing_ab(ctx, servers["anymesh"], everyone, upstream)
+            sm = summarize_routing(ab)
+            log(f"  routed / plain: {sm['ratio']:.3f} req/s (90% CI {sm['ci'][0]:.3f}–{sm['ci'][1]:.3f}), "
+                f"{sm['cpu_ratio']:.3f} CPU per request")
         for srv in started:
             rss, pss = rss_kb(srv.pids())
             res["start"][srv.name]["rss_kb_idle_after_load"] = rss
@@ -1037,7 +1077,7 @@ def summarize(result: dict) -> dict:
                 cs["rounds_ahead"] = {k: sum(score(r["anymesh"]) > score(r[k]) for r in rounds)
                                       for k in ("nginx", "haproxy") if k in keys}
                 cs["rounds_ahead"]["of"] = len(rounds)
-            if "anymesh-routed" in keys:
+            if "anymesh-routed" in keys:  # runs of earlier harness versions
                 per_round = [r["anymesh-routed"]["rps"] / r["anymesh"]["rps"] for r in rounds]
                 cs["routing_ratio"] = med(per_round)
                 cs["routing_ratio_range"] = [min(per_round), max(per_round)]
@@ -1052,8 +1092,27 @@ def summarize(result: dict) -> dict:
                          "conns_pss_kb": med([r["conns"]["pss_kb"] for r in rs]),
                          "conns_held_min": min(r["conns"]["held"] for r in rs) if rs else None}
         s["memory"] = mem
+        if res.get("routing_ab", {}).get("blocks"):
+            s["routing_ab"] = summarize_routing(res["routing_ab"])
         out[t] = s
     return out
+
+
+def summarize_routing(ab: dict) -> dict:
+    """Per block: routed over plain, of throughput and of CPU per request."""
+    def total(recs, k):
+        return sum(r.get(k) or 0 for r in recs)
+    ratios, cpu = [], []
+    for b in ab["blocks"]:
+        ratios.append(total(b["routed"], "rps") / total(b["plain"], "rps"))
+        if all(r.get("cpu_us_per_req") for r in b["plain"] + b["routed"]):
+            cpu.append(total(b["routed"], "cpu_us_per_req") / total(b["plain"], "cpu_us_per_req"))
+    return {"blocks": len(ratios), "ratio": med(ratios), "ci": list(median_ci(ratios)),
+            "range": [min(ratios), max(ratios)], "below_plain": sum(r < 1 for r in ratios),
+            "cpu_ratio": med(cpu), "cpu_ci": list(median_ci(cpu)) if cpu else None,
+            "plain_rps": med([r["rps"] for b in ab["blocks"] for r in b["plain"]]),
+            "routed_rps": med([r["rps"] for b in ab["blocks"] for r in b["routed"]]),
+            "seconds": ab.get("seconds")}
 
 
 def fmt_num(v: float | None, digits: int = 0, sep: bool = True) -> str:
@@ -1130,7 +1189,19 @@ def render(result: dict, summ: dict) -> str:
         row(f"RSS holding {n_idle:,} idle keep-alive conns: MB ↓",
             {k: kb_mb(mem.get(k, {}).get("conns_rss_kb")) for k in PROXIES}, 1, show_direct=False)
         c32 = s.get("h1_c32", {})
-        if "routing_ratio" in c32:
+        ab = s.get("routing_ab")
+        if ab:
+            lines.append(f"| routing: header match + 95/5 split vs plain, HTTP/1.1 32 conns: req/s ratio ² ↑ | — | "
+                         f"{ab['ratio']:.3f} | — | — | — | — |")
+            cpu = (f"; CPU per request {ab['cpu_ratio']:.3f} (CI {ab['cpu_ci'][0]:.3f}–{ab['cpu_ci'][1]:.3f})"
+                   if ab.get("cpu_ci") else "")
+            foot_routing = (f"² the same anymesh process through `{HOST_ROUTED}` (header match, then 95/5 split) "
+                            f"and through `{HOST}` (no VirtualService), after the rounds: {ab['blocks']} ABBA blocks "
+                            f"of {ab['seconds']} s wrk runs (plain, routed, routed, plain; then the reverse). Median of the blocks' routed/plain ratios, "
+                            f"90% confidence interval of the median {ab['ci'][0]:.3f}–{ab['ci'][1]:.3f}, blocks "
+                            f"ranged {ab['range'][0]:.3f}–{ab['range'][1]:.3f}{cpu}; medians "
+                            f"{fmt_num(ab['routed_rps'])} vs {fmt_num(ab['plain_rps'])} req/s.")
+        elif "routing_ratio" in c32:
             rr = c32["routing_ratio"]
             routed = c32.get("anymesh-routed", {}).get("rps")
             lo, hi = c32.get("routing_ratio_range", [rr, rr])
@@ -1268,7 +1339,13 @@ def render_targets(summ: dict, n_idle: int) -> list[str]:
                 out.append(f"| RSS with 10,000 idle connections ≤ 64 MB | {t} | measured with {n_idle:,} "
                            f"only: {held:.1f} MB | n/a |")
         c32 = s.get("h1_c32", {})
-        if "routing_ratio" in c32:
+        ab = s.get("routing_ab")
+        if ab:
+            rr = ab["ratio"]
+            add("header match + 95/5 split costs < 2 % of throughput", t,
+                f"routed / plain = {rr:.3f} ({(1 - rr) * 100:+.1f} % cost; 90% CI {ab['ci'][0]:.3f}–"
+                f"{ab['ci'][1]:.3f}, {ab['blocks']} ABBA blocks)", rr > 0.98)
+        elif "routing_ratio" in c32:
             rr = c32["routing_ratio"]
             add("header match + 95/5 split costs < 2 % of throughput", t,
                 f"routed / plain = {rr:.3f} ({(1 - rr) * 100:+.1f} % cost)", rr > 0.98)
@@ -1423,6 +1500,9 @@ def parse_args(argv: list[str]):
     ap.add_argument("--quiet-wait", type=float,
                     help="seconds to wait for a quiet machine before each run (default 20; quick: 0)")
     ap.add_argument("--retries", type=int, help="repeats of a disturbed run (default 2; quick: 0)")
+    ap.add_argument("--routing-blocks", type=int,
+                    help="ABBA blocks of plain vs routed anymesh after the rounds (default 16; quick: 1; 0: none)")
+    ap.add_argument("--routing-seconds", type=int, help="seconds per run in those blocks (default 1)")
     ap.add_argument("--no-build", action="store_true", help="use target/release/anymesh as it is")
     ap.add_argument("--anymesh", help="use this anymesh binary (implies --no-build)")
     ap.add_argument("--render", metavar="FILE.json",
@@ -1434,6 +1514,9 @@ def parse_args(argv: list[str]):
     args.wrk_seconds = args.wrk_seconds or (1 if q else 5)
     args.h2_seconds = args.h2_seconds or (1 if q else 5)
     args.rate_seconds = args.rate_seconds or (1 if q else 5)
+    if args.routing_blocks is None:
+        args.routing_blocks = 1 if q else 16
+    args.routing_seconds = args.routing_seconds or 1
     args.idle_conns = args.idle_conns or (1000 if q else 10000)
     if args.quiet_wait is None:
         args.quiet_wait = 0.0 if q else 20.0
@@ -1468,9 +1551,7 @@ def main(argv: list[str]) -> int:
     out_path = Path(args.out)
     result: dict = {"schema": 1, "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     "args": {k: v for k, v in vars(args).items()}, "machine": machine_info(),
-                    "harness_git": git_info(REPO), "threads": {},
-                    # where anymesh-routed runs in a round (older runs: last, after HAProxy)
-                    "routed_order": "beside anymesh, first in every other round"}
+                    "harness_git": git_info(REPO), "threads": {}}
     tmp = Path(tempfile.mkdtemp(prefix="anymesh-bench-"))
     os.chmod(tmp, 0o755)  # nginx's workers may run as another user
     status = 0
