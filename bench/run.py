@@ -16,7 +16,9 @@ numbers are), 1 when a contender failed to start or died, or a tool failed,
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as dt
+import hashlib
 import http.client
 import json
 import math
@@ -1235,6 +1237,42 @@ def render(result: dict, summ: dict) -> str:
     return "\n".join(lines)
 
 
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def pool_runs(runs: list[dict], names: list[str]) -> tuple[dict, str]:
+    """Several runs as one: every cell's rounds, memory rounds and routing
+    blocks put together, for verdicts over more rounds than one run has. Only
+    meaningful for runs of the same binary on the same machine; a routed run
+    inside the rounds (earlier harness versions) is left out."""
+    pooled = copy.deepcopy(runs[0])
+    pooled["threads"] = {}
+    for run in runs:
+        for t, res in run["threads"].items():
+            into = pooled["threads"].setdefault(t, {"cells": {}, "memory": {}, "start": {}})
+            for cid, c in res["cells"].items():
+                cell = into["cells"].setdefault(cid, {"spec": c["spec"], "rounds": []})
+                cell["rounds"].extend({k: v for k, v in r.items() if k != "anymesh-routed"} for r in c["rounds"])
+            for name, rs in res["memory"].items():
+                into["memory"].setdefault(name, []).extend(rs)
+            if res.get("routing_ab", {}).get("blocks"):
+                ab = into.setdefault("routing_ab", {"seconds": res["routing_ab"]["seconds"], "blocks": []})
+                ab["blocks"].extend(res["routing_ab"]["blocks"])
+    shas = {(r.get("anymesh") or {}).get("sha256") for r in runs}
+    same = ("the same anymesh binary (sha256)" if len(shas) == 1 and None not in shas
+            else "binaries not all identified by sha256 (runs before it was recorded): check they are the same")
+    rounds = ", ".join(f"{t} thread(s): {len(next(iter(res['cells'].values()))['rounds'])} rounds"
+                       for t, res in pooled["threads"].items())
+    note = (f"Pooled over {len(runs)} runs ({', '.join(names)}); {same}; {rounds}. "
+            f"Routed runs made inside the rounds by earlier harness versions are left out.")
+    return pooled, note
+
+
 def disturbance_note(result: dict, t: str) -> str:
     limit = result["args"]["max_foreign"]
     runs = kept = retried = 0
@@ -1505,8 +1543,9 @@ def parse_args(argv: list[str]):
     ap.add_argument("--routing-seconds", type=int, help="seconds per run in those blocks (default 1)")
     ap.add_argument("--no-build", action="store_true", help="use target/release/anymesh as it is")
     ap.add_argument("--anymesh", help="use this anymesh binary (implies --no-build)")
-    ap.add_argument("--render", metavar="FILE.json",
-                    help="print the table of an earlier run's JSON and exit (runs nothing)")
+    ap.add_argument("--render", metavar="FILE.json", nargs="+",
+                    help="print the table of an earlier run's JSON and exit (runs nothing); with several "
+                         "runs of one binary, their rounds pooled")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
     args = ap.parse_args(argv)
     q = args.quick
@@ -1538,8 +1577,13 @@ def parse_args(argv: list[str]):
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.render:
-        old = json.loads(Path(args.render).read_text())
-        print(render(old, summarize(old)))
+        runs = [json.loads(Path(f).read_text()) for f in args.render]
+        if len(runs) == 1:
+            print(render(runs[0], summarize(runs[0])))
+            return 0
+        pooled, note = pool_runs(runs, [Path(f).stem for f in args.render])
+        print(note + "\n")
+        print(render(pooled, summarize(pooled)))
         return 0
 
     def on_signal(signum, _frame):
@@ -1561,6 +1605,7 @@ def main(argv: list[str]) -> int:
         anymesh_bin = build_anymesh(args)
         # the source the measured binary comes from (with --anymesh, its own tree)
         result["anymesh"] = {"binary": anymesh_bin, "git": git_info(Path(anymesh_bin).resolve().parent),
+                             "sha256": file_sha256(anymesh_bin),
                              "symbol_order": symbol_order_coverage(anymesh_bin)}
         cov = result["anymesh"]["symbol_order"]
         if cov and cov["listed"] and cov["found"] < 0.9 * cov["listed"]:
