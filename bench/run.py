@@ -801,6 +801,31 @@ def routing_ab(ctx: Ctx, srv: Server, everyone: list[Server], upstream: Server) 
     return {"seconds": args.routing_seconds, "blocks": blocks}
 
 
+def round_order(rnd: int, names: list[str]) -> list[str]:
+    """The contenders' order in round `rnd`: a row of a Williams square, so
+    over len(names) rounds (an even number) each contender runs once in every
+    position and runs right after each other contender once. Nobody always
+    runs first, or always after the load of the same neighbour.
+
+    >>> for r in range(4): print(round_order(r, ["a", "b", "c", "d"]))
+    ['a', 'b', 'd', 'c']
+    ['b', 'c', 'a', 'd']
+    ['c', 'd', 'b', 'a']
+    ['d', 'a', 'c', 'b']
+    >>> round_order(4, ["a", "b", "c", "d"])   # round 5 starts over
+    ['a', 'b', 'd', 'c']
+    """
+    n = len(names)
+    first, lo, hi = [0], 1, n - 1
+    while lo <= hi:  # 0, 1, n-1, 2, n-2, …
+        first.append(lo)
+        lo += 1
+        if lo <= hi:
+            first.append(hi)
+            hi -= 1
+    return [names[(i + rnd) % n] for i in first[:n]]
+
+
 def median_ci(xs: list[float], level: float = 0.90) -> tuple[float, float]:
     """A distribution-free confidence interval of the median: the order
     statistics x(k), x(n+1-k) with the largest k whose coverage
@@ -968,16 +993,18 @@ def run_threads(ctx: Ctx, threads: int, upstream: Server, result: dict) -> None:
                 run_cell(ctx, warm, servers[name], HOST, everyone, upstream, 2)
             run_cell(ctx, warm, servers["anymesh"], HOST_ROUTED, everyone, upstream, 2)
 
-        order = [(name, HOST) for name in CONTENDERS]
         for cell in cells:
             res["cells"][cell["id"]] = {"spec": cell, "rounds": []}
+        res["orders"] = []
         for rnd in range(args.rounds):
-            log(f"round {rnd + 1}/{args.rounds} ({threads} thread(s))")
+            order = round_order(rnd, CONTENDERS)
+            res["orders"].append(order)
+            log(f"round {rnd + 1}/{args.rounds} ({threads} thread(s)): {', '.join(order)}")
             for cell in cells:
                 row = {}
-                for key, host in order:
+                for key in order:
                     srv = servers[key]
-                    rec = measured_run(ctx, cell, srv, host, everyone, upstream, cell["seconds"])
+                    rec = measured_run(ctx, cell, srv, HOST, everyone, upstream, cell["seconds"])
                     row[key] = rec
                     extra = f", {rec['cpu_us_per_req']:.1f} µs CPU/req" if "cpu_us_per_req" in rec else ""
                     lat = rec["tool"].get("latency_us", {}) if cell["tool"] == "oha" else {}
@@ -1235,6 +1262,9 @@ def render(result: dict, summ: dict) -> str:
             notes.append(foot_routing)
         notes.extend(sorted(foot))
         notes.append(disturbance_note(result, t))
+        order = order_note(result["threads"][t])
+        if order:
+            notes.append(order)
         cov = (result.get("anymesh") or {}).get("symbol_order")
         if cov and cov["listed"]:
             notes.append(f"Code layout: the binary has {cov['found']:,} of the {cov['listed']:,} start-up and "
@@ -1264,9 +1294,12 @@ def pool_runs(runs: list[dict], names: list[str]) -> tuple[dict, str]:
     for run in runs:
         for t, res in run["threads"].items():
             into = pooled["threads"].setdefault(t, {"cells": {}, "memory": {}, "start": {}})
+            n_rounds = 0
             for cid, c in res["cells"].items():
                 cell = into["cells"].setdefault(cid, {"spec": c["spec"], "rounds": []})
                 cell["rounds"].extend({k: v for k, v in r.items() if k != "anymesh-routed"} for r in c["rounds"])
+                n_rounds = len(c["rounds"])
+            into.setdefault("orders", []).extend(res.get("orders") or [None] * n_rounds)
             for name, rs in res["memory"].items():
                 into["memory"].setdefault(name, []).extend(rs)
             if res.get("routing_ab", {}).get("blocks"):
@@ -1284,6 +1317,23 @@ def pool_runs(runs: list[dict], names: list[str]) -> tuple[dict, str]:
     note = (f"Pooled over {len(runs)} runs ({', '.join(names)}); {same}; {rounds}. "
             f"Routed runs made inside the rounds by earlier harness versions are left out.")
     return pooled, note
+
+
+def order_note(res: dict) -> str:
+    """How the contenders were ordered within the rounds; nothing for runs
+    that predate recording it (they ran direct, anymesh, nginx, HAProxy)."""
+    orders = res.get("orders") or []
+    rotated = sum(1 for o in orders if o is not None)
+    if not rotated:
+        return ""
+    fixed = len(orders) - rotated
+    text = (f"Order within a round: a row of a Williams square ({', '.join(LABEL[k] for k in orders[0] or [])} "
+            f"first, then rotated): over four rounds each contender runs once in every position and once "
+            f"right after each other one"
+            if fixed == 0 else
+            f"Order within a round: rotated (Williams square) in {rotated} of {len(orders)} rounds; the "
+            f"other {fixed}, from runs before the rotation, ran direct, anymesh, nginx, HAProxy")
+    return text + "."
 
 
 def disturbance_note(result: dict, t: str) -> str:
