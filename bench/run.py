@@ -1090,11 +1090,13 @@ def summarize(result: dict) -> dict:
                     if rps and c["spec"]["tool"] != "oha":
                         pr["rps_ratio"] = med(rps)
                         pr["rps_ratio_range"] = [min(rps), max(rps)]
+                        pr["rps_ratio_ci"] = list(median_ci(rps))
                     cpu = [r["anymesh"]["cpu_us_per_req"] / r[k]["cpu_us_per_req"] for r in rounds
                            if r["anymesh"].get("cpu_us_per_req") and r[k].get("cpu_us_per_req")]
                     if cpu:
                         pr["cpu_ratio"] = med(cpu)
                         pr["cpu_ratio_range"] = [min(cpu), max(cpu)]
+                        pr["cpu_ratio_ci"] = list(median_ci(cpu))
                     if c["spec"]["tool"] == "oha":
                         p99s = [(r["anymesh"]["tool"].get("latency_us", {}).get("p99"),
                                  r[k]["tool"].get("latency_us", {}).get("p99")) for r in rounds]
@@ -1102,6 +1104,7 @@ def summarize(result: dict) -> dict:
                         if diff:
                             pr["p99_diff_us"] = med(diff)
                             pr["p99_diff_range_us"] = [min(diff), max(diff)]
+                            pr["p99_diff_ci_us"] = list(median_ci(diff))
                     paired[k] = pr
                 cs["paired"] = paired
                 # In how many rounds anymesh beat each other proxy: the
@@ -1356,9 +1359,31 @@ def kb_mb(kb: float | None) -> float | None:
 
 
 def span(cell: dict, other: str, key: str) -> str:
-    """The range of anymesh's per-round ratios to `other`, as “rounds 0.91–1.09”."""
-    lo, hi = cell["paired"][other][key]
-    return f"rounds {lo:.2f}–{hi:.2f}"
+    """The 90 % confidence interval of the median of anymesh's per-round
+    ratios to `other` and their range, as “CI 0.95–1.04, rounds 0.91–1.09”."""
+    pr = cell["paired"][other]
+    lo, hi = pr[key]
+    ci = pr.get(key.replace("_range", "_ci"))
+    return (f"CI {ci[0]:.2f}–{ci[1]:.2f}, " if ci and ci != [lo, hi] else "") + f"rounds {lo:.2f}–{hi:.2f}"
+
+
+def verdict(point_ok: bool, cis: list[tuple[float, float]], at: float) -> str:
+    """The target read off the median (met / **not met**), and whether the
+    rounds can tell: when a 90 % confidence interval of a paired median
+    reaches across the target value `at`, the proxies are level within what
+    these rounds resolve.
+
+    >>> verdict(True, [(1.02, 1.10)], 1.0)
+    'met'
+    >>> verdict(False, [(0.95, 1.03)], 1.0)
+    '**not met**; level within the 90% CI'
+    >>> verdict(True, [(-30, 12)], 0.0)
+    'met; level within the 90% CI'
+    """
+    text = "met" if point_ok else "**not met**"
+    if any(lo <= at <= hi for lo, hi in cis):
+        text += "; level within the 90% CI"
+    return text
 
 
 def rounds_ahead(cell: dict, *others: str) -> str:
@@ -1379,11 +1404,17 @@ def render_targets(summ: dict, n_idle: int) -> list[str]:
            "the other), then the median over rounds; the machine's speed drifts between rounds by more than "
            "the proxies differ, and pairing cancels that. Throughput and CPU: the median of the per-round "
            "ratios; latency: the median of the per-round differences of p99 (anymesh minus nginx; direct "
-           "cancels out). The ratios of the medians in the tables above are given beside them.", "",
+           "cancels out). The ratios of the medians in the tables above are given beside them. Each paired "
+           "median comes with its 90 % confidence interval (distribution-free, from the order statistics; "
+           "with 5 rounds it is the range): where it reaches across the target, the rounds cannot tell the "
+           "proxies apart, and the verdict says \"level within the 90% CI\" beside met or not met.", "",
            "| target | threads | result | met |", "|---|--:|---|---|"]
 
-    def add(target, t, text, ok):
-        out.append(f"| {target} | {t} | {text} | {'met' if ok else '**not met**'} |")
+    def add(target, t, text, ok, status=None):
+        out.append(f"| {target} | {t} | {text} | {status or ('met' if ok else '**not met**')} |")
+
+    def cis(c, others, key):
+        return [tuple(c["paired"][k][key]) for k in others if c["paired"].get(k, {}).get(key)]
 
     for t, s in summ.items():
         for cid, name in (("h1_c32", "HTTP/1.1 32 conns"), ("h1_c256", "HTTP/1.1 256 conns"),
@@ -1400,7 +1431,8 @@ def render_targets(summ: dict, n_idle: int) -> list[str]:
             add(f"throughput ≥ nginx and ≥ HAProxy, {name}", t,
                 f"paired {pn:.2f}× nginx ({span(c, 'nginx', 'rps_ratio_range')}), {ph:.2f}× HAProxy "
                 f"({span(c, 'haproxy', 'rps_ratio_range')}); medians {a / n:.2f}× / {a / h:.2f}×"
-                f"{rounds_ahead(c, 'haproxy')}", pn >= 1 and ph >= 1)
+                f"{rounds_ahead(c, 'haproxy')}", pn >= 1 and ph >= 1,
+                verdict(pn >= 1 and ph >= 1, cis(c, ("nginx", "haproxy"), "rps_ratio_ci"), 1.0))
         for cid, name in (("h1_c32", "HTTP/1.1 32 conns"), ("h2_c32_m10", "HTTP/2"),
                           ("rate_1000", "at 1,000 req/s"), ("rate_5000", "at 5,000 req/s")):
             c = s.get(cid)
@@ -1415,7 +1447,7 @@ def render_targets(summ: dict, n_idle: int) -> list[str]:
             else:
                 add(f"CPU per request ≤ nginx, {name}", t,
                     f"paired {pc:.2f}× ({span(c, 'nginx', 'cpu_ratio_range')}); medians {a:.1f} vs {n:.1f} µs",
-                    pc <= 1)
+                    pc <= 1, verdict(pc <= 1, cis(c, ("nginx",), "cpu_ratio_ci"), 1.0))
         for cid, name in (("rate_1000", "1,000"), ("rate_5000", "5,000")):
             c = s.get(cid)
             if not c:
@@ -1426,9 +1458,12 @@ def render_targets(summ: dict, n_idle: int) -> list[str]:
                 add(f"added p99 ≤ nginx at {name} req/s", t, f"{a:.0f} vs {n:.0f} µs{rounds_ahead(c)}", a <= n)
             else:
                 lo, hi = c["paired"]["nginx"]["p99_diff_range_us"]
+                ci = c["paired"]["nginx"].get("p99_diff_ci_us")
+                cit = f"CI {ci[0]:+.0f} to {ci[1]:+.0f}, " if ci and ci != [lo, hi] else ""
                 add(f"added p99 ≤ nginx at {name} req/s", t,
-                    f"paired difference {d:+.0f} µs (rounds {lo:+.0f} to {hi:+.0f}); medians of the added "
-                    f"{a:.0f} vs {n:.0f} µs{rounds_ahead(c)}", d <= 0)
+                    f"paired difference {d:+.0f} µs ({cit}rounds {lo:+.0f} to {hi:+.0f}); medians of the added "
+                    f"{a:.0f} vs {n:.0f} µs{rounds_ahead(c)}", d <= 0,
+                    verdict(d <= 0, cis(c, ("nginx",), "p99_diff_ci_us"), 0.0))
         mem = s.get("memory", {}).get("anymesh")
         if mem:
             idle = kb_mb(mem["idle_rss_kb"])
@@ -1445,7 +1480,8 @@ def render_targets(summ: dict, n_idle: int) -> list[str]:
             rr = ab["ratio"]
             add("header match + 95/5 split costs < 2 % of throughput", t,
                 f"routed / plain = {rr:.3f} ({(1 - rr) * 100:+.1f} % cost; 90% CI {ab['ci'][0]:.3f}–"
-                f"{ab['ci'][1]:.3f}, {ab['blocks']} ABBA blocks)", rr > 0.98)
+                f"{ab['ci'][1]:.3f}, {ab['blocks']} ABBA blocks)", rr > 0.98,
+                verdict(rr > 0.98, [tuple(ab["ci"])], 0.98))
         elif "routing_ratio" in c32:
             rr = c32["routing_ratio"]
             add("header match + 95/5 split costs < 2 % of throughput", t,
