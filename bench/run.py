@@ -823,7 +823,7 @@ def round_order(rnd: int, names: list[str]) -> list[str]:
         if lo <= hi:
             first.append(hi)
             hi -= 1
-    return [names[(i + rnd) % n] for i in first[:n]]
+    return [names[(i + rnd) % n] for i in first]
 
 
 def median_ci(xs: list[float], level: float = 0.90) -> tuple[float, float]:
@@ -1410,8 +1410,8 @@ def render_targets(summ: dict, n_idle: int) -> list[str]:
            "proxies apart, and the verdict says \"level within the 90% CI\" beside met or not met.", "",
            "| target | threads | result | met |", "|---|--:|---|---|"]
 
-    def add(target, t, text, ok, status=None):
-        out.append(f"| {target} | {t} | {text} | {status or ('met' if ok else '**not met**')} |")
+    def add(target, t, text, ok, cis=(), at=0.0):
+        out.append(f"| {target} | {t} | {text} | {verdict(ok, list(cis), at)} |")
 
     def cis(c, others, key):
         return [tuple(c["paired"][k][key]) for k in others if c["paired"].get(k, {}).get(key)]
@@ -1431,8 +1431,7 @@ def render_targets(summ: dict, n_idle: int) -> list[str]:
             add(f"throughput ≥ nginx and ≥ HAProxy, {name}", t,
                 f"paired {pn:.2f}× nginx ({span(c, 'nginx', 'rps_ratio_range')}), {ph:.2f}× HAProxy "
                 f"({span(c, 'haproxy', 'rps_ratio_range')}); medians {a / n:.2f}× / {a / h:.2f}×"
-                f"{rounds_ahead(c, 'haproxy')}", pn >= 1 and ph >= 1,
-                verdict(pn >= 1 and ph >= 1, cis(c, ("nginx", "haproxy"), "rps_ratio_ci"), 1.0))
+                f"{rounds_ahead(c, 'haproxy')}", pn >= 1 and ph >= 1, cis(c, ("nginx", "haproxy"), "rps_ratio_ci"), 1.0)
         for cid, name in (("h1_c32", "HTTP/1.1 32 conns"), ("h2_c32_m10", "HTTP/2"),
                           ("rate_1000", "at 1,000 req/s"), ("rate_5000", "at 5,000 req/s")):
             c = s.get(cid)
@@ -1447,7 +1446,7 @@ def render_targets(summ: dict, n_idle: int) -> list[str]:
             else:
                 add(f"CPU per request ≤ nginx, {name}", t,
                     f"paired {pc:.2f}× ({span(c, 'nginx', 'cpu_ratio_range')}); medians {a:.1f} vs {n:.1f} µs",
-                    pc <= 1, verdict(pc <= 1, cis(c, ("nginx",), "cpu_ratio_ci"), 1.0))
+                    pc <= 1, cis(c, ("nginx",), "cpu_ratio_ci"), 1.0)
         for cid, name in (("rate_1000", "1,000"), ("rate_5000", "5,000")):
             c = s.get(cid)
             if not c:
@@ -1462,8 +1461,7 @@ def render_targets(summ: dict, n_idle: int) -> list[str]:
                 cit = f"CI {ci[0]:+.0f} to {ci[1]:+.0f}, " if ci and ci != [lo, hi] else ""
                 add(f"added p99 ≤ nginx at {name} req/s", t,
                     f"paired difference {d:+.0f} µs ({cit}rounds {lo:+.0f} to {hi:+.0f}); medians of the added "
-                    f"{a:.0f} vs {n:.0f} µs{rounds_ahead(c)}", d <= 0,
-                    verdict(d <= 0, cis(c, ("nginx",), "p99_diff_ci_us"), 0.0))
+                    f"{a:.0f} vs {n:.0f} µs{rounds_ahead(c)}", d <= 0, cis(c, ("nginx",), "p99_diff_ci_us"))
         mem = s.get("memory", {}).get("anymesh")
         if mem:
             idle = kb_mb(mem["idle_rss_kb"])
@@ -1480,8 +1478,7 @@ def render_targets(summ: dict, n_idle: int) -> list[str]:
             rr = ab["ratio"]
             add("header match + 95/5 split costs < 2 % of throughput", t,
                 f"routed / plain = {rr:.3f} ({(1 - rr) * 100:+.1f} % cost; 90% CI {ab['ci'][0]:.3f}–"
-                f"{ab['ci'][1]:.3f}, {ab['blocks']} ABBA blocks)", rr > 0.98,
-                verdict(rr > 0.98, [tuple(ab["ci"])], 0.98))
+                f"{ab['ci'][1]:.3f}, {ab['blocks']} ABBA blocks)", rr > 0.98, [tuple(ab["ci"])], 0.98)
         elif "routing_ratio" in c32:
             rr = c32["routing_ratio"]
             add("header match + 95/5 split costs < 2 % of throughput", t,
