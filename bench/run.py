@@ -1330,7 +1330,7 @@ def order_note(res: dict) -> str:
     if not rotated:
         return ""
     fixed = len(orders) - rotated
-    text = (f"Order within a round: a row of a Williams square ({', '.join(LABEL[k] for k in orders[0] or [])} "
+    text = (f"Order within a round: a row of a Williams square ({', '.join(LABEL[k] for k in orders[0])} "
             f"first, then rotated): over four rounds each contender runs once in every position and once "
             f"right after each other one"
             if fixed == 0 else
