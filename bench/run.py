@@ -1544,10 +1544,8 @@ def build_anymesh(args) -> str:
     if args.anymesh:
         return args.anymesh
     if not args.no_build:
-        # etcd-client's build compiles etcd's .proto files with protoc (or the one $PROTOC names).
-        if not os.environ.get("PROTOC") and not shutil.which("protoc") and subprocess.run(
-                [str(REPO / "scripts" / "need-packages"), "protobuf-compiler"],
-                stdin=subprocess.DEVNULL).returncode != 0:
+        # etcd-client's build compiles etcd's .proto files with protoc.
+        if subprocess.run([str(REPO / "scripts" / "need-protoc")], stdin=subprocess.DEVNULL).returncode != 0:
             raise BenchError("cannot install protobuf-compiler, which the build needs")
         log("building anymesh (cargo build --release --locked)")
         r = subprocess.run(["cargo", "build", "--release", "--locked"], cwd=REPO, stdin=subprocess.DEVNULL)
