@@ -71,6 +71,7 @@ pub async fn spawn_on(name: &str, addr: SocketAddr) -> std::io::Result<Upstream>
             };
             let Ok((stream, _)) = accepted else { continue };
             connections_seen.fetch_add(1, Ordering::SeqCst);
+            let _ = stream.set_nodelay(true);
             let name = shared.clone();
             let counter = counter.clone();
             let mut stop = stop_rx.clone();

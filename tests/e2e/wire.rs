@@ -4,6 +4,7 @@
 //! pipelining, chunked bodies, `Expect: 100-continue`, HEAD, close-delimited
 //! and early responses behave as RFC 9112 says.
 
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::harness::*;
+
+mod props;
 
 /// A response as a test client read it off the wire.
 #[derive(Debug)]
@@ -62,68 +65,104 @@ impl RawClient {
         n > 0
     }
 
-    async fn line(&mut self) -> String {
+    /// The next line, or `None` if the connection closes first.
+    async fn line(&mut self) -> Option<String> {
         loop {
             if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
                 let line = String::from_utf8_lossy(&self.buf[..i]).into_owned();
                 self.buf.drain(..i + 2);
-                return line;
+                return Some(line);
             }
-            assert!(self.fill().await, "connection closed mid-line");
+            if !self.fill().await {
+                return None;
+            }
         }
     }
 
-    async fn take(&mut self, n: usize) -> Vec<u8> {
+    async fn take(&mut self, n: usize) -> Option<Vec<u8>> {
         while self.buf.len() < n {
-            assert!(self.fill().await, "connection closed mid-body");
+            if !self.fill().await {
+                return None;
+            }
         }
-        self.buf.drain(..n).collect()
+        Some(self.buf.drain(..n).collect())
     }
 
     /// Reads one response (`head_request`: it has no body whatever it says).
     async fn response(&mut self, head_request: bool) -> Wire {
-        let status_line = self.line().await;
-        let status: u16 = status_line
+        match self.try_response(head_request).await {
+            Ok(wire) => wire,
+            Err(partial) => panic!("connection closed mid-response: {partial:?}"),
+        }
+    }
+
+    /// Reads one response; if the connection closes before its end, what
+    /// had arrived of it.
+    async fn try_response(&mut self, head_request: bool) -> Result<Wire, Wire> {
+        let mut wire = Wire {
+            status: 0,
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        let Some(status_line) = self.line().await else {
+            return Err(wire);
+        };
+        wire.status = status_line
             .split(' ')
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-        let mut headers = Vec::new();
         loop {
-            let line = self.line().await;
+            let Some(line) = self.line().await else {
+                return Err(wire);
+            };
             if line.is_empty() {
                 break;
             }
             let (n, v) = line.split_once(':').expect("field line");
-            headers.push((n.to_ascii_lowercase(), v.trim().to_string()));
+            wire.headers
+                .push((n.to_ascii_lowercase(), v.trim().to_string()));
         }
-        let mut wire = Wire {
-            status,
-            headers,
-            body: Vec::new(),
-        };
+        let status = wire.status;
         if head_request || status < 200 || status == 204 || status == 304 {
-            return wire;
+            return Ok(wire);
         }
         if wire.header("transfer-encoding") == Some("chunked") {
             loop {
-                let size = usize::from_str_radix(&self.line().await, 16).expect("chunk size");
+                let Some(size) = self.line().await else {
+                    return Err(wire);
+                };
+                let size = usize::from_str_radix(&size, 16).expect("chunk size");
                 if size == 0 {
-                    while !self.line().await.is_empty() {}
+                    loop {
+                        match self.line().await {
+                            Some(l) if l.is_empty() => break,
+                            Some(_) => {}
+                            None => return Err(wire),
+                        }
+                    }
                     break;
                 }
-                let data = self.take(size).await;
+                let Some(data) = self.take(size).await else {
+                    return Err(wire);
+                };
                 wire.body.extend_from_slice(&data);
-                assert_eq!(self.line().await, "", "CRLF after chunk data");
+                match self.line().await {
+                    Some(end) => assert_eq!(end, "", "CRLF after chunk data"),
+                    None => return Err(wire),
+                }
             }
         } else if let Some(len) = wire.header("content-length") {
             let len: usize = len.parse().expect("length");
-            wire.body = self.take(len).await;
+            let Some(body) = self.take(len).await else {
+                return Err(wire);
+            };
+            wire.body = body;
         } else {
             while self.fill().await {}
             wire.body = std::mem::take(&mut self.buf);
         }
-        wire
+        Ok(wire)
     }
 
     /// The proxy closes the connection (nothing more arrives).
@@ -139,16 +178,49 @@ struct Scripted {
     heads: Arc<Mutex<Vec<String>>>,
 }
 
+/// A scripted answer: its bytes, where to cut them (each piece is written on
+/// its own), and whether the connection closes after it.
+struct Answer {
+    bytes: Vec<u8>,
+    cuts: Vec<usize>,
+    close: bool,
+}
+
+/// Writes each piece on its own (no delay: one segment each, as far as the
+/// kernel keeps them apart).
+async fn write_in_pieces(stream: &mut TcpStream, bytes: &[u8], cuts: &[usize]) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    for piece in anymesh_testkit::bytes::cut(bytes, cuts) {
+        stream.write_all(piece).await?;
+        tokio::task::yield_now().await;
+    }
+    Ok(())
+}
+
 impl Scripted {
     /// `answer(head)` gives the response bytes and whether to close afterwards.
     async fn spawn(answer: fn(&str) -> (Vec<u8>, bool)) -> Scripted {
+        Self::spawn_with(move |head| {
+            let (bytes, close) = answer(head);
+            Answer {
+                bytes,
+                cuts: Vec::new(),
+                close,
+            }
+        })
+        .await
+    }
+
+    async fn spawn_with(answer: impl Fn(&str) -> Answer + Send + Sync + 'static) -> Scripted {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let heads = Arc::new(Mutex::new(Vec::new()));
         let seen = heads.clone();
+        let answer = Arc::new(answer);
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 let seen = seen.clone();
+                let answer = answer.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
@@ -162,9 +234,9 @@ impl Scripted {
                         };
                         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
                         buf.drain(..end + 4);
-                        let (bytes, close) = answer(&head);
+                        let a = answer(&head);
                         seen.lock().push(head);
-                        if s.write_all(&bytes).await.is_err() || close {
+                        if write_in_pieces(&mut s, &a.bytes, &a.cuts).await.is_err() || a.close {
                             return;
                         }
                     }

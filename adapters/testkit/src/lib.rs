@@ -18,9 +18,11 @@
 //! - [`TestPki`]: a throw-away CA, server and client certificates for TLS tests.
 //! - [`contract`]: the adapter contract test every adapter passes.
 //! - [`fixtures`]: loaders for the captured payloads in `../shared/fixtures`.
+//! - [`bytes`]: byte streams cut into pieces or damaged, for generated tests.
 //!
 //! Helpers panic with a message saying what is wrong: they only run in tests.
 
+pub mod bytes;
 pub mod consul;
 pub mod contract;
 mod etcd;

@@ -850,3 +850,6 @@ impl ChunkedDecoder {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod props;
