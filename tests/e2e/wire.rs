@@ -443,6 +443,73 @@ async fn an_early_answer_ends_the_upload_and_the_connection() {
     c.expect_closed().await;
 }
 
+/// Sends a body of `len` bytes in full, as clients that read only after
+/// sending (Python's http.client, for one) do.
+async fn send_all_of(c: &mut RawClient, len: usize) -> io::Result<()> {
+    let chunk = vec![b'a'; 64 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        c.stream.write_all(&chunk[..n]).await?;
+        left -= n;
+    }
+    Ok(())
+}
+
+/// A client that sends all of a body the proxy refused (a local answer, an
+/// early answer from the upstream, a malformed head followed by more bytes)
+/// before it reads gets the answer, not a broken pipe or a reset: the proxy
+/// closes in stages and drops what still comes.
+#[tokio::test]
+async fn a_client_sending_all_of_a_refused_body_still_reads_the_answer() {
+    let (mesh, _ups) = echo_mesh().await;
+    let heads: [(&[u8], u16); 2] = [
+        // No route: answered by the proxy before any body is read.
+        (
+            b"POST / HTTP/1.1\r\nHost: nowhere\r\nContent-Length: 8000000\r\n\r\n",
+            404,
+        ),
+        // A malformed head; the "body" is simply more bytes after it.
+        (
+            b"POST / HTTP/1.1\r\nHost: web\r\nContent-Length: 1, 2\r\n\r\n",
+            400,
+        ),
+    ];
+    for (head, status) in heads {
+        let mut c = RawClient::connect(&mesh).await;
+        c.send(head).await;
+        send_all_of(&mut c, 8_000_000)
+            .await
+            .expect("the proxy takes the rest of the body it refused");
+        let resp = c.response(false).await;
+        assert_eq!(resp.status, status, "{resp:?}");
+        assert_eq!(resp.header("connection"), Some("close"));
+        c.stream.shutdown().await.expect("close the client's side");
+        c.expect_closed().await;
+    }
+
+    // The upstream answers early (413) and closes; the proxy passes the
+    // answer on and takes the rest of the upload.
+    let up = Scripted::spawn(|_| {
+        (
+            b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbig!"
+                .to_vec(),
+            true,
+        )
+    })
+    .await;
+    let mesh = TestMesh::start(&up.services(), "").await;
+    let mut c = RawClient::connect(&mesh).await;
+    c.send(b"POST /upload HTTP/1.1\r\nHost: raw\r\nContent-Length: 8000000\r\n\r\n")
+        .await;
+    send_all_of(&mut c, 8_000_000)
+        .await
+        .expect("the proxy takes the rest of the upload");
+    let resp = c.response(false).await;
+    assert_eq!((resp.status, resp.body.as_slice()), (413, &b"big!"[..]));
+    c.expect_closed().await;
+}
+
 #[tokio::test]
 async fn a_garbled_upstream_answer_is_a_502() {
     let up = Scripted::spawn(|_| {

@@ -22,6 +22,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Method, Request, Response, StatusCode, Version};
@@ -113,9 +114,14 @@ pub(crate) async fn serve_connection(
                     pending = Some(buf);
                 }
             }
-            Next::KeepAlive | Next::Close => {
+            Next::KeepAlive | Next::Close if *stop.borrow() => {
                 bufs::give(buf);
                 let _ = stream.shutdown().await;
+                return;
+            }
+            Next::KeepAlive | Next::Close => {
+                // Boxed: its timers are not every connection's.
+                Box::pin(linger_close(stream, buf, stopped)).await;
                 return;
             }
             Next::Http2(prefix) => {
@@ -140,6 +146,44 @@ pub(crate) async fn serve_connection(
             }
         }
     }
+}
+
+/// How long a connection the proxy closes goes on reading what the client
+/// still sends, at most in all ([`linger_close`]).
+const LINGER_TOTAL: Duration = Duration::from_secs(30);
+/// ... and at most while nothing arrives.
+const LINGER_IDLE: Duration = Duration::from_secs(5);
+
+/// Closes a client connection in stages (RFC 9112 §9.6): the write side
+/// first, then what the client still sends is read and dropped until it
+/// closes its side, sends nothing for [`LINGER_IDLE`], [`LINGER_TOTAL`]
+/// passes or the listener stops. Closing at once with bytes unread makes the
+/// kernel answer them with a reset, and a client still sending a body that
+/// was refused or answered early gets the reset (a broken pipe while writing,
+/// or a reset that can overtake the answer on a real network) instead of the
+/// answer.
+async fn linger_close(mut stream: TcpStream, mut buf: BytesMut, stopped: impl Future) {
+    if stream.shutdown().await.is_err() {
+        bufs::give(buf);
+        return;
+    }
+    let deadline = Instant::now() + LINGER_TOTAL;
+    let drain = async {
+        loop {
+            buf.clear();
+            buf.reserve(bufs::BUF_SIZE);
+            let idle = Instant::now() + LINGER_IDLE;
+            match tokio::time::timeout_at(idle.min(deadline), stream.read_buf(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+        }
+    };
+    tokio::select! {
+        () = drain => {}
+        _ = stopped => {}
+    }
+    bufs::give(buf);
 }
 
 /// Serves the rest of a connection with hyper.
@@ -467,6 +511,11 @@ async fn send_streaming(
             r = &mut resp => Err(r),
         };
         match first {
+            // The upstream stopped taking the body: it may have answered
+            // early and closed with the body unread, and its kernel reset
+            // the connection. The answer is still there to read; the
+            // response side tells.
+            Ok(Err(Fail::Upstream(_))) => Ok((resp.await, false)),
             Ok(Err(fail)) => Err(fail),
             Ok(Ok(())) => Ok((resp.await, true)),
             // Answered before the request body ended: neither connection can be reused.

@@ -1,1 +1,76 @@
+use super::*;
+use tokio::net::TcpListener;
 
+/// A connected pair of loopback sockets: (client, server).
+async fn pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let client = TcpStream::connect(addr).await.expect("connect");
+    let (server, _) = listener.accept().await.expect("accept");
+    (client, server)
+}
+
+/// The client sees an orderly end: everything before it, then EOF (a reset
+/// would be an error here).
+async fn ends_in_order(client: &mut TcpStream) {
+    let mut rest = Vec::new();
+    client
+        .read_to_end(&mut rest)
+        .await
+        .expect("an orderly close, not a reset");
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn lingering_ends_when_the_client_goes_quiet() {
+    let (mut client, server) = pair().await;
+    client
+        .write_all(b"the rest of a refused body")
+        .await
+        .expect("write");
+    let start = Instant::now();
+    linger_close(server, bufs::take(), std::future::pending::<()>()).await;
+    let took = start.elapsed();
+    assert!((LINGER_IDLE..LINGER_TOTAL).contains(&took), "{took:?}");
+    ends_in_order(&mut client).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn lingering_ends_at_its_bound_however_long_the_client_sends() {
+    let (mut client, server) = pair().await;
+    let (mut r, mut w) = client.split();
+    let start = Instant::now();
+    let sending = async {
+        // A byte a second, more often than the idle bound.
+        while w.write_all(b"x").await.is_ok() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    tokio::select! {
+        () = linger_close(server, bufs::take(), std::future::pending::<()>()) => {}
+        () = sending => panic!("the client could not send"),
+    }
+    let took = start.elapsed();
+    assert!(
+        took >= LINGER_TOTAL && took < LINGER_TOTAL + LINGER_IDLE,
+        "{took:?}"
+    );
+    let mut rest = Vec::new();
+    let _ = r.read_to_end(&mut rest).await;
+    assert!(rest.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn lingering_ends_when_the_client_closes_or_the_listener_stops() {
+    let (mut client, server) = pair().await;
+    client.write_all(b"more").await.expect("write");
+    client.shutdown().await.expect("shutdown");
+    let start = Instant::now();
+    linger_close(server, bufs::take(), std::future::pending::<()>()).await;
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    ends_in_order(&mut client).await;
+
+    let (_client, server) = pair().await;
+    linger_close(server, bufs::take(), std::future::ready(())).await;
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
