@@ -423,26 +423,6 @@ async fn close_delimited_and_head_responses_keep_the_client_connection() {
     assert_eq!(up.heads.lock().len(), 5);
 }
 
-#[tokio::test]
-async fn an_early_answer_ends_the_upload_and_the_connection() {
-    let up = Scripted::spawn(|_| {
-        (
-            b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbig!"
-                .to_vec(),
-            true,
-        )
-    })
-    .await;
-    let mesh = TestMesh::start(&up.services(), "").await;
-    let mut c = RawClient::connect(&mesh).await;
-    c.send(b"POST /upload HTTP/1.1\r\nHost: raw\r\nContent-Length: 10000000\r\n\r\n")
-        .await;
-    c.send(&[b'x'; 1000]).await;
-    let resp = c.response(false).await;
-    assert_eq!((resp.status, resp.body.as_slice()), (413, &b"big!"[..]));
-    c.expect_closed().await;
-}
-
 /// Sends a body of `len` bytes in full, as clients that read only after
 /// sending (Python's http.client, for one) do.
 async fn send_all_of(c: &mut RawClient, len: usize) -> io::Result<()> {
@@ -456,9 +436,8 @@ async fn send_all_of(c: &mut RawClient, len: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// A client that sends all of a body the proxy refused (a local answer, an
-/// early answer from the upstream, a malformed head followed by more bytes)
-/// before it reads gets the answer, not a broken pipe or a reset: the proxy
+/// A client that sends all of a body the proxy refused (a local answer, a
+/// malformed head followed by more bytes) before it reads gets the answer, not a broken pipe or a reset: the proxy
 /// closes in stages and drops what still comes.
 #[tokio::test]
 async fn a_client_sending_all_of_a_refused_body_still_reads_the_answer() {
@@ -487,9 +466,14 @@ async fn a_client_sending_all_of_a_refused_body_still_reads_the_answer() {
         c.stream.shutdown().await.expect("close the client's side");
         c.expect_closed().await;
     }
+}
 
-    // The upstream answers early (413) and closes; the proxy passes the
-    // answer on and takes the rest of the upload.
+/// An upstream that answers an upload early (413) and closes: the answer
+/// reaches the client, whether it reads while still sending or only after
+/// sending everything (the upstream's kernel then resets the connection under
+/// the proxy's writes), and the proxy takes the rest of the upload.
+#[tokio::test]
+async fn an_early_answer_ends_the_upload_and_the_connection() {
     let up = Scripted::spawn(|_| {
         (
             b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbig!"
@@ -499,15 +483,17 @@ async fn a_client_sending_all_of_a_refused_body_still_reads_the_answer() {
     })
     .await;
     let mesh = TestMesh::start(&up.services(), "").await;
-    let mut c = RawClient::connect(&mesh).await;
-    c.send(b"POST /upload HTTP/1.1\r\nHost: raw\r\nContent-Length: 8000000\r\n\r\n")
-        .await;
-    send_all_of(&mut c, 8_000_000)
-        .await
-        .expect("the proxy takes the rest of the upload");
-    let resp = c.response(false).await;
-    assert_eq!((resp.status, resp.body.as_slice()), (413, &b"big!"[..]));
-    c.expect_closed().await;
+    for sent_first in [1000, 8_000_000] {
+        let mut c = RawClient::connect(&mesh).await;
+        c.send(b"POST /upload HTTP/1.1\r\nHost: raw\r\nContent-Length: 8000000\r\n\r\n")
+            .await;
+        send_all_of(&mut c, sent_first)
+            .await
+            .expect("the proxy takes the upload");
+        let resp = c.response(false).await;
+        assert_eq!((resp.status, resp.body.as_slice()), (413, &b"big!"[..]));
+        c.expect_closed().await;
+    }
 }
 
 #[tokio::test]
