@@ -522,6 +522,9 @@ pub(crate) fn encode_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
