@@ -521,27 +521,6 @@ async fn shutdown_sends_goaway_and_lets_running_streams_finish() {
     stopping.await.expect("shutdown");
 }
 
-/// Panics on the mesh's listener threads, counted by a panic hook.
-fn listener_panics() -> &'static std::sync::atomic::AtomicUsize {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::OnceLock;
-    static COUNT: OnceLock<&'static AtomicUsize> = OnceLock::new();
-    COUNT.get_or_init(|| {
-        let count: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let listener = std::thread::current()
-                .name()
-                .is_some_and(|n| n.starts_with("anymesh-listener"));
-            if listener {
-                count.fetch_add(1, Ordering::SeqCst);
-            }
-            previous(info);
-        }));
-        count
-    })
-}
-
 /// Random frames, some of them well-formed, on many connections: the server
 /// answers or closes each connection, never panics, and keeps serving.
 #[tokio::test]

@@ -398,3 +398,24 @@ impl Load {
         (self.total.load(Ordering::SeqCst), failures)
     }
 }
+
+/// Panics on the mesh's listener threads, counted by a panic hook.
+pub fn listener_panics() -> &'static std::sync::atomic::AtomicUsize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::OnceLock;
+    static COUNT: OnceLock<&'static AtomicUsize> = OnceLock::new();
+    COUNT.get_or_init(|| {
+        let count: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let listener = std::thread::current()
+                .name()
+                .is_some_and(|n| n.starts_with("anymesh-listener"));
+            if listener {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+            previous(info);
+        }));
+        count
+    })
+}

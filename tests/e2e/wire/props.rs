@@ -307,6 +307,7 @@ async fn check_damaged(
     (mesh, ups): &(TestMesh, Vec<anymesh::upstream::Upstream>),
     (reqs, edits, cuts): (Vec<Req>, Vec<Edit>, Vec<usize>),
 ) {
+    let panics = listener_panics();
     let before = ups[0].received();
     let bytes = damage(reqs.iter().flat_map(Req::encode).collect(), &edits);
     let mut c = RawClient::connect(mesh).await;
@@ -342,6 +343,11 @@ async fn check_damaged(
     // Every request that reached the upstream was one the proxy answered (or
     // the last, cut short by the client's close), plus the one above: none
     // was smuggled inside another's body.
+    assert_eq!(
+        panics.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a listener thread panicked"
+    );
     let reached = ups[0].received() - before;
     assert!(
         reached <= answered + 2,
