@@ -14,6 +14,8 @@ use tokio::net::TcpStream;
 
 use crate::harness::*;
 
+mod props;
+
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const DATA: u8 = 0;
 const HEADERS: u8 = 1;
@@ -433,14 +435,20 @@ async fn responses_wait_for_the_clients_flow_control_window() {
     );
 }
 
+/// One echo upstream behind two services: `plain` speaks HTTP/1.1 to it,
+/// `grpcish` HTTP/2.
+async fn plain_and_grpcish_mesh() -> (TestMesh, Vec<anymesh::upstream::Upstream>) {
+    let ups = upstreams(&["echo"]).await;
+    let services = "services:\n  - name: plain\n    ports: [{name: http, port: 80, protocol: http}]\n    endpoints: [{address: 127.0.0.1, port: PORT}]\n  - name: grpcish\n    ports: [{name: grpc, port: 81, protocol: grpc}]\n    endpoints: [{address: 127.0.0.1, port: PORT}]\n"
+        .replace("PORT", &ups[0].addr.port().to_string());
+    (TestMesh::start(&services, "").await, ups)
+}
+
 /// A client with small windows sends and receives a large body through the
 /// proxy; request and response trailers pass both ways with an HTTP/2 upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_and_trailers_stream_both_ways_under_flow_control() {
-    let ups = upstreams(&["echo"]).await;
-    let services = "services:\n  - name: plain\n    ports: [{name: http, port: 80, protocol: http}]\n    endpoints: [{address: 127.0.0.1, port: PORT}]\n  - name: grpcish\n    ports: [{name: grpc, port: 81, protocol: grpc}]\n    endpoints: [{address: 127.0.0.1, port: PORT}]\n"
-        .replace("PORT", &ups[0].addr.port().to_string());
-    let mesh = TestMesh::start(&services, "").await;
+    let (mesh, _ups) = plain_and_grpcish_mesh().await;
     let tcp = TcpStream::connect(mesh.proxy()).await.expect("connect");
     let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .initial_stream_window_size(16 * 1024)

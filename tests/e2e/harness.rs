@@ -18,6 +18,8 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use proptest::strategy::Strategy;
+use proptest::test_runner::{Config, TestRunner};
 
 pub const DEADLINE: Duration = Duration::from_secs(15);
 
@@ -418,4 +420,43 @@ pub fn listener_panics() -> &'static std::sync::atomic::AtomicUsize {
         }));
         count
     })
+}
+
+/// Cases per generated end-to-end test: `PROPTEST_CASES`, or 64 (every case
+/// is real traffic through the mesh).
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(64)
+}
+
+/// Runs `check` on `cases()` generated values, on a runtime that also
+/// serves the mesh it sets up first.
+pub fn run<S: Strategy, M>(
+    setup: impl Future<Output = M>,
+    strategy: S,
+    check: impl AsyncFn(&M, S::Value),
+) where
+    S::Value: std::fmt::Debug,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mesh = rt.block_on(setup);
+    let config = Config {
+        cases: cases(),
+        failure_persistence: None,
+        max_shrink_iters: 256,
+        ..Config::default()
+    };
+    let result = TestRunner::new(config).run(&strategy, |value| {
+        rt.block_on(check(&mesh, value));
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
 }

@@ -5,7 +5,7 @@
 //! response the client as sent, hop-by-hop fields left out.
 //!
 //! Each property runs `PROPTEST_CASES` cases (default 64: every case is a
-//! real connection through the proxy).
+//! real connection through the proxy; see `harness::run`).
 
 use std::collections::VecDeque;
 
@@ -13,46 +13,8 @@ use anymesh_testkit::bytes::{damage, Edit};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
-use proptest::test_runner::{Config, TestRunner};
 
 use super::*;
-
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(64)
-}
-
-/// Runs `check` on `cases()` generated values, on a runtime that also
-/// serves the mesh it sets up first.
-fn run<S: Strategy, M>(
-    setup: impl std::future::Future<Output = M>,
-    strategy: S,
-    check: impl AsyncFn(&M, S::Value),
-) where
-    S::Value: std::fmt::Debug,
-{
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let mesh = rt.block_on(setup);
-    let config = Config {
-        cases: cases(),
-        failure_persistence: None,
-        max_shrink_iters: 256,
-        ..Config::default()
-    };
-    let result = TestRunner::new(config).run(&strategy, |value| {
-        rt.block_on(check(&mesh, value));
-        Ok(())
-    });
-    if let Err(e) = result {
-        panic!("{e}");
-    }
-}
 
 fn token() -> impl Strategy<Value = String> {
     let tchar = select(b"!#$%&'*+-.^_`|~0123456789abcxyzABCXYZ".to_vec());
