@@ -5,6 +5,7 @@
 //! whole on its own stream.
 
 use futures_util::future::join_all;
+use http_body_util::{Either, Empty};
 use proptest::collection::vec;
 use proptest::prelude::*;
 
@@ -81,7 +82,7 @@ async fn check_streams(mesh: &TestMesh, (s, streams): (Settings, Vec<Stream>)) {
         .await
         .expect("handshake");
     let driving = tokio::spawn(conn);
-    let exchanges = streams.iter().map(|st| {
+    let exchanges = streams.iter().enumerate().map(|(i, st)| {
         let mut sender = sender.clone();
         async move {
             let host = if st.h2_upstream { "grpcish" } else { "plain" };
@@ -91,17 +92,34 @@ async fn check_streams(mesh: &TestMesh, (s, streams): (Settings, Vec<Stream>)) {
                 .cloned()
                 .map(|p| Ok(BodyFrame::data(p)))
                 .collect();
-            let method = if st.body.is_some() { "POST" } else { "GET" };
+            // A GET's stream ends with its head; a POST's body is a stream,
+            // even an empty one.
+            let (method, body) = match st.body {
+                None => ("GET", Either::Right(Empty::new())),
+                Some(_) => (
+                    "POST",
+                    Either::Left(StreamBody::new(futures_util::stream::iter(frames))),
+                ),
+            };
             let req = http::Request::builder()
                 .method(method)
-                .uri(format!("http://{host}/p"))
-                .body(StreamBody::new(futures_util::stream::iter(frames)))
+                .uri(format!("http://{host}/p{i}"))
+                .body(body)
                 .expect("request");
             let resp = tokio::time::timeout(Duration::from_secs(20), sender.send_request(req))
                 .await
                 .expect("answered in time")
                 .expect("a response");
             assert_eq!(resp.status(), StatusCode::OK, "{st:?}");
+            // The answer is this stream's own.
+            let path = resp.headers().get("x-seen-path").cloned();
+            assert_eq!(
+                path.as_ref().and_then(|p| p.to_str().ok()),
+                Some(format!("/p{i}").as_str()),
+                "{st:?}"
+            );
+            let version = resp.headers().get("x-seen-version").cloned();
+            let has_body = resp.headers().get("x-seen-headers").cloned();
             let body = tokio::time::timeout(Duration::from_secs(20), resp.into_body().collect())
                 .await
                 .expect("the body in time")
@@ -119,7 +137,7 @@ async fn check_streams(mesh: &TestMesh, (s, streams): (Settings, Vec<Stream>)) {
             };
             assert!(
                 body[..] == *expected,
-                "{st:?}: {} bytes came back, {} expected",
+                "{st:?}: {} bytes came back, {} expected; upstream saw {version:?}, {has_body:?}",
                 body.len(),
                 expected.len()
             );
