@@ -177,19 +177,22 @@ fn message(
     }
     let mut out = head.into_bytes();
     match framing {
-        Framing::None => out.extend_from_slice(b"\r\n"),
+        Framing::None => {
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(body);
+        }
         Framing::Length => {
             out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+            out.extend_from_slice(body);
         }
-        Framing::Chunked { .. } => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n"),
-    }
-    match framing {
         Framing::Chunked {
             sizes,
             ext,
             trailer,
-        } => out.extend_from_slice(&chunked(body, sizes, *ext, *trailer)),
-        Framing::None | Framing::Length => out.extend_from_slice(body),
+        } => {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+            out.extend_from_slice(&chunked(body, sizes, *ext, *trailer));
+        }
     }
     out
 }
