@@ -10,12 +10,19 @@ HTTP/1.1 and HTTP/2 requests through both services, the admin endpoints, and a
 graceful stop. Every function of the binary that executed is listed, sorted by
 name so that a regenerated list diffs cleanly.
 
-    bench/order-symbols                  # build, run, write link/symbol-order.txt
-    bench/order-symbols --check [BIN]    # how much of the list BIN still has
+    bench/order-symbols                          # build, run, write link/symbol-order.txt
+    bench/order-symbols --check [BIN]            # is the list still BIN's? (exit 1 when stale)
+    bench/order-symbols --check --no-profile [BIN]   # only: how much of the list BIN still has
 
-Run it again after large changes (new dependencies, a new compiler): a listed
-function the binary no longer has is skipped by the linker, so a stale list
-only costs memory.
+--check runs the same workload under callgrind as writing the list does (about
+a minute) and fails when less than 90 % of the functions the binary ran are
+listed, or less than 90 % of the listed functions are still in the binary;
+`--no-profile` only counts the latter (nm, a second). Without a BIN it checks
+target/release/anymesh as it is (no build). CI runs `bench/order-symbols
+--check` after the benchmark's smoke run (scripts/test), so the list cannot go
+stale silently: a function the list misses is laid out elsewhere, and a listed
+function the binary no longer has is skipped by the linker; either only costs
+memory (idle RSS), never correctness.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as bench  # noqa: E402  (the harness: its servers, tools and process handling)
+
+MIN_SHARE = 0.90  # --check: the least share of each side (see the module doc)
 
 ORDER_FILE = bench.SYMBOL_ORDER
 HEADER = """\
@@ -55,23 +64,41 @@ def executed_functions(callgrind_out: Path, binary: str) -> set[str]:
     return names
 
 
-def check(binary: str) -> int:
+def check(binary: str, profile: bool) -> int:
+    """Exit status 0 when link/symbol-order.txt still fits `binary`, 1 when
+    it is stale (or missing)."""
     cov = bench.symbol_order_coverage(binary)
     if not cov or not cov["listed"]:
         print(f"{ORDER_FILE} is missing or empty, or nm failed")
         return 1
     found, listed = cov["found"], cov["listed"]
-    print(f"{found} of {listed} listed functions ({100 * found / listed:.0f} %) are in {binary}")
+    print(f"{found} of {listed} listed functions ({100 * found / listed:.1f} %) are in {binary}")
+    stale = found < MIN_SHARE * listed
+    if profile:
+        ran = profiled_functions(binary)
+        covered = len(ran & set(bench.listed_symbols()))
+        print(f"{covered} of the {len(ran)} functions it ran while starting and serving requests "
+              f"({100 * covered / max(len(ran), 1):.1f} %) are listed")
+        stale = stale or covered < MIN_SHARE * len(ran)
+    if stale:
+        print(f"{ORDER_FILE.relative_to(bench.REPO)} is stale (under {MIN_SHARE:.0%}): write it again with "
+              f"bench/order-symbols and commit it")
+        return 1
+    print(f"{ORDER_FILE.relative_to(bench.REPO)} is up to date (at least {MIN_SHARE:.0%} both ways)")
     return 0
 
 
-def generate(binary: str) -> int:
+def ensure_valgrind() -> None:
     if not shutil.which("valgrind"):
-        sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "valgrind"]):
-            subprocess.run(sudo + cmd, env=env, stdin=subprocess.DEVNULL, check=True)
-    tools = bench.ensure_tools()
+        bench.apt_install(["valgrind"])
+
+
+def profiled_functions(binary: str) -> set[str]:
+    """The functions of `binary` that ran (under callgrind) while it started
+    with the benchmark's configuration, served HTTP/1.1 and HTTP/2 requests
+    through both services and the admin endpoints, and stopped gracefully."""
+    ensure_valgrind()
+    tools = bench.ensure_tools(system_only=True)  # nginx and h2load
     tmp = Path(tempfile.mkdtemp(prefix="anymesh-order-"))
     os.chmod(tmp, 0o755)
     profile = tmp / "callgrind.out"
@@ -96,10 +123,14 @@ exec valgrind --tool=callgrind --compress-strings=no --compress-pos=no --demangl
             bench.http_get(srv.admin_port, "localhost", path, timeout=30)
         bench.PROCS.stop(srv.proc, timeout=60)  # a graceful stop writes the profile
         bench.PROCS.stop(upstream.proc)
-        names = executed_functions(profile, binary) & bench.binary_symbols(binary)
+        return executed_functions(profile, binary) & bench.binary_symbols(binary)
     finally:
         bench.PROCS.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def generate(binary: str) -> int:
+    names = profiled_functions(binary)
     if len(names) < 500:
         print(f"only {len(names)} functions found in the profile: not writing {ORDER_FILE}", file=sys.stderr)
         return 1
@@ -110,9 +141,15 @@ exec valgrind --tool=callgrind --compress-strings=no --compress-pos=no --demangl
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--check", action="store_true", help="only report how much of the list BIN has")
-    p.add_argument("binary", nargs="?", help="the anymesh binary (default: build target/release/anymesh)")
+    p = argparse.ArgumentParser(prog="bench/order-symbols", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 when the list is stale for BIN (see below)")
+    p.add_argument("--no-profile", action="store_true",
+                   help="with --check: only count the listed functions BIN still has (no callgrind run)")
+    p.add_argument("binary", nargs="?",
+                   help="the anymesh binary (default: target/release/anymesh, built first unless --check)")
     a = p.parse_args(argv)
     if a.binary:
         binary = a.binary
@@ -120,7 +157,7 @@ def main(argv: list[str]) -> int:
         binary = bench.build_anymesh(argparse.Namespace(anymesh=None, no_build=a.check))
     binary = os.path.realpath(binary)
     try:
-        return check(binary) if a.check else generate(binary)
+        return check(binary, profile=not a.no_profile) if a.check else generate(binary)
     except (bench.BenchError, subprocess.CalledProcessError) as e:
         print(f"failed: {e}", file=sys.stderr)
         return 1

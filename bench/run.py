@@ -1881,9 +1881,10 @@ def ensure_proxies_venv(venv: Path) -> dict[str, str]:
     return {k: str(v) for k, v in have.items()}
 
 
-def ensure_tools() -> dict[str, str]:
+def ensure_tools(system_only: bool = False) -> dict[str, str]:
     """Every tool of the run, installed when missing, each run from where it
-    was found or installed (never looked up on PATH after installing)."""
+    was found or installed (never looked up on PATH after installing).
+    `system_only`: only those from Debian's packages (nginx, h2load ...)."""
     missing = [pkg for tool, pkg in APT.items() if not find_tool(tool)]
     if missing:
         apt_install(missing)
@@ -1893,6 +1894,8 @@ def ensure_tools() -> dict[str, str]:
         if not p:
             raise BenchError(f"{name} still not found after installing {APT[name]}")
         tools[name] = p
+    if system_only:
+        return tools
     root = tools_dir()
     tools["oha"] = ensure_oha(root)
     tools.update(ensure_proxies_venv(root / "venv"))
@@ -1905,6 +1908,8 @@ def tool_versions(tools: dict[str, str]) -> dict[str, str]:
     out = {name: tool_version_line([tools[name], f]) for name, f in flag.items() if name in tools}
     if "traefik" in tools:  # `traefik version` prints "Version:      3.7.15" on its first line
         out["traefik"] = " ".join(out["traefik"].split())
+    if "envoy" in tools:  # "<its path>  version: <commit>/1.40.0/Clean/RELEASE/BoringSSL"
+        out["envoy"] = "envoy " + out["envoy"].split("version: ", 1)[-1]
     return out
 
 
