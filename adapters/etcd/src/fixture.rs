@@ -1,4 +1,4 @@
-//! The captured etcd payloads (`../shared/fixtures/etcd`) as etcd-client
+//! The captured etcd payloads (`adapters/testkit/fixtures/etcd`) as etcd-client
 //! responses, run through the adapter's own translation.
 
 use anymesh_testkit::fixtures::{self, etcd_gateway as gw};
@@ -82,3 +82,6 @@ pub fn watch(name: &str) -> Vec<WatchMsg> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

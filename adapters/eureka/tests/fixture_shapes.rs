@@ -1,5 +1,5 @@
 //! The fixtures and the fake side by side: every file in
-//! `../shared/fixtures/eureka` is decoded by the adapter's public decoder (a
+//! `adapters/testkit/fixtures/eureka` is decoded by the adapter's public decoder (a
 //! new file cannot slip in untested), and the fake Eureka server writes the
 //! instance objects those captures show, in both of its dialects.
 
@@ -32,11 +32,7 @@ const FIXTURES: &[(&str, usize)] = &[
 
 #[test]
 fn every_fixture_file_decodes() {
-    let mut files: Vec<String> = std::fs::read_dir(fixtures::dir().join("eureka"))
-        .expect("the eureka fixtures directory")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .collect();
-    files.sort();
+    let files = fixtures::files("eureka");
     let listed: Vec<&str> = FIXTURES.iter().map(|(f, _)| *f).collect();
     assert_eq!(files, listed, "a fixture is not decoded here");
     for (file, instances) in FIXTURES {

@@ -2,7 +2,7 @@
 //!
 //! It keeps nodes, service instances and checks, and one raft-like index
 //! that every write raises. It serves the shapes of the captured payloads
-//! in `../shared/fixtures/consul`:
+//! in `fixtures/consul`:
 //!
 //! - `GET /v1/catalog/services`: name → tags (the `consul` service included).
 //! - `GET /v1/health/service/<name>`: `[{Node, Service, Checks}]`, node

@@ -21,7 +21,7 @@
 //! - `PUT {base}/apps/{APP}/{ID}/metadata?k=v`: update metadata (`MODIFIED`).
 //! - `PUT {base}/apps/{APP}/{ID}`: a heartbeat, 200 or 404 (not a change).
 //!
-//! Bodies follow the fixtures in `../shared/fixtures/eureka`: [`Shape::Modern`]
+//! Bodies follow the fixtures in `fixtures/eureka`: [`Shape::Modern`]
 //! as a current Spring Cloud server writes them (arrays, `overriddenStatus`,
 //! ports as numbers, empty metadata as `Collections$EmptyMap`), and
 //! [`Shape::Legacy`] as Eureka 1.1 did (a lone application or instance as

@@ -1,19 +1,17 @@
-//! Loaders for the captured registry payloads in `../shared/fixtures`
-//! (beside the workspace), plus a reader for etcd's JSON gateway format.
-//!
-//! The directory can be moved with `ANYMESH_FIXTURES`.
+//! Loaders for the captured registry payloads in `adapters/testkit/fixtures`
+//! (their origins are in its `README.md`), the check that each one is decoded
+//! by a test, and a reader for etcd's JSON gateway format.
 
 use std::path::PathBuf;
 
 use serde_json::Value;
 
-/// The fixtures directory: `$ANYMESH_FIXTURES`, else `<workspace>/../shared/fixtures`.
+/// The registries with captured payloads: one directory of [`dir`] each.
+pub const REGISTRIES: &[&str] = &["consul", "etcd", "eureka", "kubernetes", "marathon"];
+
+/// The fixtures directory, inside this crate: a clone alone has them.
 pub fn dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("ANYMESH_FIXTURES") {
-        return PathBuf::from(d);
-    }
-    // This crate lives at <workspace>/adapters/testkit.
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
 /// The bytes of `rel` (e.g. `etcd/range_prefix_with_slash.json`).
@@ -21,12 +19,37 @@ pub fn read(rel: &str) -> Vec<u8> {
     let path = dir().join(rel);
     match std::fs::read(&path) {
         Ok(b) => b,
-        Err(e) => panic!(
-            "fixture {} is missing ({e}): the shared fixtures are expected beside the workspace, \
-             or set ANYMESH_FIXTURES",
-            path.display()
-        ),
+        Err(e) => panic!("fixture {} is missing ({e})", path.display()),
     }
+}
+
+/// The names of the files in `registry`'s directory, sorted.
+pub fn files(registry: &str) -> Vec<String> {
+    let path = dir().join(registry);
+    let entries = match std::fs::read_dir(&path) {
+        Ok(entries) => entries,
+        Err(e) => panic!("fixture directory {} is missing ({e})", path.display()),
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Fails the calling test if a file of `registry`'s fixtures is named in none
+/// of `test_sources`: the text of the test files that decode them
+/// (`include_str!`), so a new capture cannot slip in without a test that
+/// reads it. A name counts where it appears whole, extension included.
+pub fn assert_each_named(registry: &str, test_sources: &[&str]) {
+    let missing: Vec<String> = files(registry)
+        .into_iter()
+        .filter(|f| !test_sources.iter().any(|src| src.contains(f.as_str())))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{registry} fixtures without a decoding test: {missing:?}"
+    );
 }
 
 /// `rel` parsed as one JSON document.
@@ -156,5 +179,31 @@ pub mod etcd_gateway {
             .unwrap_or_else(|| panic!("no code in {v}"));
         let message = v["message"].as_str().unwrap_or_default().to_string();
         (code as i32, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each registry directory is in [`REGISTRIES`] (whose adapters check
+    /// their files with [`assert_each_named`]), and nothing else is there.
+    #[test]
+    fn the_directory_holds_the_known_registries_and_the_readme() {
+        let mut found = files(".");
+        found.retain(|f| f != "README.md" && f != ".gitattributes");
+        assert_eq!(found, REGISTRIES);
+        for r in REGISTRIES {
+            assert!(!files(r).is_empty(), "{r}: no fixtures");
+        }
+    }
+
+    #[test]
+    fn a_file_named_nowhere_fails_the_check() {
+        let all = files("consul").join(" ");
+        assert_each_named("consul", &[&all]);
+        let without_one = all.replacen("catalog_services_docs.json", "", 1);
+        let failed = std::panic::catch_unwind(|| assert_each_named("consul", &[&without_one]));
+        assert!(failed.is_err());
     }
 }

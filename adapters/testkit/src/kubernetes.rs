@@ -7,7 +7,7 @@
 //! Istio custom resources `networking.istio.io/v1` VirtualServices and
 //! DestinationRules (`/apis/networking.istio.io/v1[/namespaces/{ns}]/{virtualservices,destinationrules}`,
 //! stored as given, `spec` unchecked as a CRD without a schema would). What it
-//! implements, as kube-apiserver does (semantics in `../shared/fixtures/README.md`):
+//! implements, as kube-apiserver does (semantics in `fixtures/README.md`):
 //!
 //! - **List**: `{kind}List` with `metadata.resourceVersion`; items without
 //!   `kind`/`apiVersion`. `limit` pages with an opaque `continue` token; a

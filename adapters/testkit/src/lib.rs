@@ -17,7 +17,9 @@
 //!   ACLs and failure controls (see [`consul`]).
 //! - [`TestPki`]: a throw-away CA, server and client certificates for TLS tests.
 //! - [`contract`]: the adapter contract test every adapter passes.
-//! - [`fixtures`]: loaders for the captured payloads in `../shared/fixtures`.
+//! - [`fixtures`]: the captured registry payloads in this crate's `fixtures/`
+//!   directory (origins in its README), their loaders, and the check that
+//!   each is decoded by a test.
 //! - [`bytes`]: byte streams cut into pieces or damaged, for generated tests.
 //!
 //! Helpers panic with a message saying what is wrong: they only run in tests.

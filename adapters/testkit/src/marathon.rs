@@ -5,7 +5,7 @@
 //!
 //! - `GET /v2/apps[?embed=apps.tasks]`: every app (`{"apps":[...]}`), with
 //!   its tasks when embedded, in the shapes of the fixtures in
-//!   `../shared/fixtures/marathon` ([`Shape::Modern`]: Marathon 1.5+ with
+//!   `fixtures/marathon` ([`Shape::Modern`]: Marathon 1.5+ with
 //!   `networks`, `container.portMappings` and task `state`;
 //!   [`Shape::Legacy`]: `ports`, `container.docker.network`/`portMappings`
 //!   and no task `state`).

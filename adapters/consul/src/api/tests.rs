@@ -1,4 +1,4 @@
-//! Every payload in `../shared/fixtures/consul` decodes, with its fields checked.
+//! Every payload in `adapters/testkit/fixtures/consul` decodes, with its fields checked.
 
 use anymesh_core::{Health, SourceId};
 use anymesh_testkit::fixtures;
@@ -6,21 +6,6 @@ use anymesh_testkit::fixtures;
 use super::*;
 use crate::config::AddressFrom;
 use crate::decode::Decoder;
-
-/// Every fixture file this module decodes; a new file must be added here.
-const COVERED: &[&str] = &[
-    "agent_health_service_id_web1_passing_no_checks.json",
-    "agent_health_service_id_web2_critical.json",
-    "agent_health_service_name_web_passing_and_critical.json",
-    "catalog_service_web_docs.json",
-    "catalog_services_docs.json",
-    "catalog_services_http_response_headers_docs.txt",
-    "health_service_docs_current.json",
-    "health_service_docs_legacy_tags_null.json",
-    "health_service_legacy_critical_service_check.json",
-    "health_service_serf_only_no_service_checks_empty_address.json",
-    "health_service_unknown_service_empty.json",
-];
 
 fn read(name: &str) -> Vec<u8> {
     fixtures::read(&format!("consul/{name}"))
@@ -39,12 +24,7 @@ fn decoder() -> Decoder {
 
 #[test]
 fn every_fixture_file_is_covered() {
-    let mut files: Vec<String> = std::fs::read_dir(fixtures::dir().join("consul"))
-        .expect("the consul fixtures directory")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .collect();
-    files.sort();
-    assert_eq!(files, COVERED, "a fixture is not decoded by a test here");
+    fixtures::assert_each_named("consul", &[include_str!("tests.rs")]);
 }
 
 #[test]

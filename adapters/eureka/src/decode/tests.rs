@@ -1,4 +1,4 @@
-//! Every payload in `../shared/fixtures/eureka` decodes, with its fields checked.
+//! Every payload in `adapters/testkit/fixtures/eureka` decodes, with its fields checked.
 
 use anymesh_testkit::fixtures;
 

@@ -1,4 +1,4 @@
-//! Every payload in `../shared/fixtures/kubernetes` decodes into the
+//! Every payload in `adapters/testkit/fixtures/kubernetes` decodes into the
 //! k8s-openapi / kube types the adapter reads, with its fields asserted,
 //! and translates as the fixtures README's semantics say.
 
@@ -14,6 +14,11 @@ use crate::config::Connection;
 
 fn decode<T: serde::de::DeserializeOwned>(rel: &str) -> T {
     serde_json::from_value(fixtures::json(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+#[test]
+fn every_fixture_file_is_decoded() {
+    fixtures::assert_each_named("kubernetes", &[include_str!("tests.rs")]);
 }
 
 fn translator(form: HostnameForm) -> Translator {

@@ -1,4 +1,4 @@
-//! Every payload in `../shared/fixtures/marathon` decodes, with its fields
+//! Every payload in `adapters/testkit/fixtures/marathon` decodes, with its fields
 //! checked, and translates the way the fixtures README says it must.
 
 use anymesh_core::{Health, SourceId};
@@ -14,6 +14,11 @@ fn apps(rel: &str) -> AppList {
         .unwrap_or_else(|e| panic!("{rel}: {e}"));
     assert!(list.problems.is_empty(), "{rel}: {:?}", list.problems);
     list
+}
+
+#[test]
+fn every_fixture_file_is_decoded() {
+    fixtures::assert_each_named("marathon", &[include_str!("tests.rs")]);
 }
 
 fn tr() -> Translator {

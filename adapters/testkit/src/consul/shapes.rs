@@ -1,5 +1,5 @@
 //! The JSON the fake agent answers, in the shapes of the captured payloads
-//! in `../shared/fixtures/consul` (PascalCase keys, tagged addresses
+//! in `fixtures/consul` (PascalCase keys, tagged addresses
 //! capitalised as the agent writes them, node checks included).
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,4 +1,4 @@
-//! The fake's JSON, in the shapes of `../shared/fixtures/eureka`.
+//! The fake's JSON, in the shapes of `fixtures/eureka`.
 
 use serde_json::{json, Value};
 
