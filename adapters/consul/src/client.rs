@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use anymesh_support::{SecretError, SecretSource};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::Url;
 
@@ -246,19 +247,23 @@ async fn read(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, Con
         })
 }
 
-/// The ACL token, from its file or environment variable. Never logged.
+/// The ACL token, from its file or environment variable (trimmed by
+/// [`anymesh_support::trim_secret`]); an empty one is no token. Never logged.
 async fn token(config: &ConsulConfig) -> Result<Option<String>, ConsulError> {
-    if let Some(path) = &config.token_file {
-        let bytes = read("the consul token file", path).await?;
-        let text = String::from_utf8_lossy(&bytes);
-        return Ok(Some(text.trim().to_string()).filter(|t| !t.is_empty()));
+    let source =
+        SecretSource::from_options(config.token_file.as_deref(), config.token_env.as_deref());
+    let Some(source) = source else {
+        return Ok(None);
+    };
+    match source.read() {
+        Ok(token) => Ok(Some(token).filter(|t| !t.is_empty())),
+        Err(SecretError::ReadFile { path, source }) => Err(ConsulError::ReadFile {
+            what: "the consul token file",
+            path,
+            message: source.to_string(),
+        }),
+        Err(SecretError::EnvNotSet { name }) => Err(ConsulError::TokenEnv { name }),
     }
-    if let Some(name) = &config.token_env {
-        return std::env::var(name)
-            .map(|t| Some(t.trim().to_string()))
-            .map_err(|_| ConsulError::TokenEnv { name: name.clone() });
-    }
-    Ok(None)
 }
 
 #[cfg(test)]

@@ -189,6 +189,13 @@ impl ConsulConfig {
             }
             Err(e) => return bad(format!("`address` {:?} is not a URL: {e}", self.address)),
         }
+        if anymesh_support::has_credentials(&self.address) {
+            return bad(
+                "`address` carries credentials in the URL; use `token_file` or `token_env` \
+                 so they are never logged"
+                    .into(),
+            );
+        }
         if self.token_file.is_some() && self.token_env.is_some() {
             return bad("set at most one of `token_file` and `token_env`".into());
         }

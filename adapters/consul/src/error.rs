@@ -47,13 +47,6 @@ pub enum ConsulError {
 impl ConsulError {
     /// The message with every cause, for the catalog's status.
     pub fn chain(&self) -> String {
-        let mut out = self.to_string();
-        let mut cause = std::error::Error::source(self).and_then(std::error::Error::source);
-        while let Some(c) = cause {
-            out.push_str(": ");
-            out.push_str(&c.to_string());
-            cause = c.source();
-        }
-        out
+        anymesh_support::error_chain(self)
     }
 }

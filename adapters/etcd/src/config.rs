@@ -118,6 +118,16 @@ impl EtcdConfig {
         if self.endpoints.is_empty() {
             return bad("`endpoints` must list at least one etcd URL");
         }
+        for (i, e) in self.endpoints.iter().enumerate() {
+            if anymesh_support::has_credentials(e) {
+                return Err(EtcdError::Config {
+                    message: format!(
+                        "`endpoints[{i}]` carries credentials in the URL; use `auth` (with \
+                         `password_file` or `password_env`) so they are never logged"
+                    ),
+                });
+            }
+        }
         if let Some(auth) = &self.auth {
             if auth.user.is_empty() {
                 return bad("`auth.user` must not be empty");

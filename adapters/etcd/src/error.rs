@@ -84,13 +84,6 @@ impl EtcdError {
 
     /// The message with every cause, for the catalog's status.
     pub fn chain(&self) -> String {
-        let mut out = self.to_string();
-        let mut cause = std::error::Error::source(self).and_then(std::error::Error::source);
-        while let Some(c) = cause {
-            out.push_str(": ");
-            out.push_str(&c.to_string());
-            cause = c.source();
-        }
-        out
+        anymesh_support::error_chain(self)
     }
 }

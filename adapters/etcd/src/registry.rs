@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use anymesh_core::registry::CatalogClosed;
 use anymesh_core::{Change, ChangeSink, Registry, SourceId, SourceStatus, SourceView};
+use anymesh_support::{SecretError, SecretSource};
 use async_trait::async_trait;
 use etcd_client::{
     Certificate, Client, ConnectOptions, EventType, GetOptions, GetResponse, Identity, TlsOptions,
@@ -454,15 +455,21 @@ async fn tls_options(tls: &TlsConfig) -> Result<TlsOptions, EtcdError> {
     Ok(options)
 }
 
-/// The password, from its file or environment variable (never logged).
+/// The password, from its file or environment variable (trimmed by
+/// [`anymesh_support::trim_secret`]; never logged).
 async fn password(auth: &AuthConfig) -> Result<String, EtcdError> {
-    if let Some(path) = &auth.password_file {
-        let bytes = read("the etcd password file", path).await?;
-        let text = String::from_utf8_lossy(&bytes);
-        return Ok(text.trim_end_matches(['\n', '\r']).to_string());
-    }
-    let name = auth.password_env.clone().unwrap_or_default();
-    std::env::var(&name).map_err(|_| EtcdError::PasswordEnv { name })
+    // `validate` makes sure exactly one of the two is set.
+    let source =
+        SecretSource::from_options(auth.password_file.as_deref(), auth.password_env.as_deref())
+            .unwrap_or(SecretSource::Env(""));
+    source.read().map_err(|e| match e {
+        SecretError::ReadFile { path, source } => EtcdError::ReadFile {
+            what: "the etcd password file",
+            path,
+            source,
+        },
+        SecretError::EnvNotSet { name } => EtcdError::PasswordEnv { name },
+    })
 }
 
 #[async_trait]

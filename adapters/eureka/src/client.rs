@@ -8,6 +8,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use anymesh_support::{SecretError, SecretSource};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::StatusCode;
 
@@ -160,21 +161,14 @@ impl Client {
         let Some(auth) = &self.auth else {
             return Ok(None);
         };
-        let password = if let Some(path) = &auth.password_file {
-            let bytes =
-                tokio::fs::read(path)
-                    .await
-                    .map_err(|source| EurekaError::ReadPassword {
-                        path: path.clone(),
-                        source,
-                    })?;
-            String::from_utf8_lossy(&bytes)
-                .trim_end_matches(['\n', '\r'])
-                .to_string()
-        } else {
-            let name = auth.password_env.clone().unwrap_or_default();
-            std::env::var(&name).map_err(|_| EurekaError::PasswordEnv { name })?
-        };
+        // `validate` makes sure exactly one of the two is set.
+        let source =
+            SecretSource::from_options(auth.password_file.as_deref(), auth.password_env.as_deref())
+                .unwrap_or(SecretSource::Env(""));
+        let password = source.read().map_err(|e| match e {
+            SecretError::ReadFile { path, source } => EurekaError::ReadPassword { path, source },
+            SecretError::EnvNotSet { name } => EurekaError::PasswordEnv { name },
+        })?;
         Ok(Some((auth.user.clone(), password)))
     }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anymesh_core::config::GoDuration;
+use anymesh_support::{check_http_url, UrlProblem};
 use serde::Deserialize;
 
 use crate::decode::Status;
@@ -114,21 +115,15 @@ impl EurekaConfig {
             return bad("`servers` must list at least one Eureka service URL".into());
         }
         for (i, s) in self.servers.iter().enumerate() {
-            let Some((scheme, rest)) = s.split_once("://") else {
-                return bad(format!("`servers[{i}]` {s:?} is not an http(s) URL"));
-            };
-            if scheme != "http" && scheme != "https" {
-                return bad(format!("`servers[{i}]` {s:?} is not an http(s) URL"));
-            }
-            let authority = rest.split('/').next().unwrap_or_default();
-            if authority.contains('@') {
-                return bad(format!(
-                    "`servers[{i}]` carries credentials in the URL; use `auth` (with \
-                     `password_file` or `password_env`) so they are never logged"
-                ));
-            }
-            if authority.is_empty() {
-                return bad(format!("`servers[{i}]` {s:?} has no host"));
+            match check_http_url(s) {
+                Ok(()) => {}
+                Err(UrlProblem::Credentials) => {
+                    return bad(format!(
+                        "`servers[{i}]` carries credentials in the URL; use `auth` (with \
+                         `password_file` or `password_env`) so they are never logged"
+                    ))
+                }
+                Err(problem) => return bad(format!("`servers[{i}]` {s:?} {problem}")),
             }
         }
         if self.eligible_statuses.is_empty() {

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use anymesh_core::{Hostname, Protocol};
+use anymesh_support::{check_http_url, UrlProblem};
 use serde::Deserialize;
 
 use crate::error::KubernetesError;
@@ -129,20 +130,15 @@ impl KubernetesConfig {
     pub fn validate(&self) -> Result<(), KubernetesError> {
         let bad = |message: String| Err(KubernetesError::Config { message });
         if let Connection::Url { url } = &self.connection {
-            let Some((scheme, rest)) = url.split_once("://") else {
-                return bad(format!("`connection.url` {url:?} is not an http(s) URL"));
-            };
-            if scheme != "http" && scheme != "https" {
-                return bad(format!("`connection.url` {url:?} is not an http(s) URL"));
-            }
-            let authority = rest.split('/').next().unwrap_or_default();
-            if authority.is_empty() {
-                return bad(format!("`connection.url` {url:?} has no host"));
-            }
-            if authority.contains('@') {
-                return bad(
-                    "`connection.url` carries credentials; use `mode: kubeconfig` instead".into(),
-                );
+            match check_http_url(url) {
+                Ok(()) => {}
+                Err(UrlProblem::Credentials) => {
+                    return bad(
+                        "`connection.url` carries credentials; use `mode: kubeconfig` instead"
+                            .into(),
+                    )
+                }
+                Err(problem) => return bad(format!("`connection.url` {url:?} {problem}")),
             }
             if url.parse::<http::Uri>().is_err() {
                 return bad(format!("`connection.url` {url:?} is not a valid URL"));

@@ -435,20 +435,7 @@ pub(crate) fn gone(e: &watcher::Error) -> Gone {
     }
 }
 
-/// An error and its sources on one line.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
+pub(crate) use anymesh_support::error_chain as chain;
 
 /// How many skipped objects a status message names.
 const NAMED_INVALID: usize = 3;

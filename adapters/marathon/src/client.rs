@@ -9,6 +9,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use anymesh_support::{SecretError, SecretSource};
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
 use reqwest::StatusCode;
 
@@ -216,19 +217,15 @@ impl Client {
         let Some(auth) = &self.auth else {
             return Ok(None);
         };
-        let token = if let Some(path) = &auth.token_file {
-            let bytes = tokio::fs::read(path)
-                .await
-                .map_err(|source| MarathonError::ReadToken {
-                    path: path.clone(),
-                    source,
-                })?;
-            String::from_utf8_lossy(&bytes).trim().to_string()
-        } else {
-            let name = auth.token_env.clone().unwrap_or_default();
-            std::env::var(&name).map_err(|_| MarathonError::TokenEnv { name })?
-        };
-        let mut v = HeaderValue::from_str(&format!("token={}", token.trim())).map_err(|_| {
+        // `validate` makes sure exactly one of the two is set.
+        let source =
+            SecretSource::from_options(auth.token_file.as_deref(), auth.token_env.as_deref())
+                .unwrap_or(SecretSource::Env(""));
+        let token = source.read().map_err(|e| match e {
+            SecretError::ReadFile { path, source } => MarathonError::ReadToken { path, source },
+            SecretError::EnvNotSet { name } => MarathonError::TokenEnv { name },
+        })?;
+        let mut v = HeaderValue::from_str(&format!("token={token}")).map_err(|_| {
             MarathonError::Config {
                 message: "the marathon token holds characters not allowed in an HTTP header".into(),
             }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anymesh_core::config::GoDuration;
+use anymesh_support::{check_http_url, UrlProblem};
 use serde::Deserialize;
 
 use crate::error::MarathonError;
@@ -119,21 +120,15 @@ impl MarathonConfig {
             return bad("`urls` must list at least one Marathon URL".into());
         }
         for (i, s) in self.urls.iter().enumerate() {
-            let Some((scheme, rest)) = s.split_once("://") else {
-                return bad(format!("`urls[{i}]` {s:?} is not an http(s) URL"));
-            };
-            if scheme != "http" && scheme != "https" {
-                return bad(format!("`urls[{i}]` {s:?} is not an http(s) URL"));
-            }
-            let authority = rest.split('/').next().unwrap_or_default();
-            if authority.contains('@') {
-                return bad(format!(
-                    "`urls[{i}]` carries credentials in the URL; use `auth` (with \
-                     `token_file` or `token_env`) so they are never logged"
-                ));
-            }
-            if authority.is_empty() {
-                return bad(format!("`urls[{i}]` {s:?} has no host"));
+            match check_http_url(s) {
+                Ok(()) => {}
+                Err(UrlProblem::Credentials) => {
+                    return bad(format!(
+                        "`urls[{i}]` carries credentials in the URL; use `auth` (with \
+                         `token_file` or `token_env`) so they are never logged"
+                    ))
+                }
+                Err(problem) => return bad(format!("`urls[{i}]` {s:?} {problem}")),
             }
         }
         match (self.hostname, &self.hostname_template) {

@@ -66,15 +66,5 @@ fn body_suffix(body: &str) -> String {
 
 /// The error with its causes (reqwest keeps "connection refused" in its sources).
 pub(crate) fn chain(e: &reqwest::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out
+    anymesh_support::error_chain(e)
 }
