@@ -270,4 +270,11 @@ mod tests {
             .to_string()
             .contains("at most one"));
     }
+
+    #[test]
+    fn rejects_credentials_in_the_address_without_echoing_them() {
+        let c = ConsulConfig::new("http://user:s3cret@consul:8500");
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("credentials") && !e.contains("s3cret"), "{e}");
+    }
 }

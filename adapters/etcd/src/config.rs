@@ -198,4 +198,14 @@ mod tests {
         let c = EtcdConfig::new(Vec::<String>::new());
         assert!(c.validate().is_err());
     }
+
+    #[test]
+    fn rejects_credentials_in_an_endpoint_without_echoing_them() {
+        let c = EtcdConfig::new(["http://127.0.0.1:2379", "root:s3cret@10.0.0.1:2379"]);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("`endpoints[1]`") && e.contains("credentials") && !e.contains("s3cret"),
+            "{e}"
+        );
+    }
 }
