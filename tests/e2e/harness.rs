@@ -21,26 +21,11 @@ use hyper_util::rt::TokioExecutor;
 use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, TestRunner};
 
-pub const DEADLINE: Duration = Duration::from_secs(15);
+pub const DEADLINE: Duration = anymesh_testkit::wait::DEADLINE;
 
-/// Polls `check` until it returns `Some`, failing the test after [`DEADLINE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// Polls `check` (async, returning `Some` when done) until it holds, failing
+/// the test after testkit's deadline (the same 15 s as [`DEADLINE`]).
+pub use anymesh_testkit::wait::eventually_async as eventually;
 
 /// A mesh with its config directory.
 pub struct TestMesh {

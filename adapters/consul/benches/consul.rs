@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use anymesh_adapter_consul::{ConsulConfig, ConsulRegistry, Interest};
 use anymesh_core::{Change, ChangeSink, Mapping, Registry, SourceId};
 use anymesh_testkit::consul::{Instance, CATALOG};
+use anymesh_testkit::wait::Poll;
 use anymesh_testkit::FakeConsul;
 use tokio::sync::{mpsc, watch};
 
@@ -61,12 +62,14 @@ fn options() -> Options {
     o
 }
 
-async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        tokio::task::yield_now().await;
-    }
+/// Yields between checks instead of sleeping: the bench times how soon a
+/// change lands.
+async fn wait_for(what: &str, check: impl FnMut() -> bool) {
+    Poll::new()
+        .deadline(Duration::from_secs(60))
+        .every(Duration::ZERO)
+        .until(what, check)
+        .await
 }
 
 fn start(

@@ -10,7 +10,8 @@ use anymesh_adapter_consul::{ConsulConfig, ConsulRegistry};
 use anymesh_core::config::GoDuration;
 use anymesh_core::{Change, Hostname, Registry, SourceId, SourceStatus};
 use anymesh_testkit::consul::Instance;
-use anymesh_testkit::contract::{Observer, DEADLINE};
+use anymesh_testkit::contract::Observer;
+use anymesh_testkit::wait::eventually;
 use anymesh_testkit::FakeConsul;
 
 fn watch_all(fake: &FakeConsul) -> Arc<dyn Registry> {
@@ -26,14 +27,6 @@ fn watch_all(fake: &FakeConsul) -> Arc<dyn Registry> {
     match ConsulRegistry::new(SourceId::new("consul"), c, None) {
         Ok(r) => Arc::new(r),
         Err(e) => panic!("{e}"),
-    }
-}
-
-async fn until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -58,7 +51,7 @@ async fn a_restart_with_a_reset_index_resyncs_and_keeps_nothing_stale() {
     for _ in 0..40 {
         fake.set_node_meta("node-127.0.0.2", "churn", "x");
     }
-    until("web and api parked", || {
+    eventually("web and api parked", || {
         fake.open_blocking("web") == 1 && fake.open_blocking("api") == 1
     })
     .await;

@@ -15,6 +15,7 @@ use anymesh_core::{
 };
 use anymesh_testkit::consul::{Instance, CATALOG};
 use anymesh_testkit::contract::{self, ContractHarness, Observer, DEADLINE};
+use anymesh_testkit::wait::eventually;
 use anymesh_testkit::FakeConsul;
 use tokio::sync::{mpsc, watch};
 
@@ -41,15 +42,6 @@ fn watching(fake: &FakeConsul, services: &[&str]) -> Arc<dyn Registry> {
     let mut c = config(fake);
     c.services = services.iter().map(|s| s.to_string()).collect();
     registry(c)
-}
-
-/// Polls `check` until it holds, failing after the contract's deadline.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn health_of(obs: &Observer, service: &str) -> Vec<(String, Health)> {
@@ -457,16 +449,14 @@ async fn five_thousand_services_three_routed_four_long_polls() {
     let mut obs = Observer::start(Arc::new(reg));
     obs.until_endpoints("app-4999", &[("127.0.0.1", 14999)])
         .await;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !(fake.blocked_services().len() == 3 && fake.open_blocking(CATALOG) == 1) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "three service long-polls and the catalog's: {:?}, catalog {}",
-            fake.blocked_services(),
-            fake.open_blocking(CATALOG)
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("three service long-polls and the catalog's", || {
+        let (services, catalog) = (fake.blocked_services(), fake.open_blocking(CATALOG));
+        match services.len() == 3 && catalog == 1 {
+            true => Ok(()),
+            false => Err(format!("services {services:?}, catalog {catalog}")),
+        }
+    })
+    .await;
     let health_reads: BTreeSet<String> = fake
         .requests()
         .iter()

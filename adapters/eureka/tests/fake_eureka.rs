@@ -14,8 +14,9 @@ use anymesh_core::config::GoDuration;
 use anymesh_core::{
     CatalogState, Change, Health, Hostname, Labels, Registry, SourceId, SourceStatus, SourcedChange,
 };
-use anymesh_testkit::contract::{self, ContractHarness, Observer, DEADLINE};
+use anymesh_testkit::contract::{self, ContractHarness, Observer};
 use anymesh_testkit::eureka::Shape;
+use anymesh_testkit::wait::eventually;
 use anymesh_testkit::{FakeEureka, FakeInstance, TcpRelay};
 
 /// Fast polling and short timeouts, so tests take fractions of a second.
@@ -62,18 +63,6 @@ async fn until_health(obs: &mut Observer, service: &str, id: &str, want: Health)
         })
     })
     .await;
-}
-
-/// Waits (with a deadline) until `check` holds; for conditions on the fake.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "waited {DEADLINE:?} for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn is_error(c: &Change) -> bool {

@@ -11,8 +11,9 @@ use std::time::Duration;
 use anymesh_adapter_kubernetes::{Connection, HostnameForm, KubernetesConfig, KubernetesRegistry};
 use anymesh_core::config::GoDuration;
 use anymesh_core::{Change, Health, Hostname, Labels, Protocol, Registry, SourceId, SourceStatus};
-use anymesh_testkit::contract::{self, ContractHarness, Observer, DEADLINE};
+use anymesh_testkit::contract::{self, ContractHarness, Observer};
 use anymesh_testkit::kubernetes::{GoneForm, Kind, SliceEndpoint};
+use anymesh_testkit::wait::eventually;
 use anymesh_testkit::{FakeKube, TcpRelay};
 use parking_lot::Mutex;
 use serde_json::json;
@@ -73,18 +74,6 @@ async fn until_healths(obs: &mut Observer, service: &str, want: &[(&str, Health)
         got == want
     })
     .await;
-}
-
-/// Waits (with a deadline) until `check` holds; for conditions on the fake.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "waited {DEADLINE:?} for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn is_error(c: &Change) -> bool {

@@ -10,8 +10,9 @@ use std::time::Duration;
 use anymesh_adapter_marathon::{decode_apps, MarathonConfig, MarathonRegistry, Translator};
 use anymesh_core::config::GoDuration;
 use anymesh_core::{Change, Health, Hostname, Labels, Registry, SourceId, SourceStatus};
-use anymesh_testkit::contract::{self, ContractHarness, Observer, DEADLINE};
+use anymesh_testkit::contract::{self, ContractHarness, Observer};
 use anymesh_testkit::marathon::{FakeNetworking, Shape};
+use anymesh_testkit::wait::eventually;
 use anymesh_testkit::{FakeApp, FakeMarathon, FakeTask, TcpRelay};
 
 /// Short timeouts and backoff, so tests take fractions of a second.
@@ -74,18 +75,6 @@ async fn until_health(obs: &mut Observer, service: &str, id: &str, want: Health)
         })
     })
     .await;
-}
-
-/// Waits (with a deadline) until `check` holds; for conditions on the fake.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "waited {DEADLINE:?} for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn error_message(c: &Change) -> Option<&str> {

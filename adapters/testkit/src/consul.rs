@@ -44,6 +44,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::wait::Poll;
+
 mod shapes;
 
 use shapes::{catalog_service, catalog_services, health_service};
@@ -376,16 +378,12 @@ impl FakeConsul {
 
     /// Listens again on the same port, with the state kept.
     pub async fn start_again(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        let listener = loop {
-            match TcpListener::bind(self.addr).await {
-                Ok(l) => break l,
-                Err(e) if tokio::time::Instant::now() > deadline => {
-                    panic!("fake consul: cannot bind {} again: {e}", self.addr)
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        };
+        let what = format!("fake consul to bind {} again", self.addr);
+        let listener = Poll::new()
+            .deadline(Duration::from_secs(10))
+            .every(Duration::from_millis(20))
+            .until_async(&what, || TcpListener::bind(self.addr))
+            .await;
         self.serve(listener);
     }
 

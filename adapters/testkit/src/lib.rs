@@ -20,6 +20,7 @@
 //! - [`fixtures`]: the captured registry payloads in this crate's `fixtures/`
 //!   directory (origins in its README), their loaders, and the check that
 //!   each is decoded by a test.
+//! - [`wait`]: polling until a condition holds, with a deadline.
 //! - [`bytes`]: byte streams cut into pieces or damaged, for generated tests.
 //!
 //! Helpers panic with a message saying what is wrong: they only run in tests.
@@ -34,6 +35,7 @@ pub mod kubernetes;
 pub mod marathon;
 mod pki;
 mod relay;
+pub mod wait;
 
 pub use consul::FakeConsul;
 pub use etcd::{EtcdServer, LaunchError};
