@@ -6,13 +6,19 @@
 //! file, synced, then renamed over the old one: a crash mid-write leaves the
 //! previous file intact. A file that cannot be read or parsed is reported and
 //! ignored; it never stops the proxy.
+//!
+//! At start the catalog is seeded with each source's saved view (`restore`);
+//! after each catalog batch the changed views are saved (`saver`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use anymesh_core::catalog::CatalogState;
 use anymesh_core::{Endpoint, Service, SourceId, SourceView};
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 
 const FORMAT: u32 = 1;
 
@@ -115,6 +121,73 @@ impl StateDir {
             std::fs::rename(&tmp, &path)
         };
         write().with_context(|| format!("cannot save {}", path.display()))
+    }
+}
+
+/// Seeds the catalog with each source's saved view (served, marked stale,
+/// until the registry answers).
+pub(crate) fn restore(dir: &StateDir, state: &mut CatalogState) {
+    let sources: Vec<SourceId> = state.sources().cloned().collect();
+    for source in sources {
+        match dir.load(&source) {
+            Ok(Some(saved)) => {
+                let endpoints = saved.view.endpoints.len();
+                let saved_secs = saved
+                    .saved_at
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                state.restore(&source, saved.view, saved.saved_at, SystemTime::now());
+                tracing::warn!(
+                    source = %source,
+                    endpoints,
+                    saved_at = saved_secs,
+                    "registry not read yet: serving its last saved view (fail-static) until it answers"
+                );
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(source = %source, error = %format!("{e:#}"), "ignoring the saved view")
+            }
+        }
+    }
+}
+
+/// After each catalog batch: saves the view of every connected source whose
+/// data changed. Writes happen off the catalog task, newest view wins.
+pub(crate) fn saver(dir: StateDir, sources: Vec<SourceId>) -> impl FnMut(&CatalogState) + Send {
+    let (tx, mut rx) = mpsc::channel::<(SourceId, SourceView)>(64);
+    tokio::spawn(async move {
+        while let Some((source, view)) = rx.recv().await {
+            let dir = dir.clone();
+            let result = tokio::task::spawn_blocking(move || dir.save(&source, &view)).await;
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot save a registry's view")
+                }
+                Err(e) => tracing::warn!(error = %e, "saving a registry's view failed"),
+            }
+        }
+    });
+    let mut saved_at_change: HashMap<SourceId, u64> = Default::default();
+    move |state: &CatalogState| {
+        for source in &sources {
+            let Some(info) = state.source_info(source) else {
+                continue;
+            };
+            // Only a view the registry itself confirmed is worth keeping.
+            if !(info.synced && info.connected)
+                || saved_at_change.get(source) == Some(&info.change_count)
+            {
+                continue;
+            }
+            if let Some(view) = state.source_view(source) {
+                if tx.try_send((source.clone(), view)).is_ok() {
+                    saved_at_change.insert(source.clone(), info.change_count);
+                }
+            }
+        }
     }
 }
 
