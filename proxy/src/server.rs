@@ -9,47 +9,19 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::body::ProxyBody;
+use crate::body::response::ProxyBody;
 use crate::forward::Proxy;
 use crate::h1;
+use crate::h1::handover::builder;
+pub use crate::h1::ServerSettings;
 
 /// How long connections get to finish after shutdown starts.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Listener settings.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ServerSettings {
-    /// Close an HTTP/1.1 connection whose request headers take longer than
-    /// this (slowloris protection). Costs a timer per request; off by default
-    /// because the outbound listener only serves local apps.
-    pub header_read_timeout: Option<Duration>,
-}
-
-pub(crate) fn builder(settings: ServerSettings) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    match settings.header_read_timeout {
-        Some(t) => {
-            b.http1().timer(TokioTimer::new()).header_read_timeout(t);
-        }
-        None => {
-            b.http1().header_read_timeout(None);
-        }
-    }
-    // Small messages dominate mesh traffic: one flattened write is cheaper
-    // than gathering a few tiny buffers (measured with callgrind).
-    b.http1().keep_alive(true).writev(false);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(1024)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
-    b
-}
 
 /// A connection accepted by another listener thread.
 pub struct Handed {
@@ -140,7 +112,7 @@ pub async fn serve_connections(
     shutdown: impl Future<Output = ()>,
 ) {
     let shared = Arc::new(h1::Shared {
-        proxy,
+        service: proxy,
         settings,
         hyper: builder(settings),
     });

@@ -1,13 +1,6 @@
-//! HTTP/1.1 upstream exchanges for requests served through
-//! [`Proxy::handle`] (HTTP/2 streams, and HTTP/1.1 connections handed over
-//! to hyper).
-//!
-//! A request without a body goes out on the raw HTTP/1.1 pool with this
-//! module's codec, the same connections and the same stale-connection retry as
-//! the HTTP/1.1 fast path, instead of hyper's client (which adds a dispatch
-//! channel and a task per upstream connection). The response body is read
-//! from the connection as hyper's server polls it, and the connection goes
-//! back to the pool when the body ended exactly where its framing said.
+//! A response body read from a raw HTTP/1.1 upstream connection, as hyper's
+//! server or the HTTP/2 server polls it. The connection goes back to the
+//! pool when the body ended exactly where its framing said.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,84 +8,20 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::CONTENT_LENGTH;
-use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue, Response, Version};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Frame, SizeHint};
 use tokio::io::AsyncReadExt;
 use tokio::time::{Instant, Sleep};
 
-use super::codec::{self, ChunkedDecoder, Framing, ResponseHead};
-use super::{bufs, send_buffered, Fail, UpstreamRequest};
+use super::pool::{Pool, RawConn};
 use crate::balance::InFlight;
-use crate::body::BodyError;
-use crate::forward::{Plan, Proxy};
-use crate::pool::{Pool, RawConn};
-
-/// Why the exchange failed before a response head arrived.
-pub(crate) enum BridgeError {
-    /// No connection could be made.
-    Connect(String),
-    /// The upstream failed or answered something that is not HTTP/1.1.
-    Upstream(String),
-}
-
-/// Sends a request that has no body (its head prepared for HTTP/1.1) and
-/// reads the response head. The response's fields are as received, framing
-/// fields aside; the caller applies the route's response header operations.
-pub(crate) async fn send_bodiless(
-    proxy: &Proxy,
-    plan: &Plan<'_>,
-    parts: &Parts,
-    deadline: Option<Instant>,
-) -> Result<Response<RawBody>, BridgeError> {
-    let (conn, rbuf, head) = exchange_bodiless(proxy, plan, parts).await?;
-    let headers = fields(&head);
-    let mut resp = Response::new(RawBody::new(
-        conn,
-        rbuf,
-        &head,
-        proxy.pool().clone(),
-        deadline,
-    ));
-    *resp.status_mut() = head.status;
-    *resp.version_mut() = Version::HTTP_11;
-    *resp.headers_mut() = headers;
-    if let Framing::Length(n) = head.framing {
-        resp.headers_mut()
-            .insert(CONTENT_LENGTH, HeaderValue::from(n));
-    }
-    Ok(resp)
-}
-
-/// Sends a request that has no body (its head prepared for HTTP/1.1) and
-/// reads the response head, as received; the body follows on the connection,
-/// part of it perhaps in the read buffer already.
-pub(crate) async fn exchange_bodiless(
-    proxy: &Proxy,
-    plan: &Plan<'_>,
-    parts: &Parts,
-) -> Result<(RawConn, BytesMut, ResponseHead), BridgeError> {
-    let head_request = parts.method == http::Method::HEAD;
-    let mut out = bufs::take();
-    codec::write_request_head(&mut out, parts, Framing::None);
-    let request = UpstreamRequest {
-        head: &out,
-        replayable: super::idempotent(&parts.method),
-        head_request,
-    };
-    let sent = send_buffered(proxy, plan, &request).await;
-    bufs::give(out);
-    sent.map_err(|e| match e {
-        Fail::Connect(e) => BridgeError::Connect(e.to_string()),
-        Fail::Upstream(e) => BridgeError::Upstream(e),
-        other => BridgeError::Upstream(format!("{other:?}")),
-    })
-}
+use crate::error::{BodyError, BodyTimeout};
+use crate::h1::bufs;
+use crate::h1::codec::{ChunkedDecoder, Framing, ResponseHead};
 
 /// The received fields as a header map; fields that are not valid HTTP are
 /// left out (httparse accepted them, `http` is stricter on names).
-fn fields(head: &ResponseHead) -> HeaderMap {
+pub(crate) fn fields(head: &ResponseHead) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(head.fields().size_hint().0);
     // The values share the received head's bytes instead of copying them.
     for (name, value) in head.shared_fields() {
@@ -269,7 +198,7 @@ impl http_body::Body for RawBody {
                 Poll::Pending => {
                     if let Some(d) = this.deadline.as_mut() {
                         if d.as_mut().poll(cx).is_ready() {
-                            return this.fail(crate::body::BodyTimeout);
+                            return this.fail(BodyTimeout);
                         }
                     }
                     return Poll::Pending;

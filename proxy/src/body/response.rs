@@ -12,16 +12,9 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::balance::InFlight;
-use crate::h1::bridge::RawBody;
-use crate::pool::PooledH1;
-
-/// Errors a proxied body can end with.
-pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The route timeout passed while the response body was still streaming.
-#[derive(Debug, thiserror::Error)]
-#[error("route timeout passed while streaming the response body")]
-pub struct BodyTimeout;
+use crate::error::{BodyError, BodyTimeout};
+use crate::upstream::pool::PooledH1;
+use crate::upstream::raw_body::RawBody;
 
 pin_project_lite::pin_project! {
     #[project = ProxyBodyProj]
@@ -158,50 +151,6 @@ impl Body for ProxyBody {
             }
             ProxyBody::Upstream { inner, .. } => inner.size_hint(),
             ProxyBody::Raw { body } => body.size_hint(),
-        }
-    }
-}
-
-/// A request body as the proxy forwards it.
-pub enum RequestBody {
-    /// The request has no body.
-    Empty,
-    /// From a connection hyper serves.
-    Hyper(Incoming),
-    /// From this proxy's HTTP/2 server ([`crate::h2`]).
-    H2(crate::h2::RecvBody),
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        match self.get_mut() {
-            RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Hyper(b) => Pin::new(b)
-                .poll_frame(cx)
-                .map(|r| r.map(|f| f.map_err(BodyError::from))),
-            RequestBody::H2(b) => Pin::new(b).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            RequestBody::Empty => true,
-            RequestBody::Hyper(b) => b.is_end_stream(),
-            RequestBody::H2(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            RequestBody::Empty => SizeHint::with_exact(0),
-            RequestBody::Hyper(b) => b.size_hint(),
-            RequestBody::H2(b) => b.size_hint(),
         }
     }
 }

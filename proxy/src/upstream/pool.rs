@@ -22,7 +22,8 @@ use std::time::Duration;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use crate::body::RequestBody;
+use crate::body::request::RequestBody;
+use crate::error::{error_chain, ErrorKind, ProxyError};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use parking_lot::{Mutex, RwLock};
@@ -37,43 +38,26 @@ pub struct PoolSettings {
     pub max_idle_per_endpoint: usize,
 }
 
-/// Why an upstream request failed.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("connect to {authority} failed: {source}")]
-    Connect {
-        authority: Arc<str>,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("connect to {authority} timed out after {after:?}")]
-    ConnectTimeout {
-        authority: Arc<str>,
-        after: Duration,
-    },
-    #[error("HTTP handshake with {authority} failed: {source}")]
-    Handshake {
-        authority: Arc<str>,
-        #[source]
-        source: hyper::Error,
-    },
-    #[error("{source}")]
-    Request {
-        #[source]
-        source: hyper::Error,
-    },
+fn connect_error(authority: &str, what: String) -> ProxyError {
+    ProxyError::new(
+        ErrorKind::UpstreamConnect,
+        format!("connect to {authority} {what}"),
+    )
 }
 
-impl UpstreamError {
-    /// No connection could be made (as opposed to a failure after connecting).
-    pub fn is_connect(&self) -> bool {
-        matches!(
-            self,
-            UpstreamError::Connect { .. }
-                | UpstreamError::ConnectTimeout { .. }
-                | UpstreamError::Handshake { .. }
-        )
-    }
+fn handshake_error(authority: &str, source: hyper::Error) -> ProxyError {
+    ProxyError::new(
+        ErrorKind::UpstreamConnect,
+        format!(
+            "HTTP handshake with {authority} failed: {}",
+            error_chain(&source)
+        ),
+    )
+}
+
+/// A request hyper's client could not complete.
+fn request_error(source: hyper::Error) -> ProxyError {
+    ProxyError::upstream_closed(error_chain(&source))
 }
 
 struct Idle {
@@ -108,11 +92,8 @@ struct Endpoint {
 }
 
 impl Endpoint {
-    fn handshake_failed(&self, source: hyper::Error) -> UpstreamError {
-        UpstreamError::Handshake {
-            authority: self.authority.clone(),
-            source,
-        }
+    fn handshake_failed(&self, source: hyper::Error) -> ProxyError {
+        handshake_error(&self.authority, source)
     }
 
     /// Runs a connection's I/O until it closes.
@@ -235,7 +216,7 @@ impl Pool {
         &self,
         authority: &str,
         mut req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, PooledH1), UpstreamError> {
+    ) -> Result<(Response<Incoming>, PooledH1), ProxyError> {
         let ep = self.endpoint(authority);
         // Idle connections first. One the upstream closed meanwhile hands the
         // request back unsent, and the next one (or a new one) gets it.
@@ -247,11 +228,7 @@ impl Pool {
                 Ok(resp) => return Ok((resp, self.lend(sender, ep))),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
-                    None => {
-                        return Err(UpstreamError::Request {
-                            source: e.into_error(),
-                        })
-                    }
+                    None => return Err(request_error(e.into_error())),
                 },
             }
         }
@@ -259,19 +236,16 @@ impl Pool {
         sender
             .ready()
             .await
-            .map_err(|source| UpstreamError::Handshake {
-                authority: ep.authority.clone(),
-                source,
-            })?;
+            .map_err(|source| ep.handshake_failed(source))?;
         match sender.send_request(req).await {
             Ok(resp) => Ok((resp, self.lend(sender, ep))),
-            Err(source) => Err(UpstreamError::Request { source }),
+            Err(source) => Err(request_error(source)),
         }
     }
 
     /// A connection to `authority` for one HTTP/1.1 exchange: an idle one
     /// that still looks open, else a new one.
-    pub(crate) async fn raw(&self, authority: &str) -> Result<RawConn, UpstreamError> {
+    pub(crate) async fn raw(&self, authority: &str) -> Result<RawConn, ProxyError> {
         let ep = self.endpoint(authority);
         let idle = {
             let mut list = ep.raw.lock();
@@ -296,7 +270,7 @@ impl Pool {
     }
 
     /// A new connection to `authority`.
-    pub(crate) async fn raw_fresh(&self, authority: &str) -> Result<RawConn, UpstreamError> {
+    pub(crate) async fn raw_fresh(&self, authority: &str) -> Result<RawConn, ProxyError> {
         let ep = self.endpoint(authority);
         let stream = self.tcp(&ep).await?;
         Ok(RawConn {
@@ -330,7 +304,7 @@ impl Pool {
         &self,
         authority: &str,
         req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<Incoming>, ProxyError> {
         let ep = self.endpoint(authority);
         let mut sender = match self.h2_sender(&ep) {
             Some(s) => s,
@@ -348,12 +322,9 @@ impl Pool {
         };
         if let Err(source) = sender.ready().await {
             *ep.h2.lock() = None;
-            return Err(UpstreamError::Request { source });
+            return Err(request_error(source));
         }
-        sender
-            .send_request(req)
-            .await
-            .map_err(|source| UpstreamError::Request { source })
+        sender.send_request(req).await.map_err(request_error)
     }
 
     fn h2_sender(&self, ep: &Endpoint) -> Option<http2::SendRequest<RequestBody>> {
@@ -378,18 +349,12 @@ impl Pool {
         None
     }
 
-    async fn tcp(&self, ep: &Endpoint) -> Result<TcpStream, UpstreamError> {
+    async fn tcp(&self, ep: &Endpoint) -> Result<TcpStream, ProxyError> {
         let after = self.settings.connect_timeout;
         let stream = tokio::time::timeout(after, TcpStream::connect(&*ep.authority))
             .await
-            .map_err(|_| UpstreamError::ConnectTimeout {
-                authority: ep.authority.clone(),
-                after,
-            })?
-            .map_err(|source| UpstreamError::Connect {
-                authority: ep.authority.clone(),
-                source,
-            })?;
+            .map_err(|_| connect_error(&ep.authority, format!("timed out after {after:?}")))?
+            .map_err(|e| connect_error(&ep.authority, format!("failed: {e}")))?;
         let _ = stream.set_nodelay(true);
         Ok(stream)
     }
@@ -397,7 +362,7 @@ impl Pool {
     async fn connect_h1(
         &self,
         ep: &Endpoint,
-    ) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
+    ) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
         let io = TokioIo::new(self.tcp(ep).await?);
         // One flattened write per small request (see server.rs).
         let (sender, conn) = http1::Builder::new()
@@ -412,7 +377,7 @@ impl Pool {
     async fn connect_h2(
         &self,
         ep: &Endpoint,
-    ) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
+    ) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
         let io = TokioIo::new(self.tcp(ep).await?);
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())

@@ -1,5 +1,6 @@
 use super::*;
 use anymesh_core::routes::{DirectResponse, HeaderOps, RequestMatch, Rewrite};
+use http::Request;
 
 fn route(matches: Vec<RequestMatch>, rewrite: Option<&str>) -> Route {
     Route {

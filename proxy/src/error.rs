@@ -1,0 +1,289 @@
+//! The one error of a forwarded request.
+//!
+//! Every way an exchange can fail is an [`ErrorKind`]: it says where it
+//! happened ([`ErrorSource`]), which local reply it maps to (status and
+//! `x-anymesh-reason`, [`crate::reply`]), and the Envoy-style response flag
+//! an access log or a metric shows for it (`UF`, `UC`, `UT`, `NR`, ...).
+//! A [`ProxyError`] adds the detail for the reply's text and whether the
+//! request may be sent again ([`Retry`]); the upstream client decides from
+//! that alone whether a failed attempt is repeated.
+
+use std::fmt;
+
+use http::StatusCode;
+
+/// Where an exchange failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// The client: it went away, or sent something unusable.
+    Downstream,
+    /// No connection to the upstream could be made.
+    Connect,
+    /// The upstream failed before a complete response head.
+    UpstreamHead,
+    /// The upstream failed while the response body was streaming.
+    UpstreamBody,
+    /// The proxy decided itself: routing, policy, limits.
+    Local,
+}
+
+/// What failed. One place maps each kind to its status, reason and flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No virtual host for the authority.
+    NoRoute,
+    /// A virtual host, but no route matched.
+    NoRouteMatch,
+    /// The cluster has no eligible endpoint.
+    NoHealthyEndpoint,
+    /// Registries have not all answered yet and the host is not known.
+    NotReady,
+    /// The request itself is unusable (no authority, bad URI, broken body).
+    BadRequest,
+    /// A kind of request the proxy does not serve (CONNECT, protocol upgrades).
+    Unsupported,
+    /// The client closed or reset its connection before the exchange ended.
+    DownstreamClosed,
+    /// Connecting to the upstream failed or timed out.
+    UpstreamConnect,
+    /// The upstream closed or reset the connection without a complete answer.
+    UpstreamClosed,
+    /// The upstream answered something that is not valid HTTP.
+    UpstreamProtocol,
+    /// The route timeout passed.
+    Timeout,
+}
+
+impl ErrorKind {
+    /// Where this kind of failure happens (an upstream failure after the
+    /// response head is reported by [`ProxyError::source`]).
+    pub fn source(self) -> ErrorSource {
+        match self {
+            ErrorKind::NoRoute
+            | ErrorKind::NoRouteMatch
+            | ErrorKind::NoHealthyEndpoint
+            | ErrorKind::NotReady
+            | ErrorKind::Unsupported
+            | ErrorKind::Timeout => ErrorSource::Local,
+            ErrorKind::BadRequest | ErrorKind::DownstreamClosed => ErrorSource::Downstream,
+            ErrorKind::UpstreamConnect => ErrorSource::Connect,
+            ErrorKind::UpstreamClosed | ErrorKind::UpstreamProtocol => ErrorSource::UpstreamHead,
+        }
+    }
+
+    /// The status of the local reply (499 for a client that left: nothing
+    /// is written, the status is only recorded).
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorKind::NoRoute | ErrorKind::NoRouteMatch => StatusCode::NOT_FOUND,
+            ErrorKind::NoHealthyEndpoint | ErrorKind::UpstreamConnect | ErrorKind::NotReady => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ErrorKind::Unsupported => StatusCode::NOT_IMPLEMENTED,
+            ErrorKind::UpstreamClosed | ErrorKind::UpstreamProtocol => StatusCode::BAD_GATEWAY,
+            ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::DownstreamClosed => CLIENT_CLOSED,
+        }
+    }
+
+    /// The `x-anymesh-reason` of the local reply.
+    pub fn reason(self) -> &'static str {
+        match self {
+            ErrorKind::NoRoute => "no_route",
+            ErrorKind::NoRouteMatch => "no_route_match",
+            ErrorKind::NoHealthyEndpoint => "no_healthy_endpoint",
+            ErrorKind::UpstreamConnect => "upstream_connect_error",
+            ErrorKind::UpstreamClosed | ErrorKind::UpstreamProtocol => "upstream_error",
+            ErrorKind::Timeout => "upstream_timeout",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::NotReady => "not_ready",
+            ErrorKind::DownstreamClosed => "downstream_closed",
+        }
+    }
+
+    /// Envoy's response flag for it (`%RESPONSE_FLAGS%`, Istio's
+    /// `response_flags` label).
+    pub fn response_flag(self) -> &'static str {
+        match self {
+            ErrorKind::NoRoute | ErrorKind::NoRouteMatch | ErrorKind::NotReady => "NR",
+            ErrorKind::NoHealthyEndpoint => "UH",
+            ErrorKind::UpstreamConnect => "UF",
+            ErrorKind::UpstreamClosed => "UC",
+            ErrorKind::UpstreamProtocol => "UPE",
+            ErrorKind::Timeout => "UT",
+            ErrorKind::BadRequest => "DPE",
+            ErrorKind::Unsupported => "DPE",
+            ErrorKind::DownstreamClosed => "DC",
+        }
+    }
+}
+
+/// The status recorded for a client that went away (nginx's 499).
+pub const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(499) {
+    Ok(s) => s,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
+
+/// Whether a failed attempt may be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// The upstream may have seen (part of) the request: never replayed by
+    /// the proxy on its own.
+    No,
+    /// The request never left the proxy (no connection could be made).
+    Unsent,
+    /// A reused keep-alive connection turned out closed before any byte of
+    /// an answer: the upstream had closed it, so the request was not
+    /// processed, if it is idempotent and its body is buffered.
+    IfReused,
+}
+
+/// A forwarded request that failed.
+#[derive(Debug)]
+pub struct ProxyError {
+    kind: ErrorKind,
+    /// After the response head: only the body's stream can fail now.
+    after_head: bool,
+    retry: Retry,
+    detail: String,
+}
+
+impl ProxyError {
+    pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        let retry = match kind {
+            ErrorKind::UpstreamConnect => Retry::Unsent,
+            _ => Retry::No,
+        };
+        Self {
+            kind,
+            after_head: false,
+            retry,
+            detail: detail.into(),
+        }
+    }
+
+    /// The client went away.
+    pub fn downstream_closed() -> Self {
+        Self::new(
+            ErrorKind::DownstreamClosed,
+            "the client closed the connection",
+        )
+    }
+
+    /// The upstream closed a connection before answering.
+    pub fn upstream_closed(detail: impl Into<String>) -> Self {
+        Self::new(ErrorKind::UpstreamClosed, detail)
+    }
+
+    pub fn with_retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Marks the failure as one of the response body's stream.
+    pub fn in_body(mut self) -> Self {
+        self.after_head = true;
+        self.retry = Retry::No;
+        self
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    pub fn source(&self) -> ErrorSource {
+        match self.kind.source() {
+            ErrorSource::UpstreamHead | ErrorSource::Local if self.after_head => {
+                ErrorSource::UpstreamBody
+            }
+            s => s,
+        }
+    }
+
+    pub fn retry(&self) -> Retry {
+        self.retry
+    }
+
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+impl std::error::Error for ProxyError {}
+
+/// Errors a proxied body can end with.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The route timeout passed while the response body was still streaming.
+#[derive(Debug, thiserror::Error)]
+#[error("route timeout passed while streaming the response body")]
+pub struct BodyTimeout;
+
+/// Formats an error with its chain of causes, `a: b: c`.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_map_to_status_reason_flag_and_source() {
+        let connect = ProxyError::new(ErrorKind::UpstreamConnect, "refused");
+        assert_eq!(connect.kind().status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(connect.kind().reason(), "upstream_connect_error");
+        assert_eq!(connect.kind().response_flag(), "UF");
+        assert_eq!(connect.source(), ErrorSource::Connect);
+        assert_eq!(connect.retry(), Retry::Unsent);
+
+        let closed = ProxyError::upstream_closed("closed").with_retry(Retry::IfReused);
+        assert_eq!(closed.kind().status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(closed.source(), ErrorSource::UpstreamHead);
+        assert_eq!(closed.retry(), Retry::IfReused);
+        let body = closed.in_body();
+        assert_eq!(body.source(), ErrorSource::UpstreamBody);
+        assert_eq!(body.retry(), Retry::No);
+
+        let gone = ProxyError::downstream_closed();
+        assert_eq!(gone.kind().status().as_u16(), 499);
+        assert_eq!(gone.source(), ErrorSource::Downstream);
+        assert_eq!(ErrorKind::Timeout.response_flag(), "UT");
+        assert_eq!(ErrorKind::NoHealthyEndpoint.response_flag(), "UH");
+    }
+
+    #[test]
+    fn chains_causes() {
+        let inner = std::io::Error::other("inner");
+        let outer = std::io::Error::new(std::io::ErrorKind::Other, Wrapper(inner));
+        assert_eq!(error_chain(&outer), "wrapper: inner");
+    }
+
+    #[derive(Debug)]
+    struct Wrapper(std::io::Error);
+    impl fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("wrapper")
+        }
+    }
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Forwarding for an HTTP/1.1 client: the exchange after the HTTP/1.1
+//! server ([`crate::h1`]) read a request head. It routes the head, sends it
+//! (with the body when it was read already) on a pooled raw connection, and
+//! relays the response to the client's socket itself ([`crate::h1::relay`]).
+//! A request routed to an HTTP/2 upstream is handed back to the transport
+//! ([`Next::Handover`]), which serves the rest of the connection with hyper.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use bytes::{Buf, BytesMut};
+use http::{Method, StatusCode, Version};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::plan::{plan, prepare};
+use super::{Outcome, Proxy};
+use crate::error::{ErrorKind, ProxyError};
+use crate::h1::codec::{self, Framing, RequestHead};
+use crate::h1::relay::{respond, send_body, Respond, Responded};
+use crate::h1::{bufs, write_response};
+use crate::service::Next;
+use crate::upstream::h1::{send_buffered, UpstreamRequest};
+use crate::upstream::idempotent;
+use crate::upstream::pool::{Pool, RawConn};
+
+/// Serves one exchange whose request head was read from `client`; `buf`
+/// holds what was read after the head.
+///
+/// A plain function around the async block: the head is taken apart
+/// before the future is made, so it is not stored twice (whole, and in
+/// pieces) in every exchange's future.
+pub(crate) fn exchange<'a>(
+    proxy: &'a Proxy,
+    client: &'a mut TcpStream,
+    buf: &'a mut BytesMut,
+    head: RequestHead,
+    peer: SocketAddr,
+    stop: &'a watch::Receiver<bool>,
+) -> impl std::future::Future<Output = Next> + Send + 'a {
+    let RequestHead {
+        parts,
+        framing,
+        keep_alive,
+        expect_continue,
+        raw,
+    } = head;
+    serve(
+        proxy,
+        client,
+        buf,
+        parts,
+        framing,
+        keep_alive,
+        expect_continue,
+        raw,
+        peer,
+        stop,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    proxy: &Proxy,
+    client: &mut TcpStream,
+    buf: &mut BytesMut,
+    mut parts: http::request::Parts,
+    framing: Framing,
+    keep_alive: bool,
+    expect_continue: bool,
+    raw: bytes::Bytes,
+    peer: SocketAddr,
+    stop: &watch::Receiver<bool>,
+) -> Next {
+    let start = Instant::now();
+    let routing = proxy.router().current();
+    let has_body = !matches!(framing, Framing::None | Framing::Length(0));
+    let head_request = parts.method == Method::HEAD;
+    let client_11 = parts.version == Version::HTTP_11;
+    let stopping = || *stop.borrow();
+    let mut plan = match plan(&parts, peer, &routing) {
+        Ok(p) => p,
+        Err(out) => {
+            // The body was not read: the connection cannot carry another request.
+            let keep = keep_alive && !has_body && !stopping();
+            return Box::pin(finish_local(client, proxy, *out, head_request, keep, start)).await;
+        }
+    };
+    if plan.h2 {
+        drop(plan);
+        let mut prefix = BytesMut::with_capacity(raw.len() + buf.len());
+        prefix.extend_from_slice(&raw);
+        prefix.extend_from_slice(buf);
+        buf.clear();
+        return Next::Handover(prefix.freeze());
+    }
+    drop(raw);
+    if let Err(mut out) = prepare(&mut parts, &plan) {
+        plan.label(&mut out);
+        let keep = keep_alive && !has_body && !stopping();
+        return Box::pin(finish_local(client, proxy, *out, head_request, keep, start)).await;
+    }
+    if expect_continue {
+        // Answered here (100 Continue once the body is wanted), not upstream.
+        parts.headers.remove(http::header::EXPECT);
+    }
+    let idempotent = idempotent(&parts.method);
+    let mut out = bufs::take();
+    codec::write_request_head(&mut out, &parts, framing);
+    drop(parts);
+    // A body already read in full goes out with the head, and can be sent again.
+    let buffered = match framing {
+        Framing::None => true,
+        Framing::Length(n) if (buf.len() as u64) >= n => {
+            out.extend_from_slice(&buf[..n as usize]);
+            buf.advance(n as usize);
+            true
+        }
+        _ => false,
+    };
+    let request = UpstreamRequest {
+        head: &out,
+        replayable: buffered && idempotent,
+        head_request,
+    };
+    let ctx = Respond {
+        route: plan.hit.route,
+        target: plan.target,
+        set_cookie: plan.set_cookie.take(),
+        head_request,
+        client_11,
+        keep_alive: keep_alive && !stopping(),
+        written: AtomicU16::new(0),
+    };
+    let deadline = plan.hit.route.timeout.map(|t| start + t);
+    let pool = proxy.pool();
+    let run = async {
+        if buffered {
+            let (mut up, mut rbuf, head) = send_buffered(pool, plan.endpoint, &request).await?;
+            let r = respond(client, &mut up.stream, &mut rbuf, Some(head), &ctx).await;
+            bufs::give(rbuf);
+            return r.map(|r| (r, Some(up), true));
+        }
+        // Boxed: bodies that stream are the rarer case, and their future is
+        // large; every exchange's boxed state would carry it otherwise.
+        Box::pin(send_streaming(
+            client,
+            buf,
+            pool,
+            plan.endpoint,
+            &request,
+            expect_continue,
+            framing,
+            &ctx,
+        ))
+        .await
+    };
+    let result = match deadline {
+        Some(d) => tokio::time::timeout_at(d, run)
+            .await
+            .unwrap_or_else(|_| Err(ProxyError::new(ErrorKind::Timeout, ""))),
+        None => run.await,
+    };
+    bufs::give(out);
+    let written = ctx.written.load(Ordering::Relaxed);
+    let labels = || (Some(plan.service()), Some(plan.hit.route.name.clone()));
+    match result {
+        Ok((done, up, body_sent)) => {
+            drop(plan.guard);
+            let (service, route) = (
+                Some(plan.target.cluster.service.as_arc().clone()),
+                Some(plan.hit.route.name.clone()),
+            );
+            proxy.record_status(service, route, done.status.as_u16(), start);
+            if let Some(up) = up.filter(|_| done.upstream_reusable && body_sent) {
+                pool.release_raw(up);
+            }
+            if done.keep_client && body_sent {
+                Next::KeepAlive
+            } else {
+                Next::Close
+            }
+        }
+        Err(e) if written != 0 => {
+            tracing::debug!(endpoint = %plan.endpoint, error = %e, "exchange ended after the response head");
+            let (service, route) = labels();
+            proxy.record_status(service, route, written, start);
+            Next::Close
+        }
+        Err(e) if e.kind() == ErrorKind::DownstreamClosed => {
+            let (service, route) = labels();
+            proxy.record_status(service, route, e.kind().status().as_u16(), start);
+            Next::Close
+        }
+        Err(e) => {
+            let local = plan.failed(&e);
+            // Part of the request body may be unread: never keep such a connection.
+            let keep = keep_alive && !has_body && !stopping();
+            Box::pin(finish_local(
+                client,
+                proxy,
+                local,
+                head_request,
+                keep,
+                start,
+            ))
+            .await
+        }
+    }
+}
+
+/// Sends a request whose body is still arriving, full duplex: the response
+/// may start (or be echoed) while the body is still coming.
+#[allow(clippy::too_many_arguments)]
+async fn send_streaming(
+    client: &mut TcpStream,
+    buf: &mut BytesMut,
+    pool: &Pool,
+    endpoint: &str,
+    request: &UpstreamRequest<'_>,
+    expect_continue: bool,
+    framing: Framing,
+    ctx: &Respond<'_>,
+) -> Result<(Responded, Option<RawConn>, bool), ProxyError> {
+    let mut up = pool.raw(endpoint).await?;
+    up.stream
+        .write_all(request.head)
+        .await
+        .map_err(|e| ProxyError::upstream_closed(format!("writing the request: {e}")))?;
+    if expect_continue && buf.is_empty() {
+        client
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .map_err(|_| ProxyError::downstream_closed())?;
+    }
+    let mut rbuf = bufs::take();
+    let outcome = {
+        let (mut cr, mut cw) = client.split();
+        let (mut ur, mut uw) = up.stream.split();
+        let send = send_body(&mut cr, buf, &mut uw, framing);
+        let resp = respond(&mut cw, &mut ur, &mut rbuf, None, ctx);
+        tokio::pin!(send, resp);
+        let first = tokio::select! {
+            biased;
+            s = &mut send => Ok(s),
+            r = &mut resp => Err(r),
+        };
+        match first {
+            // The upstream stopped taking the body: it may have answered
+            // early and closed with the body unread, and its kernel reset
+            // the connection. The answer is still there to read; the
+            // response side tells.
+            Ok(Err(e)) if e.kind() == ErrorKind::UpstreamClosed => Ok((resp.await, false)),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(())) => Ok((resp.await, true)),
+            // Answered before the request body ended: neither connection can be reused.
+            Err(r) => Ok((r, false)),
+        }
+    };
+    bufs::give(rbuf);
+    let (r, body_sent) = outcome?;
+    r.map(|r| (r, Some(up), body_sent))
+}
+
+/// Writes a local reply (routing miss, upstream failure) and records it.
+async fn finish_local(
+    client: &mut TcpStream,
+    proxy: &Proxy,
+    out: Outcome,
+    head_request: bool,
+    keep: bool,
+    start: Instant,
+) -> Next {
+    let code = out.resp.status().as_u16();
+    // After a malformed request, what follows on the connection cannot be trusted.
+    let keep = keep && out.resp.status() != StatusCode::BAD_REQUEST;
+    let written = write_response(client, out.resp, head_request, keep).await;
+    proxy.record_status(out.service, out.route, code, start);
+    match written {
+        Ok(()) if keep => Next::KeepAlive,
+        _ => Next::Close,
+    }
+}

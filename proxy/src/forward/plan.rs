@@ -1,0 +1,416 @@
+//! Routing a request head: from the routing snapshot to a [`Plan`] (route,
+//! split target, picked endpoint) or the local reply the request gets; and
+//! turning the downstream head into the upstream one ([`prepare`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anymesh_core::routes::{
+    Redirect, RequestInfo, Route, RouteAction, RouteHit, RouteMiss, StringMatch, WeightedCluster,
+};
+use http::header::{HOST, LOCATION, SET_COOKIE};
+use http::request::Parts;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Response, StatusCode, Uri, Version};
+
+use super::Outcome;
+use crate::balance::{InFlight, PickContext};
+use crate::body::response::ProxyBody;
+use crate::error::{ErrorKind, ProxyError};
+use crate::hop;
+use crate::router::Routing;
+
+/// A request the routing sends upstream: its route, split target and picked endpoint.
+pub(crate) struct Plan<'r> {
+    pub hit: RouteHit<'r>,
+    pub target: &'r WeightedCluster,
+    /// The endpoint's `host:port`.
+    pub endpoint: &'r str,
+    /// The upstream speaks HTTP/2 (prior knowledge).
+    pub h2: bool,
+    /// Counts the request as in flight to the endpoint until dropped.
+    pub guard: InFlight,
+    pub set_cookie: Option<HeaderValue>,
+}
+
+impl Plan<'_> {
+    pub fn timeout_message(&self) -> String {
+        format!(
+            "upstream {} ({}) did not answer within the route timeout of {:?} (route {})",
+            self.target.cluster.service,
+            self.endpoint,
+            self.hit.route.timeout.unwrap_or_default(),
+            self.hit.route.name
+        )
+    }
+
+    pub fn failure_message(&self, error: &str) -> String {
+        format!(
+            "upstream {} ({}) failed: {error}",
+            self.target.cluster.service, self.endpoint
+        )
+    }
+
+    /// The local reply for an upstream exchange that failed before the
+    /// response head, labelled with the route and service.
+    pub fn failed(&self, e: &ProxyError) -> Outcome {
+        let msg = match e.kind() {
+            ErrorKind::Timeout => self.timeout_message(),
+            ErrorKind::UpstreamConnect
+            | ErrorKind::UpstreamClosed
+            | ErrorKind::UpstreamProtocol => self.failure_message(e.detail()),
+            _ => e.detail().to_string(),
+        };
+        tracing::debug!(endpoint = %self.endpoint, cluster = %self.target.cluster.name, error = %e, kind = ?e.kind(), "upstream request failed");
+        let mut out = Outcome::local(e.kind(), msg);
+        self.label(&mut out);
+        out
+    }
+
+    /// Labels a finished exchange for metrics.
+    pub fn label(&self, out: &mut Outcome) {
+        out.service = Some(self.service());
+        out.route = Some(self.hit.route.name.clone());
+    }
+
+    pub fn service(&self) -> Arc<str> {
+        self.target.cluster.service.as_arc().clone()
+    }
+
+    /// Applies the route's response header operations (and the session
+    /// cookie) to an upstream response; returns the in-flight guard, which
+    /// the response body keeps until it ends.
+    pub fn finish_response(self, headers: &mut http::HeaderMap) -> InFlight {
+        finish_response_headers(headers, self.hit.route, self.target, self.set_cookie);
+        self.guard
+    }
+}
+
+/// Routes a request head: a plan to forward it, or the local reply it gets
+/// (no route, direct response, redirect, no endpoint, bad request).
+pub(crate) fn plan<'r>(
+    parts: &Parts,
+    peer: SocketAddr,
+    routing: &'r Routing,
+) -> Result<Plan<'r>, Box<Outcome>> {
+    let local = |reason, msg: String| Box::new(Outcome::local(reason, msg));
+    let authority = request_authority(&parts.uri, &parts.headers)
+        .map_err(|why| local(ErrorKind::BadRequest, why.into()))?;
+    if let Some(why) = unsupported(&parts.method, &parts.headers) {
+        return Err(local(ErrorKind::Unsupported, why.into()));
+    }
+    let info = RequestInfo {
+        method: parts.method.as_str(),
+        authority,
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        headers: &parts.headers,
+    };
+    let hit = match routing.table.route(&info) {
+        Ok(hit) => hit,
+        Err(RouteMiss::NoVirtualHost) if !routing.synced => {
+            return Err(local(
+                ErrorKind::NotReady,
+                format!(
+                    "not ready: registries have not all answered yet, so host {authority:?} is not known"
+                ),
+            ))
+        }
+        Err(RouteMiss::NoVirtualHost) => {
+            return Err(local(
+                ErrorKind::NoRoute,
+                format!("no route for host {authority:?}: no service or VirtualService has this host"),
+            ))
+        }
+        Err(RouteMiss::NoRoute) => {
+            let vh = routing
+                .table
+                .virtual_host(authority)
+                .map(|v| v.name.as_str())
+                .unwrap_or("?");
+            return Err(local(
+                ErrorKind::NoRouteMatch,
+                format!(
+                    "no route of {vh} matches {} {} on host {authority:?}",
+                    parts.method,
+                    parts.uri.path()
+                ),
+            ));
+        }
+    };
+    let routed = |mut out: Outcome| {
+        out.route = Some(hit.route.name.clone());
+        Box::new(out)
+    };
+    let split = match &hit.route.action {
+        RouteAction::DirectResponse(d) => {
+            let mut resp = Response::new(ProxyBody::local(d.body.clone().unwrap_or_default()));
+            *resp.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
+            return Err(routed(Outcome {
+                resp,
+                service: None,
+                route: None,
+            }));
+        }
+        RouteAction::Redirect(r) => {
+            return Err(routed(Outcome {
+                resp: redirect(r, authority, &parts.uri),
+                service: None,
+                route: None,
+            }))
+        }
+        RouteAction::Forward(split) => split,
+    };
+    let target = if split.targets.len() == 1 || split.total_weight == 0 {
+        split.targets.first()
+    } else {
+        // The thread's fast RNG: a route's split needs no cryptographic draw.
+        let point = crate::balance::random_below(u64::from(split.total_weight));
+        split.pick(u32::try_from(point).unwrap_or_default())
+    };
+    let Some(target) = target else {
+        return Err(routed(Outcome::local(
+            ErrorKind::NoHealthyEndpoint,
+            format!("route {} has no destination", hit.route.name),
+        )));
+    };
+    let cluster = &target.cluster;
+    let ctx = PickContext {
+        headers: &parts.headers,
+        query: parts.uri.query(),
+        source_ip: Some(peer.ip()),
+    };
+    let Some(picked) = routing.lb(cluster).and_then(|lb| lb.pick(&ctx)) else {
+        let mut out = Outcome::local(
+            ErrorKind::NoHealthyEndpoint,
+            no_endpoint_message(hit.route, cluster),
+        );
+        out.service = Some(cluster.service.as_arc().clone());
+        return Err(routed(out));
+    };
+    Ok(Plan {
+        hit,
+        target,
+        endpoint: picked.endpoint.authority.as_str(),
+        h2: cluster.port.protocol.is_h2(),
+        guard: picked.guard,
+        set_cookie: picked.set_cookie,
+    })
+}
+
+/// Turns the downstream request head into the upstream one: hop-by-hop
+/// fields removed, route header operations applied, URI rewritten, and the
+/// authority carried as `Host` (HTTP/1.1) or `:authority` (HTTP/2).
+pub(crate) fn prepare(parts: &mut Parts, plan: &Plan<'_>) -> Result<(), Box<Outcome>> {
+    let route = plan.hit.route;
+    let h2 = plan.h2;
+    hop::strip(&mut parts.headers, h2);
+    if !h2 && parts.version == Version::HTTP_2 {
+        hop::join_cookies(&mut parts.headers);
+    }
+    route.request_headers.apply(&mut parts.headers);
+    plan.target.request_headers.apply(&mut parts.headers);
+
+    let bad = |msg: String| Box::new(Outcome::local(ErrorKind::BadRequest, msg));
+    let path_and_query = rewritten_path(route, plan.hit.matched, &parts.uri).map_err(bad)?;
+    let rewrite = route.rewrite.as_ref().and_then(|r| r.authority.as_deref());
+    if h2 {
+        // :authority carries the service (or rewritten) name; the pool
+        // connects to the endpoint's address.
+        let authority = match rewrite {
+            Some(a) => Authority::try_from(a).map_err(|e| format!("rewrite authority {a:?}: {e}")),
+            None => match parts.uri.authority() {
+                Some(a) => Ok(a.clone()),
+                None => parts
+                    .headers
+                    .get(HOST)
+                    .ok_or_else(|| "no authority".to_string())
+                    .and_then(|h| {
+                        Authority::try_from(h.as_bytes()).map_err(|e| format!("Host header: {e}"))
+                    }),
+            },
+        };
+        let uri = authority.and_then(|a| {
+            Uri::builder()
+                .scheme(Scheme::HTTP)
+                .authority(a)
+                .path_and_query(path_and_query)
+                .build()
+                .map_err(|e| e.to_string())
+        });
+        parts.uri = uri.map_err(|e| bad(format!("invalid authority: {e}")))?;
+        parts.version = Version::HTTP_2;
+        parts.headers.remove(HOST);
+    } else {
+        // Host: the rewrite, else the request URI's authority (absolute
+        // form, HTTP/2); otherwise the request's own Host header stays.
+        let host = rewrite.or_else(|| parts.uri.authority().map(|a| a.as_str()));
+        if let Some(host) = host {
+            let v = HeaderValue::from_str(host)
+                .map_err(|_| bad(format!("invalid authority {host:?}")))?;
+            parts.headers.insert(HOST, v);
+        }
+        parts.uri = Uri::from(path_and_query);
+        parts.version = Version::HTTP_11;
+    }
+    Ok(())
+}
+
+/// The upstream's response fields as the client gets them.
+pub(crate) fn finish_response_headers(
+    headers: &mut http::HeaderMap,
+    route: &Route,
+    target: &WeightedCluster,
+    set_cookie: Option<HeaderValue>,
+) {
+    hop::strip(headers, false);
+    target.response_headers.apply(headers);
+    route.response_headers.apply(headers);
+    if let Some(cookie) = set_cookie {
+        headers.append(SET_COOKIE, cookie);
+    }
+}
+
+/// The authority a request is for: the absolute URI's (proxy-style or HTTP/2
+/// `:authority`), else the `Host` header (exactly one, RFC 9112 §3.2).
+pub(crate) fn request_authority<'a>(
+    uri: &'a Uri,
+    headers: &'a http::HeaderMap,
+) -> Result<&'a str, &'static str> {
+    if let Some(a) = uri.authority() {
+        if a.as_str().contains('@') {
+            // Never echo credentials back in a local reply.
+            return Err("credentials in the request URI are not accepted");
+        }
+        return Ok(a.as_str());
+    }
+    let mut hosts = headers.get_all(HOST).iter();
+    let host = hosts
+        .next()
+        .ok_or("request has no Host header or authority")?;
+    if hosts.next().is_some() {
+        return Err("request has more than one Host header");
+    }
+    match host.to_str() {
+        Ok(h) if !h.is_empty() && !h.contains('@') => Ok(h),
+        _ => Err("request has an invalid Host header"),
+    }
+}
+
+/// Requests the outbound listener cannot serve, and why.
+fn unsupported(method: &http::Method, headers: &http::HeaderMap) -> Option<&'static str> {
+    if method == http::Method::CONNECT {
+        return Some(
+            "CONNECT is not supported: send plain HTTP requests for http://<service>/ to this listener",
+        );
+    }
+    let upgrade = headers.get(http::header::UPGRADE)?;
+    // An h2c upgrade offer may be ignored (RFC 9110 §7.8); anything else would break.
+    if upgrade.as_bytes().eq_ignore_ascii_case(b"h2c") {
+        return None;
+    }
+    Some("protocol upgrades (e.g. WebSocket) are not supported yet")
+}
+
+/// Applies the route's URI rewrite: a prefix match has its prefix replaced,
+/// any other match the whole path. The query string is kept.
+fn rewritten_path(
+    route: &Route,
+    matched: Option<usize>,
+    uri: &Uri,
+) -> Result<PathAndQuery, String> {
+    let original = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let Some(new) = route.rewrite.as_ref().and_then(|r| r.uri.as_deref()) else {
+        return Ok(original);
+    };
+    let path = uri.path();
+    let m = matched.and_then(|i| route.matches.get(i));
+    // Istio treats a route without a uri match as `prefix: /`.
+    let rest = match m.and_then(|m| m.uri.as_ref()) {
+        Some(StringMatch::Prefix(p)) => path.get(p.len()..).unwrap_or(""),
+        Some(_) => "",
+        None => path.get(1..).unwrap_or(""),
+    };
+    let mut s = String::with_capacity(new.len() + rest.len() + 16);
+    s.push_str(new);
+    // "/v1" + "/x" or "/" + "x": avoid a doubled or missing slash at the seam.
+    if s.ends_with('/') && rest.starts_with('/') {
+        s.pop();
+    }
+    s.push_str(rest);
+    if s.is_empty() {
+        s.push('/');
+    }
+    if let Some(q) = uri.query() {
+        s.push('?');
+        s.push_str(q);
+    }
+    PathAndQuery::try_from(s).map_err(|e| format!("rewritten URI is invalid: {e}"))
+}
+
+fn redirect(r: &Redirect, authority: &str, uri: &Uri) -> Response<ProxyBody> {
+    let scheme = r.scheme.as_deref().unwrap_or("http");
+    let mut host = r.authority.clone().unwrap_or_else(|| authority.to_string());
+    if let Some(port) = r.port {
+        host = format!("{}:{port}", host_without_port(&host));
+    }
+    let path = match (&r.uri, uri.query()) {
+        // A query in the redirect URI replaces the request's; otherwise the request's is kept.
+        (Some(u), Some(q)) if !u.contains('?') => format!("{u}?{q}"),
+        (Some(u), _) => u.clone(),
+        (None, _) => uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into()),
+    };
+    let location = format!("{scheme}://{host}{path}");
+    let mut resp = Response::new(ProxyBody::empty());
+    *resp.status_mut() = StatusCode::from_u16(r.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
+    resp
+}
+
+/// `host` of `host:port` or `[v6]:port` (brackets kept).
+fn host_without_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return match authority.find(']') {
+            Some(end) => &authority[..=end],
+            None => authority,
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    }
+}
+
+fn no_endpoint_message(route: &Route, cluster: &anymesh_core::routes::Cluster) -> String {
+    let mut msg = format!(
+        "no healthy endpoint for {} port {}{} (route {})",
+        cluster.service,
+        cluster.port.number,
+        cluster
+            .subset
+            .as_deref()
+            .map(|s| format!(" subset {s}"))
+            .unwrap_or_default(),
+        route.name
+    );
+    if cluster.excluded.is_empty() {
+        msg.push_str(": the service has no endpoints");
+    } else {
+        msg.push_str(&format!(": {} excluded", cluster.excluded.len()));
+        for e in cluster.excluded.iter().take(3) {
+            msg.push_str(&format!("; {} {}", e.address, e.reason));
+        }
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,97 @@
+//! The boundary between the transports (the HTTP/1.1 server [`crate::h1`]
+//! and the HTTP/2 server [`crate::h2`]) and the forwarding layer
+//! ([`crate::forward`]).
+//!
+//! A transport parses requests and encodes responses for its protocol; it
+//! hands each parsed request to a [`Service`] and knows nothing of routes,
+//! endpoints or upstream connections. The forwarding layer implements the
+//! trait and knows nothing of frames or codecs: a response head it passes
+//! on unparsed from an HTTP/1.1 upstream is encoded by the transport's own
+//! [`EncodeHead`]. The calls are static (the transports are generic over
+//! the service), so the boundary costs nothing per request.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anymesh_core::routes::HeaderOps;
+use bytes::{Bytes, BytesMut};
+use http::request::Parts;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::body::request::RequestBody;
+use crate::body::response::ProxyBody;
+use crate::h1::codec::{RequestHead, ResponseHead};
+use crate::upstream::raw_body::RawBody;
+
+/// Encodes an HTTP/1.1 upstream's response head, as received, for the
+/// client's protocol: the received fields minus hop-by-hop ones, with the
+/// route's header operations and one extra field (the session cookie).
+pub(crate) type EncodeHead =
+    fn(&ResponseHead, &[&HeaderOps], Option<(&HeaderName, &HeaderValue)>) -> BytesMut;
+
+/// A response for an HTTP/2 client's request without a body.
+pub(crate) enum Reply {
+    /// A response with a header map (local replies, HTTP/2 upstreams).
+    Response(Response<ProxyBody>),
+    /// An HTTP/1.1 upstream's answer: the head, already encoded by the
+    /// transport's [`EncodeHead`], and the body still on the connection.
+    Raw { block: BytesMut, body: Box<RawBody> },
+}
+
+/// What an HTTP/1.1 connection does after an exchange.
+pub(crate) enum Next {
+    KeepAlive,
+    Close,
+    /// Serve the rest with hyper; the bytes are the ones already read.
+    Handover(Bytes),
+    /// The client speaks HTTP/2: serve the rest with [`crate::h2`].
+    Http2(Bytes),
+}
+
+/// What the transports call. `Send` futures: connections run on a
+/// multi-threaded runtime.
+pub(crate) trait Service: Send + Sync + 'static {
+    /// Serves one request with a body (or from hyper's server).
+    fn request(
+        &self,
+        req: Request<RequestBody>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send;
+
+    /// Serves one request without a body from an HTTP/2 client.
+    fn request_bodiless(
+        &self,
+        parts: Parts,
+        peer: SocketAddr,
+        encode: EncodeHead,
+    ) -> impl Future<Output = Reply> + Send;
+
+    /// Serves one HTTP/1.1 exchange whose head was read from `client`;
+    /// `buf` holds the bytes read after the head. The forwarding layer
+    /// drives the client socket for the body and the response.
+    fn h1_exchange<'a>(
+        &'a self,
+        client: &'a mut TcpStream,
+        buf: &'a mut BytesMut,
+        head: RequestHead,
+        peer: SocketAddr,
+        stop: &'a watch::Receiver<bool>,
+    ) -> impl Future<Output = Next> + Send + 'a;
+
+    /// The end of an exchange the transport answered itself (a request
+    /// head it refused).
+    fn refused(&self, status: StatusCode, start: Instant);
+
+    /// Serves the rest of a connection whose client speaks HTTP/2.
+    fn serve_h2(
+        self: &Arc<Self>,
+        io: TcpStream,
+        prefix: Bytes,
+        peer: SocketAddr,
+        stop: watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + Send;
+}

@@ -1,0 +1,82 @@
+//! The upstream client: the one place where connections to endpoints are
+//! made, pooled and checked out ([`pool`]), where an attempt is sent and its
+//! response head read ([`h1`]), and where a failed attempt is judged safe to
+//! send again ([`may_resend`]). Transport security for upstream connections
+//! will wrap the stream where [`pool::Pool`] connects (`Pool::tcp`).
+
+pub(crate) mod h1;
+pub(crate) mod pool;
+pub(crate) mod raw_body;
+
+pub use pool::{Pool, PoolSettings};
+
+use crate::error::{ProxyError, Retry};
+
+/// What is known of one attempt when it fails.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Attempt {
+    /// The connection came from the idle list (the upstream may have closed it meanwhile).
+    pub reused: bool,
+    /// The request can be written again as it was: its body (if any) is
+    /// buffered in full, and its method is idempotent.
+    pub replayable: bool,
+    /// Attempts made so far, this one included.
+    pub count: u32,
+}
+
+/// Whether a failed attempt is sent again on a new connection. Today only
+/// keep-alive races qualify: a reused connection the upstream had closed
+/// before answering anything, for a replayable request, once. Retry
+/// policies (VirtualService `retries`) will decide here too.
+pub(crate) fn may_resend(e: &ProxyError, attempt: &Attempt) -> bool {
+    match e.retry() {
+        Retry::IfReused => attempt.reused && attempt.replayable && attempt.count == 1,
+        Retry::Unsent | Retry::No => false,
+    }
+}
+
+/// A request that may be sent again when a reused connection turns out
+/// closed (RFC 9110 §9.2.2: idempotent methods).
+pub(crate) fn idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn only_a_reused_connection_closed_before_answering_is_resent_once() {
+        let closed = ProxyError::upstream_closed("closed").with_retry(Retry::IfReused);
+        let first = Attempt {
+            reused: true,
+            replayable: true,
+            count: 1,
+        };
+        assert!(may_resend(&closed, &first));
+        assert!(!may_resend(&closed, &Attempt { count: 2, ..first }));
+        assert!(!may_resend(
+            &closed,
+            &Attempt {
+                reused: false,
+                ..first
+            }
+        ));
+        assert!(!may_resend(
+            &closed,
+            &Attempt {
+                replayable: false,
+                ..first
+            }
+        ));
+        let answered = ProxyError::new(ErrorKind::UpstreamProtocol, "bad");
+        assert!(!may_resend(&answered, &first));
+        let connect = ProxyError::new(ErrorKind::UpstreamConnect, "refused");
+        assert!(!may_resend(&connect, &first));
+    }
+}
