@@ -309,10 +309,11 @@ async fn requests_are_served_and_malformed_ones_reset_without_harm_to_the_connec
     let (status, body) = c.response(15).await;
     assert_eq!((status, &body[..]), (0x88, &b"a\n"[..]));
 
-    // HEADERS on a stream that completed is a connection error (one this
-    // side reset would be ignored: the client may not have seen the reset).
+    // HEADERS on a stream that completed is a connection error: a stream id
+    // not above every one used (RFC 9113, 5.1.1). One this side reset would
+    // be ignored: the client may not have seen the reset.
     c.request(1, &fields(&get("/x")), true).await;
-    c.expect_goaway(0x5).await;
+    c.expect_goaway(PROTOCOL_ERROR).await;
 }
 
 #[tokio::test]

@@ -76,8 +76,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             if !st.failed && !st.read_closed && st.wbuf.len() < WRITE_HIGH {
                 match self.poll_read(cx) {
                     Poll::Ready(Ok(0)) => {
-                        self.st.read_closed = true;
-                        self.st.end_remote_bodies();
+                        self.st.on_read_closed();
                         progress = true;
                     }
                     Poll::Ready(Ok(_)) => progress = true,

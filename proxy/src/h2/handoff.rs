@@ -62,3 +62,13 @@ pub(super) fn head(answer: Answer, block: &mut BytesMut) -> ResponseBody {
         }
     }
 }
+
+/// A handler without routes: every request gets a local answer with a body.
+#[cfg(test)]
+pub(super) fn test_handler() -> Arc<Handler> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(crate::metrics::Metrics::new(&mut registry));
+    let router = Arc::new(crate::router::Router::new());
+    let settings = crate::forward::UpstreamSettings::default();
+    Arc::new(Proxy::new(router, metrics, &settings))
+}

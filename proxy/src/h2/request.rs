@@ -17,6 +17,15 @@ pub(super) fn connection_specific(name: &HeaderName) -> bool {
     )
 }
 
+/// A field value that starts or ends with whitespace (SP or HTAB), which
+/// makes a request malformed (RFC 9113, 8.2.1).
+fn padded(value: &[u8]) -> bool {
+    let ws = |b: &u8| *b == b' ' || *b == b'\t';
+    value.first().is_some_and(ws) || value.last().is_some_and(ws)
+}
+
+const PADDED_VALUE: &str = "field value with whitespace at an end";
+
 /// A request's fields as they are decoded.
 #[derive(Default)]
 pub(super) struct Fields {
@@ -44,6 +53,9 @@ impl Fields {
             Field::Pseudo(p, v) => {
                 self.size += v.len() + 32 + 8;
                 self.pseudo_seen = true;
+                if padded(&v) {
+                    self.malformed.get_or_insert(PADDED_VALUE);
+                }
                 if self.regular_seen {
                     self.malformed
                         .get_or_insert("pseudo-header after a regular field");
@@ -67,7 +79,9 @@ impl Fields {
             Field::Header(n, v) => {
                 self.size += n.as_str().len() + v.len() + 32;
                 self.regular_seen = true;
-                if connection_specific(&n) {
+                if padded(v.as_bytes()) {
+                    self.malformed.get_or_insert(PADDED_VALUE);
+                } else if connection_specific(&n) {
                     self.malformed.get_or_insert("connection-specific field");
                 } else if n == header::TE && v != "trailers" {
                     self.malformed.get_or_insert("TE other than \"trailers\"");

@@ -83,6 +83,16 @@ impl State {
         self.remove(id);
     }
 
+    /// Stream `id` has response data that the windows do not let out.
+    pub(super) fn stalled(&self, id: u32) -> bool {
+        self.streams.get(&id).is_some_and(|s| match &s.out {
+            Out::Body {
+                pending: Some(_), ..
+            } => s.send_window.min(self.send_window) <= 0,
+            _ => false,
+        })
+    }
+
     /// Polls the bodies being sent.
     pub(super) fn poll_bodies(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
@@ -126,6 +136,11 @@ impl State {
                     .min(self.peer_max_frame as i64);
                 if room <= 0 {
                     *pending = Some(data);
+                    if self.read_closed {
+                        // Stalled for good: the client can send no WINDOW_UPDATE.
+                        self.reset(id, Code::Cancel);
+                        return Pump::Done;
+                    }
                     return if wrote { Pump::Wrote } else { Pump::Idle };
                 }
                 let n = (room as usize).min(data.len());

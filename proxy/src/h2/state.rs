@@ -138,8 +138,26 @@ impl State {
                 && (self.going_away || self.peer_going_away || self.read_closed))
     }
 
+    /// The client closed its side of the connection. Nothing more can
+    /// arrive: request bodies still arriving end with an error, and responses
+    /// waiting for window end too, since no WINDOW_UPDATE can come.
+    pub(super) fn on_read_closed(&mut self) {
+        self.read_closed = true;
+        self.end_remote_bodies();
+        let mut i = 0;
+        while i < self.sending.len() {
+            let id = self.sending[i];
+            if self.stalled(id) {
+                self.reset(id, Code::Cancel);
+                self.sending.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     /// The client can send nothing more: bodies still arriving end with an error.
-    pub(super) fn end_remote_bodies(&mut self) {
+    fn end_remote_bodies(&mut self) {
         for s in self.streams.values_mut() {
             if !s.remote_done {
                 s.remote_done = true;

@@ -304,13 +304,19 @@ impl State {
     }
 
     /// A header block on a stream that is not idle: the trailers of an open
-    /// stream; anything else on a used id is an error.
+    /// stream; anything else on a used id is an error. Frames on streams this
+    /// side reset lately are ignored (the client may not have seen the reset).
     fn trailers(&mut self, id: u32, end_stream: bool, fields: Fields) -> Result<(), ConnError> {
         let Some(s) = self.streams.get_mut(&id) else {
             if self.recently_reset(id) {
                 return Ok(());
             }
-            return Err(ConnError(Code::StreamClosed, "HEADERS on a closed stream"));
+            // Not trailers: an attempt to open a stream whose id is not
+            // above every id the client used (RFC 9113, 5.1.1).
+            return Err(ConnError(
+                Code::Protocol,
+                "HEADERS on a stream id already used",
+            ));
         };
         if s.remote_done {
             self.reset(id, Code::StreamClosed);
