@@ -1,22 +1,17 @@
 //! [`SecretSource`]: a password or token from a file or an environment
-//! variable.
-//!
-//! One trimming rule for both, [`trim_secret`]: trailing whitespace goes
-//! (the newline `echo` and editors add to a file, a stray `\r`, spaces),
-//! leading whitespace stays. A secret never ends in whitespace in practice,
-//! while a file almost always does; a leading space, on the other hand,
-//! could be part of a password, so it is not guessed away.
-//!
-//! Secrets are read again each time they are needed, so a rotated file or
-//! variable is picked up without a restart. The file is read with `std::fs`:
-//! it is a small local file (a Kubernetes secret volume is tmpfs), read
-//! once per request to the registry, as kube-rs reads its token file.
+//! variable, trimmed by one rule, [`trim_secret`].
 
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
 /// Where a secret comes from.
+///
+/// Secrets are read again each time they are needed ([`read`](Self::read)),
+/// so a rotated file or variable is picked up without a restart. The file is
+/// read with `std::fs`: it is a small local file (a Kubernetes secret volume
+/// is tmpfs), read once per request to the registry, as kube-rs reads its
+/// token file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretSource<'a> {
     /// The contents of this file.
@@ -56,8 +51,11 @@ impl std::error::Error for SecretError {
     }
 }
 
-/// The one trimming rule: trailing whitespace (newlines included) removed,
-/// leading whitespace kept. See the [module docs](self).
+/// The one trimming rule, for files and variables alike: trailing whitespace
+/// goes (the newline `echo` and editors add to a file, a stray `\r`,
+/// spaces), leading whitespace stays. A secret never ends in whitespace in
+/// practice, while a file almost always does; a leading space, on the other
+/// hand, could be part of a password, so it is not guessed away.
 pub fn trim_secret(raw: &str) -> &str {
     raw.trim_end()
 }
