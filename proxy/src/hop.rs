@@ -5,25 +5,34 @@
 
 use http::header::{self, HeaderMap, HeaderName};
 
-/// Fields that are always connection-specific.
-static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    // Credentials for this proxy, not for the upstream.
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
+/// Whether a field belongs to one connection and is never passed on
+/// (RFC 9110 §7.6.1: `Connection` and the fields every implementation
+/// knows to be connection-level; `Proxy-Authorization` is credentials for
+/// this proxy, `Proxy-Authenticate` a challenge from one), or is a framing
+/// field the proxy writes itself (`Transfer-Encoding`, `Trailer`). The one
+/// list, for both protocols and both directions: the HTTP/1.1 codec checks
+/// received bytes with it, [`strip`] header maps. Sorted out by length
+/// first; any case matches.
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    let is = |h: &[u8]| name.eq_ignore_ascii_case(h);
+    match name.len() {
+        2 => is(b"te"),
+        7 => is(b"trailer") || is(b"upgrade"),
+        10 => is(b"connection") || is(b"keep-alive"),
+        16 => is(b"proxy-connection"),
+        17 => is(b"transfer-encoding"),
+        18 => is(b"proxy-authenticate"),
+        19 => is(b"proxy-authorization"),
+        _ => false,
+    }
+}
 
 /// Removes hop-by-hop fields. `keep_te_trailers` keeps `TE: trailers` (gRPC needs it end to end).
 pub fn strip(headers: &mut HeaderMap, keep_te_trailers: bool) {
     // One pass over the names; most messages have none or only `connection`.
     let mut present: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| HOP_BY_HOP.contains(k))
+        .filter(|k| is_hop_by_hop(k.as_str().as_bytes()))
         .cloned()
         .collect();
     if present.is_empty() {
@@ -34,8 +43,8 @@ pub fn strip(headers: &mut HeaderMap, keep_te_trailers: bool) {
         let Ok(v) = v.to_str() else { continue };
         for name in v.split(',') {
             let name = name.trim();
-            // `close` is an option, not a field; `keep-alive` is in the list already.
-            if name.eq_ignore_ascii_case("keep-alive") || name.eq_ignore_ascii_case("close") {
+            // `close` is an option, not a field; listed names are removed already.
+            if name.eq_ignore_ascii_case("close") || is_hop_by_hop(name.as_bytes()) {
                 continue;
             }
             if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {

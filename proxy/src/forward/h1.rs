@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::plan::{plan, prepare};
-use super::{Outcome, Proxy};
+use super::{until, Outcome, Proxy};
 use crate::error::{ErrorKind, ProxyError};
 use crate::h1::codec::{self, Framing, RequestHead};
 use crate::h1::relay::{respond, send_body, Respond, Responded};
@@ -134,7 +134,7 @@ async fn serve(
         keep_alive: keep_alive && !stopping(),
         written: AtomicU16::new(0),
     };
-    let deadline = plan.hit.route.timeout.map(|t| start + t);
+    let deadline = plan.deadline(start);
     let pool = proxy.pool();
     let run = async {
         if buffered {
@@ -157,12 +157,7 @@ async fn serve(
         ))
         .await
     };
-    let result = match deadline {
-        Some(d) => tokio::time::timeout_at(d, run)
-            .await
-            .unwrap_or_else(|_| Err(ProxyError::new(ErrorKind::Timeout, ""))),
-        None => run.await,
-    };
+    let result = until(deadline, run).await;
     bufs::give(out);
     let written = ctx.written.load(Ordering::Relaxed);
     let labels = || (Some(plan.service()), Some(plan.hit.route.name.clone()));

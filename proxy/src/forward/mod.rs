@@ -188,7 +188,6 @@ impl Proxy {
         body: RequestBody,
         plan: Plan<'_>,
     ) -> Outcome {
-        let route = plan.hit.route;
         let endpoint_authority = plan.endpoint;
         let upstream_req = Request::from_parts(std::mem::replace(parts, empty_parts()), body);
         let pool = &self.pool;
@@ -204,13 +203,8 @@ impl Proxy {
             }
         };
         // The route timeout runs from here to the end of the response body.
-        let deadline = route.timeout.map(|t| Instant::now() + t);
-        let result = match route.timeout {
-            Some(t) => tokio::time::timeout(t, call)
-                .await
-                .unwrap_or_else(|_| Err(ProxyError::new(ErrorKind::Timeout, ""))),
-            None => call.await,
-        };
+        let deadline = plan.deadline(Instant::now());
+        let result = until(deadline, call).await;
         let (resp, conn) = match result {
             Ok(r) => r,
             Err(e) => return plan.failed(&e),
@@ -273,14 +267,9 @@ impl Proxy {
             return local(*out, &plan);
         }
         let route = plan.hit.route;
-        let deadline = route.timeout.map(|t| start + t);
+        let deadline = plan.deadline(start);
         let call = self.exchange_bodiless(&plan, &parts);
-        let result = match deadline {
-            Some(d) => tokio::time::timeout_at(d, call)
-                .await
-                .unwrap_or_else(|_| Err(ProxyError::new(ErrorKind::Timeout, ""))),
-            None => call.await,
-        };
+        let result = until(deadline, call).await;
         let (conn, rbuf, head) = match result {
             Ok(r) => r,
             Err(e) => return local(plan.failed(&e), &plan),
@@ -306,15 +295,9 @@ impl Proxy {
     /// Forwards a request without a body to an HTTP/1.1 upstream over the
     /// raw connection pool.
     async fn forward_bodiless(&self, parts: &Parts, plan: Plan<'_>) -> Outcome {
-        let route = plan.hit.route;
-        let deadline = route.timeout.map(|t| Instant::now() + t);
+        let deadline = plan.deadline(Instant::now());
         let call = self.send_bodiless(&plan, parts, deadline);
-        let result = match deadline {
-            Some(d) => tokio::time::timeout_at(d, call)
-                .await
-                .unwrap_or_else(|_| Err(ProxyError::new(ErrorKind::Timeout, ""))),
-            None => call.await,
-        };
+        let result = until(deadline, call).await;
         let resp = match result {
             Ok(r) => r,
             Err(e) => return plan.failed(&e),
@@ -422,6 +405,25 @@ impl Service for Proxy {
         stop: watch::Receiver<bool>,
     ) {
         crate::h2::serve(io, prefix, peer, self.clone(), stop).await;
+    }
+}
+
+/// Runs an exchange until the route's deadline: the one place where the
+/// route timeout ends an exchange that has no response head yet (→ 504
+/// `upstream_timeout`). After the head, the response body keeps the same
+/// deadline ([`ProxyBody`], [`RawBody`]; the HTTP/1.1 relay runs inside
+/// this call).
+pub(crate) fn until<T>(
+    deadline: Option<Instant>,
+    exchange: impl std::future::Future<Output = Result<T, ProxyError>>,
+) -> impl std::future::Future<Output = Result<T, ProxyError>> {
+    use futures_util::future::{Either, FutureExt};
+    match deadline {
+        Some(d) => Either::Left(
+            tokio::time::timeout_at(d, exchange)
+                .map(|r| r.unwrap_or_else(|_| Err(ProxyError::new(ErrorKind::Timeout, "")))),
+        ),
+        None => Either::Right(exchange),
     }
 }
 

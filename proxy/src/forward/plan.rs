@@ -34,6 +34,11 @@ pub(crate) struct Plan<'r> {
 }
 
 impl Plan<'_> {
+    /// When the route timeout ends an exchange that started at `start`.
+    pub fn deadline(&self, start: tokio::time::Instant) -> Option<tokio::time::Instant> {
+        self.hit.route.timeout.map(|t| start + t)
+    }
+
     pub fn timeout_message(&self) -> String {
         format!(
             "upstream {} ({}) did not answer within the route timeout of {:?} (route {})",

@@ -20,6 +20,8 @@ use smallvec::SmallVec;
 use std::mem::MaybeUninit;
 
 use anymesh_core::routes::HeaderOps;
+
+use crate::hop::is_hop_by_hop;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, StatusCode, Uri, Version};
@@ -560,7 +562,7 @@ pub fn proxied_fields(
         }
     }
     for (name, value) in added.into_iter().chain(extra) {
-        if *name == header::CONTENT_LENGTH || fixed_hop_by_hop(name.as_str().as_bytes()) {
+        if *name == header::CONTENT_LENGTH || is_hop_by_hop(name.as_str().as_bytes()) {
             continue;
         }
         emit(name.as_str().as_bytes(), value.as_bytes());
@@ -577,26 +579,9 @@ fn hop_by_hop(head: &ResponseHead) -> impl Fn(&[u8]) -> bool + '_ {
         .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
         .flat_map(|(_, v)| v.split(|&b| b == b','))
         .map(trim)
-        .filter(|t| !t.is_empty() && !fixed_hop_by_hop(t))
+        .filter(|t| !t.is_empty() && !is_hop_by_hop(t))
         .collect();
-    move |name: &[u8]| fixed_hop_by_hop(name) || named.iter().any(|t| t.eq_ignore_ascii_case(name))
-}
-
-/// A field that belongs to one connection and is never passed on (RFC 9110
-/// §7.6.1), or a framing field this proxy writes itself; in any case, sorted
-/// out by length first.
-fn fixed_hop_by_hop(name: &[u8]) -> bool {
-    let is = |h: &[u8]| name.eq_ignore_ascii_case(h);
-    match name.len() {
-        2 => is(b"te"),
-        7 => is(b"trailer") || is(b"upgrade"),
-        10 => is(b"connection") || is(b"keep-alive"),
-        16 => is(b"proxy-connection"),
-        17 => is(b"transfer-encoding"),
-        18 => is(b"proxy-authenticate"),
-        19 => is(b"proxy-authorization"),
-        _ => false,
-    }
+    move |name: &[u8]| is_hop_by_hop(name) || named.iter().any(|t| t.eq_ignore_ascii_case(name))
 }
 
 impl ResponseHead {

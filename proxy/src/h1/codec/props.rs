@@ -102,7 +102,7 @@ fn is_special(name: &str) -> bool {
     ]
     .iter()
     .any(|s| name.eq_ignore_ascii_case(s))
-        || fixed_hop_by_hop(name.as_bytes())
+        || is_hop_by_hop(name.as_bytes())
 }
 
 #[derive(Debug, Clone)]
@@ -667,7 +667,7 @@ impl RespModel {
             .into_iter()
             .filter(|f| {
                 let n = f.name.as_str();
-                !fixed_hop_by_hop(n.as_bytes())
+                !is_hop_by_hop(n.as_bytes())
                     && !named(n)
                     && (!n.eq_ignore_ascii_case("content-length") || cl_kept)
             })
@@ -777,7 +777,7 @@ proptest! {
         // `apply` may name framing or hop-by-hop fields; those are the
         // proxy's own to write and never go out as operations set them.
         let applied = map_fields(&map).into_iter().filter(|(n, _)| {
-            n != "content-length" && !fixed_hop_by_hop(n.as_bytes())
+            n != "content-length" && !is_hop_by_hop(n.as_bytes())
         });
         let kept_cl = |(n, _): &(String, String)| n != "content-length";
         prop_assert_eq!(
