@@ -7,6 +7,7 @@ mod etcd;
 mod eureka;
 mod explain;
 mod h2;
+mod h2_conformance;
 mod harness;
 mod integration_kubernetes;
 mod integration_vm;
