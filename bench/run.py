@@ -785,13 +785,22 @@ def parse_wrk(out: str) -> dict:
 
 
 def parse_h2load(out: str, what: str = "h2load") -> dict:
-    m_fin = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", out)
+    """h2load's summary. A short run can finish in microseconds:
+
+    >>> out = ("finished in 845us, 23668.64 req/s, 3.01MB/s\\n"
+    ...        "requests: 20 total, 20 started, 20 done, 20 succeeded, 0 failed, 0 errored, 0 timeout\\n"
+    ...        "status codes: 20 2xx, 0 3xx, 0 4xx, 0 5xx\\n")
+    >>> r = parse_h2load(out)
+    >>> r["duration_s"], r["succeeded"], r["error_count"]
+    (0.000845, 20, 0)
+    """
+    m_fin = re.search(r"finished in ([\d.]+)(us|ms|s), ([\d.]+) req/s", out)
     m_req = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
                       r"(\d+) errored, (\d+) timeout", out)
     m_st = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
     if not (m_fin and m_req and m_st):
         raise BenchError(f"{what}: unexpected output:\n{out[-2000:]}")
-    secs = float(m_fin.group(1)) / (1000 if m_fin.group(2) == "ms" else 1)
+    secs = float(m_fin.group(1)) / {"us": 1e6, "ms": 1e3, "s": 1}[m_fin.group(2)]
     total, started, done, succ, failed, errored, tmo = (int(x) for x in m_req.groups())
     st = dict(zip(["2xx", "3xx", "4xx", "5xx"], (int(x) for x in m_st.groups())))
     return {"duration_s": secs, "rps_reported": float(m_fin.group(3)), "rps": succ / secs if secs else 0.0,
