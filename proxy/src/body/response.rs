@@ -13,7 +13,6 @@ use tokio::time::{Instant, Sleep};
 
 use crate::balance::InFlight;
 use crate::error::{BodyError, BodyTimeout};
-use crate::upstream::pool::PooledH1;
 use crate::upstream::raw_body::RawBody;
 
 pin_project_lite::pin_project! {
@@ -25,8 +24,6 @@ pin_project_lite::pin_project! {
             inner: Incoming,
             // Released when the body ends or is dropped: counts the request as in flight until then.
             guard: Option<InFlight>,
-            // An HTTP/1.1 connection goes back to the pool only once its response was read to the end.
-            conn: Option<PooledH1>,
             // Boxed: most routes have no timeout, and the body stays small.
             deadline: Option<Pin<Box<Sleep>>>,
         },
@@ -55,24 +52,16 @@ impl ProxyBody {
         }
     }
 
-    pub fn upstream(
-        inner: Incoming,
-        guard: InFlight,
-        conn: Option<PooledH1>,
-        deadline: Option<Instant>,
-    ) -> Self {
+    /// An HTTP/2 upstream's body (hyper's client).
+    pub fn upstream(inner: Incoming, guard: InFlight, deadline: Option<Instant>) -> Self {
         if inner.is_end_stream() {
             // Nothing will poll an empty body: the exchange is over already.
             drop(guard);
-            if let Some(c) = conn {
-                c.release();
-            }
             return ProxyBody::empty();
         }
         ProxyBody::Upstream {
             inner,
             guard: Some(guard),
-            conn,
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
         }
     }
@@ -96,7 +85,6 @@ impl Body for ProxyBody {
             ProxyBodyProj::Upstream {
                 inner,
                 guard,
-                conn,
                 deadline,
             } => {
                 let mut inner = inner;
@@ -105,7 +93,6 @@ impl Body for ProxyBody {
                     if let Some(d) = deadline.as_mut() {
                         if d.as_mut().poll(cx).is_ready() {
                             guard.take();
-                            conn.take();
                             *deadline = None;
                             return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
                         }
@@ -120,13 +107,9 @@ impl Body for ProxyBody {
                     {
                         guard.take();
                         *deadline = None;
-                        if let Some(c) = conn.take() {
-                            c.release();
-                        }
                     }
                     Poll::Ready(Some(Err(_))) => {
                         guard.take();
-                        conn.take();
                         *deadline = None;
                     }
                     _ => {}

@@ -40,10 +40,11 @@ use crate::router::{Router, Routing};
 /// Where the HTTP/2 server finds it until it is generic over the [`Service`].
 pub(crate) use crate::service::Reply;
 use crate::service::{EncodeHead, Next, Service};
-use crate::upstream::h1::{send_buffered, UpstreamRequest};
+use crate::upstream::h1::{send_buffered, send_streaming, UpstreamRequest};
 use crate::upstream::idempotent;
 use crate::upstream::pool::{Pool, PoolSettings, RawConn};
 use crate::upstream::raw_body::{fields, RawBody};
+use crate::upstream::upload::{Sending, Upload};
 use plan::{plan, prepare, Plan};
 
 /// Settings of the upstream side.
@@ -172,47 +173,69 @@ impl Proxy {
         if let Err(out) = prepare(parts, &plan) {
             return *out;
         }
-        if !plan.h2 && body.is_end_stream() {
+        // Boxed: the HTTP/2 client's and the upload's futures are large, and
+        // moving the request's future (hyper boxes it, and awaits move it)
+        // copies all of it; the bodiless path stays small.
+        if plan.h2 {
+            return Box::pin(self.forward_h2(parts, body, plan)).await;
+        }
+        if body.is_end_stream() {
             return self.forward_bodiless(parts, plan).await;
         }
-        // Boxed: hyper's client futures are large, and moving the request's
-        // future (hyper boxes it, and awaits move it) copies all of it; the
-        // bodiless path above stays small.
-        Box::pin(self.forward_streaming(parts, body, plan)).await
+        Box::pin(self.forward_upload(parts, body, plan)).await
     }
 
-    /// Forwards a request with a body, or to an HTTP/2 upstream, with hyper's client.
-    async fn forward_streaming(
-        &self,
-        parts: &mut Parts,
-        body: RequestBody,
-        plan: Plan<'_>,
-    ) -> Outcome {
-        let endpoint_authority = plan.endpoint;
+    /// Forwards a request to an HTTP/2 upstream with hyper's client.
+    async fn forward_h2(&self, parts: &mut Parts, body: RequestBody, plan: Plan<'_>) -> Outcome {
         let upstream_req = Request::from_parts(std::mem::replace(parts, empty_parts()), body);
-        let pool = &self.pool;
-        let call = async {
-            if plan.h2 {
-                pool.send_h2(endpoint_authority, upstream_req)
-                    .await
-                    .map(|r| (r, None))
-            } else {
-                pool.send_h1(endpoint_authority, upstream_req)
-                    .await
-                    .map(|(r, c)| (r, Some(c)))
-            }
-        };
+        let call = self.pool.send_h2(plan.endpoint, upstream_req);
         // The route timeout runs from here to the end of the response body.
         let deadline = plan.deadline(Instant::now());
-        let result = until(deadline, call).await;
-        let (resp, conn) = match result {
+        let resp = match until(deadline, call).await {
             Ok(r) => r,
             Err(e) => return plan.failed(&e),
         };
         let (mut parts, body) = resp.into_parts();
         let guard = plan.finish_response(&mut parts.headers);
         Outcome {
-            resp: Response::from_parts(parts, ProxyBody::upstream(body, guard, conn, deadline)),
+            resp: Response::from_parts(parts, ProxyBody::upstream(body, guard, deadline)),
+            service: None,
+            route: None,
+        }
+    }
+
+    /// Forwards a request whose body streams to an HTTP/1.1 upstream on the
+    /// raw pool: the body goes out while the response is read
+    /// ([`crate::upstream::upload`]).
+    async fn forward_upload(&self, parts: &Parts, body: RequestBody, plan: Plan<'_>) -> Outcome {
+        let framing = Upload::framing(&body);
+        let mut head = bufs::take();
+        codec::write_request_head(&mut head, parts, framing);
+        let request = UpstreamRequest {
+            head: &head,
+            replayable: idempotent(&parts.method),
+            head_request: parts.method == http::Method::HEAD,
+        };
+        let mut upload = Sending::Body(Box::new(Upload::new(body, framing)));
+        let deadline = plan.deadline(Instant::now());
+        let call = send_streaming(&self.pool, plan.endpoint, &request, &mut upload);
+        let result = until(deadline, call).await;
+        bufs::give(head);
+        let (conn, rbuf, rhead) = match result {
+            Ok(r) => r,
+            Err(e) => return plan.failed(&e),
+        };
+        let resp = self.raw_response(conn, rbuf, &rhead, deadline);
+        let (mut parts, body) = resp.into_parts();
+        let mut body = body.uploading(upload);
+        body.hold(plan.finish_response(&mut parts.headers));
+        Outcome {
+            resp: Response::from_parts(
+                parts,
+                ProxyBody::Raw {
+                    body: Box::new(body),
+                },
+            ),
             service: None,
             route: None,
         }
@@ -319,9 +342,7 @@ impl Proxy {
 
 impl Proxy {
     /// Sends a request that has no body (its head prepared for HTTP/1.1) and
-    /// reads the response head. The response's fields are as received,
-    /// framing fields aside; the caller applies the route's response header
-    /// operations.
+    /// reads the response head.
     async fn send_bodiless(
         &self,
         plan: &Plan<'_>,
@@ -329,8 +350,21 @@ impl Proxy {
         deadline: Option<Instant>,
     ) -> Result<Response<RawBody>, ProxyError> {
         let (conn, rbuf, head) = self.exchange_bodiless(plan, parts).await?;
-        let headers = fields(&head);
-        let mut resp = Response::new(RawBody::new(conn, rbuf, &head, self.pool.clone(), deadline));
+        Ok(self.raw_response(conn, rbuf, &head, deadline))
+    }
+
+    /// An HTTP/1.1 upstream's response as a header map and the body still
+    /// on the connection. The fields are as received, framing fields aside;
+    /// the caller applies the route's response header operations.
+    fn raw_response(
+        &self,
+        conn: RawConn,
+        rbuf: BytesMut,
+        head: &ResponseHead,
+        deadline: Option<Instant>,
+    ) -> Response<RawBody> {
+        let headers = fields(head);
+        let mut resp = Response::new(RawBody::new(conn, rbuf, head, self.pool.clone(), deadline));
         *resp.status_mut() = head.status;
         *resp.version_mut() = Version::HTTP_11;
         *resp.headers_mut() = headers;
@@ -338,7 +372,7 @@ impl Proxy {
             resp.headers_mut()
                 .insert(CONTENT_LENGTH, HeaderValue::from(n));
         }
-        Ok(resp)
+        resp
     }
 
     /// Sends a request that has no body (its head prepared for HTTP/1.1)

@@ -2,11 +2,16 @@
 //! encoded bytes, the response head is read with the codec, and the body
 //! stays on the connection for the caller to relay or poll.
 
+use std::future::Future;
+use std::task::Poll;
+
 use bytes::BytesMut;
 use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use super::pool::{Pool, RawConn};
+use super::upload::Sending;
 use super::{may_resend, Attempt};
 use crate::error::{ErrorKind, ProxyError, Retry};
 use crate::h1::bufs;
@@ -29,6 +34,28 @@ pub(crate) async fn send_buffered(
     endpoint: &str,
     req: &UpstreamRequest<'_>,
 ) -> Result<(RawConn, BytesMut, ResponseHead), ProxyError> {
+    send(pool, endpoint, req, None).await
+}
+
+/// Sends a request head, then its body from `upload` while the response
+/// head is read (full duplex); the rest of the body, if any, goes out as
+/// the response body is polled ([`super::raw_body::RawBody`]).
+pub(crate) async fn send_streaming(
+    pool: &Pool,
+    endpoint: &str,
+    req: &UpstreamRequest<'_>,
+    upload: &mut Sending,
+) -> Result<(RawConn, BytesMut, ResponseHead), ProxyError> {
+    send(pool, endpoint, req, Some(upload)).await
+}
+
+/// The attempts of one request.
+async fn send(
+    pool: &Pool,
+    endpoint: &str,
+    req: &UpstreamRequest<'_>,
+    mut upload: Option<&mut Sending>,
+) -> Result<(RawConn, BytesMut, ResponseHead), ProxyError> {
     let mut count = 0;
     loop {
         count += 1;
@@ -43,7 +70,20 @@ pub(crate) async fn send_buffered(
                 .with_retry(Retry::IfReused),
             Ok(()) => {
                 let mut rbuf = bufs::take();
-                match read_response_head(&mut up.stream, &mut rbuf, req.head_request).await {
+                let head = match upload.as_deref_mut() {
+                    None => read_response_head(&mut up.stream, &mut rbuf, req.head_request).await,
+                    // Boxed: the rarer path; the buffered one stays small.
+                    Some(sending) => {
+                        Box::pin(head_while_uploading(
+                            &mut up.stream,
+                            &mut rbuf,
+                            sending,
+                            req.head_request,
+                        ))
+                        .await
+                    }
+                };
+                match head {
                     Ok(head) => return Ok((up, rbuf, head)),
                     Err(e) => {
                         bufs::give(rbuf);
@@ -54,13 +94,44 @@ pub(crate) async fn send_buffered(
         };
         let attempt = Attempt {
             reused: up.reused,
-            replayable: req.replayable,
+            replayable: req.replayable && upload.as_deref().is_none_or(Sending::untouched),
             count,
         };
         if !may_resend(&e, &attempt) {
             return Err(e);
         }
     }
+}
+
+/// Reads the response head while the request body goes out.
+async fn head_while_uploading(
+    stream: &mut TcpStream,
+    rbuf: &mut BytesMut,
+    upload: &mut Sending,
+    head_request: bool,
+) -> Result<ResponseHead, ProxyError> {
+    std::future::poll_fn(|cx| {
+        // Sent or broken alike, the answer is read next (an upstream that
+        // stopped taking the body may have answered before it closed).
+        let _ = upload.poll(cx, stream)?;
+        // The read future keeps no state between polls: one per poll is fine.
+        loop {
+            if let Some(r) = parse_head(rbuf, head_request) {
+                return Poll::Ready(r);
+            }
+            rbuf.reserve(bufs::BUF_SIZE);
+            let read = std::pin::pin!(stream.read_buf(rbuf)).poll(cx);
+            match read {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(r) => {
+                    if let Some(e) = read_failed(r, rbuf) {
+                        return Poll::Ready(Err(e));
+                    }
+                }
+            }
+        }
+    })
+    .await
 }
 
 /// Reads the final response head; interim (1xx) responses are skipped.
@@ -71,7 +142,44 @@ pub(crate) async fn read_response_head<R: AsyncRead + Unpin>(
     rbuf: &mut BytesMut,
     head_request: bool,
 ) -> Result<ResponseHead, ProxyError> {
-    let closed = |rbuf: &BytesMut| {
+    loop {
+        if let Some(r) = parse_head(rbuf, head_request) {
+            return r;
+        }
+        rbuf.reserve(bufs::BUF_SIZE);
+        let read = up.read_buf(rbuf).await;
+        if let Some(e) = read_failed(read, rbuf) {
+            return Err(e);
+        }
+    }
+}
+
+/// The final response head if `rbuf` holds one (interim ones are dropped
+/// from it), or why it cannot be read.
+fn parse_head(rbuf: &mut BytesMut, head_request: bool) -> Option<Result<ResponseHead, ProxyError>> {
+    loop {
+        return match codec::parse_response(rbuf, head_request) {
+            Ok(Some(h)) if h.status == StatusCode::SWITCHING_PROTOCOLS => {
+                Some(Err(ProxyError::new(
+                    ErrorKind::UpstreamProtocol,
+                    "unexpected 101 Switching Protocols",
+                )))
+            }
+            // Interim responses (100 Continue, 103 Early Hints) are not passed on.
+            Ok(Some(h)) if h.status.is_informational() => continue,
+            Ok(Some(h)) => Some(Ok(h)),
+            Ok(None) => None,
+            Err(e) => Some(Err(ProxyError::new(
+                ErrorKind::UpstreamProtocol,
+                format!("invalid response: {e}"),
+            ))),
+        };
+    }
+}
+
+/// The error a read of the response head ended with, if it did.
+fn read_failed(read: std::io::Result<usize>, rbuf: &BytesMut) -> Option<ProxyError> {
+    let closed = || {
         let e = ProxyError::upstream_closed("connection closed before a complete response head");
         if rbuf.is_empty() {
             e.with_retry(Retry::IfReused)
@@ -79,38 +187,15 @@ pub(crate) async fn read_response_head<R: AsyncRead + Unpin>(
             e
         }
     };
-    loop {
-        match codec::parse_response(rbuf, head_request) {
-            Ok(Some(h)) if h.status == StatusCode::SWITCHING_PROTOCOLS => {
-                return Err(ProxyError::new(
-                    ErrorKind::UpstreamProtocol,
-                    "unexpected 101 Switching Protocols",
-                ))
-            }
-            // Interim responses (100 Continue, 103 Early Hints) are not passed on.
-            Ok(Some(h)) if h.status.is_informational() => continue,
-            Ok(Some(h)) => return Ok(h),
-            Ok(None) => {}
-            Err(e) => {
-                return Err(ProxyError::new(
-                    ErrorKind::UpstreamProtocol,
-                    format!("invalid response: {e}"),
-                ))
-            }
+    match read {
+        Ok(0) => Some(closed()),
+        Err(e) if rbuf.is_empty() => {
+            tracing::trace!(error = %e, "upstream connection failed before answering");
+            Some(closed())
         }
-        rbuf.reserve(bufs::BUF_SIZE);
-        match up.read_buf(rbuf).await {
-            Ok(0) => return Err(closed(rbuf)),
-            Err(e) if rbuf.is_empty() => {
-                tracing::trace!(error = %e, "upstream connection failed before answering");
-                return Err(closed(rbuf));
-            }
-            Err(e) => {
-                return Err(ProxyError::upstream_closed(format!(
-                    "reading the response: {e}"
-                )))
-            }
-            Ok(_) => {}
-        }
+        Err(e) => Some(ProxyError::upstream_closed(format!(
+            "reading the response: {e}"
+        ))),
+        Ok(_) => None,
     }
 }

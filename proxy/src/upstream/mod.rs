@@ -7,6 +7,7 @@
 pub(crate) mod h1;
 pub(crate) mod pool;
 pub(crate) mod raw_body;
+pub(crate) mod upload;
 
 pub use pool::{Pool, PoolSettings};
 

@@ -4,16 +4,18 @@
 //! authority (`Host` for HTTP/1.1, `:authority` for HTTP/2), so it keeps its
 //! own pool keyed by endpoint address rather than by URI.
 //!
-//! - HTTP/1.1: a stack of idle connections per endpoint. A connection is
-//!   checked out for one request and handed back ([`PooledH1::release`]) when
-//!   the response body has been read to the end; a response abandoned midway
-//!   closes its connection.
-//! - HTTP/2 (prior knowledge): one multiplexed connection per endpoint, opened
-//!   once (concurrent first requests wait for the same handshake).
+//! - HTTP/1.1: a stack of idle plain connections per endpoint. A connection
+//!   is checked out for one exchange ([`Pool::raw`]) and handed back
+//!   ([`Pool::release_raw`]) when the response body ended where its framing
+//!   said and the request body went out in full; any other end closes it.
+//!   Whether a failed attempt is sent again is decided in one place
+//!   ([`super::may_resend`]).
+//! - HTTP/2 (prior knowledge): one multiplexed connection per endpoint,
+//!   opened once (concurrent first requests wait for the same handshake),
+//!   driven by hyper's client.
 //!
-//! A request sent on a pooled HTTP/1.1 connection that the upstream closed in
-//! the meantime is handed back unsent by hyper and retried once on a new
-//! connection, so keep-alive races never reach the client.
+//! Connections are made in one place ([`Pool::tcp`]): where TLS to the
+//! upstream will wrap them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,7 +26,7 @@ use hyper::body::Incoming;
 
 use crate::body::request::RequestBody;
 use crate::error::{error_chain, ErrorKind, ProxyError};
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpStream;
@@ -60,11 +62,6 @@ fn request_error(source: hyper::Error) -> ProxyError {
     ProxyError::upstream_closed(error_chain(&source))
 }
 
-struct Idle {
-    sender: http1::SendRequest<RequestBody>,
-    since: Instant,
-}
-
 /// An idle plain connection of the HTTP/1.1 fast path ([`crate::h1`]).
 struct RawIdle {
     stream: TcpStream,
@@ -84,7 +81,6 @@ pub(crate) struct RawConn {
 /// The connections to one endpoint.
 struct Endpoint {
     authority: Arc<str>,
-    idle: Mutex<Vec<Idle>>,
     raw: Mutex<Vec<RawIdle>>,
     h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
     /// Serialises HTTP/2 handshakes so concurrent first requests share one connection.
@@ -115,30 +111,6 @@ pub struct Pool {
     settings: PoolSettings,
     /// foldhash: looked up on every request; seeded per process.
     endpoints: RwLock<HashMap<Arc<str>, Arc<Endpoint>, foldhash::fast::RandomState>>,
-}
-
-/// An HTTP/1.1 connection lent to one request. Call [`PooledH1::release`]
-/// once the response body has ended; dropping it closes the connection.
-pub struct PooledH1 {
-    sender: http1::SendRequest<RequestBody>,
-    home: Arc<Endpoint>,
-    max_idle: usize,
-}
-
-impl PooledH1 {
-    /// Hands the connection back for reuse.
-    pub fn release(self) {
-        if self.sender.is_closed() {
-            return;
-        }
-        let mut idle = self.home.idle.lock();
-        if idle.len() < self.max_idle {
-            idle.push(Idle {
-                sender: self.sender,
-                since: Instant::now(),
-            });
-        }
-    }
 }
 
 /// An idle connection is open unless the runtime saw it become readable
@@ -179,8 +151,6 @@ impl Pool {
         let cutoff = Instant::now().checked_sub(self.settings.idle_timeout);
         let mut endpoints = self.endpoints.write();
         endpoints.retain(|_, ep| {
-            let mut idle = ep.idle.lock();
-            idle.retain(|c| !c.sender.is_closed() && cutoff.is_none_or(|cut| c.since > cut));
             let mut raw = ep.raw.lock();
             raw.retain(|c| cutoff.is_none_or(|cut| c.since > cut));
             let mut h2 = ep.h2.lock();
@@ -188,7 +158,7 @@ impl Pool {
                 *h2 = None;
             }
             // Keep entries that are in use (someone else holds the Arc) or have connections.
-            !idle.is_empty() || !raw.is_empty() || h2.is_some() || Arc::strong_count(ep) > 1
+            !raw.is_empty() || h2.is_some() || Arc::strong_count(ep) > 1
         });
     }
 
@@ -201,46 +171,12 @@ impl Pool {
             .or_insert_with_key(|k| {
                 Arc::new(Endpoint {
                     authority: k.clone(),
-                    idle: Mutex::new(Vec::new()),
                     raw: Mutex::new(Vec::new()),
                     h2: Mutex::new(None),
                     h2_connect: tokio::sync::Mutex::new(()),
                 })
             })
             .clone()
-    }
-
-    /// Sends `req` to the endpoint at `authority` over HTTP/1.1. Returns the
-    /// response and the connection to release when its body has ended.
-    pub async fn send_h1(
-        &self,
-        authority: &str,
-        mut req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, PooledH1), ProxyError> {
-        let ep = self.endpoint(authority);
-        // Idle connections first. One the upstream closed meanwhile hands the
-        // request back unsent, and the next one (or a new one) gets it.
-        while let Some(mut sender) = self.checkout(&ep) {
-            if sender.ready().await.is_err() {
-                continue;
-            }
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, self.lend(sender, ep))),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(request_error(e.into_error())),
-                },
-            }
-        }
-        let mut sender = self.connect_h1(&ep).await?;
-        sender
-            .ready()
-            .await
-            .map_err(|source| ep.handshake_failed(source))?;
-        match sender.send_request(req).await {
-            Ok(resp) => Ok((resp, self.lend(sender, ep))),
-            Err(source) => Err(request_error(source)),
-        }
     }
 
     /// A connection to `authority` for one HTTP/1.1 exchange: an idle one
@@ -291,14 +227,6 @@ impl Pool {
         }
     }
 
-    fn lend(&self, sender: http1::SendRequest<RequestBody>, home: Arc<Endpoint>) -> PooledH1 {
-        PooledH1 {
-            sender,
-            home,
-            max_idle: self.settings.max_idle_per_endpoint,
-        }
-    }
-
     /// Sends `req` over the endpoint's shared HTTP/2 connection.
     pub async fn send_h2(
         &self,
@@ -339,16 +267,6 @@ impl Pool {
         }
     }
 
-    fn checkout(&self, ep: &Endpoint) -> Option<http1::SendRequest<RequestBody>> {
-        let mut idle = ep.idle.lock();
-        while let Some(c) = idle.pop() {
-            if !c.sender.is_closed() && c.since.elapsed() < self.settings.idle_timeout {
-                return Some(c.sender);
-            }
-        }
-        None
-    }
-
     async fn tcp(&self, ep: &Endpoint) -> Result<TcpStream, ProxyError> {
         let after = self.settings.connect_timeout;
         let stream = tokio::time::timeout(after, TcpStream::connect(&*ep.authority))
@@ -357,21 +275,6 @@ impl Pool {
             .map_err(|e| connect_error(&ep.authority, format!("failed: {e}")))?;
         let _ = stream.set_nodelay(true);
         Ok(stream)
-    }
-
-    async fn connect_h1(
-        &self,
-        ep: &Endpoint,
-    ) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
-        let io = TokioIo::new(self.tcp(ep).await?);
-        // One flattened write per small request (see server.rs).
-        let (sender, conn) = http1::Builder::new()
-            .writev(false)
-            .handshake(io)
-            .await
-            .map_err(|source| ep.handshake_failed(source))?;
-        ep.drive(conn);
-        Ok(sender)
     }
 
     async fn connect_h2(

@@ -14,6 +14,7 @@ use tokio::io::AsyncReadExt;
 use tokio::time::{Instant, Sleep};
 
 use super::pool::{Pool, RawConn};
+use super::upload::Sending;
 use crate::balance::InFlight;
 use crate::error::{BodyError, BodyTimeout};
 use crate::h1::bufs;
@@ -49,6 +50,8 @@ pub struct RawBody {
     /// Counts the request as in flight to the endpoint until the body ends.
     guard: Option<InFlight>,
     deadline: Option<Pin<Box<Sleep>>>,
+    /// The request body still going out on the same connection.
+    upload: Sending,
 }
 
 /// Body pieces up to this size are copied out of the read buffer, which then
@@ -77,11 +80,21 @@ impl RawBody {
             upstream_keep_alive: head.keep_alive,
             guard: None,
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            upload: Sending::Sent,
         };
         if matches!(head.framing, Framing::None | Framing::Length(0)) {
             body.finish();
         }
         body
+    }
+
+    /// Goes on sending the request body while the response streams; the
+    /// connection is reused only when the request body went out in full.
+    pub(crate) fn uploading(mut self, upload: Sending) -> Self {
+        if self.conn.is_some() {
+            self.upload = upload;
+        }
+        self
     }
 
     /// Keeps the in-flight guard until the body ends.
@@ -109,8 +122,12 @@ impl RawBody {
         self.guard = None;
         self.deadline = None;
         if let Some(conn) = self.conn.take() {
-            if self.upstream_keep_alive && self.rbuf.is_empty() {
+            if self.upstream_keep_alive && self.rbuf.is_empty() && self.upload.is_sent() {
                 self.pool.release_raw(conn);
+            }
+            // Answered before the request body ended: the rest is not sent.
+            if !self.upload.is_sent() {
+                self.upload = Sending::Broken;
             }
         }
     }
@@ -120,6 +137,7 @@ impl RawBody {
         self.guard = None;
         self.deadline = None;
         self.conn = None;
+        self.upload = Sending::Broken;
         Poll::Ready(Some(Err(e.into())))
     }
 
@@ -191,6 +209,10 @@ impl http_body::Body for RawBody {
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
+            if let Poll::Ready(Err(e)) = this.upload.poll(cx, &mut conn.stream) {
+                // The client's request body failed: the exchange is broken.
+                return this.fail(e);
+            }
             this.rbuf.reserve(bufs::BUF_SIZE);
             // The read future keeps no state between polls: one per poll is fine.
             let read = std::pin::pin!(conn.stream.read_buf(&mut this.rbuf)).poll(cx);
