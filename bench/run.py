@@ -86,7 +86,8 @@ def contenders_for(args) -> list[str]:
 
 
 def run_contenders(result: dict) -> list[str]:
-    """The contenders a run (or an earlier run's JSON) measured."""
+    """The contenders a run (or an earlier run's JSON, or several pooled)
+    measured, in the order of the tables."""
     if result.get("contenders"):
         return list(result["contenders"])
     seen: set[str] = set()
@@ -94,7 +95,7 @@ def run_contenders(result: dict) -> list[str]:
         for c in res.get("cells", {}).values():
             for r in c.get("rounds", []):
                 seen.update(r)
-    return [k for k in OLD_CONTENDERS if k in seen] or list(OLD_CONTENDERS)
+    return [k for k in ["direct", "anymesh", BASE, *PROXIES[1:]] if k in seen] or list(OLD_CONTENDERS)
 
 T0 = time.monotonic()
 
@@ -1516,6 +1517,7 @@ def pool_runs(runs: list[dict], names: list[str]) -> tuple[dict, str]:
     inside the rounds (earlier harness versions) is left out."""
     pooled = copy.deepcopy(runs[0])
     pooled["threads"] = {}
+    pooled.pop("contenders", None)  # the union of the runs' contenders, found by run_contenders
     for run in runs:
         for t, res in run["threads"].items():
             into = pooled["threads"].setdefault(t, {"cells": {}, "memory": {}, "start": {}})
