@@ -23,6 +23,7 @@ pub mod error;
 pub mod forward;
 pub mod h1;
 pub mod h2;
+pub mod hooks;
 pub mod hop;
 pub mod metrics;
 pub mod reply;

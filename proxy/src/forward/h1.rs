@@ -21,10 +21,11 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::h1::codec::{self, Framing, RequestHead};
 use crate::h1::relay::{respond, send_body, Respond, Responded};
 use crate::h1::{bufs, write_response};
+use crate::hooks::Exchange;
 use crate::service::Next;
-use crate::upstream::h1::{send_buffered, UpstreamRequest};
+use crate::upstream::h1::{read_response_head, send_buffered, UpstreamRequest};
 use crate::upstream::idempotent;
-use crate::upstream::pool::{Pool, RawConn};
+use crate::upstream::pool::RawConn;
 
 /// Serves one exchange whose request head was read from `client`; `buf`
 /// holds what was read after the head.
@@ -80,7 +81,7 @@ async fn serve(
     let head_request = parts.method == Method::HEAD;
     let client_11 = parts.version == Version::HTTP_11;
     let stopping = || *stop.borrow();
-    let mut plan = match plan(&parts, peer, &routing) {
+    let mut plan = match plan(&parts, peer, &routing, proxy.hooks()) {
         Ok(p) => p,
         Err(out) => {
             // The body was not read: the connection cannot carry another request.
@@ -138,8 +139,9 @@ async fn serve(
     let pool = proxy.pool();
     let run = async {
         if buffered {
-            let (mut up, mut rbuf, head) = send_buffered(pool, plan.endpoint, &request).await?;
-            let r = respond(client, &mut up.stream, &mut rbuf, Some(head), &ctx).await;
+            let (mut up, mut rbuf, head) =
+                send_buffered(pool, proxy.hooks(), plan.endpoint, &request).await?;
+            let r = respond(client, &mut up.stream, &mut rbuf, head, &ctx).await;
             bufs::give(rbuf);
             return r.map(|r| (r, Some(up), true));
         }
@@ -148,7 +150,7 @@ async fn serve(
         Box::pin(send_streaming(
             client,
             buf,
-            pool,
+            proxy,
             plan.endpoint,
             &request,
             expect_continue,
@@ -160,15 +162,19 @@ async fn serve(
     let result = until(deadline, run).await;
     bufs::give(out);
     let written = ctx.written.load(Ordering::Relaxed);
-    let labels = || (Some(plan.service()), Some(plan.hit.route.name.clone()));
+    let end = |status: u16, failure: Option<ErrorKind>| {
+        proxy.hooks().on_end(&Exchange {
+            service: Some(plan.target.cluster.service.as_arc()),
+            route: Some(&plan.hit.route.name),
+            status,
+            failure,
+            start,
+        })
+    };
     match result {
         Ok((done, up, body_sent)) => {
+            end(done.status.as_u16(), None);
             drop(plan.guard);
-            let (service, route) = (
-                Some(plan.target.cluster.service.as_arc().clone()),
-                Some(plan.hit.route.name.clone()),
-            );
-            proxy.record_status(service, route, done.status.as_u16(), start);
             if let Some(up) = up.filter(|_| done.upstream_reusable && body_sent) {
                 pool.release_raw(up);
             }
@@ -180,13 +186,11 @@ async fn serve(
         }
         Err(e) if written != 0 => {
             tracing::debug!(endpoint = %plan.endpoint, error = %e, "exchange ended after the response head");
-            let (service, route) = labels();
-            proxy.record_status(service, route, written, start);
+            end(written, Some(e.kind()));
             Next::Close
         }
         Err(e) if e.kind() == ErrorKind::DownstreamClosed => {
-            let (service, route) = labels();
-            proxy.record_status(service, route, e.kind().status().as_u16(), start);
+            end(e.kind().status().as_u16(), Some(e.kind()));
             Next::Close
         }
         Err(e) => {
@@ -212,14 +216,16 @@ async fn serve(
 async fn send_streaming(
     client: &mut TcpStream,
     buf: &mut BytesMut,
-    pool: &Pool,
+    proxy: &Proxy,
     endpoint: &str,
     request: &UpstreamRequest<'_>,
     expect_continue: bool,
     framing: Framing,
     ctx: &Respond<'_>,
 ) -> Result<(Responded, Option<RawConn>, bool), ProxyError> {
-    let mut up = pool.raw(endpoint).await?;
+    // A body that streams from the client is never sent twice: one attempt.
+    proxy.hooks().on_attempt(endpoint, 1);
+    let mut up = proxy.pool().raw(endpoint).await?;
     up.stream
         .write_all(request.head)
         .await
@@ -235,7 +241,11 @@ async fn send_streaming(
         let (mut cr, mut cw) = client.split();
         let (mut ur, mut uw) = up.stream.split();
         let send = send_body(&mut cr, buf, &mut uw, framing);
-        let resp = respond(&mut cw, &mut ur, &mut rbuf, None, ctx);
+        let resp = async {
+            let head = read_response_head(&mut ur, &mut rbuf, ctx.head_request).await?;
+            proxy.hooks().on_response_head(endpoint, head.status);
+            respond(&mut cw, &mut ur, &mut rbuf, head, ctx).await
+        };
         tokio::pin!(send, resp);
         let first = tokio::select! {
             biased;
@@ -272,7 +282,13 @@ async fn finish_local(
     // After a malformed request, what follows on the connection cannot be trusted.
     let keep = keep && out.resp.status() != StatusCode::BAD_REQUEST;
     let written = write_response(client, out.resp, head_request, keep).await;
-    proxy.record_status(out.service, out.route, code, start);
+    proxy.hooks().on_end(&Exchange {
+        service: out.service.as_ref(),
+        route: out.route.as_ref(),
+        status: code,
+        failure: out.failure,
+        start,
+    });
     match written {
         Ok(()) if keep => Next::KeepAlive,
         _ => Next::Close,

@@ -34,7 +34,8 @@ use crate::body::response::ProxyBody;
 use crate::error::{ErrorKind, ProxyError};
 use crate::h1::bufs;
 use crate::h1::codec::{self, Framing, RequestHead, ResponseHead};
-use crate::metrics::{Metrics, RequestLabels};
+use crate::hooks::{Exchange, Hooks};
+use crate::metrics::Metrics;
 use crate::reply;
 use crate::router::{Router, Routing};
 /// Where the HTTP/2 server finds it until it is generic over the [`Service`].
@@ -68,7 +69,7 @@ impl Default for UpstreamSettings {
 /// Handles requests of the outbound listener.
 pub struct Proxy {
     router: Arc<Router>,
-    metrics: Arc<Metrics>,
+    hooks: Hooks,
     /// Upstream connections: HTTP/1.1 keep-alive, or HTTP/2 prior knowledge
     /// for ports declared http2 or grpc.
     pool: Arc<Pool>,
@@ -79,6 +80,8 @@ pub(crate) struct Outcome {
     pub resp: Response<ProxyBody>,
     pub service: Option<Arc<str>>,
     pub route: Option<Arc<str>>,
+    /// Why the proxy answered itself, if it did.
+    pub failure: Option<ErrorKind>,
 }
 
 impl Outcome {
@@ -87,6 +90,17 @@ impl Outcome {
             resp: reply::local(kind, msg),
             service: None,
             route: None,
+            failure: Some(kind),
+        }
+    }
+
+    /// An upstream's response, labelled later.
+    pub fn upstream(resp: Response<ProxyBody>) -> Self {
+        Self {
+            resp,
+            service: None,
+            route: None,
+            failure: None,
         }
     }
 }
@@ -101,7 +115,7 @@ impl Proxy {
         });
         Self {
             router,
-            metrics,
+            hooks: Hooks::new(metrics),
             pool,
         }
     }
@@ -121,29 +135,19 @@ impl Proxy {
         out.resp
     }
 
+    /// The end of an exchange that produced `out`.
     pub(crate) fn record(&self, out: &Outcome, start: Instant) {
-        self.record_status(
-            out.service.clone(),
-            out.route.clone(),
-            out.resp.status().as_u16(),
+        self.hooks.on_end(&Exchange {
+            service: out.service.as_ref(),
+            route: out.route.as_ref(),
+            status: out.resp.status().as_u16(),
+            failure: out.failure,
             start,
-        );
+        });
     }
 
-    /// Records a request served by the HTTP/1.1 fast path.
-    pub(crate) fn record_status(
-        &self,
-        service: Option<Arc<str>>,
-        route: Option<Arc<str>>,
-        code: u16,
-        start: Instant,
-    ) {
-        let labels = RequestLabels {
-            service: service.unwrap_or_else(|| Arc::from("-")),
-            route: route.unwrap_or_else(|| Arc::from("-")),
-            code,
-        };
-        self.metrics.record(&labels, start.elapsed());
+    pub(crate) fn hooks(&self) -> &Hooks {
+        &self.hooks
     }
 
     pub(crate) fn pool(&self) -> &Arc<Pool> {
@@ -157,7 +161,7 @@ impl Proxy {
         routing: &Routing,
     ) -> Outcome {
         let (mut parts, body) = req.into_parts();
-        let plan = match plan(&parts, peer, routing) {
+        let plan = match plan(&parts, peer, routing, &self.hooks) {
             Ok(p) => p,
             Err(out) => return *out,
         };
@@ -188,6 +192,7 @@ impl Proxy {
     /// Forwards a request to an HTTP/2 upstream with hyper's client.
     async fn forward_h2(&self, parts: &mut Parts, body: RequestBody, plan: Plan<'_>) -> Outcome {
         let upstream_req = Request::from_parts(std::mem::replace(parts, empty_parts()), body);
+        self.hooks.on_attempt(plan.endpoint, 1);
         let call = self.pool.send_h2(plan.endpoint, upstream_req);
         // The route timeout runs from here to the end of the response body.
         let deadline = plan.deadline(Instant::now());
@@ -195,13 +200,13 @@ impl Proxy {
             Ok(r) => r,
             Err(e) => return plan.failed(&e),
         };
+        self.hooks.on_response_head(plan.endpoint, resp.status());
         let (mut parts, body) = resp.into_parts();
         let guard = plan.finish_response(&mut parts.headers);
-        Outcome {
-            resp: Response::from_parts(parts, ProxyBody::upstream(body, guard, deadline)),
-            service: None,
-            route: None,
-        }
+        Outcome::upstream(Response::from_parts(
+            parts,
+            ProxyBody::upstream(body, guard, deadline),
+        ))
     }
 
     /// Forwards a request whose body streams to an HTTP/1.1 upstream on the
@@ -218,7 +223,13 @@ impl Proxy {
         };
         let mut upload = Sending::Body(Box::new(Upload::new(body, framing)));
         let deadline = plan.deadline(Instant::now());
-        let call = send_streaming(&self.pool, plan.endpoint, &request, &mut upload);
+        let call = send_streaming(
+            &self.pool,
+            &self.hooks,
+            plan.endpoint,
+            &request,
+            &mut upload,
+        );
         let result = until(deadline, call).await;
         bufs::give(head);
         let (conn, rbuf, rhead) = match result {
@@ -229,16 +240,12 @@ impl Proxy {
         let (mut parts, body) = resp.into_parts();
         let mut body = body.uploading(upload);
         body.hold(plan.finish_response(&mut parts.headers));
-        Outcome {
-            resp: Response::from_parts(
-                parts,
-                ProxyBody::Raw {
-                    body: Box::new(body),
-                },
-            ),
-            service: None,
-            route: None,
-        }
+        Outcome::upstream(Response::from_parts(
+            parts,
+            ProxyBody::Raw {
+                body: Box::new(body),
+            },
+        ))
     }
 }
 
@@ -265,7 +272,7 @@ impl Proxy {
     ) -> Reply {
         let start = Instant::now();
         let routing = self.router.current();
-        let plan = match plan(&parts, peer, &routing) {
+        let plan = match plan(&parts, peer, &routing, &self.hooks) {
             Ok(p) => p,
             Err(out) => {
                 self.record(&out, start);
@@ -306,9 +313,14 @@ impl Proxy {
         let cookie = plan.set_cookie.as_ref().map(|c| (&SET_COOKIE, c));
         let block = encode(&head, ops, cookie);
         let mut body = RawBody::new(conn, rbuf, &head, self.pool.clone(), deadline);
-        let (service, route_name) = (plan.service(), route.name.clone());
+        self.hooks.on_end(&Exchange {
+            service: Some(plan.target.cluster.service.as_arc()),
+            route: Some(&route.name),
+            status: head.status.as_u16(),
+            failure: None,
+            start,
+        });
         body.hold(plan.guard);
-        self.record_status(Some(service), Some(route_name), head.status.as_u16(), start);
         Reply::Raw {
             block,
             body: Box::new(body),
@@ -327,16 +339,12 @@ impl Proxy {
         };
         let (mut parts, mut body) = resp.into_parts();
         body.hold(plan.finish_response(&mut parts.headers));
-        Outcome {
-            resp: Response::from_parts(
-                parts,
-                ProxyBody::Raw {
-                    body: Box::new(body),
-                },
-            ),
-            service: None,
-            route: None,
-        }
+        Outcome::upstream(Response::from_parts(
+            parts,
+            ProxyBody::Raw {
+                body: Box::new(body),
+            },
+        ))
     }
 }
 
@@ -390,7 +398,7 @@ impl Proxy {
             replayable: idempotent(&parts.method),
             head_request: parts.method == http::Method::HEAD,
         };
-        let sent = send_buffered(&self.pool, plan.endpoint, &request).await;
+        let sent = send_buffered(&self.pool, &self.hooks, plan.endpoint, &request).await;
         bufs::give(out);
         sent
     }
@@ -428,7 +436,13 @@ impl Service for Proxy {
     }
 
     fn refused(&self, status: StatusCode, start: Instant) {
-        self.record_status(None, None, status.as_u16(), start);
+        self.hooks.on_end(&Exchange {
+            service: None,
+            route: None,
+            status: status.as_u16(),
+            failure: Some(ErrorKind::BadRequest),
+            start,
+        });
     }
 
     async fn serve_h2(

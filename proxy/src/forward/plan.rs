@@ -17,6 +17,7 @@ use super::Outcome;
 use crate::balance::{InFlight, PickContext};
 use crate::body::response::ProxyBody;
 use crate::error::{ErrorKind, ProxyError};
+use crate::hooks::Hooks;
 use crate::hop;
 use crate::router::Routing;
 
@@ -97,6 +98,7 @@ pub(crate) fn plan<'r>(
     parts: &Parts,
     peer: SocketAddr,
     routing: &'r Routing,
+    hooks: &Hooks,
 ) -> Result<Plan<'r>, Box<Outcome>> {
     let local = |reason, msg: String| Box::new(Outcome::local(reason, msg));
     let authority = request_authority(&parts.uri, &parts.headers)
@@ -151,21 +153,18 @@ pub(crate) fn plan<'r>(
         RouteAction::DirectResponse(d) => {
             let mut resp = Response::new(ProxyBody::local(d.body.clone().unwrap_or_default()));
             *resp.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
-            return Err(routed(Outcome {
-                resp,
-                service: None,
-                route: None,
-            }));
+            return Err(routed(Outcome::upstream(resp)));
         }
         RouteAction::Redirect(r) => {
-            return Err(routed(Outcome {
-                resp: redirect(r, authority, &parts.uri),
-                service: None,
-                route: None,
-            }))
+            return Err(routed(Outcome::upstream(redirect(
+                r, authority, &parts.uri,
+            ))))
         }
         RouteAction::Forward(split) => split,
     };
+    if let Err(e) = hooks.before_pick(parts, hit.route) {
+        return Err(routed(Outcome::local(e.kind(), e.detail().to_string())));
+    }
     let target = if split.targets.len() == 1 || split.total_weight == 0 {
         split.targets.first()
     } else {

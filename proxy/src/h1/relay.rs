@@ -16,7 +16,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::bufs;
 use super::codec::{self, ChunkedDecoder, Framing, ResponseHead};
 use crate::error::{ErrorKind, ProxyError};
-use crate::upstream::h1::read_response_head;
 
 /// Streams the rest of the request body to the upstream.
 pub(crate) async fn send_body<R, W>(
@@ -96,23 +95,18 @@ pub(crate) struct Responded {
     pub upstream_reusable: bool,
 }
 
-/// Reads the response head (unless given), writes it to the client and
-/// relays the body.
+/// Writes the response head to the client and relays the body.
 pub(crate) async fn respond<R, W>(
     client: &mut W,
     up: &mut R,
     rbuf: &mut BytesMut,
-    head: Option<ResponseHead>,
+    head: ResponseHead,
     ctx: &Respond<'_>,
 ) -> Result<Responded, ProxyError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let head = match head {
-        Some(h) => h,
-        None => read_response_head(up, rbuf, ctx.head_request).await?,
-    };
     let status = head.status;
     let in_framing = head.framing;
     let out_framing = match in_framing {

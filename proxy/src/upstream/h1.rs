@@ -16,6 +16,7 @@ use super::{may_resend, Attempt};
 use crate::error::{ErrorKind, ProxyError, Retry};
 use crate::h1::bufs;
 use crate::h1::codec::{self, ResponseHead};
+use crate::hooks::Hooks;
 
 /// The request as it goes upstream.
 pub(crate) struct UpstreamRequest<'a> {
@@ -31,10 +32,11 @@ pub(crate) struct UpstreamRequest<'a> {
 /// response head; a failed attempt is sent again when [`may_resend`] allows.
 pub(crate) async fn send_buffered(
     pool: &Pool,
+    hooks: &Hooks,
     endpoint: &str,
     req: &UpstreamRequest<'_>,
 ) -> Result<(RawConn, BytesMut, ResponseHead), ProxyError> {
-    send(pool, endpoint, req, None).await
+    send(pool, hooks, endpoint, req, None).await
 }
 
 /// Sends a request head, then its body from `upload` while the response
@@ -42,16 +44,18 @@ pub(crate) async fn send_buffered(
 /// the response body is polled ([`super::raw_body::RawBody`]).
 pub(crate) async fn send_streaming(
     pool: &Pool,
+    hooks: &Hooks,
     endpoint: &str,
     req: &UpstreamRequest<'_>,
     upload: &mut Sending,
 ) -> Result<(RawConn, BytesMut, ResponseHead), ProxyError> {
-    send(pool, endpoint, req, Some(upload)).await
+    send(pool, hooks, endpoint, req, Some(upload)).await
 }
 
 /// The attempts of one request.
 async fn send(
     pool: &Pool,
+    hooks: &Hooks,
     endpoint: &str,
     req: &UpstreamRequest<'_>,
     mut upload: Option<&mut Sending>,
@@ -59,6 +63,7 @@ async fn send(
     let mut count = 0;
     loop {
         count += 1;
+        hooks.on_attempt(endpoint, count);
         let conn = if count > 1 {
             Box::pin(pool.raw_fresh(endpoint)).await
         } else {
@@ -84,7 +89,10 @@ async fn send(
                     }
                 };
                 match head {
-                    Ok(head) => return Ok((up, rbuf, head)),
+                    Ok(head) => {
+                        hooks.on_response_head(endpoint, head.status);
+                        return Ok((up, rbuf, head));
+                    }
                     Err(e) => {
                         bufs::give(rbuf);
                         e
