@@ -227,18 +227,6 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 #[error("route timeout passed while streaming the response body")]
 pub struct BodyTimeout;
 
-/// Formats an error with its chain of causes, `a: b: c`.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,25 +253,5 @@ mod tests {
         assert_eq!(gone.source(), ErrorSource::Downstream);
         assert_eq!(ErrorKind::Timeout.response_flag(), "UT");
         assert_eq!(ErrorKind::NoHealthyEndpoint.response_flag(), "UH");
-    }
-
-    #[test]
-    fn chains_causes() {
-        let inner = std::io::Error::other("inner");
-        let outer = std::io::Error::new(std::io::ErrorKind::Other, Wrapper(inner));
-        assert_eq!(error_chain(&outer), "wrapper: inner");
-    }
-
-    #[derive(Debug)]
-    struct Wrapper(std::io::Error);
-    impl fmt::Display for Wrapper {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("wrapper")
-        }
-    }
-    impl std::error::Error for Wrapper {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            Some(&self.0)
-        }
     }
 }

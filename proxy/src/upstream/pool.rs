@@ -25,7 +25,8 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::body::request::RequestBody;
-use crate::error::{error_chain, ErrorKind, ProxyError};
+use crate::error::{ErrorKind, ProxyError};
+use anymesh_support::error_chain;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use parking_lot::{Mutex, RwLock};
