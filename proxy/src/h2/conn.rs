@@ -59,14 +59,14 @@ pub(crate) async fn serve<I>(
     }
 }
 
-struct Conn<I> {
-    io: I,
-    st: State,
+pub(super) struct Conn<I> {
+    pub(super) io: I,
+    pub(super) st: State,
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
     /// Drives the connection; ready when it is over.
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(super) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.st.wbuf.capacity() == 0 {
             self.st.wbuf = bufs::take();
         }

@@ -56,6 +56,14 @@ pub(super) struct Continuation {
     block: BytesMut,
 }
 
+impl Continuation {
+    /// The bytes of the header block held so far.
+    #[cfg(test)]
+    pub(super) fn held(&self) -> usize {
+        self.block.len()
+    }
+}
+
 impl State {
     pub(super) fn is_idle(&self, id: u32) -> bool {
         id > self.last_id

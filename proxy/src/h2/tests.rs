@@ -10,8 +10,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::flow::{CONN_WINDOW, STREAM_WINDOW};
 use super::frame::*;
 use super::handoff;
+use super::state::State;
+
+mod props;
 
 #[derive(Debug)]
 struct Frame {
@@ -265,4 +269,74 @@ async fn a_half_closed_client_still_gets_answers_the_window_allows() {
     while let Some(f) = c.frame().await {
         assert_ne!(f.ty, RST_STREAM, "{f:?}");
     }
+}
+
+/// The frames in `bytes`.
+fn frames_in(mut bytes: &[u8]) -> Vec<Frame> {
+    let mut out = Vec::new();
+    while let Some(head) = bytes.first_chunk::<HEAD_LEN>() {
+        let h = Head::read(head);
+        let payload = Bytes::copy_from_slice(&bytes[HEAD_LEN..HEAD_LEN + h.len]);
+        out.push(Frame {
+            ty: h.ty,
+            flags: h.flags,
+            id: h.id,
+            payload,
+        });
+        bytes = &bytes[HEAD_LEN + h.len..];
+    }
+    out
+}
+
+fn frame(out: &mut BytesMut, ty: u8, flags: u8, id: u32, payload: &[u8]) {
+    frame_head(out, payload.len(), ty, flags, id);
+    out.extend_from_slice(payload);
+}
+
+/// A POST on stream `id`, then `n` bytes of body in DATA frames.
+fn post(out: &mut BytesMut, id: u32, n: usize) {
+    let mut fields = GET.to_vec();
+    fields[0].1 = "POST";
+    frame(out, HEADERS, END_HEADERS, id, &block(&fields));
+    let data = vec![b'x'; MAX_FRAME];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(MAX_FRAME);
+        frame(out, DATA, 0, id, &data[..k]);
+        left -= k;
+    }
+}
+
+/// DATA beyond the window this side gave is a stream error on a stream's
+/// window and a connection error on the connection's (RFC 9113, 6.9.1).
+/// The state runs without its driver: requests start but are never polled,
+/// so no body is read and no window is credited back, whatever the timing.
+#[tokio::test]
+async fn data_beyond_a_window_is_a_flow_control_error() {
+    let mut st = State::new(PREFACE, peer(), handoff::test_handler());
+    frame(&mut st.rbuf, SETTINGS, 0, 0, &[]);
+    post(&mut st.rbuf, 1, STREAM_WINDOW as usize + 1);
+    assert!(st.on_input().is_ok());
+    let rst: Vec<_> = frames_in(&st.wbuf)
+        .into_iter()
+        .filter(|f| f.ty == RST_STREAM)
+        .collect();
+    assert_eq!(rst.len(), 1, "{rst:?}");
+    assert_eq!((rst[0].id, rst[0].code()), (1, Code::FlowControl as u32));
+
+    let mut st = State::new(PREFACE, peer(), handoff::test_handler());
+    frame(&mut st.rbuf, SETTINGS, 0, 0, &[]);
+    let streams = CONN_WINDOW / STREAM_WINDOW;
+    for id in (0..streams).map(|i| 2 * i + 1) {
+        post(&mut st.rbuf, id, STREAM_WINDOW as usize);
+    }
+    assert!(
+        st.on_input().is_ok(),
+        "the whole connection window may be used"
+    );
+    post(&mut st.rbuf, 2 * streams + 1, 1);
+    let err = st
+        .on_input()
+        .expect_err("one byte beyond the connection window");
+    assert_eq!(err.0, Code::FlowControl);
 }
