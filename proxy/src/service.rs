@@ -17,14 +17,14 @@ use std::sync::Arc;
 use anymesh_core::routes::HeaderOps;
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Request, Response};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use crate::body::request::RequestBody;
 use crate::body::response::ProxyBody;
-use crate::h1::codec::{RequestHead, ResponseHead};
+use crate::h1::codec::ResponseHead;
+use crate::h1::ServerSettings;
 use crate::upstream::raw_body::RawBody;
 
 /// Encodes an HTTP/1.1 upstream's response head, as received, for the
@@ -70,21 +70,19 @@ pub(crate) trait Service: Send + Sync + 'static {
         encode: EncodeHead,
     ) -> impl Future<Output = Reply> + Send;
 
-    /// Serves one HTTP/1.1 exchange whose head was read from `client`;
-    /// `buf` holds the bytes read after the head. The forwarding layer
-    /// drives the client socket for the body and the response.
+    /// Serves one HTTP/1.1 exchange on `client` (`buf` holds what was read
+    /// already): it reads the head with the transport's
+    /// [`crate::h1::read_head`], then drives the client socket for the body
+    /// and the response.
     fn h1_exchange<'a>(
         &'a self,
         client: &'a mut TcpStream,
         buf: &'a mut BytesMut,
-        head: RequestHead,
         peer: SocketAddr,
+        settings: &'a ServerSettings,
+        first: bool,
         stop: &'a watch::Receiver<bool>,
     ) -> impl Future<Output = Next> + Send + 'a;
-
-    /// The end of an exchange the transport answered itself (a request
-    /// head it refused).
-    fn refused(&self, status: StatusCode, start: Instant);
 
     /// Serves the rest of a connection whose client speaks HTTP/2.
     fn serve_h2(

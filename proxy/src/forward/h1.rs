@@ -20,61 +20,45 @@ use super::{until, Outcome, Proxy};
 use crate::error::{ErrorKind, ProxyError};
 use crate::h1::codec::{self, Framing, RequestHead};
 use crate::h1::relay::{respond, send_body, Respond, Responded};
-use crate::h1::{bufs, write_response};
+use crate::h1::{bufs, read_head, write_response, NoHead, ServerSettings};
 use crate::hooks::Exchange;
 use crate::service::Next;
 use crate::upstream::h1::{read_response_head, send_buffered, UpstreamRequest};
 use crate::upstream::idempotent;
 use crate::upstream::pool::RawConn;
 
-/// Serves one exchange whose request head was read from `client`; `buf`
-/// holds what was read after the head.
-///
-/// A plain function around the async block: the head is taken apart
-/// before the future is made, so it is not stored twice (whole, and in
-/// pieces) in every exchange's future.
-pub(crate) fn exchange<'a>(
-    proxy: &'a Proxy,
-    client: &'a mut TcpStream,
-    buf: &'a mut BytesMut,
-    head: RequestHead,
-    peer: SocketAddr,
-    stop: &'a watch::Receiver<bool>,
-) -> impl std::future::Future<Output = Next> + Send + 'a {
-    let RequestHead {
-        parts,
-        framing,
-        keep_alive,
-        expect_continue,
-        raw,
-    } = head;
-    serve(
-        proxy,
-        client,
-        buf,
-        parts,
-        framing,
-        keep_alive,
-        expect_continue,
-        raw,
-        peer,
-        stop,
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn serve(
+/// Serves one exchange on `client`: reads the request head with the
+/// transport's [`read_head`], routes it, forwards it, relays the answer.
+pub(crate) async fn exchange(
     proxy: &Proxy,
     client: &mut TcpStream,
     buf: &mut BytesMut,
-    mut parts: http::request::Parts,
-    framing: Framing,
-    keep_alive: bool,
-    expect_continue: bool,
-    raw: bytes::Bytes,
     peer: SocketAddr,
+    settings: &ServerSettings,
+    first: bool,
     stop: &watch::Receiver<bool>,
 ) -> Next {
+    let RequestHead {
+        mut parts,
+        framing,
+        keep_alive,
+        expect_continue,
+        raw,
+    } = match read_head(client, buf, peer, settings, first).await {
+        Ok(head) => head,
+        Err(NoHead { next, refused }) => {
+            if let Some((status, start)) = refused {
+                proxy.hooks().on_end(&Exchange {
+                    service: None,
+                    route: None,
+                    status: status.as_u16(),
+                    failure: Some(ErrorKind::BadRequest),
+                    start,
+                });
+            }
+            return next;
+        }
+    };
     let start = Instant::now();
     let routing = proxy.router().current();
     let has_body = !matches!(framing, Framing::None | Framing::Length(0));

@@ -23,7 +23,7 @@ use anymesh_core::routes::HeaderOps;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, SET_COOKIE};
 use http::request::Parts;
-use http::{HeaderValue, Request, Response, StatusCode, Version};
+use http::{HeaderValue, Request, Response, Version};
 use http_body::Body as _;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -33,7 +33,8 @@ use crate::body::request::RequestBody;
 use crate::body::response::ProxyBody;
 use crate::error::{ErrorKind, ProxyError};
 use crate::h1::bufs;
-use crate::h1::codec::{self, Framing, RequestHead, ResponseHead};
+use crate::h1::codec::{self, Framing, ResponseHead};
+use crate::h1::ServerSettings;
 use crate::hooks::{Exchange, Hooks};
 use crate::metrics::Metrics;
 use crate::reply;
@@ -428,21 +429,12 @@ impl Service for Proxy {
         &'a self,
         client: &'a mut TcpStream,
         buf: &'a mut BytesMut,
-        head: RequestHead,
         peer: SocketAddr,
+        settings: &'a ServerSettings,
+        first: bool,
         stop: &'a watch::Receiver<bool>,
     ) -> impl std::future::Future<Output = Next> + Send + 'a {
-        h1::exchange(self, client, buf, head, peer, stop)
-    }
-
-    fn refused(&self, status: StatusCode, start: Instant) {
-        self.hooks.on_end(&Exchange {
-            service: None,
-            route: None,
-            status: status.as_u16(),
-            failure: Some(ErrorKind::BadRequest),
-            start,
-        });
+        h1::exchange(self, client, buf, peer, settings, first, stop)
     }
 
     async fn serve_h2(
@@ -501,9 +493,9 @@ mod future_sizes {
     fn hot_path_futures_stay_small() {
         let peer: SocketAddr = "127.0.0.1:1".parse().expect("addr");
         let exchange = size(|| {
-            let (c, b): (&mut TcpStream, &mut BytesMut) = unreachable!();
-            let (sh, st): (&h1::Shared<Proxy>, &watch::Receiver<bool>) = unreachable!();
-            h1::exchange(c, b, peer, sh, true, st)
+            let (p, c, b): (&Proxy, &mut TcpStream, &mut BytesMut) = unreachable!();
+            let (se, st): (&h1::ServerSettings, &watch::Receiver<bool>) = unreachable!();
+            p.h1_exchange(c, b, peer, se, true, st)
         });
         let handle = size(|| {
             let (p, r): (&Proxy, Request<RequestBody>) = unreachable!();

@@ -26,7 +26,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use http::Response;
+use http::{Response, StatusCode};
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -38,7 +38,7 @@ use crate::body::response::ProxyBody;
 use crate::error::ErrorKind;
 use crate::reply;
 use crate::service::{Next, Service};
-use codec::{Framing, HeadError};
+use codec::{Framing, HeadError, RequestHead};
 use handover::handover;
 
 /// Listener settings.
@@ -97,7 +97,15 @@ pub(crate) async fn serve_connection<S: Service>(
         };
         // Boxed: the exchange's state exists only while an exchange runs, so
         // an idle connection's task stays small.
-        let next = Box::pin(exchange(&mut stream, &mut buf, peer, &shared, first, &stop)).await;
+        let next = Box::pin(shared.service.h1_exchange(
+            &mut stream,
+            &mut buf,
+            peer,
+            &shared.settings,
+            first,
+            &stop,
+        ))
+        .await;
         first = false;
         match next {
             Next::KeepAlive if !*stop.borrow() => {
@@ -206,54 +214,70 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usi
     stream.read_buf(buf).await
 }
 
-/// Reads one request head and serves the exchange.
-pub(crate) async fn exchange<S: Service>(
+/// Why no request head came: what the connection does next, and the status
+/// of the answer written if the head was refused (for the end hook).
+pub(crate) struct NoHead {
+    pub next: Next,
+    pub refused: Option<(StatusCode, Instant)>,
+}
+
+/// Reads one request head from `client` (what `buf` holds first). On the
+/// connection's first exchange, the HTTP/2 preface hands the connection to
+/// the HTTP/2 server; a head that cannot be accepted is answered here (400,
+/// 431, 501) and the connection closes.
+///
+/// The [`Service`] calls it at the start of its exchange, so that reading
+/// the head and serving the request are one future (one allocation, no
+/// copy of a nested future per exchange).
+pub(crate) async fn read_head(
     client: &mut TcpStream,
     buf: &mut BytesMut,
     peer: SocketAddr,
-    shared: &Shared<S>,
+    settings: &ServerSettings,
     first: bool,
-    stop: &watch::Receiver<bool>,
-) -> Next {
-    let head_deadline = shared
-        .settings
-        .header_read_timeout
-        .map(|t| Instant::now() + t);
-    let head = loop {
+) -> Result<RequestHead, NoHead> {
+    let close = NoHead {
+        next: Next::Close,
+        refused: None,
+    };
+    let head_deadline = settings.header_read_timeout.map(|t| Instant::now() + t);
+    loop {
         let parsed = match first.then(|| h2_preface(buf)) {
-            Some(Some(true)) => return Next::Http2(buf.split().freeze()),
+            Some(Some(true)) => {
+                return Err(NoHead {
+                    next: Next::Http2(buf.split().freeze()),
+                    refused: None,
+                })
+            }
             Some(None) => Ok(None),
             Some(Some(false)) | None => codec::parse_request(buf),
         };
         match parsed {
-            Ok(Some(h)) => break h,
+            Ok(Some(h)) => return Ok(h),
             Ok(None) => {}
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "refused request head");
                 let start = Instant::now();
                 let _ = Box::pin(write_head_error(client, &e)).await;
-                shared.service.refused(e.status(), start);
-                return Next::Close;
+                return Err(NoHead {
+                    next: Next::Close,
+                    refused: Some((e.status(), start)),
+                });
             }
         }
         let read = read_more(client, buf);
         let n = match head_deadline {
             Some(d) => match tokio::time::timeout_at(d, read).await {
                 Ok(r) => r,
-                Err(_) => return Next::Close,
+                Err(_) => return Err(close),
             },
             None => read.await,
         };
         match n {
-            Ok(0) | Err(_) => return Next::Close,
+            Ok(0) | Err(_) => return Err(close),
             Ok(_) => {}
         }
-    };
-    // Boxed by the caller together with the head's reading: one allocation per exchange.
-    shared
-        .service
-        .h1_exchange(client, buf, head, peer, stop)
-        .await
+    }
 }
 
 /// Writes a local reply (a response with a complete body) to the client.
