@@ -8,6 +8,7 @@ mod eureka;
 mod explain;
 mod h2;
 mod h2_conformance;
+mod h2_half_close;
 mod harness;
 mod integration_kubernetes;
 mod integration_vm;
