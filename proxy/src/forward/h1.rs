@@ -20,7 +20,7 @@ use super::{until, Outcome, Proxy};
 use crate::error::{ErrorKind, ProxyError};
 use crate::h1::codec::{self, Framing, RequestHead};
 use crate::h1::relay::{respond, send_body, Respond, Responded};
-use crate::h1::{bufs, read_head, write_response, NoHead, ServerSettings};
+use crate::h1::{bufs, parsed_head, read_head, write_response, NoHead, ServerSettings};
 use crate::hooks::Exchange;
 use crate::service::Next;
 use crate::upstream::h1::{read_response_head, send_buffered, UpstreamRequest};
@@ -44,20 +44,26 @@ pub(crate) async fn exchange(
         keep_alive,
         expect_continue,
         raw,
-    } = match read_head(client, buf, peer, settings, first).await {
-        Ok(head) => head,
-        Err(NoHead { next, refused }) => {
-            if let Some((status, start)) = refused {
-                proxy.hooks().on_end(&Exchange {
-                    service: None,
-                    route: None,
-                    status: status.as_u16(),
-                    failure: Some(ErrorKind::BadRequest),
-                    start,
-                });
+    } = match parsed_head(buf, first) {
+        Some(head) => head,
+        // Boxed: the head is almost always whole in what was read already,
+        // and this path's future would otherwise be copied into every
+        // exchange's.
+        None => match Box::pin(read_head(client, buf, peer, settings, first)).await {
+            Ok(head) => head,
+            Err(NoHead { next, refused }) => {
+                if let Some((status, start)) = refused {
+                    proxy.hooks().on_end(&Exchange {
+                        service: None,
+                        route: None,
+                        status: status.as_u16(),
+                        failure: Some(ErrorKind::BadRequest),
+                        start,
+                    });
+                }
+                return next;
             }
-            return next;
-        }
+        },
     };
     let start = Instant::now();
     let routing = proxy.router().current();
@@ -143,7 +149,7 @@ pub(crate) async fn exchange(
         ))
         .await
     };
-    let result = until(deadline, run).await;
+    let result = until(deadline, std::pin::pin!(run)).await;
     bufs::give(out);
     let written = ctx.written.load(Ordering::Relaxed);
     let end = |status: u16, failure: Option<ErrorKind>| {

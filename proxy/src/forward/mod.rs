@@ -15,7 +15,9 @@
 mod h1;
 pub(crate) mod plan;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -197,7 +199,7 @@ impl Proxy {
         let call = self.pool.send_h2(plan.endpoint, upstream_req);
         // The route timeout runs from here to the end of the response body.
         let deadline = plan.deadline(Instant::now());
-        let resp = match until(deadline, call).await {
+        let resp = match until(deadline, std::pin::pin!(call)).await {
             Ok(r) => r,
             Err(e) => return plan.failed(&e),
         };
@@ -231,7 +233,7 @@ impl Proxy {
             &request,
             &mut upload,
         );
-        let result = until(deadline, call).await;
+        let result = until(deadline, std::pin::pin!(call)).await;
         bufs::give(head);
         let (conn, rbuf, rhead) = match result {
             Ok(r) => r,
@@ -300,7 +302,7 @@ impl Proxy {
         let route = plan.hit.route;
         let deadline = plan.deadline(start);
         let call = self.exchange_bodiless(&plan, &parts);
-        let result = until(deadline, call).await;
+        let result = until(deadline, std::pin::pin!(call)).await;
         let (conn, rbuf, head) = match result {
             Ok(r) => r,
             Err(e) => return local(plan.failed(&e), &plan),
@@ -333,7 +335,7 @@ impl Proxy {
     async fn forward_bodiless(&self, parts: &Parts, plan: Plan<'_>) -> Outcome {
         let deadline = plan.deadline(Instant::now());
         let call = self.send_bodiless(&plan, parts, deadline);
-        let result = until(deadline, call).await;
+        let result = until(deadline, std::pin::pin!(call)).await;
         let resp = match result {
             Ok(r) => r,
             Err(e) => return plan.failed(&e),
@@ -453,17 +455,18 @@ impl Service for Proxy {
 /// `upstream_timeout`). After the head, the response body keeps the same
 /// deadline ([`ProxyBody`], [`RawBody`]; the HTTP/1.1 relay runs inside
 /// this call).
-pub(crate) fn until<T>(
+///
+/// The exchange is taken pinned in place: moving a large future into a
+/// timeout wrapper would copy it once per request.
+pub(crate) async fn until<T>(
     deadline: Option<Instant>,
-    exchange: impl std::future::Future<Output = Result<T, ProxyError>>,
-) -> impl std::future::Future<Output = Result<T, ProxyError>> {
-    use futures_util::future::{Either, FutureExt};
+    exchange: Pin<&mut impl Future<Output = Result<T, ProxyError>>>,
+) -> Result<T, ProxyError> {
     match deadline {
-        Some(d) => Either::Left(
-            tokio::time::timeout_at(d, exchange)
-                .map(|r| r.unwrap_or_else(|_| Err(ProxyError::new(ErrorKind::Timeout, "")))),
-        ),
-        None => Either::Right(exchange),
+        Some(d) => tokio::time::timeout_at(d, exchange)
+            .await
+            .unwrap_or_else(|_| Err(ProxyError::new(ErrorKind::Timeout, ""))),
+        None => exchange.await,
     }
 }
 

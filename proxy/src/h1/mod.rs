@@ -214,6 +214,16 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usi
     stream.read_buf(buf).await
 }
 
+/// The request head when `buf` holds all of it and it is a valid one;
+/// `None` when [`read_head`] must take over (more to read, the HTTP/2
+/// preface, a head to refuse).
+pub(crate) fn parsed_head(buf: &mut BytesMut, first: bool) -> Option<RequestHead> {
+    if first && h2_preface(buf) != Some(false) {
+        return None;
+    }
+    codec::parse_request(buf).ok().flatten()
+}
+
 /// Why no request head came: what the connection does next, and the status
 /// of the answer written if the head was refused (for the end hook).
 pub(crate) struct NoHead {

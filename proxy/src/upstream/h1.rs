@@ -30,26 +30,29 @@ pub(crate) struct UpstreamRequest<'a> {
 
 /// Sends a request whose body is in `req.head` already, and reads the
 /// response head; a failed attempt is sent again when [`may_resend`] allows.
-pub(crate) async fn send_buffered(
-    pool: &Pool,
-    hooks: &Hooks,
-    endpoint: &str,
-    req: &UpstreamRequest<'_>,
-) -> Result<(RawConn, BytesMut, ResponseHead), ProxyError> {
-    send(pool, hooks, endpoint, req, None).await
+///
+/// (Plain functions around [`send`]: an async wrapper would copy its future
+/// into place once per request.)
+pub(crate) fn send_buffered<'a>(
+    pool: &'a Pool,
+    hooks: &'a Hooks,
+    endpoint: &'a str,
+    req: &'a UpstreamRequest<'a>,
+) -> impl Future<Output = Result<(RawConn, BytesMut, ResponseHead), ProxyError>> + Send + 'a {
+    send(pool, hooks, endpoint, req, None)
 }
 
 /// Sends a request head, then its body from `upload` while the response
 /// head is read (full duplex); the rest of the body, if any, goes out as
 /// the response body is polled ([`super::raw_body::RawBody`]).
-pub(crate) async fn send_streaming(
-    pool: &Pool,
-    hooks: &Hooks,
-    endpoint: &str,
-    req: &UpstreamRequest<'_>,
-    upload: &mut Sending,
-) -> Result<(RawConn, BytesMut, ResponseHead), ProxyError> {
-    send(pool, hooks, endpoint, req, Some(upload)).await
+pub(crate) fn send_streaming<'a>(
+    pool: &'a Pool,
+    hooks: &'a Hooks,
+    endpoint: &'a str,
+    req: &'a UpstreamRequest<'a>,
+    upload: &'a mut Sending,
+) -> impl Future<Output = Result<(RawConn, BytesMut, ResponseHead), ProxyError>> + Send + 'a {
+    send(pool, hooks, endpoint, req, Some(upload))
 }
 
 /// The attempts of one request.
