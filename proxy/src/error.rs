@@ -14,7 +14,7 @@ use http::StatusCode;
 
 /// Where an exchange failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorSource {
+pub(crate) enum ErrorSource {
     /// The client: it went away, or sent something unusable.
     Downstream,
     /// No connection to the upstream could be made.
@@ -29,7 +29,7 @@ pub enum ErrorSource {
 
 /// What failed. One place maps each kind to its status, reason and flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
+pub(crate) enum ErrorKind {
     /// No virtual host for the authority.
     NoRoute,
     /// A virtual host, but no route matched.
@@ -57,7 +57,7 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// Where this kind of failure happens (an upstream failure after the
     /// response head is reported by [`ProxyError::source`]).
-    pub fn source(self) -> ErrorSource {
+    pub(crate) fn source(self) -> ErrorSource {
         match self {
             ErrorKind::NoRoute
             | ErrorKind::NoRouteMatch
@@ -73,7 +73,7 @@ impl ErrorKind {
 
     /// The status of the local reply (499 for a client that left: nothing
     /// is written, the status is only recorded).
-    pub fn status(self) -> StatusCode {
+    pub(crate) fn status(self) -> StatusCode {
         match self {
             ErrorKind::NoRoute | ErrorKind::NoRouteMatch => StatusCode::NOT_FOUND,
             ErrorKind::NoHealthyEndpoint | ErrorKind::UpstreamConnect | ErrorKind::NotReady => {
@@ -88,7 +88,7 @@ impl ErrorKind {
     }
 
     /// The `x-anymesh-reason` of the local reply.
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             ErrorKind::NoRoute => "no_route",
             ErrorKind::NoRouteMatch => "no_route_match",
@@ -105,7 +105,7 @@ impl ErrorKind {
 
     /// Envoy's response flag for it (`%RESPONSE_FLAGS%`, Istio's
     /// `response_flags` label).
-    pub fn response_flag(self) -> &'static str {
+    pub(crate) fn response_flag(self) -> &'static str {
         match self {
             ErrorKind::NoRoute | ErrorKind::NoRouteMatch | ErrorKind::NotReady => "NR",
             ErrorKind::NoHealthyEndpoint => "UH",
@@ -121,14 +121,14 @@ impl ErrorKind {
 }
 
 /// The status recorded for a client that went away (nginx's 499).
-pub const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(499) {
+pub(crate) const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(499) {
     Ok(s) => s,
     Err(_) => StatusCode::BAD_REQUEST,
 };
 
 /// Whether a failed attempt may be sent again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retry {
+pub(crate) enum Retry {
     /// The upstream may have seen (part of) the request: never replayed by
     /// the proxy on its own.
     No,
@@ -142,7 +142,7 @@ pub enum Retry {
 
 /// A forwarded request that failed.
 #[derive(Debug)]
-pub struct ProxyError {
+pub(crate) struct ProxyError {
     kind: ErrorKind,
     /// After the response head: only the body's stream can fail now.
     after_head: bool,
@@ -151,7 +151,7 @@ pub struct ProxyError {
 }
 
 impl ProxyError {
-    pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
         let retry = match kind {
             ErrorKind::UpstreamConnect => Retry::Unsent,
             _ => Retry::No,
@@ -165,7 +165,7 @@ impl ProxyError {
     }
 
     /// The client went away.
-    pub fn downstream_closed() -> Self {
+    pub(crate) fn downstream_closed() -> Self {
         Self::new(
             ErrorKind::DownstreamClosed,
             "the client closed the connection",
@@ -173,27 +173,27 @@ impl ProxyError {
     }
 
     /// The upstream closed a connection before answering.
-    pub fn upstream_closed(detail: impl Into<String>) -> Self {
+    pub(crate) fn upstream_closed(detail: impl Into<String>) -> Self {
         Self::new(ErrorKind::UpstreamClosed, detail)
     }
 
-    pub fn with_retry(mut self, retry: Retry) -> Self {
+    pub(crate) fn with_retry(mut self, retry: Retry) -> Self {
         self.retry = retry;
         self
     }
 
     /// Marks the failure as one of the response body's stream.
-    pub fn in_body(mut self) -> Self {
+    pub(crate) fn in_body(mut self) -> Self {
         self.after_head = true;
         self.retry = Retry::No;
         self
     }
 
-    pub fn kind(&self) -> ErrorKind {
+    pub(crate) fn kind(&self) -> ErrorKind {
         self.kind
     }
 
-    pub fn source(&self) -> ErrorSource {
+    pub(crate) fn source(&self) -> ErrorSource {
         match self.kind.source() {
             ErrorSource::UpstreamHead | ErrorSource::Local if self.after_head => {
                 ErrorSource::UpstreamBody
@@ -202,11 +202,11 @@ impl ProxyError {
         }
     }
 
-    pub fn retry(&self) -> Retry {
+    pub(crate) fn retry(&self) -> Retry {
         self.retry
     }
 
-    pub fn detail(&self) -> &str {
+    pub(crate) fn detail(&self) -> &str {
         &self.detail
     }
 }
@@ -220,12 +220,12 @@ impl fmt::Display for ProxyError {
 impl std::error::Error for ProxyError {}
 
 /// Errors a proxied body can end with.
-pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The route timeout passed while the response body was still streaming.
 #[derive(Debug, thiserror::Error)]
 #[error("route timeout passed while streaming the response body")]
-pub struct BodyTimeout;
+pub(crate) struct BodyTimeout;
 
 #[cfg(test)]
 mod tests {

@@ -81,6 +81,7 @@ impl Hooks {
             route = %labels.route,
             status = ex.status,
             flags = ex.failure.map_or("-", ErrorKind::response_flag),
+            failed_at = ?ex.failure.map(ErrorKind::source),
             ?took,
             "exchange ended"
         );

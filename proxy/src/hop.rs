@@ -13,7 +13,7 @@ use http::header::{self, HeaderMap, HeaderName};
 /// list, for both protocols and both directions: the HTTP/1.1 codec checks
 /// received bytes with it, [`strip`] header maps. Sorted out by length
 /// first; any case matches.
-pub fn is_hop_by_hop(name: &[u8]) -> bool {
+pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
     let is = |h: &[u8]| name.eq_ignore_ascii_case(h);
     match name.len() {
         2 => is(b"te"),
@@ -28,7 +28,7 @@ pub fn is_hop_by_hop(name: &[u8]) -> bool {
 }
 
 /// Removes hop-by-hop fields. `keep_te_trailers` keeps `TE: trailers` (gRPC needs it end to end).
-pub fn strip(headers: &mut HeaderMap, keep_te_trailers: bool) {
+pub(crate) fn strip(headers: &mut HeaderMap, keep_te_trailers: bool) {
     // One pass over the names; most messages have none or only `connection`.
     let mut present: Vec<HeaderName> = headers
         .keys()
@@ -69,7 +69,7 @@ pub fn strip(headers: &mut HeaderMap, keep_te_trailers: bool) {
 
 /// HTTP/2 allows `cookie` split over several fields; HTTP/1.1 needs one,
 /// joined with `; ` (RFC 9113 §8.2.3).
-pub fn join_cookies(headers: &mut HeaderMap) {
+pub(crate) fn join_cookies(headers: &mut HeaderMap) {
     if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
         return;
     }

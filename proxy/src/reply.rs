@@ -5,10 +5,10 @@
 use http::{header, HeaderValue, Response};
 
 use crate::body::response::ProxyBody;
-use crate::error::{ErrorKind, ProxyError};
+use crate::error::ErrorKind;
 
 /// Builds a local reply with a plain-text body ending in a newline.
-pub fn local(kind: ErrorKind, message: impl Into<String>) -> Response<ProxyBody> {
+pub(crate) fn local(kind: ErrorKind, message: impl Into<String>) -> Response<ProxyBody> {
     let mut body = message.into();
     body.insert_str(0, "anymesh: ");
     body.push('\n');
@@ -21,9 +21,4 @@ pub fn local(kind: ErrorKind, message: impl Into<String>) -> Response<ProxyBody>
     );
     h.insert("x-anymesh-reason", HeaderValue::from_static(kind.reason()));
     resp
-}
-
-/// The local reply for a failed exchange.
-pub fn error(e: &ProxyError) -> Response<ProxyBody> {
-    local(e.kind(), e.detail())
 }

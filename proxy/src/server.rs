@@ -89,7 +89,7 @@ impl Connections {
 }
 
 /// Serves the outbound listener until `shutdown` resolves, then drains:
-/// HTTP/1.1 on the fast path ([`crate::h1`]), HTTP/2 on [`crate::h2`].
+/// HTTP/1.1 on anymesh's own server and codec, HTTP/2 on its own HTTP/2 server.
 pub async fn serve_proxy(
     listener: TcpListener,
     proxy: Arc<Proxy>,

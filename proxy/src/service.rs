@@ -12,7 +12,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use anymesh_core::routes::HeaderOps;
 use bytes::{Bytes, BytesMut};
@@ -24,7 +23,7 @@ use tokio::sync::watch;
 use crate::body::request::RequestBody;
 use crate::body::response::ProxyBody;
 use crate::h1::codec::ResponseHead;
-use crate::h1::ServerSettings;
+use crate::h1::settings::ServerSettings;
 use crate::upstream::raw_body::RawBody;
 
 /// Encodes an HTTP/1.1 upstream's response head, as received, for the
@@ -83,13 +82,4 @@ pub(crate) trait Service: Send + Sync + 'static {
         first: bool,
         stop: &'a watch::Receiver<bool>,
     ) -> impl Future<Output = Next> + Send + 'a;
-
-    /// Serves the rest of a connection whose client speaks HTTP/2.
-    fn serve_h2(
-        self: &Arc<Self>,
-        io: TcpStream,
-        prefix: Bytes,
-        peer: SocketAddr,
-        stop: watch::Receiver<bool>,
-    ) -> impl Future<Output = ()> + Send;
 }

@@ -6,6 +6,4 @@
 pub(crate) mod request;
 pub(crate) mod response;
 
-pub use crate::error::{BodyError, BodyTimeout};
-pub use request::RequestBody;
-pub use response::ProxyBody;
+pub(crate) use response::ProxyBody;

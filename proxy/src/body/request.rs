@@ -16,7 +16,7 @@ pub enum RequestBody {
     /// From a connection hyper serves.
     Hyper(Incoming),
     /// From this proxy's HTTP/2 server ([`crate::h2`]).
-    H2(crate::h2::RecvBody),
+    H2(crate::h2::body::RecvBody),
 }
 
 impl Body for RequestBody {

@@ -3,7 +3,7 @@
 //!
 //! 1. load the routing in force (once; kept for the whole request)
 //! 2. find the virtual host by authority, then the first matching route
-//!    ([`plan`])
+//!    ([`plan()`])
 //! 3. act: direct response, redirect, or forward:
 //!    weighted split → cluster → balancer pick → rewrite + headers → upstream
 //! 4. record metrics with the service, route and status code
@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anymesh_core::routes::HeaderOps;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::header::{CONTENT_LENGTH, SET_COOKIE};
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, Version};
@@ -36,13 +36,12 @@ use crate::body::response::ProxyBody;
 use crate::error::{ErrorKind, ProxyError};
 use crate::h1::bufs;
 use crate::h1::codec::{self, Framing, ResponseHead};
-use crate::h1::ServerSettings;
+use crate::h1::settings::ServerSettings;
 use crate::hooks::{Exchange, Hooks};
 use crate::metrics::Metrics;
 use crate::reply;
 use crate::router::{Router, Routing};
-/// Where the HTTP/2 server finds it until it is generic over the [`Service`].
-pub(crate) use crate::service::Reply;
+use crate::service::Reply;
 use crate::service::{EncodeHead, Next, Service};
 use crate::upstream::h1::{send_buffered, send_streaming, UpstreamRequest};
 use crate::upstream::idempotent;
@@ -88,7 +87,7 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
-    pub fn local(kind: ErrorKind, msg: String) -> Self {
+    pub(crate) fn local(kind: ErrorKind, msg: String) -> Self {
         Self {
             resp: reply::local(kind, msg),
             service: None,
@@ -98,7 +97,7 @@ impl Outcome {
     }
 
     /// An upstream's response, labelled later.
-    pub fn upstream(resp: Response<ProxyBody>) -> Self {
+    pub(crate) fn upstream(resp: Response<ProxyBody>) -> Self {
         Self {
             resp,
             service: None,
@@ -128,8 +127,8 @@ impl Proxy {
     }
 
     /// Serves one request from a downstream peer: an HTTP/2 stream
-    /// ([`crate::h2`]), or a request on an HTTP/1.1 connection handed over
-    /// to hyper by [`crate::h1`].
+    /// (the HTTP/2 server), or a request on an HTTP/1.1 connection handed
+    /// over to hyper by the HTTP/1.1 server.
     pub async fn handle(&self, req: Request<RequestBody>, peer: SocketAddr) -> Response<ProxyBody> {
         let start = Instant::now();
         let routing = self.router.current();
@@ -257,16 +256,6 @@ impl Proxy {
     /// [`Proxy::handle`] does; when it goes to an HTTP/1.1 upstream, the
     /// upstream's response head is encoded for the client straight from the
     /// received bytes, without a `HeaderMap`.
-    pub(crate) fn handle_bodiless(
-        &self,
-        parts: Parts,
-        peer: SocketAddr,
-    ) -> impl std::future::Future<Output = Reply> + Send + '_ {
-        // Until the HTTP/2 server is generic over the Service, it calls here.
-        // (A plain function: an async wrapper would store `parts` twice.)
-        self.handle_bodiless_with(parts, peer, crate::h2::encode_proxied_head)
-    }
-
     async fn handle_bodiless_with(
         &self,
         mut parts: Parts,
@@ -438,16 +427,6 @@ impl Service for Proxy {
     ) -> impl std::future::Future<Output = Next> + Send + 'a {
         h1::exchange(self, client, buf, peer, settings, first, stop)
     }
-
-    async fn serve_h2(
-        self: &Arc<Self>,
-        io: TcpStream,
-        prefix: Bytes,
-        peer: SocketAddr,
-        stop: watch::Receiver<bool>,
-    ) {
-        crate::h2::serve(io, prefix, peer, self.clone(), stop).await;
-    }
 }
 
 /// Runs an exchange until the route's deadline: the one place where the
@@ -505,8 +484,8 @@ mod future_sizes {
             p.handle(r, peer)
         });
         let bodiless = size(|| {
-            let (p, parts): (&Proxy, Parts) = unreachable!();
-            p.handle_bodiless(parts, peer)
+            let (p, parts, e): (&Proxy, Parts, EncodeHead) = unreachable!();
+            p.request_bodiless(parts, peer, e)
         });
         let raw = size(|| {
             let p: &Pool = unreachable!();

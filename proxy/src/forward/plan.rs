@@ -36,11 +36,11 @@ pub(crate) struct Plan<'r> {
 
 impl Plan<'_> {
     /// When the route timeout ends an exchange that started at `start`.
-    pub fn deadline(&self, start: tokio::time::Instant) -> Option<tokio::time::Instant> {
+    pub(crate) fn deadline(&self, start: tokio::time::Instant) -> Option<tokio::time::Instant> {
         self.hit.route.timeout.map(|t| start + t)
     }
 
-    pub fn timeout_message(&self) -> String {
+    pub(crate) fn timeout_message(&self) -> String {
         format!(
             "upstream {} ({}) did not answer within the route timeout of {:?} (route {})",
             self.target.cluster.service,
@@ -50,7 +50,7 @@ impl Plan<'_> {
         )
     }
 
-    pub fn failure_message(&self, error: &str) -> String {
+    pub(crate) fn failure_message(&self, error: &str) -> String {
         format!(
             "upstream {} ({}) failed: {error}",
             self.target.cluster.service, self.endpoint
@@ -59,7 +59,7 @@ impl Plan<'_> {
 
     /// The local reply for an upstream exchange that failed before the
     /// response head, labelled with the route and service.
-    pub fn failed(&self, e: &ProxyError) -> Outcome {
+    pub(crate) fn failed(&self, e: &ProxyError) -> Outcome {
         let msg = match e.kind() {
             ErrorKind::Timeout => self.timeout_message(),
             ErrorKind::UpstreamConnect
@@ -67,26 +67,26 @@ impl Plan<'_> {
             | ErrorKind::UpstreamProtocol => self.failure_message(e.detail()),
             _ => e.detail().to_string(),
         };
-        tracing::debug!(endpoint = %self.endpoint, cluster = %self.target.cluster.name, error = %e, kind = ?e.kind(), "upstream request failed");
+        tracing::debug!(endpoint = %self.endpoint, cluster = %self.target.cluster.name, error = %e, kind = ?e.kind(), source = ?e.source(), "upstream request failed");
         let mut out = Outcome::local(e.kind(), msg);
         self.label(&mut out);
         out
     }
 
     /// Labels a finished exchange for metrics.
-    pub fn label(&self, out: &mut Outcome) {
+    pub(crate) fn label(&self, out: &mut Outcome) {
         out.service = Some(self.service());
         out.route = Some(self.hit.route.name.clone());
     }
 
-    pub fn service(&self) -> Arc<str> {
+    pub(crate) fn service(&self) -> Arc<str> {
         self.target.cluster.service.as_arc().clone()
     }
 
     /// Applies the route's response header operations (and the session
     /// cookie) to an upstream response; returns the in-flight guard, which
     /// the response body keeps until it ends.
-    pub fn finish_response(self, headers: &mut http::HeaderMap) -> InFlight {
+    pub(crate) fn finish_response(self, headers: &mut http::HeaderMap) -> InFlight {
         finish_response_headers(headers, self.hit.route, self.target, self.set_cookie);
         self.guard
     }

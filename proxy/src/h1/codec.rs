@@ -27,15 +27,15 @@ use http::request::Parts;
 use http::{Method, Request, StatusCode, Uri, Version};
 
 /// Largest request or response head accepted.
-pub const MAX_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in one head.
-pub const MAX_HEADERS: usize = 128;
+pub(crate) const MAX_HEADERS: usize = 128;
 /// Largest chunk extension or trailer section accepted.
 const MAX_CHUNK_META: usize = 16 * 1024;
 
 /// How a message's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
+pub(crate) enum Framing {
     /// No body.
     None,
     /// Exactly this many bytes.
@@ -48,7 +48,7 @@ pub enum Framing {
 
 /// A head that cannot be accepted, with the status the peer gets.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum HeadError {
+pub(crate) enum HeadError {
     #[error("message head is larger than {MAX_HEAD} bytes")]
     TooLarge,
     #[error("message head has more than {MAX_HEADERS} header fields")]
@@ -65,7 +65,7 @@ pub enum HeadError {
 
 impl HeadError {
     /// The status a client gets for a request head with this error.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             HeadError::TooLarge | HeadError::TooManyHeaders => {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
@@ -79,7 +79,7 @@ impl HeadError {
 
 /// A parsed request head.
 #[derive(Debug)]
-pub struct RequestHead {
+pub(crate) struct RequestHead {
     /// Method, URI, version and header fields, without `Content-Length` and
     /// `Transfer-Encoding` (the framing below replaces them).
     pub parts: Parts,
@@ -96,9 +96,8 @@ pub struct RequestHead {
 /// `raw`), and written on with [`write_response_head`] without building a
 /// header map.
 #[derive(Debug)]
-pub struct ResponseHead {
+pub(crate) struct ResponseHead {
     pub status: StatusCode,
-    pub version: Version,
     pub framing: Framing,
     /// The upstream keeps the connection open after this response.
     pub keep_alive: bool,
@@ -112,21 +111,22 @@ pub struct ResponseHead {
 
 impl ResponseHead {
     /// The received fields, names as sent.
-    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+    pub(crate) fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.fields
             .iter()
             .map(|(n, v)| (&self.raw[n.clone()], &self.raw[v.clone()]))
     }
 
     /// The received fields, values as slices of the received head (no copy).
-    pub fn shared_fields(&self) -> impl Iterator<Item = (&[u8], Bytes)> {
+    pub(crate) fn shared_fields(&self) -> impl Iterator<Item = (&[u8], Bytes)> {
         self.fields
             .iter()
             .map(|(n, v)| (&self.raw[n.clone()], self.raw.slice(v.clone())))
     }
 
     /// The first value of a field.
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
+    #[cfg(test)]
+    pub(crate) fn header(&self, name: &str) -> Option<&[u8]> {
         self.fields()
             .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
             .map(|(_, v)| v)
@@ -256,7 +256,7 @@ fn parse_error(e: httparse::Error) -> HeadError {
 /// Parses the request head at the start of `buf`. `Ok(None)`: more bytes are
 /// needed. On success the head is removed from `buf`; what follows it (body,
 /// pipelined requests) stays.
-pub fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadError> {
+pub(crate) fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadError> {
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(buf, &mut fields) {
@@ -347,7 +347,7 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadErro
 /// Parses the response head at the start of `buf` (a response to a HEAD
 /// request when `head_request`). Interim (1xx) responses are returned like
 /// any other; the caller skips them.
-pub fn parse_response(
+pub(crate) fn parse_response(
     buf: &mut BytesMut,
     head_request: bool,
 ) -> Result<Option<ResponseHead>, HeadError> {
@@ -431,7 +431,6 @@ pub fn parse_response(
     let raw = buf.split_to(len).freeze();
     Ok(Some(ResponseHead {
         status,
-        version,
         framing,
         keep_alive,
         raw,
@@ -477,7 +476,7 @@ impl std::fmt::Write for Fmt<'_> {
 }
 
 /// Writes an HTTP/1.1 request head for `parts` (origin-form URI expected).
-pub fn write_request_head(out: &mut BytesMut, parts: &Parts, framing: Framing) {
+pub(crate) fn write_request_head(out: &mut BytesMut, parts: &Parts, framing: Framing) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.extend_from_slice(b" ");
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -491,7 +490,7 @@ pub fn write_request_head(out: &mut BytesMut, parts: &Parts, framing: Framing) {
 /// Writes the head of a proxied response: the upstream's fields as received,
 /// minus hop-by-hop ones (and those its `Connection` names), with the route's
 /// header operations applied in order and `extra` (a `Set-Cookie`) appended.
-pub fn write_proxied_response_head(
+pub(crate) fn write_proxied_response_head(
     out: &mut BytesMut,
     head: &ResponseHead,
     ops: &[&HeaderOps],
@@ -522,7 +521,7 @@ pub fn write_proxied_response_head(
 /// upstream's as received (names as sent), minus hop-by-hop ones (and those
 /// its `Connection` names), with the route's header operations applied in
 /// order and `extra` (a `Set-Cookie`) appended.
-pub fn proxied_fields(
+pub(crate) fn proxied_fields(
     head: &ResponseHead,
     ops: &[&HeaderOps],
     extra: Option<(&HeaderName, &HeaderValue)>,
@@ -624,7 +623,7 @@ impl ResponseHead {
 }
 
 /// Writes an HTTP/1.1 response head. `close` adds `connection: close`.
-pub fn write_response_head(
+pub(crate) fn write_response_head(
     out: &mut BytesMut,
     status: StatusCode,
     headers: &HeaderMap,
@@ -649,7 +648,7 @@ fn write_status_line(out: &mut BytesMut, status: StatusCode) {
 }
 
 /// Frames `data` as one chunk.
-pub fn write_chunk(out: &mut BytesMut, data: &[u8]) {
+pub(crate) fn write_chunk(out: &mut BytesMut, data: &[u8]) {
     if data.is_empty() {
         return;
     }
@@ -659,12 +658,12 @@ pub fn write_chunk(out: &mut BytesMut, data: &[u8]) {
 }
 
 /// The last chunk with an empty trailer section.
-pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// A malformed chunked body.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("malformed chunked body: {0}")]
-pub struct ChunkError(pub &'static str);
+pub(crate) struct ChunkError(pub &'static str);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ChunkState {
@@ -689,7 +688,7 @@ enum ChunkState {
 
 /// Decodes a chunked body incrementally.
 #[derive(Debug)]
-pub struct ChunkedDecoder {
+pub(crate) struct ChunkedDecoder {
     state: ChunkState,
     size: u64,
     digits: u8,
@@ -703,7 +702,7 @@ impl Default for ChunkedDecoder {
 }
 
 impl ChunkedDecoder {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             state: ChunkState::Size,
             size: 0,
@@ -713,14 +712,14 @@ impl ChunkedDecoder {
     }
 
     /// The last chunk and the trailer section have been read.
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.state == ChunkState::Done
     }
 
     /// Decodes from `input`, calling `on_data` for each piece of body data.
     /// Returns the number of bytes consumed: all of `input`, or up to the end
     /// of the body (what follows belongs to the next message).
-    pub fn decode(
+    pub(crate) fn decode(
         &mut self,
         input: &[u8],
         mut on_data: impl FnMut(&[u8]),

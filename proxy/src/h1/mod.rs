@@ -10,13 +10,14 @@
 //! server. A request the service hands back ([`Next::Handover`]: routed to
 //! an HTTP/2 upstream) goes to hyper with the bytes already read put back in
 //! front ([`rewind`]); that connection then stays with hyper
-//! ([`handover`]). Message framing rules are in [`codec`].
+//! ([`mod@handover`]). Message framing rules are in [`codec`].
 
 pub(crate) mod bufs;
-pub mod codec;
+pub(crate) mod codec;
 pub(crate) mod handover;
 pub(crate) mod relay;
 mod rewind;
+pub(crate) mod settings;
 
 use std::future::Future;
 use std::io;
@@ -40,15 +41,7 @@ use crate::reply;
 use crate::service::{Next, Service};
 use codec::{Framing, HeadError, RequestHead};
 use handover::handover;
-
-/// Listener settings.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ServerSettings {
-    /// Close an HTTP/1.1 connection whose request headers take longer than
-    /// this (slowloris protection). Costs a timer per request; off by default
-    /// because the outbound listener only serves local apps.
-    pub header_read_timeout: Option<Duration>,
-}
+pub use settings::ServerSettings;
 
 /// What every connection of one listener shares.
 pub(crate) struct Shared<S> {
@@ -128,7 +121,14 @@ pub(crate) async fn serve_connection<S: Service>(
             Next::Http2(prefix) => {
                 bufs::give(buf);
                 // Boxed: the HTTP/2 connection's state is not every connection's.
-                Box::pin(shared.service.serve_h2(stream, prefix, peer, stop)).await;
+                Box::pin(crate::h2::serve(
+                    stream,
+                    prefix,
+                    peer,
+                    shared.service.clone(),
+                    stop,
+                ))
+                .await;
                 return;
             }
             Next::Handover(prefix) => {

@@ -9,13 +9,13 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-pub struct Rewind {
+pub(super) struct Rewind {
     prefix: Bytes,
     inner: TcpStream,
 }
 
 impl Rewind {
-    pub fn new(prefix: Bytes, inner: TcpStream) -> Self {
+    pub(super) fn new(prefix: Bytes, inner: TcpStream) -> Self {
         Self { prefix, inner }
     }
 }

@@ -18,7 +18,7 @@ use http::HeaderMap;
 use http_body::{Frame, SizeHint};
 use parking_lot::Mutex;
 
-use crate::body::BodyError;
+use crate::error::BodyError;
 
 /// Wakes the connection task when a reader took data (or went away).
 #[derive(Default)]

@@ -17,14 +17,31 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::frame::{Code, ConnError, HEAD_LEN, MAX_FRAME};
-use super::handoff::Handler;
+use super::handoff::{self, Handler};
+use super::limits::{KEEPALIVE, WRITE_HIGH};
 use super::state::State;
-use super::{KEEPALIVE, WRITE_HIGH};
 use crate::h1::bufs;
+use crate::service::Service;
 
-/// Serves one HTTP/2 connection; `prefix` holds the bytes already read (the
-/// preface, at least its start).
-pub(crate) async fn serve<I>(
+/// Serves one HTTP/2 connection, handing each stream's request to
+/// `service`; `prefix` holds the bytes already read (the preface, at least
+/// its start).
+pub(crate) fn serve<S, I>(
+    io: I,
+    prefix: Bytes,
+    peer: SocketAddr,
+    service: Arc<S>,
+    stop: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send
+where
+    S: Service,
+    I: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    serve_with(io, prefix, peer, handoff::handler(service), stop)
+}
+
+/// [`serve`] with the handler made.
+pub(super) async fn serve_with<I>(
     io: I,
     prefix: Bytes,
     peer: SocketAddr,

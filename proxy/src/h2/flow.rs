@@ -7,15 +7,8 @@
 //! SETTINGS_INITIAL_WINDOW_SIZE change.
 
 use super::frame::{u31, window_update, Code, ConnError};
+use super::limits::{CONN_WINDOW, MAX_WINDOW, STREAM_WINDOW};
 use super::state::State;
-
-/// The receive window of each stream and of the connection: how much request
-/// body the client may send ahead of the upstream reading it.
-pub(super) const STREAM_WINDOW: u32 = 256 * 1024;
-pub(super) const CONN_WINDOW: u32 = 1024 * 1024;
-/// The initial window of the protocol, and the largest a window may be.
-pub(super) const DEFAULT_WINDOW: i64 = 65_535;
-pub(super) const MAX_WINDOW: i64 = (1 << 31) - 1;
 
 impl State {
     pub(super) fn on_window_update(&mut self, id: u32, payload: &[u8]) -> Result<(), ConnError> {

@@ -11,19 +11,45 @@ use bytes::BytesMut;
 use http::Request;
 
 use super::body::RecvBody;
-use super::encode::encode_fields;
+use super::encode::{encode_fields, encode_proxied_head};
 use super::hpack;
-use crate::body::{ProxyBody, RequestBody};
-use crate::forward::{Proxy, Reply};
+use crate::body::request::RequestBody;
+use crate::body::response::ProxyBody;
+use crate::service::{Reply, Service};
 
-/// What serves the requests.
-pub(super) type Handler = Proxy;
+/// What serves the requests: starts a stream's request (a plain call per
+/// stream; the answer's future is boxed anyway, as the connection polls
+/// many at once).
+pub(super) type Handler =
+    dyn Fn(u32, Request<()>, SocketAddr, Option<RecvBody>) -> AnswerFuture + Send + Sync;
 /// A response body, sent as DATA frames.
 pub(super) type ResponseBody = ProxyBody;
 /// A stream's answer: a response, or a head already encoded.
 pub(super) type Answer = Reply;
 /// A stream's request being served, ready with the stream's id and its answer.
 pub(super) type AnswerFuture = Pin<Box<dyn Future<Output = (u32, Answer)> + Send>>;
+
+/// The handler that hands each stream's request to `service`.
+pub(super) fn handler<S: Service>(service: Arc<S>) -> Arc<Handler> {
+    Arc::new(move |id, req, peer, body| {
+        let service = service.clone();
+        match body {
+            None => {
+                let parts = req.into_parts().0;
+                Box::pin(async move {
+                    let answer = service
+                        .request_bodiless(parts, peer, encode_proxied_head)
+                        .await;
+                    (id, answer)
+                })
+            }
+            Some(body) => {
+                let req = req.map(|()| RequestBody::H2(body));
+                Box::pin(async move { (id, Reply::Response(service.request(req, peer).await)) })
+            }
+        }
+    })
+}
 
 /// Starts serving stream `id`'s request; `body` is `None` when the stream
 /// ended with its head.
@@ -34,17 +60,7 @@ pub(super) fn start(
     peer: SocketAddr,
     body: Option<RecvBody>,
 ) -> AnswerFuture {
-    let proxy = handler.clone();
-    match body {
-        None => {
-            let parts = req.into_parts().0;
-            Box::pin(async move { (id, proxy.handle_bodiless(parts, peer).await) })
-        }
-        Some(body) => {
-            let req = req.map(|()| RequestBody::H2(body));
-            Box::pin(async move { (id, Reply::Response(proxy.handle(req, peer).await)) })
-        }
-    }
+    handler(id, req, peer, body)
 }
 
 /// Encodes an answer's head into `block` (after what it holds); its body follows.
@@ -61,14 +77,4 @@ pub(super) fn head(answer: Answer, block: &mut BytesMut) -> ResponseBody {
             ProxyBody::Raw { body }
         }
     }
-}
-
-/// A handler without routes: every request gets a local answer with a body.
-#[cfg(test)]
-pub(super) fn test_handler() -> Arc<Handler> {
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Arc::new(crate::metrics::Metrics::new(&mut registry));
-    let router = Arc::new(crate::router::Router::new());
-    let settings = crate::forward::UpstreamSettings::default();
-    Arc::new(Proxy::new(router, metrics, &settings))
 }

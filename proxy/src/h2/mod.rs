@@ -25,43 +25,21 @@
 //! - `handoff`: the one place that meets the forwarding layer;
 //! - [`body`]: request bodies, from DATA frames to their reader.
 
-mod body;
+pub(crate) mod body;
 mod conn;
 mod encode;
 mod flow;
 mod frame;
 mod handoff;
 pub(crate) mod hpack;
+mod limits;
 mod request;
 mod send;
 mod state;
+mod stream;
 mod streams;
 
-use std::time::Duration;
-
-pub use body::RecvBody;
 pub(crate) use conn::serve;
-pub(crate) use encode::encode_proxied_head;
-
-/// Streams one connection may have open at once.
-const MAX_STREAMS: usize = 1024;
-/// The largest decoded header list (as an HTTP/1.1 head may be).
-const MAX_HEADER_LIST: usize = crate::h1::codec::MAX_HEAD;
-/// The largest header block, CONTINUATION frames included.
-const MAX_HEADER_BLOCK: usize = 2 * MAX_HEADER_LIST;
-/// Above this much unsent output, the connection stops reading and
-/// producing until the client has read some.
-const WRITE_HIGH: usize = 64 * 1024;
-/// Streams the client may reset before their response before the
-/// connection is closed, unless most of its streams completed.
-const RESET_ALLOWANCE: u64 = 200;
-/// Idle time before a PING checks that the client is still there, and how
-/// long its answer may take.
-const KEEPALIVE: Duration = Duration::from_secs(30);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-/// Streams closed by a reset from this side, remembered so frames the client
-/// sent before it saw the reset are ignored.
-const RECENT_RESETS: usize = 64;
 
 #[cfg(test)]
 mod tests;

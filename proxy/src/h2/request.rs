@@ -7,7 +7,7 @@ use http::uri::{self, Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Uri, Version};
 
 use super::hpack::{Field, Pseudo};
-use super::MAX_HEADER_LIST;
+use super::limits::MAX_HEADER_LIST;
 
 /// Fields that belong to one HTTP/1.1 connection and have no place in HTTP/2.
 pub(super) fn connection_specific(name: &HeaderName) -> bool {

@@ -12,9 +12,9 @@ use super::encode::{encode_fields, write_block};
 use super::frame::{frame_head, Code, DATA, END_STREAM};
 use super::handoff::{self, Answer};
 use super::hpack;
+use super::limits::WRITE_HIGH;
 use super::state::State;
-use super::streams::Out;
-use super::WRITE_HIGH;
+use super::stream::Out;
 
 /// What one poll of a stream's response body did.
 enum Pump {

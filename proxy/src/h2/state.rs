@@ -16,14 +16,14 @@ use futures_util::future::Abortable;
 use futures_util::stream::FuturesUnordered;
 
 use super::body::ConnSignal;
-use super::flow::{CONN_WINDOW, DEFAULT_WINDOW, MAX_WINDOW, STREAM_WINDOW};
 use super::frame::*;
 use super::handoff::{AnswerFuture, Handler};
 use super::hpack;
-use super::streams::{Continuation, Stream};
-use super::{
-    KEEPALIVE, KEEPALIVE_TIMEOUT, MAX_HEADER_LIST, MAX_STREAMS, RECENT_RESETS, RESET_ALLOWANCE,
+use super::limits::{
+    CONN_WINDOW, DEFAULT_WINDOW, KEEPALIVE, KEEPALIVE_TIMEOUT, MAX_HEADER_LIST, MAX_STREAMS,
+    MAX_WINDOW, RECENT_RESETS, RESET_ALLOWANCE, STREAM_WINDOW,
 };
+use super::stream::{Continuation, Stream};
 use crate::h1::bufs;
 
 pub(super) struct State {

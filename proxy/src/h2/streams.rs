@@ -3,66 +3,17 @@
 //! carries its body, RST_STREAM and PRIORITY. A stream is idle above
 //! `last_id`; open or half-closed while it is in `streams`; closed otherwise.
 
-use std::sync::Arc;
-
 use bytes::{Bytes, BytesMut};
 use futures_util::future::{AbortHandle, Abortable};
 use http::StatusCode;
 
 use super::body::{Inbox, RecvBody};
-use super::flow::STREAM_WINDOW;
 use super::frame::*;
-use super::handoff::{self, ResponseBody};
+use super::handoff;
+use super::limits::{MAX_HEADER_BLOCK, MAX_HEADER_LIST, MAX_STREAMS, RECENT_RESETS, STREAM_WINDOW};
 use super::request::Fields;
 use super::state::State;
-use super::{MAX_HEADER_BLOCK, MAX_HEADER_LIST, MAX_STREAMS, RECENT_RESETS};
-
-pub(super) struct Stream {
-    /// The request body's queue, while the client may still send data.
-    pub(super) inbox: Option<Arc<Inbox>>,
-    /// The client ended its side.
-    pub(super) remote_done: bool,
-    /// How much the client may still send on this stream.
-    pub(super) recv_window: i64,
-    /// Data read that was not credited back yet.
-    pub(super) recv_credit: u32,
-    /// The declared `content-length` and the data received.
-    expect_len: Option<u64>,
-    received: u64,
-    /// How much this side may still send on this stream.
-    pub(super) send_window: i64,
-    pub(super) out: Out,
-    pub(super) abort: AbortHandle,
-}
-
-/// The response side of a stream.
-pub(super) enum Out {
-    /// The request is being served.
-    Waiting,
-    /// The head went out; the body follows as the windows allow.
-    Body {
-        body: ResponseBody,
-        /// Data taken from the body that the windows did not let out yet.
-        pending: Option<Bytes>,
-    },
-}
-
-/// A header block split over HEADERS and CONTINUATION frames.
-pub(super) struct Continuation {
-    pub(super) id: u32,
-    end_stream: bool,
-    /// Reset the stream with this code instead of serving it.
-    reject: Option<Code>,
-    block: BytesMut,
-}
-
-impl Continuation {
-    /// The bytes of the header block held so far.
-    #[cfg(test)]
-    pub(super) fn held(&self) -> usize {
-        self.block.len()
-    }
-}
+use super::stream::{Continuation, Out, Stream};
 
 impl State {
     pub(super) fn is_idle(&self, id: u32) -> bool {

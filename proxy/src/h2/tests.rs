@@ -10,9 +10,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::flow::{CONN_WINDOW, STREAM_WINDOW};
 use super::frame::*;
 use super::handoff;
+use super::limits::{CONN_WINDOW, STREAM_WINDOW};
 use super::state::State;
 
 mod props;
@@ -55,11 +55,11 @@ impl Client {
     async fn connect(settings: &[(u16, u32)]) -> Client {
         let (io, server_io) = tokio::io::duplex(64 * 1024);
         let (stop, stop_rx) = watch::channel(false);
-        let server = tokio::spawn(super::serve(
+        let server = tokio::spawn(super::conn::serve_with(
             server_io,
             Bytes::new(),
             peer(),
-            handoff::test_handler(),
+            test_handler(),
             stop_rx,
         ));
         let mut c = Client {
@@ -313,7 +313,7 @@ fn post(out: &mut BytesMut, id: u32, n: usize) {
 /// so no body is read and no window is credited back, whatever the timing.
 #[tokio::test]
 async fn data_beyond_a_window_is_a_flow_control_error() {
-    let mut st = State::new(PREFACE, peer(), handoff::test_handler());
+    let mut st = State::new(PREFACE, peer(), test_handler());
     frame(&mut st.rbuf, SETTINGS, 0, 0, &[]);
     post(&mut st.rbuf, 1, STREAM_WINDOW as usize + 1);
     assert!(st.on_input().is_ok());
@@ -324,7 +324,7 @@ async fn data_beyond_a_window_is_a_flow_control_error() {
     assert_eq!(rst.len(), 1, "{rst:?}");
     assert_eq!((rst[0].id, rst[0].code()), (1, Code::FlowControl as u32));
 
-    let mut st = State::new(PREFACE, peer(), handoff::test_handler());
+    let mut st = State::new(PREFACE, peer(), test_handler());
     frame(&mut st.rbuf, SETTINGS, 0, 0, &[]);
     let streams = CONN_WINDOW / STREAM_WINDOW;
     for id in (0..streams).map(|i| 2 * i + 1) {
@@ -339,4 +339,15 @@ async fn data_beyond_a_window_is_a_flow_control_error() {
         .on_input()
         .expect_err("one byte beyond the connection window");
     assert_eq!(err.0, Code::FlowControl);
+}
+
+/// A handler without routes: every request gets a local answer with a body.
+pub(super) fn test_handler() -> std::sync::Arc<handoff::Handler> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(&mut registry));
+    let router = std::sync::Arc::new(crate::router::Router::new());
+    let settings = crate::forward::UpstreamSettings::default();
+    handoff::handler(std::sync::Arc::new(crate::forward::Proxy::new(
+        router, metrics, &settings,
+    )))
 }

@@ -9,8 +9,6 @@ pub(crate) mod pool;
 pub(crate) mod raw_body;
 pub(crate) mod upload;
 
-pub use pool::{Pool, PoolSettings};
-
 use crate::error::{ProxyError, Retry};
 
 /// What is known of one attempt when it fails.

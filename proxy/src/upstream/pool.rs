@@ -35,7 +35,7 @@ use tokio::time::Instant;
 
 /// Upstream-side settings.
 #[derive(Debug, Clone)]
-pub struct PoolSettings {
+pub(crate) struct PoolSettings {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_idle_per_endpoint: usize,
@@ -108,7 +108,7 @@ impl Endpoint {
 }
 
 /// All upstream connections of the proxy.
-pub struct Pool {
+pub(crate) struct Pool {
     settings: PoolSettings,
     /// foldhash: looked up on every request; seeded per process.
     endpoints: RwLock<HashMap<Arc<str>, Arc<Endpoint>, foldhash::fast::RandomState>>,
@@ -129,7 +129,7 @@ fn looks_open(stream: &TcpStream) -> bool {
 }
 
 impl Pool {
-    pub fn new(settings: PoolSettings) -> Arc<Self> {
+    pub(crate) fn new(settings: PoolSettings) -> Arc<Self> {
         let pool = Arc::new(Self {
             settings,
             endpoints: RwLock::new(HashMap::default()),
@@ -229,7 +229,7 @@ impl Pool {
     }
 
     /// Sends `req` over the endpoint's shared HTTP/2 connection.
-    pub async fn send_h2(
+    pub(crate) async fn send_h2(
         &self,
         authority: &str,
         req: Request<RequestBody>,

@@ -15,9 +15,8 @@ use proptest::sample::select;
 use proptest::test_runner::{Config, TestRunner};
 
 use super::super::conn::Conn;
-use super::super::flow::{CONN_WINDOW, STREAM_WINDOW};
 use super::super::handoff::Handler;
-use super::super::{MAX_HEADER_BLOCK, MAX_STREAMS, WRITE_HIGH};
+use super::super::limits::{CONN_WINDOW, MAX_HEADER_BLOCK, MAX_STREAMS, STREAM_WINDOW, WRITE_HIGH};
 use super::*;
 
 /// One generated frame: its type, flags, stream and payload.
@@ -378,7 +377,7 @@ fn any_frames_in_any_pieces_never_panic_and_keep_the_connection_bounded() {
         .start_paused(true)
         .build()
         .expect("runtime");
-    let handler = rt.block_on(async { handoff::test_handler() });
+    let handler = rt.block_on(async { super::test_handler() });
     let config = Config {
         cases: cases(),
         failure_persistence: None,

@@ -1,0 +1,12 @@
+//! The settings of a listener's HTTP/1.1 server.
+
+use std::time::Duration;
+
+/// Listener settings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerSettings {
+    /// Close an HTTP/1.1 connection whose request headers take longer than
+    /// this (slowloris protection). Costs a timer per request; off by default
+    /// because the outbound listener only serves local apps.
+    pub header_read_timeout: Option<Duration>,
+}
