@@ -83,7 +83,10 @@ mod opt_time {
 
     use serde::Serializer;
 
-    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        t: &Option<SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {
             Some(d) => s.serialize_f64(d.as_secs_f64()),
             None => s.serialize_none(),

@@ -13,35 +13,35 @@ use crate::model::{
 use crate::registry::{Change, SourceStatus, SourceView, SourcedChange};
 
 /// xorshift64*: deterministic, dependency-free.
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    pub fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+    pub(crate) fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len())]
     }
 
-    pub fn chance(&mut self, percent: u64) -> bool {
+    pub(crate) fn chance(&mut self, percent: u64) -> bool {
         self.next() % 100 < percent
     }
 }
 
-pub const HOSTS: [&str; 6] = ["a", "b", "c", "d.x", "e.x", "f"];
-pub const SOURCES: [&str; 2] = ["one", "two"];
+pub(crate) const HOSTS: [&str; 6] = ["a", "b", "c", "d.x", "e.x", "f"];
+pub(crate) const SOURCES: [&str; 2] = ["one", "two"];
 
 fn host(s: impl AsRef<str>) -> Hostname {
     // Only called with the valid names above.
@@ -49,7 +49,7 @@ fn host(s: impl AsRef<str>) -> Hostname {
 }
 
 /// Two sources; `two` has the mass-deregistration guard on.
-pub fn state() -> CatalogState {
+pub(crate) fn state() -> CatalogState {
     CatalogState::new(SOURCES.map(SourceId::new)).with_guard(
         &SourceId::new("two"),
         GuardSettings {
@@ -59,7 +59,7 @@ pub fn state() -> CatalogState {
     )
 }
 
-pub fn service(rng: &mut Rng) -> Service {
+pub(crate) fn service(rng: &mut Rng) -> Service {
     let name = *rng.pick(&HOSTS);
     let mut aliases = Vec::new();
     if rng.chance(30) {
@@ -84,7 +84,7 @@ pub fn service(rng: &mut Rng) -> Service {
     }
 }
 
-pub fn endpoint(rng: &mut Rng, source: &str) -> Endpoint {
+pub(crate) fn endpoint(rng: &mut Rng, source: &str) -> Endpoint {
     let id = rng.below(10);
     let version = *rng.pick(&["v1", "v2"]);
     let labels = Labels::from([("version".to_string(), version.to_string())]);
@@ -120,7 +120,7 @@ pub fn endpoint(rng: &mut Rng, source: &str) -> Endpoint {
 }
 
 /// One random change to one source.
-pub fn change(rng: &mut Rng, now: SystemTime) -> SourcedChange {
+pub(crate) fn change(rng: &mut Rng, now: SystemTime) -> SourcedChange {
     let source = *rng.pick(&SOURCES);
     let change = match rng.below(10) {
         0 => Change::Reset(SourceView {

@@ -12,7 +12,7 @@ use crate::harness::write;
 const BIN: &str = env!("CARGO_BIN_EXE_anymesh");
 
 /// `anymesh proxy` running as a child process; killed on drop.
-pub struct Binary {
+pub(crate) struct Binary {
     child: Child,
     pub outbound: SocketAddr,
     pub admin: SocketAddr,
@@ -20,7 +20,7 @@ pub struct Binary {
 }
 
 impl Binary {
-    pub async fn start(services: &str, routes: &str) -> Binary {
+    pub(crate) async fn start(services: &str, routes: &str) -> Binary {
         let dir = tempfile::tempdir().expect("temp dir");
         write(&dir.path().join("services.yaml"), services);
         write(&dir.path().join("routes.yaml"), routes);
@@ -87,11 +87,11 @@ impl Binary {
             .expect("memory field")
     }
 
-    pub fn rss_kib(&self) -> u64 {
+    pub(crate) fn rss_kib(&self) -> u64 {
         self.status_kib("VmRSS:")
     }
 
-    pub fn peak_rss_kib(&self) -> u64 {
+    pub(crate) fn peak_rss_kib(&self) -> u64 {
         self.status_kib("VmHWM:")
     }
 }

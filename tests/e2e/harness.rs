@@ -21,20 +21,20 @@ use hyper_util::rt::TokioExecutor;
 use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, TestRunner};
 
-pub const DEADLINE: Duration = anymesh_testkit::wait::DEADLINE;
+pub(crate) const DEADLINE: Duration = anymesh_testkit::wait::DEADLINE;
 
 /// Polls `check` (async, returning `Some` when done) until it holds, failing
 /// the test after testkit's deadline (the same 15 s as [`DEADLINE`]).
-pub use anymesh_testkit::wait::eventually_async as eventually;
+pub(crate) use anymesh_testkit::wait::eventually_async as eventually;
 
 /// A mesh with its config directory.
-pub struct TestMesh {
+pub(crate) struct TestMesh {
     pub mesh: Mesh,
     pub dir: tempfile::TempDir,
     pub client: Client<HttpConnector, Full<Bytes>>,
 }
 
-pub fn endpoint(up: &Upstream, labels: &str) -> String {
+pub(crate) fn endpoint(up: &Upstream, labels: &str) -> String {
     format!(
         "      - {{address: 127.0.0.1, port: {}, id: {}, labels: {{{labels}}}}}\n",
         up.addr.port(),
@@ -43,14 +43,14 @@ pub fn endpoint(up: &Upstream, labels: &str) -> String {
 }
 
 /// A services.yaml with one service `name` on port 80 and the given endpoint lines.
-pub fn services(name: &str, protocol: &str, endpoints: &[String]) -> String {
+pub(crate) fn services(name: &str, protocol: &str, endpoints: &[String]) -> String {
     format!(
         "services:\n  - name: {name}\n    ports: [{{name: http, port: 80, protocol: {protocol}}}]\n    endpoints:\n{}",
         endpoints.concat()
     )
 }
 
-pub fn write(path: &Path, text: &str) {
+pub(crate) fn write(path: &Path, text: &str) {
     // Write-then-rename so a watcher never sees half a file.
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).expect("write temp file");
@@ -60,7 +60,7 @@ pub fn write(path: &Path, text: &str) {
 impl TestMesh {
     /// Starts a mesh reading `services` and `routes` (Istio YAML) from a temp
     /// dir, and waits until it is ready.
-    pub async fn start(services: &str, routes: &str) -> TestMesh {
+    pub(crate) async fn start(services: &str, routes: &str) -> TestMesh {
         let t = Self::launch(Some(services), routes).await;
         let admin = t.mesh.admin;
         let c = t.client.clone();
@@ -83,7 +83,7 @@ impl TestMesh {
     }
 
     /// Starts a mesh whose services file does not exist yet (so it is not ready).
-    pub async fn start_unready(routes: &str) -> TestMesh {
+    pub(crate) async fn start_unready(routes: &str) -> TestMesh {
         Self::launch(None, routes).await
     }
 
@@ -101,13 +101,13 @@ impl TestMesh {
     }
 
     /// Starts a mesh with the given `registries:` value (YAML) and waits until it is ready.
-    pub async fn start_with_registries(registries: &str, routes: &str) -> TestMesh {
+    pub(crate) async fn start_with_registries(registries: &str, routes: &str) -> TestMesh {
         Self::start_with_settings(registries, routes, "").await
     }
 
     /// A file registry reading `services` with the given extra registry keys
     /// (e.g. `mapping: {...}`), waiting until ready.
-    pub async fn start_file_registry(
+    pub(crate) async fn start_file_registry(
         services: &str,
         registry_extra: &str,
         routes: &str,
@@ -125,7 +125,11 @@ impl TestMesh {
     }
 
     /// Like [`TestMesh::start_with_registries`], with more `anymesh.yaml` lines.
-    pub async fn start_with_settings(registries: &str, routes: &str, extra: &str) -> TestMesh {
+    pub(crate) async fn start_with_settings(
+        registries: &str,
+        routes: &str,
+        extra: &str,
+    ) -> TestMesh {
         let dir = tempfile::tempdir().expect("temp dir");
         write(&dir.path().join("extra.yaml"), extra);
         let t = Self::launch_in(dir, registries, routes).await;
@@ -138,7 +142,11 @@ impl TestMesh {
 
     /// A mesh with the file registry and more `listeners:` settings, as
     /// flow-mapping entries (e.g. `header_read_timeout: 300ms`).
-    pub async fn start_with_listener(services: &str, routes: &str, listener: &str) -> TestMesh {
+    pub(crate) async fn start_with_listener(
+        services: &str,
+        routes: &str,
+        listener: &str,
+    ) -> TestMesh {
         let dir = tempfile::tempdir().expect("temp dir");
         write(&dir.path().join("services.yaml"), services);
         write(&dir.path().join("listener.yaml"), listener);
@@ -157,7 +165,11 @@ impl TestMesh {
 
     /// A mesh with the file registry whose outbound listener is served by
     /// `threads` threads (`anymesh proxy --workers`), waiting until ready.
-    pub async fn start_with_threads(services: &str, routes: &str, threads: usize) -> TestMesh {
+    pub(crate) async fn start_with_threads(
+        services: &str,
+        routes: &str,
+        threads: usize,
+    ) -> TestMesh {
         let dir = tempfile::tempdir().expect("temp dir");
         write(&dir.path().join("services.yaml"), services);
         let t = Self::launch_tweaked(
@@ -205,16 +217,16 @@ impl TestMesh {
         TestMesh { mesh, dir, client }
     }
 
-    pub fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    pub fn proxy(&self) -> SocketAddr {
+    pub(crate) fn proxy(&self) -> SocketAddr {
         self.mesh.outbound
     }
 
     /// Sends a request through the proxy.
-    pub async fn send(&self, req: Request<Full<Bytes>>) -> Response<Incoming> {
+    pub(crate) async fn send(&self, req: Request<Full<Bytes>>) -> Response<Incoming> {
         self.client
             .request(req)
             .await
@@ -222,7 +234,7 @@ impl TestMesh {
     }
 
     /// GET `path` for `host` with extra headers; returns status, `x-upstream` and body.
-    pub async fn get(
+    pub(crate) async fn get(
         &self,
         host: &str,
         path: &str,
@@ -245,7 +257,7 @@ impl TestMesh {
     }
 
     /// Counts which upstream answered `n` GETs.
-    pub async fn count(
+    pub(crate) async fn count(
         &self,
         host: &str,
         n: usize,
@@ -260,7 +272,7 @@ impl TestMesh {
         counts
     }
 
-    pub async fn admin(&self, path: &str) -> (StatusCode, String) {
+    pub(crate) async fn admin(&self, path: &str) -> (StatusCode, String) {
         let resp = self
             .client
             .request(
@@ -277,7 +289,7 @@ impl TestMesh {
 }
 
 /// Starts named upstreams.
-pub async fn upstreams(names: &[&str]) -> Vec<Upstream> {
+pub(crate) async fn upstreams(names: &[&str]) -> Vec<Upstream> {
     let mut v = Vec::new();
     for n in names {
         v.push(upstream::spawn(n).await.expect("upstream starts"));
@@ -286,7 +298,7 @@ pub async fn upstreams(names: &[&str]) -> Vec<Upstream> {
 }
 
 /// Istio YAML: a DestinationRule with subsets by `version` label.
-pub fn subsets_dr(host: &str, versions: &[&str], extra_policy: &str) -> String {
+pub(crate) fn subsets_dr(host: &str, versions: &[&str], extra_policy: &str) -> String {
     let subsets: String = versions
         .iter()
         .map(|v| format!("    - name: {v}\n      labels: {{version: {v}}}\n"))
@@ -298,7 +310,7 @@ pub fn subsets_dr(host: &str, versions: &[&str], extra_policy: &str) -> String {
 
 /// Sends requests in a loop from 8 tasks until stopped; counts failures, and
 /// answers per upstream for the current epoch (requests that *started* in it).
-pub struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     epoch: Arc<AtomicUsize>,
     failures: Arc<parking_lot::Mutex<Vec<String>>>,
@@ -308,7 +320,7 @@ pub struct Load {
 }
 
 impl Load {
-    pub fn start(mesh: &TestMesh, host: &'static str) -> Load {
+    pub(crate) fn start(mesh: &TestMesh, host: &'static str) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let epoch = Arc::new(AtomicUsize::new(0));
         let failures = Arc::new(parking_lot::Mutex::new(Vec::new()));
@@ -362,7 +374,7 @@ impl Load {
     }
 
     /// Answers from `who` to requests started in the current epoch.
-    pub fn seen(&self, who: &str) -> usize {
+    pub(crate) fn seen(&self, who: &str) -> usize {
         let epoch = self.epoch.load(Ordering::SeqCst);
         self.seen
             .lock()
@@ -372,11 +384,11 @@ impl Load {
     }
 
     /// Starts a new epoch: later counts only include requests started from now on.
-    pub fn next_epoch(&self) {
+    pub(crate) fn next_epoch(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
-    pub async fn finish(self) -> (usize, Vec<String>) {
+    pub(crate) async fn finish(self) -> (usize, Vec<String>) {
         self.stop.store(true, Ordering::SeqCst);
         for t in self.tasks {
             t.await.expect("load task");
@@ -387,7 +399,7 @@ impl Load {
 }
 
 /// Panics on the mesh's listener threads, counted by a panic hook.
-pub fn listener_panics() -> &'static std::sync::atomic::AtomicUsize {
+pub(crate) fn listener_panics() -> &'static std::sync::atomic::AtomicUsize {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::OnceLock;
     static COUNT: OnceLock<&'static AtomicUsize> = OnceLock::new();
@@ -418,7 +430,7 @@ fn cases() -> u32 {
 
 /// Runs `check` on `cases()` generated values, on a runtime that also
 /// serves the mesh it sets up first.
-pub fn run<S: Strategy, M>(
+pub(crate) fn run<S: Strategy, M>(
     setup: impl Future<Output = M>,
     strategy: S,
     check: impl AsyncFn(&M, S::Value),

@@ -68,7 +68,7 @@ pub(crate) struct Selector {
 }
 
 impl Selector {
-    pub fn wants(&self, interest: &Interest, name: &str) -> bool {
+    pub(crate) fn wants(&self, interest: &Interest, name: &str) -> bool {
         if self.watch_all || self.listed.contains(name) {
             return true;
         }

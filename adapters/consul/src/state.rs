@@ -15,7 +15,7 @@ use crate::decode::Decoder;
 
 /// One followed service.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Followed {
+pub(crate) struct Followed {
     /// The index of the last answer applied (0: none yet).
     pub index: u64,
     pub endpoints: BTreeMap<String, Endpoint>,
@@ -26,7 +26,7 @@ pub struct Followed {
 
 /// Every followed service, by Consul name.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Synced {
+pub(crate) struct Synced {
     pub catalog_index: u64,
     /// Every service name in the catalog (followed or not).
     pub catalog: Vec<String>,
@@ -38,7 +38,12 @@ const NAMED_PROBLEMS: usize = 3;
 
 impl Followed {
     /// Decodes a full answer into a fresh state.
-    pub fn decode(decoder: &Decoder, name: &str, index: u64, entries: &[ServiceEntry]) -> Self {
+    pub(crate) fn decode(
+        decoder: &Decoder,
+        name: &str,
+        index: u64,
+        entries: &[ServiceEntry],
+    ) -> Self {
         let mut f = Followed {
             index,
             ..Followed::default()
@@ -59,7 +64,7 @@ impl Followed {
 
     /// Replaces `self` with `next`; returns the changes that make the
     /// catalog agree.
-    pub fn replace(&mut self, next: Followed) -> Vec<Change> {
+    pub(crate) fn replace(&mut self, next: Followed) -> Vec<Change> {
         let mut out = Vec::new();
         if self.declared != next.declared {
             match &next.declared {
@@ -92,7 +97,7 @@ impl Followed {
     }
 
     /// The changes that take this service out of the catalog.
-    pub fn removal(&self) -> Vec<Change> {
+    pub(crate) fn removal(&self) -> Vec<Change> {
         let mut out: Vec<Change> = self
             .endpoints
             .values()
@@ -107,7 +112,7 @@ impl Followed {
 
 impl Synced {
     /// The whole view, for a `Reset`.
-    pub fn view(&self) -> SourceView {
+    pub(crate) fn view(&self) -> SourceView {
         SourceView {
             services: self
                 .services
@@ -123,7 +128,7 @@ impl Synced {
     }
 
     /// `Healthy`, or `Degraded` naming the first few skipped instances.
-    pub fn status(&self) -> SourceStatus {
+    pub(crate) fn status(&self) -> SourceStatus {
         let problems: Vec<&String> = self.services.values().flat_map(|f| &f.problems).collect();
         if problems.is_empty() {
             return SourceStatus::Healthy;

@@ -26,7 +26,7 @@ fn pb_kv(kv: &gw::Kv) -> PbKeyValue {
 }
 
 /// A range response fixture (`etcd/<name>`) as the adapter's list input.
-pub fn range(name: &str) -> Input {
+pub(crate) fn range(name: &str) -> Input {
     let (revision, kvs) = gw::range(&fixtures::json(&format!("etcd/{name}")));
     let resp = GetResponse(PbRangeResponse {
         header: header(revision),
@@ -38,7 +38,7 @@ pub fn range(name: &str) -> Input {
 }
 
 /// A watch stream fixture (`etcd/<name>`), frame by frame, as the adapter reads it.
-pub fn watch(name: &str) -> Vec<WatchMsg> {
+pub(crate) fn watch(name: &str) -> Vec<WatchMsg> {
     fixtures::ndjson(&format!("etcd/{name}"))
         .iter()
         .map(|frame| {

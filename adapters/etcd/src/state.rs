@@ -28,21 +28,21 @@ use crate::decode::Decoder;
 
 /// One key and its value as etcd returned them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Kv {
+pub(crate) struct Kv {
     pub key: Vec<u8>,
     pub value: Vec<u8>,
 }
 
 /// One watch event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     Put(Kv),
     Delete { key: Vec<u8> },
 }
 
 /// What etcd (or the connection to it) said.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Input {
+pub(crate) enum Input {
     /// A prefix get succeeded at `revision`.
     Listed { revision: i64, kvs: Vec<Kv> },
     /// One watch response: its events happened together at `revision`.
@@ -55,7 +55,7 @@ pub enum Input {
 
 /// The adapter's side of the conversation with the catalog.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub enum State {
+pub(crate) enum State {
     /// Nothing listed since the start or since the last failure.
     #[default]
     Empty,
@@ -67,7 +67,7 @@ pub enum State {
 
 /// What one successful list plus the watch events since then say.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Synced {
+pub(crate) struct Synced {
     /// The revision of the last list or watch response applied.
     pub revision: i64,
     /// Valid endpoints by key.
@@ -81,7 +81,7 @@ const NAMED_INVALID_KEYS: usize = 3;
 
 impl State {
     /// The revision to watch from, when watching.
-    pub fn watch_from(&self) -> Option<i64> {
+    pub(crate) fn watch_from(&self) -> Option<i64> {
         match self {
             State::Watching(s) => Some(s.revision + 1),
             _ => None,
@@ -89,7 +89,7 @@ impl State {
     }
 
     /// Folds one input in; returns the next state and the changes to send.
-    pub fn step(self, input: Input, decoder: &Decoder) -> (State, Vec<Change>) {
+    pub(crate) fn step(self, input: Input, decoder: &Decoder) -> (State, Vec<Change>) {
         match (self, input) {
             (_, Input::Listed { revision, kvs }) => {
                 let mut synced = Synced {

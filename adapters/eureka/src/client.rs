@@ -18,7 +18,7 @@ use crate::error::EurekaError;
 
 /// What a server answered.
 #[derive(Debug)]
-pub enum Answer {
+pub(crate) enum Answer {
     Apps {
         /// Index of the server that answered.
         server: usize,
@@ -31,7 +31,7 @@ pub enum Answer {
 }
 
 #[derive(Debug)]
-pub struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     /// Service URLs without a trailing `/`.
     servers: Vec<String>,
@@ -40,7 +40,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(config: &EurekaConfig) -> Result<Self, EurekaError> {
+    pub(crate) fn new(config: &EurekaConfig) -> Result<Self, EurekaError> {
         let http = reqwest::Client::builder()
             .timeout(config.request_timeout.0)
             .connect_timeout(config.request_timeout.0)
@@ -59,17 +59,17 @@ impl Client {
     }
 
     /// The URL of server `i`.
-    pub fn server(&self, i: usize) -> &str {
+    pub(crate) fn server(&self, i: usize) -> &str {
         self.servers.get(i).map_or("", String::as_str)
     }
 
     /// `GET /apps`.
-    pub async fn full(&self) -> Result<Answer, EurekaError> {
+    pub(crate) async fn full(&self) -> Result<Answer, EurekaError> {
         self.fetch("apps", false).await
     }
 
     /// `GET /apps/delta`.
-    pub async fn delta(&self) -> Result<Answer, EurekaError> {
+    pub(crate) async fn delta(&self) -> Result<Answer, EurekaError> {
         self.fetch("apps/delta", true).await
     }
 

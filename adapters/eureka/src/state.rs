@@ -29,7 +29,7 @@ use crate::translate::Translator;
 
 /// What the Eureka server (or the connection to it) said.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Input {
+pub(crate) enum Input {
     /// `GET /apps` succeeded.
     Full(Applications),
     /// `GET /apps/delta` succeeded.
@@ -40,7 +40,7 @@ pub enum Input {
 
 /// What [`State::step`] asks of the driver besides sending changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Next {
+pub(crate) enum Next {
     /// Poll the delta after the refresh interval.
     Poll,
     /// Fetch the full registry at once, for this reason.
@@ -51,7 +51,7 @@ pub enum Next {
 
 /// The adapter's side of the conversation with the catalog.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub enum State {
+pub(crate) enum State {
     /// Nothing fetched since the start or since the last failure.
     #[default]
     Empty,
@@ -60,7 +60,7 @@ pub enum State {
 
 /// The registry as the last full fetch plus the deltas since say.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Synced {
+pub(crate) struct Synced {
     /// Every instance by `<APP>/<id>`, whatever its status.
     pub instances: BTreeMap<String, Instance>,
     /// `versions__delta` of the last document applied.
@@ -86,14 +86,14 @@ impl State {
     /// Whether a delta can be applied: a full fetch happened, the registry
     /// was not empty and its version is not `-1` (Netflix's client fetches
     /// in full otherwise).
-    pub fn wants_delta(&self) -> bool {
+    pub(crate) fn wants_delta(&self) -> bool {
         matches!(self, State::Synced(s)
             if !s.instances.is_empty() && s.version.as_deref().map(str::trim) != Some("-1"))
     }
 
     /// Folds one input in; returns the next state, the changes to send and
     /// what to do next.
-    pub fn step(self, input: Input, tr: &Translator) -> (State, Vec<Change>, Next) {
+    pub(crate) fn step(self, input: Input, tr: &Translator) -> (State, Vec<Change>, Next) {
         match (self, input) {
             (_, Input::Full(apps)) => {
                 let mut instances = BTreeMap::new();

@@ -68,7 +68,7 @@ impl Frame {
 }
 
 /// The document as `{"<root>": tree}`.
-pub fn to_value(body: &[u8]) -> Result<Value, String> {
+pub(crate) fn to_value(body: &[u8]) -> Result<Value, String> {
     let text = std::str::from_utf8(body).map_err(|e| format!("XML body is not UTF-8: {e}"))?;
     let mut reader = Reader::from_str(text);
     reader.config_mut().trim_text(true);

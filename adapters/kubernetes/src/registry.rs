@@ -1,5 +1,5 @@
 //! [`KubernetesRegistry`]: watches Services, EndpointSlices and Pods with
-//! kube-runtime's [`watcher`] and turns them into catalog changes.
+//! kube-runtime's [`watcher()`] and turns them into catalog changes.
 //!
 //! ```text
 //!   ┌──► client (in-cluster / kubeconfig / URL) ──err──────────────────────┐

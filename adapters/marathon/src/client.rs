@@ -34,7 +34,7 @@ pub const EVENT_TYPES: [&str; 11] = [
 ];
 
 #[derive(Debug)]
-pub struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     /// Without a total timeout: the event stream lasts.
     stream_http: reqwest::Client,
@@ -46,7 +46,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(config: &MarathonConfig) -> Result<Self, MarathonError> {
+    pub(crate) fn new(config: &MarathonConfig) -> Result<Self, MarathonError> {
         let timeout = config.request_timeout.0;
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -72,13 +72,13 @@ impl Client {
     }
 
     /// URL `i`.
-    pub fn url(&self, i: usize) -> &str {
+    pub(crate) fn url(&self, i: usize) -> &str {
         self.urls.get(i).map_or("", String::as_str)
     }
 
     /// Opens the event stream on the first URL that answers `200`, starting
     /// with the current one; returns its index and the open response.
-    pub async fn events(&self) -> Result<(usize, reqwest::Response), MarathonError> {
+    pub(crate) async fn events(&self) -> Result<(usize, reqwest::Response), MarathonError> {
         let token = self.token().await?;
         let query: String = EVENT_TYPES
             .iter()
@@ -103,7 +103,7 @@ impl Client {
 
     /// `GET /v2/apps?embed=apps.tasks`, from the current URL first (the
     /// one whose event stream is open).
-    pub async fn apps(&self) -> Result<(usize, AppList), MarathonError> {
+    pub(crate) async fn apps(&self) -> Result<(usize, AppList), MarathonError> {
         let token = self.token().await?;
         self.failover(|i| {
             let url = format!("{}/v2/apps?embed=apps.tasks", self.url(i));

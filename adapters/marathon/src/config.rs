@@ -96,7 +96,7 @@ fn default_stream_idle_timeout() -> GoDuration {
 }
 
 /// The placeholders a hostname template may use.
-pub const TEMPLATE_PLACEHOLDERS: [&str; 4] = ["{name}", "{group}", "{reversed}", "{joined}"];
+pub(crate) const TEMPLATE_PLACEHOLDERS: [&str; 4] = ["{name}", "{group}", "{reversed}", "{joined}"];
 
 impl MarathonConfig {
     /// A configuration with defaults for everything but the URLs.

@@ -28,7 +28,7 @@ pub struct SseParser {
 }
 
 /// The longest line accepted; a longer one is a broken stream.
-pub const MAX_LINE: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_LINE: usize = 16 * 1024 * 1024;
 
 impl SseParser {
     /// Feeds a chunk; returns the events it completes.

@@ -14,7 +14,7 @@ const NAMED_INVALID: usize = 3;
 
 /// The apps as last read, and what they mean for the catalog.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct View {
+pub(crate) struct View {
     /// Apps by id.
     pub apps: BTreeMap<String, App>,
     /// Apps of the last list that could not be read.
@@ -28,7 +28,7 @@ pub struct View {
 
 impl View {
     /// The view of one app list.
-    pub fn new(list: AppList, tr: &Translator) -> Self {
+    pub(crate) fn new(list: AppList, tr: &Translator) -> Self {
         let apps = list.apps.into_iter().map(|a| (a.id.clone(), a)).collect();
         Self::derive(apps, list.problems, tr)
     }
@@ -74,7 +74,12 @@ impl View {
     }
 
     /// This view with a task removed (a terminal status update).
-    pub fn without_task(&self, app_id: &str, task_id: &str, tr: &Translator) -> Option<Self> {
+    pub(crate) fn without_task(
+        &self,
+        app_id: &str,
+        task_id: &str,
+        tr: &Translator,
+    ) -> Option<Self> {
         let mut apps = self.apps.clone();
         let app = apps.get_mut(app_id)?;
         let before = app.tasks.len();
@@ -86,14 +91,14 @@ impl View {
     }
 
     /// This view without an app (`app_terminated_event`).
-    pub fn without_app(&self, app_id: &str, tr: &Translator) -> Option<Self> {
+    pub(crate) fn without_app(&self, app_id: &str, tr: &Translator) -> Option<Self> {
         let mut apps = self.apps.clone();
         apps.remove(app_id)?;
         Some(Self::derive(apps, self.unreadable.clone(), tr))
     }
 
     /// The whole view, for a `Reset`.
-    pub fn source_view(&self) -> SourceView {
+    pub(crate) fn source_view(&self) -> SourceView {
         SourceView {
             services: self.services.values().cloned().collect(),
             endpoints: self.endpoints.values().cloned().collect(),
@@ -101,7 +106,7 @@ impl View {
     }
 
     /// How many endpoints (tasks) the view has, eligible or not.
-    pub fn endpoint_count(&self) -> usize {
+    pub(crate) fn endpoint_count(&self) -> usize {
         self.endpoints.len()
     }
 
@@ -114,7 +119,7 @@ impl View {
 
     /// The changes that turn `self` into `new` ([`ViewMaps::diff`]), and the
     /// status too when the skipped entries changed.
-    pub fn diff(&self, new: &View) -> Vec<Change> {
+    pub(crate) fn diff(&self, new: &View) -> Vec<Change> {
         let mut out = self.maps().diff(&new.maps());
         if new.invalid != self.invalid || new.unreadable != self.unreadable {
             out.push(new.status());
@@ -123,7 +128,7 @@ impl View {
     }
 
     /// `Healthy`, or `Degraded` naming the first few apps or tasks skipped.
-    pub fn status(&self) -> Change {
+    pub(crate) fn status(&self) -> Change {
         let all: Vec<&str> = self
             .unreadable
             .iter()

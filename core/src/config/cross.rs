@@ -2,7 +2,7 @@
 //! host, and destination subsets that no DestinationRule defines.
 //!
 //! Without a catalog, hosts are compared as written (see
-//! [`may_be_same`](super::host::may_be_same)): equal, covered by a wildcard,
+//! [`super::host::may_be_same`]): equal, covered by a wildcard,
 //! or a short name the other extends. A subset is reported unknown only when
 //! a rule may apply and none that may defines it; a host no rule may apply
 //! to may be an alias, so the route compiler, which knows the services and

@@ -116,7 +116,7 @@ pub(crate) struct Subject {
 }
 
 impl Subject {
-    pub fn diagnostic(
+    pub(crate) fn diagnostic(
         &self,
         severity: Severity,
         path: impl Into<String>,
@@ -143,17 +143,17 @@ pub(crate) struct Findings {
 }
 
 impl Findings {
-    pub fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.items
             .push((Severity::Error, path.into(), message.into()));
     }
 
-    pub fn warning(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn warning(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.items
             .push((Severity::Warning, path.into(), message.into()));
     }
 
-    pub fn into_diagnostics(self, subject: &Subject) -> Vec<Diagnostic> {
+    pub(super) fn into_diagnostics(self, subject: &Subject) -> Vec<Diagnostic> {
         self.items
             .into_iter()
             .map(|(sev, path, msg)| subject.diagnostic(sev, path, msg))

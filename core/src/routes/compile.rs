@@ -185,13 +185,13 @@ impl<'a> Compiler<'a> {
     }
 
     /// Looks a service up by hostname or alias, and records the lookup.
-    pub fn lookup(&mut self, host: &Hostname) -> Option<Arc<MergedService>> {
+    pub(crate) fn lookup(&mut self, host: &Hostname) -> Option<Arc<MergedService>> {
         self.lookups.push(host.clone());
         self.snapshot.service(host).cloned()
     }
 
     /// Records a finding once (a VirtualService compiles once per port).
-    pub fn report(&mut self, d: Diagnostic) {
+    pub(crate) fn report(&mut self, d: Diagnostic) {
         if !self.diagnostics.contains(&d) {
             self.diagnostics.push(d);
         }

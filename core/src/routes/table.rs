@@ -245,7 +245,7 @@ pub enum StringMatch {
 mod regex_str {
     use regex::Regex;
     use serde::Serializer;
-    pub fn serialize<S: Serializer>(r: &Regex, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(r: &Regex, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(r.as_str())
     }
 }
@@ -460,7 +460,7 @@ pub enum HashKey {
 mod header_name {
     use http::HeaderName;
     use serde::Serializer;
-    pub fn serialize<S: Serializer>(h: &HeaderName, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(h: &HeaderName, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(h.as_str())
     }
 }
@@ -498,7 +498,7 @@ mod header_pairs {
     use http::{HeaderName, HeaderValue};
     use serde::ser::SerializeMap;
     use serde::Serializer;
-    pub fn serialize<S: Serializer>(
+    pub(super) fn serialize<S: Serializer>(
         v: &[(HeaderName, HeaderValue)],
         s: S,
     ) -> Result<S::Ok, S::Error> {
@@ -513,7 +513,7 @@ mod header_pairs {
 mod header_list {
     use http::HeaderName;
     use serde::Serializer;
-    pub fn serialize<S: Serializer>(v: &[HeaderName], s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(v: &[HeaderName], s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(v.iter().map(|h| h.as_str()))
     }
 }

@@ -28,13 +28,13 @@ pub(crate) enum Seg {
 pub(crate) struct FieldPath(Vec<Seg>);
 
 impl FieldPath {
-    pub fn key(&self, key: &'static str) -> Self {
+    pub(super) fn key(&self, key: &'static str) -> Self {
         self.with(Seg::Key(key))
     }
-    pub fn name(&self, name: &str) -> Self {
+    pub(super) fn name(&self, name: &str) -> Self {
         self.with(Seg::Name(name.to_string()))
     }
-    pub fn index(&self, i: usize) -> Self {
+    pub(super) fn index(&self, i: usize) -> Self {
         self.with(Seg::Index(i))
     }
     fn with(&self, seg: Seg) -> Self {

@@ -238,7 +238,7 @@ impl<V> Default for UniqueMap<V> {
 }
 
 impl<V> UniqueMap<V> {
-    pub fn get(&self, key: &str) -> Option<&V> {
+    pub(super) fn get(&self, key: &str) -> Option<&V> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 }

@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 use super::{FakeApp, FakeNetworking, FakeTask, Shape};
 
 /// A fixed, increasing ISO-8601 timestamp.
-pub fn timestamp(seq: u64) -> String {
+pub(super) fn timestamp(seq: u64) -> String {
     format!(
         "2026-01-01T00:{:02}:{:02}.{:03}Z",
         (seq / 60_000) % 60,
@@ -18,7 +18,7 @@ pub fn timestamp(seq: u64) -> String {
 
 /// Marathon 1.4+ instance id of a task id (`app.instance-<uuid>._app.1` →
 /// `app.instance-<uuid>`); the task id itself otherwise.
-pub fn instance_id(task_id: &str) -> String {
+pub(super) fn instance_id(task_id: &str) -> String {
     match task_id.rsplit_once("._app.") {
         Some((instance, _)) => instance.into(),
         None => task_id.into(),
@@ -26,17 +26,17 @@ pub fn instance_id(task_id: &str) -> String {
 }
 
 /// A Mesos agent id for a host.
-pub fn agent_id(host: &str) -> String {
+pub(super) fn agent_id(host: &str) -> String {
     format!("fake-agent-{host}-S0")
 }
 
 /// `{"apps":[...]}`.
-pub fn apps(apps: &BTreeMap<String, FakeApp>, shape: Shape, with_tasks: bool) -> Value {
+pub(super) fn apps(apps: &BTreeMap<String, FakeApp>, shape: Shape, with_tasks: bool) -> Value {
     json!({ "apps": apps.values().map(|a| app(a, shape, with_tasks)).collect::<Vec<_>>() })
 }
 
 /// `{"tasks":[...]}` as `/v2/tasks` writes it.
-pub fn tasks(apps: &BTreeMap<String, FakeApp>, shape: Shape) -> Value {
+pub(super) fn tasks(apps: &BTreeMap<String, FakeApp>, shape: Shape) -> Value {
     let mut out = Vec::new();
     for a in apps.values() {
         for t in a.tasks.values() {
@@ -85,7 +85,7 @@ fn port_definitions(a: &FakeApp) -> Value {
 }
 
 /// One app, with its tasks if asked.
-pub fn app(a: &FakeApp, shape: Shape, with_tasks: bool) -> Value {
+pub(super) fn app(a: &FakeApp, shape: Shape, with_tasks: bool) -> Value {
     let mut m = Map::new();
     let mut put = |k: &str, v: Value| {
         m.insert(k.into(), v);
@@ -245,7 +245,7 @@ pub fn app(a: &FakeApp, shape: Shape, with_tasks: bool) -> Value {
 }
 
 /// One task.
-pub fn task(a: &FakeApp, t: &FakeTask, shape: Shape) -> Value {
+pub(super) fn task(a: &FakeApp, t: &FakeTask, shape: Shape) -> Value {
     let mut m = Map::new();
     let mut put = |k: &str, v: Value| {
         m.insert(k.into(), v);
