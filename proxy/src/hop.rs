@@ -27,6 +27,18 @@ pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
     }
 }
 
+/// The part of [`is_hop_by_hop`]'s list that HTTP/2 forbids in a message
+/// outright (RFC 9113 §8.2.2: a request carrying one is malformed; `TE` is
+/// allowed with `trailers` only, and the proxy-authentication fields and
+/// `Trailer` are ordinary fields there). `name` is lowercase, as HTTP/2
+/// field names are.
+pub(crate) fn is_connection_specific(name: &[u8]) -> bool {
+    matches!(
+        name,
+        b"connection" | b"keep-alive" | b"proxy-connection" | b"transfer-encoding" | b"upgrade"
+    )
+}
+
 /// Removes hop-by-hop fields. `keep_te_trailers` keeps `TE: trailers` (gRPC needs it end to end).
 pub(crate) fn strip(headers: &mut HeaderMap, keep_te_trailers: bool) {
     // One pass over the names; most messages have none or only `connection`.
@@ -108,6 +120,23 @@ mod tests {
         strip(&mut h, false);
         assert_eq!(h.len(), 1);
         assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn connection_specific_fields_are_hop_by_hop_ones() {
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "transfer-encoding",
+            "upgrade",
+        ] {
+            assert!(is_connection_specific(name.as_bytes()), "{name}");
+            assert!(is_hop_by_hop(name.as_bytes()), "{name}");
+        }
+        for name in ["te", "trailer", "proxy-authorization", "x-custom"] {
+            assert!(!is_connection_specific(name.as_bytes()), "{name}");
+        }
     }
 
     #[test]

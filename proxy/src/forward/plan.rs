@@ -153,10 +153,10 @@ pub(crate) fn plan<'r>(
         RouteAction::DirectResponse(d) => {
             let mut resp = Response::new(ProxyBody::local(d.body.clone().unwrap_or_default()));
             *resp.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
-            return Err(routed(Outcome::upstream(resp)));
+            return Err(routed(Outcome::response(resp)));
         }
         RouteAction::Redirect(r) => {
-            return Err(routed(Outcome::upstream(redirect(
+            return Err(routed(Outcome::response(redirect(
                 r, authority, &parts.uri,
             ))))
         }

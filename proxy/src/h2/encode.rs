@@ -5,8 +5,8 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::frame::{frame_head, CONTINUATION, END_HEADERS, END_STREAM, HEADERS};
 use super::hpack;
-use super::request::connection_specific;
 use crate::h1::codec::{self, Framing, ResponseHead};
+use crate::hop::is_connection_specific;
 use anymesh_core::routes::HeaderOps;
 
 /// Writes a header block as HEADERS, plus CONTINUATION frames when it is
@@ -75,7 +75,7 @@ fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 /// Encodes response fields or trailers.
 pub(super) fn encode_fields(block: &mut BytesMut, fields: &HeaderMap) {
     for (name, value) in fields {
-        if connection_specific(name) {
+        if is_connection_specific(name.as_str().as_bytes()) {
             continue;
         }
         hpack::encode_field(block, name.as_str().as_bytes(), value.as_bytes());

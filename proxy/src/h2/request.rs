@@ -2,20 +2,13 @@
 //! request head, or the reason it is malformed.
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{self, Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Uri, Version};
 
 use super::hpack::{Field, Pseudo};
 use super::limits::MAX_HEADER_LIST;
-
-/// Fields that belong to one HTTP/1.1 connection and have no place in HTTP/2.
-pub(super) fn connection_specific(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade"
-    )
-}
+use crate::hop::is_connection_specific;
 
 /// A field value that starts or ends with whitespace (SP or HTAB), which
 /// makes a request malformed (RFC 9113, 8.2.1).
@@ -81,7 +74,7 @@ impl Fields {
                 self.regular_seen = true;
                 if padded(v.as_bytes()) {
                     self.malformed.get_or_insert(PADDED_VALUE);
-                } else if connection_specific(&n) {
+                } else if is_connection_specific(n.as_str().as_bytes()) {
                     self.malformed.get_or_insert("connection-specific field");
                 } else if n == header::TE && v != "trailers" {
                     self.malformed.get_or_insert("TE other than \"trailers\"");
