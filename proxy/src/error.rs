@@ -195,9 +195,7 @@ impl ProxyError {
 
     pub(crate) fn source(&self) -> ErrorSource {
         match self.kind.source() {
-            ErrorSource::UpstreamHead | ErrorSource::Local if self.after_head => {
-                ErrorSource::UpstreamBody
-            }
+            ErrorSource::UpstreamHead if self.after_head => ErrorSource::UpstreamBody,
             s => s,
         }
     }

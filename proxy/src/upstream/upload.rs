@@ -198,3 +198,75 @@ impl Sending {
         matches!(self, Sending::Sent)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::h2::body::{ConnSignal, Inbox, RecvBody};
+    use std::future::poll_fn;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// A request body whose data is all there already, as an HTTP/2
+    /// stream's would be; `length` is its declared `content-length`.
+    fn body(pieces: &[&'static str], length: Option<u64>) -> RequestBody {
+        let inbox = Inbox::new(std::sync::Arc::new(ConnSignal::default()));
+        for (i, p) in pieces.iter().enumerate() {
+            inbox.push(Bytes::from_static(p.as_bytes()), i + 1 == pieces.len());
+        }
+        if pieces.is_empty() {
+            inbox.push(Bytes::new(), true);
+        }
+        RequestBody::H2(RecvBody::new(inbox, length))
+    }
+
+    /// A connected pair of loopback sockets: (proxy side, upstream side).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let ours = TcpStream::connect(addr).await.expect("connect");
+        let (theirs, _) = listener.accept().await.expect("accept");
+        (ours, theirs)
+    }
+
+    /// Sends `body` with its own framing; what the upstream read, or the error.
+    async fn send(body: RequestBody) -> Result<(Framing, Vec<u8>), ProxyError> {
+        let framing = Upload::framing(&body);
+        let mut sending = Sending::Body(Box::new(Upload::new(body, framing)));
+        assert!(
+            sending.untouched(),
+            "nothing is taken before the first poll"
+        );
+        let (mut ours, mut theirs) = pair().await;
+        poll_fn(|cx| sending.poll(cx, &mut ours)).await?;
+        assert!(sending.is_sent());
+        drop(ours);
+        let mut got = Vec::new();
+        theirs.read_to_end(&mut got).await.expect("read");
+        Ok((framing, got))
+    }
+
+    #[tokio::test]
+    async fn a_body_of_unknown_length_goes_chunked() {
+        let (framing, got) = send(body(&["abc", "de"], None)).await.expect("sent");
+        assert_eq!(framing, Framing::Chunked);
+        assert_eq!(got, b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
+        let (_, got) = send(body(&[], None)).await.expect("sent");
+        assert_eq!(got, b"0\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_is_sent_as_is_and_held_to() {
+        let (framing, got) = send(body(&["abc", "de"], Some(5))).await.expect("sent");
+        assert_eq!(framing, Framing::Length(5));
+        assert_eq!(got, b"abcde");
+        let longer = send(body(&["abc", "def"], Some(5)))
+            .await
+            .expect_err("longer");
+        assert_eq!(longer.kind(), ErrorKind::BadRequest);
+        assert!(longer.detail().contains("longer"), "{longer}");
+        let shorter = send(body(&["abc"], Some(5))).await.expect_err("shorter");
+        assert_eq!(shorter.kind(), ErrorKind::BadRequest);
+        assert!(shorter.detail().contains("shorter"), "{shorter}");
+    }
+}
