@@ -56,6 +56,7 @@ fn cluster(lb: LbPolicy, n: usize, weighted: bool) -> Arc<Cluster> {
             protocol: Protocol::Http,
         },
         lb,
+        policy: Default::default(),
         endpoints: (0..n).map(|i| endpoint(i, weight(i))).collect(),
         excluded: vec![],
     })

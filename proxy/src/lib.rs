@@ -33,6 +33,7 @@ mod hooks;
 mod hop;
 pub mod metrics;
 mod reply;
+mod resilience;
 pub mod router;
 pub mod server;
 mod service;

@@ -22,6 +22,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use regex::Regex;
 use serde::Serialize;
 
+use super::policy::{ClusterPolicy, FaultPolicy, Mirror, MirrorCompare, RetryPolicy};
 use crate::model::{Endpoint, EndpointKey, Hostname, Labels, ServicePort};
 
 /// The whole compiled routing state.
@@ -155,6 +156,13 @@ pub struct Route {
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
     pub rewrite: Option<Rewrite>,
+    /// `retries`, or Istio's default policy.
+    pub retry: RetryPolicy,
+    pub fault: Option<FaultPolicy>,
+    /// Where requests are also sent, fire and forget.
+    pub mirrors: Vec<Mirror>,
+    /// Compare mirrored responses with the primary's (anymesh extension).
+    pub mirror_compare: Option<MirrorCompare>,
 }
 
 impl Route {
@@ -353,6 +361,8 @@ pub struct Cluster {
     pub selector: Labels,
     pub port: ServicePort,
     pub lb: LbPolicy,
+    /// Connection limits, outlier detection, retry budget, locality.
+    pub policy: ClusterPolicy,
     /// Endpoints requests may go to.
     pub endpoints: Vec<ClusterEndpoint>,
     /// Endpoints of the service that are not eligible, and why.
@@ -422,6 +432,9 @@ pub enum LbPolicy {
     RoundRobin,
     LeastRequest,
     Random,
+    /// Power of two choices over a peak-EWMA of latency (Linkerd's
+    /// balancer; an anymesh extension of `loadBalancer.simple`).
+    PeakEwma,
     ConsistentHash(HashPolicy),
 }
 
@@ -431,6 +444,7 @@ impl fmt::Display for LbPolicy {
             LbPolicy::RoundRobin => f.write_str("round robin"),
             LbPolicy::LeastRequest => f.write_str("least request"),
             LbPolicy::Random => f.write_str("random"),
+            LbPolicy::PeakEwma => f.write_str("peak EWMA"),
             LbPolicy::ConsistentHash(h) => write!(f, "consistent hash on {:?}", h.key),
         }
     }

@@ -37,7 +37,7 @@ mod tests;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anymesh_core::routes::{Cluster, ClusterEndpoint, HashKey, LbPolicy, RouteTable};
@@ -165,9 +165,40 @@ impl fmt::Debug for Balancers {
 /// than an alignment, which would push `in_flight` onto the line after the
 /// counts) makes the `Arc` allocation 128 bytes, so both sit on one cache line
 /// and no two endpoints share one.
-struct EndpointState {
+#[allow(dead_code)] // read by the health checker and outlier detection (being written)
+pub(crate) struct EndpointState {
     in_flight: AtomicUsize,
-    _pad: [u8; 104],
+    /// The active health check's verdict ([`ActiveHealth`] as a `u8`).
+    active: AtomicU8,
+    _pad: [u8; 103],
+}
+
+/// What the active health checker last concluded about an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+#[allow(dead_code)] // read by the health checker (being written)
+pub(crate) enum ActiveHealth {
+    /// Not checked (no check configured, or no verdict yet).
+    Unchecked = 0,
+    Passing = 1,
+    Failing = 2,
+}
+
+#[allow(dead_code)] // used by the health checker (being written)
+impl EndpointState {
+    /// The active health check's verdict.
+    pub(crate) fn active_health(&self) -> ActiveHealth {
+        match self.active.load(Ordering::Relaxed) {
+            1 => ActiveHealth::Passing,
+            2 => ActiveHealth::Failing,
+            _ => ActiveHealth::Unchecked,
+        }
+    }
+
+    /// Records the active health check's verdict.
+    pub(crate) fn set_active_health(&self, verdict: ActiveHealth) {
+        self.active.store(verdict as u8, Ordering::Relaxed);
+    }
 }
 
 impl fmt::Debug for EndpointState {
@@ -182,7 +213,8 @@ impl Default for EndpointState {
     fn default() -> Self {
         Self {
             in_flight: AtomicUsize::new(0),
-            _pad: [0; 104],
+            active: AtomicU8::new(0),
+            _pad: [0; 103],
         }
     }
 }
@@ -235,7 +267,7 @@ impl ClusterLb {
                 None,
             ),
             LbPolicy::Random => (Kind::Random, None),
-            LbPolicy::LeastRequest => (Kind::LeastRequest, None),
+            LbPolicy::LeastRequest | LbPolicy::PeakEwma => (Kind::LeastRequest, None),
             LbPolicy::ConsistentHash(policy) => {
                 let cache = MaglevCache::build(endpoints, policy.table_size, cache);
                 let kind = Kind::ConsistentHash {
@@ -260,6 +292,13 @@ impl ClusterLb {
 
     pub fn cluster(&self) -> &Arc<Cluster> {
         &self.cluster
+    }
+
+    #[allow(dead_code)] // used by the health checker (being written)
+    /// The state of `cluster().endpoints[index]`, shared by every cluster
+    /// holding that endpoint and kept across table swaps.
+    pub(crate) fn endpoint_state(&self, index: usize) -> Option<&Arc<EndpointState>> {
+        self.states.get(index)
     }
 
     /// Requests in flight to `cluster().endpoints[index]`, counted over every

@@ -50,6 +50,7 @@ fn cluster(name: &str, lb: LbPolicy, endpoints: Vec<ClusterEndpoint>) -> Arc<Clu
             protocol: Protocol::Http,
         },
         lb,
+        policy: Default::default(),
         endpoints,
         excluded: vec![],
     })

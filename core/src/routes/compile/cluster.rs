@@ -158,6 +158,7 @@ impl Compiler<'_> {
             selector: spec.selector.unwrap_or_default(),
             port: spec.port,
             lb: spec.lb,
+            policy: Default::default(),
             endpoints,
             excluded,
         });

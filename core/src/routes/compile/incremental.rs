@@ -390,6 +390,7 @@ fn unused_cluster(index: usize) -> Arc<Cluster> {
             protocol: crate::model::Protocol::Http,
         },
         lb: LbPolicy::RoundRobin,
+        policy: Default::default(),
         endpoints: Vec::new(),
         excluded: Vec::new(),
     })

@@ -10,6 +10,7 @@ use crate::config::{
     VirtualService,
 };
 use crate::model::ServicePort;
+use crate::routes::policy::RetryPolicy;
 use crate::routes::table::{
     DirectResponse, HeaderOps, Redirect, RequestMatch, Rewrite, Route, RouteAction, Split,
     StringMatch, WeightedCluster,
@@ -35,6 +36,10 @@ impl Compiler<'_> {
             request_headers: HeaderOps::default(),
             response_headers: HeaderOps::default(),
             rewrite: None,
+            retry: RetryPolicy::istio_default(),
+            fault: None,
+            mirrors: Vec::new(),
+            mirror_compare: None,
         }
     }
 
@@ -145,6 +150,10 @@ impl Compiler<'_> {
                 uri: rw.uri.clone(),
                 authority: rw.authority.clone(),
             }),
+            retry: RetryPolicy::istio_default(),
+            fault: None,
+            mirrors: Vec::new(),
+            mirror_compare: None,
         })
     }
 }

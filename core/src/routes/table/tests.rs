@@ -31,6 +31,10 @@ fn direct(name: &str, matches: Vec<RequestMatch>) -> Route {
         request_headers: HeaderOps::default(),
         response_headers: HeaderOps::default(),
         rewrite: None,
+        retry: RetryPolicy::istio_default(),
+        fault: None,
+        mirrors: Vec::new(),
+        mirror_compare: None,
     }
 }
 
@@ -175,6 +179,7 @@ fn split_pick_covers_weights() {
                 protocol: crate::model::Protocol::Http,
             },
             lb: LbPolicy::RoundRobin,
+            policy: Default::default(),
             endpoints: vec![],
             excluded: vec![],
         }),

@@ -17,6 +17,10 @@ fn route(matches: Vec<RequestMatch>, rewrite: Option<&str>) -> Route {
             uri: Some(u.into()),
             authority: None,
         }),
+        retry: anymesh_core::routes::RetryPolicy::istio_default(),
+        fault: None,
+        mirrors: Vec::new(),
+        mirror_compare: None,
     }
 }
 
