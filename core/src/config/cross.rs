@@ -1,5 +1,6 @@
 //! Checks across resources: duplicate names, several DestinationRules for one
-//! host, and destination subsets that no DestinationRule defines.
+//! host, and destination subsets (of routes and mirrors) that no
+//! DestinationRule defines.
 //!
 //! Without a catalog, hosts are compared as written (see
 //! [`super::host::may_be_same`]): equal, covered by a wildcard,
@@ -84,11 +85,11 @@ fn unknown_subsets(set: &ConfigSet, rules: &[&Resource<DestinationRule>], report
             continue;
         }
         for (i, http) in vs.spec.http.iter().enumerate() {
-            for (k, d) in http.route.iter().enumerate() {
-                let Some(subset) = &d.destination.subset else {
+            for (at, d) in http.destinations(&format!("spec.http[{i}]")) {
+                let Some(subset) = &d.subset else {
                     continue;
                 };
-                let host = &d.destination.host;
+                let host = &d.host;
                 let defines = |dr: &&&Resource<DestinationRule>| dr.spec.subset(subset).is_some();
                 let candidates: Vec<_> = rules
                     .iter()
@@ -111,7 +112,7 @@ fn unknown_subsets(set: &ConfigSet, rules: &[&Resource<DestinationRule>], report
                 let names: Vec<String> = candidates.iter().map(|dr| dr.id()).collect();
                 report.diagnostics.push(vs.diagnostic(
                     Severity::Error,
-                    format!("spec.http[{i}].route[{k}].destination.subset"),
+                    format!("{at}.subset"),
                     format!(
                         "unknown subset '{subset}': DestinationRule {} for host '{host}' defines {}",
                         names.join(", "),

@@ -12,32 +12,39 @@
 //! Fields anymesh does not implement are reported by name, never dropped
 //! quietly; see `docs/config-reference.md` for the full list and the rules.
 
+pub mod annotations;
 mod cross;
 mod destination_rule;
 mod diagnostic;
 pub mod duration;
 mod host;
 mod parse;
+mod resilience;
 mod schema;
 mod validate;
 mod virtual_service;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Serialize;
 
 pub use destination_rule::{
-    ConsistentHashLb, DestinationRule, HashKey, HttpCookie, LoadBalancerSettings, Maglev, RingHash,
-    SimpleLb, Subset, TrafficPolicy,
+    ConnectionPoolSettings, ConsistentHashLb, DestinationRule, EffectivePolicy, HashKey,
+    HttpCookie, HttpSettings, LoadBalancerSettings, LocalityDistributeSetting,
+    LocalityFailoverSetting, LocalityLbSetting, Maglev, OutlierDetectionSettings,
+    PortTrafficPolicy, RetryBudgetSettings, RingHash, SimpleLb, Subset, TcpKeepaliveSettings,
+    TcpSettings, TrafficPolicy,
 };
 pub use diagnostic::{has_errors, Diagnostic, Severity};
 pub use duration::{parse_duration, GoDuration, InvalidDuration};
 pub use host::HostPattern;
 pub use parse::parse_str;
 pub use virtual_service::{
-    Destination, HeaderOperations, Headers, HttpBody, HttpDirectResponse, HttpMatchRequest,
-    HttpRedirect, HttpRewrite, HttpRoute, HttpRouteDestination, MatchKind, PortSelector,
-    StringMatch, VirtualService,
+    Destination, FaultInjectionAbort, FaultInjectionDelay, GrpcStatus, HeaderOperations, Headers,
+    HttpBody, HttpDirectResponse, HttpFaultInjection, HttpMatchRequest, HttpMirrorPolicy,
+    HttpRedirect, HttpRetry, HttpRewrite, HttpRoute, HttpRouteDestination, MatchKind, Percent,
+    PortSelector, StringMatch, VirtualService, GRPC_STATUS_NAMES,
 };
 
 use diagnostic::Subject;
@@ -74,6 +81,8 @@ pub struct Resource<T> {
     /// `metadata.namespace`, `default` when absent.
     pub namespace: String,
     pub name: String,
+    /// `metadata.annotations`; anymesh reads its own (see [`annotations`]).
+    pub annotations: BTreeMap<String, String>,
     pub spec: T,
 }
 

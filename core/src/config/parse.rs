@@ -188,7 +188,7 @@ fn parse_document(file: &str, doc: &Doc<'_>, set: &mut ConfigSet, out: &mut Vec<
     match recognised {
         Recognised::VirtualService => {
             let root = schema::VIRTUAL_SERVICE_DOC;
-            match typed(&subject, doc, origin, root, validate::virtual_service, out) {
+            match typed(&subject, doc, origin, root, validate::virtual_service_resource, out) {
                 Some((r, true)) => set.virtual_services.push(r),
                 Some((r, false)) => set.rejected.virtual_services.push(r),
                 None => {}
@@ -196,7 +196,7 @@ fn parse_document(file: &str, doc: &Doc<'_>, set: &mut ConfigSet, out: &mut Vec<
         }
         Recognised::DestinationRule => {
             let root = schema::DESTINATION_RULE_DOC;
-            match typed(&subject, doc, origin, root, validate::destination_rule, out) {
+            match typed(&subject, doc, origin, root, validate::destination_rule_resource, out) {
                 Some((r, true)) => set.destination_rules.push(r),
                 Some((r, false)) => set.rejected.destination_rules.push(r),
                 None => {}
@@ -229,7 +229,6 @@ struct Metadata {
     #[allow(dead_code)]
     labels: BTreeMap<String, String>,
     #[serde(default)]
-    #[allow(dead_code)]
     annotations: BTreeMap<String, String>,
 }
 
@@ -240,7 +239,7 @@ fn typed<S: DeserializeOwned + Kind>(
     doc: &Doc<'_>,
     origin: Origin,
     root: &'static str,
-    check: fn(&S, &mut Findings),
+    check: fn(&S, &BTreeMap<String, String>, &mut Findings),
     out: &mut Vec<Diagnostic>,
 ) -> Option<(Resource<S>, bool)> {
     let mut unused = Vec::new();
@@ -287,7 +286,7 @@ fn typed<S: DeserializeOwned + Kind>(
     if name.is_empty() {
         findings.error("metadata.name", "a name is required");
     }
-    check(&envelope.spec, &mut findings);
+    check(&envelope.spec, &envelope.metadata.annotations, &mut findings);
     let failed = findings.items.iter().any(|(s, _, _)| *s == Severity::Error);
     out.extend(findings.into_diagnostics(subject));
     let resource = Resource {
@@ -298,6 +297,7 @@ fn typed<S: DeserializeOwned + Kind>(
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "default".to_string()),
         name,
+        annotations: envelope.metadata.annotations,
         spec: envelope.spec,
     };
     Some((resource, !failed))

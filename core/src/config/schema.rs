@@ -101,14 +101,58 @@ static MESSAGES: &[Message] = &[
             ("rewrite", Struct("HTTPRewrite")),
             ("timeout", Leaf),
             ("headers", Struct("Headers")),
+            ("retries", Struct("HTTPRetry")),
+            ("fault", Struct("HTTPFaultInjection")),
+            ("mirror", Struct("Destination")),
+            ("mirrors", List("HTTPMirrorPolicy")),
+            ("mirrorPercentage", Struct("Percent")),
+            ("mirrorPercent", Leaf),
             ("delegate", Unsupported),
-            ("retries", Unsupported),
-            ("fault", Unsupported),
-            ("mirror", Unsupported),
-            ("mirrors", Unsupported),
-            ("mirrorPercentage", Unsupported),
-            ("mirrorPercent", Unsupported),
             ("corsPolicy", Unsupported),
+        ],
+    ),
+    (
+        "HTTPRetry",
+        &[
+            ("attempts", Leaf),
+            ("perTryTimeout", Leaf),
+            ("retryOn", Leaf),
+            ("retryRemoteLocalities", Leaf),
+            ("retryIgnorePreviousHosts", Leaf),
+            ("backoff", Leaf),
+        ],
+    ),
+    (
+        "HTTPFaultInjection",
+        &[
+            ("delay", Struct("HTTPFaultInjection.Delay")),
+            ("abort", Struct("HTTPFaultInjection.Abort")),
+        ],
+    ),
+    (
+        "HTTPFaultInjection.Delay",
+        &[
+            ("percent", Leaf),
+            ("fixedDelay", Leaf),
+            ("percentage", Struct("Percent")),
+            ("exponentialDelay", Unsupported),
+        ],
+    ),
+    (
+        "HTTPFaultInjection.Abort",
+        &[
+            ("httpStatus", Leaf),
+            ("grpcStatus", Leaf),
+            ("percentage", Struct("Percent")),
+            ("http2Error", Unsupported),
+        ],
+    ),
+    ("Percent", &[("value", Leaf)]),
+    (
+        "HTTPMirrorPolicy",
+        &[
+            ("destination", Struct("Destination")),
+            ("percentage", Struct("Percent")),
         ],
     ),
     (
@@ -208,13 +252,81 @@ static MESSAGES: &[Message] = &[
         "TrafficPolicy",
         &[
             ("loadBalancer", Struct("LoadBalancerSettings")),
-            ("connectionPool", Unsupported),
-            ("outlierDetection", Unsupported),
+            ("connectionPool", Struct("ConnectionPoolSettings")),
+            ("outlierDetection", Struct("OutlierDetection")),
+            ("portLevelSettings", List("PortTrafficPolicy")),
+            ("retryBudget", Struct("RetryBudget")),
             ("tls", Unsupported),
-            ("portLevelSettings", Unsupported),
             ("tunnel", Unsupported),
             ("proxyProtocol", Unsupported),
-            ("retryBudget", Unsupported),
+        ],
+    ),
+    (
+        "PortTrafficPolicy",
+        &[
+            ("port", Struct("PortSelector")),
+            ("loadBalancer", Struct("LoadBalancerSettings")),
+            ("connectionPool", Struct("ConnectionPoolSettings")),
+            ("outlierDetection", Struct("OutlierDetection")),
+            ("tls", Unsupported),
+        ],
+    ),
+    (
+        "ConnectionPoolSettings",
+        &[
+            ("tcp", Struct("ConnectionPoolSettings.TCPSettings")),
+            ("http", Struct("ConnectionPoolSettings.HTTPSettings")),
+        ],
+    ),
+    (
+        "ConnectionPoolSettings.TCPSettings",
+        &[
+            ("maxConnections", Leaf),
+            ("connectTimeout", Leaf),
+            ("tcpKeepalive", Struct("TcpKeepalive")),
+            ("maxConnectionDuration", Leaf),
+            ("idleTimeout", Leaf),
+        ],
+    ),
+    (
+        "TcpKeepalive",
+        &[("probes", Leaf), ("time", Leaf), ("interval", Leaf)],
+    ),
+    (
+        "ConnectionPoolSettings.HTTPSettings",
+        &[
+            ("http1MaxPendingRequests", Leaf),
+            ("http2MaxRequests", Leaf),
+            ("maxRequestsPerConnection", Leaf),
+            ("maxRetries", Leaf),
+            ("idleTimeout", Leaf),
+            ("maxConcurrentStreams", Leaf),
+            ("h2UpgradePolicy", Unsupported),
+            ("useClientProtocol", Unsupported),
+            ("http2KeepAlive", Unsupported),
+        ],
+    ),
+    (
+        "OutlierDetection",
+        &[
+            ("consecutiveErrors", Leaf),
+            ("splitExternalLocalOriginErrors", Leaf),
+            ("consecutiveLocalOriginFailures", Leaf),
+            ("consecutiveGatewayErrors", Leaf),
+            ("consecutive5xxErrors", Leaf),
+            ("interval", Leaf),
+            ("baseEjectionTime", Leaf),
+            ("maxEjectionPercent", Leaf),
+            ("minHealthPercent", Leaf),
+            ("outlierDetectionHttpErrorCodes", Unsupported),
+        ],
+    ),
+    (
+        "RetryBudget",
+        &[
+            ("percent", Leaf),
+            ("minRetryConcurrency", Leaf),
+            ("budgetInterval", Unsupported),
         ],
     ),
     (
@@ -222,7 +334,8 @@ static MESSAGES: &[Message] = &[
         &[
             ("simple", Leaf),
             ("consistentHash", Struct("ConsistentHashLB")),
-            ("localityLbSetting", Unsupported),
+            ("localityLbSetting", Struct("LocalityLoadBalancerSetting")),
+            ("zoneAwareLbSetting", Unsupported),
             ("warmupDurationSecs", Unsupported),
             ("warmup", Unsupported),
         ],
@@ -247,6 +360,23 @@ static MESSAGES: &[Message] = &[
             ("ttl", Leaf),
             ("attributes", Unsupported),
         ],
+    ),
+    (
+        "LocalityLoadBalancerSetting",
+        &[
+            ("distribute", List("LocalityLoadBalancerSetting.Distribute")),
+            ("failover", List("LocalityLoadBalancerSetting.Failover")),
+            ("failoverPriority", Leaf),
+            ("enabled", Leaf),
+        ],
+    ),
+    (
+        "LocalityLoadBalancerSetting.Distribute",
+        &[("from", Leaf), ("to", Leaf)],
+    ),
+    (
+        "LocalityLoadBalancerSetting.Failover",
+        &[("from", Leaf), ("to", Leaf)],
     ),
     ("RingHash", &[("minimumRingSize", Leaf)]),
     ("MagLev", &[("tableSize", Leaf)]),
@@ -400,7 +530,20 @@ mod tests {
     #[test]
     fn classifies_by_context() {
         let vs = VIRTUAL_SERVICE_DOC;
-        assert_eq!(classify(vs, &p("spec.http.0.retries")), Unused::Unsupported);
+        assert_eq!(
+            classify(vs, &p("spec.http.0.corsPolicy")),
+            Unused::Unsupported
+        );
+        assert_eq!(
+            classify(vs, &p("spec.http.0.fault.delay.exponentialDelay")),
+            Unused::Unsupported
+        );
+        assert_eq!(
+            classify(vs, &p("spec.http.0.retries.retryon")),
+            Unused::Unknown {
+                suggestion: Some("retryOn")
+            }
+        );
         assert_eq!(
             classify(vs, &p("spec.http.0.match.1.sourceLabels")),
             Unused::Narrows
@@ -425,7 +568,14 @@ mod tests {
         assert_eq!(classify(vs, &p("metadata.uid")), Unused::Silent);
         let dr = DESTINATION_RULE_DOC;
         assert_eq!(
-            classify(dr, &p("spec.subsets.0.trafficPolicy.connectionPool")),
+            classify(dr, &p("spec.subsets.0.trafficPolicy.tls")),
+            Unused::Unsupported
+        );
+        assert_eq!(
+            classify(
+                dr,
+                &p("spec.trafficPolicy.portLevelSettings.0.connectionPool.http.h2UpgradePolicy")
+            ),
             Unused::Unsupported
         );
         assert_eq!(

@@ -250,11 +250,11 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "unsupported Istio fields are warnings",
-            vs("  - route: [{destination: {host: reviews}}]\n    retries: {attempts: 3}\n    fault: {abort: {httpStatus: 500}}\n"),
+            vs("  - route: [{destination: {host: reviews}}]\n    corsPolicy: {allowOrigins: [{exact: a}]}\n    fault: {delay: {fixedDelay: 1s, exponentialDelay: 2s, percentage: {value: 5}}}\n"),
             (1, 1),
             &[
-                "warning: routes.yaml: VirtualService default/reviews: spec.http[0].retries: unsupported field 'retries': not implemented by anymesh, ignored",
-                "warning: routes.yaml: VirtualService default/reviews: spec.http[0].fault: unsupported field 'fault': not implemented by anymesh, ignored",
+                "warning: routes.yaml: VirtualService default/reviews: spec.http[0].corsPolicy: unsupported field 'corsPolicy': not implemented by anymesh, ignored",
+                "warning: routes.yaml: VirtualService default/reviews: spec.http[0].fault.delay.exponentialDelay: unsupported field 'exponentialDelay': not implemented by anymesh, ignored",
             ],
         ),
         row(
@@ -294,10 +294,10 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "load balancer policies",
-            dr("  host: reviews\n  trafficPolicy:\n    loadBalancer: {simple: PASSTHROUGH}\n    connectionPool: {tcp: {maxConnections: 1}}\n  subsets:\n  - name: a\n    trafficPolicy: {loadBalancer: {simple: LEAST_CONN}}\n  - name: b\n    trafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {name: s, ttl: 0s}, ringHash: {minimumRingSize: 1024}}}}\n"),
+            dr("  host: reviews\n  trafficPolicy:\n    loadBalancer: {simple: PASSTHROUGH}\n    tls: {mode: ISTIO_MUTUAL}\n  subsets:\n  - name: a\n    trafficPolicy: {loadBalancer: {simple: LEAST_CONN}}\n  - name: b\n    trafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {name: s, ttl: 0s}, ringHash: {minimumRingSize: 1024}}}}\n"),
             (0, 1),
             &[
-                "warning: routes.yaml: DestinationRule prod/reviews: spec.trafficPolicy.connectionPool: unsupported field 'connectionPool': not implemented by anymesh, ignored",
+                "warning: routes.yaml: DestinationRule prod/reviews: spec.trafficPolicy.tls: unsupported field 'tls': not implemented by anymesh, ignored",
                 "warning: routes.yaml: DestinationRule prod/reviews: spec.trafficPolicy.loadBalancer.simple: unsupported load balancer PASSTHROUGH: round robin is used",
             ],
         ),

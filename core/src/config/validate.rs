@@ -8,11 +8,32 @@ use http::{HeaderName, HeaderValue};
 use super::destination_rule::{LoadBalancerSettings, SimpleLb, TrafficPolicy};
 use super::diagnostic::Findings;
 use super::host::HostPattern;
-use super::virtual_service::{Headers, HttpRoute, StringMatch};
+use super::resilience;
+use super::virtual_service::{Destination, Headers, HttpRoute, StringMatch};
 use super::{DestinationRule, VirtualService};
 use crate::model::Hostname;
 
 const REDIRECT_CODES: [u32; 5] = [301, 302, 303, 307, 308];
+
+/// A VirtualService's own checks, its anymesh annotations included.
+pub(crate) fn virtual_service_resource(
+    vs: &VirtualService,
+    annotations: &BTreeMap<String, String>,
+    f: &mut Findings,
+) {
+    virtual_service(vs, f);
+    super::annotations::virtual_service(vs, annotations, f);
+}
+
+/// A DestinationRule's own checks, its anymesh annotations included.
+pub(crate) fn destination_rule_resource(
+    dr: &DestinationRule,
+    annotations: &BTreeMap<String, String>,
+    f: &mut Findings,
+) {
+    destination_rule(dr, f);
+    super::annotations::destination_rule(annotations, f);
+}
 
 pub(crate) fn virtual_service(vs: &VirtualService, f: &mut Findings) {
     if vs.hosts.is_empty() {
@@ -110,30 +131,15 @@ fn http_route(r: &HttpRoute, at: &str, f: &mut Findings) {
         }
     }
     weights(r, at, f);
+    for (dest_at, d) in r.destinations(at) {
+        destination(d, &dest_at, f);
+    }
     for (k, d) in r.route.iter().enumerate() {
-        let at = format!("{at}.route[{k}]");
-        let host = &d.destination.host;
-        if host.is_empty() {
-            f.error(format!("{at}.destination.host"), "host is required");
-        } else if let Err(e) = Hostname::new(host) {
-            f.error(
-                format!("{at}.destination.host"),
-                format!("invalid host {host:?}: {}", e.reason),
-            );
-        }
-        if d.destination.subset.as_deref() == Some("") {
-            f.error(
-                format!("{at}.destination.subset"),
-                "subset name must not be empty",
-            );
-        }
-        if let Some(p) = d.destination.port {
-            port(p.number, &format!("{at}.destination.port.number"), f);
-        }
         if let Some(h) = &d.headers {
-            headers(h, &format!("{at}.headers"), f);
+            headers(h, &format!("{at}.route[{k}].headers"), f);
         }
     }
+    resilience::http_route(r, at, f);
     if let Some(h) = &r.headers {
         headers(h, &format!("{at}.headers"), f);
     }
@@ -165,6 +171,25 @@ fn http_route(r: &HttpRoute, at: &str, f: &mut Findings) {
                 format!("status {} is out of range 200..=599", dr.status),
             );
         }
+    }
+}
+
+/// A destination's host, subset and port (`at` is the destination's path).
+fn destination(d: &Destination, at: &str, f: &mut Findings) {
+    let host = &d.host;
+    if host.is_empty() {
+        f.error(format!("{at}.host"), "host is required");
+    } else if let Err(e) = Hostname::new(host) {
+        f.error(
+            format!("{at}.host"),
+            format!("invalid host {host:?}: {}", e.reason),
+        );
+    }
+    if d.subset.as_deref() == Some("") {
+        f.error(format!("{at}.subset"), "subset name must not be empty");
+    }
+    if let Some(p) = d.port {
+        port(p.number, &format!("{at}.port.number"), f);
     }
 }
 
@@ -316,11 +341,47 @@ pub(crate) fn destination_rule(dr: &DestinationRule, f: &mut Findings) {
 
 fn traffic_policy(p: &TrafficPolicy, at: &str, f: &mut Findings) {
     if let Some(lb) = &p.load_balancer {
-        load_balancer(lb, &format!("{at}.loadBalancer"), f);
+        load_balancer(
+            lb,
+            p.outlier_detection.is_some(),
+            &format!("{at}.loadBalancer"),
+            f,
+        );
+    }
+    resilience::traffic_policy(
+        p.connection_pool.as_ref(),
+        p.outlier_detection.as_ref(),
+        p.retry_budget.as_ref(),
+        at,
+        f,
+    );
+    resilience::port_level_settings(&p.port_level_settings, at, f);
+    for (i, pl) in p.port_level_settings.iter().enumerate() {
+        let at = format!("{at}.portLevelSettings[{i}]");
+        if let Some(lb) = &pl.load_balancer {
+            load_balancer(
+                lb,
+                pl.outlier_detection.is_some(),
+                &format!("{at}.loadBalancer"),
+                f,
+            );
+        }
+        resilience::traffic_policy(
+            pl.connection_pool.as_ref(),
+            pl.outlier_detection.as_ref(),
+            None,
+            &at,
+            f,
+        );
     }
 }
 
-fn load_balancer(lb: &LoadBalancerSettings, at: &str, f: &mut Findings) {
+/// `outlier`: the same policy has outlier detection (locality failover
+/// needs it).
+fn load_balancer(lb: &LoadBalancerSettings, outlier: bool, at: &str, f: &mut Findings) {
+    if let Some(l) = &lb.locality_lb_setting {
+        resilience::locality(l, outlier, &format!("{at}.localityLbSetting"), f);
+    }
     match (&lb.simple, &lb.consistent_hash) {
         (Some(_), Some(_)) => f.error(at, "only one of simple or consistentHash may be set"),
         (Some(SimpleLb::Passthrough), None) => f.warning(

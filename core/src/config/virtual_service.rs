@@ -47,6 +47,22 @@ pub struct HttpRoute {
     pub timeout: Option<GoDuration>,
     #[serde(default)]
     pub headers: Option<Headers>,
+    #[serde(default)]
+    pub retries: Option<HttpRetry>,
+    #[serde(default)]
+    pub fault: Option<HttpFaultInjection>,
+    /// Mirror requests to this destination too (see `mirror_percentage`).
+    #[serde(default)]
+    pub mirror: Option<Destination>,
+    /// Share of requests `mirror` receives; default 100.
+    #[serde(default)]
+    pub mirror_percentage: Option<Percent>,
+    /// Deprecated integer form of `mirror_percentage`.
+    #[serde(default)]
+    pub mirror_percent: Option<i64>,
+    /// Further mirror destinations, each with its own percentage.
+    #[serde(default)]
+    pub mirrors: Vec<HttpMirrorPolicy>,
 }
 
 /// One match block; every condition set in it must hold (AND).
@@ -205,4 +221,175 @@ pub struct HttpDirectResponse {
 pub struct HttpBody {
     #[serde(default)]
     pub string: Option<String>,
+}
+
+/// `http[].retries`. Without it Istio's default policy applies; with
+/// `attempts: 0` (or unset) retries are off.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRetry {
+    /// Retries after the first attempt; 0 disables retries.
+    #[serde(default)]
+    pub attempts: i64,
+    /// Timeout of one attempt; unset: the route timeout bounds each attempt.
+    #[serde(default)]
+    pub per_try_timeout: Option<GoDuration>,
+    /// Comma-separated Envoy retry-on names and bare HTTP status codes.
+    #[serde(default)]
+    pub retry_on: Option<String>,
+    #[serde(default)]
+    pub retry_remote_localities: Option<bool>,
+    /// Default true.
+    #[serde(default)]
+    pub retry_ignore_previous_hosts: Option<bool>,
+    /// Base interval of the backoff; default 25ms.
+    #[serde(default)]
+    pub backoff: Option<GoDuration>,
+}
+
+/// Istio's `Percent`: `{value: 12.5}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+pub struct Percent {
+    #[serde(default)]
+    pub value: f64,
+}
+
+/// `http[].fault`: delay and/or abort a share of requests.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct HttpFaultInjection {
+    #[serde(default)]
+    pub delay: Option<FaultInjectionDelay>,
+    #[serde(default)]
+    pub abort: Option<FaultInjectionAbort>,
+}
+
+/// `fault.delay`. `exponentialDelay` is not read (Istio rejects it too).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultInjectionDelay {
+    /// Deprecated integer percentage, used when `percentage` is unset.
+    #[serde(default)]
+    pub percent: Option<i64>,
+    #[serde(default)]
+    pub fixed_delay: Option<GoDuration>,
+    #[serde(default)]
+    pub percentage: Option<Percent>,
+}
+
+/// `fault.abort`. `http2Error` is not read (Istio rejects it too).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultInjectionAbort {
+    #[serde(default)]
+    pub http_status: Option<i64>,
+    #[serde(default)]
+    pub grpc_status: Option<GrpcStatus>,
+    #[serde(default)]
+    pub percentage: Option<Percent>,
+}
+
+/// A gRPC status as written: Istio's code name (`UNAVAILABLE`) or, as an
+/// anymesh leniency, its number (`14`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrpcStatus {
+    Name(String),
+    Code(i64),
+}
+
+/// gRPC status code names as Istio accepts them, by code.
+pub const GRPC_STATUS_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+impl GrpcStatus {
+    /// The numeric code, or why there is none.
+    pub fn code(&self) -> Result<u32, String> {
+        match self {
+            GrpcStatus::Name(name) => GRPC_STATUS_NAMES
+                .iter()
+                .position(|n| n == name)
+                .and_then(|i| u32::try_from(i).ok())
+                .ok_or_else(|| {
+                    format!(
+                        "unknown gRPC status {name:?} (use a code name such as UNAVAILABLE or \
+                         NOT_FOUND, or a number 0..=16)"
+                    )
+                }),
+            GrpcStatus::Code(n) => u32::try_from(*n)
+                .ok()
+                .filter(|n| (*n as usize) < GRPC_STATUS_NAMES.len())
+                .ok_or_else(|| format!("gRPC status {n} is out of range 0..=16")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for GrpcStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = GrpcStatus;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a gRPC status name such as UNAVAILABLE, or its number")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<GrpcStatus, E> {
+                Ok(match v.trim().parse::<i64>() {
+                    Ok(n) => GrpcStatus::Code(n),
+                    Err(_) => GrpcStatus::Name(v.to_string()),
+                })
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<GrpcStatus, E> {
+                Ok(GrpcStatus::Code(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<GrpcStatus, E> {
+                Ok(GrpcStatus::Code(v))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// One entry of `http[].mirrors`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct HttpMirrorPolicy {
+    pub destination: Destination,
+    /// Default 100; 0 mirrors nothing.
+    #[serde(default)]
+    pub percentage: Option<Percent>,
+}
+
+impl HttpRoute {
+    /// Every destination of the rule with its field path (`at` is the
+    /// rule's path): `route[k].destination`, `mirror`,
+    /// `mirrors[j].destination`.
+    pub fn destinations<'r>(&'r self, at: &str) -> Vec<(String, &'r Destination)> {
+        let mut out: Vec<(String, &Destination)> = self
+            .route
+            .iter()
+            .enumerate()
+            .map(|(k, d)| (format!("{at}.route[{k}].destination"), &d.destination))
+            .collect();
+        if let Some(m) = &self.mirror {
+            out.push((format!("{at}.mirror"), m));
+        }
+        for (j, m) in self.mirrors.iter().enumerate() {
+            out.push((format!("{at}.mirrors[{j}].destination"), &m.destination));
+        }
+        out
+    }
 }

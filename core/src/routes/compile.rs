@@ -37,6 +37,7 @@
 
 mod cluster;
 mod incremental;
+mod policy;
 mod route;
 
 use std::collections::{BTreeSet, HashMap, HashSet};

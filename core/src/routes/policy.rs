@@ -91,6 +91,53 @@ pub struct RetryOn {
     pub statuses: Vec<u16>,
 }
 
+/// A `retryOn` name Istio accepts that anymesh ignores: anymesh never
+/// connects upstream over HTTP/3, so the condition cannot arise.
+pub const IGNORED_RETRY_ON: &str = "http3-post-connect-failure";
+
+impl RetryOn {
+    /// Parses Istio's `retryOn`: comma-separated Envoy names (HTTP and
+    /// gRPC) and bare HTTP status codes (100..=599). A status code implies
+    /// `retriable-status-codes`, as Istio adds it. Blanks around names are
+    /// ignored, as is [`IGNORED_RETRY_ON`]. The error names the bad token
+    /// and lists the valid names.
+    pub fn parse(text: &str) -> Result<RetryOn, String> {
+        let mut out = RetryOn::default();
+        let mut any = false;
+        for token in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            any = true;
+            if token.bytes().all(|b| b.is_ascii_digit()) {
+                match token.parse::<u16>() {
+                    Ok(code) if (100..=599).contains(&code) => {
+                        if !out.statuses.contains(&code) {
+                            out.statuses.push(code);
+                        }
+                        out.conditions.insert(RetryCondition::RetriableStatusCodes);
+                    }
+                    _ => return Err(format!("status code {token} is out of range 100..=599")),
+                }
+            } else if let Some(c) = RetryCondition::from_name(token) {
+                out.conditions.insert(c);
+            } else if token != IGNORED_RETRY_ON {
+                let names: Vec<&str> = RetryCondition::ALL
+                    .iter()
+                    .map(|c| c.name())
+                    .chain([IGNORED_RETRY_ON])
+                    .collect();
+                return Err(format!(
+                    "unknown retryOn name {token:?}; valid names: {}, or an HTTP status code \
+                     100..=599",
+                    names.join(", ")
+                ));
+            }
+        }
+        if !any {
+            return Err("retryOn names no condition".into());
+        }
+        Ok(out)
+    }
+}
+
 /// One of Envoy's `retry_on` names (HTTP and gRPC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RetryCondition {
@@ -367,6 +414,53 @@ pub enum RetryBudget {
     },
     /// No budget.
     Off,
+}
+
+impl MirrorCompare {
+    /// Parses the `mirror.anymesh.io/compare` annotation: comma-separated
+    /// items, each `status` (always compared; may be written for clarity),
+    /// `headers=<name>|<name>...` (response headers compared, any case) or
+    /// `body` (a hash of the bodies). Example:
+    /// `status,headers=etag|content-type,body`.
+    pub fn parse(text: &str) -> Result<MirrorCompare, String> {
+        let mut out = MirrorCompare::default();
+        let mut any = false;
+        for item in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            any = true;
+            match item.split_once('=') {
+                None if item == "status" => {}
+                None if item == "body" => out.body = true,
+                Some((key, names)) if key.trim() == "headers" => {
+                    let mut listed = false;
+                    for name in names.split('|').map(str::trim).filter(|n| !n.is_empty()) {
+                        listed = true;
+                        let name = name.to_ascii_lowercase();
+                        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                            return Err(format!("invalid header name {name:?}"));
+                        }
+                        if !out.headers.contains(&name) {
+                            out.headers.push(name);
+                        }
+                    }
+                    if !listed {
+                        return Err("headers= lists no header name".into());
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown item {item:?}; use status, headers=<name>|<name>... or body \
+                         (e.g. status,headers=etag|content-type,body)"
+                    ))
+                }
+            }
+        }
+        if !any {
+            return Err(
+                "empty; use status, headers=<name>|<name>... or body (e.g. status,body)".into(),
+            );
+        }
+        Ok(out)
+    }
 }
 
 /// DestinationRule `localityLbSetting`, merged over the mesh default.

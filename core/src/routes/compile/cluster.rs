@@ -1,16 +1,20 @@
 //! Clusters: a destination resolved to (service, subset, port), its eligible
-//! endpoints, the excluded ones with reasons, and its load balancer.
+//! endpoints, the excluded ones with reasons, its load balancer and its
+//! DestinationRule policies (merged for the subset and port as Istio merges
+//! them: see [`crate::config::DestinationRule::policy`]).
 
 use std::sync::Arc;
 
 use http::HeaderName;
 
+use super::policy::cluster_policy;
 use super::{default_port, names, Compiler};
 use crate::catalog::MergedService;
 use crate::config::{
     self, Destination, LoadBalancerSettings, Resource, Severity, SimpleLb, VirtualService,
 };
 use crate::model::{Health, Hostname, Labels, Protocol, ServicePort};
+use crate::routes::policy::ClusterPolicy;
 use crate::routes::table::{
     Cluster, ClusterEndpoint, Excluded, ExclusionReason, HashKey, HashPolicy, LbPolicy,
 };
@@ -24,10 +28,12 @@ struct Spec<'s> {
     selector: Option<Labels>,
     port: ServicePort,
     lb: LbPolicy,
+    policy: ClusterPolicy,
 }
 
 impl Compiler<'_> {
-    /// The cluster a destination of `vs` (at field path `at`) goes to, for a
+    /// The cluster a destination of `vs` (at field path `at`, the
+    /// destination's own: `spec.http[0].route[1].destination`) goes to, for a
     /// request on `request_port`. Problems are reported; a destination that
     /// cannot be served still gets a cluster (with no endpoints), so requests
     /// sent to it get 503 rather than falling through to other routes.
@@ -43,7 +49,7 @@ impl Compiler<'_> {
         let Some(svc) = self.lookup(&host) else {
             self.report(vs.diagnostic(
                 Severity::Warning,
-                format!("{at}.destination.host"),
+                format!("{at}.host"),
                 format!(
                     "host '{host}' resolves to no service; requests sent to this destination get 503"
                 ),
@@ -56,6 +62,7 @@ impl Compiler<'_> {
                 selector: Some(Labels::new()),
                 port: stand_in_port(number),
                 lb: LbPolicy::default(),
+                policy: ClusterPolicy::default(),
             }));
         };
         let port = match wanted {
@@ -67,7 +74,7 @@ impl Compiler<'_> {
                 .unwrap_or_else(|| {
                     self.report(vs.diagnostic(
                         Severity::Warning,
-                        format!("{at}.destination.port.number"),
+                        format!("{at}.port.number"),
                         format!("service '{}' declares no port {n}", svc.hostname),
                     ));
                     stand_in_port(n)
@@ -89,7 +96,7 @@ impl Compiler<'_> {
                 };
                 self.report(vs.diagnostic(
                     Severity::Error,
-                    format!("{at}.destination.subset"),
+                    format!("{at}.subset"),
                     format!(
                         "unknown subset '{name}' of service '{}': {why}; \
                          requests sent to this destination get 503",
@@ -99,14 +106,17 @@ impl Compiler<'_> {
                 None
             }
         };
-        let lb = lb_policy(rule.and_then(|dr| dr.spec.load_balancer(d.subset.as_deref())));
+        let merged = rule
+            .map(|dr| dr.spec.policy(d.subset.as_deref(), Some(port.number)))
+            .unwrap_or_default();
         Some(self.cluster(Spec {
             service: svc.hostname.clone(),
             endpoints_of: Some(svc.as_ref()),
             subset: d.subset.clone(),
             selector,
             port,
-            lb,
+            lb: lb_policy(merged.load_balancer),
+            policy: cluster_policy(&merged),
         }))
     }
 
@@ -117,14 +127,17 @@ impl Compiler<'_> {
         port: &ServicePort,
     ) -> Arc<Cluster> {
         let rule = self.config.destination_rule_for(names(svc));
-        let lb = lb_policy(rule.and_then(|dr| dr.spec.load_balancer(None)));
+        let merged = rule
+            .map(|dr| dr.spec.policy(None, Some(port.number)))
+            .unwrap_or_default();
         self.cluster(Spec {
             service: svc.hostname.clone(),
             endpoints_of: Some(svc),
             subset: None,
             selector: Some(Labels::new()),
             port: port.clone(),
-            lb,
+            lb: lb_policy(merged.load_balancer),
+            policy: cluster_policy(&merged),
         })
     }
 
@@ -158,7 +171,7 @@ impl Compiler<'_> {
             selector: spec.selector.unwrap_or_default(),
             port: spec.port,
             lb: spec.lb,
-            policy: Default::default(),
+            policy: spec.policy,
             endpoints,
             excluded,
         });
@@ -265,6 +278,7 @@ pub(super) fn lb_policy(lb: Option<&LoadBalancerSettings>) -> LbPolicy {
     match lb.simple {
         Some(SimpleLb::LeastRequest | SimpleLb::LeastConn) => LbPolicy::LeastRequest,
         Some(SimpleLb::Random) => LbPolicy::Random,
+        Some(SimpleLb::PeakEwma) => LbPolicy::PeakEwma,
         Some(SimpleLb::RoundRobin | SimpleLb::Unspecified | SimpleLb::Passthrough) | None => {
             LbPolicy::RoundRobin
         }

@@ -349,16 +349,18 @@ impl Built {
     }
 }
 
-/// The clusters a unit's routes forward to, each once.
+/// The clusters a unit's routes forward or mirror to, each once.
 fn used_clusters<'a>(hosts: impl Iterator<Item = &'a Arc<VirtualHost>>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for vh in hosts {
         for r in &vh.routes {
-            if let RouteAction::Forward(split) = &r.action {
-                for t in &split.targets {
-                    if !out.contains(&t.cluster.name) {
-                        out.push(t.cluster.name.clone());
-                    }
+            let targets = match &r.action {
+                RouteAction::Forward(split) => split.targets.iter().map(|t| &t.cluster).collect(),
+                _ => Vec::new(),
+            };
+            for c in targets.into_iter().chain(r.mirrors.iter().map(|m| &m.cluster)) {
+                if !out.contains(&c.name) {
+                    out.push(c.name.clone());
                 }
             }
         }

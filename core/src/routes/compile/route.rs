@@ -3,17 +3,18 @@
 
 use http::{HeaderName, HeaderValue};
 
+use super::policy::{fault_policy, retry_policy, share};
 use super::Compiler;
 use crate::catalog::MergedService;
 use crate::config::{
-    self, HeaderOperations, HttpMatchRequest, HttpRoute, MatchKind, Resource, Severity,
-    VirtualService,
+    self, annotations, HeaderOperations, HttpMatchRequest, HttpRoute, MatchKind, Percent,
+    Resource, Severity, VirtualService,
 };
 use crate::model::ServicePort;
-use crate::routes::policy::RetryPolicy;
+use crate::routes::policy::Mirror;
 use crate::routes::table::{
-    DirectResponse, HeaderOps, Redirect, RequestMatch, Rewrite, Route, RouteAction, Split,
-    StringMatch, WeightedCluster,
+    DirectResponse, HeaderOps, LbPolicy, Redirect, RequestMatch, Rewrite, Route, RouteAction,
+    Split, StringMatch, WeightedCluster,
 };
 
 /// What the proxy does with an `http[]` rule the compiler leaves out.
@@ -23,6 +24,7 @@ impl Compiler<'_> {
     /// The one route of a service no VirtualService claims.
     pub(super) fn default_route(&mut self, svc: &MergedService, port: &ServicePort) -> Route {
         let cluster = self.default_cluster(svc, port);
+        let consistent_hash = matches!(cluster.lb, LbPolicy::ConsistentHash(_));
         Route {
             name: "default".into(),
             matches: Vec::new(),
@@ -36,7 +38,7 @@ impl Compiler<'_> {
             request_headers: HeaderOps::default(),
             response_headers: HeaderOps::default(),
             rewrite: None,
-            retry: RetryPolicy::istio_default(),
+            retry: retry_policy(None, consistent_hash),
             fault: None,
             mirrors: Vec::new(),
             mirror_compare: None,
@@ -111,7 +113,7 @@ impl Compiler<'_> {
                 if weight == 0 {
                     continue;
                 }
-                let at = format!("{at}.route[{k}]");
+                let at = format!("{at}.route[{k}].destination");
                 let Some(cluster) = self.destination(vs, &at, &d.destination, request_port) else {
                     continue;
                 };
@@ -134,6 +136,19 @@ impl Compiler<'_> {
             RouteAction::Forward(Split::new(targets))
         };
         let (request_headers, response_headers) = header_ops(r.headers.as_ref());
+        let (mirrors, consistent_hash) = match &action {
+            RouteAction::Forward(split) => (
+                self.mirrors(vs, &at, r, request_port),
+                matches!(split.targets.as_slice(), [only] if r.route.len() == 1
+                    && matches!(only.cluster.lb, LbPolicy::ConsistentHash(_))),
+            ),
+            _ => (Vec::new(), false),
+        };
+        let mirror_compare = if mirrors.is_empty() {
+            None
+        } else {
+            annotations::mirror_compare(&vs.annotations)
+        };
         Some(Route {
             name: r
                 .name
@@ -150,11 +165,49 @@ impl Compiler<'_> {
                 uri: rw.uri.clone(),
                 authority: rw.authority.clone(),
             }),
-            retry: RetryPolicy::istio_default(),
-            fault: None,
-            mirrors: Vec::new(),
-            mirror_compare: None,
+            retry: retry_policy(r.retries.as_ref(), consistent_hash),
+            fault: fault_policy(r.fault.as_ref()),
+            mirrors,
+            mirror_compare,
         })
+    }
+
+    /// A rule's mirrors (`mirror` with `mirrorPercentage`, then
+    /// `mirrors[]`), each to the cluster its destination resolves to. A
+    /// percentage of 0 mirrors nothing; unset is 100 (Istio's rules).
+    fn mirrors(
+        &mut self,
+        vs: &Resource<VirtualService>,
+        at: &str,
+        r: &HttpRoute,
+        request_port: Option<u16>,
+    ) -> Vec<Mirror> {
+        let mut wanted = Vec::new();
+        if let Some(d) = &r.mirror {
+            let percentage = match (r.mirror_percentage, r.mirror_percent) {
+                (Some(p), _) => share(p),
+                (None, Some(n)) => share(Percent { value: n as f64 }),
+                (None, None) => Some(100.0),
+            };
+            wanted.push((format!("{at}.mirror"), d, percentage));
+        }
+        for (j, m) in r.mirrors.iter().enumerate() {
+            let percentage = m.percentage.map_or(Some(100.0), share);
+            wanted.push((format!("{at}.mirrors[{j}].destination"), &m.destination, percentage));
+        }
+        let mut out = Vec::with_capacity(wanted.len());
+        for (at, d, percentage) in wanted {
+            let Some(percentage) = percentage else {
+                continue;
+            };
+            if let Some(cluster) = self.destination(vs, &at, d, request_port) {
+                out.push(Mirror {
+                    cluster,
+                    percentage,
+                });
+            }
+        }
+        out
     }
 }
 
