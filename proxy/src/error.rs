@@ -52,6 +52,10 @@ pub(crate) enum ErrorKind {
     UpstreamProtocol,
     /// The route timeout passed.
     Timeout,
+    /// A connection-pool limit (circuit breaker) refused the request.
+    Overflow,
+    /// A fault injected by the route's `fault.abort`.
+    FaultAbort,
 }
 
 impl ErrorKind {
@@ -64,7 +68,9 @@ impl ErrorKind {
             | ErrorKind::NoHealthyEndpoint
             | ErrorKind::NotReady
             | ErrorKind::Unsupported
-            | ErrorKind::Timeout => ErrorSource::Local,
+            | ErrorKind::Timeout
+            | ErrorKind::Overflow
+            | ErrorKind::FaultAbort => ErrorSource::Local,
             ErrorKind::BadRequest | ErrorKind::DownstreamClosed => ErrorSource::Downstream,
             ErrorKind::UpstreamConnect => ErrorSource::Connect,
             ErrorKind::UpstreamClosed | ErrorKind::UpstreamProtocol => ErrorSource::UpstreamHead,
@@ -76,9 +82,12 @@ impl ErrorKind {
     pub(crate) fn status(self) -> StatusCode {
         match self {
             ErrorKind::NoRoute | ErrorKind::NoRouteMatch => StatusCode::NOT_FOUND,
-            ErrorKind::NoHealthyEndpoint | ErrorKind::UpstreamConnect | ErrorKind::NotReady => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ErrorKind::NoHealthyEndpoint
+            | ErrorKind::UpstreamConnect
+            | ErrorKind::NotReady
+            | ErrorKind::Overflow => StatusCode::SERVICE_UNAVAILABLE,
+            // The abort's own status is set by the fault filter.
+            ErrorKind::FaultAbort => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::Unsupported => StatusCode::NOT_IMPLEMENTED,
             ErrorKind::UpstreamClosed | ErrorKind::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -100,6 +109,8 @@ impl ErrorKind {
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::NotReady => "not_ready",
             ErrorKind::DownstreamClosed => "downstream_closed",
+            ErrorKind::Overflow => "upstream_overflow",
+            ErrorKind::FaultAbort => "fault_abort",
         }
     }
 
@@ -116,6 +127,8 @@ impl ErrorKind {
             ErrorKind::BadRequest => "DPE",
             ErrorKind::Unsupported => "DPE",
             ErrorKind::DownstreamClosed => "DC",
+            ErrorKind::Overflow => "UO",
+            ErrorKind::FaultAbort => "FI",
         }
     }
 }
@@ -132,7 +145,9 @@ pub(crate) enum Retry {
     /// The upstream may have seen (part of) the request: never replayed by
     /// the proxy on its own.
     No,
-    /// The request never left the proxy (no connection could be made).
+    /// The request never reached the upstream: no connection could be
+    /// made, or writing its head failed (the upstream cannot have
+    /// processed a request it did not receive whole).
     Unsent,
     /// A reused keep-alive connection turned out closed before any byte of
     /// an answer: the upstream had closed it, so the request was not
@@ -147,6 +162,9 @@ pub(crate) struct ProxyError {
     /// After the response head: only the body's stream can fail now.
     after_head: bool,
     retry: Retry,
+    /// An HTTP/2 upstream refused the stream (`REFUSED_STREAM`): it did
+    /// not process the request (RFC 9113 §8.7).
+    refused_stream: bool,
     detail: String,
 }
 
@@ -160,6 +178,7 @@ impl ProxyError {
             kind,
             after_head: false,
             retry,
+            refused_stream: false,
             detail: detail.into(),
         }
     }
@@ -202,6 +221,21 @@ impl ProxyError {
 
     pub(crate) fn retry(&self) -> Retry {
         self.retry
+    }
+
+    /// Marks an HTTP/2 stream the upstream refused.
+    pub(crate) fn refused(mut self) -> Self {
+        self.refused_stream = true;
+        self
+    }
+
+    pub(crate) fn refused_stream(&self) -> bool {
+        self.refused_stream
+    }
+
+    /// Some byte of the request may have reached the upstream.
+    pub(crate) fn sent(&self) -> bool {
+        self.retry != Retry::Unsent
     }
 
     pub(crate) fn detail(&self) -> &str {

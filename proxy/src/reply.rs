@@ -20,5 +20,9 @@ pub(crate) fn local(kind: ErrorKind, message: impl Into<String>) -> Response<Pro
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     h.insert("x-anymesh-reason", HeaderValue::from_static(kind.reason()));
+    if kind == ErrorKind::Overflow {
+        // Envoy's mark of a request refused by a circuit breaker.
+        h.insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+    }
     resp
 }

@@ -15,7 +15,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::plan::{plan, prepare};
+use super::attempts::{self, Retrying};
+use super::plan::{plan, prepare, Plan};
 use super::{until, Outcome, Proxy};
 use crate::error::{ErrorKind, ProxyError};
 use crate::h1::codec::{self, Framing, RequestHead};
@@ -23,6 +24,7 @@ use crate::h1::relay::{respond, send_body, Respond, Responded};
 use crate::h1::settings::ServerSettings;
 use crate::h1::{bufs, parsed_head, read_head, write_response, NoHead};
 use crate::hooks::Exchange;
+use crate::resilience::retry::RetryRequest;
 use crate::service::Next;
 use crate::upstream::h1::{read_response_head, send_buffered, UpstreamRequest};
 use crate::upstream::idempotent;
@@ -126,31 +128,50 @@ pub(crate) async fn exchange(
         keep_alive: keep_alive && !stopping(),
         written: AtomicU16::new(0),
     };
-    let deadline = plan.deadline(start);
+    if let Some(d) = plan.delay {
+        // Boxed: rare, and a timer would enlarge every request's future.
+        Box::pin(tokio::time::sleep(d)).await;
+    }
+    let deadline = plan.deadline(Instant::now());
     let pool = proxy.pool();
-    let run = async {
-        if buffered {
-            let (mut up, mut rbuf, head) =
-                send_buffered(pool, proxy.hooks(), plan.endpoint, &request).await?;
-            let r = respond(client, &mut up.stream, &mut rbuf, head, &ctx).await;
-            bufs::give(rbuf);
-            return r.map(|r| (r, Some(up), true));
-        }
-        // Boxed: bodies that stream are the rarer case, and their future is
-        // large; every exchange's boxed state would carry it otherwise.
-        Box::pin(send_streaming(
-            client,
-            buf,
-            proxy,
-            plan.endpoint,
-            &request,
-            expect_continue,
-            framing,
-            &ctx,
-        ))
-        .await
+    let retrying = Retrying {
+        policy: &plan.hit.route.retry,
+        request: RetryRequest {
+            idempotent,
+            replayable: buffered,
+            ..RetryRequest::default()
+        },
     };
-    let result = until(deadline, std::pin::pin!(run)).await;
+    let result = {
+        let plan = &mut plan;
+        let run = async {
+            if buffered {
+                let (hooks, request) = (proxy.hooks(), &request);
+                let (mut up, mut rbuf, head) = attempts::run(plan, &retrying, |endpoint, _| {
+                    send_buffered(pool, hooks, endpoint, request)
+                })
+                .await?;
+                let r = respond(client, &mut up.stream, &mut rbuf, head, &ctx).await;
+                bufs::give(rbuf);
+                return r.map(|r| (r, Some(up), true));
+            }
+            // Boxed: bodies that stream are the rarer case, and their future is
+            // large; every exchange's boxed state would carry it otherwise.
+            Box::pin(send_streaming(
+                client,
+                buf,
+                proxy,
+                plan,
+                &retrying,
+                &request,
+                expect_continue,
+                framing,
+                &ctx,
+            ))
+            .await
+        };
+        until(deadline, std::pin::pin!(run)).await
+    };
     bufs::give(out);
     let written = ctx.written.load(Ordering::Relaxed);
     let end = |status: u16, failure: Option<ErrorKind>| {
@@ -208,15 +229,18 @@ async fn send_streaming(
     client: &mut TcpStream,
     buf: &mut BytesMut,
     proxy: &Proxy,
-    endpoint: &str,
+    plan: &mut Plan<'_>,
+    retrying: &Retrying<'_>,
     request: &UpstreamRequest<'_>,
     expect_continue: bool,
     framing: Framing,
     ctx: &Respond<'_>,
 ) -> Result<(Responded, Option<RawConn>, bool), ProxyError> {
-    // A body that streams from the client is never sent twice: one attempt.
+    // A body that streams from the client is never sent twice: one attempt,
+    // once a connection is made.
+    let mut up = attempts::connect(plan, retrying, proxy.pool()).await?;
+    let endpoint = plan.endpoint;
     proxy.hooks().on_attempt(endpoint, 1);
-    let mut up = proxy.pool().raw(endpoint).await?;
     up.stream
         .write_all(request.head)
         .await
@@ -269,6 +293,10 @@ async fn finish_local(
     keep: bool,
     start: Instant,
 ) -> Next {
+    if let Some(d) = out.delay {
+        // Boxed: rare, and a timer would enlarge every request's future.
+        Box::pin(tokio::time::sleep(d)).await;
+    }
     let code = out.resp.status().as_u16();
     // After a malformed request, what follows on the connection cannot be trusted.
     let keep = keep && out.resp.status() != StatusCode::BAD_REQUEST;

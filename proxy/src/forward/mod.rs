@@ -12,6 +12,8 @@
 //! [`reply::local`] with its [`ErrorKind`]. [`Proxy`] implements the
 //! transports' [`Service`]; HTTP/1.1 clients are served by [`h1`].
 
+mod attempts;
+mod fault;
 mod h1;
 pub(crate) mod plan;
 
@@ -40,6 +42,7 @@ use crate::h1::settings::ServerSettings;
 use crate::hooks::{Exchange, Hooks};
 use crate::metrics::Metrics;
 use crate::reply;
+use crate::resilience::retry::RetryRequest;
 use crate::router::{Router, Routing};
 use crate::service::Reply;
 use crate::service::{EncodeHead, Next, Service};
@@ -48,6 +51,7 @@ use crate::upstream::idempotent;
 use crate::upstream::pool::{Pool, PoolSettings, RawConn};
 use crate::upstream::raw_body::{fields, RawBody};
 use crate::upstream::upload::{Sending, Upload};
+use attempts::Retrying;
 use plan::{plan, prepare, Plan};
 
 /// Settings of the upstream side.
@@ -84,6 +88,9 @@ pub(crate) struct Outcome {
     pub route: Option<Arc<str>>,
     /// Why the proxy answered itself, if it did.
     pub failure: Option<ErrorKind>,
+    /// An injected delay to wait before answering (a fault abort that
+    /// was drawn together with a delay).
+    pub delay: Option<Duration>,
 }
 
 impl Outcome {
@@ -93,6 +100,7 @@ impl Outcome {
             service: None,
             route: None,
             failure: Some(kind),
+            delay: None,
         }
     }
 
@@ -104,6 +112,7 @@ impl Outcome {
             service: None,
             route: None,
             failure: None,
+            delay: None,
         }
     }
 }
@@ -180,6 +189,10 @@ impl Proxy {
         if let Err(out) = prepare(parts, &plan) {
             return *out;
         }
+        if let Some(d) = plan.delay {
+            // Boxed: rare, and a timer would enlarge every request's future.
+            Box::pin(tokio::time::sleep(d)).await;
+        }
         // Boxed: the HTTP/2 client's and the upload's futures are large, and
         // moving the request's future (hyper boxes it, and awaits move it)
         // copies all of it; the bodiless path stays small.
@@ -193,13 +206,38 @@ impl Proxy {
     }
 
     /// Forwards a request to an HTTP/2 upstream with hyper's client.
-    async fn forward_h2(&self, parts: &mut Parts, body: RequestBody, plan: Plan<'_>) -> Outcome {
-        let upstream_req = Request::from_parts(std::mem::replace(parts, empty_parts()), body);
-        self.hooks.on_attempt(plan.endpoint, 1);
-        let call = self.pool.send_h2(plan.endpoint, upstream_req);
+    async fn forward_h2(
+        &self,
+        parts: &mut Parts,
+        body: RequestBody,
+        mut plan: Plan<'_>,
+    ) -> Outcome {
         // The route timeout runs from here to the end of the response body.
         let deadline = plan.deadline(Instant::now());
-        let resp = match until(deadline, std::pin::pin!(call)).await {
+        let retrying = Retrying {
+            policy: &plan.hit.route.retry,
+            request: RetryRequest {
+                idempotent: idempotent(&parts.method),
+                replayable: true,
+                ..RetryRequest::default()
+            },
+        };
+        let result = if body.is_end_stream() {
+            // Without a body the request can be sent again as it is.
+            let (pool, hooks, head) = (&self.pool, &self.hooks, &*parts);
+            let call = attempts::run(&mut plan, &retrying, |endpoint, n| {
+                hooks.on_attempt(endpoint, n);
+                pool.send_h2(endpoint, copy_request(head))
+            });
+            until(deadline, std::pin::pin!(call)).await
+        } else {
+            // A streamed body is never replayed: one attempt.
+            let upstream_req = Request::from_parts(std::mem::replace(parts, empty_parts()), body);
+            self.hooks.on_attempt(plan.endpoint, 1);
+            let call = self.pool.send_h2(plan.endpoint, upstream_req);
+            until(deadline, std::pin::pin!(call)).await
+        };
+        let resp = match result {
             Ok(r) => r,
             Err(e) => return plan.failed(&e),
         };
@@ -265,9 +303,13 @@ impl Proxy {
     ) -> Reply {
         let start = Instant::now();
         let routing = self.router.current();
-        let plan = match plan(&parts, peer, &routing, &self.hooks) {
+        let mut plan = match plan(&parts, peer, &routing, &self.hooks) {
             Ok(p) => p,
             Err(out) => {
+                if let Some(d) = out.delay {
+                    // Boxed: rare, and a timer would enlarge every request's future.
+                    Box::pin(tokio::time::sleep(d)).await;
+                }
                 self.record(&out, start);
                 return Reply::Response(out.resp);
             }
@@ -290,9 +332,15 @@ impl Proxy {
             return local(*out, &plan);
         }
         let route = plan.hit.route;
-        let deadline = plan.deadline(start);
-        let call = self.exchange_bodiless(&plan, &parts);
-        let result = until(deadline, std::pin::pin!(call)).await;
+        if let Some(d) = plan.delay {
+            // Boxed: rare, and a timer would enlarge every request's future.
+            Box::pin(tokio::time::sleep(d)).await;
+        }
+        let deadline = plan.deadline(Instant::now());
+        let result = {
+            let call = self.exchange_bodiless(&mut plan, &parts);
+            until(deadline, std::pin::pin!(call)).await
+        };
         let (conn, rbuf, head) = match result {
             Ok(r) => r,
             Err(e) => return local(plan.failed(&e), &plan),
@@ -322,10 +370,12 @@ impl Proxy {
 
     /// Forwards a request without a body to an HTTP/1.1 upstream over the
     /// raw connection pool.
-    async fn forward_bodiless(&self, parts: &Parts, plan: Plan<'_>) -> Outcome {
+    async fn forward_bodiless(&self, parts: &Parts, mut plan: Plan<'_>) -> Outcome {
         let deadline = plan.deadline(Instant::now());
-        let call = self.send_bodiless(&plan, parts, deadline);
-        let result = until(deadline, std::pin::pin!(call)).await;
+        let result = {
+            let call = self.send_bodiless(&mut plan, parts, deadline);
+            until(deadline, std::pin::pin!(call)).await
+        };
         let resp = match result {
             Ok(r) => r,
             Err(e) => return plan.failed(&e),
@@ -346,7 +396,7 @@ impl Proxy {
     /// reads the response head.
     async fn send_bodiless(
         &self,
-        plan: &Plan<'_>,
+        plan: &mut Plan<'_>,
         parts: &Parts,
         deadline: Option<Instant>,
     ) -> Result<Response<RawBody>, ProxyError> {
@@ -381,17 +431,31 @@ impl Proxy {
     /// connection, part of it perhaps in the read buffer already.
     async fn exchange_bodiless(
         &self,
-        plan: &Plan<'_>,
+        plan: &mut Plan<'_>,
         parts: &Parts,
     ) -> Result<(RawConn, BytesMut, ResponseHead), ProxyError> {
         let mut out = bufs::take();
         codec::write_request_head(&mut out, parts, Framing::None);
+        let idempotent = idempotent(&parts.method);
         let request = UpstreamRequest {
             head: &out,
-            replayable: idempotent(&parts.method),
+            replayable: idempotent,
             head_request: parts.method == http::Method::HEAD,
         };
-        let sent = send_buffered(&self.pool, &self.hooks, plan.endpoint, &request).await;
+        let retrying = Retrying {
+            policy: &plan.hit.route.retry,
+            request: RetryRequest {
+                idempotent,
+                replayable: true,
+                ..RetryRequest::default()
+            },
+        };
+        let (pool, hooks) = (&self.pool, &self.hooks);
+        let request = &request;
+        let sent = attempts::run(plan, &retrying, |endpoint, _| {
+            send_buffered(pool, hooks, endpoint, request)
+        })
+        .await;
         bufs::give(out);
         sent
     }
@@ -452,6 +516,16 @@ pub(crate) async fn until<T>(
 
 fn empty_parts() -> Parts {
     Request::new(()).into_parts().0
+}
+
+/// A bodiless request with `parts`' head, for one attempt.
+fn copy_request(parts: &Parts) -> Request<RequestBody> {
+    let mut req = Request::new(RequestBody::Empty);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req
 }
 
 #[cfg(test)]

@@ -2,8 +2,9 @@
 //! split target, picked endpoint) or the local reply the request gets; and
 //! turning the downstream head into the upstream one ([`prepare`]).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anymesh_core::routes::{
     Redirect, RequestInfo, Route, RouteAction, RouteHit, RouteMiss, StringMatch, WeightedCluster,
@@ -13,8 +14,8 @@ use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Response, StatusCode, Uri, Version};
 
-use super::Outcome;
-use crate::balance::{InFlight, PickContext};
+use super::{fault, Outcome};
+use crate::balance::{ClusterLb, InFlight, PickContext};
 use crate::body::response::ProxyBody;
 use crate::error::{ErrorKind, ProxyError};
 use crate::hooks::Hooks;
@@ -32,9 +33,40 @@ pub(crate) struct Plan<'r> {
     /// Counts the request as in flight to the endpoint until dropped.
     pub guard: InFlight,
     pub set_cookie: Option<HeaderValue>,
+    /// An injected delay (`fault.delay`) to wait before forwarding.
+    pub delay: Option<Duration>,
+    /// The cluster's balancer, for retries' re-picks.
+    pub lb: &'r ClusterLb,
+    /// The client's address (source-IP hashing on re-picks).
+    pub source_ip: IpAddr,
 }
 
 impl Plan<'_> {
+    /// Picks the endpoint of a retry: with `avoid_previous`, one other than
+    /// the last one tried when the cluster has another available. The
+    /// previous pick's in-flight count ends here.
+    pub(crate) fn repick(&mut self, ctx: &PickContext<'_>, avoid_previous: bool) {
+        let mut chosen = None;
+        // A few draws for an endpoint not tried last: round robin moves on
+        // by itself, random and least-request draws usually differ.
+        for _ in 0..3 {
+            match self.lb.pick(ctx) {
+                Some(p) if avoid_previous && p.endpoint.authority == self.endpoint => {
+                    chosen.get_or_insert(p);
+                }
+                Some(p) => {
+                    chosen = Some(p);
+                    break;
+                }
+                None => break,
+            }
+        }
+        if let Some(p) = chosen {
+            self.endpoint = p.endpoint.authority.as_str();
+            self.guard = p.guard;
+        }
+    }
+
     /// When the route timeout ends an exchange that started at `start`.
     pub(crate) fn deadline(&self, start: tokio::time::Instant) -> Option<tokio::time::Instant> {
         self.hit.route.timeout.map(|t| start + t)
@@ -61,7 +93,8 @@ impl Plan<'_> {
     /// response head, labelled with the route and service.
     pub(crate) fn failed(&self, e: &ProxyError) -> Outcome {
         let msg = match e.kind() {
-            ErrorKind::Timeout => self.timeout_message(),
+            ErrorKind::Timeout if e.detail().is_empty() => self.timeout_message(),
+            ErrorKind::Timeout => self.failure_message(e.detail()),
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamClosed
             | ErrorKind::UpstreamProtocol => self.failure_message(e.detail()),
@@ -165,6 +198,20 @@ pub(crate) fn plan<'r>(
     if let Err(e) = hooks.before_pick(parts, hit.route) {
         return Err(routed(Outcome::local(e.kind(), e.detail().to_string())));
     }
+    let injected = hit
+        .route
+        .fault
+        .as_ref()
+        .map(fault::draw)
+        .unwrap_or_default();
+    if let Some(status) = injected.abort {
+        let mut out = fault::abort_reply(status);
+        out.delay = injected.delay;
+        if let Some(t) = split.targets.first() {
+            out.service = Some(t.cluster.service.as_arc().clone());
+        }
+        return Err(routed(out));
+    }
     let target = if split.targets.len() == 1 || split.total_weight == 0 {
         split.targets.first()
     } else {
@@ -184,7 +231,8 @@ pub(crate) fn plan<'r>(
         query: parts.uri.query(),
         source_ip: Some(peer.ip()),
     };
-    let Some(picked) = routing.lb(cluster).and_then(|lb| lb.pick(&ctx)) else {
+    let lb = routing.lb(cluster);
+    let Some((lb, picked)) = lb.and_then(|lb| Some((lb, lb.pick(&ctx)?))) else {
         let mut out = Outcome::local(
             ErrorKind::NoHealthyEndpoint,
             no_endpoint_message(hit.route, cluster),
@@ -199,6 +247,9 @@ pub(crate) fn plan<'r>(
         h2: cluster.port.protocol.is_h2(),
         guard: picked.guard,
         set_cookie: picked.set_cookie,
+        delay: injected.delay,
+        lb,
+        source_ip: peer.ip(),
     })
 }
 

@@ -75,7 +75,7 @@ async fn send(
         let mut up = conn?;
         let e = match up.stream.write_all(req.head).await {
             Err(e) => ProxyError::upstream_closed(format!("writing the request: {e}"))
-                .with_retry(Retry::IfReused),
+                .with_retry(Retry::Unsent),
             Ok(()) => {
                 let mut rbuf = bufs::take();
                 let head = match upload.as_deref_mut() {

@@ -23,14 +23,19 @@ pub(crate) struct Attempt {
     pub count: u32,
 }
 
-/// Whether a failed attempt is sent again on a new connection. Today only
-/// keep-alive races qualify: a reused connection the upstream had closed
-/// before answering anything, for a replayable request, once. Retry
-/// policies (VirtualService `retries`) will decide here too.
+/// Whether a failed attempt is sent again on a new connection to the same
+/// endpoint: only keep-alive races qualify, a reused connection the
+/// upstream had closed before answering anything, for a replayable
+/// request, once. Retry policies (VirtualService `retries`) decide above
+/// this, in the forwarding layer, and may pick another endpoint.
 pub(crate) fn may_resend(e: &ProxyError, attempt: &Attempt) -> bool {
     match e.retry() {
-        Retry::IfReused => attempt.reused && attempt.replayable && attempt.count == 1,
-        Retry::Unsent | Retry::No => false,
+        // A connect failure is never on a reused connection; a write that
+        // failed on one is the same race as a close before answering.
+        Retry::IfReused | Retry::Unsent => {
+            attempt.reused && attempt.replayable && attempt.count == 1
+        }
+        Retry::No => false,
     }
 }
 

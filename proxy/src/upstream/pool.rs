@@ -60,7 +60,16 @@ fn handshake_error(authority: &str, source: hyper::Error) -> ProxyError {
 
 /// A request hyper's client could not complete.
 fn request_error(source: hyper::Error) -> ProxyError {
-    ProxyError::upstream_closed(error_chain(&source))
+    let refused = std::error::Error::source(&source)
+        .and_then(|s| s.downcast_ref::<h2::Error>())
+        .and_then(h2::Error::reason)
+        == Some(h2::Reason::REFUSED_STREAM);
+    let e = ProxyError::upstream_closed(error_chain(&source));
+    if refused {
+        e.refused()
+    } else {
+        e
+    }
 }
 
 /// An idle plain connection of the HTTP/1.1 fast path ([`crate::h1`]).
