@@ -45,7 +45,9 @@ impl DestinationRule {
     ///    names the port, that entry alone (parts it leaves unset take their
     ///    defaults: nothing of the top level is inherited, the retry budget
     ///    included);
-    /// 2. the subset's `trafficPolicy` likewise resolved for the port;
+    /// 2. the subset's `trafficPolicy` likewise resolved for the port (a
+    ///    port-level entry stands alone here too, so the subset's own
+    ///    `retryBudget` is then dropped);
     /// 3. each of `loadBalancer`, `connectionPool`, `outlierDetection` and
     ///    `retryBudget` the subset's resolved policy sets replaces the rule's
     ///    as a whole; when the subset has a port-level entry for the port,

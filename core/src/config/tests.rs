@@ -3,6 +3,8 @@
 
 use super::*;
 
+mod resilience;
+
 const DR: &str = "\
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -315,7 +317,7 @@ fn rows() -> Vec<Row> {
             "unknown load balancer name",
             dr("  host: reviews\n  trafficPolicy: {loadBalancer: {simple: ROUND_ROBBIN}}\n"),
             (0, 0),
-            &["error: routes.yaml:6:42: DestinationRule prod/reviews: spec.trafficPolicy.loadBalancer.simple: unknown variant `ROUND_ROBBIN`, expected one of `UNSPECIFIED`, `ROUND_ROBIN`, `LEAST_REQUEST`, `LEAST_CONN`, `RANDOM`, `PASSTHROUGH`"],
+            &["error: routes.yaml:6:42: DestinationRule prod/reviews: spec.trafficPolicy.loadBalancer.simple: unknown variant `ROUND_ROBBIN`, expected one of `UNSPECIFIED`, `ROUND_ROBIN`, `LEAST_REQUEST`, `LEAST_CONN`, `RANDOM`, `PASSTHROUGH`, `PEAK_EWMA`"],
         ),
         row(
             "gateways without mesh, and several rules for one host",
