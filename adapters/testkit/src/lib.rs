@@ -21,11 +21,14 @@
 //!   directory (origins in its README), their loaders, and the check that
 //!   each is decoded by a test.
 //! - [`wait`]: polling until a condition holds, with a deadline.
+//! - [`chaos`]: [`ChaosUpstream`], a test upstream that fails on command
+//!   (statuses, hangs, resets, kills), and steady load through a proxy.
 //! - [`bytes`]: byte streams cut into pieces or damaged, for generated tests.
 //!
 //! Helpers panic with a message saying what is wrong: they only run in tests.
 
 pub mod bytes;
+pub mod chaos;
 pub mod consul;
 pub mod contract;
 mod etcd;
@@ -37,6 +40,7 @@ mod pki;
 mod relay;
 pub mod wait;
 
+pub use chaos::ChaosUpstream;
 pub use consul::FakeConsul;
 pub use etcd::{EtcdServer, LaunchError};
 pub use eureka::{FakeEureka, FakeInstance};
