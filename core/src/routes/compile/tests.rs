@@ -5,6 +5,8 @@ use std::time::SystemTime;
 use http::HeaderMap;
 
 use super::*;
+
+mod resilience;
 use crate::catalog::CatalogState;
 use crate::config::load_str;
 use crate::model::{Endpoint, EndpointPort, Health, Hostname, Labels, Locality, Provenance};
