@@ -18,6 +18,10 @@
 //! Concurrent retries may overshoot the rate form by the number racing at
 //! once; the bound is a budget, not a lock.
 
+// Called by the forwarding layer once it is wired in (issue 20); until then
+// only the tests use it.
+#![allow(dead_code)]
+
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;

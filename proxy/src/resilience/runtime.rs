@@ -1,1 +1,231 @@
-//! (being written)
+//! Per-cluster resilience state that outlives a route table: the retry
+//! budget, the connection-pool limits and their counters.
+//!
+//! [`ClusterRuntimes`] lives beside the balancers, owned by whatever swaps
+//! route tables; for every new [`RouteTable`] it hands out one
+//! [`ClusterRuntime`] per cluster:
+//! ```text
+//! ClusterRuntimes ── cluster name ──► (what it was built from, Arc<ClusterRuntime>)
+//! ```
+//! A cluster keeps its runtime — counters, requests and retries in flight,
+//! budget window — across table swaps while its name and everything the
+//! runtime is built from stay the same: the DestinationRule's
+//! `connectionPool` and `retryBudget` (or the proxy's default budget when
+//! it sets none), and whether its upstreams speak HTTP/2. Anything else in
+//! the cluster (endpoints, outlier detection, locality) may change freely.
+//! When one of those changes the runtime is rebuilt from zero (requests in
+//! flight finish against the old one); a cluster that is gone is forgotten.
+//!
+//! Which budget applies: the DestinationRule's `retryBudget` replaces the
+//! default budget for its cluster. An Envoy-style (concurrent) budget from
+//! the DestinationRule also replaces `maxRetries`, as in Envoy, where a
+//! retry budget overrides the retry circuit breaker.
+
+// Called by the forwarding layer once it is wired in (issue 20); until then
+// only the tests use it.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use anymesh_core::routes::{Cluster, ConnectionPool, RetryBudget, RouteTable};
+
+use super::breaker::{Admitted, Limits, Overflow, RetryPermit};
+use super::budget::{Budget, RequestGuard, RetryGuard};
+
+#[cfg(test)]
+mod tests;
+
+/// One cluster's resilience state.
+///
+/// Per request: [`Budget::request`] first (the concurrent budget counts a
+/// request waiting for a connection as active, as Envoy does), then
+/// [`Limits::admit`]; both guards are held until the response ends. Per
+/// retry: [`try_retry`](Self::try_retry), its ticket held until the
+/// retried attempt's outcome is known.
+pub(crate) struct ClusterRuntime {
+    /// The retry budget in force for the cluster.
+    pub(crate) budget: Budget,
+    /// The connection-pool limits (circuit breakers).
+    pub(crate) limits: Limits,
+    /// Retry counters.
+    pub(crate) stats: RetryStats,
+}
+
+/// Retry counters of a cluster, beside those the budget and limits keep.
+#[derive(Debug, Default)]
+pub(crate) struct RetryStats {
+    retries: AtomicU64,
+    limit_exceeded: AtomicU64,
+}
+
+impl RetryStats {
+    /// Retries sent (Envoy's `upstream_rq_retry`).
+    pub(crate) fn retries(&self) -> u64 {
+        self.retries.load(Relaxed)
+    }
+
+    /// Requests that stayed failed because their attempts ran out while
+    /// the last outcome was retriable (Envoy's `upstream_rq_retry_limit_exceeded`).
+    pub(crate) fn limit_exceeded(&self) -> u64 {
+        self.limit_exceeded.load(Relaxed)
+    }
+
+    /// Counts a request whose attempts ran out.
+    pub(crate) fn record_limit_exceeded(&self) {
+        self.limit_exceeded.fetch_add(1, Relaxed);
+    }
+}
+
+/// Why a retry was not allowed. The failed attempt's outcome is then what
+/// the client gets (as Envoy: a refused retry is not an overflow reply).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RetryRefused {
+    /// `maxRetries` retries are in flight.
+    Overflow(Overflow),
+    /// The retry budget is spent.
+    Budget,
+}
+
+/// A retry the cluster allowed; hold it until the retried attempt's
+/// outcome is known.
+#[derive(Debug)]
+pub(crate) struct RetryTicket {
+    _permit: RetryPermit,
+    _budget: RetryGuard,
+}
+
+/// The guards of an admitted request; hold them until the response ends.
+#[derive(Debug)]
+pub(crate) struct RequestTicket {
+    _admitted: Admitted,
+    _budget: RequestGuard,
+}
+
+impl ClusterRuntime {
+    /// The runtime for a cluster's connection pool, effective budget and
+    /// upstream protocol.
+    pub(crate) fn new(pool: &ConnectionPool, budget: &RetryBudget, h2: bool) -> Self {
+        Self {
+            budget: Budget::new(budget),
+            limits: Limits::new(pool, h2),
+            stats: RetryStats::default(),
+        }
+    }
+
+    /// Counts a request in the budget and admits it under the limits.
+    pub(crate) async fn admit(&self) -> Result<RequestTicket, Overflow> {
+        let budget = self.budget.request();
+        let admitted = self.limits.admit().await?;
+        Ok(RequestTicket {
+            _admitted: admitted,
+            _budget: budget,
+        })
+    }
+
+    /// Allows one retry when `maxRetries` and the budget both have room;
+    /// counts it when allowed.
+    pub(crate) fn try_retry(&self) -> Result<RetryTicket, RetryRefused> {
+        let permit = self.limits.admit_retry().map_err(RetryRefused::Overflow)?;
+        let budget = self.budget.try_retry().ok_or(RetryRefused::Budget)?;
+        self.stats.retries.fetch_add(1, Relaxed);
+        Ok(RetryTicket {
+            _permit: permit,
+            _budget: budget,
+        })
+    }
+}
+
+impl fmt::Debug for ClusterRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterRuntime")
+            .field("budget", &self.budget)
+            .field("limits", &self.limits)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+/// What a cluster's runtime was built from; an equal key keeps it.
+#[derive(Debug, Clone, PartialEq)]
+struct Key {
+    pool: ConnectionPool,
+    budget: RetryBudget,
+    h2: bool,
+}
+
+impl Key {
+    fn of(cluster: &Cluster, default_budget: &RetryBudget) -> Self {
+        let policy = &cluster.policy;
+        let mut pool = policy.connection_pool.clone();
+        if let Some(RetryBudget::Concurrent { .. }) = policy.retry_budget {
+            pool.max_retries = None;
+        }
+        Self {
+            pool,
+            budget: policy
+                .retry_budget
+                .clone()
+                .unwrap_or_else(|| default_budget.clone()),
+            h2: cluster.port.protocol.is_h2(),
+        }
+    }
+}
+
+/// The runtimes of every cluster of the current table, by cluster name.
+///
+/// Not on the request path: call [`update`](Self::update) once per table.
+#[derive(Debug, Default)]
+pub(crate) struct ClusterRuntimes {
+    by_name: HashMap<String, (Key, Arc<ClusterRuntime>)>,
+}
+
+impl ClusterRuntimes {
+    /// No clusters yet.
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// The runtimes for a new table, `runtimes[i]` for `table.clusters[i]`:
+    /// kept by name when what they are built from is unchanged, rebuilt
+    /// otherwise; those of clusters no longer in the table are dropped.
+    pub(crate) fn update(
+        &mut self,
+        table: &RouteTable,
+        default_budget: &RetryBudget,
+    ) -> Vec<Arc<ClusterRuntime>> {
+        let mut previous = std::mem::take(&mut self.by_name);
+        let mut kept = 0usize;
+        let runtimes = table
+            .clusters
+            .iter()
+            .map(|cluster| {
+                if let Some((_, runtime)) = self.by_name.get(&cluster.name) {
+                    // The same name twice in one table: one runtime.
+                    return Arc::clone(runtime);
+                }
+                let key = Key::of(cluster, default_budget);
+                let runtime = match previous.remove(&cluster.name) {
+                    Some((old, runtime)) if old == key => {
+                        kept += 1;
+                        runtime
+                    }
+                    _ => Arc::new(ClusterRuntime::new(&key.pool, &key.budget, key.h2)),
+                };
+                self.by_name
+                    .insert(cluster.name.clone(), (key, Arc::clone(&runtime)));
+                runtime
+            })
+            .collect();
+        tracing::debug!(
+            version = table.version,
+            clusters = self.by_name.len(),
+            kept,
+            dropped = previous.len(),
+            "cluster runtimes updated"
+        );
+        runtimes
+    }
+}
