@@ -32,6 +32,7 @@ mod h2;
 mod hooks;
 mod hop;
 pub mod metrics;
+mod mirror;
 mod reply;
 mod resilience;
 pub mod router;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -25,12 +25,101 @@ pub struct RequestLabels {
     pub code: u16,
 }
 
+/// A mirrored request, by the route that mirrored it and the mirror cluster.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MirrorLabels {
+    pub route: Arc<str>,
+    /// The mirror cluster (`outbound|<port>|<subset>|<host>`).
+    pub cluster: Arc<str>,
+    pub result: MirrorResult,
+}
+
+/// How a mirrored request ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum MirrorResult {
+    /// Answered; responses are not compared on this route.
+    Ok,
+    /// Answered like the primary (status, compared headers, body hash).
+    Match,
+    /// Answered unlike the primary.
+    Mismatch,
+    /// The mirror failed (connect, protocol, timeout): no response.
+    Error,
+    /// Answered, but the primary failed or did not end in time: not compared.
+    Uncompared,
+}
+
+impl MirrorResult {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MirrorResult::Ok => "ok",
+            MirrorResult::Match => "match",
+            MirrorResult::Mismatch => "mismatch",
+            MirrorResult::Error => "error",
+            MirrorResult::Uncompared => "uncompared",
+        }
+    }
+}
+
+impl EncodeLabelValue for MirrorResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// A mirror that was drawn but not sent.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MirrorSkipLabels {
+    pub route: Arc<str>,
+    pub cluster: Arc<str>,
+    pub reason: MirrorSkip,
+}
+
+/// Why a mirror was not sent.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum MirrorSkip {
+    /// The request body is larger than the mirroring bound.
+    BodyTooLarge,
+    /// The request body streams (not read in full before forwarding).
+    BodyStreaming,
+    /// The proxy has as many mirrors in flight as it allows.
+    InFlightLimit,
+    /// The mirror cluster has no endpoint.
+    NoEndpoint,
+    /// The request head cannot be sent to the mirror (e.g. no authority).
+    BadRequest,
+}
+
+impl MirrorSkip {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MirrorSkip::BodyTooLarge => "body_too_large",
+            MirrorSkip::BodyStreaming => "body_streaming",
+            MirrorSkip::InFlightLimit => "in_flight_limit",
+            MirrorSkip::NoEndpoint => "no_endpoint",
+            MirrorSkip::BadRequest => "bad_request",
+        }
+    }
+}
+
+impl EncodeLabelValue for MirrorSkip {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
 /// Proxy metrics. Cheap to share (`Arc`).
 pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub duration: Family<RequestLabels, Histogram>,
     pub route_table_version: Gauge,
     pub route_table_swaps: Counter,
+    /// Mirrored requests by route, mirror cluster and result.
+    pub mirror_responses: Family<MirrorLabels, Counter>,
+    /// Mirrors drawn but not sent, by route, mirror cluster and reason.
+    pub mirror_skipped: Family<MirrorSkipLabels, Counter>,
     /// Tells this instance's entries in the per-thread handle cache apart.
     id: u64,
 }
@@ -73,6 +162,8 @@ impl Metrics {
             }),
             route_table_version: Gauge::default(),
             route_table_swaps: Counter::default(),
+            mirror_responses: Family::default(),
+            mirror_skipped: Family::default(),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         };
         let r = registry.sub_registry_with_prefix("anymesh");
@@ -95,6 +186,16 @@ impl Metrics {
             "route_table_swaps",
             "Route tables installed",
             m.route_table_swaps.clone(),
+        );
+        r.register(
+            "mirror_responses",
+            "Mirrored requests by route, mirror cluster and result (ok, match, mismatch, error, uncompared)",
+            m.mirror_responses.clone(),
+        );
+        r.register(
+            "mirror_skipped",
+            "Mirrors drawn but not sent, by route, mirror cluster and reason",
+            m.mirror_skipped.clone(),
         );
         m
     }
@@ -129,6 +230,36 @@ mod tests {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
         out
+    }
+
+    #[test]
+    fn mirror_families_are_exposed_with_their_label_values() {
+        let mut registry = Registry::default();
+        let m = Metrics::new(&mut registry);
+        let (route, cluster): (Arc<str>, Arc<str>) = ("r".into(), "outbound|80|v2|web".into());
+        m.mirror_responses
+            .get_or_create(&MirrorLabels {
+                route: route.clone(),
+                cluster: cluster.clone(),
+                result: MirrorResult::Mismatch,
+            })
+            .inc();
+        m.mirror_skipped
+            .get_or_create(&MirrorSkipLabels {
+                route,
+                cluster,
+                reason: MirrorSkip::BodyTooLarge,
+            })
+            .inc();
+        let out = text(&registry);
+        assert!(
+            out.contains(r#"anymesh_mirror_responses_total{route="r",cluster="outbound|80|v2|web",result="mismatch"} 1"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"anymesh_mirror_skipped_total{route="r",cluster="outbound|80|v2|web",reason="body_too_large"} 1"#),
+            "{out}"
+        );
     }
 
     #[test]

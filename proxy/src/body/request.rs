@@ -17,6 +17,8 @@ pub enum RequestBody {
     Hyper(Incoming),
     /// From this proxy's HTTP/2 server ([`crate::h2`]).
     H2(crate::h2::body::RecvBody),
+    /// Read in full before forwarding (a mirrored copy); `None` once sent.
+    Full(Option<Bytes>),
 }
 
 impl Body for RequestBody {
@@ -33,6 +35,7 @@ impl Body for RequestBody {
                 .poll_frame(cx)
                 .map(|r| r.map(|f| f.map_err(BodyError::from))),
             RequestBody::H2(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
@@ -41,6 +44,7 @@ impl Body for RequestBody {
             RequestBody::Empty => true,
             RequestBody::Hyper(b) => b.is_end_stream(),
             RequestBody::H2(b) => b.is_end_stream(),
+            RequestBody::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
         }
     }
 
@@ -49,6 +53,7 @@ impl Body for RequestBody {
             RequestBody::Empty => SizeHint::with_exact(0),
             RequestBody::Hyper(b) => b.size_hint(),
             RequestBody::H2(b) => b.size_hint(),
+            RequestBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }
 }
