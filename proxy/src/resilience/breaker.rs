@@ -24,8 +24,11 @@
 #![allow(dead_code)]
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use anymesh_core::routes::ConnectionPool;
 use tokio::sync::{Semaphore, TryAcquireError};
@@ -144,10 +147,13 @@ impl Limits {
     /// Admits a request, after waiting for a connection if it must; an
     /// error names the limit that refused it (counted). Dropping the
     /// future while it waits gives up its place.
-    pub(crate) async fn admit(&self) -> Result<Admitted, Overflow> {
+    ///
+    /// Decided at once unless the request has to wait; only a waiting
+    /// request allocates (its place in the queue).
+    pub(crate) fn admit(&self) -> Admission {
         match &self.0 {
-            Some(inner) if inner.limits_requests() => Inner::admit(inner).await,
-            _ => Ok(Admitted(None)),
+            Some(inner) if inner.limits_requests() => Inner::admit(inner),
+            _ => Admission::ready(Ok(Admitted(None))),
         }
     }
 
@@ -218,52 +224,130 @@ impl Inner {
         limit
     }
 
-    async fn admit(this: &Arc<Self>) -> Result<Admitted, Overflow> {
-        // Held until the request is admitted or gives up (its future dropped).
-        let counted = Decrement::take_bounded(&this.requests, this.max_requests)
-            .ok_or_else(|| this.refuse(Overflow::Http2MaxRequests))?;
+    fn admit(this: &Arc<Self>) -> Admission {
+        let Some(counted) = Decrement::take_bounded(&this.requests, this.max_requests) else {
+            return Admission::ready(Err(this.refuse(Overflow::Http2MaxRequests)));
+        };
         if let Some(connections) = &this.connections {
             match connections.try_acquire() {
                 Ok(permit) => permit.forget(),
                 Err(TryAcquireError::NoPermits) => {
-                    let Some(_waiting) = Decrement::take(&this.pending, this.max_pending) else {
+                    if !take(&this.pending, this.max_pending) {
                         let limit = match this.max_pending {
                             0 => Overflow::MaxConnections,
                             _ => Overflow::Pending,
                         };
-                        return Err(this.refuse(limit));
-                    };
+                        return Admission::ready(Err(this.refuse(limit)));
+                    }
                     this.waited.fetch_add(1, Relaxed);
-                    // The semaphore is never closed; were it, the request
-                    // would be refused rather than admitted unbounded.
-                    connections
-                        .acquire()
-                        .await
-                        .map_err(|_| this.refuse(Overflow::Pending))?
-                        .forget();
+                    counted.keep();
+                    let waiter = Waiter {
+                        inner: Arc::clone(this),
+                        admitted: false,
+                    };
+                    return Admission(State::Waiting(Box::pin(waiter.wait())));
                 }
-                Err(TryAcquireError::Closed) => return Err(this.refuse(Overflow::Pending)),
+                // The semaphore is never closed; were it, the request
+                // would be refused rather than admitted unbounded.
+                Err(TryAcquireError::Closed) => {
+                    return Admission::ready(Err(this.refuse(Overflow::Pending)))
+                }
             }
         }
         counted.keep();
-        Ok(Admitted(Some(Arc::clone(this))))
+        Admission::ready(Ok(Admitted(Some(Arc::clone(this)))))
     }
 }
 
-/// A counter taken for the duration of a wait, given back on drop unless kept.
+/// A request waiting for a connection: counted as pending (and as one of
+/// the requests, when they are bounded) until it is admitted or gives up.
+struct Waiter {
+    inner: Arc<Inner>,
+    admitted: bool,
+}
+
+impl Waiter {
+    async fn wait(mut self) -> Result<Admitted, Overflow> {
+        let inner = Arc::clone(&self.inner);
+        let Some(connections) = &inner.connections else {
+            return Err(inner.refuse(Overflow::Pending));
+        };
+        match connections.acquire().await {
+            Ok(permit) => permit.forget(),
+            Err(_closed) => return Err(inner.refuse(Overflow::Pending)),
+        }
+        self.admitted = true;
+        Ok(Admitted(Some(inner)))
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.inner.pending.fetch_sub(1, Relaxed);
+        if !self.admitted && self.inner.max_requests != u64::MAX {
+            self.inner.requests.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+/// The admission of a request ([`Limits::admit`]): ready at once unless the
+/// request waits for a connection.
+#[must_use = "a future does nothing unless awaited"]
+pub(crate) struct Admission(State);
+
+enum State {
+    Ready(Result<Admitted, Overflow>),
+    Waiting(Pin<Box<dyn Future<Output = Result<Admitted, Overflow>> + Send>>),
+    Done,
+}
+
+impl Admission {
+    fn ready(result: Result<Admitted, Overflow>) -> Self {
+        Self(State::Ready(result))
+    }
+}
+
+impl Future for Admission {
+    type Output = Result<Admitted, Overflow>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match std::mem::replace(&mut self.0, State::Done) {
+            State::Ready(result) => Poll::Ready(result),
+            State::Waiting(mut waiting) => match waiting.as_mut().poll(cx) {
+                Poll::Ready(result) => Poll::Ready(result),
+                Poll::Pending => {
+                    self.0 = State::Waiting(waiting);
+                    Poll::Pending
+                }
+            },
+            // A broken invariant of the caller: futures are not polled
+            // after they complete.
+            State::Done => panic!("admission polled after it completed"),
+        }
+    }
+}
+
+impl fmt::Debug for Admission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.0 {
+            State::Ready(_) => "ready",
+            State::Waiting(_) => "waiting",
+            State::Done => "done",
+        };
+        f.debug_tuple("Admission").field(&state).finish()
+    }
+}
+
+/// A request count taken during admission, given back on drop unless kept.
 struct Decrement<'a>(Option<&'a AtomicU64>);
 
 impl<'a> Decrement<'a> {
-    /// Takes one of `counter` when it is below `max`.
-    fn take(counter: &'a AtomicU64, max: u64) -> Option<Self> {
-        take(counter, max).then(|| Self(Some(counter)))
-    }
-
-    /// [`take`](Self::take), but nothing is counted without a bound.
+    /// Takes one of `counter` when it is below `max`; nothing is counted
+    /// without a bound (`u64::MAX`).
     fn take_bounded(counter: &'a AtomicU64, max: u64) -> Option<Self> {
         match max {
             u64::MAX => Some(Self(None)),
-            _ => Self::take(counter, max),
+            _ => take(counter, max).then(|| Self(Some(counter))),
         }
     }
 

@@ -283,8 +283,8 @@ impl fmt::Debug for Budget {
 }
 
 /// A counted request; for the concurrent form, an active request until it
-/// drops (hold it until the exchange ends).
-#[derive(Debug)]
+/// drops (hold it until the exchange ends). The default counts nothing.
+#[derive(Debug, Default)]
 #[must_use = "the request stops counting as active when this drops"]
 pub(crate) struct RequestGuard(Option<Arc<Concurrent>>);
 

@@ -27,12 +27,16 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use anymesh_core::routes::{Cluster, ConnectionPool, RetryBudget, RouteTable};
+use tokio::time::Instant;
 
-use super::breaker::{Admitted, Limits, Overflow, RetryPermit};
+use super::breaker::{Admission, Admitted, Limits, Overflow, RetryPermit};
 use super::budget::{Budget, RequestGuard, RetryGuard};
 
 #[cfg(test)]
@@ -40,11 +44,9 @@ mod tests;
 
 /// One cluster's resilience state.
 ///
-/// Per request: [`Budget::request`] first (the concurrent budget counts a
-/// request waiting for a connection as active, as Envoy does), then
-/// [`Limits::admit`]; both guards are held until the response ends. Per
-/// retry: [`try_retry`](Self::try_retry), its ticket held until the
-/// retried attempt's outcome is known.
+/// Per request: [`admit`](Self::admit), its ticket held until the response
+/// ends. Per retry: [`try_retry`](Self::try_retry), its ticket held until
+/// the retried attempt's outcome is known.
 pub(crate) struct ClusterRuntime {
     /// The retry budget in force for the cluster.
     pub(crate) budget: Budget,
@@ -104,6 +106,28 @@ pub(crate) struct RequestTicket {
     _budget: RequestGuard,
 }
 
+/// A request's admission ([`ClusterRuntime::admit`]); it counts in the
+/// budget from the start, waiting included (as Envoy counts pending
+/// requests in a retry budget).
+#[derive(Debug)]
+#[must_use = "a future does nothing unless awaited"]
+pub(crate) struct TicketAdmission {
+    budget: RequestGuard,
+    admission: Admission,
+}
+
+impl Future for TicketAdmission {
+    type Output = Result<RequestTicket, Overflow>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let admitted = std::task::ready!(Pin::new(&mut self.admission).poll(cx));
+        Poll::Ready(admitted.map(|admitted| RequestTicket {
+            _admitted: admitted,
+            _budget: std::mem::take(&mut self.budget),
+        }))
+    }
+}
+
 impl ClusterRuntime {
     /// The runtime for a cluster's connection pool, effective budget and
     /// upstream protocol.
@@ -115,14 +139,14 @@ impl ClusterRuntime {
         }
     }
 
-    /// Counts a request in the budget and admits it under the limits.
-    pub(crate) async fn admit(&self) -> Result<RequestTicket, Overflow> {
-        let budget = self.budget.request();
-        let admitted = self.limits.admit().await?;
-        Ok(RequestTicket {
-            _admitted: admitted,
-            _budget: budget,
-        })
+    /// Counts a request that arrived at `now` in the budget and admits it
+    /// under the limits; the future is ready at once unless the request
+    /// waits for a connection.
+    pub(crate) fn admit(&self, now: Instant) -> TicketAdmission {
+        TicketAdmission {
+            budget: self.budget.request_at(now),
+            admission: self.limits.admit(),
+        }
     }
 
     /// Allows one retry when `maxRetries` and the budget both have room;

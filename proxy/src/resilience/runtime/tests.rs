@@ -48,7 +48,7 @@ fn one_connection() -> ClusterPolicy {
 }
 
 fn admit_now(runtime: &ClusterRuntime) -> Option<Result<RequestTicket, Overflow>> {
-    runtime.admit().now_or_never()
+    runtime.admit(tokio::time::Instant::now()).now_or_never()
 }
 
 #[test]
@@ -246,8 +246,8 @@ fn admission_counts_the_request_in_the_budget_until_the_ticket_drops() {
     let runtime = &got[0];
     let ticket = admit_now(runtime).unwrap().unwrap();
     // A request waiting for the connection counts as active too (Envoy).
-    let mut waiting = Box::pin(runtime.admit());
-    assert!(waiting.as_mut().now_or_never().is_none());
+    let mut waiting = runtime.admit(tokio::time::Instant::now());
+    assert!((&mut waiting).now_or_never().is_none());
     assert_eq!(runtime.budget.active(), 2);
     let retry = runtime.try_retry().expect("50 % of 2");
     assert!(runtime.try_retry().is_err());
@@ -258,4 +258,18 @@ fn admission_counts_the_request_in_the_budget_until_the_ticket_drops() {
     assert_eq!(runtime.budget.active(), 0);
     runtime.stats.record_limit_exceeded();
     assert_eq!(runtime.stats.limit_exceeded(), 1);
+}
+
+/// The admission futures stay small: the forwarding layer's request
+/// future carries them.
+#[test]
+fn admission_futures_are_small() {
+    let runtime = ClusterRuntime::new(&ConnectionPool::default(), &RetryBudget::Off, false);
+    let admission = runtime.admit(tokio::time::Instant::now());
+    assert!(
+        std::mem::size_of_val(&admission) <= 40,
+        "{}",
+        std::mem::size_of_val(&admission)
+    );
+    assert!(std::mem::size_of::<RequestTicket>() <= 16);
 }
