@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 use anymesh_core::config::{parse_str, ConfigSet, Diagnostic};
 use anymesh_core::routes::compile::compile;
 use anymesh_core::routes::{
-    AbortStatus, FaultAbort, FaultDelay, FaultPolicy, RequestInfo, RetryPolicy, Route,
-    RouteAction, RouteTable,
+    AbortStatus, FaultAbort, FaultDelay, FaultPolicy, RequestInfo, RetryPolicy, Route, RouteAction,
+    RouteTable,
 };
 use anymesh_core::{
     CatalogState, Change, Endpoint, EndpointPort, Health, Hostname, Labels, Locality, Protocol,

@@ -188,7 +188,14 @@ fn parse_document(file: &str, doc: &Doc<'_>, set: &mut ConfigSet, out: &mut Vec<
     match recognised {
         Recognised::VirtualService => {
             let root = schema::VIRTUAL_SERVICE_DOC;
-            match typed(&subject, doc, origin, root, validate::virtual_service_resource, out) {
+            match typed(
+                &subject,
+                doc,
+                origin,
+                root,
+                validate::virtual_service_resource,
+                out,
+            ) {
                 Some((r, true)) => set.virtual_services.push(r),
                 Some((r, false)) => set.rejected.virtual_services.push(r),
                 None => {}
@@ -196,7 +203,14 @@ fn parse_document(file: &str, doc: &Doc<'_>, set: &mut ConfigSet, out: &mut Vec<
         }
         Recognised::DestinationRule => {
             let root = schema::DESTINATION_RULE_DOC;
-            match typed(&subject, doc, origin, root, validate::destination_rule_resource, out) {
+            match typed(
+                &subject,
+                doc,
+                origin,
+                root,
+                validate::destination_rule_resource,
+                out,
+            ) {
                 Some((r, true)) => set.destination_rules.push(r),
                 Some((r, false)) => set.rejected.destination_rules.push(r),
                 None => {}
@@ -286,7 +300,11 @@ fn typed<S: DeserializeOwned + Kind>(
     if name.is_empty() {
         findings.error("metadata.name", "a name is required");
     }
-    check(&envelope.spec, &envelope.metadata.annotations, &mut findings);
+    check(
+        &envelope.spec,
+        &envelope.metadata.annotations,
+        &mut findings,
+    );
     let failed = findings.items.iter().any(|(s, _, _)| *s == Severity::Error);
     out.extend(findings.into_diagnostics(subject));
     let resource = Resource {

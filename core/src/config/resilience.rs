@@ -227,7 +227,11 @@ pub(crate) fn traffic_policy(
         if let Some(p) = b.percent {
             percent(p, &format!("{at}.percent"), f);
         }
-        count(b.min_retry_concurrency, &format!("{at}.minRetryConcurrency"), f);
+        count(
+            b.min_retry_concurrency,
+            &format!("{at}.minRetryConcurrency"),
+            f,
+        );
     }
 }
 
@@ -302,18 +306,17 @@ fn outlier_detection(o: &OutlierDetectionSettings, at: &str, f: &mut Findings) {
     }
     opt_millis(o.interval, &format!("{at}.interval"), f);
     opt_millis(o.base_ejection_time, &format!("{at}.baseEjectionTime"), f);
-    int_percent(o.max_ejection_percent, &format!("{at}.maxEjectionPercent"), f);
+    int_percent(
+        o.max_ejection_percent,
+        &format!("{at}.maxEjectionPercent"),
+        f,
+    );
     int_percent(o.min_health_percent, &format!("{at}.minHealthPercent"), f);
 }
 
 /// `loadBalancer.localityLbSetting`; `outlier` is the outlier detection of
 /// the same policy (failover needs it).
-pub(crate) fn locality(
-    l: &LocalityLbSetting,
-    outlier: bool,
-    at: &str,
-    f: &mut Findings,
-) {
+pub(crate) fn locality(l: &LocalityLbSetting, outlier: bool, at: &str, f: &mut Findings) {
     let set: Vec<&str> = [
         ("distribute", !l.distribute.is_empty()),
         ("failover", !l.failover.is_empty()),

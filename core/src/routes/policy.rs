@@ -321,7 +321,9 @@ pub struct ClusterPolicy {
 }
 
 /// DestinationRule `connectionPool`. `None` means unlimited (or the
-/// proxy's own default, for timeouts).
+/// proxy's own default, for timeouts). `tcp_idle_timeout` of zero: the
+/// operator wrote `idleTimeout: 0s`, which disables the idle timeout; the
+/// HTTP idle timeout, when set, takes precedence over the TCP one (Istio).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ConnectionPool {
     pub max_connections: Option<u32>,

@@ -46,7 +46,10 @@ fn virtual_service_fields_parse_without_findings() {
         retries.per_try_timeout.map(GoDuration::as_duration),
         Some(Duration::from_secs(2))
     );
-    assert_eq!(retries.retry_on.as_deref(), Some("5xx,reset, 503 ,unavailable"));
+    assert_eq!(
+        retries.retry_on.as_deref(),
+        Some("5xx,reset, 503 ,unavailable")
+    );
     assert_eq!(retries.retry_ignore_previous_hosts, Some(false));
     let fault = r.fault.as_ref().unwrap();
     assert_eq!(
@@ -105,13 +108,25 @@ fn destination_rule_fields_parse_without_findings() {
     assert!(got.is_empty(), "{got:#?}");
     let spec = &set.destination_rules[0].spec;
     let tp = spec.traffic_policy.as_ref().unwrap();
-    assert_eq!(tp.load_balancer.as_ref().unwrap().simple, Some(SimpleLb::PeakEwma));
     assert_eq!(
-        tp.connection_pool.as_ref().unwrap().tcp.as_ref().unwrap().max_connections,
+        tp.load_balancer.as_ref().unwrap().simple,
+        Some(SimpleLb::PeakEwma)
+    );
+    assert_eq!(
+        tp.connection_pool
+            .as_ref()
+            .unwrap()
+            .tcp
+            .as_ref()
+            .unwrap()
+            .max_connections,
         100
     );
     assert_eq!(
-        tp.outlier_detection.as_ref().unwrap().consecutive_5xx_errors,
+        tp.outlier_detection
+            .as_ref()
+            .unwrap()
+            .consecutive_5xx_errors,
         Some(7)
     );
     assert_eq!(tp.retry_budget.as_ref().unwrap().percent, Some(25.5));
@@ -379,7 +394,10 @@ fn mirror_compare_annotation_is_checked_at_its_path() {
         "error: routes.yaml: VirtualService default/reviews: metadata.annotations.mirror.anymesh.io/compare: invalid mirror comparison \"status,bytes\": unknown item \"bytes\"; use status, headers=<name>|<name>... or body (e.g. status,headers=etag|content-type,body)"
     );
     let (_, got) = lines(&with("headers="));
-    assert!(got[1].ends_with("invalid mirror comparison \"headers=\": headers= lists no header name"), "{got:?}");
+    assert!(
+        got[1].ends_with("invalid mirror comparison \"headers=\": headers= lists no header name"),
+        "{got:?}"
+    );
 }
 
 /// Istio's merge: the rule's policy (or its port-level entry for the port,
@@ -460,7 +478,8 @@ fn traffic_policies_merge_as_istio_merges() {
     assert_eq!(p.retry_budget.and_then(|b| b.percent), Some(50.0));
     // load_balancer follows the same merge.
     assert_eq!(
-        spec.load_balancer(Some("v2"), Some(9080)).and_then(|lb| lb.simple),
+        spec.load_balancer(Some("v2"), Some(9080))
+            .and_then(|lb| lb.simple),
         Some(SimpleLb::Random)
     );
     assert_eq!(spec.load_balancer(None, Some(9090)), None);

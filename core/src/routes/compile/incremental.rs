@@ -358,7 +358,10 @@ fn used_clusters<'a>(hosts: impl Iterator<Item = &'a Arc<VirtualHost>>) -> Vec<S
                 RouteAction::Forward(split) => split.targets.iter().map(|t| &t.cluster).collect(),
                 _ => Vec::new(),
             };
-            for c in targets.into_iter().chain(r.mirrors.iter().map(|m| &m.cluster)) {
+            for c in targets
+                .into_iter()
+                .chain(r.mirrors.iter().map(|m| &m.cluster))
+            {
                 if !out.contains(&c.name) {
                     out.push(c.name.clone());
                 }

@@ -65,11 +65,9 @@ pub(super) fn fault_policy(f: Option<&HttpFaultInjection>) -> Option<FaultPolicy
     });
     let abort = f.abort.as_ref().and_then(|a| {
         let status = match (a.http_status, &a.grpc_status) {
-            (Some(s), None) => AbortStatus::Http(
-                u16::try_from(s)
-                    .ok()
-                    .filter(|s| (200..=599).contains(s))?,
-            ),
+            (Some(s), None) => {
+                AbortStatus::Http(u16::try_from(s).ok().filter(|s| (200..=599).contains(s))?)
+            }
             (None, Some(g)) => AbortStatus::Grpc(g.code().ok()?),
             _ => return None,
         };

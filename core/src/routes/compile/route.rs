@@ -7,8 +7,8 @@ use super::policy::{fault_policy, retry_policy, share};
 use super::Compiler;
 use crate::catalog::MergedService;
 use crate::config::{
-    self, annotations, HeaderOperations, HttpMatchRequest, HttpRoute, MatchKind, Percent,
-    Resource, Severity, VirtualService,
+    self, annotations, HeaderOperations, HttpMatchRequest, HttpRoute, MatchKind, Percent, Resource,
+    Severity, VirtualService,
 };
 use crate::model::ServicePort;
 use crate::routes::policy::Mirror;
@@ -193,7 +193,11 @@ impl Compiler<'_> {
         }
         for (j, m) in r.mirrors.iter().enumerate() {
             let percentage = m.percentage.map_or(Some(100.0), share);
-            wanted.push((format!("{at}.mirrors[{j}].destination"), &m.destination, percentage));
+            wanted.push((
+                format!("{at}.mirrors[{j}].destination"),
+                &m.destination,
+                percentage,
+            ));
         }
         let mut out = Vec::with_capacity(wanted.len());
         for (at, d, percentage) in wanted {

@@ -64,10 +64,19 @@ fn retries_compile_with_istio_defaults() {
     let explicit = &r[0].retry;
     assert_eq!(explicit.attempts, 4);
     assert_eq!(explicit.per_try_timeout, Some(Duration::from_millis(250)));
-    let names: Vec<&str> = explicit.retry_on.conditions.iter().map(|c| c.name()).collect();
+    let names: Vec<&str> = explicit
+        .retry_on
+        .conditions
+        .iter()
+        .map(|c| c.name())
+        .collect();
     assert_eq!(
         names,
-        ["gateway-error", "retriable-status-codes", "deadline-exceeded"],
+        [
+            "gateway-error",
+            "retriable-status-codes",
+            "deadline-exceeded"
+        ],
         "bare codes imply retriable-status-codes"
     );
     assert_eq!(explicit.retry_on.statuses, [503, 504]);
@@ -101,7 +110,10 @@ fn retries_compile_with_istio_defaults() {
     let default = &r[4].retry;
     assert_eq!(default, &RetryPolicy::istio_default());
     assert!(default.ignore_previous_hosts);
-    assert!(default.retry_on.conditions.contains(RetryCondition::ConnectFailure));
+    assert!(default
+        .retry_on
+        .conditions
+        .contains(RetryCondition::ConnectFailure));
     assert!(!default.retry_on.conditions.contains(RetryCondition::FiveXx));
 
     // Default routes carry Istio's default policy too.
@@ -256,7 +268,10 @@ fn an_unknown_mirror_host_warns_and_still_gets_a_cluster() {
 "
     .trim_start_matches('\n'));
     let (t, diags) = compile(&bookinfo(), &config(&yaml), 1);
-    let msgs: Vec<String> = diags.iter().map(|d| format!("{}: {}", d.path, d.message)).collect();
+    let msgs: Vec<String> = diags
+        .iter()
+        .map(|d| format!("{}: {}", d.path, d.message))
+        .collect();
     assert_eq!(
         msgs,
         ["spec.http[0].mirror.host: host 'shadow.example' resolves to no service; requests sent to this destination get 503"]
@@ -370,7 +385,10 @@ fn cluster_policies_compile_merged_per_subset_and_port() {
                 enabled: true,
                 mode: LocalityMode::Distribute(vec![LocalityDistribute {
                     from: "us-west/zone1/*".into(),
-                    to: vec![("us-west/zone1/*".into(), 80), ("us-west/zone2/*".into(), 20)],
+                    to: vec![
+                        ("us-west/zone1/*".into(), 80),
+                        ("us-west/zone2/*".into(), 20)
+                    ],
                 }]),
             },
         }
@@ -436,7 +454,10 @@ fn cluster_policies_compile_merged_per_subset_and_port() {
     assert_eq!(v2.policy.retry_budget, host.policy.retry_budget);
     assert_eq!(
         v2.policy.locality.mode,
-        LocalityMode::FailoverPriority(vec!["topology.kubernetes.io/zone".into(), "version".into()])
+        LocalityMode::FailoverPriority(vec![
+            "topology.kubernetes.io/zone".into(),
+            "version".into()
+        ])
     );
 
     // A service without a rule: nothing configured, mesh-default locality.
