@@ -30,6 +30,7 @@ use tokio::task::JoinSet;
 use crate::settings::Settings;
 
 mod compile;
+mod health;
 mod listeners;
 mod registries;
 mod routing;
@@ -43,6 +44,9 @@ pub struct Mesh {
     pub admin: SocketAddr,
     pub router: Arc<Router>,
     pub catalog: watch::Receiver<Arc<Snapshot>>,
+    /// The active health checks' view of each probed endpoint (`None`
+    /// without `health_checks`).
+    pub health: Option<Arc<anymesh_proxy::health::HealthBoard>>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -88,6 +92,7 @@ impl Mesh {
 
         // Listener threads serve traffic; admin runs on this (the control) thread.
         let router = compiled.router;
+        let health = health::start(&settings, router.clone(), &mut tasks, &stop);
         listeners::start(
             &settings,
             outbound,
@@ -113,6 +118,7 @@ impl Mesh {
             admin: admin_addr,
             router,
             catalog,
+            health,
             shutdown: shutdown_tx,
             tasks,
         })

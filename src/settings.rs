@@ -11,6 +11,10 @@
 //!     path: services.yaml     # relative paths are relative to this file
 //! routing: [routes.yaml]      # Istio VirtualService / DestinationRule files or directories
 //! ```
+//!
+//! The resilience keys (`health_checks`, `max_concurrent_probes`,
+//! `locality`, `retry_budget`, `mirror_shadow_suffix`) are read in
+//! [`resilience`].
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -26,6 +30,10 @@ use anymesh_adapter_marathon::MarathonConfig;
 use anymesh_core::config::duration::parse_duration;
 use anymesh_core::Mapping;
 use serde::{Deserialize, Deserializer};
+
+pub mod resilience;
+
+pub use resilience::{HealthCheckSettings, Jitter};
 
 /// Parsed and checked `anymesh.yaml`, with paths made absolute.
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +55,25 @@ pub struct Settings {
     /// a registry is down still serves (fail-static). Off when unset.
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
+    /// Active health checks of the endpoints this proxy routes to (none by default).
+    #[serde(default)]
+    pub health_checks: Vec<HealthCheckSettings>,
+    /// Health-check probes running at once, all checks together.
+    #[serde(default = "resilience::default_max_concurrent_probes")]
+    pub max_concurrent_probes: usize,
+    /// Where this proxy runs, for locality-aware balancing (unset parts: unknown).
+    #[serde(default, deserialize_with = "resilience::locality")]
+    pub locality: anymesh_core::Locality,
+    /// The retry budget of every cluster whose DestinationRule sets none
+    /// (Linkerd's form; default 20 % over 10 s plus 10 a second; `off`).
+    #[serde(
+        default = "resilience::default_retry_budget",
+        deserialize_with = "resilience::retry_budget"
+    )]
+    pub retry_budget: anymesh_core::routes::RetryBudget,
+    /// Append `-shadow` to a mirrored request's Host, as Istio did before 1.28.
+    #[serde(default)]
+    pub mirror_shadow_suffix: bool,
     #[serde(skip)]
     pub file: PathBuf,
 }
@@ -364,7 +391,30 @@ impl Settings {
         if let Some(d) = &mut s.state_dir {
             *d = base.join(&*d);
         }
+        for (i, check) in s.health_checks.iter().enumerate() {
+            check
+                .validate(&format!("health_checks[{i}]"))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        }
+        if s.max_concurrent_probes == 0 {
+            bail!(
+                "{}: max_concurrent_probes: must be at least 1",
+                path.display()
+            );
+        }
+        resilience::validate_locality(&s.locality)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        resilience::validate_retry_budget(&s.retry_budget)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(s)
+    }
+
+    /// The active health checks in the proxy's form.
+    pub fn active_health_checks(&self) -> Vec<anymesh_proxy::health::HealthCheck> {
+        self.health_checks
+            .iter()
+            .map(HealthCheckSettings::to_check)
+            .collect()
     }
 
     /// The routing files: listed files, plus `*.yaml`/`*.yml` in listed directories (sorted).

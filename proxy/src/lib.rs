@@ -29,6 +29,7 @@ mod error;
 mod forward;
 mod h1;
 mod h2;
+pub mod health;
 mod hooks;
 mod hop;
 pub mod metrics;

@@ -10,6 +10,7 @@ mod h2;
 mod h2_conformance;
 mod h2_half_close;
 mod harness;
+mod health;
 mod integration_kubernetes;
 mod integration_vm;
 mod kubernetes;
