@@ -3,11 +3,11 @@
 //! selected headers, and — when asked — a hash of the whole body.
 //!
 //! Both sides reduce their response to a [`Digest`]. The primary's is
-//! built by the [`PrimaryTap`] its path feeds (a branch and a streaming
-//! xxh3 update per body chunk); the mirror's in its own task, which then
-//! waits for the primary's through a oneshot and compares. Whichever ends
-//! first, the waiting happens in the mirror's task, never on the
-//! primary's path.
+//! built by the [`PrimaryTap`](super::PrimaryTap) its path feeds (a
+//! branch and a streaming xxh3 update per body chunk); the mirror's in its
+//! own task, which then waits for the primary's through a oneshot and
+//! compares. Whichever ends first, the waiting happens in the mirror's
+//! task, never on the primary's path.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -16,8 +16,6 @@ use std::time::Duration;
 
 use anymesh_core::routes::MirrorCompare;
 use bytes::Bytes;
-use smallvec::SmallVec;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use xxhash_rust::xxh3::Xxh3Default;
 
@@ -72,60 +70,6 @@ impl DigestBuilder {
             status: self.status,
             headers: self.headers,
             body: self.hash.map(|h| h.digest()),
-        }
-    }
-}
-
-/// The primary's side of a comparison. Feed it the primary's response
-/// as relayed: [`head`](Self::head), then [`body`](Self::body) per
-/// chunk, then [`end`](Self::end). Dropped without `end` (the primary
-/// failed), nothing is compared and the mirrors count `uncompared`.
-pub(crate) struct PrimaryTap {
-    compare: Arc<MirrorCompare>,
-    digest: Option<DigestBuilder>,
-    /// One per mirror of the request (usually one).
-    waiting: SmallVec<[oneshot::Sender<Arc<Digest>>; 1]>,
-}
-
-impl PrimaryTap {
-    pub(super) fn new(compare: Arc<MirrorCompare>) -> Self {
-        Self {
-            compare,
-            digest: None,
-            waiting: SmallVec::new(),
-        }
-    }
-
-    /// A receiver for the primary's digest, for one mirror task.
-    pub(super) fn subscribe(&mut self) -> oneshot::Receiver<Arc<Digest>> {
-        let (tx, rx) = oneshot::channel();
-        self.waiting.push(tx);
-        rx
-    }
-
-    /// The primary's response head: its status, and `header(name)` giving
-    /// the first value of a field by lower-case name.
-    pub(crate) fn head<'h>(&mut self, status: u16, header: impl Fn(&str) -> Option<&'h [u8]>) {
-        self.digest = Some(DigestBuilder::new(&self.compare, status, header));
-    }
-
-    /// A chunk of the primary's response body, as relayed.
-    #[inline]
-    pub(crate) fn body(&mut self, chunk: &[u8]) {
-        if let Some(d) = &mut self.digest {
-            d.body(chunk);
-        }
-    }
-
-    /// The primary's response ended in full: the mirrors compare.
-    pub(crate) fn end(mut self) {
-        let Some(digest) = self.digest.take() else {
-            return;
-        };
-        let digest = Arc::new(digest.finish());
-        for tx in self.waiting.drain(..) {
-            // A mirror that failed or gave up waiting has dropped its receiver.
-            let _ = tx.send(digest.clone());
         }
     }
 }

@@ -30,6 +30,7 @@
 mod compare;
 mod head;
 mod send;
+pub(crate) mod tap;
 
 #[cfg(test)]
 mod tests;
@@ -43,7 +44,7 @@ use bytes::Bytes;
 use http::request::Parts;
 use parking_lot::Mutex;
 
-pub(crate) use compare::PrimaryTap;
+pub(crate) use tap::PrimaryTap;
 
 use crate::balance::PickContext;
 use crate::metrics::{Metrics, MirrorLabels, MirrorResult, MirrorSkip, MirrorSkipLabels};

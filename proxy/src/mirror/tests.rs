@@ -22,8 +22,8 @@ use tokio::time::Instant;
 
 use super::compare::{differences, Digest, LogSampler, LOG_EVERY};
 use super::head::shadowed;
+use super::tap::TappedBody;
 use super::*;
-use crate::balance::Balancers;
 use crate::metrics::{MirrorLabels, MirrorResult, MirrorSkip, MirrorSkipLabels};
 use crate::upstream::pool::PoolSettings;
 
@@ -209,12 +209,9 @@ fn mirrored(
         clusters,
         ..RouteTable::default()
     });
-    let lbs = Balancers::new().update(&table);
-    Arc::new(Routing {
-        table,
-        lbs,
-        synced: true,
-    })
+    let router = crate::router::Router::new();
+    router.install(table, true);
+    router.current()
 }
 
 fn hit(routing: &Routing) -> RouteHit<'_> {
@@ -699,4 +696,58 @@ async fn http2_mirrors_get_the_authority_and_the_body() {
     tap.body(b"hello");
     tap.end();
     f.wait_for(&c, MirrorResult::Match, 1).await;
+}
+
+#[tokio::test]
+async fn tapped_bodies_feed_the_comparison() {
+    use http_body_util::{BodyExt as _, Full, StreamBody};
+
+    let (addr, mut rx) = upstream(ok(b"hello")).await;
+    let c = cluster(0, Protocol::Http, &[addr]);
+    let routing = mirrored(vec![c.clone()], 100.0, compare_all(), None);
+    let f = fixture(MirrorSettings::default());
+    let parts = head("GET");
+    let mirror = || {
+        f.mirroring
+            .mirror(&routing, hit(&routing), &parts, &MirrorBody::Empty)
+            .unwrap()
+    };
+    let mut etag = http::HeaderMap::new();
+    etag.insert("etag", http::HeaderValue::from_static("\"a\""));
+
+    // A body that knows it ended with its last frame (HTTP/2 upstreams).
+    let mut tap = mirror();
+    tap.head_map(http::StatusCode::OK, &etag);
+    let body = TappedBody::new(Full::new(Bytes::from_static(b"hello")), tap);
+    assert_eq!(body.collect().await.unwrap().to_bytes(), "hello");
+    recv(&mut rx).await;
+    f.wait_for(&c, MirrorResult::Match, 1).await;
+
+    // An HTTP/1.1 head as received, and a body ended by a final poll.
+    let mut tap = mirror();
+    let mut raw =
+        bytes::BytesMut::from(&b"HTTP/1.1 200 OK\r\nETag: \"a\"\r\ncontent-length: 5\r\n\r\n"[..]);
+    let rhead = crate::h1::codec::parse_response(&mut raw, false)
+        .unwrap()
+        .unwrap();
+    tap.head_h1(&rhead);
+    let chunks = [&b"hel"[..], b"lo"]
+        .map(|c| Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from_static(c))));
+    let body = TappedBody::new(StreamBody::new(futures_util::stream::iter(chunks)), tap);
+    assert_eq!(body.collect().await.unwrap().to_bytes(), "hello");
+    recv(&mut rx).await;
+    f.wait_for(&c, MirrorResult::Match, 2).await;
+
+    // Dropped before its end (the client went away): not compared.
+    let mut tap = mirror();
+    tap.head_map(http::StatusCode::OK, &etag);
+    let chunks = [Ok::<_, std::convert::Infallible>(http_body::Frame::data(
+        Bytes::from_static(b"hel"),
+    ))];
+    let mut body = TappedBody::new(StreamBody::new(futures_util::stream::iter(chunks)), tap);
+    body.frame().await.unwrap().unwrap();
+    drop(body);
+    recv(&mut rx).await;
+    f.wait_for(&c, MirrorResult::Uncompared, 1).await;
+    assert_eq!(f.results(&c, MirrorResult::Mismatch), 0);
 }
