@@ -751,3 +751,81 @@ async fn tapped_bodies_feed_the_comparison() {
     f.wait_for(&c, MirrorResult::Uncompared, 1).await;
     assert_eq!(f.results(&c, MirrorResult::Mismatch), 0);
 }
+
+#[tokio::test]
+async fn the_route_rewrite_and_header_operations_apply_to_the_copy() {
+    use anymesh_core::routes::{RequestMatch, Rewrite, StringMatch};
+
+    let (addr, mut rx) = upstream(ok(b"")).await;
+    let c = cluster(0, Protocol::Http, &[addr]);
+    let table = mirrored(vec![c.clone()], 100.0, None, None).table.clone();
+    let mut route = Route {
+        name: "r".into(),
+        matches: vec![RequestMatch {
+            uri: Some(StringMatch::Prefix("/items".into())),
+            ..RequestMatch::default()
+        }],
+        action: RouteAction::DirectResponse(DirectResponse {
+            status: 200,
+            body: None,
+        }),
+        timeout: None,
+        request_headers: HeaderOps::default(),
+        response_headers: HeaderOps::default(),
+        rewrite: Some(Rewrite {
+            uri: Some("/v2/list".into()),
+            authority: Some("ratings:8080".into()),
+        }),
+        retry: RetryPolicy::istio_default(),
+        fault: None,
+        mirrors: vec![Mirror {
+            cluster: c.clone(),
+            percentage: 100.0,
+        }],
+        mirror_compare: None,
+    };
+    route.request_headers.set.push((
+        http::HeaderName::from_static("x-set"),
+        http::HeaderValue::from_static("1"),
+    ));
+    route
+        .request_headers
+        .remove
+        .push(http::HeaderName::from_static("x-keep"));
+    let vhost = Arc::new(VirtualHost {
+        name: "vs".into(),
+        domains: vec!["reviews".into()],
+        routes: vec![route],
+    });
+    let router = crate::router::Router::new();
+    router.install(
+        Arc::new(RouteTable {
+            virtual_hosts: vec![vhost],
+            clusters: table.clusters.clone(),
+            ..RouteTable::default()
+        }),
+        true,
+    );
+    let routing = router.current();
+    let hit = RouteHit {
+        matched: Some(0),
+        ..hit(&routing)
+    };
+    let f = fixture(MirrorSettings::default());
+    f.mirroring
+        .mirror(&routing, hit, &head("GET"), &MirrorBody::Empty);
+    let got = recv(&mut rx).await;
+    // `/items?page=2` with the prefix `/items` replaced, the query kept.
+    assert!(
+        got.head.starts_with("get /v2/list?page=2 http/1.1\r\n"),
+        "{}",
+        got.head
+    );
+    assert!(
+        got.head.contains("\r\nhost: ratings:8080\r\n"),
+        "{}",
+        got.head
+    );
+    assert!(got.head.contains("\r\nx-set: 1\r\n"), "{}", got.head);
+    assert!(!got.head.contains("x-keep"), "{}", got.head);
+}
