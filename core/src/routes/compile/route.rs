@@ -24,7 +24,6 @@ impl Compiler<'_> {
     /// The one route of a service no VirtualService claims.
     pub(super) fn default_route(&mut self, svc: &MergedService, port: &ServicePort) -> Route {
         let cluster = self.default_cluster(svc, port);
-        let consistent_hash = matches!(cluster.lb, LbPolicy::ConsistentHash(_));
         Route {
             name: "default".into(),
             matches: Vec::new(),
@@ -38,7 +37,9 @@ impl Compiler<'_> {
             request_headers: HeaderOps::default(),
             response_headers: HeaderOps::default(),
             rewrite: None,
-            retry: retry_policy(None, consistent_hash),
+            // Istio builds a service's default route with its default retry
+            // policy whatever the balancer (previous hosts avoided).
+            retry: retry_policy(None, false),
             fault: None,
             mirrors: Vec::new(),
             mirror_compare: None,

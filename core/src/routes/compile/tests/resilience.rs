@@ -484,3 +484,23 @@ fn incremental_compiles_keep_mirror_clusters() {
     let (full, _) = compile(&snap, &config, 1);
     assert!(full.cluster("outbound|80||ratings").is_some());
 }
+
+#[test]
+fn default_routes_avoid_previous_hosts_even_when_hashing() {
+    let dr = "\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings}
+spec:
+  host: ratings
+  trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true}}}
+";
+    let (t, diags) = compile(&bookinfo(), &config(dr), 1);
+    assert!(diags.is_empty(), "{diags:?}");
+    let r = &routes(&t, "ratings")[0];
+    assert!(matches!(
+        cluster(&t, "outbound|80||ratings").lb,
+        LbPolicy::ConsistentHash(_)
+    ));
+    assert_eq!(r.retry, RetryPolicy::istio_default());
+}
