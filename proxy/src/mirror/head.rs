@@ -1,8 +1,9 @@
 //! The mirrored request as it goes upstream: the client's head with
 //! hop-by-hop fields removed, the route's request header operations and
 //! rewrite applied (as the primary gets them, and as Envoy's shadow copies
-//! them), the authority kept (or suffixed `-shadow`), framed for the
-//! mirror cluster's protocol.
+//! them; the chosen destination's own header operations are the
+//! primary's alone), the authority kept (or suffixed `-shadow`), framed
+//! for the mirror cluster's protocol.
 
 use anymesh_core::routes::{Route, RouteHit, StringMatch};
 use bytes::{Bytes, BytesMut};

@@ -16,7 +16,7 @@
 //! ```
 //!
 //! The primary never waits for a mirror and never fails because of one:
-//! [`Mirroring::mirror`] does no I/O, takes no lock, and a mirror that is
+//! [`Mirroring::mirror`] does no I/O and never waits, and a mirror that is
 //! down or hangs only holds its own task (bounded by the timeout) and one
 //! of the proxy's mirror slots (bounded by [`MirrorSettings::max_in_flight`]).
 //! Bodies are mirrored only when read in full before forwarding and no
