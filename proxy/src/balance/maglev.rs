@@ -34,16 +34,22 @@ pub(super) enum Maglev {
 }
 
 impl Maglev {
-    /// The endpoint index for a key hash.
-    pub(super) fn lookup(&self, hash: u64) -> usize {
-        let slot = |len: usize| ((u128::from(hash) * len as u128) >> 64) as usize;
+    /// The endpoint index `step` slots after the key's slot (wrapping): when
+    /// the key's endpoint cannot take the request, the next slots hand its
+    /// keys to the others in proportion to their slots, the same way for
+    /// every request with the key.
+    pub(super) fn lookup_step(&self, hash: u64, step: usize) -> usize {
+        let slot = |len: usize| {
+            let home = ((u128::from(hash) * len as u128) >> 64) as usize;
+            (home + step % len.max(1)) % len.max(1)
+        };
         match self {
             Maglev::Narrow(t) => t.get(slot(t.len())).map_or(0, |&i| usize::from(i)),
             Maglev::Wide(t) => t.get(slot(t.len())).map_or(0, |&i| i as usize),
         }
     }
 
-    #[cfg(test)]
+    /// Slots in the table.
     pub(super) fn len(&self) -> usize {
         match self {
             Maglev::Narrow(t) => t.len(),

@@ -50,7 +50,7 @@ impl Schedule {
         }
     }
 
-    #[cfg(test)]
+    /// Positions in one period.
     pub(super) fn len(&self) -> usize {
         match self {
             Schedule::Uniform { len } => *len,

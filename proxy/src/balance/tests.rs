@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::time::Duration;
 
 use anymesh_core::routes::{Cluster, ClusterEndpoint, HashPolicy, LbPolicy, RouteTable};
 use anymesh_core::{Endpoint, EndpointPort, Health, Hostname, Labels, Locality, Protocol};
@@ -8,7 +9,11 @@ use super::schedule::{Schedule, MAX_SCHEDULE};
 use super::weights::Weights;
 use super::*;
 
+mod ewma;
 mod hash;
+mod health;
+mod locality;
+mod outlier;
 
 /// An endpoint `id` (native id `id`, authority `id:80`).
 fn ep(id: &str, weight: u32) -> ClusterEndpoint {
@@ -38,6 +43,15 @@ fn ep(id: &str, weight: u32) -> ClusterEndpoint {
 }
 
 fn cluster(name: &str, lb: LbPolicy, endpoints: Vec<ClusterEndpoint>) -> Arc<Cluster> {
+    cluster_with(name, lb, endpoints, Default::default())
+}
+
+fn cluster_with(
+    name: &str,
+    lb: LbPolicy,
+    endpoints: Vec<ClusterEndpoint>,
+    policy: anymesh_core::routes::ClusterPolicy,
+) -> Arc<Cluster> {
     Arc::new(Cluster {
         name: name.into(),
         index: 0,
@@ -50,7 +64,7 @@ fn cluster(name: &str, lb: LbPolicy, endpoints: Vec<ClusterEndpoint>) -> Arc<Clu
             protocol: Protocol::Http,
         },
         lb,
-        policy: Default::default(),
+        policy,
         endpoints,
         excluded: vec![],
     })

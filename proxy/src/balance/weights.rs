@@ -52,6 +52,14 @@ impl Weights {
         Weights::Cumulative { ends }
     }
 
+    /// Number of endpoints.
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Weights::Uniform { len } => *len,
+            Weights::Cumulative { ends } => ends.len(),
+        }
+    }
+
     /// The weight of endpoint `i` (1 for uniform weights, which is all a
     /// comparison needs).
     pub(super) fn weight(&self, i: usize) -> u64 {

@@ -36,8 +36,8 @@ fn owner(lb: &ClusterLb, key: &str) -> String {
 }
 
 fn maglev(lb: &ClusterLb) -> &Maglev {
-    match &lb.kind {
-        Kind::ConsistentHash { maglev, .. } => maglev,
+    match &lb.tiers[0].kind {
+        Kind::ConsistentHash { maglev } => maglev,
         _ => panic!("not a hash cluster"),
     }
 }

@@ -1,0 +1,154 @@
+//! Which endpoints of a cluster take traffic, as Envoy decides it from
+//! health: priority tiers, their loads with the overprovisioning factor, and
+//! the panic threshold.
+//!
+//! Health changes anywhere (an ejection, its end, an active check's verdict)
+//! bump one process-wide epoch. A cluster remembers the epoch at which it saw
+//! every endpoint available; while the epoch has not moved, a pick costs two
+//! loads and looks at no endpoint's health. Otherwise the cluster recomputes
+//! its [`View`] once per epoch (a scan of its endpoints) and picks check the
+//! endpoints they draw.
+//!
+//! Tier loads follow Envoy's priority levels: a tier's health is
+//! `min(100, 1.4 × 100 × healthy / total)` (so a tier with at least
+//! 1/1.4 ≈ 72 % healthy takes all it is offered); tiers in order take
+//! `health × 100 / Σhealth` (Σ capped at 100) of what is left. While the sum
+//! is under 100, a tier whose healthy share is under the panic threshold is
+//! in panic: its endpoints are used regardless of health. When every tier is
+//! in panic, load follows the tiers' sizes. With a threshold of 0 (Istio's
+//! default `minHealthPercent`) there is no panic, and a cluster with no
+//! available endpoint gets no pick (Envoy's "no healthy upstream").
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::time::Instant;
+
+use super::weights::below;
+
+/// Bumped whenever some endpoint's availability may have changed.
+static EPOCH: AtomicU64 = AtomicU64::new(1);
+
+/// The current health epoch.
+pub(super) fn epoch() -> u64 {
+    EPOCH.load(Ordering::Acquire)
+}
+
+/// Records that some endpoint's availability changed (after the change).
+pub(crate) fn changed() {
+    EPOCH.fetch_add(1, Ordering::AcqRel);
+}
+
+/// Envoy's default overprovisioning factor, in percent.
+const OVERPROVISIONING: usize = 140;
+
+/// Envoy's default panic threshold, used when the cluster has no outlier
+/// detection (Istio then leaves Envoy's default in place); it matters only
+/// for endpoints that fail active health checks.
+pub(super) const DEFAULT_PANIC_THRESHOLD: u32 = 50;
+
+/// A cluster's availability at one epoch.
+#[derive(Debug)]
+pub(super) struct View {
+    pub(super) epoch: u64,
+    /// The earliest end of an ejection in the cluster: the view is stale then.
+    pub(super) next_expiry: Option<Instant>,
+    /// Nothing available and no panic: no endpoint may be picked.
+    pub(super) none: bool,
+    /// Share of picks per tier, in percent (summing to 100).
+    loads: Box<[u8]>,
+    /// Per tier: in panic (health is ignored).
+    pub(super) panic: Box<[bool]>,
+}
+
+impl View {
+    /// A view that forces a recomputation at the first pick.
+    pub(super) fn stale(tiers: usize) -> Self {
+        Self {
+            epoch: 0,
+            next_expiry: None,
+            none: false,
+            loads: vec![0; tiers].into(),
+            panic: vec![false; tiers].into(),
+        }
+    }
+
+    /// The view of tiers with `healthy[t]` of `total[t]` endpoints available
+    /// (no tier is empty).
+    pub(super) fn new(
+        epoch: u64,
+        next_expiry: Option<Instant>,
+        healthy: &[usize],
+        total: &[usize],
+        panic_threshold: u32,
+    ) -> Self {
+        let n = total.len();
+        if n == 0 {
+            return Self::stale(0);
+        }
+        let health: Vec<usize> = healthy
+            .iter()
+            .zip(total)
+            .map(|(&h, &t)| (OVERPROVISIONING * h / t.max(1)).min(100))
+            .collect();
+        let normalized = health.iter().sum::<usize>().min(100);
+        let threshold = panic_threshold as usize;
+        let mut view = Self {
+            epoch,
+            next_expiry,
+            none: false,
+            loads: vec![0; n].into(),
+            panic: vec![false; n].into(),
+        };
+        if normalized == 0 && threshold == 0 {
+            view.none = true;
+            return view;
+        }
+        let mut left = 100;
+        for (load, h) in view.loads.iter_mut().zip(&health) {
+            let share = (h * 100).checked_div(normalized).unwrap_or(0).min(left);
+            *load = share as u8;
+            left -= share;
+        }
+        // Rounding goes to the first tier with health.
+        if let Some(first) = health.iter().position(|&h| h > 0) {
+            view.loads[first] += left as u8;
+        }
+        if normalized < 100 {
+            for (t, panic) in view.panic.iter_mut().enumerate() {
+                *panic = 100 * healthy[t] / total[t].max(1) < threshold;
+            }
+        }
+        if view.panic.iter().all(|&p| p) {
+            // Total panic: load by the tiers' sizes.
+            let all: usize = total.iter().sum::<usize>().max(1);
+            let mut left = 100;
+            for (load, t) in view.loads.iter_mut().zip(total) {
+                let share = 100 * t / all;
+                *load = share as u8;
+                left -= share;
+            }
+            view.loads[0] += left as u8;
+        }
+        view
+    }
+
+    /// Draws a tier by load.
+    pub(super) fn draw_tier(&self) -> usize {
+        if self.loads.len() <= 1 {
+            return 0;
+        }
+        let mut point = below(100) as u8;
+        for (t, &load) in self.loads.iter().enumerate() {
+            if point < load {
+                return t;
+            }
+            point -= load;
+        }
+        0
+    }
+
+    #[cfg(test)]
+    pub(super) fn loads(&self) -> &[u8] {
+        &self.loads
+    }
+}
