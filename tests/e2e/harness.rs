@@ -457,3 +457,12 @@ pub(crate) fn run<S: Strategy, M>(
         panic!("{e}");
     }
 }
+
+/// A services.yaml endpoint line for a chaos upstream (id = its name).
+pub(crate) fn chaos_endpoint(up: &anymesh_testkit::ChaosUpstream, labels: &str) -> String {
+    format!(
+        "      - {{address: 127.0.0.1, port: {}, id: {}, labels: {{{labels}}}}}\n",
+        up.port(),
+        up.name()
+    )
+}

@@ -18,6 +18,7 @@ mod kubernetes_routing;
 mod marathon;
 mod mixed_registries;
 mod reload;
+mod resilience;
 mod routing;
 mod three_platforms;
 mod transport;
