@@ -81,11 +81,18 @@ pub(crate) fn http_route(r: &HttpRoute, at: &str, f: &mut Findings) {
         int_percent(p, &at, f);
         f.warning(at, "mirrorPercent is deprecated; use mirrorPercentage");
     }
-    if r.mirror.is_none() && (r.mirror_percentage.is_some() || r.mirror_percent.is_some()) {
-        f.warning(
-            format!("{at}.mirrorPercentage"),
-            "a mirror percentage without mirror has no effect",
-        );
+    if r.mirror.is_none() {
+        for (name, set) in [
+            ("mirrorPercentage", r.mirror_percentage.is_some()),
+            ("mirrorPercent", r.mirror_percent.is_some()),
+        ] {
+            if set {
+                f.warning(
+                    format!("{at}.{name}"),
+                    format!("{name} without mirror has no effect"),
+                );
+            }
+        }
     }
     for (j, m) in r.mirrors.iter().enumerate() {
         if let Some(p) = m.percentage {

@@ -251,6 +251,10 @@ fn invalid_virtual_service_values_name_their_field() {
             &["error: routes.yaml: VirtualService default/reviews: spec.http[0].mirror.subset: unknown subset 'v9': DestinationRule default/reviews for host 'reviews' defines only v1, v2"],
         ),
         (
+            "    mirrorPercentage: {value: 5}\n",
+            &["warning: routes.yaml: VirtualService default/reviews: spec.http[0].mirrorPercentage: mirrorPercentage without mirror has no effect"],
+        ),
+        (
             "    mirrors: [{destination: {host: reviews}, percentag: {value: 5}}]\n",
             &["error: routes.yaml: VirtualService default/reviews: spec.http[0].mirrors[0].percentag: unknown field 'percentag' (did you mean 'percentage'?)"],
         ),
