@@ -11,8 +11,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use crate::balance::InFlight;
 use crate::error::{BodyError, BodyTimeout};
+use crate::upstream::held::Held;
 use crate::upstream::raw_body::RawBody;
 
 pin_project_lite::pin_project! {
@@ -23,7 +23,7 @@ pin_project_lite::pin_project! {
             #[pin]
             inner: Incoming,
             // Released when the body ends or is dropped: counts the request as in flight until then.
-            guard: Option<InFlight>,
+            guard: Option<Held>,
             // Boxed: most routes have no timeout, and the body stays small.
             deadline: Option<Pin<Box<Sleep>>>,
         },
@@ -53,7 +53,7 @@ impl ProxyBody {
     }
 
     /// An HTTP/2 upstream's body (hyper's client).
-    pub fn upstream(inner: Incoming, guard: InFlight, deadline: Option<Instant>) -> Self {
+    pub(crate) fn upstream(inner: Incoming, guard: Held, deadline: Option<Instant>) -> Self {
         if inner.is_end_stream() {
             // Nothing will poll an empty body: the exchange is over already.
             drop(guard);

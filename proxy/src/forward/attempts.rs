@@ -17,12 +17,15 @@ use std::time::Duration;
 use anymesh_core::routes::{RetryCondition, RetryPolicy};
 use bytes::BytesMut;
 use http::{HeaderMap, Response};
+use tokio::time::Instant;
 
 use super::plan::Plan;
 use crate::balance::PickContext;
 use crate::error::{ErrorKind, ProxyError};
 use crate::h1::codec::ResponseHead;
+use crate::resilience::outlier::{AttemptOutcome, LocalFailure};
 use crate::resilience::retry::{backoff, retriable, AttemptResult, RetryRequest};
+use crate::resilience::runtime::RetryTicket;
 use crate::upstream::pool::{Pool, RawConn};
 
 /// A response head an attempt came back with, as retry decisions read it.
@@ -104,60 +107,138 @@ where
     F: Future<Output = Result<T, ProxyError>>,
 {
     let policy = retrying.policy;
+    plan.admit().await?;
     let mut retries = 0u32;
+    let mut tried = Tried::default();
+    // The retry in flight, counted by the budget and by `maxRetries`.
+    let mut _retry = None;
     loop {
-        let call = attempt(plan.endpoint, retries + 1);
-        let result = match policy.per_try_timeout {
-            None => call.await,
-            Some(t) => match tokio::time::timeout(t, call).await {
-                Ok(r) => r,
-                Err(_) => Err(per_try_timeout(t)),
-            },
-        };
-        if retries >= policy.attempts {
-            return result;
-        }
-        let again = match &result {
-            Ok(answer) => {
-                let (status, grpc_status) = (answer.status(), answer.grpc_status());
-                retrying.may_look(status, grpc_status) && {
-                    let header = |name: &str| answer.has_header(name);
-                    let judged = AttemptResult::Answered {
-                        status,
-                        grpc_status,
-                        header: &header,
-                    };
-                    retriable(policy, &judged, &retrying.request)
+        // Scoped: the attempt's future and its result are gone before the
+        // backoff's wait, so the request's future holds only one of them.
+        let ticket = {
+            let started = plan.wants_latency().then(Instant::now);
+            // Scoped too: the future is gone when its result is kept.
+            let result = {
+                let mut call = std::pin::pin!(attempt(plan.endpoint, retries + 1));
+                match policy.per_try_timeout {
+                    None => call.await,
+                    // Boxed: the timer would enlarge every request's future.
+                    Some(t) => match Box::pin(tokio::time::timeout(t, call.as_mut())).await {
+                        Ok(r) => r,
+                        Err(_) => Err(per_try_timeout(t)),
+                    },
                 }
+            };
+            let latency = started.map(|s| s.elapsed()).unwrap_or_default();
+            match next_step(plan, retrying, &result, retries, latency) {
+                Some(ticket) => ticket,
+                None => return result,
             }
-            Err(e) => retriable(
-                policy,
-                &AttemptResult::Failed {
-                    kind: e.kind(),
-                    sent: e.sent(),
-                    refused_stream: e.refused_stream(),
-                },
-                &retrying.request,
-            ),
         };
-        if !again {
-            return result;
-        }
+        _retry = Some(ticket);
         retries += 1;
         let delay = backoff(policy.backoff, retries);
-        // The answer (and its connection) is dropped before waiting.
-        drop(result);
         if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+            // Boxed: the timer would enlarge every request's future.
+            Box::pin(tokio::time::sleep(delay)).await;
         }
-        let headers = HeaderMap::new();
-        let ctx = PickContext {
-            headers: &headers,
-            query: None,
-            source_ip: Some(plan.source_ip),
-        };
-        plan.repick(&ctx, policy.ignore_previous_hosts);
+        repick(plan, &mut tried, policy.ignore_previous_hosts);
     }
+}
+
+/// Reports how an attempt ended and decides whether it is retried: a
+/// ticket for the retry, or `None` when the result is the client's.
+fn next_step<T: Answer>(
+    plan: &Plan<'_>,
+    retrying: &Retrying<'_>,
+    result: &Result<T, ProxyError>,
+    retries: u32,
+    latency: Duration,
+) -> Option<RetryTicket> {
+    let policy = retrying.policy;
+    match result {
+        Ok(answer) => plan.report(AttemptOutcome::Response {
+            status: answer.status(),
+            latency,
+        }),
+        Err(e) => report_failure(plan, e),
+    }
+    if policy.attempts == 0 {
+        return None;
+    }
+    let again = match result {
+        Ok(answer) => {
+            let (status, grpc_status) = (answer.status(), answer.grpc_status());
+            retrying.may_look(status, grpc_status) && {
+                let header = |name: &str| answer.has_header(name);
+                let judged = AttemptResult::Answered {
+                    status,
+                    grpc_status,
+                    header: &header,
+                };
+                retriable(policy, &judged, &retrying.request)
+            }
+        }
+        Err(e) => retriable(
+            policy,
+            &AttemptResult::Failed {
+                kind: e.kind(),
+                sent: e.sent(),
+                refused_stream: e.refused_stream(),
+            },
+            &retrying.request,
+        ),
+    };
+    if !again {
+        return None;
+    }
+    if retries >= policy.attempts {
+        plan.runtime.stats.record_limit_exceeded();
+        return None;
+    }
+    // Budgets and `maxRetries` bound retries across the cluster; a retry
+    // they refuse leaves the last answer as the client's.
+    match plan.runtime.try_retry() {
+        Ok(ticket) => Some(ticket),
+        Err(why) => {
+            tracing::debug!(cluster = %plan.target.cluster.name, ?why, "retry refused");
+            None
+        }
+    }
+}
+
+/// The endpoints a request's attempts went to; allocated at the first
+/// retry only.
+#[derive(Default)]
+struct Tried(Vec<usize>);
+
+/// Picks the endpoint of the next attempt, away from those tried when
+/// `avoid` (Istio's `retryIgnorePreviousHosts`) and another is available.
+fn repick(plan: &mut Plan<'_>, tried: &mut Tried, avoid: bool) {
+    tried.0.push(plan.index);
+    // Hashing keys (headers, cookie, source address) are not looked at
+    // again: a retry goes where the balancer's draw (or the next free
+    // endpoint) says.
+    let headers = HeaderMap::new();
+    let ctx = PickContext {
+        headers: &headers,
+        query: None,
+        source_ip: None,
+    };
+    let avoided = if avoid { tried.0.as_slice() } else { &[] };
+    plan.repick(&ctx, avoided);
+}
+
+/// Reports an attempt that ended without a response head, when the
+/// endpoint is to blame (not the client, not a local decision).
+fn report_failure(plan: &Plan<'_>, e: &ProxyError) {
+    let failure = match e.kind() {
+        ErrorKind::UpstreamConnect => LocalFailure::Connect,
+        ErrorKind::UpstreamClosed | ErrorKind::UpstreamProtocol => LocalFailure::Reset,
+        ErrorKind::Timeout => LocalFailure::Timeout,
+        _ => return,
+    };
+    plan.report(AttemptOutcome::LocalOrigin(failure));
 }
 
 /// The error of an attempt that outlived the per-try timeout.
@@ -178,12 +259,15 @@ pub(crate) async fn connect(
     pool: &Pool,
 ) -> Result<RawConn, ProxyError> {
     let policy = retrying.policy;
+    plan.admit().await?;
     let mut retries = 0u32;
+    let mut tried = Tried::default();
     loop {
         let e = match pool.raw(plan.endpoint).await {
             Ok(conn) => return Ok(conn),
             Err(e) => e,
         };
+        report_failure(plan, &e);
         let again = retries < policy.attempts && {
             let unsent = AttemptResult::Failed {
                 kind: e.kind(),
@@ -192,20 +276,15 @@ pub(crate) async fn connect(
             };
             retriable(policy, &unsent, &retrying.request)
         };
-        if !again {
+        if !again || plan.runtime.try_retry().is_err() {
             return Err(e);
         }
         retries += 1;
         let delay = backoff(policy.backoff, retries);
         if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+            // Boxed: the timer would enlarge every request's future.
+            Box::pin(tokio::time::sleep(delay)).await;
         }
-        let headers = HeaderMap::new();
-        let ctx = PickContext {
-            headers: &headers,
-            query: None,
-            source_ip: Some(plan.source_ip),
-        };
-        plan.repick(&ctx, policy.ignore_previous_hosts);
+        repick(plan, &mut tried, policy.ignore_previous_hosts);
     }
 }

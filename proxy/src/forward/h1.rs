@@ -122,13 +122,13 @@ pub(crate) async fn exchange(
     let ctx = Respond {
         route: plan.hit.route,
         target: plan.target,
-        set_cookie: plan.set_cookie.take(),
+        set_cookie: plan.set_cookie.take().map(|c| *c),
         head_request,
         client_11,
         keep_alive: keep_alive && !stopping(),
         written: AtomicU16::new(0),
     };
-    if let Some(d) = plan.delay {
+    if let Some(d) = plan.delay() {
         // Boxed: rare, and a timer would enlarge every request's future.
         Box::pin(tokio::time::sleep(d)).await;
     }

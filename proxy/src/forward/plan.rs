@@ -2,12 +2,14 @@
 //! split target, picked endpoint) or the local reply the request gets; and
 //! turning the downstream head into the upstream one ([`prepare`]).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anymesh_core::routes::{
-    Redirect, RequestInfo, Route, RouteAction, RouteHit, RouteMiss, StringMatch, WeightedCluster,
+    LbPolicy, Redirect, RequestInfo, Route, RouteAction, RouteHit, RouteMiss, StringMatch,
+    WeightedCluster,
 };
 use http::header::{HOST, LOCATION, SET_COOKIE};
 use http::request::Parts;
@@ -15,12 +17,16 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Response, StatusCode, Uri, Version};
 
 use super::{fault, Outcome};
-use crate::balance::{ClusterLb, InFlight, PickContext};
+use crate::balance::{ClusterLb, PickContext};
 use crate::body::response::ProxyBody;
 use crate::error::{ErrorKind, ProxyError};
 use crate::hooks::Hooks;
 use crate::hop;
+use crate::resilience::breaker::Overflow;
+use crate::resilience::outlier::AttemptOutcome;
+use crate::resilience::runtime::ClusterRuntime;
 use crate::router::Routing;
+use crate::upstream::held::Held;
 
 /// A request the routing sends upstream: its route, split target and picked endpoint.
 pub(crate) struct Plan<'r> {
@@ -28,43 +34,79 @@ pub(crate) struct Plan<'r> {
     pub target: &'r WeightedCluster,
     /// The endpoint's `host:port`.
     pub endpoint: &'r str,
+    /// Its index in the cluster (for outlier reports and re-picks).
+    pub index: usize,
     /// The upstream speaks HTTP/2 (prior knowledge).
     pub h2: bool,
-    /// Counts the request as in flight to the endpoint until dropped.
-    pub guard: InFlight,
-    pub set_cookie: Option<HeaderValue>,
-    /// An injected delay (`fault.delay`) to wait before forwarding.
-    pub delay: Option<Duration>,
+    /// Counts the request as in flight to the endpoint (and active in its
+    /// cluster's budget and limits) until dropped.
+    pub guard: Held,
+    /// The cluster's retry budget and connection-pool limits.
+    pub runtime: &'r ClusterRuntime,
+    /// Boxed: rare (cookie hashing with a ttl), and the plan stays small.
+    pub set_cookie: Option<Box<HeaderValue>>,
+    /// An injected delay (`fault.delay`) to wait before forwarding, in
+    /// whole milliseconds (kept small: the plan is in every request's future).
+    delay_ms: Option<NonZeroU32>,
     /// The cluster's balancer, for retries' re-picks.
     pub lb: &'r ClusterLb,
-    /// The client's address (source-IP hashing on re-picks).
-    pub source_ip: IpAddr,
 }
 
 impl Plan<'_> {
+    /// The injected delay to wait before forwarding, if one was drawn.
+    pub(crate) fn delay(&self) -> Option<Duration> {
+        self.delay_ms
+            .map(|ms| Duration::from_millis(u64::from(ms.get())))
+    }
+
     /// Picks the endpoint of a retry: with `avoid_previous`, one other than
     /// the last one tried when the cluster has another available. The
     /// previous pick's in-flight count ends here.
-    pub(crate) fn repick(&mut self, ctx: &PickContext<'_>, avoid_previous: bool) {
-        let mut chosen = None;
-        // A few draws for an endpoint not tried last: round robin moves on
-        // by itself, random and least-request draws usually differ.
-        for _ in 0..3 {
-            match self.lb.pick(ctx) {
-                Some(p) if avoid_previous && p.endpoint.authority == self.endpoint => {
-                    chosen.get_or_insert(p);
-                }
-                Some(p) => {
-                    chosen = Some(p);
-                    break;
-                }
-                None => break,
-            }
-        }
-        if let Some(p) = chosen {
+    pub(crate) fn repick(&mut self, ctx: &PickContext<'_>, tried: &[usize]) {
+        if let Some(p) = self.lb.pick_excluding(ctx, tried) {
             self.endpoint = p.endpoint.authority.as_str();
-            self.guard = p.guard;
+            self.index = p.index;
+            self.guard.in_flight = p.guard;
         }
+    }
+
+    /// Admits the request under the cluster's connection-pool limits
+    /// (circuit breakers): at once when none apply, else perhaps after
+    /// waiting for a connection; an overflow is the request's answer.
+    pub(crate) async fn admit(&mut self) -> Result<(), ProxyError> {
+        if self.runtime.limits.is_unlimited() {
+            return Ok(());
+        }
+        // Boxed: waiting for a connection is the rare case.
+        match Box::pin(self.runtime.limits.admit()).await {
+            Ok(admitted) => {
+                self.guard.admitted = Some(admitted);
+                Ok(())
+            }
+            Err(limit) => Err(self.overflow(limit)),
+        }
+    }
+
+    /// The error of a request or retry a connection-pool limit refused.
+    pub(crate) fn overflow(&self, limit: Overflow) -> ProxyError {
+        ProxyError::new(
+            ErrorKind::Overflow,
+            format!(
+                "upstream {} overflow: {limit} (cluster {}; limits are per cluster per proxy)",
+                self.target.cluster.service, self.target.cluster.name
+            ),
+        )
+    }
+
+    /// Reports how an attempt to the current endpoint ended, to outlier
+    /// detection and the latency EWMA.
+    pub(crate) fn report(&self, outcome: AttemptOutcome) {
+        self.lb.report(self.index, outcome);
+    }
+
+    /// Whether the balancer wants attempts' latencies (peak EWMA).
+    pub(crate) fn wants_latency(&self) -> bool {
+        self.target.cluster.lb == LbPolicy::PeakEwma
     }
 
     /// When the route timeout ends an exchange that started at `start`.
@@ -98,6 +140,8 @@ impl Plan<'_> {
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamClosed
             | ErrorKind::UpstreamProtocol => self.failure_message(e.detail()),
+            // Already names the service and the limit.
+            ErrorKind::Overflow => e.detail().to_string(),
             _ => e.detail().to_string(),
         };
         tracing::debug!(endpoint = %self.endpoint, cluster = %self.target.cluster.name, error = %e, kind = ?e.kind(), source = ?e.source(), "upstream request failed");
@@ -119,8 +163,13 @@ impl Plan<'_> {
     /// Applies the route's response header operations (and the session
     /// cookie) to an upstream response; returns the in-flight guard, which
     /// the response body keeps until it ends.
-    pub(crate) fn finish_response(self, headers: &mut http::HeaderMap) -> InFlight {
-        finish_response_headers(headers, self.hit.route, self.target, self.set_cookie);
+    pub(crate) fn finish_response(self, headers: &mut http::HeaderMap) -> Held {
+        finish_response_headers(
+            headers,
+            self.hit.route,
+            self.target,
+            self.set_cookie.map(|c| *c),
+        );
         self.guard
     }
 }
@@ -231,8 +280,9 @@ pub(crate) fn plan<'r>(
         query: parts.uri.query(),
         source_ip: Some(peer.ip()),
     };
-    let lb = routing.lb(cluster);
-    let Some((lb, picked)) = lb.and_then(|lb| Some((lb, lb.pick(&ctx)?))) else {
+    let chosen = routing.lb(cluster).zip(routing.runtime(cluster));
+    let Some((lb, runtime, picked)) = chosen.and_then(|(lb, rt)| Some((lb, rt, lb.pick(&ctx)?)))
+    else {
         let mut out = Outcome::local(
             ErrorKind::NoHealthyEndpoint,
             no_endpoint_message(hit.route, cluster),
@@ -244,12 +294,15 @@ pub(crate) fn plan<'r>(
         hit,
         target,
         endpoint: picked.endpoint.authority.as_str(),
+        index: picked.index,
         h2: cluster.port.protocol.is_h2(),
-        guard: picked.guard,
-        set_cookie: picked.set_cookie,
-        delay: injected.delay,
+        guard: Held::new(picked.guard, runtime.budget.request()),
+        runtime,
+        set_cookie: picked.set_cookie.map(Box::new),
+        delay_ms: injected
+            .delay
+            .and_then(|d| NonZeroU32::new(u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1))),
         lb,
-        source_ip: peer.ip(),
     })
 }
 

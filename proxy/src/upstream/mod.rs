@@ -5,6 +5,7 @@
 //! will wrap the stream where [`pool::Pool`] connects (`Pool::tcp`).
 
 pub(crate) mod h1;
+pub(crate) mod held;
 pub(crate) mod pool;
 pub(crate) mod raw_body;
 pub(crate) mod upload;
@@ -55,7 +56,7 @@ mod tests {
     use crate::error::ErrorKind;
 
     #[test]
-    fn only_a_reused_connection_closed_before_answering_is_resent_once() {
+    fn only_a_reused_connection_closed_before_answering_or_writing_is_resent_once() {
         let closed = ProxyError::upstream_closed("closed").with_retry(Retry::IfReused);
         let first = Attempt {
             reused: true,
@@ -80,7 +81,18 @@ mod tests {
         ));
         let answered = ProxyError::new(ErrorKind::UpstreamProtocol, "bad");
         assert!(!may_resend(&answered, &first));
+        // A connect failure is on a fresh connection: not resent here (the
+        // retry policy may send it to another endpoint).
         let connect = ProxyError::new(ErrorKind::UpstreamConnect, "refused");
-        assert!(!may_resend(&connect, &first));
+        let fresh = Attempt {
+            reused: false,
+            ..first
+        };
+        assert!(!may_resend(&connect, &fresh));
+        // Writing the request failed on a reused connection: the same race.
+        let unwritten = ProxyError::upstream_closed("broken pipe").with_retry(Retry::Unsent);
+        assert!(!unwritten.sent());
+        assert!(may_resend(&unwritten, &first));
+        assert!(!may_resend(&unwritten, &fresh));
     }
 }

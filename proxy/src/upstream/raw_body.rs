@@ -13,9 +13,9 @@ use http_body::{Frame, SizeHint};
 use tokio::io::AsyncReadExt;
 use tokio::time::{Instant, Sleep};
 
+use super::held::Held;
 use super::pool::{Pool, RawConn};
 use super::upload::Sending;
-use crate::balance::InFlight;
 use crate::error::{BodyError, BodyTimeout};
 use crate::h1::bufs;
 use crate::h1::codec::{ChunkedDecoder, Framing, ResponseHead};
@@ -48,7 +48,7 @@ pub struct RawBody {
     decoder: ChunkedDecoder,
     upstream_keep_alive: bool,
     /// Counts the request as in flight to the endpoint until the body ends.
-    guard: Option<InFlight>,
+    guard: Option<Held>,
     deadline: Option<Pin<Box<Sleep>>>,
     /// The request body still going out on the same connection.
     upload: Sending,
@@ -98,7 +98,7 @@ impl RawBody {
     }
 
     /// Keeps the in-flight guard until the body ends.
-    pub(crate) fn hold(&mut self, guard: InFlight) {
+    pub(crate) fn hold(&mut self, guard: Held) {
         if self.conn.is_some() {
             self.guard = Some(guard);
         }

@@ -1,0 +1,27 @@
+//! What a forwarded request holds until its response ends: the endpoint's
+//! in-flight count (least-request and peak-EWMA balancers read it), the
+//! cluster's connection-pool admission (circuit breakers) and its place in
+//! the retry budget's count of active requests. Dropping it ends all three.
+
+use crate::balance::InFlight;
+use crate::resilience::breaker::Admitted;
+use crate::resilience::budget::RequestGuard;
+
+/// Held by the response body (or the HTTP/1.1 relay) until the exchange ends.
+pub(crate) struct Held {
+    pub(crate) in_flight: InFlight,
+    /// `None` until the request was admitted (or when no limit applies).
+    pub(crate) admitted: Option<Admitted>,
+    pub(crate) request: RequestGuard,
+}
+
+impl Held {
+    /// A request counted in flight to its endpoint and active in its budget.
+    pub(crate) fn new(in_flight: InFlight, request: RequestGuard) -> Self {
+        Self {
+            in_flight,
+            admitted: None,
+            request,
+        }
+    }
+}
