@@ -31,8 +31,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use anymesh_core::routes::ConnectionPool;
-use tokio::sync::{Semaphore, TryAcquireError};
 
+use slots::{Enqueued, Slots, Ticket};
+
+mod slots;
 #[cfg(test)]
 mod tests;
 
@@ -40,11 +42,10 @@ mod tests;
 pub(crate) struct Limits(Option<Arc<Inner>>);
 
 struct Inner {
-    /// HTTP/1.1 with `maxConnections`: one permit per connection.
-    connections: Option<Semaphore>,
+    /// HTTP/1.1 with `maxConnections`: one slot per connection.
+    connections: Option<Slots>,
     /// Requests allowed to wait for a connection (`u64::MAX`: unbounded).
     max_pending: u64,
-    pending: AtomicU64,
     /// `http2MaxRequests` (`u64::MAX`: unbounded).
     max_requests: u64,
     /// Requests admitted or waiting, counted only when bounded.
@@ -121,13 +122,12 @@ impl Limits {
     /// (`h2`) or HTTP/1.1.
     pub(crate) fn new(pool: &ConnectionPool, h2: bool) -> Self {
         let connections = match pool.max_connections {
-            Some(n) if !h2 => Some(Semaphore::new(n as usize)),
+            Some(n) if !h2 => Some(Slots::new(n)),
             _ => None,
         };
         let inner = Inner {
             connections,
             max_pending: bound(pool.http1_max_pending_requests),
-            pending: AtomicU64::new(0),
             max_requests: bound(pool.http2_max_requests),
             requests: AtomicU64::new(0),
             max_retries: bound(pool.max_retries),
@@ -185,7 +185,7 @@ impl Limits {
 
     /// Requests waiting for a connection now.
     pub(crate) fn pending(&self) -> u64 {
-        self.read(|i| i.pending.load(Relaxed))
+        self.read(|i| i.connections.as_ref().map_or(0, Slots::waiting))
     }
 
     /// Retries in flight now (counted only under `maxRetries`).
@@ -229,28 +229,26 @@ impl Inner {
             return Admission::ready(Err(this.refuse(Overflow::Http2MaxRequests)));
         };
         if let Some(connections) = &this.connections {
-            match connections.try_acquire() {
-                Ok(permit) => permit.forget(),
-                Err(TryAcquireError::NoPermits) => {
-                    if !take(&this.pending, this.max_pending) {
+            if !connections.try_take() {
+                match connections.enqueue(this.max_pending) {
+                    Enqueued::Taken => {}
+                    Enqueued::Full => {
                         let limit = match this.max_pending {
                             0 => Overflow::MaxConnections,
                             _ => Overflow::Pending,
                         };
                         return Admission::ready(Err(this.refuse(limit)));
                     }
-                    this.waited.fetch_add(1, Relaxed);
-                    counted.keep();
-                    let waiter = Waiter {
-                        inner: Arc::clone(this),
-                        admitted: false,
-                    };
-                    return Admission(State::Waiting(Box::pin(waiter.wait())));
-                }
-                // The semaphore is never closed; were it, the request
-                // would be refused rather than admitted unbounded.
-                Err(TryAcquireError::Closed) => {
-                    return Admission::ready(Err(this.refuse(Overflow::Pending)))
+                    Enqueued::Waiting(ticket) => {
+                        this.waited.fetch_add(1, Relaxed);
+                        counted.keep();
+                        let waiter = Waiter {
+                            inner: Arc::clone(this),
+                            ticket,
+                            done: false,
+                        };
+                        return Admission(State::Waiting(Box::new(waiter)));
+                    }
                 }
             }
         }
@@ -259,34 +257,45 @@ impl Inner {
     }
 }
 
-/// A request waiting for a connection: counted as pending (and as one of
-/// the requests, when they are bounded) until it is admitted or gives up.
+/// A request waiting for a connection; counted as one of the requests
+/// (when they are bounded) until it is admitted or gives up.
 struct Waiter {
     inner: Arc<Inner>,
-    admitted: bool,
+    ticket: Ticket,
+    done: bool,
 }
 
 impl Waiter {
-    async fn wait(mut self) -> Result<Admitted, Overflow> {
-        let inner = Arc::clone(&self.inner);
-        let Some(connections) = &inner.connections else {
-            return Err(inner.refuse(Overflow::Pending));
-        };
-        match connections.acquire().await {
-            Ok(permit) => permit.forget(),
-            Err(_closed) => return Err(inner.refuse(Overflow::Pending)),
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Admitted, Overflow>> {
+        let handed = std::task::ready!(self.ticket.poll_handed(cx));
+        self.done = true;
+        if !handed {
+            // The queue dropped its place without a slot: cannot happen
+            // while the limits live; refused rather than admitted unbounded.
+            self.release_request();
+            return Poll::Ready(Err(self.inner.refuse(Overflow::Pending)));
         }
-        self.admitted = true;
-        Ok(Admitted(Some(inner)))
+        Poll::Ready(Ok(Admitted(Some(Arc::clone(&self.inner)))))
+    }
+
+    fn release_request(&self) {
+        if self.inner.max_requests != u64::MAX {
+            self.inner.requests.fetch_sub(1, Relaxed);
+        }
     }
 }
 
 impl Drop for Waiter {
     fn drop(&mut self) {
-        self.inner.pending.fetch_sub(1, Relaxed);
-        if !self.admitted && self.inner.max_requests != u64::MAX {
-            self.inner.requests.fetch_sub(1, Relaxed);
+        if self.done {
+            return;
         }
+        // Gave up waiting: out of the queue (or the slot handed over
+        // meanwhile passes on), and no longer one of the requests.
+        if let Some(connections) = &self.inner.connections {
+            connections.leave(&self.ticket);
+        }
+        self.release_request();
     }
 }
 
@@ -297,7 +306,7 @@ pub(crate) struct Admission(State);
 
 enum State {
     Ready(Result<Admitted, Overflow>),
-    Waiting(Pin<Box<dyn Future<Output = Result<Admitted, Overflow>> + Send>>),
+    Waiting(Box<Waiter>),
     Done,
 }
 
@@ -313,7 +322,7 @@ impl Future for Admission {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match std::mem::replace(&mut self.0, State::Done) {
             State::Ready(result) => Poll::Ready(result),
-            State::Waiting(mut waiting) => match waiting.as_mut().poll(cx) {
+            State::Waiting(mut waiting) => match waiting.poll(cx) {
                 Poll::Ready(result) => Poll::Ready(result),
                 Poll::Pending => {
                     self.0 = State::Waiting(waiting);
@@ -377,7 +386,7 @@ impl Drop for Admitted {
     fn drop(&mut self) {
         let Some(inner) = &self.0 else { return };
         if let Some(connections) = &inner.connections {
-            connections.add_permits(1);
+            connections.release();
         }
         if inner.max_requests != u64::MAX {
             inner.requests.fetch_sub(1, Relaxed);
@@ -418,12 +427,12 @@ impl fmt::Debug for Limits {
         f.debug_struct("Limits")
             .field(
                 "connections_free",
-                &inner.connections.as_ref().map(Semaphore::available_permits),
+                &inner.connections.as_ref().map(Slots::free),
             )
             .field("max_pending", &shown(inner.max_pending))
             .field("max_requests", &shown(inner.max_requests))
             .field("max_retries", &shown(inner.max_retries))
-            .field("pending", &inner.pending.load(Relaxed))
+            .field("pending", &self.pending())
             .finish()
     }
 }

@@ -61,7 +61,8 @@ pub(crate) enum AttemptResult<'a> {
     Answered {
         /// The response status.
         status: u16,
-        /// The `grpc-status` of the head, if it has one (trailers-only).
+        /// The `grpc-status` of the head, if it has one (trailers-only);
+        /// worth looking up only when [`reads_grpc_status`] says so.
         grpc_status: Option<u32>,
         /// Whether the response has a header of this (lower-case) name.
         header: &'a dyn Fn(&str) -> bool,
@@ -142,8 +143,30 @@ fn on_reset(policy: &RetryPolicy, sent: bool, refused_stream: bool) -> bool {
         || (c.contains(RefusedStream) && refused_stream)
 }
 
-/// Envoy's decision for a response head.
+/// Envoy's decision for a response head: an upstream Envoy's rate limit
+/// (`x-envoy-ratelimited`) decides alone; otherwise the status, headers
+/// and gRPC status. The header is looked up only when it could change the
+/// answer, so a plain success costs no header lookup.
 fn on_answer(
+    policy: &RetryPolicy,
+    status: u16,
+    grpc_status: Option<u32>,
+    header: &dyn Fn(&str) -> bool,
+    req: &RetryRequest<'_>,
+) -> bool {
+    let limited = policy
+        .retry_on
+        .conditions
+        .contains(RetryCondition::EnvoyRateLimited);
+    let fires = on_status(policy, status, grpc_status, header, req);
+    if (fires || limited) && header("x-envoy-ratelimited") {
+        return limited;
+    }
+    fires
+}
+
+/// The conditions on a response head but `envoy-ratelimited`.
+fn on_status(
     policy: &RetryPolicy,
     status: u16,
     grpc_status: Option<u32>,
@@ -152,9 +175,6 @@ fn on_answer(
 ) -> bool {
     use RetryCondition::*;
     let c = policy.retry_on.conditions;
-    if header("x-envoy-ratelimited") {
-        return c.contains(EnvoyRateLimited);
-    }
     if c.contains(FiveXx) && (500..600).contains(&status) {
         return true;
     }
@@ -211,6 +231,22 @@ fn has(header: &dyn Fn(&str) -> bool, name: &[u8]) -> bool {
         *to = from.to_ascii_lowercase();
     }
     std::str::from_utf8(lower).is_ok_and(header)
+}
+
+/// Whether a policy has a gRPC condition, so a response head's
+/// `grpc-status` matters to [`retriable`] (Istio's default policy has).
+pub(crate) fn reads_grpc_status(policy: &RetryPolicy) -> bool {
+    use RetryCondition::*;
+    let c = policy.retry_on.conditions;
+    [
+        Cancelled,
+        DeadlineExceeded,
+        Internal,
+        ResourceExhausted,
+        Unavailable,
+    ]
+    .into_iter()
+    .any(|g| c.contains(g))
 }
 
 /// The wait before retry `retry` (1 for the first retry): Envoy's fully

@@ -241,3 +241,68 @@ fn overflow_names_the_limit() {
         "connectionPool.http.http1MaxPendingRequests reached"
     );
 }
+
+/// Many threads admitting, cancelling and releasing at once: never more
+/// than the limit in flight, no wake-up lost (every task finishes; with one
+/// connection a lost one hangs), and every slot and place given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn contended_admissions_respect_the_limit_and_lose_no_wake_up() {
+    for max in [1, 2] {
+        contend(max).await;
+    }
+}
+
+async fn contend(max: u32) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    let limits = Arc::new(h1(max, None));
+    let holding = Arc::new(AtomicU64::new(0));
+    let most = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..8u64 {
+        let (limits, holding, most) = (limits.clone(), holding.clone(), most.clone());
+        tasks.spawn(async move {
+            let mut admitted = 0u32;
+            for i in 0..2000u64 {
+                let mut admission = limits.admit();
+                let result = if (i + t) % 4 == 0 {
+                    // Gives up unless admitted at once.
+                    match (&mut admission).now_or_never() {
+                        Some(result) => result,
+                        None => continue,
+                    }
+                } else {
+                    admission.await
+                };
+                let held = result.expect("no pending bound, nothing overflows");
+                let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                if i % 2 == 0 {
+                    tokio::task::yield_now().await;
+                }
+                holding.fetch_sub(1, Ordering::SeqCst);
+                drop(held);
+                admitted += 1;
+            }
+            admitted
+        });
+    }
+    let all = async {
+        let mut admitted = 0;
+        while let Some(n) = tasks.join_next().await {
+            admitted += n.expect("task");
+        }
+        admitted
+    };
+    let admitted = tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .expect("a waiter was never woken");
+    assert!(admitted >= 8 * 1500, "{admitted}");
+    assert!(most.load(Ordering::SeqCst) <= u64::from(max));
+    assert_eq!(limits.pending(), 0);
+    // Every slot is free again.
+    let _all: Vec<_> = (0..max).map(|_| admit_now(&limits).unwrap()).collect();
+    let mut more: Waiting<'_> = Box::pin(limits.admit());
+    assert!(poll(&mut more).is_none());
+}

@@ -367,3 +367,48 @@ fn grpc_timeouts_parse_as_the_grpc_spec_writes_them() {
         assert_eq!(grpc_timeout(bad), None, "{bad:?}");
     }
 }
+
+#[test]
+fn a_plain_answer_looks_up_no_header() {
+    use std::cell::Cell;
+    let lookups = Cell::new(0);
+    let header: &dyn Fn(&str) -> bool = &|_| {
+        lookups.set(lookups.get() + 1);
+        false
+    };
+    let ok = AttemptResult::Answered {
+        status: 200,
+        grpc_status: None,
+        header,
+    };
+    assert!(!retriable(&RetryPolicy::istio_default(), &ok, &SAFE));
+    assert!(!retriable(&policy(&[RetryCondition::FiveXx]), &ok, &SAFE));
+    assert_eq!(lookups.get(), 0);
+    // When it could change the answer, it is looked up.
+    let failed = AttemptResult::Answered {
+        status: 503,
+        grpc_status: None,
+        header,
+    };
+    assert!(retriable(
+        &policy(&[RetryCondition::FiveXx]),
+        &failed,
+        &SAFE
+    ));
+    assert!(!retriable(
+        &policy(&[RetryCondition::EnvoyRateLimited]),
+        &ok,
+        &SAFE
+    ));
+    assert_eq!(lookups.get(), 2);
+}
+
+#[test]
+fn grpc_status_matters_only_to_policies_with_grpc_conditions() {
+    assert!(reads_grpc_status(&RetryPolicy::istio_default()));
+    assert!(reads_grpc_status(&policy(&[RetryCondition::Internal])));
+    assert!(!reads_grpc_status(&policy(&[
+        RetryCondition::FiveXx,
+        RetryCondition::ConnectFailure
+    ])));
+}
