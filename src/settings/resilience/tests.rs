@@ -68,8 +68,7 @@ health_checks:
   - {service: ledger2, grpc: }
 max_concurrent_probes: 4
 "#;
-    let s = parse(yaml)
-    .unwrap();
+    let s = parse(yaml).unwrap();
     assert_eq!(s.max_concurrent_probes, 4);
     let c = s.active_health_checks();
     assert_eq!(c[0].subset.as_deref(), Some("v2"));
