@@ -1,5 +1,7 @@
 //! `ClusterLb::pick` per policy, with 3 and 100 endpoints, single-threaded.
 //! Each iteration picks and drops the in-flight guard, as a request would.
+//! The `*_outlier` cases have outlier detection configured and every
+//! endpoint healthy: the health fast path (two loads) on top of the policy.
 //!
 //! `cargo bench -p anymesh-proxy --bench balancers`
 
@@ -7,7 +9,10 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use anymesh_core::routes::{Cluster, ClusterEndpoint, HashKey, HashPolicy, LbPolicy, RouteTable};
+use anymesh_core::routes::{
+    Cluster, ClusterEndpoint, ClusterPolicy, HashKey, HashPolicy, LbPolicy, OutlierDetection,
+    RouteTable,
+};
 use anymesh_core::{Endpoint, EndpointPort, Health, Hostname, Labels, Locality, Protocol};
 use anymesh_core::{Provenance, ServicePort, SourceId};
 use anymesh_proxy::balance::{Balancers, PickContext};
@@ -43,6 +48,10 @@ fn endpoint(i: usize, weight: u32) -> ClusterEndpoint {
 }
 
 fn cluster(lb: LbPolicy, n: usize, weighted: bool) -> Arc<Cluster> {
+    cluster_with(lb, n, weighted, ClusterPolicy::default())
+}
+
+fn cluster_with(lb: LbPolicy, n: usize, weighted: bool, policy: ClusterPolicy) -> Arc<Cluster> {
     let weight = |i: usize| if weighted { 1 + (i % 5) as u32 } else { 1 };
     Arc::new(Cluster {
         name: "bench".into(),
@@ -56,7 +65,7 @@ fn cluster(lb: LbPolicy, n: usize, weighted: bool) -> Arc<Cluster> {
             protocol: Protocol::Http,
         },
         lb,
-        policy: Default::default(),
+        policy,
         endpoints: (0..n).map(|i| endpoint(i, weight(i))).collect(),
         excluded: vec![],
     })
@@ -79,26 +88,92 @@ fn picks(c: &mut Criterion) {
     };
     let empty = HeaderMap::new();
     let keyless = PickContext::new(&empty);
-    let cases: [(&str, LbPolicy, bool, &PickContext<'_>); 8] = [
-        ("round_robin", LbPolicy::RoundRobin, false, &ctx),
-        ("round_robin_weighted", LbPolicy::RoundRobin, true, &ctx),
-        ("random_weighted", LbPolicy::Random, true, &ctx),
-        ("least_request", LbPolicy::LeastRequest, false, &ctx),
-        ("least_request_weighted", LbPolicy::LeastRequest, true, &ctx),
-        ("hash_header", hash(HashKey::Header(USER)), false, &ctx),
-        ("hash_source_ip", hash(HashKey::SourceIp), false, &ctx),
+    let plain = ClusterPolicy::default;
+    let outlier = || ClusterPolicy {
+        outlier: Some(OutlierDetection::default()),
+        ..ClusterPolicy::default()
+    };
+    type Case<'c> = (
+        &'static str,
+        LbPolicy,
+        bool,
+        &'c PickContext<'c>,
+        fn() -> ClusterPolicy,
+    );
+    let cases: [Case<'_>; 13] = [
+        ("round_robin", LbPolicy::RoundRobin, false, &ctx, plain),
+        (
+            "round_robin_weighted",
+            LbPolicy::RoundRobin,
+            true,
+            &ctx,
+            plain,
+        ),
+        ("random_weighted", LbPolicy::Random, true, &ctx, plain),
+        ("least_request", LbPolicy::LeastRequest, false, &ctx, plain),
+        (
+            "least_request_weighted",
+            LbPolicy::LeastRequest,
+            true,
+            &ctx,
+            plain,
+        ),
+        ("peak_ewma", LbPolicy::PeakEwma, false, &ctx, plain),
+        (
+            "hash_header",
+            hash(HashKey::Header(USER)),
+            false,
+            &ctx,
+            plain,
+        ),
+        (
+            "hash_source_ip",
+            hash(HashKey::SourceIp),
+            false,
+            &ctx,
+            plain,
+        ),
         (
             "hash_missing_key",
             hash(HashKey::Header(USER)),
             false,
             &keyless,
+            plain,
+        ),
+        (
+            "round_robin_outlier",
+            LbPolicy::RoundRobin,
+            false,
+            &ctx,
+            outlier,
+        ),
+        (
+            "least_request_outlier",
+            LbPolicy::LeastRequest,
+            false,
+            &ctx,
+            outlier,
+        ),
+        (
+            "peak_ewma_outlier",
+            LbPolicy::PeakEwma,
+            false,
+            &ctx,
+            outlier,
+        ),
+        (
+            "hash_header_outlier",
+            hash(HashKey::Header(USER)),
+            false,
+            &ctx,
+            outlier,
         ),
     ];
     let mut group = c.benchmark_group("pick");
-    for (name, lb, weighted, ctx) in cases {
+    for (name, lb, weighted, ctx, policy) in cases {
         for n in [3, 100] {
             let table = RouteTable {
-                clusters: vec![cluster(lb.clone(), n, weighted)],
+                clusters: vec![cluster_with(lb.clone(), n, weighted, policy())],
                 ..RouteTable::default()
             };
             let lbs = Balancers::new().update(&table);
