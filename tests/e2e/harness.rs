@@ -466,3 +466,29 @@ pub(crate) fn chaos_endpoint(up: &anymesh_testkit::ChaosUpstream, labels: &str) 
         up.name()
     )
 }
+
+impl TestMesh {
+    /// A mesh with the file registry reading `services` and more
+    /// `anymesh.yaml` lines (`extra`, e.g. `health_checks:`), waiting until
+    /// ready.
+    pub(crate) async fn start_with_services_and_settings(
+        services: &str,
+        routes: &str,
+        extra: &str,
+    ) -> TestMesh {
+        let dir = tempfile::tempdir().expect("temp dir");
+        write(&dir.path().join("services.yaml"), services);
+        write(&dir.path().join("extra.yaml"), extra);
+        let t = Self::launch_in(
+            dir,
+            "[{name: file, type: file, path: services.yaml, poll_interval: 200ms}]",
+            routes,
+        )
+        .await;
+        eventually("/ready", || async {
+            (t.admin("/ready").await.0 == StatusCode::OK).then_some(())
+        })
+        .await;
+        t
+    }
+}

@@ -578,3 +578,7 @@ async fn attempts_zero_lets_a_connect_failure_reach_the_client() {
         "the live endpoints got only the requests that succeeded"
     );
 }
+
+mod health;
+mod locality;
+mod mirror;
