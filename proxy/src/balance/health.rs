@@ -73,17 +73,22 @@ impl View {
     }
 
     /// The view of tiers with `healthy[t]` of `total[t]` endpoints available
-    /// (no tier is empty).
+    /// (no tier is empty); with `weights`, of localities sharing the traffic
+    /// by weight instead.
     pub(super) fn new(
         epoch: u64,
         next_expiry: Option<Instant>,
         healthy: &[usize],
         total: &[usize],
         panic_threshold: u32,
+        weights: Option<&[u32]>,
     ) -> Self {
         let n = total.len();
         if n == 0 {
             return Self::stale(0);
+        }
+        if let Some(weights) = weights {
+            return Self::weighted(epoch, next_expiry, healthy, total, panic_threshold, weights);
         }
         let health: Vec<usize> = healthy
             .iter()
@@ -132,9 +137,54 @@ impl View {
         view
     }
 
+    /// Localities of one priority sharing the traffic by weight times
+    /// health (Envoy's locality-weighted balancing, `min(1, 1.4 × healthy /
+    /// total)` per locality); panic looks at the whole priority.
+    fn weighted(
+        epoch: u64,
+        next_expiry: Option<Instant>,
+        healthy: &[usize],
+        total: &[usize],
+        panic_threshold: u32,
+        weights: &[u32],
+    ) -> Self {
+        let n = total.len();
+        let (all_healthy, all) = (healthy.iter().sum::<usize>(), total.iter().sum::<usize>());
+        let availability = (OVERPROVISIONING * all_healthy / all.max(1)).min(100);
+        let panic = availability < 100 && 100 * all_healthy / all.max(1) < panic_threshold as usize;
+        let mut view = Self {
+            epoch,
+            next_expiry,
+            none: all_healthy == 0 && panic_threshold == 0,
+            loads: vec![0; n].into(),
+            panic: vec![panic; n].into(),
+        };
+        let effective: Vec<u64> = (0..n)
+            .map(|t| {
+                let w = u64::from(weights.get(t).copied().unwrap_or(0));
+                if panic {
+                    return w;
+                }
+                let health = (OVERPROVISIONING * healthy[t] / total[t].max(1)).min(100);
+                w * health as u64
+            })
+            .collect();
+        let sum: u64 = effective.iter().sum();
+        let mut left = 100u64;
+        for (load, e) in view.loads.iter_mut().zip(&effective) {
+            let share = (e * 100).checked_div(sum).unwrap_or(0).min(left);
+            *load = share as u8;
+            left -= share;
+        }
+        if let Some(first) = effective.iter().position(|&e| e > 0) {
+            view.loads[first] += left as u8;
+        }
+        view
+    }
+
     /// Draws a tier by load.
     pub(super) fn draw_tier(&self) -> usize {
-        if self.loads.len() <= 1 {
+        if self.loads.len() <= 1 || self.loads.first() == Some(&100) {
             return 0;
         }
         let mut point = below(100) as u8;

@@ -10,13 +10,15 @@
 //!   with the proxy = 0, the first N−1 = 1, ..., none = N. A `key=value`
 //!   entry compares the endpoint to `value`; the topology labels of region,
 //!   zone and subzone read the localities.
+//! - `distribute`: not tiers but localities sharing the traffic by weight
+//!   (see [`distribute`]), each weight scaled by its locality's health.
 //!
-//! Tiers apply only with `enabled` locality balancing and outlier detection
-//! configured (Istio: failover needs outlier detection to notice failures),
-//! and only when the proxy knows its locality. Empty tiers are dropped (they
-//! would take no load in Envoy either).
+//! All of them need `enabled` locality balancing and a proxy that knows its
+//! locality; tiers also need outlier detection (Istio: failover needs it to
+//! notice failures). Empty tiers are dropped (they would take no load in
+//! Envoy either).
 
-use anymesh_core::routes::{Cluster, LocalityMode};
+use anymesh_core::routes::{Cluster, LocalityDistribute, LocalityMode};
 use anymesh_core::{Labels, Locality};
 
 const REGION: &str = "topology.kubernetes.io/region";
@@ -30,14 +32,36 @@ pub(super) struct Local {
     pub(super) labels: Labels,
 }
 
-/// The cluster's endpoint indices per tier, best tier first; one tier with
-/// every endpoint when locality does not apply.
-pub(super) fn tiers(cluster: &Cluster, local: &Local) -> Vec<Vec<u32>> {
+/// How a cluster's endpoints are grouped.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Grouping {
+    /// Endpoint indices per group. Tiers: best first. Endpoints in no group
+    /// take no traffic (`distribute` leaves them out).
+    pub(super) groups: Vec<Vec<u32>>,
+    /// `distribute`: the groups are localities sharing traffic by these
+    /// weights (times their health), not tiers.
+    pub(super) weights: Option<Vec<u32>>,
+}
+
+impl Grouping {
+    fn one(n: u32) -> Self {
+        Self {
+            groups: vec![(0..n).collect()],
+            weights: None,
+        }
+    }
+}
+
+/// Groups the cluster's endpoints: one group with every endpoint when
+/// locality does not apply.
+pub(super) fn group(cluster: &Cluster, local: &Local) -> Grouping {
     let n = cluster.endpoints.len() as u32;
     let policy = &cluster.policy;
     let known = local.locality.region.is_some()
         || matches!(policy.locality.mode, LocalityMode::FailoverPriority(_));
-    let applies = policy.locality.enabled && policy.outlier.is_some() && known;
+    if !policy.locality.enabled || !known || n == 0 {
+        return Grouping::one(n);
+    }
     /// How an endpoint's priority is found.
     enum Rule<'a> {
         Tiers,
@@ -45,9 +69,9 @@ pub(super) fn tiers(cluster: &Cluster, local: &Local) -> Vec<Vec<u32>> {
         Labels(&'a [String]),
     }
     let rule = match &policy.locality.mode {
-        _ if !applies || n == 0 => return vec![(0..n).collect()],
-        // Weights per locality, not tiers (not applied yet: one tier).
-        LocalityMode::Distribute(_) => return vec![(0..n).collect()],
+        LocalityMode::Distribute(rules) => return distribute(cluster, &local.locality, rules),
+        // Istio: failover needs outlier detection to ever leave a tier.
+        _ if policy.outlier.is_none() => return Grouping::one(n),
         LocalityMode::Tiers => Rule::Tiers,
         LocalityMode::Failover(pairs) => Rule::Failover(
             pairs
@@ -72,16 +96,80 @@ pub(super) fn tiers(cluster: &Cluster, local: &Local) -> Vec<Vec<u32>> {
         })
         .collect();
     keyed.sort_unstable();
-    let mut tiers: Vec<Vec<u32>> = Vec::new();
+    let mut groups: Vec<Vec<u32>> = Vec::new();
     let mut last = None;
     for (p, i) in keyed {
-        match tiers.last_mut() {
+        match groups.last_mut() {
             Some(t) if last == Some(p) => t.push(i),
-            _ => tiers.push(vec![i]),
+            _ => groups.push(vec![i]),
         }
         last = Some(p);
     }
-    tiers
+    Grouping {
+        groups,
+        weights: None,
+    }
+}
+
+/// `distribute` (Istio's locality weights): the first rule whose `from`
+/// matches the proxy applies; each `to` pattern's weight is shared by the
+/// localities it matches (not matched by an earlier pattern) in proportion
+/// to their endpoints' weights, rounded up; localities no pattern matches
+/// get no traffic. No rule for the proxy: one group.
+fn distribute(cluster: &Cluster, me: &Locality, rules: &[LocalityDistribute]) -> Grouping {
+    let n = cluster.endpoints.len() as u32;
+    let Some(rule) = rules.iter().find(|r| matches(me, &r.from)) else {
+        return Grouping::one(n);
+    };
+    // Distinct localities in order of first appearance, with their members.
+    let mut localities: Vec<(&Locality, Vec<u32>, u64)> = Vec::new();
+    for (e, i) in cluster.endpoints.iter().zip(0..n) {
+        let l = &e.endpoint.locality;
+        let w = u64::from(e.weight.max(1));
+        match localities.iter_mut().find(|(k, _, _)| *k == l) {
+            Some((_, members, sum)) => {
+                members.push(i);
+                *sum += w;
+            }
+            None => localities.push((l, vec![i], w)),
+        }
+    }
+    let mut taken = vec![false; localities.len()];
+    let mut grouping = Grouping {
+        groups: Vec::new(),
+        weights: Some(Vec::new()),
+    };
+    for (pattern, weight) in &rule.to {
+        let hits: Vec<usize> = (0..localities.len())
+            .filter(|&k| !taken[k] && matches(localities[k].0, pattern))
+            .collect();
+        let total: u64 = hits.iter().map(|&k| localities[k].2).sum();
+        for k in hits {
+            taken[k] = true;
+            let share = (u64::from(*weight) * localities[k].2).div_ceil(total.max(1));
+            if share == 0 {
+                continue;
+            }
+            grouping.groups.push(std::mem::take(&mut localities[k].1));
+            if let Some(w) = grouping.weights.as_mut() {
+                w.push(u32::try_from(share).unwrap_or(u32::MAX));
+            }
+        }
+    }
+    if grouping.groups.is_empty() {
+        return Grouping::one(n);
+    }
+    grouping
+}
+
+/// Whether a locality matches a `region/zone/subzone` pattern: `*` matches
+/// any part, and missing trailing parts match anything.
+fn matches(l: &Locality, pattern: &str) -> bool {
+    let parts = [&l.region, &l.zone, &l.subzone];
+    pattern
+        .split('/')
+        .zip(parts)
+        .all(|(p, part)| p == "*" || Some(p) == part.as_deref())
 }
 
 /// The plain tier of an endpoint at `l` for a proxy at `me`; `failover`:

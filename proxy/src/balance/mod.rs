@@ -221,8 +221,12 @@ pub struct ClusterLb {
     /// Locality priority tiers, best first; one when locality does not
     /// apply. Never empty.
     tiers: Box<[Tier]>,
-    /// The tier of each endpoint.
+    /// The tier of each endpoint ([`NO_TIER`]: it takes no traffic).
     tier_of: Box<[u8]>,
+    /// Locality weights per tier (`distribute`); `None`: priority tiers.
+    tier_weights: Option<Box<[u32]>>,
+    /// Tier loads when every endpoint is available.
+    clean_view: View,
     /// Consistent hashing: the request's key.
     hash: Option<HashKey>,
     /// The health epoch at which every endpoint was seen available (then
@@ -254,6 +258,9 @@ enum Kind {
         maglev: Maglev,
     },
 }
+
+/// The tier of an endpoint in no tier.
+const NO_TIER: u8 = u8::MAX;
 
 /// Weighted draws tried before scanning for an eligible endpoint.
 const DRAWS: usize = 8;
@@ -289,9 +296,10 @@ impl ClusterLb {
             None => (Arc::default(), Vec::new()),
         };
         let mut caches = caches.into_iter();
-        let groups = locality::tiers(&cluster, local);
-        let single = groups.len() == 1;
-        let mut tier_of = vec![0u8; cluster.endpoints.len()];
+        let grouping = locality::group(&cluster, local);
+        let groups = grouping.groups;
+        let single = groups.len() == 1 && groups[0].len() == cluster.endpoints.len();
+        let mut tier_of = vec![NO_TIER; cluster.endpoints.len()];
         let mut new_caches = Vec::new();
         let mut tiers = Vec::with_capacity(groups.len());
         for (t, members) in groups.into_iter().enumerate() {
@@ -341,11 +349,16 @@ impl ClusterLb {
             .as_ref()
             .map_or(health::DEFAULT_PANIC_THRESHOLD, |o| o.min_health_percent);
         let n_tiers = tiers.len();
+        let sizes: Vec<usize> = tiers.iter().map(Tier::len).collect();
+        let weights = grouping.weights.map(Vec::into_boxed_slice);
+        let clean_view = View::new(0, None, &sizes, &sizes, panic_threshold, weights.as_deref());
         let lb = Self {
             cluster,
             states,
             tiers: tiers.into_boxed_slice(),
             tier_of: tier_of.into_boxed_slice(),
+            tier_weights: weights,
+            clean_view,
             hash,
             clean: AtomicU64::new(0),
             view: ArcSwap::from_pointee(View::stale(n_tiers)),
@@ -398,7 +411,7 @@ impl ClusterLb {
             None => (None, None),
         };
         let index = if self.clean.load(Ordering::Relaxed) == health::epoch() {
-            let tier = self.tiers.first()?;
+            let tier = self.tiers.get(self.clean_view.draw_tier())?;
             self.choose_untried(tier, hash, tried, |_| true)?
         } else {
             self.pick_degraded(hash, tried)?
@@ -580,12 +593,13 @@ impl ClusterLb {
         let mut total = vec![0usize; self.tiers.len()];
         let mut next_expiry: Option<Instant> = None;
         for (i, s) in self.states.iter().enumerate() {
-            let t = self.tier_of.get(i).map_or(0, |&t| usize::from(t));
-            if let Some(slot) = total.get_mut(t) {
-                *slot += 1;
-            }
+            let t = self.tier_of.get(i).map_or(NO_TIER, |&t| t);
+            let Some(slot) = total.get_mut(usize::from(t)) else {
+                continue; // in no tier
+            };
+            *slot += 1;
             if self.available(i, now) {
-                if let Some(slot) = healthy.get_mut(t) {
+                if let Some(slot) = healthy.get_mut(usize::from(t)) {
                     *slot += 1;
                 }
             } else if let Some(until) = s.outlier.ejected_until().filter(|&u| u > now) {
@@ -598,6 +612,7 @@ impl ClusterLb {
             &healthy,
             &total,
             self.panic_threshold,
+            self.tier_weights.as_deref(),
         ));
         self.view.store(view.clone());
         if healthy == total {

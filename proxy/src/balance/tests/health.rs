@@ -206,7 +206,7 @@ async fn hash_keys_of_an_unavailable_endpoint_move_and_come_back() {
 #[test]
 fn tier_loads_follow_envoy_priority_levels() {
     let loads = |healthy: &[usize], total: &[usize], threshold| {
-        let v = View::new(1, None, healthy, total, threshold);
+        let v = View::new(1, None, healthy, total, threshold, None);
         (v.none, v.loads().to_vec(), v.panic.to_vec())
     };
     // All healthy: the first tier takes everything.

@@ -1,12 +1,12 @@
 //! Locality tiers: grouping by the proxy's locality, failover pairs and
 //! labels, and traffic spilling to the next tier as a tier loses health.
 
-use anymesh_core::routes::{ClusterPolicy, LocalityLb, LocalityMode};
+use anymesh_core::routes::{ClusterPolicy, LocalityDistribute, LocalityLb, LocalityMode};
 use tokio::time::advance;
 
 use super::outlier::{outlier, picked, report_n, status};
 use super::*;
-use crate::balance::locality::{tiers, Local};
+use crate::balance::locality::{group, Local};
 
 fn at(region: &str, zone: &str, subzone: &str) -> Locality {
     let part = |s: &str| (!s.is_empty()).then(|| s.to_string());
@@ -54,6 +54,11 @@ fn with_mode(mode: LocalityMode) -> ClusterPolicy {
         },
         ..outlier(|o| o.max_ejection_percent = 100)
     }
+}
+
+/// The groups of `c` for a proxy at `me`.
+fn tiers(c: &Cluster, me: &Local) -> Vec<Vec<u32>> {
+    group(c, me).groups
 }
 
 fn local(l: Locality) -> Local {
@@ -159,4 +164,45 @@ async fn traffic_stays_local_and_spills_as_the_local_tier_fails() {
     balancers.set_local_locality(at("r2", "z2", ""));
     let lb = lb_for(&mut balancers, make());
     assert_eq!(share(&lb), 0, "the other region is local now");
+}
+
+#[tokio::test(start_paused = true)]
+async fn distribute_shares_traffic_by_locality_weight_and_health() {
+    let mut balancers = Balancers::new();
+    balancers.set_local_locality(at("r1", "z1", "s1"));
+    let eps = vec![
+        ep_at("a0", at("r1", "z1", ""), &[]),
+        ep_at("a1", at("r1", "z1", ""), &[]),
+        ep_at("b0", at("r1", "z2", ""), &[]),
+        ep_at("b1", at("r1", "z2", ""), &[]),
+        ep_at("c0", at("r2", "z3", ""), &[]),
+    ];
+    let rules = vec![
+        LocalityDistribute {
+            from: "r9/*".into(),
+            to: vec![("r2/*".into(), 100)],
+        },
+        LocalityDistribute {
+            from: "r1/z1/*".into(),
+            to: vec![("r1/z1/*".into(), 80), ("r1/z2".into(), 20)],
+        },
+    ];
+    let lb = lb_for(
+        &mut balancers,
+        cluster_with(
+            "c",
+            LbPolicy::RoundRobin,
+            eps,
+            with_mode(LocalityMode::Distribute(rules)),
+        ),
+    );
+    let n = 20_000;
+    let seen = picked(&lb, n);
+    assert_eq!(seen[4], 0, "r2 is not in the rule: {seen:?}");
+    assert_binomial(seen[0] + seen[1], n, 0.8, "r1/z1");
+    // Half of r1/z1 ejected: weight 80 × 70 % against 20 × 100 % → 74 %.
+    report_n(&lb, 0, 5, status(503));
+    let seen = picked(&lb, n);
+    assert_eq!(seen[0], 0);
+    assert_binomial(seen[1], n, 0.74, "r1/z1 at half health");
 }
