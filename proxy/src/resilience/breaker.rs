@@ -63,7 +63,8 @@ struct Inner {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Overflow {
     /// Every connection is busy and no request may wait (a pending limit
-    /// of 0).
+    /// of 0, or no connection allowed at all; Istio's configuration, where
+    /// 0 means unset, never says so).
     MaxConnections,
     /// Every connection is busy and the pending queue is full.
     Pending,
@@ -127,7 +128,11 @@ impl Limits {
         };
         let inner = Inner {
             connections,
-            max_pending: bound(pool.http1_max_pending_requests),
+            // With no connection at all, waiting would never end.
+            max_pending: match pool.max_connections {
+                Some(0) if !h2 => 0,
+                _ => bound(pool.http1_max_pending_requests),
+            },
             max_requests: bound(pool.http2_max_requests),
             requests: AtomicU64::new(0),
             max_retries: bound(pool.max_retries),

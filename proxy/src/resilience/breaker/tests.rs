@@ -145,6 +145,9 @@ fn no_pending_queue_refuses_at_the_connection_limit() {
     assert_eq!(admit_now(&limits).unwrap_err(), Overflow::MaxConnections);
     assert_eq!(limits.overflows(Overflow::MaxConnections), 1);
     assert_eq!(limits.waited(), 0);
+    // No connection at all: refused rather than waiting forever.
+    let none = h1(0, None);
+    assert_eq!(admit_now(&none).unwrap_err(), Overflow::MaxConnections);
 }
 
 #[test]
