@@ -9,10 +9,11 @@
 //! ```
 //! A cluster keeps its runtime — counters, requests and retries in flight,
 //! budget window — across table swaps while its name and everything the
-//! runtime is built from stay the same: the DestinationRule's
-//! `connectionPool` and `retryBudget` (or the proxy's default budget when
+//! runtime is built from stay the same: the limits of the DestinationRule's
+//! `connectionPool`, its `retryBudget` (or the proxy's default budget when
 //! it sets none), and whether its upstreams speak HTTP/2. Anything else in
-//! the cluster (endpoints, outlier detection, locality) may change freely.
+//! the cluster (endpoints, timeouts, outlier detection, locality) may
+//! change freely.
 //! When one of those changes the runtime is rebuilt from zero (requests in
 //! flight finish against the old one); a cluster that is gone is forgotten.
 //!
@@ -183,7 +184,15 @@ struct Key {
 impl Key {
     fn of(cluster: &Cluster, default_budget: &RetryBudget) -> Self {
         let policy = &cluster.policy;
-        let mut pool = policy.connection_pool.clone();
+        let given = &policy.connection_pool;
+        // Only the limits: timeouts and keep-alive belong to the pool.
+        let mut pool = ConnectionPool {
+            max_connections: given.max_connections,
+            http1_max_pending_requests: given.http1_max_pending_requests,
+            http2_max_requests: given.http2_max_requests,
+            max_retries: given.max_retries,
+            ..ConnectionPool::default()
+        };
         if let Some(RetryBudget::Concurrent { .. }) = policy.retry_budget {
             pool.max_retries = None;
         }

@@ -77,10 +77,11 @@ fn an_unchanged_cluster_keeps_its_counters_and_requests_in_flight() {
     let held = admit_now(&first[0]).expect("free").expect("admitted");
     assert!(first[0].try_retry().is_ok());
 
-    // A new table with a new `Cluster` value: endpoints and outlier
-    // detection may change without touching the runtime.
+    // A new table with a new `Cluster` value: endpoints, timeouts and
+    // outlier detection may change without touching the runtime.
     let mut policy = one_connection();
     policy.outlier = Some(OutlierDetection::default());
+    policy.connection_pool.connect_timeout = Some(Duration::from_secs(1));
     let second = runtimes.update(&table(vec![cluster("a", Protocol::Http, policy)]), &DEFAULT);
     assert!(Arc::ptr_eq(&first[0], &second[0]));
     assert_eq!(second[0].stats.retries(), 1);
