@@ -8,6 +8,12 @@
 //! endpoints a higher-precedence source shadows; and each source's state.
 //! [`Explanation`] serialises to the JSON the admin listener's `/explain`
 //! serves; [`Explanation::render`] writes the text `anymesh explain` prints.
+//!
+//! Each cluster also carries the resilience policies in force (connection
+//! pool, outlier detection, retry budget, locality). What only a running
+//! proxy knows — each endpoint's verdict from every health source and each
+//! cluster's counters ([`live`]) — is filled in by the proxy's admin
+//! listener; an offline explanation has [`Explanation::live`] false.
 
 use serde::Serialize;
 use std::collections::HashMap;
@@ -17,10 +23,15 @@ use crate::catalog::{MergedService, SourceInfo};
 use crate::model::{
     EndpointKey, EndpointPort, Health, Hostname, Labels, Locality, ServicePort, SourceId,
 };
-use crate::routes::{Cluster, ExclusionReason, LbPolicy, RouteAction, RouteTable};
+use crate::routes::{
+    Cluster, ClusterPolicy, ExclusionReason, LbPolicy, RetryBudget, RouteAction, RouteTable,
+};
 use crate::Snapshot;
 
+pub mod live;
 mod render;
+
+pub use live::{BudgetInForce, BudgetSource, ClusterLive, HealthSources};
 
 #[cfg(test)]
 mod tests;
@@ -37,6 +48,10 @@ pub struct Explanation {
     /// from `catalog_version`, a newer table is on its way and some verdicts
     /// may be [`Verdict::Absent`].
     pub table_catalog_version: u64,
+    /// Made by the running proxy, with health verdicts and counters
+    /// ([`ClusterSummary::live`], [`ClusterVerdict::health`]); `false`:
+    /// computed offline from configuration, policies only.
+    pub live: bool,
     pub service: ServiceSummary,
     /// The state of each contributing source, highest precedence first.
     pub sources: Vec<SourceInfo>,
@@ -69,6 +84,15 @@ pub struct ClusterSummary {
     pub lb: LbPolicy,
     pub eligible: usize,
     pub excluded: usize,
+    /// The DestinationRule's connection pool, outlier detection, retry
+    /// budget and locality settings, as compiled.
+    pub policy: ClusterPolicy,
+    /// The retry budget in force; `None` when the proxy's default applies
+    /// but is not known here.
+    pub retry_budget: Option<BudgetInForce>,
+    /// Counters and health of the running proxy (live explanations only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<ClusterLive>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -94,6 +118,10 @@ pub struct ClusterVerdict {
     pub cluster: String,
     #[serde(flatten)]
     pub verdict: Verdict,
+    /// Each health source's verdict and the fused one (live explanations,
+    /// endpoints in the cluster only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthSources>,
 }
 
 /// Whether requests to a cluster may go to an endpoint.
@@ -199,6 +227,7 @@ pub fn explain(
                     .map(|(c, v)| ClusterVerdict {
                         cluster: c.name.clone(),
                         verdict: v.get(&key).cloned().unwrap_or(Verdict::Absent),
+                        health: None,
                     })
                     .collect(),
             }
@@ -209,6 +238,7 @@ pub fn explain(
         catalog_version: snapshot.version,
         table_version: table.version,
         table_catalog_version: table.catalog_version,
+        live: false,
         service: ServiceSummary {
             hostname: svc.hostname.clone(),
             aliases: svc.aliases.clone(),
@@ -231,11 +261,33 @@ pub fn explain(
                 lb: c.lb.clone(),
                 eligible: c.endpoints.len(),
                 excluded: c.excluded.len(),
+                policy: c.policy.clone(),
+                retry_budget: c.policy.retry_budget.clone().map(|budget| BudgetInForce {
+                    budget,
+                    from: BudgetSource::DestinationRule,
+                }),
+                live: None,
             })
             .collect(),
         endpoints,
         shadowed: shadowed(svc),
     })
+}
+
+impl Explanation {
+    /// Records the proxy's default retry budget (anymesh.yaml
+    /// `retry_budget`) as the one in force for every cluster whose
+    /// DestinationRule sets none.
+    pub fn set_default_retry_budget(&mut self, budget: &RetryBudget) {
+        for c in &mut self.clusters {
+            if c.policy.retry_budget.is_none() {
+                c.retry_budget = Some(BudgetInForce {
+                    budget: budget.clone(),
+                    from: BudgetSource::ProxyDefault,
+                });
+            }
+        }
+    }
 }
 
 /// Splits `reviews:9080` into a hostname and a port.

@@ -1,17 +1,28 @@
 //! The text `anymesh explain` prints.
 
 use std::fmt::{self, Write as _};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{EndpointExplanation, Explanation, Verdict};
+use super::live::{ActiveCheck, ActiveVerdict, Fused, HealthMode, HealthSources, OutlierStatus};
+use super::{BudgetInForce, BudgetSource, ClusterLive, EndpointExplanation, Explanation, Verdict};
 use crate::catalog::SourceInfo;
 use crate::model::{EndpointPort, Health, Labels, Locality};
+use crate::routes::{ClusterPolicy, ConnectionPool, LocalityMode, OutlierDetection, RetryBudget};
 
 impl Explanation {
     /// The explanation as text; `now` dates the "stale since" and "last sync" ages.
     pub fn render(&self, now: SystemTime) -> String {
         let mut out = String::new();
         self.render_service(&mut out);
+        if !self.live {
+            let _ = writeln!(
+                out,
+                "  offline: the policies as configured; health verdicts and counters come only \
+                 from the running proxy (anymesh explain --live, or GET /explain?host={} on its \
+                 admin listener)",
+                self.query
+            );
+        }
         let _ = writeln!(out, "\nsources (highest precedence first):");
         let width = self.sources.iter().map(|s| s.source.as_str().len()).max();
         for s in &self.sources {
@@ -48,10 +59,19 @@ impl Explanation {
                 "  {:<width$}  {subset}port {} {} ({})  lb {}  {} eligible, {} excluded",
                 c.name, c.port.name, c.port.number, c.port.protocol, c.lb, c.eligible, c.excluded,
             );
+            render_policy(&mut out, &c.policy, c.retry_budget.as_ref());
+            if let Some(live) = &c.live {
+                render_cluster_live(&mut out, live);
+            }
         }
-        let _ = writeln!(out, "\nendpoints ({}):", self.endpoints.len());
+        let _ = writeln!(
+            out,
+            "\nendpoints ({}{}):",
+            self.endpoints.len(),
+            if self.live { "; times UTC" } else { "" }
+        );
         for e in &self.endpoints {
-            render_endpoint(&mut out, e, width);
+            render_endpoint(&mut out, e, width, now);
         }
         if !self.shadowed.is_empty() {
             let _ = writeln!(
@@ -118,7 +138,7 @@ impl Explanation {
     }
 }
 
-fn render_endpoint(out: &mut String, e: &EndpointExplanation, width: usize) {
+fn render_endpoint(out: &mut String, e: &EndpointExplanation, width: usize, now: SystemTime) {
     let _ = writeln!(
         out,
         "  {} port {}  from {} id {}",
@@ -144,7 +164,7 @@ fn render_endpoint(out: &mut String, e: &EndpointExplanation, width: usize) {
     };
     let _ = writeln!(
         out,
-        "    health {health}, weight {}, locality {}",
+        "    registry health {health}, weight {}, locality {}",
         e.weight,
         locality(&e.locality)
     );
@@ -169,6 +189,298 @@ fn render_endpoint(out: &mut String, e: &EndpointExplanation, width: usize) {
             }
         };
         let _ = writeln!(out, "    {:<width$}  {verdict}", v.cluster);
+        if let Some(h) = &v.health {
+            render_health(out, h, now);
+        }
+    }
+}
+
+/// A cluster's policies, one line each.
+fn render_policy(out: &mut String, p: &ClusterPolicy, budget: Option<&BudgetInForce>) {
+    let budget = match budget {
+        Some(b) => format!(
+            "{} ({})",
+            retry_budget(&b.budget),
+            match b.from {
+                BudgetSource::DestinationRule => "the DestinationRule's retryBudget",
+                BudgetSource::ProxyDefault =>
+                    "the proxy default, anymesh.yaml retry_budget: the DestinationRule sets none",
+            }
+        ),
+        None => "the proxy default (anymesh.yaml retry_budget): the DestinationRule sets none"
+            .to_string(),
+    };
+    let _ = writeln!(out, "    retry budget: {budget}");
+    let _ = writeln!(
+        out,
+        "    connection pool: {}",
+        connection_pool(&p.connection_pool)
+    );
+    let _ = writeln!(
+        out,
+        "    outlier detection: {}",
+        p.outlier
+            .as_ref()
+            .map_or_else(|| "not configured".to_string(), outlier)
+    );
+    let locality = if !p.locality.enabled {
+        "disabled".to_string()
+    } else {
+        match &p.locality.mode {
+            LocalityMode::Tiers => "priority tiers (same zone, then region, then others)".into(),
+            LocalityMode::Distribute(rules) => {
+                let rules: Vec<String> = rules
+                    .iter()
+                    .map(|r| {
+                        let to: Vec<String> =
+                            r.to.iter().map(|(l, w)| format!("{l} {w}%")).collect();
+                        format!("from {}: {}", r.from, to.join(", "))
+                    })
+                    .collect();
+                format!("distribute {}", rules.join("; "))
+            }
+            LocalityMode::Failover(pairs) => {
+                let pairs: Vec<String> = pairs.iter().map(|(a, b)| format!("{a} -> {b}")).collect();
+                format!("failover {}", pairs.join(", "))
+            }
+            LocalityMode::FailoverPriority(labels) => {
+                format!("failoverPriority {}", labels.join(", "))
+            }
+        }
+    };
+    let _ = writeln!(out, "    locality: {locality}");
+}
+
+fn retry_budget(b: &RetryBudget) -> String {
+    match b {
+        RetryBudget::Off => "off".into(),
+        RetryBudget::Concurrent {
+            percent,
+            min_concurrency,
+        } => format!(
+            "retries in flight at most {percent}% of active requests, at least {min_concurrency}"
+        ),
+        RetryBudget::Rate {
+            ratio,
+            window,
+            min_per_second,
+        } => format!(
+            "retries at most {}% of requests over {} plus {min_per_second}/s",
+            ratio * 100.0,
+            Dur(*window)
+        ),
+    }
+}
+
+fn connection_pool(p: &ConnectionPool) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut count = |name: &str, v: Option<u32>| {
+        if let Some(v) = v {
+            parts.push(format!("{name} {v}"));
+        }
+    };
+    count("tcp.maxConnections", p.max_connections);
+    count("http.http1MaxPendingRequests", p.http1_max_pending_requests);
+    count("http.http2MaxRequests", p.http2_max_requests);
+    count(
+        "http.maxRequestsPerConnection",
+        p.max_requests_per_connection,
+    );
+    count("http.maxRetries", p.max_retries);
+    count("http.maxConcurrentStreams", p.max_concurrent_streams);
+    let mut time = |name: &str, v: Option<Duration>| {
+        if let Some(v) = v {
+            parts.push(format!("{name} {}", Dur(v)));
+        }
+    };
+    time("tcp.connectTimeout", p.connect_timeout);
+    time("tcp.maxConnectionDuration", p.max_connection_duration);
+    time("tcp.idleTimeout", p.tcp_idle_timeout);
+    time("http.idleTimeout", p.http_idle_timeout);
+    if p.tcp_keepalive.is_some() {
+        parts.push("tcp.tcpKeepalive set".into());
+    }
+    if parts.is_empty() {
+        "not configured (no limits)".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn outlier(o: &OutlierDetection) -> String {
+    let mut parts = Vec::new();
+    if let Some(n) = o.consecutive_5xx {
+        parts.push(format!("consecutive5xxErrors {n}"));
+    }
+    if let Some(n) = o.consecutive_gateway {
+        parts.push(format!("consecutiveGatewayErrors {n}"));
+    }
+    if o.split_external_local_origin {
+        parts.push("splitExternalLocalOriginErrors".into());
+        if let Some(n) = o.consecutive_local_origin {
+            parts.push(format!("consecutiveLocalOriginFailures {n}"));
+        }
+    }
+    parts.push(format!("interval {}", Dur(o.interval)));
+    parts.push(format!("baseEjectionTime {}", Dur(o.base_ejection_time)));
+    parts.push(format!("maxEjectionPercent {}", o.max_ejection_percent));
+    parts.push(format!("minHealthPercent {}", o.min_health_percent));
+    parts.join(", ")
+}
+
+fn render_cluster_live(out: &mut String, live: &ClusterLive) {
+    let c = &live.counters;
+    let overflows: Vec<String> = c
+        .overflows
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(limit, n)| format!("{limit} {n}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "    counters: {} retries, {} refused by the retry budget, {} out of attempts; \
+         overflows: {}; {} waited for a connection, {} waiting now",
+        c.retries,
+        c.retry_budget_exhausted,
+        c.retry_limit_exceeded,
+        if overflows.is_empty() {
+            "none".to_string()
+        } else {
+            overflows.join(", ")
+        },
+        c.waited,
+        c.pending
+    );
+    let h = &live.health;
+    let summary = format!(
+        "{} of {} endpoints routable (panic threshold {}%)",
+        h.routable, h.endpoints, h.panic_threshold
+    );
+    let _ = match h.mode {
+        HealthMode::Normal => writeln!(out, "    health: {summary}"),
+        HealthMode::Panic => writeln!(
+            out,
+            "    health: PANIC MODE, {summary}: every endpoint takes traffic, health ignored"
+        ),
+        HealthMode::NoneRoutable => writeln!(
+            out,
+            "    health: NO ENDPOINT ROUTABLE, {summary}: requests get 503 no healthy upstream (UH)"
+        ),
+    };
+}
+
+/// An endpoint's health sources in one cluster, under its verdict line.
+fn render_health(out: &mut String, h: &HealthSources, now: SystemTime) {
+    let _ = writeln!(out, "      active check: {}", active(&h.active, now));
+    let outlier = match &h.outlier {
+        OutlierStatus::NotConfigured => "not configured".to_string(),
+        OutlierStatus::Healthy { ejections: 0 } => "healthy".to_string(),
+        OutlierStatus::Healthy { ejections } => {
+            format!("healthy ({ejections} ejections so far)")
+        }
+        OutlierStatus::Ejected {
+            until,
+            remaining_ms,
+            cause,
+            failures,
+            nth,
+        } => format!(
+            "ejected until {} after {failures} consecutive {cause}, {nth}{} ejection ({}s left)",
+            Clock(*until),
+            ordinal_suffix(*nth),
+            remaining_ms.div_ceil(1000)
+        ),
+    };
+    let _ = writeln!(out, "      outlier detection: {outlier}");
+    let reasons = |out: &[super::live::OutReason]| {
+        out.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" and ")
+    };
+    let fused = match &h.fused {
+        Fused::Routable => "routable".to_string(),
+        Fused::PanicRoutable { out } => format!(
+            "routable in panic mode (health ignored), though {}",
+            reasons(out)
+        ),
+        Fused::Out { out } => format!("not routable: {}", reasons(out)),
+    };
+    let _ = writeln!(out, "      => {fused}");
+}
+
+fn active(a: &ActiveCheck, now: SystemTime) -> String {
+    let verdict = match a.verdict {
+        ActiveVerdict::Unchecked => "unchecked",
+        ActiveVerdict::Passing => "passing",
+        ActiveVerdict::Failing => "failing",
+    };
+    let Some(check) = &a.check else {
+        return match a.verdict {
+            ActiveVerdict::Unchecked => "none configured".into(),
+            _ => verdict.into(),
+        };
+    };
+    let mut parts = vec![check.clone()];
+    match a.last_probe {
+        Some(at) => {
+            let ago = now.duration_since(at).map_or(0, |d| d.as_secs());
+            let mut last = format!("last probe {} ({ago}s ago)", Clock(at));
+            if let Some(why) = &a.last_failure {
+                let _ = write!(last, ": {why}");
+            }
+            parts.push(last);
+        }
+        None => parts.push("not probed yet".into()),
+    }
+    if a.consecutive_failures > 0 {
+        parts.push(format!("{} failures in a row", a.consecutive_failures));
+    } else if a.consecutive_passes > 0 {
+        parts.push(format!("{} passes in a row", a.consecutive_passes));
+    }
+    parts.push(format!("{} probes", a.probes));
+    format!("{verdict} ({})", parts.join(", "))
+}
+
+fn ordinal_suffix(n: u32) -> &'static str {
+    match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    }
+}
+
+/// A UTC time of day, `12:03:41`.
+struct Clock(SystemTime);
+
+impl fmt::Display for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) % 86_400;
+        write!(
+            f,
+            "{:02}:{:02}:{:02}",
+            secs / 3600,
+            secs % 3600 / 60,
+            secs % 60
+        )
+    }
+}
+
+/// A duration as configured: `30s`, `250ms`, `1.5s`.
+struct Dur(Duration);
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        if d.subsec_nanos() == 0 {
+            write!(f, "{}s", d.as_secs())
+        } else if d < Duration::from_secs(1) && d.subsec_nanos() % 1_000_000 == 0 {
+            write!(f, "{}ms", d.as_millis())
+        } else {
+            write!(f, "{}s", d.as_secs_f64())
+        }
     }
 }
 

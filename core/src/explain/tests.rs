@@ -126,6 +126,8 @@ fn verdict<'e>(x: &'e Explanation, id: &str, cluster: &str) -> &'e Verdict {
         .verdict
 }
 
+mod live;
+
 const V1: &str = "outbound|9080|v1|reviews";
 const V2: &str = "outbound|9080|v2|reviews";
 
