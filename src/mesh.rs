@@ -82,7 +82,12 @@ impl Mesh {
 
         // Catalog + routing → compiler → router.
         let metrics = Arc::new(Metrics::new(&mut metric_registry));
+        // The proxy's own locality and default retry budget apply from the first table.
+        let router = Arc::new(Router::new());
+        router.set_locality(settings.locality.clone());
+        router.set_default_retry_budget(settings.retry_budget.clone());
         let compiled = compile::start(
+            router,
             catalog.clone(),
             config.set,
             metrics.clone(),

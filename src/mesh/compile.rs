@@ -20,15 +20,15 @@ pub(super) struct Compiled {
     pub(super) warnings: Arc<ArcSwap<Vec<String>>>,
 }
 
-/// Starts the compile task (it ends on `stop`).
+/// Starts the compile task (it ends on `stop`), installing into `router`.
 pub(super) fn start(
+    router: Arc<Router>,
     snaps: watch::Receiver<Arc<Snapshot>>,
     cfg: watch::Receiver<Arc<ConfigSet>>,
     metrics: Arc<Metrics>,
     tasks: &mut JoinSet<()>,
     stop: &watch::Receiver<bool>,
 ) -> Compiled {
-    let router = Arc::new(Router::new());
     let (ready_tx, ready_rx) = watch::channel(false);
     let warnings = Arc::new(ArcSwap::from_pointee(Vec::new()));
     tasks.spawn(compile_loop(

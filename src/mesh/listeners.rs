@@ -37,6 +37,7 @@ pub(super) async fn start(
             connect_timeout: settings.upstream.connect_timeout,
             pool_idle_timeout: settings.upstream.pool_idle_timeout,
             pool_max_idle_per_host: settings.upstream.pool_max_idle_per_host,
+            mirror_shadow_suffix: settings.mirror_shadow_suffix,
         },
         server: ServerSettings {
             header_read_timeout: settings.listeners.header_read_timeout,

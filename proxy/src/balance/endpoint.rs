@@ -19,6 +19,7 @@ use crate::resilience::outlier::OutlierState;
 /// than an alignment, which would push `in_flight` onto the line after the
 /// counts) makes the `Arc` allocation a whole number of 128-byte lines, so
 /// both sit on the first line and no two endpoints share one.
+#[repr(C)]
 pub(crate) struct EndpointState {
     fields: Fields,
     _pad: [u8; PAD],
@@ -53,7 +54,6 @@ impl Deref for EndpointState {
 /// What the active health checker last concluded about an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-#[allow(dead_code)] // `Passing` is written by the health checker (being written)
 pub(crate) enum ActiveHealth {
     /// Not checked (no check configured, or no verdict yet).
     Unchecked = 0,

@@ -27,7 +27,7 @@
 //!   has no key, a weighted random pick. A key whose endpoint is unavailable
 //!   goes to the endpoint of the next slot that is available.
 //!
-//! Health ([`health`]): endpoints ejected by outlier detection or failing
+//! Health (`health`): endpoints ejected by outlier detection or failing
 //! their active check are skipped, within Envoy's priority tiers (locality)
 //! and panic threshold. A retry can ask for an endpoint not tried yet
 //! ([`ClusterLb::pick_excluding`]).
@@ -627,7 +627,6 @@ impl ClusterLb {
     /// reached and the cluster allows one more ejection.
     ///
     /// A success costs a few atomic loads (and a clock read for peak EWMA).
-    #[allow(dead_code)] // called by the request path and `explain` (being wired)
     pub(crate) fn report(&self, index: usize, outcome: AttemptOutcome) {
         let Some(state) = self.states.get(index) else {
             return;
@@ -755,7 +754,7 @@ impl<'a> PickContext<'a> {
 #[derive(Debug)]
 pub struct Picked<'a> {
     pub endpoint: &'a ClusterEndpoint,
-    /// Its index in the cluster's endpoints (for [`ClusterLb::report`] and
+    /// Its index in the cluster's endpoints (for `ClusterLb::report` and
     /// [`ClusterLb::pick_excluding`]).
     pub index: usize,
     /// Decrements the endpoint's in-flight count when dropped (hold it until

@@ -421,3 +421,14 @@ fn unchanged_clusters_keep_their_balancer_and_shared_endpoints_their_state() {
         (1, 2)
     );
 }
+
+#[test]
+fn endpoint_state_fills_whole_cache_lines() {
+    // `Arc`'s two counts, then the state: a multiple of 128 bytes, with the
+    // in-flight count on the first line next to the counts.
+    let arc = 2 * std::mem::size_of::<usize>() + std::mem::size_of::<EndpointState>();
+    assert_eq!(arc % 128, 0, "{arc} bytes");
+    let state = EndpointState::default();
+    let offset = std::ptr::addr_of!(state.in_flight) as usize - std::ptr::addr_of!(state) as usize;
+    assert!(2 * std::mem::size_of::<usize>() + offset < 128, "{offset}");
+}

@@ -12,6 +12,8 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::error::{BodyError, BodyTimeout};
+use crate::mirror::tap::TappedBody;
+use crate::mirror::PrimaryTap;
 use crate::upstream::held::Held;
 use crate::upstream::raw_body::RawBody;
 
@@ -29,6 +31,8 @@ pin_project_lite::pin_project! {
         },
         // Read from a raw HTTP/1.1 upstream connection (boxed: it carries its read buffer and state).
         Raw { body: Box<RawBody> },
+        // Fed to a mirror comparison as it is polled (boxed: rare).
+        Tapped { body: Box<TappedBody<ProxyBody>> },
     }
 }
 
@@ -48,7 +52,17 @@ impl ProxyBody {
     pub(crate) fn into_local(self) -> Bytes {
         match self {
             ProxyBody::Local { data } => data.unwrap_or_default(),
-            ProxyBody::Upstream { .. } | ProxyBody::Raw { .. } => Bytes::new(),
+            ProxyBody::Upstream { .. } | ProxyBody::Raw { .. } | ProxyBody::Tapped { .. } => {
+                Bytes::new()
+            }
+        }
+    }
+
+    /// This body, feeding `tap` (a mirror comparison, given the head
+    /// already) as it is polled.
+    pub(crate) fn tapped(self, tap: PrimaryTap) -> Self {
+        ProxyBody::Tapped {
+            body: Box::new(TappedBody::new(self, tap)),
         }
     }
 
@@ -82,6 +96,7 @@ impl Body for ProxyBody {
         match self.project() {
             ProxyBodyProj::Local { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ProxyBodyProj::Raw { body } => Pin::new(&mut **body).poll_frame(cx),
+            ProxyBodyProj::Tapped { body } => Pin::new(&mut **body).poll_frame(cx),
             ProxyBodyProj::Upstream {
                 inner,
                 guard,
@@ -124,6 +139,7 @@ impl Body for ProxyBody {
             ProxyBody::Local { data } => data.is_none(),
             ProxyBody::Upstream { inner, .. } => inner.is_end_stream(),
             ProxyBody::Raw { body } => body.is_end_stream(),
+            ProxyBody::Tapped { body } => body.is_end_stream(),
         }
     }
 
@@ -134,6 +150,7 @@ impl Body for ProxyBody {
             }
             ProxyBody::Upstream { inner, .. } => inner.size_hint(),
             ProxyBody::Raw { body } => body.size_hint(),
+            ProxyBody::Tapped { body } => body.size_hint(),
         }
     }
 }

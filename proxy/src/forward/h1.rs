@@ -24,6 +24,7 @@ use crate::h1::relay::{respond, send_body, Respond, Responded};
 use crate::h1::settings::ServerSettings;
 use crate::h1::{bufs, parsed_head, read_head, write_response, NoHead};
 use crate::hooks::Exchange;
+use crate::mirror::MirrorBody;
 use crate::resilience::retry::RetryRequest;
 use crate::service::Next;
 use crate::upstream::h1::{read_response_head, send_buffered, UpstreamRequest};
@@ -91,6 +92,14 @@ pub(crate) async fn exchange(
         return Next::Handover(prefix.freeze());
     }
     drop(raw);
+    let mut tap = proxy.mirror(&routing, &plan, &parts, || match framing {
+        Framing::None | Framing::Length(0) => MirrorBody::Empty,
+        Framing::Length(n) if (buf.len() as u64) >= n => {
+            MirrorBody::Full(bytes::Bytes::copy_from_slice(&buf[..n as usize]))
+        }
+        Framing::Length(n) => MirrorBody::Streaming(Some(n)),
+        Framing::Chunked | Framing::Close => MirrorBody::Streaming(None),
+    });
     if let Err(mut out) = prepare(&mut parts, &plan) {
         plan.label(&mut out);
         let keep = keep_alive && !has_body && !stopping();
@@ -151,7 +160,15 @@ pub(crate) async fn exchange(
                     send_buffered(pool, hooks, endpoint, request)
                 })
                 .await?;
-                let r = respond(client, &mut up.stream, &mut rbuf, head, &ctx).await;
+                let r = respond(
+                    client,
+                    &mut up.stream,
+                    &mut rbuf,
+                    head,
+                    &ctx,
+                    tap.as_deref_mut(),
+                )
+                .await;
                 bufs::give(rbuf);
                 return r.map(|r| (r, Some(up), true));
             }
@@ -186,6 +203,9 @@ pub(crate) async fn exchange(
     match result {
         Ok((done, up, body_sent)) => {
             end(done.status.as_u16(), None);
+            if let Some(tap) = tap {
+                tap.end();
+            }
             drop(plan.guard);
             if let Some(up) = up.filter(|_| done.upstream_reusable && body_sent) {
                 pool.release_raw(up);
@@ -259,7 +279,7 @@ async fn send_streaming(
         let resp = async {
             let head = read_response_head(&mut ur, &mut rbuf, ctx.head_request).await?;
             proxy.hooks().on_response_head(endpoint, head.status);
-            respond(&mut cw, &mut ur, &mut rbuf, head, ctx).await
+            respond(&mut cw, &mut ur, &mut rbuf, head, ctx, None).await
         };
         tokio::pin!(send, resp);
         let first = tokio::select! {

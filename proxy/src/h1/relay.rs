@@ -4,6 +4,7 @@
 //! needs ([`respond`]). Generic over the I/O halves; they know nothing of
 //! routing beyond the header operations they apply.
 
+use crate::mirror::PrimaryTap;
 use std::io;
 use std::sync::atomic::{AtomicU16, Ordering};
 
@@ -102,6 +103,7 @@ pub(crate) async fn respond<R, W>(
     rbuf: &mut BytesMut,
     head: ResponseHead,
     ctx: &Respond<'_>,
+    mut tap: Option<&mut PrimaryTap>,
 ) -> Result<Responded, ProxyError>
 where
     R: AsyncRead + Unpin,
@@ -126,11 +128,14 @@ where
         &ops
     };
     let cookie = ctx.set_cookie.as_ref().map(|c| (&SET_COOKIE, c));
+    if let Some(t) = tap.as_deref_mut() {
+        t.head_h1(&head);
+    }
     codec::write_proxied_response_head(&mut w, &head, ops, cookie, out_framing, !keep);
     let up_keep = head.keep_alive;
     drop(head);
     ctx.written.store(status.as_u16(), Ordering::Relaxed);
-    let exact = relay_body(client, up, rbuf, &mut w, in_framing, out_framing).await;
+    let exact = relay_body(client, up, rbuf, &mut w, in_framing, out_framing, tap).await;
     bufs::give(w);
     Ok(Responded {
         status,
@@ -149,6 +154,7 @@ async fn relay_body<R, W>(
     w: &mut BytesMut,
     in_framing: Framing,
     out_framing: Framing,
+    mut tap: Option<&mut PrimaryTap>,
 ) -> Result<bool, ProxyError>
 where
     R: AsyncRead + Unpin,
@@ -165,6 +171,9 @@ where
             Framing::None => true,
             Framing::Length(_) => {
                 let take = remaining.min(rbuf.len() as u64) as usize;
+                if let Some(t) = tap.as_deref_mut() {
+                    t.body(&rbuf[..take]);
+                }
                 if w.is_empty() && take > 0 {
                     // Large bodies go straight from the read buffer.
                     client
@@ -181,6 +190,9 @@ where
             Framing::Chunked => {
                 let used = decoder
                     .decode(rbuf, |data| {
+                        if let Some(t) = tap.as_deref_mut() {
+                            t.body(data);
+                        }
                         if chunked_out {
                             codec::write_chunk(w, data);
                         } else {
@@ -194,6 +206,9 @@ where
                 decoder.is_done()
             }
             Framing::Close => {
+                if let Some(t) = tap.as_deref_mut() {
+                    t.body(rbuf);
+                }
                 if chunked_out {
                     codec::write_chunk(w, rbuf);
                 } else {

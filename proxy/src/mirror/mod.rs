@@ -23,10 +23,6 @@
 //! larger than [`MirrorSettings::max_body`]; other requests are not
 //! mirrored, and that is counted (`anymesh_mirror_skipped_total`).
 
-// Until the forwarding layer calls it (Proxy owns a Mirroring; the
-// primary's path calls `mirror` and feeds the tap).
-#![allow(dead_code)]
-
 mod compare;
 mod head;
 mod send;
@@ -122,6 +118,7 @@ impl Mirroring {
     }
 
     /// Mirrors in flight now.
+    #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::Relaxed)
     }

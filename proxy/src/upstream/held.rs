@@ -12,7 +12,8 @@ pub(crate) struct Held {
     pub(crate) in_flight: InFlight,
     /// `None` until the request was admitted (or when no limit applies).
     pub(crate) admitted: Option<Admitted>,
-    pub(crate) request: RequestGuard,
+    /// Counts the request as active in its cluster's retry budget.
+    pub(crate) _budget: RequestGuard,
 }
 
 impl Held {
@@ -21,7 +22,7 @@ impl Held {
         Self {
             in_flight,
             admitted: None,
-            request,
+            _budget: request,
         }
     }
 }
