@@ -70,13 +70,16 @@ async fn a_hanging_mirror_costs_the_primary_nothing_and_gets_its_share() {
     assert_eq!(hanging.ok(), n, "{:?}", hanging.failures());
     // The same distribution, within what a busy test machine allows: a
     // primary that waited for its mirror would take the client's 3 s.
-    let bound = healthy.p99() * 2 + Duration::from_millis(20);
-    assert!(
-        hanging.p99() <= bound,
-        "p99 {:?} with a hanging mirror against {:?} without one",
-        hanging.p99(),
-        healthy.p99()
-    );
+    for (what, with, without) in [
+        ("p50", hanging.p50(), healthy.p50()),
+        ("p99", hanging.p99(), healthy.p99()),
+    ] {
+        let bound = (without * 2).max(without + Duration::from_millis(50));
+        assert!(
+            with <= bound,
+            "{what} {with:?} with a hanging mirror against {without:?} without one"
+        );
+    }
 }
 
 /// Sums `anymesh_mirror_responses_total` samples with this `result`.
