@@ -20,10 +20,12 @@
 //! available endpoint gets no pick (Envoy's "no healthy upstream").
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use tokio::time::Instant;
 
 use super::weights::below;
+use super::{ActiveHealth, ClusterLb, NO_TIER};
 
 /// Bumped whenever some endpoint's availability may have changed.
 static EPOCH: AtomicU64 = AtomicU64::new(1);
@@ -200,5 +202,97 @@ impl View {
     #[cfg(test)]
     pub(super) fn loads(&self) -> &[u8] {
         &self.loads
+    }
+}
+
+impl ClusterLb {
+    /// Some endpoint is (or was, at the last look) unavailable: draw a tier
+    /// by the health view, then an eligible endpoint in it.
+    #[cold]
+    pub(super) fn pick_degraded(&self, hash: Option<u64>, tried: &[usize]) -> Option<usize> {
+        let now = Instant::now();
+        let view = self.current_view(now);
+        if view.none {
+            return None;
+        }
+        let t = view.draw_tier();
+        let tier = self.tiers.get(t)?;
+        if view.panic.get(t).copied().unwrap_or(false) {
+            return self.choose_untried(tier, hash, tried, |_| true);
+        }
+        let available = |i: usize| self.available(i, now);
+        self.choose_untried(tier, hash, tried, available)
+            .or_else(|| {
+                // The view was stale: any available endpoint, best tier first.
+                self.tiers
+                    .iter()
+                    .find_map(|tier| self.choose(tier, hash, available))
+            })
+    }
+
+    /// Whether endpoint `i` may take requests at `now` (as far as health
+    /// goes): not failing its active check, and not ejected when this
+    /// cluster has outlier detection.
+    pub(super) fn available(&self, i: usize, now: Instant) -> bool {
+        self.states.get(i).is_some_and(|s| {
+            s.active_health() != ActiveHealth::Failing
+                && !(self.cluster.policy.outlier.is_some() && s.outlier.is_ejected(now))
+        })
+    }
+
+    /// The health view for now, recomputed when the epoch moved or an
+    /// ejection's time is up.
+    fn current_view(&self, now: Instant) -> Arc<View> {
+        let view = self.view.load_full();
+        let due = view.next_expiry.is_some_and(|t| t <= now);
+        if view.epoch == epoch() && !due {
+            return view;
+        }
+        self.refresh(now)
+    }
+
+    /// Ends the ejections whose time is up, counts the available endpoints
+    /// per tier, and stores the new view (marking the cluster clean when
+    /// every endpoint is available).
+    pub(super) fn refresh(&self, now: Instant) -> Arc<View> {
+        if self.cluster.policy.outlier.is_some() {
+            for s in self.states.iter() {
+                if s.outlier.end_if_due(now) {
+                    changed();
+                }
+            }
+        }
+        // Read before the scan: a change during it moves the epoch past this.
+        let epoch = epoch();
+        let mut healthy = vec![0usize; self.tiers.len()];
+        let mut total = vec![0usize; self.tiers.len()];
+        let mut next_expiry: Option<Instant> = None;
+        for (i, s) in self.states.iter().enumerate() {
+            let t = self.tier_of.get(i).map_or(NO_TIER, |&t| t);
+            let Some(slot) = total.get_mut(usize::from(t)) else {
+                continue; // in no tier
+            };
+            *slot += 1;
+            if self.available(i, now) {
+                if let Some(slot) = healthy.get_mut(usize::from(t)) {
+                    *slot += 1;
+                }
+            } else if let Some(until) = s.outlier.ejected_until().filter(|&u| u > now) {
+                next_expiry = Some(next_expiry.map_or(until, |n| n.min(until)));
+            }
+        }
+        let view = Arc::new(View::new(
+            epoch,
+            next_expiry,
+            &healthy,
+            &total,
+            self.panic_threshold,
+            self.tier_weights.as_deref(),
+        ));
+        self.view.store(view.clone());
+        if healthy == total {
+            self.clean.store(epoch, Ordering::Relaxed);
+        }
+        view
     }
 }

@@ -32,12 +32,14 @@
 //! and panic threshold. A retry can ask for an endpoint not tried yet
 //! ([`ClusterLb::pick_excluding`]).
 
+mod choose;
 mod endpoint;
 mod ewma;
 mod hash_key;
 mod health;
 mod locality;
 mod maglev;
+mod report;
 mod schedule;
 mod weights;
 
@@ -46,6 +48,8 @@ pub(crate) use weights::below as random_below;
 
 pub use endpoint::InFlight;
 pub(crate) use endpoint::{ActiveHealth, EndpointState};
+#[allow(unused_imports)] // for `explain` (being wired)
+pub(crate) use report::EndpointVerdicts;
 
 #[cfg(test)]
 mod tests;
@@ -64,7 +68,6 @@ use http::{HeaderMap, HeaderValue};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use crate::resilience::outlier::{AttemptOutcome, OutlierVerdict};
 use health::View;
 use locality::Local;
 use maglev::{Maglev, MaglevCache};
@@ -262,11 +265,6 @@ enum Kind {
 /// The tier of an endpoint in no tier.
 const NO_TIER: u8 = u8::MAX;
 
-/// Weighted draws tried before scanning for an eligible endpoint.
-const DRAWS: usize = 8;
-/// Maglev slots walked from a key's slot before scanning.
-const HASH_WALK: usize = 1024;
-
 impl Tier {
     fn len(&self) -> usize {
         match &self.members {
@@ -426,279 +424,6 @@ impl ClusterLb {
             set_cookie,
         })
     }
-
-    /// Some endpoint is (or was, at the last look) unavailable: draw a tier
-    /// by the health view, then an eligible endpoint in it.
-    #[cold]
-    fn pick_degraded(&self, hash: Option<u64>, tried: &[usize]) -> Option<usize> {
-        let now = Instant::now();
-        let view = self.current_view(now);
-        if view.none {
-            return None;
-        }
-        let t = view.draw_tier();
-        let tier = self.tiers.get(t)?;
-        if view.panic.get(t).copied().unwrap_or(false) {
-            return self.choose_untried(tier, hash, tried, |_| true);
-        }
-        let available = |i: usize| self.available(i, now);
-        self.choose_untried(tier, hash, tried, available)
-            .or_else(|| {
-                // The view was stale: any available endpoint, best tier first.
-                self.tiers
-                    .iter()
-                    .find_map(|tier| self.choose(tier, hash, available))
-            })
-    }
-
-    /// [`choose`](Self::choose) preferring endpoints not in `tried`.
-    fn choose_untried(
-        &self,
-        tier: &Tier,
-        hash: Option<u64>,
-        tried: &[usize],
-        ok: impl Fn(usize) -> bool + Copy,
-    ) -> Option<usize> {
-        if tried.is_empty() {
-            return self.choose(tier, hash, ok);
-        }
-        self.choose(tier, hash, |i| ok(i) && !tried.contains(&i))
-            .or_else(|| self.choose(tier, hash, ok))
-    }
-
-    /// An endpoint of `tier` for which `ok` holds, by the cluster's policy;
-    /// `None` when there is none.
-    fn choose(
-        &self,
-        tier: &Tier,
-        hash: Option<u64>,
-        ok: impl Fn(usize) -> bool + Copy,
-    ) -> Option<usize> {
-        let n = tier.len();
-        if n <= 1 {
-            let i = tier.index(0);
-            return (n == 1 && ok(i)).then_some(i);
-        }
-        let found = match &tier.kind {
-            Kind::ConsistentHash { maglev } => match hash {
-                Some(h) => {
-                    let walk = maglev.len().min(HASH_WALK);
-                    let found = (0..walk)
-                        .map(|step| tier.index(maglev.lookup_step(h, step)))
-                        .find(|&i| ok(i));
-                    // Deterministic for the key: scan from a place it picks.
-                    return found.or_else(|| scan(tier, (h % n as u64) as usize, ok));
-                }
-                None => self.draw(tier, ok),
-            },
-            Kind::RoundRobin { cursor, schedule } => (0..schedule.len().max(1))
-                .map(|_| tier.index(schedule.at(cursor.0.fetch_add(1, Ordering::Relaxed))))
-                .find(|&i| ok(i)),
-            Kind::Random => self.draw(tier, ok),
-            Kind::LeastRequest => self.two_choices(tier, ok, |a, b| {
-                let (ia, ib) = (self.load(a) as u128, self.load(b) as u128);
-                ia * self.weight(b) as u128 <= ib * self.weight(a) as u128
-            }),
-            Kind::PeakEwma => {
-                let now = Instant::now();
-                self.two_choices(tier, ok, |a, b| {
-                    let (ca, cb) = (self.ewma_cost(a, now), self.ewma_cost(b, now));
-                    ca * self.weight(b) as f64 <= cb * self.weight(a) as f64
-                })
-            }
-        };
-        found.or_else(|| scan(tier, below(n), ok))
-    }
-
-    /// A weighted random eligible endpoint (a few draws, then `None`).
-    fn draw(&self, tier: &Tier, ok: impl Fn(usize) -> bool) -> Option<usize> {
-        (0..DRAWS)
-            .map(|_| tier.index(tier.weights.sample()))
-            .find(|&i| ok(i))
-    }
-
-    /// Power of two choices: two distinct endpoints drawn by weight (an
-    /// ineligible one replaced by another draw); `first_wins(a, b)` decides,
-    /// the first winning ties (so an idle cluster is balanced by weight).
-    fn two_choices(
-        &self,
-        tier: &Tier,
-        ok: impl Fn(usize) -> bool + Copy,
-        first_wins: impl Fn(usize, usize) -> bool,
-    ) -> Option<usize> {
-        let (a, b) = tier.weights.sample_two();
-        let (a, b) = (tier.index(a), tier.index(b));
-        let a = if ok(a) { Some(a) } else { self.draw(tier, ok) };
-        let b = if ok(b) { Some(b) } else { self.draw(tier, ok) };
-        match (a, b) {
-            (Some(a), Some(b)) => Some(if first_wins(a, b) { a } else { b }),
-            (a, b) => a.or(b),
-        }
-    }
-
-    fn load(&self, i: usize) -> usize {
-        self.states
-            .get(i)
-            .map_or(0, |s| s.in_flight.load(Ordering::Relaxed))
-    }
-
-    fn weight(&self, i: usize) -> u32 {
-        self.cluster.endpoints.get(i).map_or(1, weights::weight)
-    }
-
-    /// Peak EWMA cost: the latency estimate times the requests in flight
-    /// plus one.
-    fn ewma_cost(&self, i: usize, now: Instant) -> f64 {
-        self.states.get(i).map_or(f64::MAX, |s| {
-            let in_flight = s.in_flight.load(Ordering::Relaxed);
-            s.ewma.estimate(s.base, now) * (in_flight as f64 + 1.0)
-        })
-    }
-
-    /// Whether endpoint `i` may take requests at `now` (as far as health
-    /// goes): not failing its active check, and not ejected when this
-    /// cluster has outlier detection.
-    fn available(&self, i: usize, now: Instant) -> bool {
-        self.states.get(i).is_some_and(|s| {
-            s.active_health() != ActiveHealth::Failing
-                && !(self.cluster.policy.outlier.is_some() && s.outlier.is_ejected(now))
-        })
-    }
-
-    /// The health view for now, recomputed when the epoch moved or an
-    /// ejection's time is up.
-    fn current_view(&self, now: Instant) -> Arc<View> {
-        let view = self.view.load_full();
-        let due = view.next_expiry.is_some_and(|t| t <= now);
-        if view.epoch == health::epoch() && !due {
-            return view;
-        }
-        self.refresh(now)
-    }
-
-    /// Ends the ejections whose time is up, counts the available endpoints
-    /// per tier, and stores the new view (marking the cluster clean when
-    /// every endpoint is available).
-    fn refresh(&self, now: Instant) -> Arc<View> {
-        if self.cluster.policy.outlier.is_some() {
-            for s in self.states.iter() {
-                if s.outlier.end_if_due(now) {
-                    health::changed();
-                }
-            }
-        }
-        // Read before the scan: a change during it moves the epoch past this.
-        let epoch = health::epoch();
-        let mut healthy = vec![0usize; self.tiers.len()];
-        let mut total = vec![0usize; self.tiers.len()];
-        let mut next_expiry: Option<Instant> = None;
-        for (i, s) in self.states.iter().enumerate() {
-            let t = self.tier_of.get(i).map_or(NO_TIER, |&t| t);
-            let Some(slot) = total.get_mut(usize::from(t)) else {
-                continue; // in no tier
-            };
-            *slot += 1;
-            if self.available(i, now) {
-                if let Some(slot) = healthy.get_mut(usize::from(t)) {
-                    *slot += 1;
-                }
-            } else if let Some(until) = s.outlier.ejected_until().filter(|&u| u > now) {
-                next_expiry = Some(next_expiry.map_or(until, |n| n.min(until)));
-            }
-        }
-        let view = Arc::new(View::new(
-            epoch,
-            next_expiry,
-            &healthy,
-            &total,
-            self.panic_threshold,
-            self.tier_weights.as_deref(),
-        ));
-        self.view.store(view.clone());
-        if healthy == total {
-            self.clean.store(epoch, Ordering::Relaxed);
-        }
-        view
-    }
-
-    /// Reports the outcome of an attempt sent to `cluster().endpoints[index]`:
-    /// feeds the latency EWMA (peak-EWMA clusters) and outlier detection
-    /// (when the cluster has it), ejecting the endpoint when a threshold is
-    /// reached and the cluster allows one more ejection.
-    ///
-    /// A success costs a few atomic loads (and a clock read for peak EWMA).
-    pub(crate) fn report(&self, index: usize, outcome: AttemptOutcome) {
-        let Some(state) = self.states.get(index) else {
-            return;
-        };
-        if let (Some(Kind::PeakEwma), AttemptOutcome::Response { latency, .. }) =
-            (self.tiers.first().map(|t| &t.kind), outcome)
-        {
-            state.ewma.observe(state.base, Instant::now(), latency);
-        }
-        let Some(config) = &self.cluster.policy.outlier else {
-            return;
-        };
-        let Some(tripped) = state.outlier.record(&outcome, config) else {
-            return;
-        };
-        let now = Instant::now();
-        let _decisions = self.eject.lock();
-        let n = self.states.len();
-        let ejected = self
-            .states
-            .iter()
-            .filter(|s| s.outlier.is_ejected(now))
-            .count();
-        // Envoy: within max_ejection_percent, counting this one, but the
-        // first ejection is always allowed.
-        let max = config.max_ejection_percent.min(100) as usize;
-        let may_eject = || ejected == 0 || 100 * (ejected + 1) <= max * n;
-        if state.outlier.eject(tripped, config, now, may_eject) {
-            health::changed();
-            let endpoint = self.cluster.endpoints.get(index);
-            tracing::info!(
-                cluster = %self.cluster.name,
-                endpoint = endpoint.map_or("", |e| e.authority.as_str()),
-                reason = %tripped.reason,
-                failures = tripped.failures,
-                "endpoint ejected"
-            );
-        } else if !state.outlier.is_ejected(now) {
-            tracing::debug!(
-                cluster = %self.cluster.name,
-                ejected,
-                "ejection refused by max_ejection_percent"
-            );
-        }
-    }
-
-    /// Each health source's verdict on `cluster().endpoints[index]` (for
-    /// `anymesh explain`); `None` when there is no such endpoint.
-    #[allow(dead_code)] // called by the request path and `explain` (being wired)
-    pub(crate) fn verdicts(&self, index: usize) -> Option<EndpointVerdicts> {
-        let state = self.states.get(index)?;
-        let outlier = match &self.cluster.policy.outlier {
-            Some(config) => state.outlier.verdict(config, Instant::now()),
-            None => OutlierVerdict::NotConfigured,
-        };
-        Some(EndpointVerdicts {
-            active: state.active_health(),
-            outlier,
-        })
-    }
-}
-
-/// A uniform draw in `0..n` as an index.
-fn below(n: usize) -> usize {
-    weights::below(n as u64) as usize
-}
-
-/// The first endpoint of `tier` from position `start` on (wrapping) that is
-/// eligible.
-fn scan(tier: &Tier, start: usize, ok: impl Fn(usize) -> bool) -> Option<usize> {
-    let n = tier.len();
-    (0..n).map(|k| tier.index((start + k) % n)).find(|&i| ok(i))
 }
 
 impl fmt::Debug for ClusterLb {
@@ -717,16 +442,6 @@ impl fmt::Debug for ClusterLb {
             .field("tiers", &self.tiers.len())
             .finish()
     }
-}
-
-/// Each health source's verdict on one endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // read by `explain` (being wired)
-pub(crate) struct EndpointVerdicts {
-    /// The active health check's.
-    pub(crate) active: ActiveHealth,
-    /// Outlier detection's (passive health).
-    pub(crate) outlier: OutlierVerdict,
 }
 
 /// What a pick may look at in the request.
