@@ -263,7 +263,10 @@ pub(crate) async fn connect(
     let mut retries = 0u32;
     let mut tried = Tried::default();
     loop {
-        let e = match pool.raw(plan.endpoint).await {
+        let e = match pool
+            .raw(plan.endpoint, &plan.target.cluster.policy.connection_pool)
+            .await
+        {
             Ok(conn) => return Ok(conn),
             Err(e) => e,
         };

@@ -127,6 +127,7 @@ pub(crate) async fn exchange(
         head: &out,
         replayable: buffered && idempotent,
         head_request,
+        conn: &plan.target.cluster.policy.connection_pool,
     };
     let ctx = Respond {
         route: plan.hit.route,

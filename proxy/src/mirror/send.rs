@@ -3,6 +3,7 @@
 //! primary's when asked, count, end. Everything is bounded by the mirror
 //! timeout; nothing here is awaited by the primary.
 
+use anymesh_core::routes::ConnectionPool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -129,12 +130,14 @@ async fn exchange_h1(
     compare: Option<&MirrorCompare>,
 ) -> Result<Digest, String> {
     let mut count = 0;
+    // Mirrors use the proxy's own connection settings, not the cluster's.
+    let settings = ConnectionPool::default();
     let (conn, rbuf, head) = loop {
         count += 1;
         let mut conn = if count > 1 {
-            pool.raw_fresh(endpoint).await
+            pool.raw_fresh(endpoint, &settings).await
         } else {
-            pool.raw(endpoint).await
+            pool.raw(endpoint, &settings).await
         }
         .map_err(|e| e.to_string())?;
         let mut rbuf = bufs::take();

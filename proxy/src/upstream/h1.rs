@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::task::Poll;
 
+use anymesh_core::routes::ConnectionPool;
 use bytes::BytesMut;
 use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -26,6 +27,8 @@ pub(crate) struct UpstreamRequest<'a> {
     /// closed: idempotent, and its body (if any) is in `head`.
     pub replayable: bool,
     pub head_request: bool,
+    /// The cluster's connection-pool settings (timeouts, connection limits).
+    pub conn: &'a ConnectionPool,
 }
 
 /// Sends a request whose body is in `req.head` already, and reads the
@@ -68,9 +71,9 @@ async fn send(
         count += 1;
         hooks.on_attempt(endpoint, count);
         let conn = if count > 1 {
-            Box::pin(pool.raw_fresh(endpoint)).await
+            Box::pin(pool.raw_fresh(endpoint, req.conn)).await
         } else {
-            pool.raw(endpoint).await
+            pool.raw(endpoint, req.conn).await
         };
         let mut up = conn?;
         let e = match up.stream.write_all(req.head).await {

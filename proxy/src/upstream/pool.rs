@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anymesh_core::routes::{ConnectionPool, TcpKeepalive};
 use http::{Request, Response};
 use hyper::body::Incoming;
 
@@ -76,6 +77,48 @@ fn request_error(source: hyper::Error) -> ProxyError {
 struct RawIdle {
     stream: TcpStream,
     since: Instant,
+    life: Life,
+}
+
+/// What a connection may still serve under the `maxRequestsPerConnection`
+/// and `maxConnectionDuration` of the cluster that opened it (kept small:
+/// a connection is in every exchange's future).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Life {
+    /// Requests it may serve after the current one (`u32::MAX`: no limit).
+    uses_left: u32,
+    /// When it stops being reused.
+    expires: Option<Instant>,
+}
+
+impl Life {
+    fn new(policy: &ConnectionPool) -> Self {
+        Self {
+            uses_left: policy
+                .max_requests_per_connection
+                .map_or(u32::MAX, |n| n.saturating_sub(1)),
+            expires: policy
+                .max_connection_duration
+                .and_then(|d| Instant::now().checked_add(d)),
+        }
+    }
+
+    /// May serve another request.
+    fn renewable(&self) -> bool {
+        self.uses_left > 0 && self.expires.is_none_or(|at| Instant::now() < at)
+    }
+
+    /// One more request on it.
+    fn next(self) -> Self {
+        Self {
+            uses_left: if self.uses_left == u32::MAX {
+                u32::MAX
+            } else {
+                self.uses_left.saturating_sub(1)
+            },
+            ..self
+        }
+    }
 }
 
 /// A plain TCP connection to an endpoint, lent to one exchange of the
@@ -86,6 +129,7 @@ pub(crate) struct RawConn {
     /// Taken from the idle list (it may have been closed by the upstream meanwhile).
     pub reused: bool,
     home: Arc<Endpoint>,
+    life: Life,
 }
 
 /// The connections to one endpoint.
@@ -121,6 +165,24 @@ pub(crate) struct Pool {
     settings: PoolSettings,
     /// foldhash: looked up on every request; seeded per process.
     endpoints: RwLock<HashMap<Arc<str>, Arc<Endpoint>, foldhash::fast::RandomState>>,
+}
+
+/// Sets TCP keepalive on an upstream connection (`tcpKeepalive`: unset
+/// parts keep the system's values).
+fn keepalive(stream: &TcpStream, k: &TcpKeepalive) {
+    let mut ka = socket2::TcpKeepalive::new();
+    if let Some(t) = k.time {
+        ka = ka.with_time(t);
+    }
+    if let Some(i) = k.interval {
+        ka = ka.with_interval(i);
+    }
+    if let Some(n) = k.probes {
+        ka = ka.with_retries(n);
+    }
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
+        tracing::debug!(error = %e, "cannot set TCP keepalive on an upstream connection");
+    }
 }
 
 /// An idle connection is open unless the runtime saw it become readable
@@ -189,50 +251,78 @@ impl Pool {
             .clone()
     }
 
-    /// A connection to `authority` for one HTTP/1.1 exchange: an idle one
-    /// that still looks open, else a new one.
-    pub(crate) async fn raw(&self, authority: &str) -> Result<RawConn, ProxyError> {
+    /// A connection to `authority` for one HTTP/1.1 exchange of a cluster
+    /// with connection-pool settings `policy`: an idle one that still looks
+    /// open (and was idle less than the cluster's idle timeout), else a new
+    /// one.
+    pub(crate) async fn raw(
+        &self,
+        authority: &str,
+        policy: &ConnectionPool,
+    ) -> Result<RawConn, ProxyError> {
+        match self.idle(authority, policy) {
+            Some(conn) => Ok(conn),
+            // Boxed: connecting is rare, and its future would enlarge every exchange's.
+            None => Box::pin(self.raw_fresh(authority, policy)).await,
+        }
+    }
+
+    /// An idle connection to `authority` that still looks open and was
+    /// idle less than the cluster's idle timeout.
+    fn idle(&self, authority: &str, policy: &ConnectionPool) -> Option<RawConn> {
         let ep = self.endpoint(authority);
+        let idle_timeout = policy
+            .http_idle_timeout
+            .or(policy.tcp_idle_timeout)
+            .filter(|t| !t.is_zero())
+            .unwrap_or(self.settings.idle_timeout);
         let idle = {
             let mut list = ep.raw.lock();
             let mut found = None;
             while let Some(c) = list.pop() {
-                if c.since.elapsed() < self.settings.idle_timeout && looks_open(&c.stream) {
-                    found = Some(c.stream);
+                if c.since.elapsed() < idle_timeout && looks_open(&c.stream) {
+                    found = Some(c);
                     break;
                 }
             }
             found
         };
-        match idle {
-            Some(stream) => Ok(RawConn {
-                stream,
-                reused: true,
-                home: ep,
-            }),
-            // Boxed: connecting is rare, and its future would enlarge every exchange's.
-            None => Box::pin(self.raw_fresh(authority)).await,
-        }
+        idle.map(|c| RawConn {
+            stream: c.stream,
+            reused: true,
+            home: ep,
+            life: c.life.next(),
+        })
     }
 
     /// A new connection to `authority`.
-    pub(crate) async fn raw_fresh(&self, authority: &str) -> Result<RawConn, ProxyError> {
+    pub(crate) async fn raw_fresh(
+        &self,
+        authority: &str,
+        policy: &ConnectionPool,
+    ) -> Result<RawConn, ProxyError> {
         let ep = self.endpoint(authority);
-        let stream = self.tcp(&ep).await?;
+        let stream = self.tcp(&ep, policy).await?;
         Ok(RawConn {
             stream,
             reused: false,
             home: ep,
+            life: Life::new(policy),
         })
     }
 
-    /// Keeps a connection whose last exchange ended cleanly for reuse.
+    /// Keeps a connection whose last exchange ended cleanly for reuse,
+    /// unless its cluster's limits say it has served enough.
     pub(crate) fn release_raw(&self, conn: RawConn) {
+        if !conn.life.renewable() {
+            return;
+        }
         let mut idle = conn.home.raw.lock();
         if idle.len() < self.settings.max_idle_per_endpoint {
             idle.push(RawIdle {
                 stream: conn.stream,
                 since: Instant::now(),
+                life: conn.life,
             });
         }
     }
@@ -277,13 +367,20 @@ impl Pool {
         }
     }
 
-    async fn tcp(&self, ep: &Endpoint) -> Result<TcpStream, ProxyError> {
-        let after = self.settings.connect_timeout;
+    /// Connects to an endpoint with its cluster's connect timeout and TCP
+    /// keepalive (the proxy's defaults when the cluster sets none).
+    async fn tcp(&self, ep: &Endpoint, policy: &ConnectionPool) -> Result<TcpStream, ProxyError> {
+        let after = policy
+            .connect_timeout
+            .unwrap_or(self.settings.connect_timeout);
         let stream = tokio::time::timeout(after, TcpStream::connect(&*ep.authority))
             .await
             .map_err(|_| connect_error(&ep.authority, format!("timed out after {after:?}")))?
             .map_err(|e| connect_error(&ep.authority, format!("failed: {e}")))?;
         let _ = stream.set_nodelay(true);
+        if let Some(k) = &policy.tcp_keepalive {
+            keepalive(&stream, k);
+        }
         Ok(stream)
     }
 
@@ -291,7 +388,9 @@ impl Pool {
         &self,
         ep: &Endpoint,
     ) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
-        let io = TokioIo::new(self.tcp(ep).await?);
+        // One connection per endpoint, shared by every cluster holding it:
+        // the proxy's own connect settings apply.
+        let io = TokioIo::new(self.tcp(ep, &ConnectionPool::default()).await?);
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Some(Duration::from_secs(30)))
