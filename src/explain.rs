@@ -1,24 +1,47 @@
 //! `anymesh explain`: every endpoint of one service, where it came from, its
-//! labels and why it is or is not eligible in each of the service's clusters.
+//! labels and why it is or is not eligible in each of the service's clusters,
+//! with each cluster's resilience policies.
 //!
-//! Loads like `anymesh routes` (registries read once, etcd not contacted) and
-//! prints [`anymesh_core::explain`]'s text or JSON. The admin listener's
-//! `GET /explain?host=` serves the same JSON from the live catalog.
+//! Offline (the default) it loads like `anymesh routes` (registries read
+//! once, etcd not contacted) and prints [`anymesh_core::explain`]'s text or
+//! JSON: configuration only, so no health verdicts or counters. With
+//! `--live` it asks the running proxy's admin listener (`GET
+//! /explain?host=`), which adds each endpoint's verdict from every health
+//! source and each cluster's counters.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anymesh_core::explain::{explain as explain_host, ExplainError};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
 
 use crate::inspect;
+use crate::settings::Settings;
 
 const EXIT_CONFIG: u8 = 64;
 /// The configuration loaded but has no such service.
 const EXIT_NOT_FOUND: u8 = 1;
+/// The running proxy could not be reached (sysexits' EX_UNAVAILABLE).
+const EXIT_UNAVAILABLE: u8 = 69;
+/// How long `--live` waits for the admin listener.
+const LIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// `anymesh explain -c anymesh.yaml --host H [--json]`.
-pub async fn run(config: &Path, host: &str, json: bool) -> ExitCode {
+/// `anymesh explain -c anymesh.yaml --host H [--json] [--live]`.
+pub async fn run(config: &Path, host: &str, json: bool, live: bool) -> ExitCode {
+    if live {
+        return run_live(config, host, json).await;
+    }
+    let settings = match Settings::load(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("anymesh: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let loaded = match inspect::load(config, inspect::Live::Skip).await {
         Ok(l) => l,
         Err(e) => {
@@ -32,11 +55,11 @@ pub async fn run(config: &Path, host: &str, json: bool) -> ExitCode {
     for s in loaded.snapshot.sources.iter().filter(|s| !s.synced) {
         eprintln!(
             "note: registry {} is not read by `anymesh explain`; \
-             GET /explain?host={host} on the admin listener shows the live view",
+             `anymesh explain --live` shows the running proxy's view",
             s.source
         );
     }
-    let x = match explain_host(&loaded.snapshot, &loaded.table, host) {
+    let mut x = match explain_host(&loaded.snapshot, &loaded.table, host) {
         Ok(x) => x,
         Err(e @ ExplainError::InvalidHost { .. }) => {
             eprintln!("anymesh: --host: {e}");
@@ -47,6 +70,7 @@ pub async fn run(config: &Path, host: &str, json: bool) -> ExitCode {
             return ExitCode::from(EXIT_NOT_FOUND);
         }
     };
+    x.set_default_retry_budget(&settings.retry_budget);
     if json {
         match serde_json::to_string_pretty(&x) {
             Ok(text) => println!("{text}"),
@@ -59,4 +83,110 @@ pub async fn run(config: &Path, host: &str, json: bool) -> ExitCode {
         print!("{}", x.render(SystemTime::now()));
     }
     ExitCode::SUCCESS
+}
+
+/// `--live`: the running proxy's own explanation, as text or JSON.
+async fn run_live(config: &Path, host: &str, json: bool) -> ExitCode {
+    let settings = match Settings::load(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("anymesh: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let admin = reachable(settings.listeners.admin);
+    let format = if json { "json" } else { "text" };
+    let path = format!("/explain?host={}&format={format}", query_escape(host));
+    let (status, body) = match tokio::time::timeout(LIVE_TIMEOUT, get(admin, &path)).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => return unreachable(admin, &e.to_string()),
+        Err(_) => return unreachable(admin, &format!("no answer in {}s", LIVE_TIMEOUT.as_secs())),
+    };
+    match status {
+        StatusCode::OK => {
+            print!("{body}");
+            if !body.ends_with('\n') {
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        StatusCode::BAD_REQUEST => {
+            eprint!("anymesh: --host: {body}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        StatusCode::NOT_FOUND => {
+            eprint!("anymesh: {body}");
+            ExitCode::from(EXIT_NOT_FOUND)
+        }
+        other => {
+            eprint!("anymesh: the proxy at {admin} answered {other}: {body}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn unreachable(admin: SocketAddr, why: &str) -> ExitCode {
+    eprintln!(
+        "anymesh: cannot reach the running proxy's admin listener at {admin} ({why}); \
+         without --live, explain shows the configured policies only"
+    );
+    ExitCode::from(EXIT_UNAVAILABLE)
+}
+
+/// The admin address to connect to: a wildcard listen address means loopback.
+fn reachable(mut addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => addr.set_ip(Ipv4Addr::LOCALHOST.into()),
+        IpAddr::V6(ip) if ip.is_unspecified() => addr.set_ip(Ipv6Addr::LOCALHOST.into()),
+        _ => {}
+    }
+    addr
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One HTTP/1.1 `GET` on a fresh connection; the status and the body.
+async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(StatusCode, String)> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let driver = tokio::spawn(conn);
+    let req = Request::get(path)
+        .header(http::header::HOST, addr.to_string())
+        .body(Empty::<bytes::Bytes>::new())?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    driver.abort();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_escaped_and_wildcards_reached_on_loopback() {
+        assert_eq!(
+            query_escape("reviews.default:9080"),
+            "reviews.default%3A9080"
+        );
+        assert_eq!(query_escape("a b&c"), "a%20b%26c");
+        let any: SocketAddr = "0.0.0.0:15000".parse().unwrap();
+        assert_eq!(reachable(any).to_string(), "127.0.0.1:15000");
+        let any6: SocketAddr = "[::]:15000".parse().unwrap();
+        assert_eq!(reachable(any6).to_string(), "[::1]:15000");
+        let set: SocketAddr = "10.1.2.3:15000".parse().unwrap();
+        assert_eq!(reachable(set), set);
+    }
 }

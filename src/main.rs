@@ -87,6 +87,10 @@ enum Command {
         /// Print JSON (the shape the admin listener's `/explain` serves).
         #[arg(long)]
         json: bool,
+        /// Ask the running proxy (its admin listener, anymesh.yaml `admin`)
+        /// for the live view: each endpoint's health verdicts, each cluster's counters.
+        #[arg(long)]
+        live: bool,
     },
     /// Start demo upstreams and the mesh on loopback, show a 95/5 split and header routing, keep serving.
     Demo {
@@ -162,9 +166,12 @@ fn main() -> ExitCode {
                 method,
                 headers,
             } => inspect::routes(&config, &host, &path, &method, &headers).await,
-            Command::Explain { config, host, json } => {
-                anymesh::explain::run(&config, &host, json).await
-            }
+            Command::Explain {
+                config,
+                host,
+                json,
+                live,
+            } => anymesh::explain::run(&config, &host, json, live).await,
             Command::Demo { requests, no_wait } => demo::run(requests, !no_wait).await,
         }
     })

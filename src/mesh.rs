@@ -114,6 +114,7 @@ impl Mesh {
             diagnostics: config.diagnostics,
             compile_warnings: compiled.warnings,
             ready: compiled.ready,
+            health: health.clone(),
         });
         tasks.spawn(serve_admin(admin, admin_state, stopped(stop)));
 

@@ -17,6 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::ProxyBody;
+use crate::health::HealthBoard;
+use crate::metrics::ResilienceCollector;
 use crate::router::Router;
 
 mod explain;
@@ -32,6 +34,9 @@ pub struct AdminState {
     pub compile_warnings: Arc<ArcSwap<Vec<String>>>,
     /// Set once every source has delivered a first view (or its persisted one) and a table is installed.
     pub ready: watch::Receiver<bool>,
+    /// The active health checker's board, when checks are configured
+    /// (probe details for `/explain`, probed endpoints for `/metrics`).
+    pub health: Option<Arc<HealthBoard>>,
 }
 
 #[derive(Serialize)]
@@ -93,7 +98,7 @@ pub fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody
         "/explain" => explain::handle(state, req),
         "/metrics" => {
             let mut out = String::new();
-            match prometheus_client::encoding::text::encode(&mut out, &state.registry) {
+            match encode_metrics(&mut out, state) {
                 Ok(()) => respond(
                     StatusCode::OK,
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -112,6 +117,20 @@ pub fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody
             "admin endpoints: /ready /config /explain?host=H /metrics\n",
         ),
     }
+}
+
+/// The registered metrics, then the resilience metrics read from the
+/// routing in force ([`ResilienceCollector`]).
+pub(crate) fn encode_metrics(out: &mut String, state: &AdminState) -> std::fmt::Result {
+    use prometheus_client::encoding::text::{encode_eof, encode_registry};
+    encode_registry(out, &state.registry)?;
+    let mut scrape = Registry::with_prefix("anymesh");
+    scrape.register_collector(Box::new(ResilienceCollector::new(
+        state.router.clone(),
+        state.health.clone(),
+    )));
+    encode_registry(out, &scrape)?;
+    encode_eof(out)
 }
 
 /// Serves the admin listener until `shutdown` resolves.

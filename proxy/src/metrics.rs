@@ -2,19 +2,34 @@
 //!
 //! Label sets are typed and bounded: service hostnames, route names and status
 //! codes come from configuration and the catalog, never from request data.
+//!
+//! The resilience metrics ([`ResilienceCollector`]) are read at scrape time
+//! from the counters the clusters' runtimes and balancers keep anyway, so
+//! they add no work to the request path.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+
+use crate::balance::ActiveHealth;
+use crate::health::HealthBoard;
+use crate::resilience::breaker::Overflow;
+use crate::resilience::outlier::OutlierVerdict;
+use crate::router::Router;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -220,6 +235,216 @@ impl Metrics {
             h.duration.observe(elapsed.as_secs_f64());
         });
     }
+}
+
+/// Retries, budget refusals, connection-pool overflows, outlier ejections
+/// and endpoint health of the clusters of the route table in force, read
+/// when scraped (under the registry's prefix, `anymesh_`):
+///
+/// - `upstream_retries_total{cluster}`: retries sent;
+/// - `retry_budget_exhausted_total{cluster}`: retries refused by the budget;
+/// - `upstream_retry_limit_exceeded_total{cluster}`: requests whose attempts
+///   ran out while the last outcome was retriable;
+/// - `upstream_overflow_total{cluster, limit}`: requests and retries refused
+///   by a connection-pool limit (clusters with limits only);
+/// - `upstream_pending_requests{cluster}`: requests waiting for a connection;
+/// - `outlier_ejected_endpoints{cluster}`: endpoints ejected now, and
+///   `outlier_ejections_total{cluster, endpoint}`: ejections of each
+///   endpoint (clusters with outlier detection only);
+/// - `endpoint_health{cluster, endpoint, source}`: 1 when the source lets
+///   the endpoint take traffic, 0 when it takes it out; `source="outlier"`
+///   for clusters with outlier detection, `source="active"` for endpoints an
+///   active check covers.
+///
+/// Counters restart from zero when a cluster's connection pool or retry
+/// budget changes (its runtime is rebuilt). Every label value comes from the
+/// route table: cluster names and endpoint addresses from the registries.
+pub struct ResilienceCollector {
+    router: Arc<Router>,
+    health: Option<Arc<HealthBoard>>,
+}
+
+impl ResilienceCollector {
+    /// Reads `router`'s routing in force, and `health`'s probed endpoints.
+    pub fn new(router: Arc<Router>, health: Option<Arc<HealthBoard>>) -> Self {
+        Self { router, health }
+    }
+}
+
+impl fmt::Debug for ResilienceCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResilienceCollector")
+            .field("health_checks", &self.health.is_some())
+            .finish()
+    }
+}
+
+/// One scrape's series, per metric.
+#[derive(Default)]
+struct Scrape<'a> {
+    retries: Vec<([(&'static str, &'a str); 1], u64)>,
+    budget_exhausted: Vec<([(&'static str, &'a str); 1], u64)>,
+    limit_exceeded: Vec<([(&'static str, &'a str); 1], u64)>,
+    overflow: Vec<([(&'static str, &'a str); 2], u64)>,
+    pending: Vec<([(&'static str, &'a str); 1], u64)>,
+    ejected: Vec<([(&'static str, &'a str); 1], u64)>,
+    ejections: Vec<([(&'static str, &'a str); 2], u64)>,
+    health: Vec<([(&'static str, &'a str); 3], u64)>,
+}
+
+impl Collector for ResilienceCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let routing = self.router.current();
+        let mut s = Scrape::default();
+        let mut seen = HashSet::new();
+        for cluster in routing.table.clusters.iter() {
+            let name = cluster.name.as_str();
+            // The same name twice in one table shares one runtime.
+            if !seen.insert(name) {
+                continue;
+            }
+            if let Some(r) = routing.runtime(cluster) {
+                let c = [("cluster", name)];
+                s.retries.push((c, r.stats.retries()));
+                s.budget_exhausted.push((c, r.budget.exhausted()));
+                s.limit_exceeded.push((c, r.stats.limit_exceeded()));
+                if !r.limits.is_unlimited() {
+                    for limit in Overflow::ALL {
+                        let labels = [("cluster", name), ("limit", limit.reason())];
+                        s.overflow.push((labels, r.limits.overflows(limit)));
+                    }
+                    s.pending.push((c, r.limits.pending()));
+                }
+            }
+            let Some(lb) = routing.lb(cluster) else {
+                continue;
+            };
+            let outlier = cluster.policy.outlier.is_some();
+            let mut ejected = 0;
+            for (i, e) in cluster.endpoints.iter().enumerate() {
+                let Some(v) = lb.verdicts(i) else { continue };
+                let endpoint = e.authority.as_str();
+                let probed = self
+                    .health
+                    .as_ref()
+                    .is_some_and(|b| b.get(endpoint).is_some());
+                if probed || v.active != ActiveHealth::Unchecked {
+                    let up = u64::from(v.active != ActiveHealth::Failing);
+                    let labels = [
+                        ("cluster", name),
+                        ("endpoint", endpoint),
+                        ("source", "active"),
+                    ];
+                    s.health.push((labels, up));
+                }
+                if !outlier {
+                    continue;
+                }
+                let (up, count) = match v.outlier {
+                    OutlierVerdict::Ejected(e) => {
+                        ejected += 1;
+                        (0, e.nth)
+                    }
+                    OutlierVerdict::Serving { ejections, .. } => (1, ejections),
+                    OutlierVerdict::NotConfigured => (1, 0),
+                };
+                let labels = [
+                    ("cluster", name),
+                    ("endpoint", endpoint),
+                    ("source", "outlier"),
+                ];
+                s.health.push((labels, up));
+                s.ejections.push((
+                    [("cluster", name), ("endpoint", endpoint)],
+                    u64::from(count),
+                ));
+            }
+            if outlier {
+                s.ejected.push(([("cluster", name)], ejected));
+            }
+        }
+        counters(
+            &mut encoder,
+            "upstream_retries",
+            "Retries sent, by cluster",
+            &s.retries,
+        )?;
+        counters(
+            &mut encoder,
+            "retry_budget_exhausted",
+            "Retries refused because the cluster's retry budget was spent",
+            &s.budget_exhausted,
+        )?;
+        counters(
+            &mut encoder,
+            "upstream_retry_limit_exceeded",
+            "Requests whose attempts ran out while the last outcome was retriable",
+            &s.limit_exceeded,
+        )?;
+        counters(
+            &mut encoder,
+            "upstream_overflow",
+            "Requests and retries refused by a connection-pool limit (503 x-envoy-overloaded), by limit",
+            &s.overflow,
+        )?;
+        gauges(
+            &mut encoder,
+            "upstream_pending_requests",
+            "Requests waiting for a connection",
+            &s.pending,
+        )?;
+        gauges(
+            &mut encoder,
+            "outlier_ejected_endpoints",
+            "Endpoints ejected by outlier detection now",
+            &s.ejected,
+        )?;
+        counters(
+            &mut encoder,
+            "outlier_ejections",
+            "Ejections of each endpoint by outlier detection",
+            &s.ejections,
+        )?;
+        gauges(
+            &mut encoder,
+            "endpoint_health",
+            "1 when the health source (active, outlier) lets the endpoint take traffic, 0 when it takes it out",
+            &s.health,
+        )
+    }
+}
+
+fn counters<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    rows: &[(L, u64)],
+) -> Result<(), fmt::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in rows {
+        ConstCounter::new(*value).encode(metric.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauges<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    rows: &[(L, u64)],
+) -> Result<(), fmt::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in rows {
+        ConstGauge::new(i64::try_from(*value).unwrap_or(i64::MAX))
+            .encode(metric.encode_family(labels)?)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

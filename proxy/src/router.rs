@@ -93,6 +93,12 @@ impl Router {
         self.runtimes.lock().default_budget = budget;
     }
 
+    /// The retry budget of clusters whose DestinationRule sets none (for
+    /// `explain`).
+    pub fn default_retry_budget_in_force(&self) -> RetryBudget {
+        self.runtimes.lock().default_budget.clone()
+    }
+
     /// Sets the proxy's own locality, for locality-aware balancing; applies
     /// from the next table installed.
     pub fn set_locality(&self, locality: Locality) {

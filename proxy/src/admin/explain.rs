@@ -1,11 +1,20 @@
-//! `GET /explain?host=H`: [`anymesh_core::explain`] on the live catalog
-//! snapshot and the route table in force, as JSON.
+//! `GET /explain?host=H[&format=text]`: [`anymesh_core::explain`] on the
+//! live catalog snapshot and the route table in force, with what only the
+//! running proxy knows ([`live`]: each endpoint's health verdicts, each
+//! cluster's counters), as JSON or as the text `anymesh explain` prints.
+
+use std::time::SystemTime;
 
 use anymesh_core::explain::{explain, ExplainError};
 use http::{Request, Response, StatusCode};
+use tokio::time::Instant;
 
 use super::{respond, AdminState};
 use crate::body::ProxyBody;
+
+mod live;
+#[cfg(test)]
+mod tests;
 
 pub(super) fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<ProxyBody> {
     let Some(host) = query_param(req.uri().query().unwrap_or(""), "host") else {
@@ -15,23 +24,53 @@ pub(super) fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<ProxyB
             "explain: give the service as ?host=<hostname or alias>[:port]\n",
         );
     };
+    let query = req.uri().query().unwrap_or("");
+    let text = match query_param(query, "format").as_deref() {
+        None | Some("json") => false,
+        Some("text") => true,
+        Some(other) => {
+            return respond(
+                StatusCode::BAD_REQUEST,
+                "text/plain",
+                format!("explain: format {other:?}: use json (the default) or text\n"),
+            )
+        }
+    };
     let snapshot = state.catalog.borrow().clone();
     let routing = state.router.current();
     match explain(&snapshot, &routing.table, &host) {
-        Ok(x) => match serde_json::to_vec_pretty(&x) {
-            Ok(body) => respond(StatusCode::OK, "application/json", body),
-            Err(e) => respond(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "text/plain",
-                format!("cannot encode the explanation: {e}\n"),
-            ),
-        },
+        Ok(mut x) => {
+            x.set_default_retry_budget(&state.router.default_retry_budget_in_force());
+            let wall = SystemTime::now();
+            live::add_live(
+                &mut x,
+                &routing,
+                state.health.as_deref(),
+                Instant::now(),
+                wall,
+            );
+            if text {
+                return respond(StatusCode::OK, "text/plain; charset=utf-8", x.render(wall));
+            }
+            json(&x)
+        }
         Err(e @ ExplainError::InvalidHost { .. }) => {
             respond(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n"))
         }
         Err(e @ ExplainError::NoService { .. }) => {
             respond(StatusCode::NOT_FOUND, "text/plain", format!("{e}\n"))
         }
+    }
+}
+
+fn json(x: &anymesh_core::explain::Explanation) -> Response<ProxyBody> {
+    match serde_json::to_vec_pretty(x) {
+        Ok(body) => respond(StatusCode::OK, "application/json", body),
+        Err(e) => respond(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            format!("cannot encode the explanation: {e}\n"),
+        ),
     }
 }
 
@@ -71,21 +110,4 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_parameters() {
-        assert_eq!(
-            query_param("x=1&host=reviews%3A9080", "host").as_deref(),
-            Some("reviews:9080")
-        );
-        assert_eq!(query_param("host=&host=a", "host").as_deref(), Some("a"));
-        assert_eq!(query_param("hostname=a", "host"), None);
-        assert_eq!(query_param("", "host"), None);
-        assert_eq!(percent_decode("a%zz%4"), "a%zz%4");
-    }
 }
