@@ -582,3 +582,4 @@ async fn attempts_zero_lets_a_connect_failure_reach_the_client() {
 mod health;
 mod locality;
 mod mirror;
+mod retries;

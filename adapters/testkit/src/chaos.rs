@@ -45,8 +45,9 @@ pub const ANNOUNCED_LENGTH: usize = 1024;
 /// The body bytes sent before a [`Behaviour::ResetMidResponse`] reset.
 pub const PARTIAL_BODY: usize = 100;
 
-/// How long an HTTP/2 [`Behaviour::ResetMidResponse`] waits after the
-/// partial body before resetting the stream.
+/// How long [`Behaviour::ResetMidResponse`] waits after the partial body
+/// before resetting, so the peer has the head (and has likely passed it on)
+/// before the reset.
 pub const RESET_PAUSE: Duration = Duration::from_millis(20);
 
 /// What the upstream does with a request (other than a health check).
@@ -64,7 +65,7 @@ pub enum Behaviour {
     /// the peer closes it or the upstream is killed).
     Hang,
     /// Sends a head announcing [`ANNOUNCED_LENGTH`] bytes, [`PARTIAL_BODY`]
-    /// of them, then resets: TCP RST (`SO_LINGER` 0) on HTTP/1.1, a stream
+    /// of them, and after [`RESET_PAUSE`] resets: TCP RST (`SO_LINGER` 0) on HTTP/1.1, a stream
     /// reset on HTTP/2.
     ResetMidResponse,
     /// Reads the request, then closes the connection without answering.

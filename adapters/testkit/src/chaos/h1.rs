@@ -8,7 +8,7 @@ use std::io;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::{Behaviour, Shared, ANNOUNCED_LENGTH, PARTIAL_BODY};
+use super::{Behaviour, Shared, ANNOUNCED_LENGTH, PARTIAL_BODY, RESET_PAUSE};
 
 /// What the upstream needs from a request head.
 struct Head {
@@ -67,6 +67,7 @@ pub(super) async fn serve(mut io: BufReader<TcpStream>, shared: &Shared) -> io::
                 io.write_all(head.as_bytes()).await?;
                 io.write_all(&[b'x'; PARTIAL_BODY]).await?;
                 io.flush().await?;
+                tokio::time::sleep(RESET_PAUSE).await;
                 // Closing with a zero linger sends RST instead of FIN.
                 io.get_ref().set_zero_linger()?;
                 return Ok(());

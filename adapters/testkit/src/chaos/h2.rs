@@ -84,8 +84,6 @@ async fn answer_h2(
             use futures_util::StreamExt as _;
             type Item = Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>;
             let data: Item = Ok(Frame::data(Bytes::from_static(&[b'x'; PARTIAL_BODY])));
-            // The reset follows the partial body a moment later, so the
-            // peer has the head before the stream ends.
             let reset = futures_util::stream::once(async {
                 tokio::time::sleep(RESET_PAUSE).await;
                 Err::<Frame<Bytes>, _>("chaos: reset mid-response".into())

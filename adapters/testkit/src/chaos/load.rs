@@ -16,11 +16,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request};
+use hyper::body::Incoming;
+use hyper::client::conn::http2;
+use hyper::{Method, Request, Response};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use parking_lot::Mutex;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::wait::Poll;
@@ -33,6 +36,8 @@ pub struct Load {
     path: String,
     method: Method,
     headers: Vec<(String, String)>,
+    body: Bytes,
+    http2: bool,
     concurrency: usize,
     timeout: Duration,
 }
@@ -52,6 +57,8 @@ pub struct Outcome {
     pub upstream: Option<String>,
     /// The response had `x-envoy-overloaded: true`.
     pub overloaded: bool,
+    /// The `grpc-status` of the response head, if any.
+    pub grpc_status: Option<String>,
     /// The start of the body of an answer other than 200.
     pub body: String,
 }
@@ -81,6 +88,8 @@ impl Load {
             path: "/".to_string(),
             method: Method::GET,
             headers: Vec::new(),
+            body: Bytes::new(),
+            http2: false,
             concurrency: 8,
             timeout: Duration::from_secs(5),
         }
@@ -107,6 +116,18 @@ impl Load {
     /// Adds a request header.
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// The request body (sent with its length; empty by default).
+    pub fn body(mut self, body: &'static [u8]) -> Self {
+        self.body = Bytes::from_static(body);
+        self
+    }
+
+    /// Speaks HTTP/2 with prior knowledge to the proxy (HTTP/1.1 by default).
+    pub fn http2(mut self) -> Self {
+        self.http2 = true;
         self
     }
 
@@ -139,14 +160,19 @@ impl Load {
         let started = Instant::now();
         let tasks = (0..load.concurrency)
             .map(|_| {
-                let (load, live, client) = (load.clone(), live.clone(), client.clone());
+                let (load, live) = (load.clone(), live.clone());
+                let mut client = if load.http2 {
+                    Sender::H2(None)
+                } else {
+                    Sender::H1(Box::new(client.clone()))
+                };
                 tokio::spawn(async move {
                     while !live.stop.load(Ordering::SeqCst) {
                         let n = live.issued.fetch_add(1, Ordering::SeqCst);
                         if total.is_some_and(|t| n >= t) {
                             break;
                         }
-                        let outcome = load.once(&client).await;
+                        let outcome = load.once(&mut client).await;
                         live.outcomes.lock().push(outcome);
                         live.completed.fetch_add(1, Ordering::SeqCst);
                     }
@@ -160,7 +186,7 @@ impl Load {
         }
     }
 
-    async fn once(&self, client: &Client<HttpConnector, Full<Bytes>>) -> Outcome {
+    async fn once(&self, client: &mut Sender) -> Outcome {
         let started = Instant::now();
         let mut outcome = Outcome {
             started,
@@ -169,24 +195,29 @@ impl Load {
             error: None,
             upstream: None,
             overloaded: false,
+            grpc_status: None,
             body: String::new(),
         };
-        let mut req = Request::builder()
-            .method(self.method.clone())
-            .uri(format!("http://{}{}", self.proxy, self.path))
-            .header("host", &self.host);
+        // HTTP/1.1 names the service in `host`; HTTP/2 in `:authority`.
+        let mut req = Request::builder().method(self.method.clone());
+        req = if self.http2 {
+            req.uri(format!("http://{}{}", self.host, self.path))
+        } else {
+            req.uri(format!("http://{}{}", self.proxy, self.path))
+                .header("host", &self.host)
+        };
         for (k, v) in &self.headers {
             req = req.header(k, v);
         }
-        let req = match req.body(Full::default()) {
+        let req = match req.body(Full::new(self.body.clone())) {
             Ok(r) => r,
             Err(e) => panic!("building a load request: {e}"),
         };
         let exchange = async {
-            let resp = match client.request(req).await {
+            let resp = match client.send(self.proxy, req).await {
                 Ok(r) => r,
                 Err(e) => {
-                    outcome.error = Some(format!("request: {e:?}"));
+                    outcome.error = Some(e);
                     return;
                 }
             };
@@ -199,6 +230,7 @@ impl Load {
             };
             outcome.upstream = header("x-upstream");
             outcome.overloaded = header("x-envoy-overloaded").as_deref() == Some("true");
+            outcome.grpc_status = header("grpc-status");
             match resp.into_body().collect().await {
                 Ok(body) => {
                     if outcome.status != Some(200) {
@@ -215,6 +247,51 @@ impl Load {
         }
         outcome.latency = started.elapsed();
         outcome
+    }
+}
+
+/// One client loop's way to the proxy: the shared HTTP/1.1 pool, or its
+/// own HTTP/2 connection (opened again when it closes).
+enum Sender {
+    H1(Box<Client<HttpConnector, Full<Bytes>>>),
+    H2(Option<http2::SendRequest<Full<Bytes>>>),
+}
+
+impl Sender {
+    async fn send(
+        &mut self,
+        proxy: SocketAddr,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, String> {
+        let slot = match self {
+            Sender::H1(client) => {
+                return client
+                    .request(req)
+                    .await
+                    .map_err(|e| format!("request: {e:?}"))
+            }
+            Sender::H2(slot) => slot,
+        };
+        let mut sender = match slot.take() {
+            Some(s) if !s.is_closed() => s,
+            _ => {
+                let tcp = TcpStream::connect(proxy)
+                    .await
+                    .map_err(|e| format!("connect: {e}"))?;
+                let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                    .await
+                    .map_err(|e| format!("handshake: {e:?}"))?;
+                tokio::spawn(conn);
+                sender
+            }
+        };
+        sender
+            .ready()
+            .await
+            .map_err(|e| format!("connection: {e:?}"))?;
+        let resp = sender.send_request(req).await;
+        *slot = Some(sender);
+        resp.map_err(|e| format!("request: {e:?}"))
     }
 }
 

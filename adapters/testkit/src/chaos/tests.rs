@@ -234,6 +234,20 @@ async fn a_load_counts_statuses_upstreams_and_latencies() {
     assert!(report.p50() <= report.p99() && report.p99() <= report.max());
     assert_eq!(up.requests(), 40);
 
+    up.set(Behaviour::GrpcStatus(14));
+    let report = Load::new(up.addr(), "l")
+        .http2()
+        .method(hyper::Method::POST)
+        .body(b"payload")
+        .run(3)
+        .await;
+    assert_eq!(report.status(200), 3, "{}", report.summary());
+    assert!(report
+        .outcomes
+        .iter()
+        .all(|o| o.grpc_status.as_deref() == Some("14")));
+    assert_eq!(up.requests_by("POST"), 3);
+
     up.set(Behaviour::Hang);
     let report = Load::new(up.addr(), "l")
         .concurrency(2)
@@ -272,6 +286,7 @@ fn quantiles_by_nearest_rank() {
             error: None,
             upstream: None,
             overloaded: false,
+            grpc_status: None,
             body: String::new(),
         })
         .collect();
