@@ -24,7 +24,9 @@ use crate::balance::PickContext;
 use crate::error::{ErrorKind, ProxyError};
 use crate::h1::codec::ResponseHead;
 use crate::resilience::outlier::{AttemptOutcome, LocalFailure};
-use crate::resilience::retry::{backoff, retriable, AttemptResult, RetryRequest};
+use crate::resilience::retry::{
+    backoff, reads_grpc_status, retriable, AttemptResult, RetryRequest,
+};
 use crate::resilience::runtime::RetryTicket;
 use crate::upstream::pool::{Pool, RawConn};
 
@@ -168,7 +170,11 @@ fn next_step<T: Answer>(
     }
     let again = match result {
         Ok(answer) => {
-            let (status, grpc_status) = (answer.status(), answer.grpc_status());
+            // `grpc-status` is looked up only when a condition reads it.
+            let grpc_status = reads_grpc_status(policy)
+                .then(|| answer.grpc_status())
+                .flatten();
+            let status = answer.status();
             retrying.may_look(status, grpc_status) && {
                 let header = |name: &str| answer.has_header(name);
                 let judged = AttemptResult::Answered {

@@ -43,7 +43,7 @@ use crate::hooks::{Exchange, Hooks};
 use crate::metrics::Metrics;
 use crate::mirror::{MirrorBody, MirrorSettings, Mirroring, PrimaryTap};
 use crate::reply;
-use crate::resilience::retry::RetryRequest;
+use crate::resilience::retry::{grpc_timeout, RetryRequest};
 use crate::router::{Router, Routing};
 use crate::service::Reply;
 use crate::service::{EncodeHead, Next, Service};
@@ -249,8 +249,10 @@ impl Proxy {
         body: RequestBody,
         mut plan: Plan<'_>,
     ) -> Outcome {
-        // The route timeout runs from here to the end of the response body.
-        let deadline = plan.deadline(Instant::now());
+        // The route timeout runs from here to the end of the response body;
+        // a gRPC client's own deadline (`grpc-timeout`) ends it sooner.
+        let now = Instant::now();
+        let deadline = grpc_deadline(&parts.headers, now, plan.deadline(now));
         let retrying = Retrying {
             policy: &plan.hit.route.retry,
             request: RetryRequest {
@@ -570,6 +572,23 @@ pub(crate) async fn until<T>(
     }
 }
 
+/// The deadline of an exchange: the route's, or sooner when a gRPC client
+/// sent `grpc-timeout` (honoured, capped by the route timeout).
+fn grpc_deadline(
+    headers: &http::HeaderMap,
+    now: Instant,
+    route: Option<Instant>,
+) -> Option<Instant> {
+    let Some(client) = headers
+        .get("grpc-timeout")
+        .and_then(|v| grpc_timeout(v.as_bytes()))
+        .and_then(|t| now.checked_add(t))
+    else {
+        return route;
+    };
+    Some(route.map_or(client, |r| r.min(client)))
+}
+
 /// How a mirror sees a body that comes from a transport: none, or
 /// streaming (not mirrored).
 fn streamed(body: &RequestBody) -> MirrorBody {
@@ -674,5 +693,26 @@ mod future_sizes {
             connection <= 768,
             "HTTP/1.1 connection future: {connection} bytes"
         );
+    }
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+
+    #[test]
+    fn a_grpc_timeout_shortens_the_route_deadline_and_never_lengthens_it() {
+        let now = Instant::now();
+        let mut h = http::HeaderMap::new();
+        assert_eq!(grpc_deadline(&h, now, None), None);
+        h.insert("grpc-timeout", HeaderValue::from_static("250m"));
+        let quarter = now + Duration::from_millis(250);
+        assert_eq!(grpc_deadline(&h, now, None), Some(quarter));
+        let route = Some(now + Duration::from_secs(1));
+        assert_eq!(grpc_deadline(&h, now, route), Some(quarter));
+        let short = Some(now + Duration::from_millis(100));
+        assert_eq!(grpc_deadline(&h, now, short), short);
+        h.insert("grpc-timeout", HeaderValue::from_static("soon"));
+        assert_eq!(grpc_deadline(&h, now, route), route);
     }
 }

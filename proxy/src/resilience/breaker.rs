@@ -21,7 +21,6 @@
 
 // Called by the forwarding layer once it is wired in (issue 20); until then
 // only the tests use it.
-#![allow(dead_code)]
 
 use std::fmt;
 use std::future::Future;
@@ -145,6 +144,7 @@ impl Limits {
     }
 
     /// No limits at all.
+    #[cfg(test)]
     pub(crate) fn unlimited() -> Self {
         Self(None)
     }

@@ -20,7 +20,6 @@
 
 // Called by the forwarding layer once it is wired in (issue 20); until then
 // only the tests use it.
-#![allow(dead_code)]
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -120,6 +119,7 @@ impl Budget {
 
     /// [`request`](Self::request) for a request that arrived at `now`
     /// (saves a clock read when the caller has one).
+    #[cfg(test)]
     pub(crate) fn request_at(&self, now: Instant) -> RequestGuard {
         self.count_request(|| now)
     }
@@ -167,6 +167,7 @@ impl Budget {
     }
 
     /// Requests active now (the concurrent form; 0 for the others).
+    #[cfg(test)]
     pub(crate) fn active(&self) -> u64 {
         match &self.kind {
             Kind::Concurrent(c) => c.active.load(Relaxed),

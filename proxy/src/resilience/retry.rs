@@ -30,7 +30,6 @@
 
 // Called by the forwarding layer once it is wired in (issue 20); until then
 // only the tests use it.
-#![allow(dead_code)]
 
 use std::time::Duration;
 

@@ -24,21 +24,28 @@
 
 // Called by the forwarding layer once it is wired in (issue 20); until then
 // only the tests use it.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+#[cfg(test)]
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
 
 use anymesh_core::routes::{Cluster, ConnectionPool, RetryBudget, RouteTable};
+#[cfg(test)]
 use tokio::time::Instant;
 
-use super::breaker::{Admission, Admitted, Limits, Overflow, RetryPermit};
-use super::budget::{Budget, RequestGuard, RetryGuard};
+#[cfg(test)]
+use super::breaker::{Admission, Admitted};
+use super::breaker::{Limits, Overflow, RetryPermit};
+#[cfg(test)]
+use super::budget::RequestGuard;
+use super::budget::{Budget, RetryGuard};
 
 #[cfg(test)]
 mod tests;
@@ -101,6 +108,9 @@ pub(crate) struct RetryTicket {
 }
 
 /// The guards of an admitted request; hold them until the response ends.
+/// (The forwarding layer counts the budget when it routes and admits
+/// later, holding both in `upstream::held::Held`; this pair is the tests'.)
+#[cfg(test)]
 #[derive(Debug)]
 pub(crate) struct RequestTicket {
     _admitted: Admitted,
@@ -110,6 +120,7 @@ pub(crate) struct RequestTicket {
 /// A request's admission ([`ClusterRuntime::admit`]); it counts in the
 /// budget from the start, waiting included (as Envoy counts pending
 /// requests in a retry budget).
+#[cfg(test)]
 #[derive(Debug)]
 #[must_use = "a future does nothing unless awaited"]
 pub(crate) struct TicketAdmission {
@@ -117,6 +128,7 @@ pub(crate) struct TicketAdmission {
     admission: Admission,
 }
 
+#[cfg(test)]
 impl Future for TicketAdmission {
     type Output = Result<RequestTicket, Overflow>;
 
@@ -143,6 +155,7 @@ impl ClusterRuntime {
     /// Counts a request that arrived at `now` in the budget and admits it
     /// under the limits; the future is ready at once unless the request
     /// waits for a connection.
+    #[cfg(test)]
     pub(crate) fn admit(&self, now: Instant) -> TicketAdmission {
         TicketAdmission {
             budget: self.budget.request_at(now),
@@ -217,6 +230,7 @@ pub(crate) struct ClusterRuntimes {
 
 impl ClusterRuntimes {
     /// No clusters yet.
+    #[cfg(test)]
     pub(crate) fn new() -> Self {
         Self::default()
     }
