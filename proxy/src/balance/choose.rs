@@ -6,9 +6,8 @@
 
 use std::sync::atomic::Ordering;
 
-use tokio::time::Instant;
-
-use super::{weights, ClusterLb, Kind, Tier};
+use super::ewma::DECAY;
+use super::{weights, ClusterLb, EndpointState, Kind, Tier};
 
 /// Weighted draws tried before scanning for an eligible endpoint.
 const DRAWS: usize = 8;
@@ -64,13 +63,7 @@ impl ClusterLb {
                 let (ia, ib) = (self.load(a) as u128, self.load(b) as u128);
                 ia * self.weight(b) as u128 <= ib * self.weight(a) as u128
             }),
-            Kind::PeakEwma => {
-                let now = Instant::now();
-                self.two_choices(tier, ok, |a, b| {
-                    let (ca, cb) = (self.ewma_cost(a, now), self.ewma_cost(b, now));
-                    ca * self.weight(b) as f64 <= cb * self.weight(a) as f64
-                })
-            }
+            Kind::PeakEwma => self.two_choices(tier, ok, |a, b| self.ewma_first_wins(a, b)),
         };
         found.or_else(|| scan(tier, below(n), ok))
     }
@@ -111,13 +104,26 @@ impl ClusterLb {
         self.cluster.endpoints.get(i).map_or(1, weights::weight)
     }
 
-    /// Peak EWMA cost: the latency estimate times the requests in flight
-    /// plus one.
-    pub(super) fn ewma_cost(&self, i: usize, now: Instant) -> f64 {
-        self.states.get(i).map_or(f64::MAX, |s| {
-            let in_flight = s.in_flight.load(Ordering::Relaxed);
-            s.ewma.estimate(s.base, now) * (in_flight as f64 + 1.0)
-        })
+    /// Peak EWMA: whether `a` costs no more than `b` per unit of weight, the
+    /// cost being the estimate decayed to now times the requests in flight
+    /// plus one. Both estimates decay by the same factor from now back, so
+    /// only the time between their samples matters: no clock read.
+    pub(super) fn ewma_first_wins(&self, a: usize, b: usize) -> bool {
+        let (Some(sa), Some(sb)) = (self.states.get(a), self.states.get(b)) else {
+            return true;
+        };
+        let (ra, ta) = sa.ewma.sample(sa.base);
+        let (rb, tb) = sb.ewma.sample(sb.base);
+        let apart = match ta.checked_duration_since(tb) {
+            Some(d) => d.as_secs_f64(),
+            None => -tb.saturating_duration_since(ta).as_secs_f64(),
+        };
+        // e^±700 stays finite.
+        let scale = (apart / DECAY.as_secs_f64()).clamp(-700.0, 700.0).exp();
+        let pending = |s: &EndpointState| s.in_flight.load(Ordering::Relaxed) as f64 + 1.0;
+        let cost_a = ra * scale * pending(sa) * f64::from(self.weight(b));
+        let cost_b = rb * pending(sb) * f64::from(self.weight(a));
+        cost_a <= cost_b
     }
 }
 

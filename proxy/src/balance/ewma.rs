@@ -58,10 +58,18 @@ impl Ewma {
     }
 
     /// The estimate at `now` in nanoseconds, decayed since the last sample.
+    #[cfg(test)]
     pub(super) fn estimate(&self, base: Instant, now: Instant) -> f64 {
         let estimate = f64::from_bits(self.rtt.load(Ordering::Relaxed));
         let elapsed = nanos(base, now).saturating_sub(self.at.load(Ordering::Relaxed));
         estimate * decay(elapsed)
+    }
+
+    /// The estimate as of its last sample (ns), and that sample's time.
+    pub(super) fn sample(&self, base: Instant) -> (f64, Instant) {
+        let estimate = f64::from_bits(self.rtt.load(Ordering::Relaxed));
+        let at = base + Duration::from_nanos(self.at.load(Ordering::Relaxed));
+        (estimate, at)
     }
 }
 

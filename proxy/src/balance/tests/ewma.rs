@@ -58,3 +58,29 @@ async fn the_estimate_jumps_to_peaks_and_decays() {
     let idle = ms(ewma.estimate(base, later + DECAY * 3));
     assert!((idle - expected * (-3f64).exp()).abs() < 1e-6, "{idle}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn costs_compare_as_decayed_to_now_without_reading_the_clock() {
+    let lb = lb_for(
+        &mut Balancers::new(),
+        endpoints(LbPolicy::PeakEwma, 2, Default::default()),
+    );
+    let response = |ms| AttemptOutcome::Response {
+        status: 200,
+        latency: Duration::from_millis(ms),
+    };
+    lb.report(0, response(100));
+    advance(Duration::from_secs(15)).await;
+    lb.report(1, response(40));
+    // Now: 100 ms × e^−1.5 ≈ 22 ms against 40 ms.
+    let now = Instant::now();
+    let estimate = |i: usize| {
+        let s = lb.endpoint_state(i).unwrap();
+        s.ewma.estimate(s.base, now)
+    };
+    assert!(estimate(0) < estimate(1));
+    assert!(lb.ewma_first_wins(0, 1) && !lb.ewma_first_wins(1, 0));
+    // In flight counts multiply: 22 × 2 > 40.
+    let _held = hold(&lb, 0);
+    assert!(!lb.ewma_first_wins(0, 1) && lb.ewma_first_wins(1, 0));
+}
