@@ -68,6 +68,18 @@ fn upstream_total(ups: &[ChaosUpstream]) -> usize {
     ups.iter().map(ChaosUpstream::requests).sum()
 }
 
+/// The `/explain` text about endpoint `id` of [`HOST`] (its lines only).
+async fn explained(mesh: &TestMesh, id: &str) -> String {
+    let (_, text) = mesh
+        .admin(&format!("/explain?host={HOST}&format=text"))
+        .await;
+    let needle = format!("from file id {id}\n");
+    text.split("\n  127.0.0.1 port ")
+        .find(|section| section.contains(&needle))
+        .unwrap_or_else(|| panic!("no endpoint {id} in /explain: {text}"))
+        .to_string()
+}
+
 fn load(mesh: &TestMesh) -> Load {
     Load::new(mesh.proxy(), HOST).timeout(Duration::from_secs(3))
 }
@@ -86,6 +98,14 @@ async fn a_killed_endpoint_costs_no_request_and_is_ejected() {
     running.wait_for(100).await;
     ups[2].kill().await;
     running.wait_for(300).await;
+    let why = explained(&mesh, "c3").await;
+    assert!(
+        why.contains("outlier detection: ejected until ")
+            && why.contains("=> not routable: ejected by outlier detection"),
+        "explain says why c3 is out: {why}"
+    );
+    let healthy = explained(&mesh, "c1").await;
+    assert!(healthy.contains("=> routable"), "{healthy}");
     // Back on its port: an ejected endpoint gets nothing until its
     // ejection (30 s) ends.
     ups[2].restart().await;
@@ -147,6 +167,11 @@ async fn a_hung_endpoint_is_cut_by_the_per_try_timeout_then_ejected() {
         })
         .await;
     let after_interval = hung.requests();
+    let why = explained(&mesh, "c2").await;
+    assert!(
+        why.contains("outlier detection: ejected until "),
+        "explain says why c2 is out: {why}"
+    );
     running.wait_for(200).await;
     let report = running.stop().await;
     println!(
