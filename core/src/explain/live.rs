@@ -136,8 +136,8 @@ pub struct ActiveCheck {
     /// covers the endpoint.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<String>,
-    /// When the last probe ended.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// When the last probe ended (Unix seconds in JSON).
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_unix_secs")]
     pub last_probe: Option<SystemTime>,
     /// Why the last probe failed, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -182,7 +182,8 @@ pub enum OutlierStatus {
     /// Serving; `ejections` so far.
     Healthy { ejections: u32 },
     Ejected {
-        /// Wall-clock end of the ejection.
+        /// Wall-clock end of the ejection (Unix seconds in JSON).
+        #[serde(with = "unix_secs")]
         until: SystemTime,
         /// Milliseconds left when explained.
         remaining_ms: u64,
@@ -266,6 +267,37 @@ impl Fused {
     /// Whether the endpoint takes traffic.
     pub fn routable(&self) -> bool {
         !matches!(self, Fused::Out { .. })
+    }
+}
+
+/// A time as Unix seconds, as the catalog's source times are written.
+mod unix_secs {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use serde::Serializer;
+
+    pub(super) fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        let secs = t
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        s.serialize_f64(secs)
+    }
+}
+
+/// An optional time as Unix seconds.
+mod opt_unix_secs {
+    use std::time::SystemTime;
+
+    use serde::Serializer;
+
+    pub(super) fn serialize<S: Serializer>(
+        t: &Option<SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => super::unix_secs::serialize(t, s),
+            None => s.serialize_none(),
+        }
     }
 }
 

@@ -201,6 +201,12 @@ fn live_json_shape() {
     assert_eq!(h["outlier"]["state"], "ejected");
     assert_eq!(h["outlier"]["cause"], "consecutive_5xx");
     assert_eq!(h["outlier"]["nth"], 2);
+    let until = 19_700 * 86_400 + 12 * 3600 + 3 * 60 + 41;
+    assert_eq!(h["outlier"]["until"], serde_json::json!(f64::from(until)));
+    assert_eq!(
+        h["active"]["last_probe"],
+        serde_json::json!(1_700_000_038.0)
+    );
     assert_eq!(h["fused"]["verdict"], "out");
     assert_eq!(h["fused"]["out"], serde_json::json!(["ejected"]));
     // Offline: no live keys at all.
