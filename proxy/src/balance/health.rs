@@ -22,6 +22,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use arc_swap::Guard;
 use tokio::time::Instant;
 
 use super::weights::below;
@@ -241,14 +242,15 @@ impl ClusterLb {
     }
 
     /// The health view for now, recomputed when the epoch moved or an
-    /// ejection's time is up.
-    fn current_view(&self, now: Instant) -> Arc<View> {
-        let view = self.view.load_full();
+    /// ejection's time is up. A guard, not an `Arc` clone: picks on every
+    /// core read it without writing a shared count.
+    fn current_view(&self, now: Instant) -> Guard<Arc<View>> {
+        let view = self.view.load();
         let due = view.next_expiry.is_some_and(|t| t <= now);
         if view.epoch == epoch() && !due {
             return view;
         }
-        self.refresh(now)
+        Guard::from_inner(self.refresh(now))
     }
 
     /// Ends the ejections whose time is up, counts the available endpoints

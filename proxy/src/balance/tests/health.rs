@@ -240,3 +240,30 @@ fn tier_loads_follow_envoy_priority_levels() {
         (false, vec![84, 16], vec![false, true])
     );
 }
+
+#[test]
+fn concurrent_picks_see_an_ejection_once_it_is_made() {
+    let lb = lb_for(
+        &mut Balancers::new(),
+        endpoints(LbPolicy::LeastRequest, 4, outlier(|_| {})),
+    );
+    let ejected = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                let headers = no_headers();
+                let ctx = PickContext::new(&headers);
+                for _ in 0..20_000 {
+                    let done = ejected.load(Ordering::Acquire);
+                    let p = lb.pick(&ctx).unwrap();
+                    assert!(!(done && p.index == 1), "picked after the ejection");
+                }
+            });
+        }
+        for _ in 0..5 {
+            lb.report(1, status(503));
+        }
+        ejected.store(true, Ordering::Release);
+    });
+    assert!((0..4).all(|i| lb.in_flight(i) == Some(0)));
+}
