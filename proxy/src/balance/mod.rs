@@ -48,8 +48,6 @@ pub(crate) use weights::below as random_below;
 
 pub use endpoint::InFlight;
 pub(crate) use endpoint::{ActiveHealth, EndpointState};
-#[allow(unused_imports)] // for `explain` (being wired)
-pub(crate) use report::EndpointVerdicts;
 
 #[cfg(test)]
 mod tests;

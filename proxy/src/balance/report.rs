@@ -62,7 +62,6 @@ impl ClusterLb {
 
     /// Each health source's verdict on `cluster().endpoints[index]` (for
     /// `anymesh explain`); `None` when there is no such endpoint.
-    #[allow(dead_code)] // called by the request path and `explain` (being wired)
     pub(crate) fn verdicts(&self, index: usize) -> Option<EndpointVerdicts> {
         let state = self.states.get(index)?;
         let outlier = match &self.cluster.policy.outlier {
@@ -78,7 +77,6 @@ impl ClusterLb {
 
 /// Each health source's verdict on one endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // read by `explain` (being wired)
 pub(crate) struct EndpointVerdicts {
     /// The active health check's.
     pub(crate) active: ActiveHealth,

@@ -140,7 +140,7 @@ impl Ejection {
 
     /// `ejected until <until> after 5 consecutive 5xx, 2nd ejection`, with
     /// `until` rendered by the caller (a wall-clock time, typically).
-    #[allow(dead_code)] // used by `explain` (being wired)
+    #[allow(dead_code)] // for callers with a wall clock; `explain` renders its own
     pub(crate) fn describe<'a>(&'a self, until: &'a dyn fmt::Display) -> impl fmt::Display + 'a {
         struct D<'a>(&'a Ejection, &'a dyn fmt::Display);
         impl fmt::Display for D<'_> {
