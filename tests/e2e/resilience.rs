@@ -1,14 +1,16 @@
 //! Chaos end-to-end tests of the resilience features (issue 20): test
 //! upstreams that fail on command ([`ChaosUpstream`]) behind the mesh,
 //! steady load through the proxy ([`Load`]), and Istio's documented
-//! behaviour as the expectation: retries (default and configured), per-try
-//! timeouts, outlier ejection, retry budgets, circuit breakers and fault
-//! injection.
+//! behaviour as the expectation. Here: retries (default and configured),
+//! per-try timeouts, outlier ejection, retry budgets, circuit breakers and
+//! fault injection; in the submodules: which failures are retried
+//! ([`retries`]), active health checks ([`health`]), locality failover
+//! ([`locality`]) and mirroring ([`mirror`]).
 //!
 //! Each test builds a mesh with three chaos endpoints on one service, waits
 //! until every endpoint is routed, then fails some of them under load.
 //! Waits are polls with deadlines; the only delays are the upstreams' own
-//! behaviour (`Slow`) and the configured faults.
+//! behaviour (`Slow`, the pause inside a reset) and the configured faults.
 
 use std::time::Duration;
 
@@ -80,6 +82,7 @@ async fn explained(mesh: &TestMesh, id: &str) -> String {
         .to_string()
 }
 
+/// Load on [`HOST`] through the mesh, each request given up after 3 s.
 fn load(mesh: &TestMesh) -> Load {
     Load::new(mesh.proxy(), HOST).timeout(Duration::from_secs(3))
 }
