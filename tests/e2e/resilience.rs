@@ -414,6 +414,23 @@ async fn ratings_mesh(routes: &str) -> (TestMesh, Vec<ChaosUpstream>) {
     (mesh, ups)
 }
 
+/// The config problems `/config` reports: load diagnostics and compile
+/// warnings.
+async fn config_problems(mesh: &TestMesh) -> Vec<String> {
+    let (_, text) = mesh.admin("/config").await;
+    let config: serde_json::Value = serde_json::from_str(&text).expect("/config is JSON");
+    ["diagnostics", "compile_warnings"]
+        .iter()
+        .flat_map(|k| {
+            config[k]
+                .as_array()
+                .cloned()
+                .unwrap_or_else(|| panic!("/config has no {k} list"))
+        })
+        .map(|v| v.to_string())
+        .collect()
+}
+
 fn ratings(mesh: &TestMesh) -> Load {
     Load::new(mesh.proxy(), "ratings").timeout(Duration::from_secs(3))
 }
@@ -421,6 +438,11 @@ fn ratings(mesh: &TestMesh) -> Load {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn istios_ratings_test_abort_sample_aborts_jasons_requests() {
     let (mesh, ups) = ratings_mesh(RATINGS_TEST_ABORT).await;
+    let problems = config_problems(&mesh).await;
+    assert!(
+        problems.is_empty(),
+        "the sample loads cleanly: {problems:?}"
+    );
     let before = upstream_total(&ups);
     let jason = ratings(&mesh)
         .header("end-user", "jason")
@@ -460,6 +482,13 @@ async fn istios_ratings_test_delay_sample_holds_jasons_requests() {
     assert_ne!(legacy, RATINGS_TEST_DELAY);
     for sample in [RATINGS_TEST_DELAY, legacy.as_str()] {
         let (mesh, ups) = ratings_mesh(sample).await;
+        if sample == RATINGS_TEST_DELAY {
+            let problems = config_problems(&mesh).await;
+            assert!(
+                problems.is_empty(),
+                "the sample loads cleanly: {problems:?}"
+            );
+        }
         let before = upstream_total(&ups);
         // The sample's 7 s is too long to wait for: jason's request must
         // still be held, not forwarded, a second later.
