@@ -4,8 +4,8 @@
 //! behaviour as the expectation. Here: retries (default and configured),
 //! per-try timeouts, outlier ejection, retry budgets, circuit breakers and
 //! fault injection; in the submodules: which failures are retried
-//! ([`retries`]), active health checks ([`health`]), locality failover
-//! ([`locality`]) and mirroring ([`mirror`]).
+//! ([`retries`]), ejection limits ([`outlier`]), active health checks
+//! ([`health`]), locality failover ([`locality`]) and mirroring ([`mirror`]).
 //!
 //! Each test builds a mesh with three chaos endpoints on one service, waits
 //! until every endpoint is routed, then fails some of them under load.
@@ -639,4 +639,5 @@ async fn attempts_zero_lets_a_connect_failure_reach_the_client() {
 mod health;
 mod locality;
 mod mirror;
+mod outlier;
 mod retries;

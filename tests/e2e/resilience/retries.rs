@@ -1,7 +1,10 @@
 //! Which failures are retried: a POST whose body reached an upstream is not
 //! replayed by Istio's default policy (istio#50506) but is when the
 //! operator asks with `retryOn`; a response reset after its head is never
-//! retried; a gRPC `unavailable` read from the response head is.
+//! retried; a gRPC `unavailable` read from the response head is; the route
+//! timeout bounds all attempts together.
+
+use std::time::Duration;
 
 use anymesh_testkit::chaos::load::Load;
 use anymesh_testkit::chaos::Behaviour;
@@ -91,6 +94,33 @@ async fn a_response_reset_after_its_head_is_not_retried() {
         upstream_total(&ups) - before,
         report.total(),
         "a response already started is never retried"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_timeout_bounds_all_attempts_together() {
+    // Per-try 200 ms with five retries, but 300 ms for the whole request:
+    // the first try times out, the second is cut by the route timeout.
+    let routes = vs("    timeout: 300ms\n    retries: {attempts: 5, perTryTimeout: 200ms, retryOn: gateway-error}\n");
+    let (mesh, ups) = chaos_mesh(&routes).await;
+    let before = upstream_total(&ups);
+    for u in &ups {
+        u.set(Behaviour::Hang);
+    }
+    let report = load(&mesh).concurrency(1).run(5).await;
+    println!("all hung, timeout 300ms: {}", report.summary());
+    assert_eq!(report.status(504), 5, "{:?}", report.failures());
+    let route_timeout = Duration::from_millis(300);
+    assert!(
+        report.quantile(0.0) >= route_timeout
+            && report.max() < route_timeout + Duration::from_millis(150),
+        "each request ends at the route timeout: {}",
+        report.summary()
+    );
+    assert_eq!(
+        upstream_total(&ups) - before,
+        10,
+        "two tries per request fit in the route timeout"
     );
 }
 
