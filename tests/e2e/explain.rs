@@ -403,3 +403,82 @@ fn cli_live_without_a_running_proxy_fails_clearly() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_active_check_is_explained_and_measured() {
+    let ups = ChaosUpstream::start_many(&["c1", "c2"]).await;
+    let eps: Vec<String> = ups
+        .iter()
+        .map(|u| chaos_endpoint(u, "version: v1"))
+        .collect();
+    let mesh = TestMesh::start_with_services_and_settings(
+        &services("chaos", "http", &eps),
+        "",
+        "health_checks:\n\
+         \x20 - service: chaos\n\
+         \x20   http: {path: /healthz}\n\
+         \x20   interval: 200ms\n\
+         \x20   timeout: 150ms\n\
+         \x20   unhealthy_threshold: 2\n\
+         \x20   healthy_threshold: 2\n",
+    )
+    .await;
+    ups[0].set_healthy(false);
+    let v = eventually(
+        "/explain shows c1 failing its check and c2 passing",
+        || async {
+            let (_, body) = mesh.admin("/explain?host=chaos").await;
+            let v: Value = serde_json::from_str(&body).ok()?;
+            let failing = chaos_health(&v, "c1")["active"]["verdict"] == "failing";
+            let passing = chaos_health(&v, "c2")["active"]["verdict"] == "passing";
+            (failing && passing).then_some(v)
+        },
+    )
+    .await;
+    let c1 = chaos_health(&v, "c1");
+    assert_eq!(c1["active"]["check"], "http chaos", "{c1}");
+    assert!(
+        c1["active"]["consecutive_failures"].as_u64() >= Some(2),
+        "{c1}"
+    );
+    assert!(c1["active"]["last_probe"].is_number(), "{c1}");
+    assert!(
+        c1["active"]["last_failure"]
+            .as_str()
+            .is_some_and(|f| f.contains("503")),
+        "{c1}"
+    );
+    assert_eq!(c1["outlier"]["state"], "not_configured");
+    assert_eq!(c1["fused"]["verdict"], "out");
+    assert_eq!(
+        c1["fused"]["out"],
+        serde_json::json!(["active_check_failing"])
+    );
+    assert_eq!(chaos_health(&v, "c2")["fused"]["verdict"], "routable");
+
+    let (_, text) = mesh.admin("/explain?host=chaos&format=text").await;
+    assert!(
+        text.contains("      active check: failing (http chaos, last probe "),
+        "{text}"
+    );
+    assert!(
+        text.contains("      => not routable: failing its active health check\n"),
+        "{text}"
+    );
+
+    let (_, metrics) = mesh.admin("/metrics").await;
+    let cl = format!("cluster=\"{CHAOS_CLUSTER}\"");
+    for (up, value) in [(&ups[0], 0.0), (&ups[1], 1.0)] {
+        let series = format!(
+            "anymesh_endpoint_health{{{cl},endpoint=\"127.0.0.1:{}\",source=\"active\"}}",
+            up.port()
+        );
+        assert_eq!(sample(&metrics, &series), Some(value), "{metrics}");
+    }
+    // No outlier detection: no outlier series.
+    assert!(!metrics.contains("source=\"outlier\""), "{metrics}");
+    assert!(
+        !metrics.contains("anymesh_outlier_ejected_endpoints"),
+        "{metrics}"
+    );
+}
