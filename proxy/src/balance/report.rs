@@ -2,10 +2,11 @@
 //! (outlier detection and the latency EWMA), and what `anymesh explain`
 //! reads back: each health source's verdict on an endpoint.
 
+use anymesh_core::routes::OutlierDetection;
 use tokio::time::Instant;
 
-use super::{health, ActiveHealth, ClusterLb, Kind};
-use crate::resilience::outlier::{AttemptOutcome, OutlierVerdict};
+use super::{health, ActiveHealth, ClusterLb, EndpointState, Kind};
+use crate::resilience::outlier::{AttemptOutcome, OutlierVerdict, Tripped};
 
 impl ClusterLb {
     /// Reports the outcome of an attempt sent to `cluster().endpoints[index]`:
@@ -26,9 +27,23 @@ impl ClusterLb {
         let Some(config) = &self.cluster.policy.outlier else {
             return;
         };
-        let Some(tripped) = state.outlier.record(&outcome, config) else {
-            return;
-        };
+        for tripped in state.outlier.record(&outcome, config).into_iter().flatten() {
+            self.consider_ejection(index, state, tripped, config);
+        }
+    }
+
+    /// A counter of endpoint `index` reached its threshold: eject it when
+    /// the cluster allows one more ejection (Envoy: within
+    /// `max_ejection_percent` counting this one, but the first ejection is
+    /// always allowed).
+    #[cold]
+    fn consider_ejection(
+        &self,
+        index: usize,
+        state: &EndpointState,
+        tripped: Tripped,
+        config: &OutlierDetection,
+    ) {
         let now = Instant::now();
         let _decisions = self.eject.lock();
         let n = self.states.len();
@@ -37,8 +52,6 @@ impl ClusterLb {
             .iter()
             .filter(|s| s.outlier.is_ejected(now))
             .count();
-        // Envoy: within max_ejection_percent, counting this one, but the
-        // first ejection is always allowed.
         let max = config.max_ejection_percent.min(100) as usize;
         let may_eject = || ejected == 0 || 100 * (ejected + 1) <= max * n;
         if state.outlier.eject(tripped, config, now, may_eject) {

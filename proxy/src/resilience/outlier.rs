@@ -227,13 +227,14 @@ impl OutlierState {
         }
     }
 
-    /// Counts an attempt's outcome; returns the threshold it made a counter
-    /// reach, if any (the caller then decides on the ejection).
+    /// Counts an attempt's outcome; returns the thresholds it made counters
+    /// reach (a gateway error can reach both of its counters at once, and
+    /// Envoy then considers both), for the caller to decide on ejection.
     pub(crate) fn record(
         &self,
         outcome: &AttemptOutcome,
         config: &OutlierDetection,
-    ) -> Option<Tripped> {
+    ) -> [Option<Tripped>; 2] {
         let status = match *outcome {
             AttemptOutcome::Response { status, .. } => {
                 if config.split_external_local_origin {
@@ -242,18 +243,19 @@ impl OutlierState {
                 status
             }
             AttemptOutcome::LocalOrigin(_) if config.split_external_local_origin => {
-                return bump(
+                let local = bump(
                     &self.consecutive_local,
                     config.consecutive_local_origin,
                     EjectionReason::ConsecutiveLocalOrigin,
                 );
+                return [local, None];
             }
             AttemptOutcome::LocalOrigin(failure) => failure.as_status(),
         };
         if !(500..600).contains(&status) {
             reset(&self.consecutive_5xx);
             reset(&self.consecutive_gateway);
-            return None;
+            return [None, None];
         }
         let gateway = if matches!(status, 502..=504) {
             bump(
@@ -270,7 +272,7 @@ impl OutlierState {
             config.consecutive_5xx,
             EjectionReason::Consecutive5xx,
         );
-        gateway.or(five)
+        [gateway, five]
     }
 
     /// Whether the endpoint is ejected at `now` (an ejection whose time has

@@ -336,3 +336,28 @@ async fn without_outlier_detection_reports_eject_nothing() {
     assert_eq!(picked(&lb, 300), [100, 100, 100]);
     assert!(lb.verdicts(3).is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_gateway_error_reaching_both_thresholds_is_considered_for_both() {
+    let lb = lb_for(
+        &mut Balancers::new(),
+        endpoints(
+            LbPolicy::RoundRobin,
+            3,
+            outlier(|o| o.consecutive_gateway = Some(5)),
+        ),
+    );
+    report_n(&lb, 0, 5, status(503));
+    // Both counters reach 5 at once; both ejections are refused (one of
+    // three is out already), and both counters start over.
+    report_n(&lb, 1, 5, status(502));
+    assert!(!ejected(&lb, 1));
+    advance(Duration::from_secs(30)).await;
+    report_n(&lb, 1, 4, status(500));
+    assert!(!ejected(&lb, 1));
+    lb.report(1, status(500));
+    assert_eq!(
+        ejection(&lb, 1).map(|e| e.reason),
+        Some(EjectionReason::Consecutive5xx)
+    );
+}
