@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use super::plan::Plan;
 use crate::balance::PickContext;
+use crate::body::request::Tee;
 use crate::error::{ErrorKind, ProxyError};
 use crate::h1::codec::ResponseHead;
 use crate::resilience::outlier::{AttemptOutcome, LocalFailure};
@@ -75,6 +76,9 @@ impl<B> Answer for Response<B> {
 pub(crate) struct Retrying<'a> {
     pub policy: &'a RetryPolicy,
     pub request: RetryRequest<'a>,
+    /// A streamed body's copy: the request is replayable once it is
+    /// complete.
+    pub replay: Option<&'a Tee>,
 }
 
 impl Retrying<'_> {
@@ -168,6 +172,11 @@ fn next_step<T: Answer>(
     if policy.attempts == 0 {
         return None;
     }
+    let mut request = retrying.request;
+    if let Some(tee) = retrying.replay {
+        request.replayable = tee.complete();
+    }
+
     let again = match result {
         Ok(answer) => {
             // `grpc-status` is looked up only when a condition reads it.
@@ -182,7 +191,7 @@ fn next_step<T: Answer>(
                     grpc_status,
                     header: &header,
                 };
-                retriable(policy, &judged, &retrying.request)
+                retriable(policy, &judged, &request)
             }
         }
         Err(e) => retriable(
@@ -192,7 +201,7 @@ fn next_step<T: Answer>(
                 sent: e.sent(),
                 refused_stream: e.refused_stream(),
             },
-            &retrying.request,
+            &request,
         ),
     };
     if !again {

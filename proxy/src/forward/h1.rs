@@ -151,6 +151,7 @@ pub(crate) async fn exchange(
             replayable: buffered,
             ..RetryRequest::default()
         },
+        replay: None,
     };
     let result = {
         let plan = &mut plan;

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anymesh_core::routes::HeaderOps;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, SET_COOKIE};
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, Version};
@@ -33,7 +33,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::body::request::RequestBody;
+use crate::body::request::{RequestBody, Taken, Tee};
 use crate::body::response::ProxyBody;
 use crate::error::{ErrorKind, ProxyError};
 use crate::h1::bufs;
@@ -260,25 +260,66 @@ impl Proxy {
                 replayable: true,
                 ..RetryRequest::default()
             },
+            replay: None,
         };
-        let result = if body.is_end_stream() {
-            // Without a body the request can be sent again as it is.
-            let (pool, hooks, head) = (&self.pool, &self.hooks, &*parts);
-            let call = attempts::run(&mut plan, &retrying, |endpoint, n| {
-                hooks.on_attempt(endpoint, n);
-                pool.send_h2(endpoint, copy_request(head))
-            });
-            until(deadline, std::pin::pin!(call)).await
+        let taken = if body.is_end_stream() {
+            Taken::Whole(Bytes::new())
         } else {
-            // A streamed body is never replayed: one attempt.
-            let upstream_req = Request::from_parts(std::mem::replace(parts, empty_parts()), body);
-            let (pool, hooks) = (&self.pool, &self.hooks);
-            let call = async {
-                plan.admit().await?;
-                hooks.on_attempt(plan.endpoint, 1);
-                pool.send_h2(plan.endpoint, upstream_req).await
-            };
-            until(deadline, std::pin::pin!(call)).await
+            // All of it may be here already; otherwise it streams, copied
+            // for a retry (below).
+            body.take_whole(REPLAY_LIMIT)
+        };
+        let result = match taken {
+            Taken::Whole(whole) => {
+                // Without a body, or with all of it at hand, the request can be
+                // sent again as it is.
+                let (pool, hooks, head) = (&self.pool, &self.hooks, &*parts);
+                let call = attempts::run(&mut plan, &retrying, |endpoint, n| {
+                    hooks.on_attempt(endpoint, n);
+                    pool.send_h2(endpoint, copy_request(head, &whole))
+                });
+                until(deadline, std::pin::pin!(call)).await
+            }
+            Taken::Streaming(body) if plan.hit.route.retry.attempts == 0 => {
+                let upstream_req =
+                    Request::from_parts(std::mem::replace(parts, empty_parts()), body);
+                let (pool, hooks) = (&self.pool, &self.hooks);
+                let call = async {
+                    plan.admit().await?;
+                    hooks.on_attempt(plan.endpoint, 1);
+                    pool.send_h2(plan.endpoint, upstream_req).await
+                };
+                until(deadline, std::pin::pin!(call)).await
+            }
+            Taken::Streaming(body) => {
+                // The body goes to the first attempt as it arrives, and is
+                // copied (up to the bound) so that a retry can send it
+                // again once it has ended: a unary gRPC call has, by the
+                // time its answer comes.
+                let tee = Arc::new(Tee::new(REPLAY_LIMIT));
+                let mut first = Some(RequestBody::Teed {
+                    inner: Box::new(body),
+                    tee: tee.clone(),
+                });
+                let retrying = Retrying {
+                    replay: Some(&tee),
+                    ..retrying
+                };
+                let (pool, hooks, head) = (&self.pool, &self.hooks, &*parts);
+                let call = attempts::run(&mut plan, &retrying, |endpoint, n| {
+                    hooks.on_attempt(endpoint, n);
+                    let body = first.take().unwrap_or_else(|| {
+                        // Retried only when the copy is complete.
+                        RequestBody::Full(tee.whole())
+                    });
+                    pool.send_h2(endpoint, request_with(head, body))
+                });
+                // Bound first: the pinned call borrows what this arm owns
+                // (a tail expression's temporaries would outlive them).
+                #[allow(clippy::let_and_return)]
+                let result = until(deadline, std::pin::pin!(call)).await;
+                result
+            }
         };
         let resp = match result {
             Ok(r) => r,
@@ -507,6 +548,7 @@ impl Proxy {
                 replayable: true,
                 ..RetryRequest::default()
             },
+            replay: None,
         };
         let (pool, hooks) = (&self.pool, &self.hooks);
         let request = &request;
@@ -613,9 +655,23 @@ fn empty_parts() -> Parts {
     Request::new(()).into_parts().0
 }
 
-/// A bodiless request with `parts`' head, for one attempt.
-fn copy_request(parts: &Parts) -> Request<RequestBody> {
-    let mut req = Request::new(RequestBody::Empty);
+/// The largest request body kept to be sent again (Linkerd's bound): a
+/// larger one, or one still arriving, is never replayed.
+const REPLAY_LIMIT: usize = 64 * 1024;
+
+/// A request with `parts`' head and the whole `body`, for one attempt.
+fn copy_request(parts: &Parts, body: &Bytes) -> Request<RequestBody> {
+    let body = if body.is_empty() {
+        RequestBody::Empty
+    } else {
+        RequestBody::Full(Some(body.clone()))
+    };
+    request_with(parts, body)
+}
+
+/// A request with `parts`' head and `body`, for one attempt.
+fn request_with(parts: &Parts, body: RequestBody) -> Request<RequestBody> {
+    let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = parts.uri.clone();
     *req.version_mut() = parts.version;

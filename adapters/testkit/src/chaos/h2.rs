@@ -67,6 +67,9 @@ async fn answer_h2(
             respond(200, &echo, full(name.clone()))
         }
         Behaviour::GrpcStatus(code) => {
+            // As a gRPC server's handler: it runs once the call's message
+            // has been read.
+            let _ = req.into_body().collect().await;
             let code = code.to_string();
             let grpc = [
                 ("x-upstream", name.as_str()),
