@@ -267,3 +267,36 @@ fn concurrent_picks_see_an_ejection_once_it_is_made() {
     });
     assert!((0..4).all(|i| lb.in_flight(i) == Some(0)));
 }
+
+proptest::proptest! {
+    /// Loads always sum to 100 (unless nothing may be picked), a tier with
+    /// nothing available gets load only in panic, and a fully available
+    /// first tier takes everything.
+    #[test]
+    fn tier_loads_are_well_formed(
+        tiers in proptest::collection::vec((0usize..20, 1usize..20), 1..6),
+        threshold in 0u32..=100,
+        weighted in proptest::bool::ANY,
+        weights in proptest::collection::vec(0u32..100, 6),
+    ) {
+        let total: Vec<usize> = tiers.iter().map(|&(_, t)| t).collect();
+        let healthy: Vec<usize> = tiers.iter().map(|&(h, t)| h.min(t)).collect();
+        let weights = weighted.then_some(&weights[..tiers.len()]);
+        let v = View::new(1, None, &healthy, &total, threshold, weights);
+        let sum: usize = v.loads().iter().map(|&l| usize::from(l)).sum();
+        let nothing = healthy.iter().all(|&h| h == 0);
+        if v.none {
+            proptest::prop_assert!(nothing && threshold == 0);
+        } else if weights.is_none_or(|w| w.iter().any(|&w| w > 0)) {
+            proptest::prop_assert_eq!(sum, 100);
+        }
+        for t in 0..tiers.len() {
+            if healthy[t] == 0 && v.loads()[t] > 0 {
+                proptest::prop_assert!(v.panic[t], "tier {} loaded with nothing healthy", t);
+            }
+        }
+        if weights.is_none() && healthy[0] == total[0] {
+            proptest::prop_assert_eq!(v.loads()[0], 100);
+        }
+    }
+}
