@@ -29,7 +29,8 @@ use crate::balance::ActiveHealth;
 use crate::health::HealthBoard;
 use crate::resilience::breaker::Overflow;
 use crate::resilience::outlier::OutlierVerdict;
-use crate::router::Router;
+use crate::resilience::runtime::ClusterRuntime;
+use crate::router::{Router, Routing};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -295,6 +296,13 @@ struct Scrape<'a> {
 impl Collector for ResilienceCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
         let routing = self.router.current();
+        Scrape::collect(&routing, self.health.as_deref()).encode(&mut encoder)
+    }
+}
+
+impl<'a> Scrape<'a> {
+    /// Every series of the clusters of `routing`.
+    fn collect(routing: &'a Routing, health: Option<&HealthBoard>) -> Self {
         let mut s = Scrape::default();
         let mut seen = HashSet::new();
         for cluster in routing.table.clusters.iter() {
@@ -304,17 +312,7 @@ impl Collector for ResilienceCollector {
                 continue;
             }
             if let Some(r) = routing.runtime(cluster) {
-                let c = [("cluster", name)];
-                s.retries.push((c, r.stats.retries()));
-                s.budget_exhausted.push((c, r.budget.exhausted()));
-                s.limit_exceeded.push((c, r.stats.limit_exceeded()));
-                if !r.limits.is_unlimited() {
-                    for limit in Overflow::ALL {
-                        let labels = [("cluster", name), ("limit", limit.reason())];
-                        s.overflow.push((labels, r.limits.overflows(limit)));
-                    }
-                    s.pending.push((c, r.limits.pending()));
-                }
+                s.add_runtime(name, r);
             }
             let Some(lb) = routing.lb(cluster) else {
                 continue;
@@ -324,10 +322,7 @@ impl Collector for ResilienceCollector {
             for (i, e) in cluster.endpoints.iter().enumerate() {
                 let Some(v) = lb.verdicts(i) else { continue };
                 let endpoint = e.authority.as_str();
-                let probed = self
-                    .health
-                    .as_ref()
-                    .is_some_and(|b| b.get(endpoint).is_some());
+                let probed = health.is_some_and(|b| b.get(endpoint).is_some());
                 if probed || v.active != ActiveHealth::Unchecked {
                     let up = u64::from(v.active != ActiveHealth::Failing);
                     let labels = [
@@ -363,50 +358,71 @@ impl Collector for ResilienceCollector {
                 s.ejected.push(([("cluster", name)], ejected));
             }
         }
+        s
+    }
+
+    /// A cluster's retry, budget and limit counters.
+    fn add_runtime(&mut self, name: &'a str, r: &ClusterRuntime) {
+        let c = [("cluster", name)];
+        self.retries.push((c, r.stats.retries()));
+        self.budget_exhausted.push((c, r.budget.exhausted()));
+        self.limit_exceeded.push((c, r.stats.limit_exceeded()));
+        if !r.limits.is_unlimited() {
+            for limit in Overflow::ALL {
+                let labels = [("cluster", name), ("limit", limit.reason())];
+                self.overflow.push((labels, r.limits.overflows(limit)));
+            }
+            self.pending.push((c, r.limits.pending()));
+        }
+    }
+
+    /// Writes the series, one metric family after another.
+    fn encode(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let s = self;
         counters(
-            &mut encoder,
+            encoder,
             "upstream_retries",
             "Retries sent, by cluster",
             &s.retries,
         )?;
         counters(
-            &mut encoder,
+            encoder,
             "retry_budget_exhausted",
             "Retries refused because the cluster's retry budget was spent",
             &s.budget_exhausted,
         )?;
         counters(
-            &mut encoder,
+            encoder,
             "upstream_retry_limit_exceeded",
             "Requests whose attempts ran out while the last outcome was retriable",
             &s.limit_exceeded,
         )?;
         counters(
-            &mut encoder,
+            encoder,
             "upstream_overflow",
             "Requests and retries refused by a connection-pool limit (503 x-envoy-overloaded), by limit",
             &s.overflow,
         )?;
         gauges(
-            &mut encoder,
+            encoder,
             "upstream_pending_requests",
             "Requests waiting for a connection",
             &s.pending,
         )?;
         gauges(
-            &mut encoder,
+            encoder,
             "outlier_ejected_endpoints",
             "Endpoints ejected by outlier detection now",
             &s.ejected,
         )?;
         counters(
-            &mut encoder,
+            encoder,
             "outlier_ejections",
             "Ejections of each endpoint by outlier detection",
             &s.ejections,
         )?;
         gauges(
-            &mut encoder,
+            encoder,
             "endpoint_health",
             "1 when the health source (active, outlier) lets the endpoint take traffic, 0 when it takes it out",
             &s.health,
