@@ -290,8 +290,8 @@ proptest::proptest! {
         } else if weights.is_none_or(|w| w.iter().any(|&w| w > 0)) {
             proptest::prop_assert_eq!(sum, 100);
         }
-        for t in 0..tiers.len() {
-            if healthy[t] == 0 && v.loads()[t] > 0 {
+        for (t, (&h, &load)) in healthy.iter().zip(v.loads()).enumerate() {
+            if h == 0 && load > 0 {
                 proptest::prop_assert!(v.panic[t], "tier {} loaded with nothing healthy", t);
             }
         }
