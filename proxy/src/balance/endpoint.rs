@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use super::epoch;
 use super::ewma::Ewma;
-use super::health;
 use crate::resilience::outlier::OutlierState;
 
 /// Per-endpoint state shared by every cluster holding the endpoint.
@@ -81,7 +81,7 @@ impl EndpointState {
     pub(crate) fn set_active_health(&self, verdict: ActiveHealth) {
         let old = ActiveHealth::from_u8(self.active.swap(verdict as u8, Ordering::AcqRel));
         if (old == ActiveHealth::Failing) != (verdict == ActiveHealth::Failing) {
-            health::changed();
+            epoch::changed();
         }
     }
 }

@@ -3,7 +3,7 @@
 //! the panic threshold.
 //!
 //! Health changes anywhere (an ejection, its end, an active check's verdict)
-//! bump one process-wide epoch. A cluster remembers the epoch at which it saw
+//! bump one process-wide [epoch](super::epoch). A cluster remembers the epoch at which it saw
 //! every endpoint available; while the epoch has not moved, a pick costs two
 //! loads and looks at no endpoint's health. Otherwise the cluster recomputes
 //! its [`View`] once per epoch (a scan of its endpoints) and picks check the
@@ -19,27 +19,15 @@
 //! default `minHealthPercent`) there is no panic, and a cluster with no
 //! available endpoint gets no pick (Envoy's "no healthy upstream").
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use arc_swap::Guard;
 use tokio::time::Instant;
 
+use super::epoch::{changed, epoch};
 use super::weights::below;
 use super::{ActiveHealth, ClusterLb, NO_TIER};
-
-/// Bumped whenever some endpoint's availability may have changed.
-static EPOCH: AtomicU64 = AtomicU64::new(1);
-
-/// The current health epoch.
-pub(super) fn epoch() -> u64 {
-    EPOCH.load(Ordering::Acquire)
-}
-
-/// Records that some endpoint's availability changed (after the change).
-pub(crate) fn changed() {
-    EPOCH.fetch_add(1, Ordering::AcqRel);
-}
 
 /// Envoy's default overprovisioning factor, in percent.
 const OVERPROVISIONING: usize = 140;

@@ -34,6 +34,7 @@
 
 mod choose;
 mod endpoint;
+mod epoch;
 mod ewma;
 mod hash_key;
 mod health;
@@ -406,7 +407,7 @@ impl ClusterLb {
             Some(key) => hash_key::hash(key, ctx),
             None => (None, None),
         };
-        let index = if self.clean.load(Ordering::Relaxed) == health::epoch() {
+        let index = if self.clean.load(Ordering::Relaxed) == epoch::epoch() {
             let tier = self.tiers.get(self.clean_view.draw_tier())?;
             self.choose_untried(tier, hash, tried, |_| true)?
         } else {

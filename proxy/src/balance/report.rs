@@ -5,7 +5,7 @@
 use anymesh_core::routes::OutlierDetection;
 use tokio::time::Instant;
 
-use super::{health, ActiveHealth, ClusterLb, EndpointState, Kind};
+use super::{epoch, ActiveHealth, ClusterLb, EndpointState, Kind};
 use crate::resilience::outlier::{AttemptOutcome, OutlierVerdict, Tripped};
 
 impl ClusterLb {
@@ -55,7 +55,7 @@ impl ClusterLb {
         let max = config.max_ejection_percent.min(100) as usize;
         let may_eject = || ejected == 0 || 100 * (ejected + 1) <= max * n;
         if state.outlier.eject(tripped, config, now, may_eject) {
-            health::changed();
+            epoch::changed();
             let endpoint = self.cluster.endpoints.get(index);
             tracing::info!(
                 cluster = %self.cluster.name,
