@@ -131,6 +131,13 @@ fn retry(r: &HttpRetry, at: &str, f: &mut Findings) {
              retryRemoteLocalities is set; set attempts above 0",
         );
     }
+    if r.retry_remote_localities == Some(true) {
+        f.warning(
+            format!("{at}.retryRemoteLocalities"),
+            "not supported yet: retries are re-picked by the cluster's balancer, \
+             locality tiers included, as without it",
+        );
+    }
     opt_millis(r.per_try_timeout, &format!("{at}.perTryTimeout"), f);
     opt_millis(r.backoff, &format!("{at}.backoff"), f);
     if let Some(text) = r.retry_on.as_deref().filter(|s| !s.is_empty()) {
@@ -278,6 +285,13 @@ fn connection_pool(p: &ConnectionPoolSettings, at: &str, f: &mut Findings) {
             count(n, &format!("{at}.{name}"), f);
         }
         opt_millis(h.idle_timeout, &format!("{at}.idleTimeout"), f);
+        if h.max_concurrent_streams > 0 {
+            f.warning(
+                format!("{at}.maxConcurrentStreams"),
+                "not supported yet: anymesh keeps one HTTP/2 connection per endpoint, \
+                 whose streams the upstream's own SETTINGS_MAX_CONCURRENT_STREAMS bounds",
+            );
+        }
     }
 }
 

@@ -26,7 +26,6 @@ fn virtual_service_fields_parse_without_findings() {
       attempts: 3
       perTryTimeout: 2s
       retryOn: 5xx,reset, 503 ,unavailable
-      retryRemoteLocalities: true
       retryIgnorePreviousHosts: false
       backoff: 100ms
     fault:
@@ -75,7 +74,7 @@ fn destination_rule_fields_parse_without_findings() {
         tcpKeepalive: {probes: 3, time: 7200s, interval: 75s}
         maxConnectionDuration: 1h
         idleTimeout: 0s
-      http: {http1MaxPendingRequests: 1, http2MaxRequests: 10, maxRequestsPerConnection: 5, maxRetries: 3, idleTimeout: 90s, maxConcurrentStreams: 100}
+      http: {http1MaxPendingRequests: 1, http2MaxRequests: 10, maxRequestsPerConnection: 5, maxRetries: 3, idleTimeout: 90s}
     outlierDetection:
       consecutive5xxErrors: 7
       consecutiveGatewayErrors: 3
@@ -487,4 +486,30 @@ fn traffic_policies_merge_as_istio_merges() {
         Some(SimpleLb::Random)
     );
     assert_eq!(spec.load_balancer(None, Some(9090)), None);
+}
+
+#[test]
+fn fields_not_honoured_yet_are_warned_at_their_path() {
+    let (_, got) = lines(&vs(r"
+  - route: [{destination: {host: reviews}}]
+    retries: {attempts: 2, retryRemoteLocalities: true}
+"));
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].starts_with(&format!(
+            "warning: routes.yaml: {VS}: spec.http[0].retries.retryRemoteLocalities: not supported yet"
+        )),
+        "{got:#?}"
+    );
+    let (_, got) = lines(&dr(r"  host: reviews
+  trafficPolicy:
+    connectionPool: {http: {maxConcurrentStreams: 100}}
+"));
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].contains(
+            "spec.trafficPolicy.connectionPool.http.maxConcurrentStreams: not supported yet"
+        ),
+        "{got:#?}"
+    );
 }
