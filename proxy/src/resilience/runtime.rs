@@ -52,9 +52,10 @@ mod tests;
 
 /// One cluster's resilience state.
 ///
-/// Per request: [`admit`](Self::admit), its ticket held until the response
-/// ends. Per retry: [`try_retry`](Self::try_retry), its ticket held until
-/// the retried attempt's outcome is known.
+/// Per request: a place in the budget ([`Budget::request`]) when it is
+/// routed, then admission under the limits ([`Limits::admit`]), both held
+/// until the response ends. Per retry: [`try_retry`](Self::try_retry), its
+/// ticket held until the retried attempt's outcome is known.
 pub(crate) struct ClusterRuntime {
     /// The retry budget in force for the cluster.
     pub(crate) budget: Budget,
