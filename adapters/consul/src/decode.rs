@@ -98,7 +98,7 @@ impl Decoder {
             labels,
             health,
             weight: weight.max(1),
-            locality: Locality::default(),
+            locality: locality(entry),
             provenance: Provenance {
                 source: self.source.clone(),
                 native_id: id,
@@ -178,5 +178,68 @@ impl Decoder {
             }],
         };
         (Some(service), problem)
+    }
+}
+
+/// An instance's locality: its node's datacenter as the region (the
+/// service's when the node does not say), and the zone and subzone from the
+/// node's meta (`zone`, else Kubernetes' `topology.kubernetes.io/zone` for
+/// nodes synced from a cluster; `subzone`).
+fn locality(entry: &ServiceEntry) -> Locality {
+    let meta = &entry.node.meta;
+    let nonempty = |v: Option<&String>| v.filter(|s| !s.is_empty()).cloned();
+    let region = nonempty(entry.node.datacenter.as_ref())
+        .or_else(|| nonempty(entry.service.datacenter.as_ref()))
+        .or_else(|| nonempty(meta.get("topology.kubernetes.io/region")));
+    let zone =
+        nonempty(meta.get("zone")).or_else(|| nonempty(meta.get("topology.kubernetes.io/zone")));
+    Locality {
+        region,
+        zone,
+        subzone: nonempty(meta.get("subzone")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{AgentService, Node};
+
+    fn entry(dc: Option<&str>, meta: &[(&str, &str)]) -> ServiceEntry {
+        ServiceEntry {
+            node: Node {
+                node: "n1".into(),
+                datacenter: dc.map(String::from),
+                meta: meta
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..Node::default()
+            },
+            service: AgentService::default(),
+            checks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn locality_is_the_datacenter_and_the_nodes_zone_meta() {
+        let l = locality(&entry(
+            Some("dc1"),
+            &[("zone", "dc1-a"), ("subzone", "rack4")],
+        ));
+        assert_eq!(l.region.as_deref(), Some("dc1"));
+        assert_eq!(l.zone.as_deref(), Some("dc1-a"));
+        assert_eq!(l.subzone.as_deref(), Some("rack4"));
+        let synced = entry(
+            None,
+            &[
+                ("topology.kubernetes.io/region", "eu-west-1"),
+                ("topology.kubernetes.io/zone", "eu-west-1b"),
+            ],
+        );
+        let l = locality(&synced);
+        assert_eq!(l.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(l.zone.as_deref(), Some("eu-west-1b"));
+        assert_eq!(locality(&entry(None, &[])), Locality::default());
     }
 }
