@@ -131,13 +131,6 @@ fn retry(r: &HttpRetry, at: &str, f: &mut Findings) {
              retryRemoteLocalities is set; set attempts above 0",
         );
     }
-    if r.retry_remote_localities == Some(true) {
-        f.warning(
-            format!("{at}.retryRemoteLocalities"),
-            "not supported yet: retries are re-picked by the cluster's balancer, \
-             locality tiers included, as without it",
-        );
-    }
     opt_millis(r.per_try_timeout, &format!("{at}.perTryTimeout"), f);
     opt_millis(r.backoff, &format!("{at}.backoff"), f);
     if let Some(text) = r.retry_on.as_deref().filter(|s| !s.is_empty()) {

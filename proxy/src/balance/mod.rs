@@ -425,6 +425,46 @@ impl ClusterLb {
     }
 }
 
+impl ClusterLb {
+    /// Picks an endpoint for a retry that may leave the localities tried
+    /// (Istio's `retryRemoteLocalities`, Envoy's previous-priorities retry
+    /// priority): the best tier none of `tried` is in that has an available
+    /// endpoint; else as [`pick_excluding`](Self::pick_excluding).
+    pub fn pick_remote(&self, ctx: &PickContext<'_>, tried: &[usize]) -> Option<Picked<'_>> {
+        if self.tiers.len() > 1 && !tried.is_empty() {
+            let tried_tier = |t: usize| {
+                tried
+                    .iter()
+                    .any(|&i| self.tier_of.get(i).is_some_and(|&x| usize::from(x) == t))
+            };
+            let now = tokio::time::Instant::now();
+            let available = |i: usize| self.available(i, now);
+            let (hash, set_cookie) = match &self.hash {
+                Some(key) => hash_key::hash(key, ctx),
+                None => (None, None),
+            };
+            let found = self
+                .tiers
+                .iter()
+                .enumerate()
+                .filter(|(t, _)| !tried_tier(*t))
+                .find_map(|(_, tier)| self.choose(tier, hash, available));
+            if let Some(index) = found {
+                let endpoint = self.cluster.endpoints.get(index)?;
+                let state = self.states.get(index)?;
+                state.in_flight.fetch_add(1, Ordering::Relaxed);
+                return Some(Picked {
+                    endpoint,
+                    index,
+                    guard: InFlight(state.clone()),
+                    set_cookie,
+                });
+            }
+        }
+        self.pick_excluding(ctx, tried)
+    }
+}
+
 impl fmt::Debug for ClusterLb {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let policy = match self.tiers.first().map(|t| &t.kind) {

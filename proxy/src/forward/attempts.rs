@@ -148,7 +148,7 @@ where
             // Boxed: the timer would enlarge every request's future.
             Box::pin(tokio::time::sleep(delay)).await;
         }
-        repick(plan, &mut tried, policy.ignore_previous_hosts);
+        repick(plan, &mut tried, policy);
     }
 }
 
@@ -227,9 +227,11 @@ fn next_step<T: Answer>(
 #[derive(Default)]
 struct Tried(Vec<usize>);
 
-/// Picks the endpoint of the next attempt, away from those tried when
-/// `avoid` (Istio's `retryIgnorePreviousHosts`) and another is available.
-fn repick(plan: &mut Plan<'_>, tried: &mut Tried, avoid: bool) {
+/// Picks the endpoint of the next attempt, away from those tried when the
+/// policy says so (Istio's `retryIgnorePreviousHosts`) and another is
+/// available, and from their localities with `retryRemoteLocalities`.
+fn repick(plan: &mut Plan<'_>, tried: &mut Tried, policy: &RetryPolicy) {
+    let avoid = policy.ignore_previous_hosts || policy.retry_remote_localities;
     tried.0.push(plan.index);
     // Hashing keys (headers, cookie, source address) are not looked at
     // again: a retry goes where the balancer's draw (or the next free
@@ -241,7 +243,7 @@ fn repick(plan: &mut Plan<'_>, tried: &mut Tried, avoid: bool) {
         source_ip: None,
     };
     let avoided = if avoid { tried.0.as_slice() } else { &[] };
-    plan.repick(&ctx, avoided);
+    plan.repick(&ctx, avoided, policy.retry_remote_localities);
 }
 
 /// Reports an attempt that ended without a response head, when the
@@ -303,6 +305,6 @@ pub(crate) async fn connect(
             // Boxed: the timer would enlarge every request's future.
             Box::pin(tokio::time::sleep(delay)).await;
         }
-        repick(plan, &mut tried, policy.ignore_previous_hosts);
+        repick(plan, &mut tried, policy);
     }
 }

@@ -62,8 +62,15 @@ impl Plan<'_> {
     /// Picks the endpoint of a retry: with `avoid_previous`, one other than
     /// the last one tried when the cluster has another available. The
     /// previous pick's in-flight count ends here.
-    pub(crate) fn repick(&mut self, ctx: &PickContext<'_>, tried: &[usize]) {
-        if let Some(p) = self.lb.pick_excluding(ctx, tried) {
+    /// With `remote`, away from the localities tried too
+    /// (`retryRemoteLocalities`).
+    pub(crate) fn repick(&mut self, ctx: &PickContext<'_>, tried: &[usize], remote: bool) {
+        let picked = if remote {
+            self.lb.pick_remote(ctx, tried)
+        } else {
+            self.lb.pick_excluding(ctx, tried)
+        };
+        if let Some(p) = picked {
             self.endpoint = p.endpoint.authority.as_str();
             self.index = p.index;
             self.guard.in_flight = p.guard;

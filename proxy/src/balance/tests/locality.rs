@@ -206,3 +206,45 @@ async fn distribute_shares_traffic_by_locality_weight_and_health() {
     assert_eq!(seen[0], 0);
     assert_binomial(seen[1], n, 0.74, "r1/z1 at half health");
 }
+
+/// `retryRemoteLocalities`: a retry goes to the best tier none of the
+/// tried endpoints is in; without a remote tier, as a plain retry pick.
+#[tokio::test(start_paused = true)]
+async fn retries_to_remote_localities_leave_the_tiers_tried() {
+    let mut balancers = Balancers::new();
+    balancers.set_local_locality(at("r1", "z1", "s1"));
+    let eps: Vec<_> = (0..2)
+        .map(|i| ep_at(&format!("l{i}"), at("r1", "z1", "s1"), &[]))
+        .chain((0..2).map(|i| ep_at(&format!("z{i}"), at("r1", "z2", ""), &[])))
+        .chain((0..2).map(|i| ep_at(&format!("r{i}"), at("r2", "z3", ""), &[])))
+        .collect();
+    let lb = lb_for(
+        &mut balancers,
+        cluster_with(
+            "c",
+            LbPolicy::RoundRobin,
+            eps,
+            with_mode(LocalityMode::Tiers),
+        ),
+    );
+    let headers = HeaderMap::new();
+    let ctx = PickContext::new(&headers);
+    for _ in 0..100 {
+        let first = lb.pick(&ctx).expect("a pick").index;
+        assert!(first < 2, "a first attempt stays local while it is healthy");
+        let second = lb.pick_remote(&ctx, &[first]).expect("a retry pick").index;
+        assert!((2..4).contains(&second), "the next tier: {second}");
+        let third = lb
+            .pick_remote(&ctx, &[first, second])
+            .expect("a retry pick")
+            .index;
+        assert!((4..6).contains(&third), "the tier after: {third}");
+        // Every tier tried: a plain retry pick, in the tier drawn (the
+        // healthy local one), every endpoint of which was tried.
+        let fourth = lb
+            .pick_remote(&ctx, &[0, 1, second, third])
+            .expect("a retry pick")
+            .index;
+        assert!(fourth < 2, "back to the local tier: {fourth}");
+    }
+}
