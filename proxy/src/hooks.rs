@@ -34,6 +34,8 @@ pub(crate) struct Exchange<'a> {
     /// Why the proxy answered or the exchange broke, if it did: the source
     /// of the access log's response flags.
     pub failure: Option<ErrorKind>,
+    /// A fault delay held the request (response flag `DI`).
+    pub delayed: bool,
     pub start: Instant,
 }
 
@@ -81,6 +83,7 @@ impl Hooks {
             route = %labels.route,
             status = ex.status,
             flags = ex.failure.map_or("-", ErrorKind::response_flag),
+            delay_injected = ex.delayed,
             failed_at = ?ex.failure.map(ErrorKind::source),
             ?took,
             "exchange ended"

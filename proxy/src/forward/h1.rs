@@ -62,6 +62,7 @@ pub(crate) async fn exchange(
                         route: None,
                         status: status.as_u16(),
                         failure: Some(ErrorKind::BadRequest),
+                        delayed: false,
                         start,
                     });
                 }
@@ -199,6 +200,7 @@ pub(crate) async fn exchange(
             route: Some(&plan.hit.route.name),
             status,
             failure,
+            delayed: plan.delay().is_some(),
             start,
         })
     };
@@ -228,7 +230,8 @@ pub(crate) async fn exchange(
             Next::Close
         }
         Err(e) => {
-            let local = plan.failed(&e);
+            let mut local = plan.failed(&e);
+            local.delayed = plan.delay().is_some();
             // Part of the request body may be unread: never keep such a connection.
             let keep = keep_alive && !has_body && !stopping();
             Box::pin(finish_local(
@@ -315,9 +318,11 @@ async fn finish_local(
     keep: bool,
     start: Instant,
 ) -> Next {
+    let mut out = out;
     if let Some(d) = out.delay {
         // Boxed: rare, and a timer would enlarge every request's future.
         Box::pin(tokio::time::sleep(d)).await;
+        out.delayed = true;
     }
     let code = out.resp.status().as_u16();
     // After a malformed request, what follows on the connection cannot be trusted.
@@ -328,6 +333,7 @@ async fn finish_local(
         route: out.route.as_ref(),
         status: code,
         failure: out.failure,
+        delayed: out.delayed,
         start,
     });
     match written {

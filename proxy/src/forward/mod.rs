@@ -97,6 +97,8 @@ pub(crate) struct Outcome {
     /// An injected delay to wait before answering (a fault abort that
     /// was drawn together with a delay).
     pub delay: Option<Duration>,
+    /// A fault delay held the request (response flag `DI`).
+    pub delayed: bool,
 }
 
 impl Outcome {
@@ -107,6 +109,7 @@ impl Outcome {
             route: None,
             failure: Some(kind),
             delay: None,
+            delayed: false,
         }
     }
 
@@ -119,6 +122,7 @@ impl Outcome {
             route: None,
             failure: None,
             delay: None,
+            delayed: false,
         }
     }
 }
@@ -169,6 +173,7 @@ impl Proxy {
             route: out.route.as_ref(),
             status: out.resp.status().as_u16(),
             failure: out.failure,
+            delayed: out.delayed,
             start,
         });
     }
@@ -208,14 +213,23 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         let plan = match plan(&parts, peer, routing, &self.hooks) {
             Ok(p) => p,
-            Err(out) => return *out,
+            Err(mut out) => {
+                if let Some(d) = out.delay {
+                    // An abort drawn with a delay answers after it.
+                    Box::pin(tokio::time::sleep(d)).await;
+                    out.delayed = true;
+                }
+                return *out;
+            }
         };
         let route_name = plan.hit.route.name.clone();
         let service = plan.target.cluster.service.as_arc().clone();
+        let delayed = plan.delay().is_some();
         let tap = self.mirror(routing, &plan, &parts, || streamed(&body));
         let mut out = self.forward(&mut parts, body, plan).await;
         out.service = Some(service);
         out.route = Some(route_name);
+        out.delayed = delayed;
         if let Some(tap) = tap {
             out = tapped(out, tap);
         }
@@ -398,10 +412,11 @@ impl Proxy {
         let routing = self.router.current();
         let mut plan = match plan(&parts, peer, &routing, &self.hooks) {
             Ok(p) => p,
-            Err(out) => {
+            Err(mut out) => {
                 if let Some(d) = out.delay {
                     // Boxed: rare, and a timer would enlarge every request's future.
                     Box::pin(tokio::time::sleep(d)).await;
+                    out.delayed = true;
                 }
                 self.record(&out, start);
                 return Reply::Response(out.resp);
@@ -412,9 +427,11 @@ impl Proxy {
             // (A compared response is fed to its tap as a polled body.)
             let service = plan.service();
             let route = plan.hit.route.name.clone();
+            let delayed = plan.delay().is_some();
             let mut out = Box::pin(self.forward(&mut parts, RequestBody::Empty, plan)).await;
             out.service = Some(service);
             out.route = Some(route);
+            out.delayed = delayed;
             if let Some(tap) = tap {
                 out = tapped(out, tap);
             }
@@ -423,6 +440,7 @@ impl Proxy {
         }
         let local = |mut out: Outcome, plan: &Plan<'_>| {
             plan.label(&mut out);
+            out.delayed = plan.delay().is_some();
             self.record(&out, start);
             Reply::Response(out.resp)
         };
@@ -457,6 +475,7 @@ impl Proxy {
             route: Some(&route.name),
             status: head.status.as_u16(),
             failure: None,
+            delayed: plan.delay().is_some(),
             start,
         });
         body.hold(plan.guard);
