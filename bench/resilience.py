@@ -53,6 +53,7 @@ import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
+sys.dont_write_bytecode = True  # no __pycache__ left in bench/
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as R  # noqa: E402  (the harness's processes, tools and parsers)
 
