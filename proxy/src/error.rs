@@ -82,14 +82,17 @@ impl ErrorKind {
     pub(crate) fn status(self) -> StatusCode {
         match self {
             ErrorKind::NoRoute | ErrorKind::NoRouteMatch => StatusCode::NOT_FOUND,
+            // A connection closed or reset before the answer is 503 (UC),
+            // as Envoy answers it; an invalid answer is 502 (UPE).
             ErrorKind::NoHealthyEndpoint
             | ErrorKind::UpstreamConnect
+            | ErrorKind::UpstreamClosed
             | ErrorKind::NotReady
             | ErrorKind::Overflow => StatusCode::SERVICE_UNAVAILABLE,
             // The abort's own status is set by the fault filter.
             ErrorKind::FaultAbort => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::Unsupported => StatusCode::NOT_IMPLEMENTED,
-            ErrorKind::UpstreamClosed | ErrorKind::UpstreamProtocol => StatusCode::BAD_GATEWAY,
+            ErrorKind::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::DownstreamClosed => CLIENT_CLOSED,
@@ -273,7 +276,9 @@ mod tests {
         assert_eq!(connect.retry(), Retry::Unsent);
 
         let closed = ProxyError::upstream_closed("closed").with_retry(Retry::IfReused);
-        assert_eq!(closed.kind().status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(closed.kind().status(), StatusCode::SERVICE_UNAVAILABLE);
+        let garbled = ProxyError::new(ErrorKind::UpstreamProtocol, "not HTTP");
+        assert_eq!(garbled.kind().status(), StatusCode::BAD_GATEWAY);
         assert_eq!(closed.source(), ErrorSource::UpstreamHead);
         assert_eq!(closed.retry(), Retry::IfReused);
         let body = closed.in_body();

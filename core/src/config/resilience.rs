@@ -278,13 +278,6 @@ fn connection_pool(p: &ConnectionPoolSettings, at: &str, f: &mut Findings) {
             count(n, &format!("{at}.{name}"), f);
         }
         opt_millis(h.idle_timeout, &format!("{at}.idleTimeout"), f);
-        if h.max_concurrent_streams > 0 {
-            f.warning(
-                format!("{at}.maxConcurrentStreams"),
-                "not supported yet: anymesh keeps one HTTP/2 connection per endpoint, \
-                 whose streams the upstream's own SETTINGS_MAX_CONCURRENT_STREAMS bounds",
-            );
-        }
     }
 }
 

@@ -29,7 +29,7 @@ use crate::resilience::retry::{
     backoff, reads_grpc_status, retriable, AttemptResult, RetryRequest,
 };
 use crate::resilience::runtime::RetryTicket;
-use crate::upstream::pool::{Pool, RawConn};
+use crate::upstream::pool::{Pool, RawConn, StreamSlot};
 
 /// A response head an attempt came back with, as retry decisions read it.
 pub(crate) trait Answer {
@@ -54,6 +54,20 @@ impl Answer for (RawConn, BytesMut, ResponseHead) {
         self.2
             .fields()
             .any(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+    }
+}
+
+impl<B> Answer for (Response<B>, Option<StreamSlot>) {
+    fn status(&self) -> u16 {
+        self.0.status().as_u16()
+    }
+
+    fn grpc_status(&self) -> Option<u32> {
+        self.0.grpc_status()
+    }
+
+    fn has_header(&self, name: &str) -> bool {
+        self.0.has_header(name)
     }
 }
 

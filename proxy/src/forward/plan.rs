@@ -84,8 +84,9 @@ impl Plan<'_> {
         if self.runtime.limits.is_unlimited() {
             return Ok(());
         }
-        // Boxed: waiting for a connection is the rare case.
-        match Box::pin(self.runtime.limits.admit()).await {
+        // Decided at once unless the request waits for a connection (the
+        // admission future is small; it allocates only to wait).
+        match self.runtime.limits.admit().await {
             Ok(admitted) => {
                 self.guard.admitted = Some(admitted);
                 Ok(())

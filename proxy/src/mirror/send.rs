@@ -100,8 +100,9 @@ async fn exchange(
         } => exchange_h1(pool, endpoint, &bytes, head_request, replayable, compare).await,
         Outgoing::H2(req) => {
             let resp = pool
-                .send_h2(endpoint, *req)
+                .send_h2(endpoint, *req, None)
                 .await
+                .map(|(resp, _)| resp)
                 .map_err(|e| e.to_string())?;
             let mut digest = start(compare, resp.status().as_u16(), |n| {
                 resp.headers().get(n).map(|v| v.as_bytes())

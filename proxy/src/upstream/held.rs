@@ -3,6 +3,7 @@
 //! cluster's connection-pool admission (circuit breakers) and its place in
 //! the retry budget's count of active requests. Dropping it ends all three.
 
+use super::pool::StreamSlot;
 use crate::balance::InFlight;
 use crate::resilience::breaker::Admitted;
 use crate::resilience::budget::RequestGuard;
@@ -14,6 +15,8 @@ pub(crate) struct Held {
     pub(crate) admitted: Option<Admitted>,
     /// Counts the request as active in its cluster's retry budget.
     pub(crate) _budget: RequestGuard,
+    /// Its stream on an HTTP/2 connection, under `maxConcurrentStreams`.
+    pub(crate) stream: Option<StreamSlot>,
 }
 
 impl Held {
@@ -23,6 +26,7 @@ impl Held {
             in_flight,
             admitted: None,
             _budget: request,
+            stream: None,
         }
     }
 }

@@ -18,6 +18,7 @@
 //! upstream will wrap them.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -132,11 +133,31 @@ pub(crate) struct RawConn {
     life: Life,
 }
 
+/// An HTTP/2 connection to an endpoint.
+struct H2Conn {
+    sender: http2::SendRequest<RequestBody>,
+    /// Streams open on it, counted only for clusters with
+    /// `maxConcurrentStreams`; also the connection's identity.
+    streams: Arc<AtomicU32>,
+}
+
+/// A stream counted against its connection's `maxConcurrentStreams` until
+/// dropped (held with the response, until its body ends).
+pub(crate) struct StreamSlot(Arc<AtomicU32>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The connections to one endpoint.
 struct Endpoint {
     authority: Arc<str>,
     raw: Mutex<Vec<RawIdle>>,
-    h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
+    /// Usually one; more only when a cluster's `maxConcurrentStreams`
+    /// fills the others.
+    h2: Mutex<Vec<H2Conn>>,
     /// Serialises HTTP/2 handshakes so concurrent first requests share one connection.
     h2_connect: tokio::sync::Mutex<()>,
 }
@@ -165,6 +186,34 @@ pub(crate) struct Pool {
     settings: PoolSettings,
     /// foldhash: looked up on every request; seeded per process.
     endpoints: RwLock<HashMap<Arc<str>, Arc<Endpoint>, foldhash::fast::RandomState>>,
+}
+
+/// A connection of `ep` for one more stream: the first open one, or with
+/// `max_streams` the first with a stream free (counted in the slot).
+#[allow(clippy::type_complexity)]
+fn h2_sender(
+    ep: &Endpoint,
+    max_streams: Option<u32>,
+) -> Option<(
+    http2::SendRequest<RequestBody>,
+    Arc<AtomicU32>,
+    Option<StreamSlot>,
+)> {
+    let mut conns = ep.h2.lock();
+    conns.retain(|c| !c.sender.is_closed());
+    let conn = match max_streams {
+        None => conns.first()?,
+        Some(max) => conns
+            .iter()
+            .find(|c| c.streams.load(Ordering::Relaxed) < max)?,
+    };
+    let slot = max_streams.map(|_| take_slot(&conn.streams));
+    Some((conn.sender.clone(), conn.streams.clone(), slot))
+}
+
+fn take_slot(streams: &Arc<AtomicU32>) -> StreamSlot {
+    streams.fetch_add(1, Ordering::Relaxed);
+    StreamSlot(streams.clone())
 }
 
 /// Sets TCP keepalive on an upstream connection (`tcpKeepalive`: unset
@@ -226,11 +275,9 @@ impl Pool {
             let mut raw = ep.raw.lock();
             raw.retain(|c| cutoff.is_none_or(|cut| c.since > cut));
             let mut h2 = ep.h2.lock();
-            if h2.as_ref().is_some_and(|s| s.is_closed()) {
-                *h2 = None;
-            }
+            h2.retain(|c| !c.sender.is_closed());
             // Keep entries that are in use (someone else holds the Arc) or have connections.
-            !raw.is_empty() || h2.is_some() || Arc::strong_count(ep) > 1
+            !raw.is_empty() || !h2.is_empty() || Arc::strong_count(ep) > 1
         });
     }
 
@@ -244,7 +291,7 @@ impl Pool {
                 Arc::new(Endpoint {
                     authority: k.clone(),
                     raw: Mutex::new(Vec::new()),
-                    h2: Mutex::new(None),
+                    h2: Mutex::new(Vec::new()),
                     h2_connect: tokio::sync::Mutex::new(()),
                 })
             })
@@ -327,44 +374,43 @@ impl Pool {
         }
     }
 
-    /// Sends `req` over the endpoint's shared HTTP/2 connection.
+    /// Sends `req` over the endpoint's shared HTTP/2 connection; with
+    /// `max_streams` (a cluster's `maxConcurrentStreams`), over one with a
+    /// stream free, another connection being opened when every one is
+    /// full (as Envoy). The slot, when counted, is held until the response
+    /// ends.
     pub(crate) async fn send_h2(
         &self,
         authority: &str,
         req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, ProxyError> {
+        max_streams: Option<u32>,
+    ) -> Result<(Response<Incoming>, Option<StreamSlot>), ProxyError> {
         let ep = self.endpoint(authority);
-        let mut sender = match self.h2_sender(&ep) {
+        let (mut sender, id, slot) = match h2_sender(&ep, max_streams) {
             Some(s) => s,
             None => {
                 let _one = ep.h2_connect.lock().await;
-                match self.h2_sender(&ep) {
+                match h2_sender(&ep, max_streams) {
                     Some(s) => s,
                     None => {
-                        let s = self.connect_h2(&ep).await?;
-                        *ep.h2.lock() = Some(s.clone());
-                        s
+                        let sender = self.connect_h2(&ep).await?;
+                        let streams = Arc::new(AtomicU32::new(0));
+                        ep.h2.lock().push(H2Conn {
+                            sender: sender.clone(),
+                            streams: streams.clone(),
+                        });
+                        let slot = max_streams.map(|_| take_slot(&streams));
+                        (sender, streams, slot)
                     }
                 }
             }
         };
         if let Err(source) = sender.ready().await {
-            *ep.h2.lock() = None;
+            ep.h2.lock().retain(|c| !Arc::ptr_eq(&c.streams, &id));
             return Err(request_error(source));
         }
-        sender.send_request(req).await.map_err(request_error)
-    }
-
-    fn h2_sender(&self, ep: &Endpoint) -> Option<http2::SendRequest<RequestBody>> {
-        let mut slot = ep.h2.lock();
-        match slot.as_ref() {
-            Some(s) if !s.is_closed() => Some(s.clone()),
-            Some(_) => {
-                *slot = None;
-                None
-            }
-            None => None,
-        }
+        let resp = sender.send_request(req).await.map_err(request_error)?;
+        Ok((resp, slot))
     }
 
     /// Connects to an endpoint with its cluster's connect timeout and TCP
@@ -399,5 +445,103 @@ impl Pool {
             .map_err(|source| ep.handshake_failed(source))?;
         ep.drive(conn);
         Ok(sender)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    use hyper::server::conn::http2 as server;
+    use tokio::net::TcpListener;
+    use tokio::sync::Notify;
+
+    /// An HTTP/2 server that counts its connections and holds every answer
+    /// until released.
+    async fn holding_server() -> (String, Arc<AtomicUsize>, Arc<Notify>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let (conns, release) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
+        let (c, r) = (conns.clone(), release.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                let r = r.clone();
+                let svc = hyper::service::service_fn(move |_req| {
+                    let r = r.clone();
+                    async move {
+                        r.notified().await;
+                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Empty::<
+                            bytes::Bytes,
+                        >::new(
+                        )))
+                    }
+                });
+                tokio::spawn(
+                    server::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc),
+                );
+            }
+        });
+        (addr, conns, release)
+    }
+
+    fn pool() -> Arc<Pool> {
+        Pool::new(PoolSettings {
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(90),
+            max_idle_per_endpoint: 8,
+        })
+    }
+
+    fn get() -> Request<RequestBody> {
+        let mut req = Request::new(RequestBody::Empty);
+        *req.uri_mut() = "http://svc/".parse().expect("uri");
+        req
+    }
+
+    /// `maxConcurrentStreams: 1`: a second stream in flight opens a second
+    /// connection, and a stream that ended frees its place.
+    #[tokio::test]
+    async fn a_stream_limit_opens_another_connection_when_every_one_is_full() {
+        let (addr, conns, release) = holding_server().await;
+        let pool = pool();
+        let (p, a) = (pool.clone(), addr.clone());
+        let first = tokio::spawn(async move { p.send_h2(&a, get(), Some(1)).await });
+        anymesh_testkit::wait::eventually_async("the first connection", || async {
+            conns.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        let (p, a) = (pool.clone(), addr.clone());
+        let second = tokio::spawn(async move { p.send_h2(&a, get(), Some(1)).await });
+        anymesh_testkit::wait::eventually_async("a second connection", || async {
+            conns.load(Ordering::SeqCst) == 2
+        })
+        .await;
+        release.notify_waiters();
+        let (one, two) = (first.await.expect("task"), second.await.expect("task"));
+        let (resp, slot) = one.expect("an answer");
+        assert!(resp.status().is_success() && slot.is_some());
+        drop((resp, slot, two));
+        // Both streams ended: the next request fits on an open connection.
+        let (p, a) = (pool.clone(), addr.clone());
+        let third = tokio::spawn(async move { p.send_h2(&a, get(), Some(1)).await });
+        release.notify_waiters();
+        anymesh_testkit::wait::eventually_async("the third answer", || async {
+            release.notify_waiters();
+            third.is_finished()
+        })
+        .await;
+        assert_eq!(conns.load(Ordering::SeqCst), 2, "no third connection");
+        // Without a limit, every stream shares the first open connection.
+        let (p, a) = (pool.clone(), addr.clone());
+        let unlimited = tokio::spawn(async move { p.send_h2(&a, get(), None).await });
+        anymesh_testkit::wait::eventually_async("the unlimited answer", || async {
+            release.notify_waiters();
+            unlimited.is_finished()
+        })
+        .await;
+        assert_eq!(conns.load(Ordering::SeqCst), 2);
     }
 }

@@ -344,11 +344,8 @@ fn cluster_policies_compile_merged_per_subset_and_port() {
     let paths: Vec<&str> = load_diags.iter().map(|d| d.path.as_str()).collect();
     assert_eq!(
         paths,
-        [
-            "spec.trafficPolicy.connectionPool.http.maxConcurrentStreams",
-            "spec.subsets[1].trafficPolicy.portLevelSettings[0].loadBalancer.localityLbSetting"
-        ],
-        "maxConcurrentStreams is not honoured yet; failover without outlier detection warns: {load_diags:?}"
+        ["spec.subsets[1].trafficPolicy.portLevelSettings[0].loadBalancer.localityLbSetting"],
+        "failover without outlier detection warns: {load_diags:?}"
     );
     let (t, diags) = compile(&bookinfo(), &set, 1);
     assert!(diags.is_empty(), "{diags:?}");
