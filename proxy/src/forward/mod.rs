@@ -276,7 +276,12 @@ impl Proxy {
             },
             replay: None,
         };
-        let streams = plan.target.cluster.policy.connection_pool.max_concurrent_streams;
+        let streams = plan
+            .target
+            .cluster
+            .policy
+            .connection_pool
+            .max_concurrent_streams;
         let taken = if body.is_end_stream() {
             Taken::Whole(Bytes::new())
         } else {
