@@ -1,7 +1,8 @@
 //! [`FakeKube`]: a Kubernetes API server for tests, speaking the list and
 //! watch protocol over real HTTP on a loopback port and keeping real state.
 //!
-//! Resources: `v1` Services and Pods (`/api/v1[/namespaces/{ns}]/{services,pods}`)
+//! Resources: `v1` Services and Pods (`/api/v1[/namespaces/{ns}]/{services,pods}`),
+//! cluster-scoped `v1` Nodes (`/api/v1/nodes`; no namespace)
 //! and `discovery.k8s.io/v1` EndpointSlices
 //! (`/apis/discovery.k8s.io/v1[/namespaces/{ns}]/endpointslices`), and the
 //! Istio custom resources `networking.istio.io/v1` VirtualServices and
@@ -35,6 +36,7 @@
 //! (their conditions included) as the controller would.
 //!
 //! Controls for tests: fail every request with a status (open streams end),
+//! refuse one resource with a status (`403` as for missing RBAC, `404`),
 //! hold live events back from open watches, end open watches, compact the
 //! history, counters of lists and watches.
 
@@ -66,6 +68,8 @@ pub enum Kind {
     VirtualService,
     /// `networking.istio.io/v1` DestinationRule.
     DestinationRule,
+    /// `v1` Node (cluster-scoped).
+    Node,
 }
 
 impl Kind {
@@ -76,6 +80,7 @@ impl Kind {
             Kind::Pod => "Pod",
             Kind::VirtualService => "VirtualService",
             Kind::DestinationRule => "DestinationRule",
+            Kind::Node => "Node",
         }
     }
     fn api_version(self) -> &'static str {
@@ -85,10 +90,26 @@ impl Kind {
             _ => "v1",
         }
     }
+    /// The plural of its path (in messages).
+    fn plural(self) -> &'static str {
+        match self {
+            Kind::Service => "services",
+            Kind::EndpointSlice => "endpointslices",
+            Kind::Pod => "pods",
+            Kind::VirtualService => "virtualservices",
+            Kind::DestinationRule => "destinationrules",
+            Kind::Node => "nodes",
+        }
+    }
+    /// Whether objects of this kind have no namespace.
+    fn cluster_scoped(self) -> bool {
+        self == Kind::Node
+    }
     fn from_path(group: &str, plural: &str) -> Option<Self> {
         match (group, plural) {
             ("v1", "services") => Some(Kind::Service),
             ("v1", "pods") => Some(Kind::Pod),
+            ("v1", "nodes") => Some(Kind::Node),
             ("discovery.k8s.io/v1", "endpointslices") => Some(Kind::EndpointSlice),
             ("networking.istio.io/v1", "virtualservices") => Some(Kind::VirtualService),
             ("networking.istio.io/v1", "destinationrules") => Some(Kind::DestinationRule),
@@ -139,6 +160,8 @@ enum Note {
     Expire,
     /// End the stream (as a timeout does).
     End,
+    /// End the streams of one kind.
+    EndKind(Kind),
 }
 
 #[derive(Debug, Default)]
@@ -150,6 +173,8 @@ struct State {
     /// Watches and continue tokens from versions below this are gone.
     oldest: u64,
     fail: Option<u16>,
+    /// Kinds refused with a status ([`FakeKube::refuse`]).
+    refused: BTreeMap<Kind, u16>,
     hold: bool,
     gone_form: GoneForm,
     counts: Counts,
@@ -210,22 +235,30 @@ impl FakeKube {
 
     /// Creates or replaces an object (`ADDED` or `MODIFIED`); returns its
     /// new resource version. `metadata.name` is required; a missing
-    /// `metadata.namespace` is `default`.
+    /// `metadata.namespace` is `default` (a Node has none: it is removed).
     pub fn apply(&self, kind: Kind, mut object: Value) -> String {
         let name = match object.pointer("/metadata/name").and_then(Value::as_str) {
             Some(n) => n.to_string(),
             None => panic!("fake kubernetes: object without metadata.name: {object}"),
         };
-        let namespace = object
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or("default")
-            .to_string();
+        let namespace = if kind.cluster_scoped() {
+            String::new()
+        } else {
+            object
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("default")
+                .to_string()
+        };
         let mut s = self.shared.state.lock();
         s.rv += 1;
         let rv = s.rv;
         if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.insert("namespace".into(), json!(namespace));
+            if kind.cluster_scoped() {
+                meta.remove("namespace");
+            } else {
+                meta.insert("namespace".into(), json!(namespace));
+            }
             meta.insert("resourceVersion".into(), json!(rv.to_string()));
         }
         if let Some(o) = object.as_object_mut() {
@@ -243,7 +276,8 @@ impl FakeKube {
         rv.to_string()
     }
 
-    /// Deletes an object (`DELETED`); false when there was none.
+    /// Deletes an object (`DELETED`); false when there was none. A Node's
+    /// namespace is `""`.
     pub fn delete(&self, kind: Kind, namespace: &str, name: &str) -> bool {
         let mut s = self.shared.state.lock();
         let Some(mut object) = s
@@ -320,6 +354,29 @@ impl FakeKube {
             Kind::EndpointSlice,
             slice(namespace, name, service, ports, endpoints),
         )
+    }
+
+    /// A Node `name` with `labels` (e.g. `topology.kubernetes.io/zone`).
+    pub fn put_node(&self, name: &str, labels: &[(&str, &str)]) -> String {
+        self.apply(Kind::Node, node(name, labels))
+    }
+
+    /// Requests for `kind` answer `status` as kube-apiserver words it
+    /// (`403 Forbidden` as for a service account without RBAC for the
+    /// resource, `404 NotFound` as for a resource the server does not serve)
+    /// and open watches of it end, until `None`.
+    pub fn refuse(&self, kind: Kind, status: Option<u16>) {
+        let mut s = self.shared.state.lock();
+        match status {
+            Some(code) => {
+                s.refused.insert(kind, code);
+                drop(s);
+                self.shared.notify(Note::EndKind(kind));
+            }
+            None => {
+                s.refused.remove(&kind);
+            }
+        }
     }
 
     /// Every request answers `status` (with a `Status` body) and open
@@ -458,6 +515,22 @@ pub fn pod(namespace: &str, name: &str, ip: &str, labels: &[(&str, &str)]) -> Va
     })
 }
 
+/// A Node object (see [`FakeKube::put_node`]): metadata with `labels`, a
+/// `spec.podCIDR` and a `Ready` condition, as `kubectl get node -o json` shows.
+pub fn node(name: &str, labels: &[(&str, &str)]) -> Value {
+    let mut all = serde_json::Map::new();
+    all.insert("kubernetes.io/hostname".into(), json!(name));
+    all.insert("kubernetes.io/os".into(), json!("linux"));
+    for (k, v) in labels {
+        all.insert(k.to_string(), json!(v));
+    }
+    json!({
+        "metadata": {"name": name, "labels": all},
+        "spec": {"podCIDR": "10.244.0.0/24"},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+    })
+}
+
 /// An EndpointSlice object (see [`FakeKube::put_slice`]).
 pub fn slice(
     namespace: &str,
@@ -557,6 +630,26 @@ fn status_reply(code: u16, reason: &str, message: &str) -> Resp {
     full(status, status_object(code, reason, message))
 }
 
+/// A refusal of `kind` in kube-apiserver's words.
+fn refusal(code: u16, kind: Kind, q: &BTreeMap<String, String>) -> Resp {
+    let verb = if matches!(q.get("watch").map(String::as_str), Some("true" | "1")) {
+        "watch"
+    } else {
+        "list"
+    };
+    let plural = kind.plural();
+    let group = kind.api_version().rsplit_once('/').map_or("", |(g, _)| g);
+    match code {
+        403 => status_reply(
+            403,
+            "Forbidden",
+            &format!("{plural} is forbidden: User \"system:serviceaccount:anymesh-system:anymesh\" cannot {verb} resource \"{plural}\" in API group \"{group}\" at the cluster scope"),
+        ),
+        404 => status_reply(404, "NotFound", "the server could not find the requested resource"),
+        _ => status_reply(code, "InternalError", "fake kubernetes API refusing on purpose"),
+    }
+}
+
 fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
     req.uri()
         .query()
@@ -606,7 +699,10 @@ fn route(path: &str) -> Option<(Kind, Option<String>)> {
     let parts: Vec<&str> = rest.split('/').collect();
     match parts.as_slice() {
         [plural] => Some((Kind::from_path(group, plural)?, None)),
-        ["namespaces", ns, plural] => Some((Kind::from_path(group, plural)?, Some(ns.to_string()))),
+        ["namespaces", ns, plural] => {
+            let kind = Kind::from_path(group, plural)?;
+            (!kind.cluster_scoped()).then(|| (kind, Some(ns.to_string())))
+        }
         _ => None,
     }
 }
@@ -639,6 +735,11 @@ fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Resp {
         );
     };
     let q = query(&req);
+    let refused = shared.state.lock().refused.get(&kind).copied();
+    if let Some(code) = refused {
+        shared.state.lock().counts.failed += 1;
+        return refusal(code, kind, &q);
+    }
     let meta_only = req
         .headers()
         .get(hyper::header::ACCEPT)
@@ -851,6 +952,8 @@ fn watch(shared: &Shared, view: &View, q: &BTreeMap<String, String>) -> Resp {
                     let _ = tx.send(expired_frame("expired")).await;
                     return;
                 }
+                Ok(Note::EndKind(k)) if k == view.kind => return,
+                Ok(Note::EndKind(_)) => continue,
                 Ok(Note::End) | Err(broadcast::error::RecvError::Closed) => return,
             };
             if tx.send(out).await.is_err() {
@@ -869,4 +972,66 @@ fn watch(shared: &Shared, view: &View, q: &BTreeMap<String, String>) -> Resp {
         hyper::header::HeaderValue::from_static("application/json"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    //! Nodes: cluster-scoped list and watch, and refusals.
+
+    use super::*;
+
+    async fn get(url: &str) -> (u16, Value) {
+        let uri: hyper::Uri = url.parse().unwrap();
+        let host = uri.authority().unwrap().to_string();
+        let stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let req = Request::get(path)
+            .header("host", host)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn nodes_are_cluster_scoped_and_can_be_refused() {
+        let k = FakeKube::start().await;
+        k.put_node("n1", &[("topology.kubernetes.io/zone", "eu-west-1a")]);
+        let n1 = k.get(Kind::Node, "", "n1").unwrap();
+        assert!(n1.pointer("/metadata/namespace").is_none(), "{n1}");
+        let (status, list) = get(&format!("{}/api/v1/nodes", k.url())).await;
+        assert_eq!(status, 200);
+        assert_eq!(list["kind"], "NodeList");
+        assert_eq!(
+            list["items"][0]["metadata"]["labels"]["topology.kubernetes.io/zone"],
+            "eu-west-1a"
+        );
+        let (status, _) = get(&format!("{}/api/v1/namespaces/default/nodes", k.url())).await;
+        assert_eq!(status, 404, "nodes have no namespace");
+        k.refuse(Kind::Node, Some(403));
+        let (status, body) = get(&format!("{}/api/v1/nodes", k.url())).await;
+        assert_eq!((status, body["reason"].as_str()), (403, Some("Forbidden")));
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("cannot list resource \"nodes\" in API group \"\""),
+            "{body}"
+        );
+        let (status, _) = get(&format!("{}/api/v1/services", k.url())).await;
+        assert_eq!(status, 200, "only nodes are refused");
+        k.refuse(Kind::Node, None);
+        assert!(k.delete(Kind::Node, "", "n1"));
+        let (status, list) = get(&format!("{}/api/v1/nodes", k.url())).await;
+        assert_eq!(
+            (status, list["items"].as_array().map(Vec::len)),
+            (200, Some(0))
+        );
+    }
 }
