@@ -40,6 +40,10 @@ pub struct KubernetesConfig {
     /// routing config beside the routing files.
     #[serde(default)]
     pub routing_from_cluster: bool,
+    /// Also watch Nodes (their labels) for endpoints' region and zone.
+    /// Off, endpoints carry only their EndpointSlice `zone`.
+    #[serde(default = "default_nodes")]
+    pub nodes: bool,
     /// The `networking.istio.io` version those resources are read at:
     /// `v1` (the default), `v1beta1` or `v1alpha3`.
     #[serde(default = "default_istio_version")]
@@ -93,6 +97,9 @@ pub type BackoffConfig = anymesh_core::backoff::BackoffConfig<500>;
 fn default_istio_version() -> String {
     "v1".into()
 }
+fn default_nodes() -> bool {
+    true
+}
 fn default_cluster_domain() -> String {
     "cluster.local".into()
 }
@@ -122,6 +129,7 @@ impl KubernetesConfig {
             default_protocol: Protocol::default(),
             backoff: BackoffConfig::default(),
             routing_from_cluster: false,
+            nodes: default_nodes(),
             istio_version: default_istio_version(),
         }
     }
@@ -216,6 +224,12 @@ mod tests {
         assert_eq!(d.hostname, HostnameForm::Fqdn);
         assert!(d.namespaces.is_empty());
         assert!(!d.routing_from_cluster);
+        assert!(d.nodes, "nodes are read by default");
+        assert!(
+            !serde_yaml_ng::from_str::<KubernetesConfig>("nodes: false\n")
+                .unwrap()
+                .nodes
+        );
         assert_eq!(d.istio_version, "v1");
         d.validate().unwrap();
         let u: KubernetesConfig =

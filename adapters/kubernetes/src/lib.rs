@@ -1,7 +1,8 @@
 //! anymesh-adapter-kubernetes: endpoints from a Kubernetes cluster.
 //!
 //! [`KubernetesRegistry`] watches Services, EndpointSlices
-//! (`discovery.k8s.io/v1`) and Pods (their metadata, for labels) with
+//! (`discovery.k8s.io/v1`), Pods (their metadata, for labels) and Nodes
+//! (their metadata, for region and zone labels) with
 //! kube-runtime's watcher: an initial list, a watch from the list's
 //! `resourceVersion` (moved on by bookmarks), a relist when the API server
 //! answers 410 Gone, and a capped, jittered backoff on errors while the last
@@ -24,4 +25,7 @@ pub use config::{
 pub use error::KubernetesError;
 pub use registry::KubernetesRegistry;
 pub use routing::{document, label, parse_object, ClusterRouting, RoutingView, ISTIO_GROUP};
-pub use translate::{health, Derived, Objects, Translator, SERVICE_NAME_LABEL};
+pub use translate::{
+    health, locality, Derived, NodeTopology, Objects, Translator, BETA_REGION_LABEL,
+    BETA_ZONE_LABEL, REGION_LABEL, SERVICE_NAME_LABEL, ZONE_LABEL,
+};

@@ -1,5 +1,6 @@
-//! [`KubernetesRegistry`]: watches Services, EndpointSlices and Pods with
-//! kube-runtime's [`watcher()`] and turns them into catalog changes.
+//! [`KubernetesRegistry`]: watches Services, EndpointSlices, Pods and
+//! Nodes with kube-runtime's [`watcher()`] and turns them into catalog
+//! changes.
 //!
 //! ```text
 //!   ┌──► client (in-cluster / kubeconfig / URL) ──err──────────────────────┐
@@ -19,8 +20,14 @@
 //! first [`Reset`](Change::Reset) is whole; after an error every watcher is
 //! restarted, so what changed during an outage arrives with the relist's
 //! Reset rather than as a trickle of events.
+//!
+//! Nodes are optional: a `403` or `404` for them is logged once (with the
+//! RBAC rule to grant), endpoints keep only their slice's zone, and the
+//! nodes list is tried again every `backoff.max` without disturbing the
+//! other watchers. Any other nodes error is handled like the others'.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use anymesh_core::registry::CatalogClosed;
 use anymesh_core::{
@@ -28,7 +35,7 @@ use anymesh_core::{
 };
 use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt};
-use k8s_openapi::api::core::v1::{Pod, Service as KService};
+use k8s_openapi::api::core::v1::{Node, Pod, Service as KService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::{self, metadata_watcher, watcher, Event};
@@ -37,7 +44,7 @@ use tracing::Instrument;
 
 use crate::config::{Connection, KubernetesConfig};
 use crate::error::KubernetesError;
-use crate::translate::{Derived, Objects, Translator};
+use crate::translate::{Derived, NodeTopology, Objects, Translator};
 use anymesh_core::backoff::Backoff;
 
 /// A registry reading Services and their endpoints from a Kubernetes
@@ -55,6 +62,12 @@ enum Ev {
     Service(Event<KService>),
     Slice(Event<EndpointSlice>),
     Pod(Event<PartialObjectMeta<Pod>>),
+    Node(Event<PartialObjectMeta<Node>>),
+    /// The nodes list or watch was refused (`403`, `404`): go on without.
+    NodesRefused {
+        code: u16,
+        message: String,
+    },
 }
 
 type Item = (usize, Result<Ev, watcher::Error>);
@@ -141,18 +154,30 @@ struct Mirrors {
     services: Vec<Mirror<KService>>,
     slices: Vec<Mirror<EndpointSlice>>,
     pods: Vec<Mirror<Labels>>,
+    /// Node topology by `/name` (cluster-scoped: no namespace).
+    nodes: Mirror<NodeTopology>,
+    /// The nodes watcher was refused and has not succeeded since: the
+    /// view is whole without nodes, and they are not used.
+    nodes_refused: bool,
 }
 
 impl Mirrors {
-    fn new(scopes: usize) -> Self {
+    /// Mirrors for `scopes` namespace scopes; without `read_nodes` the
+    /// nodes mirror stays empty and counts as listed.
+    fn new(scopes: usize, read_nodes: bool) -> Self {
+        let mut nodes = Mirror::new();
+        nodes.synced = !read_nodes;
         Self {
             services: (0..scopes).map(|_| Mirror::new()).collect(),
             slices: (0..scopes).map(|_| Mirror::new()).collect(),
             pods: (0..scopes).map(|_| Mirror::new()).collect(),
+            nodes,
+            nodes_refused: false,
         }
     }
 
-    /// Watcher `i` is `services[i % n]`, `slices[..]`, `pods[..]` by `i / n`.
+    /// Watcher `i` is `services[i % n]`, `slices[..]`, `pods[..]` by `i / n`;
+    /// the nodes watcher is the last.
     fn apply(&mut self, i: usize, ev: Ev) -> Step {
         let n = self.services.len();
         let scope = i % n;
@@ -160,16 +185,40 @@ impl Mirrors {
             Ev::Service(e) => self.services[scope].apply(e, |s| s),
             Ev::Slice(e) => self.slices[scope].apply(e, |s| s),
             Ev::Pod(e) => self.pods[scope].apply(e, |p| p.metadata.labels.unwrap_or_default()),
+            Ev::Node(e) => {
+                let was_refused = std::mem::take(&mut self.nodes_refused);
+                let step = self.nodes.apply(e, |n| {
+                    NodeTopology::from_labels(&n.metadata.labels.unwrap_or_default())
+                });
+                // A watch that works again after a refusal brings the
+                // nodes kept from before back into use.
+                if was_refused && step == Step::Nothing && self.nodes.pending.is_none() {
+                    Step::Changed
+                } else {
+                    step
+                }
+            }
+            Ev::NodesRefused { .. } => {
+                // The nodes drop out of use; a list cut short is dropped.
+                // Changed (not Nothing) also sends what other watchers
+                // changed while that list was pending.
+                self.nodes_refused = true;
+                self.nodes.pending = None;
+                Step::Changed
+            }
         }
     }
 
     /// Every watcher has listed, and none is listing again: only then is
-    /// the view whole.
+    /// the view whole. A refused nodes watcher does not hold it back.
     fn synced(&self) -> bool {
         fn done<V>(m: &Mirror<V>) -> bool {
             m.synced && m.pending.is_none()
         }
-        self.services.iter().all(done) && self.slices.iter().all(done) && self.pods.iter().all(done)
+        self.services.iter().all(done)
+            && self.slices.iter().all(done)
+            && self.pods.iter().all(done)
+            && (self.nodes_refused || done(&self.nodes))
     }
 
     fn objects(&self) -> Objects<'_> {
@@ -181,10 +230,20 @@ impl Mirrors {
                 }
             }
         }
+        let nodes = if self.nodes_refused {
+            HashMap::new()
+        } else {
+            self.nodes
+                .live
+                .iter()
+                .map(|(key, t)| (key.split_once('/').map_or(key.as_str(), |(_, n)| n), t))
+                .collect()
+        };
         Objects {
             services: self.services.iter().flat_map(|m| m.live.values()).collect(),
             slices: self.slices.iter().flat_map(|m| m.live.values()).collect(),
             pods,
+            nodes,
         }
     }
 }
@@ -207,13 +266,24 @@ impl KubernetesRegistry {
         connect(&self.config.connection).await
     }
 
-    /// The watchers (services, slices, pods for each scope) and their names.
-    fn watchers(&self, client: &Client) -> (Vec<BoxStream<'static, Item>>, Vec<String>) {
-        let scopes: Vec<Option<String>> = if self.config.namespaces.is_empty() {
+    /// How long a refused nodes watcher waits before it lists again.
+    fn nodes_retry(&self) -> Duration {
+        self.config.backoff.max.0
+    }
+
+    /// The namespace scopes: each configured namespace, or all at once.
+    fn scopes(&self) -> Vec<Option<String>> {
+        if self.config.namespaces.is_empty() {
             vec![None]
         } else {
             self.config.namespaces.iter().cloned().map(Some).collect()
-        };
+        }
+    }
+
+    /// The watchers (services, slices, pods for each scope, then nodes when
+    /// read) and their names.
+    fn watchers(&self, client: &Client) -> (Vec<BoxStream<'static, Item>>, Vec<String>) {
+        let scopes = self.scopes();
         let n = scopes.len();
         let mut streams: Vec<BoxStream<'static, Item>> = Vec::new();
         let mut names = Vec::new();
@@ -249,13 +319,20 @@ impl KubernetesRegistry {
             );
             names.push(format!("pods {}", where_(scope)));
         }
+        if self.config.nodes {
+            let api: Api<Node> = Api::all(client.clone());
+            streams.push(nodes_stream(api, 3 * n, self.nodes_retry()));
+            names.push("nodes".into());
+        }
         (streams, names)
     }
 
     async fn follow(&self, sink: &ChangeSink) -> Result<(), CatalogClosed> {
         let mut backoff = self.config.backoff.start();
+        // Whether the nodes refusal was logged (once, until nodes list again).
+        let mut nodes_warned = false;
         loop {
-            match self.session(sink, &mut backoff).await? {
+            match self.session(sink, &mut backoff, &mut nodes_warned).await? {
                 Restart::Gone(reason) => {
                     tracing::info!(%reason, "kubernetes watch expired; listing again");
                 }
@@ -273,15 +350,15 @@ impl KubernetesRegistry {
         &self,
         sink: &ChangeSink,
         backoff: &mut Backoff,
+        nodes_warned: &mut bool,
     ) -> Result<Restart, CatalogClosed> {
         let client = match self.client().await {
             Ok(c) => c,
             Err(e) => return Ok(Restart::Failed(e.to_string())),
         };
         let (streams, names) = self.watchers(&client);
-        let scopes = names.len() / 3;
         let mut events = stream::select_all(streams);
-        let mut mirrors = Mirrors::new(scopes);
+        let mut mirrors = Mirrors::new(self.scopes().len(), self.config.nodes);
         let mut sent: Option<Derived> = None;
         while let Some((i, item)) = events.next().await {
             let ev = match item {
@@ -305,6 +382,18 @@ impl KubernetesRegistry {
                     }
                 }
             };
+            match &ev {
+                Ev::NodesRefused { code, message } => {
+                    self.nodes_refused(*code, message, nodes_warned);
+                }
+                Ev::Node(Event::InitDone) if *nodes_warned => {
+                    *nodes_warned = false;
+                    tracing::info!(
+                        "kubernetes nodes listed again; endpoints get their nodes' region and zone"
+                    );
+                }
+                _ => {}
+            }
             let step = mirrors.apply(i, ev);
             if step == Step::Nothing || !mirrors.synced() {
                 continue;
@@ -342,6 +431,63 @@ impl KubernetesRegistry {
         }
         Ok(Restart::Failed("every kubernetes watch ended".into()))
     }
+}
+
+impl KubernetesRegistry {
+    /// Logs a nodes refusal: at warn with the rule to grant the first
+    /// time, at debug while it lasts.
+    fn nodes_refused(&self, code: u16, message: &str, warned: &mut bool) {
+        let retry = self.nodes_retry();
+        if std::mem::replace(warned, true) {
+            tracing::debug!(status = code, error = %message, "kubernetes nodes still not readable");
+            return;
+        }
+        tracing::warn!(
+            status = code,
+            error = %message,
+            retry = ?retry,
+            "cannot read kubernetes nodes: endpoints get their EndpointSlice zone only, no region. \
+             Grant the registry's service account a ClusterRole rule \
+             `apiGroups: [\"\"], resources: [\"nodes\"], verbs: [\"list\", \"watch\"]`, \
+             or set `nodes: false`; listing nodes again every `backoff.max`"
+        );
+    }
+}
+
+/// The nodes watcher (metadata only: labels are all it needs), as item
+/// `index`. A `403` or `404` comes out as [`Ev::NodesRefused`], after which
+/// the watcher waits `retry` before it lists again; every other item passes.
+fn nodes_stream(api: Api<Node>, index: usize, retry: Duration) -> BoxStream<'static, Item> {
+    let inner = metadata_watcher(api, watcher::Config::default()).boxed();
+    stream::unfold((inner, false), move |(mut inner, pause)| async move {
+        if pause {
+            tokio::time::sleep(retry).await;
+        }
+        let item = inner.next().await?;
+        if let Err(e) = &item {
+            if let Some(code) = refused(e) {
+                let ev = Ev::NodesRefused {
+                    code,
+                    message: chain(e),
+                };
+                return Some(((index, Ok(ev)), (inner, true)));
+            }
+        }
+        Some(((index, item.map(Ev::Node)), (inner, false)))
+    })
+    .boxed()
+}
+
+/// The status code of a `403 Forbidden` or `404 Not Found` answer.
+pub(crate) fn refused(e: &watcher::Error) -> Option<u16> {
+    let code = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code,
+        watcher::Error::WatchError(s) => s.code,
+        _ => return None,
+    };
+    matches!(code, 403 | 404).then_some(code)
 }
 
 #[async_trait]

@@ -9,7 +9,8 @@
 //! | `serving` (nil = `ready`) and `terminating` | `Draining`: used only when nothing healthy is left |
 //! | neither | `Unhealthy`: kept (explain shows it), never routed to |
 //! | the Pod of `targetRef` | its labels are the endpoint's labels (`version` splits traffic) |
-//! | `zone` | locality zone |
+//! | endpoint `zone`, else the `nodeName` Node's zone label | locality zone |
+//! | the `nodeName` Node's region label | locality region (unset when the node or its label is unknown) |
 //! | ExternalName `spec.externalName` | aliases of the mesh service with that name, when this source has one; else a service whose one endpoint is that DNS name |
 //!
 //! Headless Services (`clusterIP: None`) need nothing special: the mesh
@@ -31,6 +32,53 @@ use crate::config::{HostnameForm, KubernetesConfig};
 /// The label joining an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// The Node label naming its region.
+pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
+/// The Node label naming its zone.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+/// The deprecated region label, read when [`REGION_LABEL`] is absent.
+pub const BETA_REGION_LABEL: &str = "failure-domain.beta.kubernetes.io/region";
+/// The deprecated zone label, read when [`ZONE_LABEL`] is absent.
+pub const BETA_ZONE_LABEL: &str = "failure-domain.beta.kubernetes.io/zone";
+
+/// Where a Node is, from its labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeTopology {
+    pub region: Option<String>,
+    pub zone: Option<String>,
+}
+
+impl NodeTopology {
+    /// [`REGION_LABEL`] and [`ZONE_LABEL`], each falling back to its
+    /// `failure-domain.beta.kubernetes.io` form; empty values count as absent.
+    pub fn from_labels(labels: &Labels) -> Self {
+        let get = |label: &str, beta: &str| {
+            [label, beta]
+                .iter()
+                .filter_map(|l| labels.get(*l))
+                .find(|v| !v.is_empty())
+                .cloned()
+        };
+        Self {
+            region: get(REGION_LABEL, BETA_REGION_LABEL),
+            zone: get(ZONE_LABEL, BETA_ZONE_LABEL),
+        }
+    }
+}
+
+/// An endpoint's locality: zone from the endpoint's own `zone`, else its
+/// node's; region from its node. Unknown stays unset.
+pub fn locality(endpoint_zone: Option<&str>, node: Option<&NodeTopology>) -> Locality {
+    Locality {
+        region: node.and_then(|n| n.region.clone()),
+        zone: endpoint_zone
+            .filter(|z| !z.is_empty())
+            .map(str::to_string)
+            .or_else(|| node.and_then(|n| n.zone.clone())),
+        subzone: None,
+    }
+}
+
 /// What one source's objects mean for the catalog.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Derived {
@@ -48,6 +96,8 @@ pub struct Objects<'a> {
     pub slices: Vec<&'a EndpointSlice>,
     /// Pod labels by (namespace, name).
     pub pods: HashMap<(&'a str, &'a str), &'a Labels>,
+    /// Node topology by node name (empty when Nodes are not read).
+    pub nodes: HashMap<&'a str, &'a NodeTopology>,
 }
 
 /// Turns watched objects into services and endpoints for one source.
@@ -344,10 +394,12 @@ impl Translator {
                 labels,
                 health,
                 weight: 1,
-                locality: Locality {
-                    zone: ep.zone.clone(),
-                    ..Locality::default()
-                },
+                locality: locality(
+                    ep.zone.as_deref(),
+                    ep.node_name
+                        .as_deref()
+                        .and_then(|n| objects.nodes.get(n).copied()),
+                ),
                 provenance: Provenance {
                     source: self.source.clone(),
                     native_id: native_id.clone(),

@@ -79,6 +79,7 @@ fn the_docs_slice_translates_once_joined_to_a_service() {
         services: vec![&svc],
         slices: vec![&slice],
         pods: HashMap::from([(("default", "nginx-deployment-7768647bf9-rkxlw"), &labels)]),
+        ..Objects::default()
     };
     let d = translator(HostnameForm::Fqdn).derive(&objects);
     let s = &d.services[&host("nginx.default.svc.cluster.local")];
@@ -288,7 +289,7 @@ fn headless_and_same_named_services_across_namespaces() {
     let objects = Objects {
         services: vec![&a, &b],
         slices: vec![&sa, &sb],
-        pods: HashMap::new(),
+        ..Objects::default()
     };
     let d = translator(HostnameForm::Name).derive(&objects);
     assert_eq!(d.services.len(), 1, "one mesh service `db`");
@@ -305,4 +306,125 @@ fn headless_and_same_named_services_across_namespaces() {
         .endpoints
         .values()
         .all(|e| e.health == Health::Healthy && e.service == host("db")));
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn node_labels_give_region_and_zone_with_the_beta_fallback() {
+    let ga = NodeTopology::from_labels(&labels(&[
+        (REGION_LABEL, "us-central1"),
+        (ZONE_LABEL, "us-central1-c"),
+        (BETA_REGION_LABEL, "old-region"),
+        (BETA_ZONE_LABEL, "old-zone"),
+    ]));
+    assert_eq!(ga.region.as_deref(), Some("us-central1"), "GA label wins");
+    assert_eq!(ga.zone.as_deref(), Some("us-central1-c"));
+    let beta = NodeTopology::from_labels(&labels(&[
+        (BETA_REGION_LABEL, "eu-west-1"),
+        (BETA_ZONE_LABEL, "eu-west-1b"),
+    ]));
+    assert_eq!(
+        (beta.region.as_deref(), beta.zone.as_deref()),
+        (Some("eu-west-1"), Some("eu-west-1b"))
+    );
+    let mixed = NodeTopology::from_labels(&labels(&[
+        (REGION_LABEL, ""),
+        (BETA_REGION_LABEL, "eu-west-1"),
+        ("kubernetes.io/hostname", "n1"),
+    ]));
+    assert_eq!(
+        mixed.region.as_deref(),
+        Some("eu-west-1"),
+        "empty is absent"
+    );
+    assert_eq!(mixed.zone, None);
+    assert_eq!(
+        NodeTopology::from_labels(&Labels::new()),
+        NodeTopology::default()
+    );
+}
+
+#[test]
+fn locality_zone_from_the_slice_wins_and_region_comes_from_the_node() {
+    let node = NodeTopology {
+        region: Some("us-central1".into()),
+        zone: Some("us-central1-a".into()),
+    };
+    let l = locality(Some("us-central1-c"), Some(&node));
+    assert_eq!(l.region.as_deref(), Some("us-central1"));
+    assert_eq!(l.zone.as_deref(), Some("us-central1-c"), "the slice's zone");
+    let l = locality(None, Some(&node));
+    assert_eq!(l.zone.as_deref(), Some("us-central1-a"), "the node's zone");
+    let l = locality(Some(""), Some(&node));
+    assert_eq!(l.zone.as_deref(), Some("us-central1-a"), "empty is absent");
+    let l = locality(Some("us-central1-c"), None);
+    assert_eq!(
+        (l.region, l.zone.as_deref(), l.subzone),
+        (None, Some("us-central1-c"), None),
+        "unknown node: the slice's zone only"
+    );
+}
+
+#[test]
+fn the_docs_slice_takes_its_region_from_the_endpoints_node() {
+    let mut v = fixtures::json("kubernetes/endpointslice_terminating_and_ready_docs.json");
+    v["metadata"] = json!({"name": "nginx-abc", "namespace": "default",
+                           "labels": {SERVICE_NAME_LABEL: "nginx"}});
+    v["ports"] = json!([{"name": "http", "port": 80, "protocol": "TCP"}]);
+    // Both endpoints share a node in the docs; the second moves to another
+    // node and loses its own zone, so that node's zone applies.
+    v["endpoints"][1].as_object_mut().unwrap().remove("zone");
+    v["endpoints"][1]["nodeName"] = json!("gke-main-default-pool-dca1511c-x2zq");
+    let slice: EndpointSlice = serde_json::from_value(v).unwrap();
+    let svc: KService = serde_json::from_value(json!({
+        "metadata": {"name": "nginx", "namespace": "default"},
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 80}]},
+    }))
+    .unwrap();
+    let node_of = |i: usize| slice.endpoints[i].node_name.clone().unwrap();
+    let (n0, n1) = (node_of(0), node_of(1));
+    let t0 = NodeTopology::from_labels(&labels(&[
+        (REGION_LABEL, "us-central1"),
+        (ZONE_LABEL, "us-central1-f"),
+    ]));
+    let t1 = NodeTopology::from_labels(&labels(&[
+        (BETA_REGION_LABEL, "us-central1"),
+        (BETA_ZONE_LABEL, "us-central1-b"),
+    ]));
+    let mut objects = Objects {
+        services: vec![&svc],
+        slices: vec![&slice],
+        nodes: HashMap::from([(n0.as_str(), &t0), (n1.as_str(), &t1)]),
+        ..Objects::default()
+    };
+    let t = translator(HostnameForm::Fqdn);
+    let d = t.derive(&objects);
+    let a = &d.endpoints["default/nginx/10.12.1.201"].locality;
+    let b = &d.endpoints["default/nginx/10.12.1.202"].locality;
+    assert_eq!(
+        (a.region.as_deref(), a.zone.as_deref()),
+        (Some("us-central1"), Some("us-central1-c")),
+        "the slice's zone over its node's"
+    );
+    assert_eq!(
+        (b.region.as_deref(), b.zone.as_deref()),
+        (Some("us-central1"), Some("us-central1-b")),
+        "no slice zone: the node's (beta labels)"
+    );
+    // Nodes unknown (not read, or not yet listed): the slice's zone only.
+    objects.nodes.clear();
+    let d = t.derive(&objects);
+    let a = &d.endpoints["default/nginx/10.12.1.201"].locality;
+    let b = &d.endpoints["default/nginx/10.12.1.202"].locality;
+    assert_eq!(
+        (a.region.as_deref(), a.zone.as_deref()),
+        (None, Some("us-central1-c"))
+    );
+    assert_eq!(*b, Locality::default());
 }
