@@ -390,7 +390,8 @@ async fn bookmarks_move_the_resume_point_so_a_compaction_needs_no_relist() {
     reviews(&k, &[ready(1)]);
     let mut obs = start(&k.url());
     obs.until_endpoints("reviews", &[("10.0.0.1", 9080)]).await;
-    eventually("three watches open", || k.counts().watches >= 3).await;
+    // Services, slices, pods and nodes.
+    eventually("four watches open", || k.counts().watches >= 4).await;
     // Versions move on through Services only; the pod and slice watches'
     // last versions get old.
     k.put_service("default", "other", &[("http", 80)]);
@@ -407,8 +408,8 @@ async fn bookmarks_move_the_resume_point_so_a_compaction_needs_no_relist() {
     // outside, so poll the one thing that is — a watch restart from it.
     k.compact();
     k.end_watches();
-    eventually("the three watches reopened", || {
-        k.counts().watches >= before.watches + 3
+    eventually("the four watches reopened", || {
+        k.counts().watches >= before.watches + 4
     })
     .await;
     let after = k.counts();
@@ -707,4 +708,275 @@ async fn the_fake_pages_lists_and_expires_continue_tokens() {
         all.list(&ListParams::default()).await.unwrap().items.len(),
         4
     );
+}
+
+// ---- locality from Nodes ----------------------------------------------------------
+
+const REGION: &str = "topology.kubernetes.io/region";
+const ZONE: &str = "topology.kubernetes.io/zone";
+const BETA_REGION: &str = "failure-domain.beta.kubernetes.io/region";
+const BETA_ZONE: &str = "failure-domain.beta.kubernetes.io/zone";
+
+/// (address, region, zone) of every endpoint of `service`, sorted.
+type Where = Vec<(String, Option<String>, Option<String>)>;
+
+fn localities(catalog: &anymesh_core::catalog::CatalogState, service: &str) -> Where {
+    let snap = catalog.snapshot(0);
+    let mut out: Where = snap
+        .services
+        .get(&Hostname::new(service).unwrap())
+        .map(|s| {
+            s.endpoints
+                .iter()
+                .map(|e| {
+                    (
+                        e.address.clone(),
+                        e.locality.region.clone(),
+                        e.locality.zone.clone(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+fn at(
+    address: &str,
+    region: Option<&str>,
+    zone: Option<&str>,
+) -> (String, Option<String>, Option<String>) {
+    (
+        address.into(),
+        region.map(str::to_string),
+        zone.map(str::to_string),
+    )
+}
+
+async fn until_localities(obs: &mut Observer, service: &str, want: Where) -> Vec<Change> {
+    if localities(obs.catalog(), service) == want {
+        return Vec::new();
+    }
+    obs.until(&format!("{service} localities {want:?}"), |_, catalog| {
+        localities(catalog, service) == want
+    })
+    .await
+}
+
+/// reviews-1 on node n1 (GA labels), reviews-2 on n2 (beta labels only),
+/// reviews-3 on n3 with its own slice zone.
+fn deploy_across_nodes(k: &FakeKube) {
+    k.put_node("n1", &[(REGION, "eu-west-1"), (ZONE, "eu-west-1a")]);
+    k.put_node(
+        "n2",
+        &[(BETA_REGION, "eu-west-1"), (BETA_ZONE, "eu-west-1b")],
+    );
+    k.put_node("n3", &[(REGION, "eu-west-1"), (ZONE, "eu-west-1c")]);
+    deploy_reviews(k, 3);
+    reviews(
+        k,
+        &[
+            ready(1).on_node("n1"),
+            ready(2).on_node("n2"),
+            ready(3).on_node("n3").in_zone("eu-west-1z"),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn endpoints_take_region_and_zone_from_their_nodes_and_follow_label_changes() {
+    let k = FakeKube::start().await;
+    deploy_across_nodes(&k);
+    let mut obs = start(&k.url());
+    let first = obs.next().await;
+    assert!(matches!(first, Change::Reset(_)), "{first:?}");
+    // The first Reset already carries the nodes' localities: it waits for
+    // the nodes list.
+    assert_eq!(
+        localities(obs.catalog(), "reviews"),
+        vec![
+            at("10.0.0.1", Some("eu-west-1"), Some("eu-west-1a")),
+            at("10.0.0.2", Some("eu-west-1"), Some("eu-west-1b")),
+            at("10.0.0.3", Some("eu-west-1"), Some("eu-west-1z")),
+        ],
+        "GA labels, the beta fallback, the slice's zone over its node's"
+    );
+    // A node relabelled (its pods move with it): re-translated by watch.
+    let lists = k.counts().lists;
+    k.put_node("n1", &[(REGION, "eu-central-1"), (ZONE, "eu-central-1a")]);
+    let seen = until_localities(
+        &mut obs,
+        "reviews",
+        vec![
+            at("10.0.0.1", Some("eu-central-1"), Some("eu-central-1a")),
+            at("10.0.0.2", Some("eu-west-1"), Some("eu-west-1b")),
+            at("10.0.0.3", Some("eu-west-1"), Some("eu-west-1z")),
+        ],
+    )
+    .await;
+    assert!(
+        !seen.iter().any(|c| matches!(c, Change::Reset(_))),
+        "an upsert, not a relist: {seen:?}"
+    );
+    assert_eq!(k.counts().lists, lists, "by watch, without a relist");
+    // Labels that do not touch topology change nothing.
+    k.put_node(
+        "n1",
+        &[
+            (REGION, "eu-central-1"),
+            (ZONE, "eu-central-1a"),
+            ("node.kubernetes.io/instance-type", "m5.large"),
+        ],
+    );
+    // An endpoint moving to a node not (yet) known: region unset, zone
+    // from the slice only.
+    reviews(
+        &k,
+        &[
+            ready(1).on_node("n1"),
+            ready(2).on_node("n9"),
+            ready(3).on_node("n9").in_zone("eu-west-1z"),
+        ],
+    );
+    until_localities(
+        &mut obs,
+        "reviews",
+        vec![
+            at("10.0.0.1", Some("eu-central-1"), Some("eu-central-1a")),
+            at("10.0.0.2", None, None),
+            at("10.0.0.3", None, Some("eu-west-1z")),
+        ],
+    )
+    .await;
+    // The node appears: its endpoints gain its region and zone.
+    k.put_node("n9", &[(REGION, "us-east-1"), (ZONE, "us-east-1d")]);
+    until_localities(
+        &mut obs,
+        "reviews",
+        vec![
+            at("10.0.0.1", Some("eu-central-1"), Some("eu-central-1a")),
+            at("10.0.0.2", Some("us-east-1"), Some("us-east-1d")),
+            at("10.0.0.3", Some("us-east-1"), Some("eu-west-1z")),
+        ],
+    )
+    .await;
+    // And loses them when it is deleted.
+    assert!(k.delete(Kind::Node, "", "n9"));
+    until_localities(
+        &mut obs,
+        "reviews",
+        vec![
+            at("10.0.0.1", Some("eu-central-1"), Some("eu-central-1a")),
+            at("10.0.0.2", None, None),
+            at("10.0.0.3", None, Some("eu-west-1z")),
+        ],
+    )
+    .await;
+    assert!(!obs.log.iter().any(is_error), "{:?}", obs.log);
+}
+
+#[tokio::test]
+async fn nodes_forbidden_leaves_the_slice_zone_and_retries_at_the_resync_pace() {
+    let k = FakeKube::start().await;
+    deploy_across_nodes(&k);
+    // A service account without `nodes` RBAC.
+    k.refuse(Kind::Node, Some(403));
+    let mut obs = start(&k.url());
+    until_localities(
+        &mut obs,
+        "reviews",
+        vec![
+            at("10.0.0.1", None, None),
+            at("10.0.0.2", None, None),
+            at("10.0.0.3", None, Some("eu-west-1z")),
+        ],
+    )
+    .await;
+    // Everything else keeps working: a slice change arrives by watch.
+    reviews(
+        &k,
+        &[
+            ready(1).on_node("n1").in_zone("eu-west-1a"),
+            ready(2).on_node("n2"),
+            ready(3).on_node("n3").in_zone("eu-west-1z"),
+        ],
+    );
+    until_localities(
+        &mut obs,
+        "reviews",
+        vec![
+            at("10.0.0.1", None, Some("eu-west-1a")),
+            at("10.0.0.2", None, None),
+            at("10.0.0.3", None, Some("eu-west-1z")),
+        ],
+    )
+    .await;
+    // The nodes list is retried, no faster than `backoff.max` (200 ms here):
+    // of two more refusals, the second follows a whole pause.
+    let refused = k.counts().failed;
+    assert!(refused >= 1, "the nodes list was tried");
+    let since = std::time::Instant::now();
+    eventually("two more refused nodes lists", || {
+        k.counts().failed >= refused + 2
+    })
+    .await;
+    assert!(
+        since.elapsed() >= Duration::from_millis(200),
+        "paced retries, not a hot loop: {:?}",
+        since.elapsed()
+    );
+    assert!(
+        !obs.log.iter().any(is_error),
+        "a refusal for nodes is not an error: {:?}",
+        obs.log
+    );
+    // The permission granted: the next retry lists the nodes.
+    k.refuse(Kind::Node, None);
+    until_localities(
+        &mut obs,
+        "reviews",
+        vec![
+            at("10.0.0.1", Some("eu-west-1"), Some("eu-west-1a")),
+            at("10.0.0.2", Some("eu-west-1"), Some("eu-west-1b")),
+            at("10.0.0.3", Some("eu-west-1"), Some("eu-west-1z")),
+        ],
+    )
+    .await;
+    // Revoked again (the watch is cut, the relist refused, here as 404):
+    // back to the slices' zones, still no error.
+    k.refuse(Kind::Node, Some(404));
+    until_localities(
+        &mut obs,
+        "reviews",
+        vec![
+            at("10.0.0.1", None, Some("eu-west-1a")),
+            at("10.0.0.2", None, None),
+            at("10.0.0.3", None, Some("eu-west-1z")),
+        ],
+    )
+    .await;
+    assert!(!obs.log.iter().any(is_error), "{:?}", obs.log);
+}
+
+#[tokio::test]
+async fn with_nodes_off_the_nodes_are_never_requested() {
+    let k = FakeKube::start().await;
+    deploy_across_nodes(&k);
+    k.refuse(Kind::Node, Some(403));
+    let mut c = config(&k.url());
+    c.nodes = false;
+    let mut obs = Observer::start(registry(c));
+    until_localities(
+        &mut obs,
+        "reviews",
+        vec![
+            at("10.0.0.1", None, None),
+            at("10.0.0.2", None, None),
+            at("10.0.0.3", None, Some("eu-west-1z")),
+        ],
+    )
+    .await;
+    eventually("three watches open", || k.counts().watches >= 3).await;
+    assert_eq!(k.counts().failed, 0, "no nodes request was made");
 }

@@ -449,6 +449,8 @@ pub struct SliceEndpoint {
     /// The Pod of `targetRef` (same namespace).
     pub pod: Option<String>,
     pub zone: Option<String>,
+    /// `nodeName`: the Node the endpoint runs on.
+    pub node: Option<String>,
 }
 
 impl SliceEndpoint {
@@ -461,6 +463,23 @@ impl SliceEndpoint {
             terminating: Some(false),
             pod: Some(pod.into()),
             zone: None,
+            node: None,
+        }
+    }
+
+    /// The same endpoint on node `node`.
+    pub fn on_node(self, node: &str) -> Self {
+        Self {
+            node: Some(node.into()),
+            ..self
+        }
+    }
+
+    /// The same endpoint with its own `zone`.
+    pub fn in_zone(self, zone: &str) -> Self {
+        Self {
+            zone: Some(zone.into()),
+            ..self
         }
     }
 
@@ -562,6 +581,9 @@ pub fn slice(
             }
             if let Some(z) = &e.zone {
                 v["zone"] = json!(z);
+            }
+            if let Some(n) = &e.node {
+                v["nodeName"] = json!(n);
             }
             v
         })
