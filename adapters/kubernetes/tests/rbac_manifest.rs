@@ -1,6 +1,6 @@
 //! `integration/kubernetes/rbac.yaml` deserializes into k8s-openapi types
 //! and grants exactly what the registry reads: get, list and watch on
-//! Services, Pods, EndpointSlices and Istio's routing resources.
+//! Services, Pods, Nodes, EndpointSlices and Istio's routing resources.
 
 // A failed setup step fails the test.
 #![allow(clippy::unwrap_used)]
@@ -63,6 +63,7 @@ fn the_rbac_manifest_is_valid_and_least_privilege() {
     let want: BTreeSet<(String, String)> = [
         ("", "services"),
         ("", "pods"),
+        ("", "nodes"),
         ("discovery.k8s.io", "endpointslices"),
         ("networking.istio.io", "virtualservices"),
         ("networking.istio.io", "destinationrules"),
