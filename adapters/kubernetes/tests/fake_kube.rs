@@ -627,6 +627,10 @@ async fn the_fixture_objects_served_by_the_fake_are_read() {
                               "labels": {"kubernetes.io/service-name": "nameValue"}});
     docs["ports"] = json!([{"name": "nameValue", "port": 3, "protocol": "TCP"}]);
     k.apply(Kind::EndpointSlice, docs);
+    let nodes = fixtures::json("kubernetes/nodelist_topology_labels_shaped.json");
+    for node in nodes["items"].as_array().unwrap() {
+        k.apply(Kind::Node, node.clone());
+    }
     let mut obs = start(&k.url());
     let view = match obs.next().await {
         Change::Reset(v) => v,
@@ -659,6 +663,19 @@ async fn the_fixture_objects_served_by_the_fake_are_read() {
         "pod labels by targetRef"
     );
     assert_eq!(fuzzed.ports[0].number, 3);
+    // The docs slice's endpoints are on the shaped list's first node.
+    for e in view
+        .endpoints
+        .iter()
+        .filter(|e| e.address.starts_with("10.12.1."))
+    {
+        assert_eq!(
+            (e.locality.region.as_deref(), e.locality.zone.as_deref()),
+            (Some("us-central1"), Some("us-central1-c")),
+            "{}",
+            e.address
+        );
+    }
 }
 
 /// The fake's protocol, read with kube's own `Api`: pages with `continue`,

@@ -428,3 +428,39 @@ fn the_docs_slice_takes_its_region_from_the_endpoints_node() {
     );
     assert_eq!(*b, Locality::default());
 }
+
+#[test]
+fn the_shaped_node_list_gives_topology_with_the_beta_fallback() {
+    use k8s_openapi::api::core::v1::Node;
+    let list: kube::core::ObjectList<Node> =
+        decode("kubernetes/nodelist_topology_labels_shaped.json");
+    assert_eq!(list.metadata.resource_version.as_deref(), Some("4521"));
+    let got: Vec<(String, NodeTopology)> = list
+        .items
+        .iter()
+        .map(|n| {
+            (
+                n.metadata.name.clone().unwrap(),
+                NodeTopology::from_labels(&n.metadata.labels.clone().unwrap_or_default()),
+            )
+        })
+        .collect();
+    let topo = |r: Option<&str>, z: Option<&str>| NodeTopology {
+        region: r.map(str::to_string),
+        zone: z.map(str::to_string),
+    };
+    assert_eq!(
+        got,
+        vec![
+            (
+                "gke-main-default-pool-dca1511c-d17b".to_string(),
+                topo(Some("us-central1"), Some("us-central1-c"))
+            ),
+            (
+                "node-beta-labels-only".to_string(),
+                topo(Some("us-central1"), Some("us-central1-f"))
+            ),
+            ("node-without-topology".to_string(), NodeTopology::default()),
+        ]
+    );
+}
