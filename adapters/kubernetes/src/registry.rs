@@ -386,10 +386,11 @@ impl KubernetesRegistry {
                 Ev::NodesRefused { code, message } => {
                     self.nodes_refused(*code, message, nodes_warned);
                 }
-                Ev::Node(Event::InitDone) if *nodes_warned => {
+                // Anything but the start of a list means nodes are read again.
+                Ev::Node(e) if *nodes_warned && !matches!(e, Event::Init) => {
                     *nodes_warned = false;
                     tracing::info!(
-                        "kubernetes nodes listed again; endpoints get their nodes' region and zone"
+                        "kubernetes nodes readable again; endpoints get their nodes' region and zone"
                     );
                 }
                 _ => {}
@@ -655,6 +656,85 @@ mod tests {
         assert!(m.live.contains_key("default/b") && m.pending.is_some());
         assert_eq!(m.apply(Event::InitDone, labels), Step::Relisted);
         assert_eq!(m.live.keys().collect::<Vec<_>>(), vec!["default/a"]);
+    }
+
+    fn node(name: &str, zone: &str) -> PartialObjectMeta<Node> {
+        let mut n: PartialObjectMeta<Node> = kube::core::PartialObjectMeta::default();
+        n.metadata.name = Some(name.into());
+        n.metadata.labels = Some(Labels::from([(
+            crate::translate::ZONE_LABEL.to_string(),
+            zone.to_string(),
+        )]));
+        n
+    }
+
+    /// Mirrors with services, slices and pods listed (empty).
+    fn listed() -> Mirrors {
+        let mut m = Mirrors::new(1, true);
+        for i in 0..3 {
+            let ev = match i {
+                0 => Ev::Service(Event::InitDone),
+                1 => Ev::Slice(Event::InitDone),
+                _ => Ev::Pod(Event::InitDone),
+            };
+            m.apply(i, ev);
+        }
+        m
+    }
+
+    fn refusal() -> Ev {
+        Ev::NodesRefused {
+            code: 403,
+            message: "forbidden".into(),
+        }
+    }
+
+    #[test]
+    fn nodes_hold_back_the_first_view_until_listed_or_refused() {
+        let mut m = listed();
+        assert!(!m.synced(), "nodes not listed yet");
+        m.apply(3, Ev::Node(Event::Init));
+        m.apply(3, Ev::Node(Event::InitApply(node("n1", "a"))));
+        assert!(!m.synced());
+        assert_eq!(m.apply(3, Ev::Node(Event::InitDone)), Step::Relisted);
+        assert!(m.synced());
+        assert_eq!(m.objects().nodes["n1"].zone.as_deref(), Some("a"));
+        // Without nodes, nothing waits for them.
+        assert!(Mirrors::new(1, false).nodes.synced);
+    }
+
+    #[test]
+    fn a_refusal_drops_the_nodes_from_use_and_a_working_watch_brings_them_back() {
+        let mut m = listed();
+        assert_eq!(m.apply(3, refusal()), Step::Changed);
+        assert!(
+            m.synced(),
+            "a refused nodes list does not hold the view back"
+        );
+        assert!(m.objects().nodes.is_empty());
+        // The retry starts a list and is refused again: still whole.
+        m.apply(3, Ev::Node(Event::Init));
+        assert!(!m.synced(), "a list under way");
+        m.apply(3, refusal());
+        assert!(m.synced() && m.nodes.pending.is_none());
+        // Listed at last.
+        m.apply(3, Ev::Node(Event::Init));
+        m.apply(3, Ev::Node(Event::InitApply(node("n1", "a"))));
+        assert_eq!(m.apply(3, Ev::Node(Event::InitDone)), Step::Relisted);
+        assert_eq!(m.objects().nodes.len(), 1);
+        // A watch refused, then working again with an unchanged node: the
+        // kept nodes come back into use.
+        m.apply(3, refusal());
+        assert!(m.objects().nodes.is_empty());
+        assert_eq!(
+            m.apply(3, Ev::Node(Event::Apply(node("n1", "a")))),
+            Step::Changed
+        );
+        assert_eq!(m.objects().nodes["n1"].zone.as_deref(), Some("a"));
+        assert_eq!(
+            m.apply(3, Ev::Node(Event::Apply(node("n1", "a")))),
+            Step::Nothing
+        );
     }
 
     #[test]
