@@ -42,20 +42,24 @@ pub(crate) fn send_buffered<'a>(
     endpoint: &'a str,
     req: &'a UpstreamRequest<'a>,
 ) -> impl Future<Output = Result<(RawConn, BytesMut, ResponseHead), ProxyError>> + Send + 'a {
-    send(pool, hooks, endpoint, req, None)
+    send(pool, hooks, endpoint, req, None, None)
 }
 
 /// Sends a request head, then its body from `upload` while the response
 /// head is read (full duplex); the rest of the body, if any, goes out as
 /// the response body is polled ([`super::raw_body::RawBody`]).
+///
+/// `first`, when given, is the connection of the first attempt (made
+/// already, perhaps after connect failures elsewhere).
 pub(crate) fn send_streaming<'a>(
     pool: &'a Pool,
     hooks: &'a Hooks,
     endpoint: &'a str,
     req: &'a UpstreamRequest<'a>,
     upload: &'a mut Sending,
+    first: Option<Box<RawConn>>,
 ) -> impl Future<Output = Result<(RawConn, BytesMut, ResponseHead), ProxyError>> + Send + 'a {
-    send(pool, hooks, endpoint, req, Some(upload))
+    send(pool, hooks, endpoint, req, Some(upload), first)
 }
 
 /// The attempts of one request.
@@ -65,12 +69,16 @@ async fn send(
     endpoint: &str,
     req: &UpstreamRequest<'_>,
     mut upload: Option<&mut Sending>,
+    // Boxed: every buffered exchange's future has room for it.
+    mut first: Option<Box<RawConn>>,
 ) -> Result<(RawConn, BytesMut, ResponseHead), ProxyError> {
     let mut count = 0;
     loop {
         count += 1;
         hooks.on_attempt(endpoint, count);
-        let conn = if count > 1 {
+        let conn = if let Some(conn) = first.take() {
+            Ok(*conn)
+        } else if count > 1 {
             Box::pin(pool.raw_fresh(endpoint, req.conn)).await
         } else {
             pool.raw(endpoint, req.conn).await

@@ -194,3 +194,19 @@ async fn grpc_unavailable_after_the_upstream_read_the_call_reaches_the_client_by
     assert_eq!(seen, unavailable, "every UNAVAILABLE reaches the client");
     assert_eq!(upstream_total(&ups) - before, 60, "nothing replayed");
 }
+
+/// A POST whose body streams from an HTTP/2 client is never sent twice, but
+/// while no connection could be made nothing of it left the proxy: Istio's
+/// default `connect-failure` sends it to another endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_post_goes_elsewhere_when_its_endpoint_refuses_connections() {
+    let (mesh, ups) = chaos_mesh(&vs("")).await;
+    ups[0].kill().await;
+    let report = post(&mesh).http2().concurrency(2).run(30).await;
+    println!(
+        "default policy, HTTP/2 POSTs, one endpoint down: {}",
+        report.summary()
+    );
+    assert_eq!(report.ok(), 30, "{:?}", report.failures());
+    assert_eq!(posts(&ups), 30, "each POST reached a live upstream once");
+}
