@@ -35,6 +35,8 @@ pub struct Resumed {
     head: Option<Bytes>,
     /// Trailers taken after `head` (then `rest` has ended).
     trailers: Option<http::HeaderMap>,
+    /// The error the body broke with while being taken, given after `head`.
+    error: Option<BodyError>,
     rest: RequestBody,
 }
 
@@ -110,6 +112,7 @@ impl RequestBody {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut taken = bytes::BytesMut::new();
         let mut trailers = None;
+        let mut error = None;
         loop {
             if self.is_end_stream() {
                 return Taken::Whole(taken.freeze());
@@ -128,17 +131,23 @@ impl RequestBody {
                         break;
                     }
                 },
+                // Kept: a body that broke must not look ended.
+                Poll::Ready(Some(Err(e))) => {
+                    error = Some(e);
+                    break;
+                }
                 // The poll registered no waker that matters: the transport
                 // polls again with its own when it forwards the rest.
-                Poll::Pending | Poll::Ready(Some(Err(_))) => break,
+                Poll::Pending => break,
             }
         }
-        if taken.is_empty() && trailers.is_none() {
+        if taken.is_empty() && trailers.is_none() && error.is_none() {
             return Taken::Streaming(self);
         }
         Taken::Streaming(RequestBody::Resumed(Box::new(Resumed {
             head: (!taken.is_empty()).then(|| taken.freeze()),
             trailers,
+            error,
             rest: self,
         })))
     }
@@ -177,6 +186,9 @@ impl Body for RequestBody {
                 if let Some(d) = r.head.take() {
                     return Poll::Ready(Some(Ok(Frame::data(d))));
                 }
+                if let Some(e) = r.error.take() {
+                    return Poll::Ready(Some(Err(e)));
+                }
                 if let Some(t) = r.trailers.take() {
                     return Poll::Ready(Some(Ok(Frame::trailers(t))));
                 }
@@ -192,7 +204,10 @@ impl Body for RequestBody {
             RequestBody::H2(b) => b.is_end_stream(),
             RequestBody::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
             RequestBody::Resumed(r) => {
-                r.head.is_none() && r.trailers.is_none() && r.rest.is_end_stream()
+                r.head.is_none()
+                    && r.trailers.is_none()
+                    && r.error.is_none()
+                    && r.rest.is_end_stream()
             }
             RequestBody::Teed { inner, tee } => {
                 // A transport that learns the end here polls no more.

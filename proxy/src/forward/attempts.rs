@@ -138,9 +138,15 @@ where
         let ticket = {
             let started = plan.wants_latency().then(Instant::now);
             // Scoped too: the future is gone when its result is kept.
+            // A body still streaming to the first attempt is the client's
+            // pace, not the upstream's: the per-try timer starts once the
+            // whole request is at hand (as Envoy), here from the retries on.
+            let per_try = policy
+                .per_try_timeout
+                .filter(|_| retrying.replay.is_none_or(Tee::complete));
             let result = {
                 let mut call = std::pin::pin!(attempt(plan.endpoint, retries + 1));
-                match policy.per_try_timeout {
+                match per_try {
                     None => call.await,
                     // Boxed: the timer would enlarge every request's future.
                     Some(t) => match Box::pin(tokio::time::timeout(t, call.as_mut())).await {
@@ -150,6 +156,9 @@ where
                 }
             };
             let latency = started.map(|s| s.elapsed()).unwrap_or_default();
+            // The last retry's ticket ends with its attempt: a request's
+            // own retries do not count against its next one.
+            _retry = None;
             match next_step(plan, retrying, &result, retries, latency) {
                 Some(ticket) => ticket,
                 None => return result,
@@ -188,7 +197,12 @@ fn next_step<T: Answer>(
     }
     let mut request = retrying.request;
     if let Some(tee) = retrying.replay {
-        request.replayable = tee.complete();
+        // The body went to the first attempt: only its complete copy can
+        // be sent again, whatever failed (even a connection never made).
+        if !tee.complete() {
+            return None;
+        }
+        request.replayable = true;
     }
 
     let again = match result {
@@ -293,6 +307,7 @@ pub(crate) async fn connect(
     plan.admit().await?;
     let mut retries = 0u32;
     let mut tried = Tried::default();
+    let mut _ticket = None;
     loop {
         let e = match pool
             .raw(plan.endpoint, &plan.target.cluster.policy.connection_pool)
@@ -310,8 +325,13 @@ pub(crate) async fn connect(
             };
             retriable(policy, &unsent, &retrying.request)
         };
-        if !again || plan.runtime.try_retry().is_err() {
+        if !again {
             return Err(e);
+        }
+        // Held until the next connect is known, as a retry's ticket is.
+        match plan.runtime.try_retry() {
+            Ok(ticket) => _ticket = Some(ticket),
+            Err(_) => return Err(e),
         }
         retries += 1;
         let delay = backoff(policy.backoff, retries);

@@ -395,11 +395,13 @@ impl Pool {
                     None => {
                         let sender = self.connect_h2(&ep).await?;
                         let streams = Arc::new(AtomicU32::new(0));
+                        // The slot first: a concurrent request sees the
+                        // connection with this stream counted.
+                        let slot = max_streams.map(|_| take_slot(&streams));
                         ep.h2.lock().push(H2Conn {
                             sender: sender.clone(),
                             streams: streams.clone(),
                         });
-                        let slot = max_streams.map(|_| take_slot(&streams));
                         (sender, streams, slot)
                     }
                 }
