@@ -56,6 +56,11 @@ GET = [(":method", "GET"), (":scheme", "http"), (":authority", "web"), (":path",
 SLOW = GET + [("x-delay-ms", "3000")]
 POST = [(":method", "POST"), (":scheme", "http"), (":authority", "web"), (":path", "/echo")]
 
+# The test upstream answers at once and echoes a body as it streams: a request
+# with a body asks it to hold its answer (x-delay-ms), so that no response head
+# can overtake what is malformed in the body's frames.
+HOLD = [("x-delay-ms", "1000")]
+
 
 def raw(ty, flags, sid, payload=b""):
     """A frame, byte by byte (any length, type, flags)."""
@@ -298,7 +303,7 @@ def _(addr):
 @case("4.2", "DATA larger than SETTINGS_MAX_FRAME_SIZE", *stream_or_conn("FRAME_SIZE_ERROR"))
 def _(addr):
     c = Conn(addr)
-    c.headers(1, POST, end_stream=False)
+    c.headers(1, POST + HOLD, end_stream=False)
     c.send(raw(DATA, END_STREAM, 1, b"x" * 16_385))
     return c.outcome()
 
@@ -537,7 +542,7 @@ def _(addr):
 @case("6.1", "DATA with a pad length beyond the frame", conn_error("PROTOCOL_ERROR"))
 def _(addr):
     c = Conn(addr)
-    c.headers(1, POST, end_stream=False)
+    c.headers(1, POST + HOLD, end_stream=False)
     c.send(raw(DATA, END_STREAM | PADDED, 1, b"\x06abc"))
     return c.outcome()
 
@@ -884,10 +889,7 @@ def _(addr):
 
 # 8.1 HTTP message exchanges: malformed requests are stream errors
 
-# The test upstream answers at once and echoes a body as it streams: a request
-# with a body asks it to hold its answer (x-delay-ms), so that no response head
-# can overtake what is malformed in the body's frames.
-HOLD = [("x-delay-ms", "1000")]
+
 
 
 def malformed_case(section, name, fields, trailers=None, data=None, raw_block=False):
