@@ -276,7 +276,7 @@ fn repick(plan: &mut Plan<'_>, tried: &mut Tried, policy: &RetryPolicy) {
 
 /// Reports an attempt that ended without a response head, when the
 /// endpoint is to blame (not the client, not a local decision).
-fn report_failure(plan: &Plan<'_>, e: &ProxyError) {
+pub(crate) fn report_failure(plan: &Plan<'_>, e: &ProxyError) {
     let failure = match e.kind() {
         ErrorKind::UpstreamConnect => LocalFailure::Connect,
         ErrorKind::UpstreamClosed | ErrorKind::UpstreamProtocol => LocalFailure::Reset,

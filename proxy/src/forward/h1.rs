@@ -25,6 +25,7 @@ use crate::h1::settings::ServerSettings;
 use crate::h1::{bufs, parsed_head, read_head, write_response, NoHead};
 use crate::hooks::Exchange;
 use crate::mirror::MirrorBody;
+use crate::resilience::outlier::AttemptOutcome;
 use crate::resilience::retry::RetryRequest;
 use crate::service::Next;
 use crate::upstream::h1::{read_response_head, send_buffered, UpstreamRequest};
@@ -265,6 +266,7 @@ async fn send_streaming(
     // once a connection is made.
     let mut up = attempts::connect(plan, retrying, proxy.pool()).await?;
     let endpoint = plan.endpoint;
+    let started = plan.wants_latency().then(Instant::now);
     proxy.hooks().on_attempt(endpoint, 1);
     up.stream
         .write_all(request.head)
@@ -282,8 +284,18 @@ async fn send_streaming(
         let (mut ur, mut uw) = up.stream.split();
         let send = send_body(&mut cr, buf, &mut uw, framing);
         let resp = async {
-            let head = read_response_head(&mut ur, &mut rbuf, ctx.head_request).await?;
+            let head = match read_response_head(&mut ur, &mut rbuf, ctx.head_request).await {
+                Ok(head) => head,
+                Err(e) => {
+                    attempts::report_failure(plan, &e);
+                    return Err(e);
+                }
+            };
             proxy.hooks().on_response_head(endpoint, head.status);
+            plan.report(AttemptOutcome::Response {
+                status: head.status.as_u16(),
+                latency: started.map(|s| s.elapsed()).unwrap_or_default(),
+            });
             respond(&mut cw, &mut ur, &mut rbuf, head, ctx, None).await
         };
         tokio::pin!(send, resp);

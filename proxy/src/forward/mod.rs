@@ -43,6 +43,7 @@ use crate::hooks::{Exchange, Hooks};
 use crate::metrics::Metrics;
 use crate::mirror::{MirrorBody, MirrorSettings, Mirroring, PrimaryTap};
 use crate::reply;
+use crate::resilience::outlier::AttemptOutcome;
 use crate::resilience::retry::{grpc_timeout, RetryRequest};
 use crate::router::{Router, Routing};
 use crate::service::Reply;
@@ -307,7 +308,16 @@ impl Proxy {
                 let call = async {
                     plan.admit().await?;
                     hooks.on_attempt(plan.endpoint, 1);
-                    pool.send_h2(plan.endpoint, upstream_req, streams).await
+                    let started = plan.wants_latency().then(Instant::now);
+                    let sent = pool.send_h2(plan.endpoint, upstream_req, streams).await;
+                    match &sent {
+                        Ok((resp, _)) => plan.report(AttemptOutcome::Response {
+                            status: resp.status().as_u16(),
+                            latency: started.map(|s| s.elapsed()).unwrap_or_default(),
+                        }),
+                        Err(e) => attempts::report_failure(&plan, e),
+                    }
+                    sent
                 };
                 until(deadline, std::pin::pin!(call)).await
             }
@@ -375,6 +385,7 @@ impl Proxy {
         };
         let mut upload = Sending::Body(Box::new(Upload::new(body, framing)));
         let deadline = plan.deadline(Instant::now());
+        let started = plan.wants_latency().then(Instant::now);
         // The body is never sent twice; but while no connection could be
         // made, nothing of it left, and another endpoint may be tried.
         let retrying = Retrying {
@@ -403,8 +414,23 @@ impl Proxy {
         bufs::give(head);
         let (conn, rbuf, rhead) = match result {
             Ok(r) => r,
-            Err(e) => return plan.failed(&e),
+            Err(e) => {
+                // A reset is the endpoint's; a refused connection was
+                // reported where it was retried, and the route deadline may
+                // have passed while waiting for admission.
+                if matches!(
+                    e.kind(),
+                    ErrorKind::UpstreamClosed | ErrorKind::UpstreamProtocol
+                ) {
+                    attempts::report_failure(&plan, &e);
+                }
+                return plan.failed(&e);
+            }
         };
+        plan.report(AttemptOutcome::Response {
+            status: rhead.status.as_u16(),
+            latency: started.map(|s| s.elapsed()).unwrap_or_default(),
+        });
         let resp = self.raw_response(conn, rbuf, &rhead, deadline);
         let (mut parts, body) = resp.into_parts();
         let mut body = body.uploading(upload);
