@@ -144,6 +144,19 @@ async fn a_failing_health_path_takes_an_endpoint_out_before_requests_fail() {
     let state = board.get(&sick.addr.to_string()).expect("on the board");
     assert_eq!(state.consecutive_failures, 2);
     assert!(state.last.is_some_and(|l| !l.passed()));
+    // Requests picked just before the verdict reached the balancer may still
+    // be on their way to it: wait for a window of traffic none of which it
+    // answered, then let the application fail.
+    eventually("traffic off the failing endpoint", || async {
+        load.next_epoch();
+        anymesh_testkit::wait::Poll::new()
+            .until("a window of traffic on the others", || {
+                load.seen("a") + load.seen("b") > 50
+            })
+            .await;
+        (load.seen("sick") == 0).then_some(())
+    })
+    .await;
     load.next_epoch();
     // Now the application fails too: no client request may see it.
     sick.serving.store(false, Ordering::SeqCst);
