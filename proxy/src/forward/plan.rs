@@ -430,7 +430,7 @@ fn unsupported(method: &http::Method, headers: &http::HeaderMap) -> Option<&'sta
 
 /// Applies the route's URI rewrite: a prefix match has its prefix replaced,
 /// any other match the whole path. The query string is kept.
-fn rewritten_path(
+pub(crate) fn rewritten_path(
     route: &Route,
     matched: Option<usize>,
     uri: &Uri,

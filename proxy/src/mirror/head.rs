@@ -5,11 +5,11 @@
 //! primary's alone), the authority kept (or suffixed `-shadow`), framed
 //! for the mirror cluster's protocol.
 
-use anymesh_core::routes::{Route, RouteHit, StringMatch};
+use anymesh_core::routes::RouteHit;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, HOST};
 use http::request::Parts;
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Method, Request, Uri, Version};
 
 use crate::body::request::RequestBody;
@@ -48,7 +48,8 @@ pub(super) fn build(
     route.request_headers.apply(&mut headers);
     headers.remove(CONTENT_LENGTH);
 
-    let path = rewritten_path(route, hit.matched, &head.uri)?;
+    // The primary's rule, applied the same way.
+    let path = crate::forward::plan::rewritten_path(route, hit.matched, &head.uri)?;
     let authority = match route.rewrite.as_ref().and_then(|r| r.authority.as_deref()) {
         Some(a) => a,
         None => authority(head)?,
@@ -122,42 +123,4 @@ pub(super) fn shadowed(authority: &str) -> String {
     };
     let (host, port) = authority.split_at(split.unwrap_or(authority.len()));
     format!("{host}-shadow{port}")
-}
-
-/// The route's URI rewrite, as the primary gets it (`forward::plan`
-/// applies the same rule): a prefix match has its prefix replaced, any
-/// other match the whole path; the query is kept.
-fn rewritten_path(
-    route: &Route,
-    matched: Option<usize>,
-    uri: &Uri,
-) -> Result<PathAndQuery, String> {
-    let original = uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let Some(new) = route.rewrite.as_ref().and_then(|r| r.uri.as_deref()) else {
-        return Ok(original);
-    };
-    let path = uri.path();
-    let m = matched.and_then(|i| route.matches.get(i));
-    let rest = match m.and_then(|m| m.uri.as_ref()) {
-        Some(StringMatch::Prefix(p)) => path.get(p.len()..).unwrap_or(""),
-        Some(_) => "",
-        None => path.get(1..).unwrap_or(""),
-    };
-    let mut s = String::with_capacity(new.len() + rest.len() + 16);
-    s.push_str(new);
-    if s.ends_with('/') && rest.starts_with('/') {
-        s.pop();
-    }
-    s.push_str(rest);
-    if s.is_empty() {
-        s.push('/');
-    }
-    if let Some(q) = uri.query() {
-        s.push('?');
-        s.push_str(q);
-    }
-    PathAndQuery::try_from(s).map_err(|e| format!("rewritten URI is invalid: {e}"))
 }
