@@ -95,7 +95,20 @@ pub(crate) struct Retrying<'a> {
     pub replay: Option<&'a Tee>,
 }
 
-impl Retrying<'_> {
+impl<'a> Retrying<'a> {
+    /// A request on a route with `policy`: its method's idempotence, and
+    /// whether its body (if any) is at hand to be sent again.
+    pub(crate) fn new(policy: &'a RetryPolicy, idempotent: bool, replayable: bool) -> Self {
+        Self {
+            policy,
+            request: RetryRequest {
+                idempotent,
+                replayable,
+                ..RetryRequest::default()
+            },
+            replay: None,
+        }
+    }
     /// Whether an answer could be retried at all, before looking closer:
     /// most answers are successes no condition fires on.
     fn may_look(&self, status: u16, grpc_status: Option<u32>) -> bool {

@@ -26,7 +26,6 @@ use crate::h1::{bufs, parsed_head, read_head, write_response, NoHead};
 use crate::hooks::Exchange;
 use crate::mirror::MirrorBody;
 use crate::resilience::outlier::AttemptOutcome;
-use crate::resilience::retry::RetryRequest;
 use crate::service::Next;
 use crate::upstream::h1::{read_response_head, send_buffered, UpstreamRequest};
 use crate::upstream::idempotent;
@@ -146,15 +145,7 @@ pub(crate) async fn exchange(
     }
     let deadline = plan.deadline(Instant::now());
     let pool = proxy.pool();
-    let retrying = Retrying {
-        policy: &plan.hit.route.retry,
-        request: RetryRequest {
-            idempotent,
-            replayable: buffered,
-            ..RetryRequest::default()
-        },
-        replay: None,
-    };
+    let retrying = Retrying::new(&plan.hit.route.retry, idempotent, buffered);
     let result = {
         let plan = &mut plan;
         let run = async {

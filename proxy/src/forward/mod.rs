@@ -44,7 +44,7 @@ use crate::metrics::Metrics;
 use crate::mirror::{MirrorBody, MirrorSettings, Mirroring, PrimaryTap};
 use crate::reply;
 use crate::resilience::outlier::AttemptOutcome;
-use crate::resilience::retry::{grpc_timeout, RetryRequest};
+use crate::resilience::retry::grpc_timeout;
 use crate::router::{Router, Routing};
 use crate::service::Reply;
 use crate::service::{EncodeHead, Next, Service};
@@ -268,15 +268,7 @@ impl Proxy {
         // a gRPC client's own deadline (`grpc-timeout`) ends it sooner.
         let now = Instant::now();
         let deadline = grpc_deadline(&parts.headers, now, plan.deadline(now));
-        let retrying = Retrying {
-            policy: &plan.hit.route.retry,
-            request: RetryRequest {
-                idempotent: idempotent(&parts.method),
-                replayable: true,
-                ..RetryRequest::default()
-            },
-            replay: None,
-        };
+        let retrying = Retrying::new(&plan.hit.route.retry, idempotent(&parts.method), true);
         let streams = plan
             .target
             .cluster
@@ -388,15 +380,7 @@ impl Proxy {
         let started = plan.wants_latency().then(Instant::now);
         // The body is never sent twice; but while no connection could be
         // made, nothing of it left, and another endpoint may be tried.
-        let retrying = Retrying {
-            policy: &plan.hit.route.retry,
-            request: RetryRequest {
-                idempotent: request.replayable,
-                replayable: false,
-                ..RetryRequest::default()
-            },
-            replay: None,
-        };
+        let retrying = Retrying::new(&plan.hit.route.retry, request.replayable, false);
         let pool = &self.pool;
         let call = async {
             let conn = attempts::connect(&mut plan, &retrying, pool).await?;
@@ -607,15 +591,7 @@ impl Proxy {
             head_request: parts.method == http::Method::HEAD,
             conn: &plan.target.cluster.policy.connection_pool,
         };
-        let retrying = Retrying {
-            policy: &plan.hit.route.retry,
-            request: RetryRequest {
-                idempotent,
-                replayable: true,
-                ..RetryRequest::default()
-            },
-            replay: None,
-        };
+        let retrying = Retrying::new(&plan.hit.route.retry, idempotent, true);
         let (pool, hooks) = (&self.pool, &self.hooks);
         let request = &request;
         let sent = attempts::run(plan, &retrying, |endpoint, _| {
