@@ -374,6 +374,7 @@ fn endpoint(source: &SourceId, svc: usize, j: usize) -> Endpoint {
         health: Health::Healthy,
         weight: 1,
         locality: Locality::default(),
+        mesh: None,
         provenance: Provenance {
             source: source.clone(),
             native_id: format!("services/svc-{svc:05}.bench.svc/{address}:8080"),

@@ -210,6 +210,7 @@ mod tests {
                 health: Health::Healthy,
                 weight: 1,
                 locality: Locality::default(),
+                mesh: None,
                 provenance: Provenance {
                     source: SourceId::new("consul/dc1"),
                     native_id: "web-1".into(),

@@ -77,6 +77,7 @@ fn table(extra_services: usize) -> RouteTable {
                 health: Health::Healthy,
                 weight: 1,
                 locality: Locality::default(),
+                mesh: None,
                 provenance: Provenance {
                     source: source.clone(),
                     native_id: format!("{name}/{address}"),

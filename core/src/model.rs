@@ -260,7 +260,61 @@ pub struct Endpoint {
     pub weight: u32,
     #[serde(default)]
     pub locality: Locality,
+    /// The mesh proxy that fronts this endpoint, when one does: callers then
+    /// speak mutual TLS to that proxy instead of plaintext to the address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<MeshProxy>,
     pub provenance: Provenance,
+}
+
+/// The inbound port of a mesh proxy when a registry marks an endpoint as
+/// proxied but names no port (Istio's inbound capture port).
+pub const DEFAULT_MESH_PORT: u16 = 15006;
+
+/// A mesh proxy in front of an endpoint, as its registry declares it: where
+/// callers reach it and the identity it must present (secure naming).
+///
+/// The expected identity is [`MeshProxy::spiffe_id`] when the registry gives
+/// a whole SPIFFE ID, else `spiffe://<trust domain>/ns/<namespace>/sa/<service
+/// account>` with the mesh's trust domain, `default` standing in for a
+/// missing namespace or service account (as in Kubernetes).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct MeshProxy {
+    /// The proxy's inbound port on the endpoint's address.
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    /// A whole SPIFFE ID the proxy must present, overriding namespace and
+    /// service account (for SVIDs issued under another naming scheme).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<String>,
+}
+
+impl MeshProxy {
+    /// A proxy on `port` whose identity is taken from namespace and service account.
+    pub fn new(port: u16, namespace: Option<String>, service_account: Option<String>) -> Self {
+        Self {
+            port,
+            namespace,
+            service_account,
+            spiffe_id: None,
+        }
+    }
+
+    /// The SPIFFE ID the proxy must present, in `trust_domain` unless the
+    /// registry gave a whole one.
+    pub fn identity(&self, trust_domain: &str) -> String {
+        if let Some(id) = &self.spiffe_id {
+            return id.clone();
+        }
+        format!(
+            "spiffe://{trust_domain}/ns/{}/sa/{}",
+            self.namespace.as_deref().unwrap_or("default"),
+            self.service_account.as_deref().unwrap_or("default")
+        )
+    }
 }
 
 fn default_weight() -> u32 {
@@ -330,6 +384,7 @@ mod tests {
             health: Health::Healthy,
             weight: 0,
             locality: Locality::default(),
+            mesh: None,
             provenance: Provenance {
                 source: SourceId::new("file"),
                 native_id: "a".into(),
@@ -389,6 +444,19 @@ mod tests {
         assert_eq!(none.port_for(&http), None);
         assert_eq!(e.authority(80), "[::1]:80");
         assert_eq!(e.effective_weight(), 1);
+    }
+
+    #[test]
+    fn mesh_identity_defaults_as_kubernetes_does() {
+        let p = MeshProxy::new(15006, Some("shop".into()), None);
+        assert_eq!(p.identity("td"), "spiffe://td/ns/shop/sa/default");
+        let p = MeshProxy::new(15006, None, Some("reviews".into()));
+        assert_eq!(p.identity("td"), "spiffe://td/ns/default/sa/reviews");
+        let p = MeshProxy {
+            spiffe_id: Some("spiffe://other/x".into()),
+            ..p
+        };
+        assert_eq!(p.identity("td"), "spiffe://other/x");
     }
 
     #[test]

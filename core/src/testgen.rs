@@ -111,6 +111,7 @@ pub(crate) fn endpoint(rng: &mut Rng, source: &str) -> Endpoint {
         ]),
         weight: 1 + rng.below(2) as u32,
         locality: Locality::default(),
+        mesh: None,
         provenance: Provenance {
             source: SourceId::new(source),
             native_id: format!("ep-{id}"),

@@ -86,6 +86,7 @@ fn bookinfo() -> anymesh_core::Snapshot {
             health: Health::Healthy,
             weight: 1,
             locality: Locality::default(),
+            mesh: None,
             provenance: Provenance {
                 source: source.clone(),
                 native_id: format!("{svc}-{version}"),

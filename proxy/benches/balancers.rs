@@ -33,6 +33,7 @@ fn endpoint(i: usize, weight: u32) -> ClusterEndpoint {
         health: Health::Healthy,
         weight,
         locality: Locality::default(),
+        mesh: None,
         provenance: Provenance {
             source: SourceId::new("bench"),
             native_id: format!("e{i}"),

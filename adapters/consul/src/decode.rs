@@ -99,6 +99,7 @@ impl Decoder {
             health,
             weight: weight.max(1),
             locality: locality(entry),
+            mesh: None,
             provenance: Provenance {
                 source: self.source.clone(),
                 native_id: id,

@@ -156,6 +156,7 @@ impl Decoder {
             health: fields.health,
             weight: fields.weight,
             locality: fields.locality,
+            mesh: None,
             provenance: Provenance {
                 source: self.source.clone(),
                 native_id: key.to_string(),

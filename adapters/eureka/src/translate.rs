@@ -124,6 +124,7 @@ impl Translator {
             health,
             weight: 1,
             locality,
+            mesh: None,
             provenance: Provenance {
                 source: self.source.clone(),
                 native_id: inst.key(),

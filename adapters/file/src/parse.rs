@@ -324,6 +324,7 @@ fn build_endpoint(
             zone: raw.locality.zone,
             subzone: raw.locality.subzone,
         },
+        mesh: None,
         provenance: Provenance {
             source: source.clone(),
             native_id: String::new(),

@@ -288,6 +288,7 @@ impl Translator {
                 health: Health::Healthy,
                 weight: 1,
                 locality: Locality::default(),
+                mesh: None,
                 provenance: Provenance {
                     source: self.source.clone(),
                     native_id,
@@ -400,6 +401,7 @@ impl Translator {
                         .as_deref()
                         .and_then(|n| objects.nodes.get(n).copied()),
                 ),
+                mesh: None,
                 provenance: Provenance {
                     source: self.source.clone(),
                     native_id: native_id.clone(),

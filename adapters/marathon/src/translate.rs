@@ -362,6 +362,7 @@ impl Translator {
                 zone: task.zone.clone(),
                 subzone: None,
             },
+            mesh: None,
             provenance: Provenance {
                 source: self.source.clone(),
                 native_id: task.id.clone(),

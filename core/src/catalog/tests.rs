@@ -17,6 +17,7 @@ fn ep(source: &str, id: &str, svc: &str, addr: &str, port: u16) -> Endpoint {
         health: Health::Healthy,
         weight: 1,
         locality: Locality::default(),
+        mesh: None,
         provenance: Provenance {
             source: SourceId::new(source),
             native_id: id.into(),

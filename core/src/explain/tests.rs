@@ -32,6 +32,7 @@ fn ep(source: &str, id: &str, addr: &str, version: &str, health: Health) -> Endp
         health,
         weight: 1,
         locality: Locality::default(),
+        mesh: None,
         provenance: Provenance {
             source: SourceId::new(source),
             native_id: id.into(),

@@ -35,6 +35,7 @@ fn ep(service: &str, id: &str, kv: &[(&str, &str)]) -> Endpoint {
         health: Default::default(),
         weight: 1,
         locality: Default::default(),
+        mesh: None,
         provenance: Provenance {
             source: SourceId::new("etcd"),
             native_id: id.into(),

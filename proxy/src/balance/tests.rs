@@ -28,6 +28,7 @@ fn ep(id: &str, weight: u32) -> ClusterEndpoint {
         health: Health::Healthy,
         weight,
         locality: Locality::default(),
+        mesh: None,
         provenance: Provenance {
             source: SourceId::new("file"),
             native_id: id.into(),

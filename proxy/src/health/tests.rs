@@ -141,6 +141,7 @@ fn ep(id: &str) -> ClusterEndpoint {
         health: Health::Healthy,
         weight: 1,
         locality: Locality::default(),
+        mesh: None,
         provenance: Provenance {
             source: SourceId::new("file"),
             native_id: id.into(),

@@ -138,6 +138,7 @@ fn endpoint(addr: SocketAddr) -> ClusterEndpoint {
         health: Health::Healthy,
         weight: 1,
         locality: Locality::default(),
+        mesh: None,
         provenance: Provenance {
             source: SourceId::new("file"),
             native_id: addr.to_string(),

@@ -115,6 +115,7 @@ fn good_file_with_every_field() {
                     zone: Some("eu-west-1a".into()),
                     subzone: Some("rack-7".into()),
                 },
+                mesh: None,
                 provenance: provenance("reviews-v1-a", labels(&[("version", "v1"), ("tier", "2")])),
             },
             Endpoint {
@@ -126,6 +127,7 @@ fn good_file_with_every_field() {
                 health: Health::Unhealthy,
                 weight: 1,
                 locality: Locality::default(),
+                mesh: None,
                 provenance: provenance("reviews/reviews-v2.internal:19082", Labels::new()),
             },
             Endpoint {
@@ -136,6 +138,7 @@ fn good_file_with_every_field() {
                 health: Health::Healthy,
                 weight: 1,
                 locality: Locality::default(),
+                mesh: None,
                 provenance: provenance("ratings/[::1]:8000", Labels::new()),
             },
             Endpoint {
@@ -146,6 +149,7 @@ fn good_file_with_every_field() {
                 health: Health::Healthy,
                 weight: 1,
                 locality: Locality::default(),
+                mesh: None,
                 provenance: provenance("ratings/10.0.0.2:8001", Labels::new()),
             },
         ],

@@ -19,6 +19,7 @@ fn ep(id: &str, svc: &str) -> Endpoint {
         health: Health::Healthy,
         weight: 1,
         locality: Locality::default(),
+        mesh: None,
         provenance: Provenance {
             source: SourceId::new("r"),
             native_id: id.into(),

@@ -52,6 +52,7 @@ fn ep(id: &str, svc: &str, version: &str, health: Health) -> Endpoint {
         health,
         weight: 1,
         locality: Locality::default(),
+        mesh: None,
         provenance: Provenance {
             source: SourceId::new("file"),
             native_id: id.into(),

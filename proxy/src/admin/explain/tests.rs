@@ -39,6 +39,7 @@ fn endpoint(id: &str, address: &str) -> Endpoint {
         health: Health::Healthy,
         weight: 1,
         locality: Locality::default(),
+        mesh: None,
         provenance: Provenance {
             source: SourceId::new("file"),
             native_id: id.into(),
