@@ -13,6 +13,7 @@ pub mod mapping;
 pub mod model;
 pub mod registry;
 pub mod routes;
+pub mod security;
 #[cfg(test)]
 mod testgen;
 

@@ -1,0 +1,18 @@
+//! Workload identities for anymesh: SPIFFE IDs ([`SpiffeId`]), the proxy's
+//! certificate and trust bundle at one moment ([`Credentials`]), and the live
+//! handle every listener and upstream connection reads them from
+//! ([`Identity`]), whichever source issues them.
+//!
+//! Rotation swaps the credentials in the handle: connections already open
+//! keep the session they made; new ones use the new certificate.
+
+mod creds;
+mod live;
+mod spiffe;
+
+pub use creds::{Credentials, CredentialsError};
+pub use live::Identity;
+pub use spiffe::{SpiffeId, SpiffeIdError};
+
+/// The trust domain when anymesh.yaml names none (Istio's default).
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
