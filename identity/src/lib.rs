@@ -6,9 +6,13 @@
 //! Rotation swaps the credentials in the handle: connections already open
 //! keep the session they made; new ones use the new certificate.
 
+pub mod ca;
 mod creds;
+pub mod files;
 mod live;
 mod spiffe;
+pub mod tls;
+pub mod workload_api;
 
 pub use creds::{Credentials, CredentialsError};
 pub use live::Identity;

@@ -1,0 +1,1 @@
+//! Credentials from the SPIFFE Workload API (a SPIRE agent's Unix socket).
