@@ -1,0 +1,1 @@
+//! RequestAuthentication at run time (work in progress).
