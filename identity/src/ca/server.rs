@@ -72,6 +72,8 @@ struct Cache {
 }
 
 struct ServerTls {
+    /// The state it was built from (its client certificate anchors).
+    built_from: Arc<Loaded>,
     generation: u32,
     config: Arc<ServerConfig>,
     refresh_at: SystemTime,
@@ -353,11 +355,10 @@ impl Shared {
             .ok_or_else(|| CaError::Invalid("no active signer".into()))?;
         let mut cache = self.cache.lock().await;
         if let Some(tls) = &cache.tls {
-            let same_state = cache
-                .loaded
-                .as_ref()
-                .is_some_and(|l| Arc::ptr_eq(l, &loaded));
-            if same_state && tls.generation == signer.generation && now < tls.refresh_at {
+            if Arc::ptr_eq(&tls.built_from, &loaded)
+                && tls.generation == signer.generation
+                && now < tls.refresh_at
+            {
                 return Ok(tls.config.clone());
             }
         }
@@ -383,6 +384,7 @@ impl Shared {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let config = Arc::new(config);
         cache.tls = Some(ServerTls {
+            built_from: loaded.clone(),
             generation: signer.generation,
             config: config.clone(),
             refresh_at: now + ttl / 2,
