@@ -17,6 +17,15 @@
 //!       └──── Backoff (doubling, jittered; reset once a stream delivered)
 //! ```
 //!
+//! The trust bundle installed is the SVID's own trust domain's. Federated
+//! bundles are left out: peers are verified against one flat set of roots,
+//! so a foreign trust domain's CA there could vouch for identities in ours.
+//!
+//! A response is refused (logged, the current credentials kept) when it is
+//! malformed, its leaf is no X.509-SVID (the `spiffe` crate checks the
+//! specification's rules), its key is not the certificate's, the chosen
+//! SVID is missing, or its certificate has expired.
+//!
 //! Nothing the agent does removes credentials already in force: a lost
 //! stream, an agent restart or a response the source refuses leaves the
 //! current certificate serving until a good one arrives (or it expires).
