@@ -1,6 +1,9 @@
 //! The built-in CA's server: a real `CaServer` on 127.0.0.1, real rustls,
 //! state in temporary directories.
 
+// Helpers outside #[test] functions unwrap too: a failure is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod ca_support;
 
 use std::time::Duration;
@@ -419,21 +422,21 @@ async fn an_intermediate_ca_issues_leaves_that_verify_against_the_operators_root
     let (chain, key) = joined(&ca, addr, "reviews").await;
     assert_eq!(chain.len(), 2, "leaf, then the intermediate");
     assert_eq!(view(&chain[0]).issuer, "CN=Operator Mesh Intermediate");
-    verifies(&chain, &[operator_root.clone()]).unwrap();
-    verifies(&chain[..1], &[operator_root.clone()]).unwrap_err();
+    verifies(&chain, std::slice::from_ref(&operator_root)).unwrap();
+    verifies(&chain[..1], std::slice::from_ref(&operator_root)).unwrap_err();
 
     // Renewal over mTLS works through the intermediate.
     let renewed = chain_of(
         &renew(
             addr,
-            &[operator_root.clone()],
+            std::slice::from_ref(&operator_root),
             Some((&chain, &key)),
             &csr().1,
         )
         .await
         .unwrap(),
     );
-    verifies(&renewed, &[operator_root.clone()]).unwrap();
+    verifies(&renewed, std::slice::from_ref(&operator_root)).unwrap();
     assert_eq!(view(&renewed[0]).uris, vec![id("reviews").to_string()]);
     // A root rotation of an intermediate CA needs the new intermediate.
     assert!(ca.rotate(DAY, None).is_err());
