@@ -135,6 +135,15 @@ async fn a_watched_file_set_reloads_and_a_bad_one_is_kept_out() {
     .await;
     assert!(identity.last_error().is_none());
 
+    // A bad write undone: the error goes, c stays, nothing reinstalled.
+    let installs = *versions.borrow_and_update();
+    std::fs::write(&source.cert, "").expect("truncate");
+    until("the error", || identity.last_error().is_some()).await;
+    put(&source.cert, &c.pem);
+    until("the error cleared", || identity.last_error().is_none()).await;
+    assert_eq!(identity.current().expect("creds").id, id("c"));
+    assert_eq!(*versions.borrow_and_update(), installs);
+
     // Stopping ends the task.
     stop_tx.send(true).expect("send");
     tokio::time::timeout(Duration::from_secs(5), task)
