@@ -59,8 +59,11 @@ pub enum FileError {
 /// (leaf first), the private key, and the trust bundle (one or more roots).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileSource {
+    /// The certificate chain, leaf first.
     pub cert: PathBuf,
+    /// The private key (PKCS#8, SEC1 or PKCS#1).
     pub key: PathBuf,
+    /// The trust bundle: every root peers may chain to.
     pub bundle: PathBuf,
 }
 
@@ -82,6 +85,7 @@ impl Contents {
 }
 
 impl FileSource {
+    /// The three paths.
     pub fn new(
         cert: impl Into<PathBuf>,
         key: impl Into<PathBuf>,
