@@ -4,8 +4,8 @@
 //! SNI a caller sends carries routing, not identity; the identity is
 //! compared after the handshake ([`super::check_peer`]).
 //!
-//! Each verifier remembers the chains it verified (exact DER, until the
-//! first certificate of the chain expires, an hour at most): mesh peers
+//! Each verifier remembers the chains it verified (exact DER, until a
+//! certificate of the chain expires, an hour at most): mesh peers
 //! reconnect with the same certificate all day, and path validation is one
 //! ECDSA verification, about a third of a full mutual handshake's CPU on the
 //! server. The handshake signature (proof that the peer holds the key) is
@@ -17,8 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
-use x509_parser::prelude::{FromDer, X509Certificate};
-
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::verify_server_cert_signed_by_trust_anchor;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
@@ -28,6 +26,7 @@ use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore,
 };
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::PeerError;
 use crate::creds::svid_leaf;
