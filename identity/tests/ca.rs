@@ -13,6 +13,7 @@ use ca_support::*;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
+use rustls_pki_types::pem::PemObject;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -180,6 +181,13 @@ async fn a_csr_asking_for_other_names_gets_only_the_authenticated_identity() {
         .push(DnType::CommonName, "root of all");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    // An extension nobody knows: ignored, not refused.
+    params
+        .custom_extensions
+        .push(rcgen::CustomExtension::from_oid_content(
+            &[1, 3, 6, 1, 4, 1, 99999, 1],
+            vec![5, 0],
+        ));
     let greedy = params.serialize_request(&key).unwrap().pem().unwrap();
     let chain = chain_of(
         &join(server.local_addr(), &bundle(&ca), &token, &greedy)
