@@ -13,7 +13,6 @@ use ca_support::*;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
-use rustls_pki_types::pem::PemObject;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
