@@ -445,7 +445,19 @@ async fn an_intermediate_ca_issues_leaves_that_verify_against_the_operators_root
     );
     verifies(&renewed, std::slice::from_ref(&operator_root)).unwrap();
     assert_eq!(view(&renewed[0]).uris, vec![id("reviews").to_string()]);
-    // A root rotation of an intermediate CA needs the new intermediate.
+    // A root rotation of an intermediate CA needs the new intermediate: a
+    // new operator root, whose root joins the bundle, then signs.
     assert!(ca.rotate(DAY, None).is_err());
+    let next_dir = tmp.path().join("next");
+    std::fs::create_dir(&next_dir).unwrap();
+    let (next, next_root) = operator_pki(&next_dir);
+    ca.rotate(DAY, Some(&next)).unwrap();
+    assert_eq!(bundle(&ca), vec![operator_root.clone(), next_root.clone()]);
+    ca.activate().unwrap();
+    let (chain, _) = joined(&ca, addr, "ratings").await;
+    verifies(&chain, std::slice::from_ref(&next_root)).unwrap();
+    verifies(&chain, std::slice::from_ref(&operator_root)).unwrap_err();
+    ca.retire().unwrap();
+    assert_eq!(bundle(&ca), vec![next_root]);
     server.shutdown().await;
 }
