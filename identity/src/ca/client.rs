@@ -220,13 +220,17 @@ impl CaClient {
                 let left = creds.not_after.duration_since(now).unwrap_or_default();
                 let share = left.as_secs_f64() / creds.lifetime().as_secs_f64().max(1.0);
                 let expires = rfc3339(creds.not_after);
+                let why = match e {
+                    CaError::Refused(_) => "the CA refused the renewal",
+                    _ => "CA unreachable",
+                };
                 if share < self.config.urgent_below {
                     tracing::error!(
                         id = %creds.id,
                         error = %e,
                         left_secs = left.as_secs(),
                         retry_in_ms = retry_in.as_millis() as u64,
-                        "ca client: renewal failed; serving with persisted certificate, CA unreachable, expires at {expires}: the certificate expires SOON"
+                        "ca client: renewal failed; serving with persisted certificate, {why}, expires at {expires}: the certificate expires SOON"
                     );
                 } else {
                     tracing::warn!(
@@ -234,7 +238,7 @@ impl CaClient {
                         error = %e,
                         left_secs = left.as_secs(),
                         retry_in_ms = retry_in.as_millis() as u64,
-                        "ca client: renewal failed; serving with persisted certificate, CA unreachable, expires at {expires}"
+                        "ca client: renewal failed; serving with persisted certificate, {why}, expires at {expires}"
                     );
                 }
             }
@@ -411,22 +415,25 @@ impl CaClient {
                 );
             }
         }
-        pem::create_private_dir(&self.config.state_dir)?;
-        let svid = format!("{key_pem}{}", issued.chain);
-        pem::write_private(&self.config.state_dir.join(SVID_FILE), svid.as_bytes())?;
-        pem::write_private(
-            &self.config.state_dir.join(BUNDLE_FILE),
-            issued.bundle.as_bytes(),
-        )?;
         tracing::info!(
             id = %creds.id,
             not_after = %rfc3339(creds.not_after),
             bundle_roots = creds.bundle.len(),
             "ca client: certificate {}", if renewing.is_some() { "renewed" } else { "issued after join" }
         );
+        // In force first: what cannot be installed is not persisted either.
         self.identity
             .install(creds)
-            .map_err(|e| self.bad_answer(format!("issued certificate: {e}")))
+            .map_err(|e| self.bad_answer(format!("issued certificate: {e}")))?;
+        pem::create_private_dir(&self.config.state_dir)?;
+        // The bundle first: during a rotation it trusts both roots, so a
+        // crash between the two writes leaves a usable pair.
+        pem::write_private(
+            &self.config.state_dir.join(BUNDLE_FILE),
+            issued.bundle.as_bytes(),
+        )?;
+        let svid = format!("{key_pem}{}", issued.chain);
+        pem::write_private(&self.config.state_dir.join(SVID_FILE), svid.as_bytes())
     }
 
     fn bad_answer(&self, detail: impl std::fmt::Display) -> CaError {
