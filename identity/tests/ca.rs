@@ -461,3 +461,44 @@ async fn an_intermediate_ca_issues_leaves_that_verify_against_the_operators_root
     assert_eq!(bundle(&ca), vec![next_root]);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn oversized_bodies_unknown_paths_and_wrong_methods_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = new_ca(&tmp);
+    let server = serve(&ca, DAY).await;
+    let addr = server.local_addr();
+    let roots = bundle(&ca);
+    let huge = serde_json::json!({"token": "x".repeat(100 * 1024), "csr": ""});
+    let answer = request(addr, &roots, None, "POST", "/v1/join", huge)
+        .await
+        .unwrap();
+    assert_eq!(answer.0, 413, "{}", answer.1);
+    let answer = request(
+        addr,
+        &roots,
+        None,
+        "GET",
+        "/v1/join",
+        serde_json::Value::Null,
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.0, 405);
+    let answer = request(addr, &roots, None, "GET", "/admin", serde_json::Value::Null)
+        .await
+        .unwrap();
+    assert_eq!(answer.0, 404);
+    let answer = request(
+        addr,
+        &roots,
+        None,
+        "POST",
+        "/v1/join",
+        serde_json::json!({"csr": 1}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.0, 400);
+    server.shutdown().await;
+}
