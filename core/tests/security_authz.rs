@@ -272,6 +272,22 @@ fn cases() -> Vec<Case> {
         ("ipBlocks CIDR", policy("foo", "ip", "  rules:\n  - from:\n    - source: {ipBlocks: [\"10.0.0.0/16\"], notIpBlocks: [10.0.0.66]}\n"), httpbin(), get("/").ip("10.0.3.4"), true, Some("foo/ip")),
         ("notIpBlocks excludes", policy("foo", "ip", "  rules:\n  - from:\n    - source: {ipBlocks: [\"10.0.0.0/16\"], notIpBlocks: [10.0.0.66]}\n"), httpbin(), get("/").ip("10.0.0.66"), false, None),
         ("ipv6 blocks", policy("foo", "ip6", "  rules:\n  - from:\n    - source: {ipBlocks: [\"2001:db8::/32\"]}\n"), httpbin(), get("/").ip("2001:db8::5"), true, Some("foo/ip6")),
+        (
+            "request.headers[:authority] is case-sensitive",
+            policy("foo", "auth", "  rules:\n  - when:\n    - key: request.headers[:authority]\n      values: [\"api.*\"]\n"),
+            httpbin(),
+            get("/").host("api.example.com"),
+            true,
+            Some("foo/auth"),
+        ),
+        (
+            "request.headers[:authority] mismatch",
+            policy("foo", "auth", "  rules:\n  - when:\n    - key: request.headers[:authority]\n      values: [\"api.*\"]\n"),
+            httpbin(),
+            get("/").host("API.example.com"),
+            false,
+            None,
+        ),
         // --- Ingress task: source IP and original client IP.
         ("ingress: remoteIpBlocks reads the original client", policy("foo", "ingress-policy", "  action: ALLOW\n  rules:\n  - from:\n    - source: {remoteIpBlocks: [1.2.3.4, \"5.6.7.0/24\"]}\n"), httpbin(), get("/").ip("10.0.0.2").remote("5.6.7.8"), true, Some("foo/ingress-policy")),
         ("ingress: ipBlocks reads the peer, not the client", policy("foo", "ingress-policy", "  action: ALLOW\n  rules:\n  - from:\n    - source: {ipBlocks: [1.2.3.4]}\n"), httpbin(), get("/").ip("10.0.0.2").remote("1.2.3.4"), false, None),

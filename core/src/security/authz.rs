@@ -141,6 +141,8 @@ enum Matcher {
     Claim(Vec<String>, Vec<StrPattern>),
     Header(HeaderName, Vec<StrPattern>),
     Host(Vec<StrPattern>),
+    /// `request.headers[:authority]`: the host, case-sensitive.
+    Authority(Vec<StrPattern>),
     Method(Vec<StrPattern>),
     Path(Vec<PathPattern>),
     /// Something anymesh cannot evaluate (`experimental.*`, or a value
@@ -203,6 +205,15 @@ impl WhenKey {
             k if k.starts_with("request.headers") => {
                 let name =
                     in_brackets(&k["request.headers".len()..]).ok_or_else(|| bad_map_key(key))?;
+                if name.starts_with(':') {
+                    return match name {
+                        ":authority" | ":method" => Ok(WhenKey::RequestHeader(name.to_string())),
+                        _ => Err(format!(
+                            "pseudo-header {name} is not supported in {key} (:authority and \
+                             :method are)"
+                        )),
+                    };
+                }
                 if HeaderName::from_bytes(name.as_bytes()).is_err() {
                     return Err(format!("invalid header name {name:?} in {key}"));
                 }
@@ -583,9 +594,13 @@ fn condition(c: &Condition, ctx: &Ctx<'_>) -> Vec<Check> {
         WhenKey::RequestAudiences => Matcher::Audiences(strs(v)),
         WhenKey::RequestPresenter => Matcher::Presenter(strs(v)),
         WhenKey::RequestClaim(path) => Matcher::Claim(path.clone(), strs(v)),
-        WhenKey::RequestHeader(name) => match HeaderName::from_bytes(name.as_bytes()) {
-            Ok(h) => Matcher::Header(h, strs(v)),
-            Err(_) => Matcher::Unsupported,
+        WhenKey::RequestHeader(name) => match name.as_str() {
+            ":authority" => Matcher::Authority(strs(v)),
+            ":method" => Matcher::Method(strs(v)),
+            _ => match HeaderName::from_bytes(name.as_bytes()) {
+                Ok(h) => Matcher::Header(h, strs(v)),
+                Err(_) => Matcher::Unsupported,
+            },
         },
         WhenKey::Experimental => Matcher::Unsupported,
     };
@@ -623,6 +638,7 @@ impl Matcher {
                 | Matcher::Claim(..)
                 | Matcher::Header(..)
                 | Matcher::Host(_)
+                | Matcher::Authority(_)
                 | Matcher::Method(_)
                 | Matcher::Path(_)
         )
@@ -671,6 +687,10 @@ impl Matcher {
             Matcher::Host(p) => i.http.is_some_and(|h| {
                 p.iter()
                     .any(|p| matches!(p, StrPattern::Any) || p.matches_ignore_case(h.host))
+            }),
+            Matcher::Authority(p) => i.http.is_some_and(|h| {
+                p.iter()
+                    .any(|p| matches!(p, StrPattern::Any) || p.matches(h.host))
             }),
             Matcher::Method(p) => i.http.is_some_and(|h| {
                 p.iter()

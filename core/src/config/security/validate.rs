@@ -121,7 +121,44 @@ pub(crate) fn authorization_policy(
         for (j, c) in rule.when.iter().enumerate() {
             condition(c, &format!("{at}.when[{j}]"), f);
         }
+        if ap.action == AuthorizationAction::Deny && http_only_deny(rule) {
+            f.warning(
+                &at,
+                "this DENY rule uses only HTTP attributes, so on plain TCP it denies every \
+                 connection to the workloads it applies to (as in Istio); name the ports to \
+                 limit it",
+            );
+        }
     }
+}
+
+/// Istio's check: a DENY rule whose `from` has no TCP attribute (and no
+/// `to`), or whose `to` has no ports.
+fn http_only_deny(rule: &super::AuthorizationRule) -> bool {
+    let tcp_from = rule.from.iter().filter_map(|f| f.source.as_ref()).any(|s| {
+        [
+            &s.principals,
+            &s.not_principals,
+            &s.namespaces,
+            &s.not_namespaces,
+            &s.ip_blocks,
+            &s.not_ip_blocks,
+            &s.remote_ip_blocks,
+            &s.not_remote_ip_blocks,
+            &s.service_accounts,
+            &s.not_service_accounts,
+        ]
+        .iter()
+        .any(|v| !v.is_empty())
+    });
+    let tcp_to = rule
+        .to
+        .iter()
+        .filter_map(|t| t.operation.as_ref())
+        .any(|o| !o.ports.is_empty() || !o.not_ports.is_empty());
+    let from = rule.from.iter().any(|f| f.source.is_some());
+    let to = rule.to.iter().any(|t| t.operation.is_some());
+    (from && !to && !tcp_from) || (to && !tcp_to)
 }
 
 fn non_empty(field: &str, values: &[String], at: &str, f: &mut Findings) {

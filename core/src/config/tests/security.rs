@@ -142,8 +142,16 @@ fn errors_name_their_field() {
             ],
         ),
     ];
+    let deny_http = (
+        "AuthorizationPolicy",
+        "  action: DENY\n  rules:\n  - to: [{operation: {methods: [GET]}}]\n  - to: [{operation: {methods: [GET], ports: [\"80\"]}}]\n  - when: [{key: \"request.headers[:path]\", values: [x]}]\n",
+        &[
+            "warning: sec.yaml: AuthorizationPolicy foo/p: spec.rules[0]: this DENY rule uses only HTTP attributes, so on plain TCP it denies every connection to the workloads it applies to (as in Istio); name the ports to limit it",
+            "error: sec.yaml: AuthorizationPolicy foo/p: spec.rules[2].when[0].key: pseudo-header :path is not supported in request.headers[:path] (:authority and :method are)",
+        ][..],
+    );
     let mut failures = Vec::new();
-    for (kind, spec, want) in cases {
+    for (kind, spec, want) in cases.iter().chain([&deny_http]) {
         let (_, got) = lines(&doc(kind, "v1", spec));
         if got != *want {
             failures.push(format!("{kind}\n{spec}\n  got  {got:#?}\n  want {want:#?}"));
