@@ -65,6 +65,10 @@ pub struct Node {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct AgentService {
+    /// Empty for a typical service; `connect-proxy` for a Connect proxy
+    /// (also `mesh-gateway`, `ingress-gateway`, ...).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
     #[serde(rename = "ID")]
     pub id: String,
     pub service: String,
@@ -89,10 +93,35 @@ pub struct AgentService {
     pub partition: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub datacenter: Option<String>,
+    /// A Connect proxy's configuration (`{}` or absent for other kinds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ConnectProxy>,
     #[serde(default)]
     pub create_index: u64,
     #[serde(default)]
     pub modify_index: u64,
+}
+
+/// The kind of a Connect proxy instance.
+pub const CONNECT_PROXY: &str = "connect-proxy";
+
+/// What a Connect proxy fronts (`api.AgentServiceConnectProxyConfig`; the
+/// upstreams and opaque config are not read).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ConnectProxy {
+    /// The service the proxy represents.
+    #[serde(default)]
+    pub destination_service_name: String,
+    /// The instance it fronts (a sidecar); empty for a proxy of the whole
+    /// service.
+    #[serde(rename = "DestinationServiceID", default)]
+    pub destination_service_id: String,
+    /// Where the proxy forwards to, seen from the proxy (usually loopback).
+    #[serde(default)]
+    pub local_service_address: String,
+    #[serde(default)]
+    pub local_service_port: u16,
 }
 
 /// A service's tagged address. The agent writes `Address`/`Port`; the

@@ -15,19 +15,66 @@
 //! - **Port**: `Service.Port`; the meta keys `port_name` and `protocol` name
 //!   the port and its protocol. A service whose instances carry either is
 //!   declared with that port; otherwise the catalog's implicit HTTP port applies.
+//! - **Mesh proxy**: a Connect sidecar (an instance of `Kind: connect-proxy`
+//!   whose `Proxy.DestinationServiceID` names the instance, on the same node)
+//!   or the meta keys [`MESH_META`] mark the instance as fronted by a mesh
+//!   proxy. The sidecar gives the port (its `Port`, or its tagged address's
+//!   with `address_from`); the identity is the instance's Consul namespace
+//!   (`default` when none) and its service name as the service account.
+//!   Meta keys override each of these. Connect proxies are not endpoints of
+//!   their own: [`Decoder::sidecar`] reads them and the registry's state
+//!   joins them to the instances they front ([`crate::state`]).
 
+use anymesh_core::model::{MeshProxy, DEFAULT_MESH_PORT};
 use anymesh_core::{
     Endpoint, EndpointPort, Health, Hostname, Labels, Locality, Protocol, Provenance, Service,
     ServicePort, SourceId,
 };
+use anymesh_support::{check_mesh_name, MeshKeys};
 
-use crate::api::{aggregate, ServiceEntry, Status};
+use crate::api::{aggregate, ServiceEntry, Status, CONNECT_PROXY};
 use crate::config::AddressFrom;
 
 /// The meta key naming an instance's port.
 pub const PORT_NAME_META: &str = "port_name";
 /// The meta key giving an instance's protocol (`http`, `http2`, `grpc`, `tcp`).
 pub const PROTOCOL_META: &str = "protocol";
+
+/// The service meta keys naming the mesh proxy fronting an instance (Consul
+/// meta keys hold only letters, digits, `-` and `_`).
+pub const MESH_META: MeshKeys = MeshKeys {
+    port: "anymesh-proxy-port",
+    namespace: "anymesh-namespace",
+    service_account: "anymesh-service-account",
+    spiffe_id: "anymesh-spiffe-id",
+};
+
+/// An instance as decoded, before it is joined with a Connect sidecar.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    /// The endpoint; its `mesh` is set when the meta keys mark a proxy.
+    pub endpoint: Endpoint,
+    /// The identity a proxy in front of it presents (meta keys, else the
+    /// Consul namespace and service name), on the meta's port or the default.
+    pub identity: MeshProxy,
+    /// The meta keys name the proxy's port (it wins over a sidecar's).
+    pub meta_port: bool,
+}
+
+/// A Connect sidecar proxy: the instance it fronts and where it listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sidecar {
+    /// The proxy's own native id (`node/proxy-id`).
+    pub proxy: String,
+    /// The native id of the instance it fronts (`node/DestinationServiceID`).
+    pub fronts: String,
+    /// The Consul service name of that instance.
+    pub destination: String,
+    pub address: String,
+    pub port: u16,
+    /// The proxy's checks are not all passing (or warning, with `include_warning`).
+    pub unhealthy: bool,
+}
 
 /// Decodes entries for one source.
 #[derive(Debug, Clone)]
@@ -52,8 +99,45 @@ impl Decoder {
         format!("{}/{}", entry.node.node, entry.service.id)
     }
 
+    /// Whether an entry is a Connect proxy (never an endpoint of its own).
+    pub fn is_proxy(entry: &ServiceEntry) -> bool {
+        entry.service.kind == CONNECT_PROXY
+    }
+
+    /// A Connect proxy entry as the sidecar of one instance; `None` for any
+    /// other entry, and for a proxy of a whole service (no
+    /// `DestinationServiceID`), which fronts no instance of its own.
+    pub fn sidecar(&self, entry: &ServiceEntry) -> Option<Sidecar> {
+        if !Self::is_proxy(entry) {
+            return None;
+        }
+        let p = entry.service.proxy.as_ref()?;
+        if p.destination_service_id.is_empty() || p.destination_service_name.is_empty() {
+            return None;
+        }
+        let (address, port) = self.address(entry);
+        let unhealthy = match aggregate(&entry.checks) {
+            Status::Passing => false,
+            Status::Warning => !self.include_warning,
+            _ => true,
+        };
+        Some(Sidecar {
+            proxy: Self::native_id(entry),
+            fronts: format!("{}/{}", entry.node.node, p.destination_service_id),
+            destination: p.destination_service_name.clone(),
+            address,
+            port,
+            unhealthy,
+        })
+    }
+
     /// One entry as an endpoint, or why it cannot be one.
     pub fn endpoint(&self, entry: &ServiceEntry) -> Result<Endpoint, String> {
+        self.instance(entry).map(|i| i.endpoint)
+    }
+
+    /// One entry as an instance, or why it cannot be one.
+    pub fn instance(&self, entry: &ServiceEntry) -> Result<Instance, String> {
         let svc = &entry.service;
         let id = Self::native_id(entry);
         let service = Hostname::new(&svc.service)
@@ -88,7 +172,23 @@ impl Decoder {
             labels.entry(tag.clone()).or_default();
         }
         let port_name = svc.meta.get(PORT_NAME_META).cloned().unwrap_or_default();
-        Ok(Endpoint {
+        let meta = MESH_META
+            .read(|k| svc.meta.get(k).map(String::as_str))
+            .map_err(|e| format!("instance {id}: meta {e}"))?;
+        let namespace = svc.namespace.clone().filter(|n| !n.is_empty());
+        if let Some(ns) = &namespace {
+            check_mesh_name(ns).map_err(|why| format!("instance {id}: namespace {ns:?} {why}"))?;
+        }
+        let meta_port = meta.as_ref().is_some_and(|m| m.port.is_some());
+        let marked = meta.is_some();
+        let meta = meta.unwrap_or_default();
+        let identity = MeshProxy {
+            port: meta.port.unwrap_or(DEFAULT_MESH_PORT),
+            namespace: meta.namespace.or(namespace),
+            service_account: meta.service_account.or_else(|| Some(svc.service.clone())),
+            spiffe_id: meta.spiffe_id,
+        };
+        let endpoint = Endpoint {
             service,
             address,
             ports: vec![EndpointPort {
@@ -99,12 +199,17 @@ impl Decoder {
             health,
             weight: weight.max(1),
             locality: locality(entry),
-            mesh: None,
+            mesh: marked.then(|| identity.clone()),
             provenance: Provenance {
                 source: self.source.clone(),
                 native_id: id,
                 raw_labels: Labels::new(),
             },
+        };
+        Ok(Instance {
+            endpoint,
+            identity,
+            meta_port,
         })
     }
 
@@ -146,9 +251,11 @@ impl Decoder {
         let Ok(hostname) = Hostname::new(name) else {
             return (None, None);
         };
+        // A sidecar copies its service's meta: it declares nothing itself.
         let Some(first) = entries.iter().find(|e| {
-            e.service.meta.contains_key(PROTOCOL_META)
-                || e.service.meta.contains_key(PORT_NAME_META)
+            !Self::is_proxy(e)
+                && (e.service.meta.contains_key(PROTOCOL_META)
+                    || e.service.meta.contains_key(PORT_NAME_META))
         }) else {
             return (None, None);
         };

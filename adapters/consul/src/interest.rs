@@ -67,8 +67,24 @@ pub(crate) struct Selector {
     pub mapping: Arc<Mapping>,
 }
 
+/// The name suffix Consul gives a Connect sidecar service
+/// (`connect.sidecar_service` registers `<service>-sidecar-proxy`).
+pub(crate) const SIDECAR_SUFFIX: &str = "-sidecar-proxy";
+
 impl Selector {
+    /// Whether service `name` is followed: wanted itself, or the Connect
+    /// sidecar service of a wanted service (whose endpoints it gives their
+    /// mesh proxy).
     pub(crate) fn wants(&self, interest: &Interest, name: &str) -> bool {
+        if let Some(base) = name.strip_suffix(SIDECAR_SUFFIX) {
+            if !base.is_empty() && self.wants_itself(interest, base) {
+                return true;
+            }
+        }
+        self.wants_itself(interest, name)
+    }
+
+    fn wants_itself(&self, interest: &Interest, name: &str) -> bool {
         if self.watch_all || self.listed.contains(name) {
             return true;
         }
@@ -152,6 +168,13 @@ mod tests {
             ..sel.clone()
         };
         assert!(listed.wants(&Interest::default(), "billing"));
+        assert!(
+            sel.wants(&i, "payments-sidecar-proxy"),
+            "its Connect sidecar"
+        );
+        assert!(listed.wants(&Interest::default(), "billing-sidecar-proxy"));
+        assert!(!sel.wants(&i, "billing-sidecar-proxy"));
+        assert!(!sel.wants(&i, "-sidecar-proxy"));
         let all = Selector {
             watch_all: true,
             ..sel

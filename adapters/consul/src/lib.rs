@@ -24,7 +24,7 @@ mod state;
 
 pub use client::{Answer, Client, INDEX_HEADER, TOKEN_HEADER};
 pub use config::{AddressFrom, BackoffConfig, Consistency, ConsulConfig, TlsConfig, MAX_WAIT};
-pub use decode::{Decoder, PORT_NAME_META, PROTOCOL_META};
+pub use decode::{Decoder, Instance, Sidecar, MESH_META, PORT_NAME_META, PROTOCOL_META};
 pub use error::ConsulError;
 pub use interest::Interest;
 pub use registry::ConsulRegistry;

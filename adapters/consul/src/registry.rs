@@ -204,6 +204,7 @@ impl ConsulRegistry {
             let followed = Followed::decode(&self.decoder, &name, answer.index, &answer.body);
             synced.services.insert(name, followed);
         }
+        synced.join_all();
         Ok(synced)
     }
 
@@ -264,9 +265,9 @@ impl ConsulRegistry {
                         }
                     }
                     Some(Msg::Health { name, answer }) => {
-                        if let Some(f) = synced.services.get_mut(&name) {
+                        if synced.services.contains_key(&name) {
                             let next = Followed::decode(&self.decoder, &name, answer.index, &answer.body);
-                            changes = f.replace(next);
+                            changes = synced.apply(&name, next);
                             if !changes.is_empty() {
                                 tracing::debug!(service = %name, index = answer.index, changes = changes.len(), "consul service changed");
                             }
@@ -297,30 +298,29 @@ impl ConsulRegistry {
         interest: &Interest,
         polls: &mut Polls,
     ) -> Vec<Change> {
-        let wanted: BTreeSet<&String> = synced
+        let wanted: BTreeSet<String> = synced
             .catalog
             .iter()
             .filter(|n| self.selector.wants(interest, n))
+            .cloned()
             .collect();
         let mut changes = Vec::new();
         let gone: Vec<String> = synced
             .services
             .keys()
-            .filter(|n| !wanted.contains(n))
+            .filter(|n| !wanted.contains(*n))
             .cloned()
             .collect();
         for name in gone {
             polls.stop(&name);
-            if let Some(f) = synced.services.remove(&name) {
-                tracing::debug!(service = %name, "consul service no longer followed");
-                changes.extend(f.removal());
-            }
+            tracing::debug!(service = %name, "consul service no longer followed");
+            changes.extend(synced.remove(&name));
         }
         for name in wanted {
-            if !synced.services.contains_key(name) {
-                tracing::debug!(service = %name, "consul service followed");
-                synced.services.insert(name.clone(), Followed::default());
-                polls.start(name, 0, self.pace());
+            if let std::collections::btree_map::Entry::Vacant(slot) = synced.services.entry(name) {
+                tracing::debug!(service = %slot.key(), "consul service followed");
+                polls.start(slot.key(), 0, self.pace());
+                slot.insert(Followed::default());
             }
         }
         changes

@@ -5,23 +5,36 @@
 //! service, so applying one is a diff against what was sent before: new or
 //! changed instances are upserts, missing ones removals. Nothing of a
 //! service outlives an answer that no longer lists it.
+//!
+//! Connect sidecar proxies are joined to the instances they front: an
+//! answer of a sidecar service (`web-sidecar-proxy`) changes the endpoints
+//! of its destination (`web`), which are diffed and sent again
+//! ([`Synced::apply`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use anymesh_core::{Change, Endpoint, Service, SourceStatus, SourceView};
+use anymesh_core::model::MeshProxy;
+use anymesh_core::{Change, Endpoint, Health, Service, SourceStatus, SourceView};
 
 use crate::api::ServiceEntry;
-use crate::decode::Decoder;
+use crate::decode::{Decoder, Instance, Sidecar};
 
 /// One followed service.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Followed {
     /// The index of the last answer applied (0: none yet).
     pub index: u64,
+    /// The instances of the last answer, by native id, before the join.
+    pub instances: BTreeMap<String, Instance>,
+    /// The Connect sidecars of the last answer (a sidecar service's).
+    pub sidecars: Vec<Sidecar>,
+    /// The endpoints sent: the instances joined with their sidecars.
     pub endpoints: BTreeMap<String, Endpoint>,
     pub declared: Option<Service>,
-    /// Instances skipped, with why.
+    /// Instances skipped when decoding, with why.
     pub problems: Vec<String>,
+    /// Instances skipped when joined with their sidecars, with why.
+    pub join_problems: Vec<String>,
 }
 
 /// Every followed service, by Consul name.
@@ -31,6 +44,9 @@ pub(crate) struct Synced {
     /// Every service name in the catalog (followed or not).
     pub catalog: Vec<String>,
     pub services: BTreeMap<String, Followed>,
+    /// Every followed sidecar by the native id of the instance it fronts,
+    /// then by its own native id.
+    pub sidecars: BTreeMap<String, BTreeMap<String, Sidecar>>,
 }
 
 /// How many problems a status message names.
@@ -49,9 +65,14 @@ impl Followed {
             ..Followed::default()
         };
         for e in entries {
-            match decoder.endpoint(e) {
-                Ok(ep) => {
-                    f.endpoints.insert(ep.provenance.native_id.clone(), ep);
+            if Decoder::is_proxy(e) {
+                f.sidecars.extend(decoder.sidecar(e));
+                continue;
+            }
+            match decoder.instance(e) {
+                Ok(i) => {
+                    f.instances
+                        .insert(i.endpoint.provenance.native_id.clone(), i);
                 }
                 Err(p) => f.problems.push(format!("service {name:?}: {p}")),
             }
@@ -111,6 +132,127 @@ impl Followed {
 }
 
 impl Synced {
+    /// Joins every followed service's instances with their sidecars (after
+    /// a sync); sends nothing.
+    pub(crate) fn join_all(&mut self) {
+        self.sidecars.clear();
+        for f in self.services.values() {
+            for sc in &f.sidecars {
+                index(&mut self.sidecars, sc);
+            }
+        }
+        let names: Vec<String> = self.services.keys().cloned().collect();
+        for name in names {
+            let (endpoints, problems) = self.joined(&name);
+            if let Some(f) = self.services.get_mut(&name) {
+                f.endpoints = endpoints;
+                f.join_problems = problems;
+            }
+        }
+    }
+
+    /// Applies a new answer of service `name`; returns the changes that make
+    /// the catalog agree, those of the services whose sidecars it holds
+    /// included.
+    pub(crate) fn apply(&mut self, name: &str, next: Followed) -> Vec<Change> {
+        let Some(f) = self.services.get_mut(name) else {
+            return Vec::new();
+        };
+        let old = std::mem::replace(f, next);
+        let (sidecars, declared, endpoints) = (old.sidecars, old.declared, old.endpoints);
+        // Keep what was sent, for the diff.
+        let new_sidecars = f.sidecars.clone();
+        f.endpoints = endpoints;
+        let mut affected = self.reindex(&sidecars, &new_sidecars);
+        affected.remove(name);
+        let mut changes = self.rejoin(name, Some(declared));
+        for other in affected {
+            changes.extend(self.rejoin(&other, None));
+        }
+        changes
+    }
+
+    /// Takes service `name` out: the changes that remove it, and those of
+    /// the services whose sidecars it held.
+    pub(crate) fn remove(&mut self, name: &str) -> Vec<Change> {
+        let Some(f) = self.services.remove(name) else {
+            return Vec::new();
+        };
+        let mut changes = f.removal();
+        for other in self.reindex(&f.sidecars, &[]) {
+            changes.extend(self.rejoin(&other, None));
+        }
+        changes
+    }
+
+    /// Replaces `old` sidecars with `new` in the index; returns the services
+    /// they front.
+    fn reindex(&mut self, old: &[Sidecar], new: &[Sidecar]) -> BTreeSet<String> {
+        let mut affected = BTreeSet::new();
+        if old == new {
+            return affected;
+        }
+        for sc in old {
+            if let Some(by_proxy) = self.sidecars.get_mut(&sc.fronts) {
+                by_proxy.remove(&sc.proxy);
+                if by_proxy.is_empty() {
+                    self.sidecars.remove(&sc.fronts);
+                }
+            }
+            affected.insert(sc.destination.clone());
+        }
+        for sc in new {
+            index(&mut self.sidecars, sc);
+            affected.insert(sc.destination.clone());
+        }
+        affected
+    }
+
+    /// Joins service `name` again and diffs it against what was sent. With
+    /// `declared`, the service's new answer replaced that declaration.
+    fn rejoin(&mut self, name: &str, declared: Option<Option<Service>>) -> Vec<Change> {
+        if !self.services.contains_key(name) {
+            return Vec::new();
+        }
+        let (endpoints, problems) = self.joined(name);
+        let Some(f) = self.services.get_mut(name) else {
+            return Vec::new();
+        };
+        f.join_problems = problems;
+        let mut sent = Followed {
+            declared: declared.unwrap_or_else(|| f.declared.clone()),
+            endpoints: std::mem::take(&mut f.endpoints),
+            ..Followed::default()
+        };
+        let changes = sent.replace(Followed {
+            declared: f.declared.clone(),
+            endpoints,
+            ..Followed::default()
+        });
+        f.endpoints = sent.endpoints;
+        changes
+    }
+
+    /// The endpoints of service `name`: its instances with their sidecars'
+    /// mesh proxies, and the instances refused, with why.
+    fn joined(&self, name: &str) -> (BTreeMap<String, Endpoint>, Vec<String>) {
+        let mut endpoints = BTreeMap::new();
+        let mut problems = Vec::new();
+        let Some(f) = self.services.get(name) else {
+            return (endpoints, problems);
+        };
+        for (id, inst) in &f.instances {
+            let sidecar = self.sidecars.get(id).and_then(|m| m.values().next());
+            match join(inst, sidecar) {
+                Ok(ep) => {
+                    endpoints.insert(id.clone(), ep);
+                }
+                Err(p) => problems.push(format!("service {name:?}: instance {id}: {p}")),
+            }
+        }
+        (endpoints, problems)
+    }
+
     /// The whole view, for a `Reset`.
     pub(crate) fn view(&self) -> SourceView {
         SourceView {
@@ -129,7 +271,11 @@ impl Synced {
 
     /// `Healthy`, or `Degraded` naming the first few skipped instances.
     pub(crate) fn status(&self) -> SourceStatus {
-        let problems: Vec<&String> = self.services.values().flat_map(|f| &f.problems).collect();
+        let problems: Vec<&String> = self
+            .services
+            .values()
+            .flat_map(|f| f.problems.iter().chain(&f.join_problems))
+            .collect();
         if problems.is_empty() {
             return SourceStatus::Healthy;
         }
@@ -153,95 +299,53 @@ impl Synced {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use anymesh_core::SourceId;
-
-    use super::*;
-    use crate::api::{AgentService, Node};
-
-    fn entry(id: &str, port: u16, meta: &[(&str, &str)]) -> ServiceEntry {
-        ServiceEntry {
-            node: Node {
-                node: "n1".into(),
-                address: "10.0.0.1".into(),
-                ..Node::default()
-            },
-            service: AgentService {
-                id: id.into(),
-                service: "web".into(),
-                port,
-                meta: meta
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                ..AgentService::default()
-            },
-            checks: Vec::new(),
-        }
-    }
-
-    fn decode(entries: &[ServiceEntry]) -> Followed {
-        Followed::decode(&Decoder::new(SourceId::new("c")), "web", 5, entries)
-    }
-
-    fn kinds(changes: &[Change]) -> Vec<String> {
-        changes
-            .iter()
-            .map(|c| match c {
-                Change::UpsertEndpoint(e) => format!("+{}", e.provenance.native_id),
-                Change::RemoveEndpoint(k) => format!("-{}", k.native_id),
-                Change::UpsertService(s) => format!("+service {}", s.hostname),
-                Change::RemoveService(h) => format!("-service {h}"),
-                other => format!("{other:?}"),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_new_answer_is_a_diff() {
-        let mut f = decode(&[entry("a", 80, &[]), entry("b", 80, &[])]);
-        let changes = f.replace(decode(&[entry("b", 81, &[]), entry("c", 80, &[])]));
-        assert_eq!(kinds(&changes), ["-n1/a", "+n1/b", "+n1/c"]);
-        assert!(f
-            .replace(decode(&[entry("b", 81, &[]), entry("c", 80, &[])]))
-            .is_empty());
-        assert_eq!(kinds(&f.removal()), ["-n1/b", "-n1/c"]);
-    }
-
-    #[test]
-    fn a_declaration_comes_and_goes_with_the_meta() {
-        let mut f = decode(&[entry("a", 80, &[])]);
-        let changes = f.replace(decode(&[entry("a", 80, &[("protocol", "grpc")])]));
-        assert_eq!(
-            kinds(&changes),
-            ["+service web", "+n1/a"],
-            "labels changed too"
-        );
-        // Dropping the declaration removes the service's endpoints in the
-        // catalog, so the remaining ones are sent again.
-        let changes = f.replace(decode(&[entry("a", 80, &[]), entry("b", 80, &[])]));
-        assert_eq!(kinds(&changes), ["-service web", "+n1/a", "+n1/b"]);
-        assert_eq!(f.endpoints.len(), 2);
-    }
-
-    #[test]
-    fn skipped_instances_make_a_degraded_status() {
-        let mut synced = Synced::default();
-        synced.services.insert(
-            "web".into(),
-            decode(&[entry("a", 0, &[]), entry("b", 80, &[])]),
-        );
-        match synced.status() {
-            SourceStatus::Degraded { message } => {
-                assert!(
-                    message.starts_with("1 consul instance skipped"),
-                    "{message}"
-                );
-                assert!(message.contains("n1/a: no port"), "{message}");
-            }
-            other => panic!("degraded expected, got {other:?}"),
-        }
-        assert_eq!(synced.view().endpoints.len(), 1);
-    }
+fn index(sidecars: &mut BTreeMap<String, BTreeMap<String, Sidecar>>, sc: &Sidecar) {
+    sidecars
+        .entry(sc.fronts.clone())
+        .or_default()
+        .insert(sc.proxy.clone(), sc.clone());
 }
+
+/// The raw label naming the Connect sidecar in front of an endpoint.
+pub(crate) const SIDECAR_LABEL: &str = "consul.connect_proxy";
+
+/// An instance with the mesh proxy its sidecar (if any) and meta give it.
+/// A sidecar on another address than the instance's cannot be expressed (a
+/// proxy listens on the endpoint's address): the instance is refused rather
+/// than reached in plaintext.
+fn join(inst: &Instance, sidecar: Option<&Sidecar>) -> Result<Endpoint, String> {
+    let mut ep = inst.endpoint.clone();
+    let Some(sc) = sidecar else {
+        return Ok(ep);
+    };
+    if sc.address != ep.address {
+        return Err(format!(
+            "its Connect sidecar {} listens on {}, not on the instance's address {}; \
+             anymesh expects the proxy on the instance's address",
+            sc.proxy, sc.address, ep.address
+        ));
+    }
+    if sc.port == 0 {
+        return Err(format!("its Connect sidecar {} has no port", sc.proxy));
+    }
+    let port = if inst.meta_port {
+        inst.identity.port
+    } else {
+        sc.port
+    };
+    ep.mesh = Some(MeshProxy {
+        port,
+        ..inst.identity.clone()
+    });
+    if sc.unhealthy {
+        // Every request goes through the proxy.
+        ep.health = Health::Unhealthy;
+    }
+    ep.provenance
+        .raw_labels
+        .insert(SIDECAR_LABEL.into(), sc.proxy.clone());
+    Ok(ep)
+}
+
+#[cfg(test)]
+mod tests;

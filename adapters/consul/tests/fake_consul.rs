@@ -757,3 +757,141 @@ async fn the_fake_agent_keeps_consuls_protocol() {
     let body: serde_json::Value = r.json().await.expect("json");
     assert!(body.get("web").is_some() && body.get("other").is_some());
 }
+
+/// The mesh proxy of each endpoint of `service`, by native id.
+fn mesh_of(obs: &Observer, service: &str) -> Vec<(String, Option<anymesh_core::model::MeshProxy>)> {
+    let snap = obs.catalog().snapshot(0);
+    let host = Hostname::new(service).expect("test service name");
+    let mut out: Vec<_> = snap
+        .services
+        .get(&host)
+        .map(|s| {
+            s.endpoints
+                .iter()
+                .map(|e| (e.provenance.native_id.clone(), e.mesh.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Connect sidecars registered as `connect.sidecar_service` does give the
+/// instances they front their mesh proxy: the `<service>-sidecar-proxy`
+/// service is followed with its service (one more long-poll, only where a
+/// sidecar service exists), its instances are no endpoints, and its
+/// registrations and removals update the endpoints they front.
+#[tokio::test]
+async fn connect_sidecars_give_their_instances_a_mesh_proxy() {
+    use anymesh_core::model::MeshProxy;
+    let fake = FakeConsul::start().await;
+    let a = Instance::new("web", "web-a", "10.0.0.1", 8080);
+    let b = Instance::new("web", "web-b", "10.0.0.2", 8080);
+    fake.register(a.clone());
+    fake.register(b.clone());
+    fake.register(Instance::sidecar_for(&a, 21000));
+    fake.register(Instance::new("db", "db-1", "10.0.0.3", 5432));
+    let (_tx, rx) = watch::channel(Interest::hosts(["web"]));
+    let reg = ConsulRegistry::new(SourceId::new("consul"), config(&fake), None)
+        .expect("registry")
+        .with_interest(rx, Arc::new(Mapping::default()));
+    let mut obs = Observer::start(Arc::new(reg));
+    obs.until_endpoints("web", &[("10.0.0.1", 8080), ("10.0.0.2", 8080)])
+        .await;
+    let proxy = |port| {
+        Some(MeshProxy::new(
+            port,
+            Some("default".into()),
+            Some("web".into()),
+        ))
+    };
+    assert_eq!(
+        mesh_of(&obs, "web"),
+        [
+            ("node-10.0.0.1/web-a".to_string(), proxy(21000)),
+            ("node-10.0.0.2/web-b".to_string(), None),
+        ]
+    );
+    assert!(
+        obs.endpoints("web-sidecar-proxy").is_empty(),
+        "a proxy is no endpoint of its own"
+    );
+    let only = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    eventually("long-polls on web and its sidecar service", || {
+        fake.blocked_services() == only(&["web", "web-sidecar-proxy"])
+    })
+    .await;
+
+    // web-b gets its sidecar; web-a's goes away.
+    fake.register(Instance::sidecar_for(&b, 21001));
+    let host = Hostname::new("web").expect("host");
+    let has = |catalog: &anymesh_core::CatalogState, addr: &str, port: Option<u16>| {
+        let snap = catalog.snapshot(0);
+        snap.services.get(&host).is_some_and(|s| {
+            s.endpoints
+                .iter()
+                .any(|e| e.address == addr && e.mesh.as_ref().map(|m| m.port) == port)
+        })
+    };
+    obs.until("web-b behind its sidecar", |_, c| {
+        has(c, "10.0.0.2", Some(21001))
+    })
+    .await;
+    fake.deregister("node-10.0.0.1", "web-a-sidecar-proxy");
+    obs.until("web-a in plaintext again", |_, c| has(c, "10.0.0.1", None))
+        .await;
+
+    // A sidecar listening elsewhere cannot be expressed: the instance is
+    // refused and named, never reached in plaintext.
+    fake.register(Instance::sidecar_for(&a, 21000).address("10.0.0.9"));
+    obs.until("web-a refused", |c, _| {
+        matches!(c, Change::Status(SourceStatus::Degraded { message })
+            if message.contains("its Connect sidecar node-10.0.0.1/web-a-sidecar-proxy listens on 10.0.0.9"))
+    })
+    .await;
+    assert_eq!(obs.endpoints("web"), [("10.0.0.2".to_string(), 8080)]);
+}
+
+/// Shops without Connect mark proxies with service meta; an unusable value
+/// refuses the instance and says why.
+#[tokio::test]
+async fn mesh_meta_keys_without_connect() {
+    use anymesh_core::model::{MeshProxy, DEFAULT_MESH_PORT};
+    let fake = FakeConsul::start().await;
+    fake.register(
+        Instance::new("api", "api-1", "10.0.0.1", 8080)
+            .meta("anymesh-namespace", "shop")
+            .meta("anymesh-service-account", "api"),
+    );
+    fake.register(
+        Instance::new("api", "api-2", "10.0.0.2", 8080).meta("anymesh-proxy-port", "15001"),
+    );
+    fake.register(Instance::new("api", "api-3", "10.0.0.3", 8080).meta("anymesh-proxy-port", "-"));
+    let mut obs = Observer::start(watching(&fake, &["api"]));
+    obs.until("api-3 refused", |c, _| {
+        matches!(c, Change::Status(SourceStatus::Degraded { message })
+            if message.contains(r#"instance node-10.0.0.3/api-3: meta anymesh-proxy-port "-": not a port number 1..=65535"#))
+    })
+    .await;
+    assert_eq!(
+        mesh_of(&obs, "api"),
+        [
+            (
+                "node-10.0.0.1/api-1".to_string(),
+                Some(MeshProxy::new(
+                    DEFAULT_MESH_PORT,
+                    Some("shop".into()),
+                    Some("api".into())
+                ))
+            ),
+            (
+                "node-10.0.0.2/api-2".to_string(),
+                Some(MeshProxy::new(
+                    15001,
+                    Some("default".into()),
+                    Some("api".into())
+                ))
+            ),
+        ]
+    );
+}

@@ -9,6 +9,11 @@
 //!   checks (`serfHealth`, `_node_maintenance`) included; `?passing` filters.
 //! - `GET /v1/catalog/service/<name>`: the flat catalog form.
 //!
+//! Connect sidecar proxies are instances of `Kind: connect-proxy` with a
+//! `Proxy` naming the instance they front ([`Instance::sidecar_for`] makes
+//! the one `connect.sidecar_service` registers), served in the shape of
+//! `fixtures/consul/agent_service_web_sidecar_proxy_docs.json`.
+//!
 //! **Blocking queries**: with `?index=N` (N > 0) an answer waits until the
 //! index of what is asked (the catalog's, or the service's: the last write
 //! that touched it) is above N, or until `wait` (default 5m, capped at 10m)
@@ -69,6 +74,20 @@ pub struct Instance {
     pub tagged_addresses: BTreeMap<String, (String, u16)>,
     /// The service check's status (`passing`, `warning`, `critical`); None: no check.
     pub check: Option<String>,
+    /// `Kind`: empty for a typical service, `connect-proxy` for a proxy.
+    pub kind: String,
+    /// A Connect proxy's destination.
+    pub proxy: Option<ProxyOf>,
+}
+
+/// What a Connect proxy fronts (`Proxy.DestinationServiceName`,
+/// `DestinationServiceID`, `LocalServiceAddress`, `LocalServicePort`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyOf {
+    pub service: String,
+    pub id: String,
+    pub local_address: String,
+    pub local_port: u16,
 }
 
 impl Instance {
@@ -86,7 +105,41 @@ impl Instance {
             meta: BTreeMap::new(),
             tagged_addresses: BTreeMap::new(),
             check: Some("passing".into()),
+            kind: String::new(),
+            proxy: None,
         }
+    }
+
+    /// The sidecar proxy `connect { sidecar_service { port = <port> } }`
+    /// registers for `parent`, with Consul's defaults: id and name with
+    /// `-sidecar-proxy` appended, the parent's node, tags and meta, no
+    /// address of its own (the node's), `Kind: connect-proxy`, and a
+    /// `Proxy` fronting the parent on loopback.
+    pub fn sidecar_for(parent: &Instance, port: u16) -> Self {
+        Self {
+            node: parent.node.clone(),
+            node_address: parent.node_address.clone(),
+            id: format!("{}-sidecar-proxy", parent.id),
+            service: format!("{}-sidecar-proxy", parent.service),
+            address: String::new(),
+            port,
+            tags: parent.tags.clone(),
+            meta: parent.meta.clone(),
+            tagged_addresses: BTreeMap::new(),
+            check: Some("passing".into()),
+            kind: "connect-proxy".into(),
+            proxy: Some(ProxyOf {
+                service: parent.service.clone(),
+                id: parent.id.clone(),
+                local_address: "127.0.0.1".into(),
+                local_port: parent.port,
+            }),
+        }
+    }
+    /// The instance's own address (empty: the node's).
+    pub fn address(mut self, address: &str) -> Self {
+        self.address = address.to_string();
+        self
     }
     pub fn on_node(mut self, node: &str, node_address: &str) -> Self {
         self.node = node.to_string();

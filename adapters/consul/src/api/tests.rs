@@ -298,3 +298,59 @@ fn port_name_and_protocol_from_meta_declare_the_service() {
     let (_, problem) = decoder().service("redis", std::slice::from_ref(&e));
     assert!(problem.unwrap().contains("carrier-pigeon"));
 }
+
+/// A Connect sidecar registration as the agent documents it: `Kind`,
+/// its own `Port`, and `Proxy` naming the instance it fronts.
+#[test]
+fn a_connect_sidecar_registration_as_documented() {
+    let svc: AgentService =
+        serde_json::from_slice(&read("agent_service_web_sidecar_proxy_docs.json")).unwrap();
+    assert_eq!(svc.kind, CONNECT_PROXY);
+    assert_eq!((svc.id.as_str(), svc.port), ("web-sidecar-proxy", 18080));
+    assert_eq!(svc.address, "", "the node's address");
+    assert_eq!(
+        svc.proxy,
+        Some(ConnectProxy {
+            destination_service_name: "web".into(),
+            destination_service_id: "web".into(),
+            local_service_address: "127.0.0.1".into(),
+            local_service_port: 8080,
+        })
+    );
+}
+
+/// The sidecar as `health/service` lists it is no endpoint but the sidecar
+/// of instance `web` on its node, on the node's address and its own port.
+#[test]
+fn a_sidecar_in_a_health_answer_fronts_its_instance() {
+    let entries = health("health_service_web_sidecar_proxy_shaped.json");
+    assert_eq!(entries.len(), 1);
+    let e = &entries[0];
+    assert!(Decoder::is_proxy(e));
+    assert_eq!(e.checks.len(), 3);
+    assert_eq!(aggregate(&e.checks), Status::Passing);
+    let sc = decoder().sidecar(e).unwrap();
+    assert_eq!(
+        sc,
+        crate::decode::Sidecar {
+            proxy: "foobar/web-sidecar-proxy".into(),
+            fronts: "foobar/web".into(),
+            destination: "web".into(),
+            address: "10.1.10.12".into(),
+            port: 18080,
+            unhealthy: false,
+        }
+    );
+    // A typical service's entry (`Proxy: {}` included) is no sidecar.
+    for name in [
+        "health_service_docs_current.json",
+        "health_service_serf_only_no_service_checks_empty_address.json",
+    ] {
+        for e in health(name) {
+            assert!(
+                !Decoder::is_proxy(&e) && decoder().sidecar(&e).is_none(),
+                "{name}"
+            );
+        }
+    }
+}

@@ -121,6 +121,22 @@ fn tagged(i: &Instance) -> Value {
     json!(m)
 }
 
+/// A proxy's `Proxy` object as the agent writes it (the docs' sample).
+fn proxy(i: &Instance) -> Value {
+    match &i.proxy {
+        None => json!({}),
+        Some(p) => json!({
+            "DestinationServiceName": p.service,
+            "DestinationServiceID": p.id,
+            "LocalServiceAddress": p.local_address,
+            "LocalServicePort": p.local_port,
+            "Mode": "",
+            "Config": null,
+            "Upstreams": null,
+        }),
+    }
+}
+
 pub(super) fn health_service(s: &State, dc: &str, name: &str, passing_only: bool) -> Value {
     let mut out = Vec::new();
     for (r, node) in in_dc(s, dc).filter(|(r, _)| r.inst.service == name) {
@@ -128,6 +144,27 @@ pub(super) fn health_service(s: &State, dc: &str, name: &str, passing_only: bool
         let checks = checks(r, node);
         if passing_only && worst(&checks) != "passing" {
             continue;
+        }
+        let mut service = json!({
+                "ID": i.id,
+                "Service": i.service,
+                "Tags": i.tags,
+                "Address": i.address,
+                "TaggedAddresses": tagged(i),
+                "Meta": i.meta,
+                "Port": i.port,
+                "Weights": {"Passing": 1, "Warning": 1},
+                "EnableTagOverride": false,
+                "Namespace": "default",
+                "Datacenter": node.datacenter,
+                "Proxy": proxy(i),
+                "Connect": {},
+                "CreateIndex": r.create,
+                "ModifyIndex": r.modify,
+        });
+        // `Kind` is left out for a typical service (`omitempty`).
+        if !i.kind.is_empty() {
+            service["Kind"] = json!(i.kind);
         }
         out.push(json!({
             "Node": {
@@ -140,21 +177,7 @@ pub(super) fn health_service(s: &State, dc: &str, name: &str, passing_only: bool
                 "CreateIndex": node.create,
                 "ModifyIndex": node.modify,
             },
-            "Service": {
-                "ID": i.id,
-                "Service": i.service,
-                "Tags": i.tags,
-                "Address": i.address,
-                "TaggedAddresses": tagged(i),
-                "Meta": i.meta,
-                "Port": i.port,
-                "Weights": {"Passing": 1, "Warning": 1},
-                "EnableTagOverride": false,
-                "Namespace": "default",
-                "Datacenter": node.datacenter,
-                "CreateIndex": r.create,
-                "ModifyIndex": r.modify,
-            },
+            "Service": service,
             "Checks": checks,
         }));
     }
@@ -183,13 +206,17 @@ pub(super) fn catalog_service(s: &State, dc: &str, name: &str) -> Value {
                 "ServiceMeta": i.meta,
                 "ServiceTaggedAddresses": tagged(i),
                 "ServiceTags": i.tags,
-                "ServiceProxy": {
-                    "DestinationServiceName": "",
-                    "DestinationServiceID": "",
-                    "LocalServiceAddress": "",
-                    "LocalServicePort": 0,
-                    "Config": null,
-                    "Upstreams": null,
+                "ServiceKind": i.kind,
+                "ServiceProxy": match &i.proxy {
+                    None => json!({
+                        "DestinationServiceName": "",
+                        "DestinationServiceID": "",
+                        "LocalServiceAddress": "",
+                        "LocalServicePort": 0,
+                        "Config": null,
+                        "Upstreams": null,
+                    }),
+                    Some(_) => proxy(i),
                 },
                 "ServiceConnect": {"Native": false, "Proxy": null},
                 "Namespace": "default",
