@@ -237,6 +237,9 @@ impl Authenticator {
                 first = Some(v.auth);
             }
         }
+        if let Some(auth) = &mut first {
+            normalize_space_delimited(&mut auth.claims);
+        }
         Ok(first)
     }
 
@@ -334,6 +337,28 @@ fn request_auth(token: Token<'_>) -> RequestAuth {
     }
 }
 
+/// Claims that OAuth writes as one space-separated string, split into
+/// lists as Istio has Envoy do for the metadata authorization reads
+/// (`normalize_payload_in_metadata`), so `request.auth.claims[scope]`
+/// matches one scope. The headers and the payload output keep the token's
+/// own form.
+const SPACE_DELIMITED_CLAIMS: [&str; 2] = ["scope", "permission"];
+
+fn normalize_space_delimited(claims: &mut Map<String, Value>) {
+    for name in SPACE_DELIMITED_CLAIMS {
+        if let Some(Value::String(s)) = claims.get(name) {
+            if s.split(' ').any(|p| !p.is_empty()) {
+                let list = s
+                    .split(' ')
+                    .filter(|p| !p.is_empty())
+                    .map(|p| Value::String(p.to_owned()))
+                    .collect();
+                claims.insert(name.to_owned(), Value::Array(list));
+            }
+        }
+    }
+}
+
 /// A claim as a header value, as Envoy writes it: strings as they are,
 /// numbers as integers when integral (otherwise with six decimals, as C++'s
 /// `std::to_string`), booleans as `true`/`false`; other types and empty
@@ -360,6 +385,18 @@ fn claim_header_value(claims: &Map<String, Value>, path: &[String]) -> Option<He
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scope_and_permission_strings_become_lists() {
+        let mut claims: Map<String, Value> = serde_json::from_str(
+            r#"{"scope":"read  write","permission":"","other":"a b","sub":"x"}"#,
+        )
+        .unwrap();
+        normalize_space_delimited(&mut claims);
+        assert_eq!(claims["scope"], serde_json::json!(["read", "write"]));
+        assert_eq!(claims["permission"], "");
+        assert_eq!(claims["other"], "a b");
+    }
 
     #[test]
     fn claims_become_header_values_as_envoy_writes_them() {

@@ -44,7 +44,9 @@
 //! to match kid or alg from Jwt`, `Jwks remote fetch is failed`, …
 //!
 //! A verified token gives [`RequestAuth`](anymesh_core::security::jwt::RequestAuth):
-//! principal `<iss>/<sub>`, audiences, presenter (`azp`) and the claims.
+//! principal `<iss>/<sub>`, audiences, presenter (`azp`) and the claims,
+//! with `scope` and `permission` strings split at spaces into lists (what
+//! Istio has Envoy put in the metadata AuthorizationPolicy reads).
 //! Its rule's outputs are applied: `outputPayloadToHeader` (the payload as
 //! sent, base64url), `outputClaimToHeaders` (string, number and boolean
 //! claims; nested claims by `.`), and the token is removed from the request
@@ -64,9 +66,13 @@
 //! for ES256, P-384 for ES384, OKP Ed25519 for EdDSA), and symmetric (`oct`)
 //! keys are never loaded. A key without `kid` fits any token; a token
 //! without `kid` tries each fitting key. A header with `crit` is refused (no
-//! extension is understood). Verification is jsonwebtoken's RustCrypto
-//! provider (pure Rust, no C toolchain), named explicitly rather than taken
-//! from a process-wide default.
+//! extension is understood). RSA moduli of 2048 to 8192 bits are accepted.
+//!
+//! jsonwebtoken supplies the key model (JWK components, algorithms); the
+//! signatures are verified with ring, which the project already builds for
+//! rustls. jsonwebtoken 12 offers only RustCrypto and aws-lc-rs backends;
+//! measured side by side (`benches/authenticate.rs`), ring verifies RS256
+//! about 4x and ES256 about 4.5x faster than RustCrypto, EdDSA alike.
 //!
 //! # Several tokens, several rules
 //!
@@ -110,6 +116,7 @@ mod error;
 mod extract;
 mod jwks;
 mod token;
+mod verify;
 
 pub use authenticator::Authenticator;
 pub use cache::{FetchSettings, JwksCache};

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
-use crate::jwks::{supported_alg, SignatureBytes};
+use crate::jwks::supported_alg;
 use crate::AuthnError;
 
 /// base64url, padding optional (Envoy accepts both).
@@ -24,7 +24,7 @@ pub(crate) struct Token<'a> {
     pub(crate) payload_b64: &'a str,
     pub(crate) alg: Algorithm,
     pub(crate) kid: Option<String>,
-    pub(crate) signature: SignatureBytes,
+    pub(crate) signature: Vec<u8>,
     pub(crate) claims: Map<String, Value>,
     /// `iss`, empty when absent.
     pub(crate) iss: String,
