@@ -1,7 +1,8 @@
 //! anymesh-adapter-kubernetes: endpoints from a Kubernetes cluster.
 //!
 //! [`KubernetesRegistry`] watches Services, EndpointSlices
-//! (`discovery.k8s.io/v1`), Pods (their metadata, for labels) and Nodes
+//! (`discovery.k8s.io/v1`), Pods (for their labels, and the mesh proxy
+//! fronting them with its identity: [`mesh`]) and Nodes
 //! (their metadata, for region and zone labels) with
 //! kube-runtime's watcher: an initial list, a watch from the list's
 //! `resourceVersion` (moved on by bookmarks), a relist when the API server
@@ -15,6 +16,7 @@
 
 mod config;
 mod error;
+pub mod mesh;
 mod registry;
 mod routing;
 mod translate;

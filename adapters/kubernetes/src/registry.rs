@@ -30,9 +30,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use anymesh_core::registry::CatalogClosed;
-use anymesh_core::{
-    Change, ChangeSink, Labels, Registry, SourceId, SourceStatus, SourceView, ViewMaps,
-};
+use anymesh_core::{Change, ChangeSink, Registry, SourceId, SourceStatus, SourceView, ViewMaps};
 use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod, Service as KService};
@@ -44,6 +42,7 @@ use tracing::Instrument;
 
 use crate::config::{Connection, KubernetesConfig};
 use crate::error::KubernetesError;
+use crate::mesh::PodInfo;
 use crate::translate::{Derived, NodeTopology, Objects, Translator};
 use anymesh_core::backoff::Backoff;
 
@@ -61,7 +60,7 @@ pub struct KubernetesRegistry {
 enum Ev {
     Service(Event<KService>),
     Slice(Event<EndpointSlice>),
-    Pod(Event<PartialObjectMeta<Pod>>),
+    Pod(Event<Pod>),
     Node(Event<PartialObjectMeta<Node>>),
     /// The nodes list or watch was refused (`403`, `404`): go on without.
     NodesRefused {
@@ -134,7 +133,7 @@ impl<V: PartialEq> Mirror<V> {
             Event::Apply(k) => {
                 let id = key(&k);
                 let v = value(k);
-                // A pod's status changes often; its labels seldom.
+                // A pod's status changes often; its labels and mesh proxy seldom.
                 if self.live.get(&id) == Some(&v) {
                     return Step::Nothing;
                 }
@@ -153,7 +152,8 @@ impl<V: PartialEq> Mirror<V> {
 struct Mirrors {
     services: Vec<Mirror<KService>>,
     slices: Vec<Mirror<EndpointSlice>>,
-    pods: Vec<Mirror<Labels>>,
+    /// What is kept of each pod: labels and mesh proxy, not its status.
+    pods: Vec<Mirror<PodInfo>>,
     /// Node topology by `/name` (cluster-scoped: no namespace).
     nodes: Mirror<NodeTopology>,
     /// The nodes watcher was refused and has not succeeded since: the
@@ -184,7 +184,7 @@ impl Mirrors {
         match ev {
             Ev::Service(e) => self.services[scope].apply(e, |s| s),
             Ev::Slice(e) => self.slices[scope].apply(e, |s| s),
-            Ev::Pod(e) => self.pods[scope].apply(e, |p| p.metadata.labels.unwrap_or_default()),
+            Ev::Pod(e) => self.pods[scope].apply(e, |p| PodInfo::from_pod(&p)),
             Ev::Node(e) => {
                 let was_refused = std::mem::take(&mut self.nodes_refused);
                 let step = self.nodes.apply(e, |n| {
@@ -224,9 +224,9 @@ impl Mirrors {
     fn objects(&self) -> Objects<'_> {
         let mut pods = HashMap::new();
         for m in &self.pods {
-            for (key, labels) in &m.live {
+            for (key, info) in &m.live {
                 if let Some((ns, name)) = key.split_once('/') {
-                    pods.insert((ns, name), labels);
+                    pods.insert((ns, name), info);
                 }
             }
         }
@@ -311,9 +311,11 @@ impl KubernetesRegistry {
             names.push(format!("endpointslices {}", where_(scope)));
         }
         for (i, scope) in scopes.iter().enumerate() {
+            // Whole pods: the service account is in the spec. Only the
+            // labels and the mesh proxy are kept (PodInfo).
             let api: Api<Pod> = api(client, scope);
             streams.push(
-                metadata_watcher(api, cfg())
+                watcher(api, cfg())
                     .map(move |r| (2 * n + i, r.map(Ev::Pod)))
                     .boxed(),
             );
@@ -618,6 +620,8 @@ fn diff(old: &Derived, new: &Derived) -> Vec<Change> {
 
 #[cfg(test)]
 mod tests {
+    use anymesh_core::Labels;
+
     use super::*;
 
     fn pod(name: &str, version: &str) -> PartialObjectMeta<Pod> {

@@ -9,6 +9,7 @@
 //! | `serving` (nil = `ready`) and `terminating` | `Draining`: used only when nothing healthy is left |
 //! | neither | `Unhealthy`: kept (explain shows it), never routed to |
 //! | the Pod of `targetRef` | its labels are the endpoint's labels (`version` splits traffic) |
+//! | the Pod's `security.istio.io/tlsMode: istio` label or `anymesh.io/*` annotations, namespace and `spec.serviceAccountName` | the mesh proxy fronting the endpoint and its identity ([`crate::mesh`]); an unusable annotation leaves the endpoint out |
 //! | endpoint `zone`, else the `nodeName` Node's zone label | locality zone |
 //! | the `nodeName` Node's region label | locality region (unset when the node or its label is unknown) |
 //! | ExternalName `spec.externalName` | aliases of the mesh service with that name, when this source has one; else a service whose one endpoint is that DNS name |
@@ -28,6 +29,7 @@ use k8s_openapi::api::core::v1::Service as KService;
 use k8s_openapi::api::discovery::v1::{Endpoint as KEndpoint, EndpointSlice};
 
 use crate::config::{HostnameForm, KubernetesConfig};
+use crate::mesh::PodInfo;
 
 /// The label joining an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -94,8 +96,8 @@ pub struct Derived {
 pub struct Objects<'a> {
     pub services: Vec<&'a KService>,
     pub slices: Vec<&'a EndpointSlice>,
-    /// Pod labels by (namespace, name).
-    pub pods: HashMap<(&'a str, &'a str), &'a Labels>,
+    /// Pod labels and mesh proxies by (namespace, name).
+    pub pods: HashMap<(&'a str, &'a str), &'a PodInfo>,
     /// Node topology by node name (empty when Nodes are not read).
     pub nodes: HashMap<&'a str, &'a NodeTopology>,
 }
@@ -366,10 +368,20 @@ impl Translator {
                     let pns = r.namespace.as_deref().unwrap_or(ns);
                     r.name.as_deref().map(|n| (pns, n))
                 });
-            let labels = pod
-                .and_then(|key| objects.pods.get(&key))
-                .map(|l| (*l).clone())
-                .unwrap_or_default();
+            let info = pod.and_then(|key| objects.pods.get(&key));
+            let mesh = match info.map(|i| &i.mesh) {
+                None | Some(Ok(None)) => None,
+                Some(Ok(Some(m))) => Some(m.clone()),
+                Some(Err(why)) => {
+                    let (pns, pname) = pod.unwrap_or_default();
+                    out.invalid.insert(
+                        format!("{id} endpoint {i}"),
+                        format!("{id}: endpoint {address} of pod {pns}/{pname}: {why}"),
+                    );
+                    continue;
+                }
+            };
+            let labels = info.map(|i| i.labels.clone()).unwrap_or_default();
             let mut raw = labels.clone();
             let mut put = |k: &str, v: Option<String>| {
                 if let Some(v) = v {
@@ -401,7 +413,7 @@ impl Translator {
                         .as_deref()
                         .and_then(|n| objects.nodes.get(n).copied()),
                 ),
-                mesh: None,
+                mesh,
                 provenance: Provenance {
                     source: self.source.clone(),
                     native_id: native_id.clone(),

@@ -663,6 +663,7 @@ async fn the_fixture_objects_served_by_the_fake_are_read() {
         "pod labels by targetRef"
     );
     assert_eq!(fuzzed.ports[0].number, 3);
+    assert_eq!(fuzzed.mesh, None, "the whole pod is read; it marks no sidecar");
     // The docs slice's endpoints are on the shaped list's first node.
     for e in view
         .endpoints
@@ -996,4 +997,137 @@ async fn with_nodes_off_the_nodes_are_never_requested() {
     .await;
     eventually("three watches open", || k.counts().watches >= 3).await;
     assert_eq!(k.counts().failed, 0, "no nodes request was made");
+}
+
+/// The mesh proxy of each endpoint of `service`, by address.
+fn meshes(
+    catalog: &anymesh_core::CatalogState,
+    service: &str,
+) -> Vec<(String, Option<anymesh_core::model::MeshProxy>)> {
+    let snap = catalog.snapshot(0);
+    let mut out: Vec<_> = snap
+        .services
+        .get(&Hostname::new(service).unwrap())
+        .map(|s| {
+            s.endpoints
+                .iter()
+                .map(|e| (e.address.clone(), e.mesh.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Pods marked as having a sidecar (Istio's `security.istio.io/tlsMode`
+/// label, anymesh's annotations) give their endpoints a mesh proxy with the
+/// pod's namespace and service account; a pod whose annotation cannot be
+/// used loses its endpoint (named in the status) until it is fixed; marking
+/// a running pod later reaches its endpoint through the pod watch.
+#[tokio::test]
+async fn sidecar_pods_give_their_endpoints_a_mesh_proxy() {
+    use anymesh_core::model::{MeshProxy, DEFAULT_MESH_PORT};
+    use anymesh_testkit::kubernetes::pod_with;
+    let k = FakeKube::start().await;
+    k.put_service("default", "reviews", &[("http", 9080)]);
+    let istio = [("app", "reviews"), ("security.istio.io/tlsMode", "istio")];
+    k.apply(
+        Kind::Pod,
+        pod_with(
+            "default",
+            "reviews-1",
+            "10.0.0.1",
+            &istio,
+            &[],
+            Some("bookinfo-reviews"),
+        ),
+    );
+    k.apply(
+        Kind::Pod,
+        pod_with(
+            "default",
+            "reviews-2",
+            "10.0.0.2",
+            &[("app", "reviews")],
+            &[],
+            Some("default"),
+        ),
+    );
+    k.apply(
+        Kind::Pod,
+        pod_with(
+            "default",
+            "reviews-3",
+            "10.0.0.3",
+            &[("app", "reviews")],
+            &[
+                ("anymesh.io/inject", "true"),
+                ("anymesh.io/inbound-port", "sidecar"),
+            ],
+            Some("default"),
+        ),
+    );
+    reviews(&k, &[ready(1), ready(2), ready(3)]);
+    let mut obs = start(&k.url());
+    obs.until("reviews-3 refused", |c, _| {
+        matches!(c, Change::Status(SourceStatus::Degraded { message })
+            if message.contains(r#"endpoint 10.0.0.3 of pod default/reviews-3: annotation anymesh.io/inbound-port "sidecar": not a port number 1..=65535"#))
+    })
+    .await;
+    let proxy = |port, sa: &str| {
+        Some(MeshProxy::new(
+            port,
+            Some("default".into()),
+            Some(sa.into()),
+        ))
+    };
+    assert_eq!(
+        meshes(obs.catalog(), "reviews"),
+        [
+            (
+                "10.0.0.1".to_string(),
+                proxy(DEFAULT_MESH_PORT, "bookinfo-reviews")
+            ),
+            ("10.0.0.2".to_string(), None),
+        ]
+    );
+
+    // The injector marks reviews-2; reviews-3 is fixed.
+    k.apply(
+        Kind::Pod,
+        pod_with(
+            "default",
+            "reviews-2",
+            "10.0.0.2",
+            &[("app", "reviews")],
+            &[
+                ("anymesh.io/inject", "true"),
+                ("anymesh.io/inbound-port", "15001"),
+            ],
+            Some("default"),
+        ),
+    );
+    k.apply(
+        Kind::Pod,
+        pod_with(
+            "default",
+            "reviews-3",
+            "10.0.0.3",
+            &[("app", "reviews")],
+            &[("anymesh.io/inject", "true")],
+            None,
+        ),
+    );
+    let want = [
+        (
+            "10.0.0.1".to_string(),
+            proxy(DEFAULT_MESH_PORT, "bookinfo-reviews"),
+        ),
+        ("10.0.0.2".to_string(), proxy(15001, "default")),
+        ("10.0.0.3".to_string(), proxy(DEFAULT_MESH_PORT, "default")),
+    ];
+    obs.until("every pod behind its proxy", |_, catalog| {
+        meshes(catalog, "reviews") == want
+    })
+    .await;
 }

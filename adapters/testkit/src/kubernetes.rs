@@ -523,13 +523,39 @@ pub fn service(namespace: &str, name: &str, ports: &[(&str, u16)]) -> Value {
 
 /// A Pod object (see [`FakeKube::put_pod`]).
 pub fn pod(namespace: &str, name: &str, ip: &str, labels: &[(&str, &str)]) -> Value {
-    let labels: serde_json::Map<String, Value> = labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), json!(v)))
-        .collect();
+    pod_with(namespace, name, ip, labels, &[], None)
+}
+
+/// A Pod object with annotations and, when given, `spec.serviceAccountName`
+/// (what the ServiceAccount admission controller fills in, `default` when
+/// the manifest names none; left out here when `None`, as in a manifest).
+/// A sidecar injector marks its pods with labels and annotations such as
+/// Istio's `security.istio.io/tlsMode: istio`.
+pub fn pod_with(
+    namespace: &str,
+    name: &str,
+    ip: &str,
+    labels: &[(&str, &str)],
+    annotations: &[(&str, &str)],
+    service_account: Option<&str>,
+) -> Value {
+    let map = |pairs: &[(&str, &str)]| -> serde_json::Map<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect()
+    };
+    let mut metadata = json!({"name": name, "namespace": namespace, "labels": map(labels)});
+    if !annotations.is_empty() {
+        metadata["annotations"] = json!(map(annotations));
+    }
+    let mut spec = json!({"containers": [{"name": "app", "image": "app:1"}]});
+    if let Some(sa) = service_account {
+        spec["serviceAccountName"] = json!(sa);
+    }
     json!({
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+        "metadata": metadata,
+        "spec": spec,
         "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
     })
 }

@@ -75,10 +75,14 @@ fn the_docs_slice_translates_once_joined_to_a_service() {
     }))
     .unwrap();
     let labels = Labels::from([("version".to_string(), "v7".to_string())]);
+    let info = PodInfo {
+        labels: labels.clone(),
+        mesh: Ok(None),
+    };
     let objects = Objects {
         services: vec![&svc],
         slices: vec![&slice],
-        pods: HashMap::from([(("default", "nginx-deployment-7768647bf9-rkxlw"), &labels)]),
+        pods: HashMap::from([(("default", "nginx-deployment-7768647bf9-rkxlw"), &info)]),
         ..Objects::default()
     };
     let d = translator(HostnameForm::Fqdn).derive(&objects);
@@ -462,5 +466,75 @@ fn the_shaped_node_list_gives_topology_with_the_beta_fallback() {
             ),
             ("node-without-topology".to_string(), NodeTopology::default()),
         ]
+    );
+}
+
+/// The pods of a slice's endpoints give them their mesh proxy; an endpoint
+/// whose pod's annotations cannot be used is left out and reported.
+#[test]
+fn pods_give_endpoints_their_mesh_proxy() {
+    use anymesh_core::model::{MeshProxy, DEFAULT_MESH_PORT};
+    let svc: KService = serde_json::from_value(json!({
+        "metadata": {"name": "reviews", "namespace": "shop"},
+        "spec": {"ports": [{"name": "http", "port": 9080}]},
+    }))
+    .unwrap();
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": "reviews-x", "namespace": "shop",
+                     "labels": {SERVICE_NAME_LABEL: "reviews"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 9080, "protocol": "TCP"}],
+        "endpoints": [
+            {"addresses": ["10.1.0.1"], "targetRef": {"kind": "Pod", "namespace": "shop", "name": "r1"}},
+            {"addresses": ["10.1.0.2"], "targetRef": {"kind": "Pod", "namespace": "shop", "name": "r2"}},
+            {"addresses": ["10.1.0.3"], "targetRef": {"kind": "Pod", "namespace": "shop", "name": "r3"}},
+            {"addresses": ["10.1.0.4"]},
+        ],
+    }))
+    .unwrap();
+    let pod = |name: &str, labels: serde_json::Value, annotations: serde_json::Value| {
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "shop", "labels": labels, "annotations": annotations},
+            "spec": {"serviceAccountName": "bookinfo-reviews", "containers": []},
+        }))
+        .unwrap();
+        PodInfo::from_pod(&p)
+    };
+    let r1 = pod(
+        "r1",
+        json!({"security.istio.io/tlsMode": "istio"}),
+        json!({}),
+    );
+    let r2 = pod("r2", json!({}), json!({}));
+    let r3 = pod("r3", json!({}), json!({"anymesh.io/inbound-port": "99999"}));
+    let objects = Objects {
+        services: vec![&svc],
+        slices: vec![&slice],
+        pods: HashMap::from([
+            (("shop", "r1"), &r1),
+            (("shop", "r2"), &r2),
+            (("shop", "r3"), &r3),
+        ]),
+        ..Objects::default()
+    };
+    let d = translator(HostnameForm::Fqdn).derive(&objects);
+    assert_eq!(
+        d.endpoints["shop/reviews/10.1.0.1"].mesh,
+        Some(MeshProxy::new(
+            DEFAULT_MESH_PORT,
+            Some("shop".into()),
+            Some("bookinfo-reviews".into())
+        ))
+    );
+    assert_eq!(d.endpoints["shop/reviews/10.1.0.2"].mesh, None);
+    assert_eq!(
+        d.endpoints["shop/reviews/10.1.0.4"].mesh, None,
+        "no pod known"
+    );
+    assert!(!d.endpoints.contains_key("shop/reviews/10.1.0.3"));
+    assert_eq!(
+        d.invalid["endpointslice shop/reviews-x endpoint 2"],
+        "endpointslice shop/reviews-x: endpoint 10.1.0.3 of pod shop/r3: annotation \
+         anymesh.io/inbound-port \"99999\": not a port number 1..=65535"
     );
 }
