@@ -49,6 +49,16 @@ pub struct Authenticator {
     sanitize: Vec<HeaderName>,
 }
 
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let issuers: Vec<&str> = self.rules.iter().map(|r| r.issuer.as_str()).collect();
+        f.debug_struct("Authenticator")
+            .field("issuers", &issuers)
+            .field("locations", &self.locations.len())
+            .finish()
+    }
+}
+
 /// A verified token and where it came from.
 struct Verified {
     rule: usize,
@@ -162,7 +172,9 @@ impl Authenticator {
     /// Waits until every remote key set of these rules has had its first
     /// fetch attempt (successful or not). The proxy may bound this with a
     /// timeout at start; requests are served correctly either way (tokens
-    /// of an issuer without keys get 401 until its keys arrive).
+    /// of an issuer without keys get 401 until its keys arrive). Fetches
+    /// happen only while the cache's loop runs ([`JwksCache::spawn`]):
+    /// without it this waits forever.
     pub async fn ready(&self) {
         for rule in &self.rules {
             if let Keys::Remote(entry) = &rule.keys {
@@ -385,6 +397,14 @@ fn claim_header_value(claims: &Map<String, Value>, path: &[String]) -> Option<He
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_across_threads() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<Authenticator>();
+        send_sync::<JwksCache>();
+        send_sync::<AuthnError>();
+    }
 
     #[test]
     fn scope_and_permission_strings_become_lists() {

@@ -78,6 +78,18 @@ struct CacheInner {
     settings: FetchSettings,
     entries: Mutex<HashMap<String, Weak<Entry>>>,
     wake: Arc<Notify>,
+    /// Whether the refresh loop has been started.
+    spawned: AtomicBool,
+}
+
+impl std::fmt::Debug for JwksCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let uris: Vec<String> = self.inner.entries.lock().keys().cloned().collect();
+        f.debug_struct("JwksCache")
+            .field("uris", &uris)
+            .field("settings", &self.inner.settings)
+            .finish()
+    }
 }
 
 /// One `jwksUri`: its keys as last fetched and its fetch state.
@@ -149,6 +161,7 @@ impl JwksCache {
                 settings,
                 entries: Mutex::new(HashMap::new()),
                 wake: Arc::new(Notify::new()),
+                spawned: AtomicBool::new(false),
             }),
         })
     }
@@ -181,8 +194,13 @@ impl JwksCache {
     /// use is fetched at once, then every refresh interval, after failures
     /// with backoff, and early when a token names an unknown `kid`. The
     /// loop ends when the last clone of the cache is dropped (or when the
-    /// handle is aborted).
+    /// handle is aborted). One loop per cache: a second call returns a
+    /// handle to a task that ends at once.
     pub fn spawn(&self) -> JoinHandle<()> {
+        if self.inner.spawned.swap(true, Ordering::AcqRel) {
+            tracing::warn!("jwks: refresh loop already running");
+            return tokio::spawn(async {});
+        }
         let weak = Arc::downgrade(&self.inner);
         let wake = self.inner.wake.clone();
         tokio::spawn(run(weak, wake))
