@@ -296,6 +296,25 @@ mod tests {
         );
     }
 
+    /// Servers that answer XML write metadata keys as element names.
+    #[test]
+    fn mesh_metadata_in_xml() {
+        let body = br#"<applications><application><name>REVIEWS</name><instance>
+            <instanceId>r1</instanceId><hostName>r1.internal</hostName><app>REVIEWS</app>
+            <ipAddr>10.0.0.1</ipAddr><status>UP</status><overriddenstatus>UNKNOWN</overriddenstatus>
+            <port enabled="true">9080</port><securePort enabled="false">443</securePort>
+            <dataCenterInfo class="com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo"><name>MyOwn</name></dataCenterInfo>
+            <metadata><anymesh.proxy-port>15001</anymesh.proxy-port><anymesh.service-account>reviews</anymesh.service-account></metadata>
+            </instance></application></applications>"#;
+        let apps = decode_applications(body, Some("application/xml")).unwrap();
+        assert!(apps.problems.is_empty(), "{:?}", apps.problems);
+        let ep = translator().endpoint(&apps.instances[0]).unwrap();
+        assert_eq!(
+            ep.mesh,
+            Some(MeshProxy::new(15001, None, Some("reviews".into())))
+        );
+    }
+
     #[test]
     fn strips_a_port_from_host_names_only() {
         assert_eq!(strip_port("qa22gs:7100"), "qa22gs");
