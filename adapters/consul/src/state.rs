@@ -159,10 +159,10 @@ impl Synced {
             return Vec::new();
         };
         let old = std::mem::replace(f, next);
-        let (sidecars, declared, endpoints) = (old.sidecars, old.declared, old.endpoints);
-        // Keep what was sent, for the diff.
+        let (sidecars, declared) = (old.sidecars, old.declared);
+        // What was sent stays until the diff against the new join.
+        f.endpoints = old.endpoints;
         let new_sidecars = f.sidecars.clone();
-        f.endpoints = endpoints;
         let mut affected = self.reindex(&sidecars, &new_sidecars);
         affected.remove(name);
         let mut changes = self.rejoin(name, Some(declared));
@@ -234,7 +234,8 @@ impl Synced {
     }
 
     /// The endpoints of service `name`: its instances with their sidecars'
-    /// mesh proxies, and the instances refused, with why.
+    /// mesh proxies, and the instances refused, with why. Of two sidecars
+    /// fronting one instance, the first by proxy id is used.
     fn joined(&self, name: &str) -> (BTreeMap<String, Endpoint>, Vec<String>) {
         let mut endpoints = BTreeMap::new();
         let mut problems = Vec::new();
