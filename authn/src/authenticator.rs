@@ -24,6 +24,10 @@ const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 enum Keys {
     Inline(Arc<KeySet>),
     Remote(Arc<Entry>),
+    /// An inline document with no usable key: the rule's tokens are
+    /// refused, as Envoy refuses them (`Jwks doesn't have any valid public
+    /// key`).
+    Unusable,
 }
 
 /// A rule ready for requests.
@@ -43,6 +47,8 @@ struct Rule {
 /// reads: keys are behind atomic pointers the [`JwksCache`] loop swaps.
 pub struct Authenticator {
     rules: Vec<Rule>,
+    /// What is wrong with rules that were kept but cannot accept tokens.
+    problems: Vec<String>,
     locations: Vec<Location>,
     /// Output headers removed from every incoming request, so a client
     /// cannot forge what a verified token would have set.
@@ -76,19 +82,34 @@ fn header_name(rule: usize, field: String, name: &str) -> Result<HeaderName, Con
 }
 
 impl Authenticator {
-    /// Compiles `rules` (all the rules applying to one workload, in the
-    /// order Istio sorts them: by issuer). Remote key sets are registered in
-    /// `cache`; they are fetched by its loop ([`JwksCache::spawn`]).
+    /// Compiles `rules` (all the rules applying to one workload; they are
+    /// taken in the order Istio gives Envoy, sorted by issuer, stable).
+    /// Remote key sets are registered in `cache`; they are fetched by its
+    /// loop ([`JwksCache::spawn`]).
+    ///
+    /// An inline `jwks` without a usable key does not fail the whole set:
+    /// as in Envoy, that rule's tokens are refused (`Jwks doesn't have any
+    /// valid public key`) and the reason is listed in
+    /// [`Authenticator::problems`]. Header names and `jwksUri` that cannot
+    /// be used are errors. Error paths index `rules` as given.
     pub fn new(rules: Vec<JwtRule>, cache: &JwksCache) -> Result<Authenticator, ConfigError> {
+        let mut rules: Vec<(usize, JwtRule)> = rules.into_iter().enumerate().collect();
+        rules.sort_by(|(_, a), (_, b)| a.issuer.cmp(&b.issuer));
         let mut compiled = Vec::with_capacity(rules.len());
+        let mut problems = Vec::new();
         let mut locations = Vec::new();
         let mut sanitize: Vec<HeaderName> = Vec::new();
-        for (i, rule) in rules.into_iter().enumerate() {
+        for (at, (i, rule)) in rules.into_iter().enumerate() {
             let keys = match &rule.jwks {
-                JwksSource::Inline(doc) => Keys::Inline(Arc::new(
-                    KeySet::parse(doc.as_bytes())
-                        .map_err(|reason| ConfigError::InlineJwks { rule: i, reason })?,
-                )),
+                JwksSource::Inline(doc) => match KeySet::parse(doc.as_bytes()) {
+                    Ok(set) => Keys::Inline(Arc::new(set)),
+                    Err(reason) => {
+                        let problem = format!("jwtRules[{i}].jwks: {reason}");
+                        tracing::warn!(issuer = %rule.issuer, %problem, "jwt rule refuses its tokens");
+                        problems.push(problem);
+                        Keys::Unusable
+                    }
+                },
                 JwksSource::Uri(uri) => {
                     if !(uri.starts_with("https://") || uri.starts_with("http://"))
                         || uri.parse::<Uri>().is_err()
@@ -112,13 +133,13 @@ impl Authenticator {
                     name,
                     prefix: h.prefix.clone(),
                 };
-                add_location(&mut locations, kind, i);
+                add_location(&mut locations, kind, at);
             }
             for p in &rule.from_params {
-                add_location(&mut locations, LocationKind::Param(p.clone()), i);
+                add_location(&mut locations, LocationKind::Param(p.clone()), at);
             }
             for c in &rule.from_cookies {
-                add_location(&mut locations, LocationKind::Cookie(c.clone()), i);
+                add_location(&mut locations, LocationKind::Cookie(c.clone()), at);
             }
             if rule.from_headers.is_empty()
                 && rule.from_params.is_empty()
@@ -128,7 +149,7 @@ impl Authenticator {
                     name: AUTHORIZATION,
                     prefix: "Bearer ".into(),
                 };
-                add_location(&mut locations, bearer, i);
+                add_location(&mut locations, bearer, at);
                 add_location(
                     &mut locations,
                     LocationKind::Param("access_token".into()),
@@ -164,9 +185,16 @@ impl Authenticator {
         }
         Ok(Authenticator {
             rules: compiled,
+            problems,
             locations,
             sanitize,
         })
+    }
+
+    /// Rules kept that cannot accept tokens, with the reason
+    /// (`jwtRules[i].jwks: …`), for `anymesh check` and the logs.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
     }
 
     /// Waits until every remote key set of these rules has had its first
@@ -300,6 +328,7 @@ impl Authenticator {
         let guard;
         let (set, entry) = match &rule.keys {
             Keys::Inline(set) => (set.as_ref(), None),
+            Keys::Unusable => return Err(AuthnError::NoValidKeys),
             Keys::Remote(entry) => {
                 guard = entry.keys();
                 match guard.as_deref() {

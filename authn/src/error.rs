@@ -112,18 +112,10 @@ impl fmt::Display for AuthnError {
 impl std::error::Error for AuthnError {}
 
 /// A rule that cannot be compiled into an [`crate::Authenticator`], or a
-/// fetch setting that cannot be used.
+/// fetch setting that cannot be used. Paths index the rules as given.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// An inline `jwks` document gives no usable key.
-    #[error("jwtRules[{rule}].jwks: {reason}")]
-    InlineJwks {
-        /// Index of the rule in the list given.
-        rule: usize,
-        /// What is wrong with the document.
-        reason: String,
-    },
     /// A header name (token location or output) is not a valid HTTP header
     /// name.
     #[error("jwtRules[{rule}].{field}: {name:?} is not a valid header name")]

@@ -77,7 +77,7 @@
 //! # Several tokens, several rules
 //!
 //! Istio gives each rule an Envoy provider and requires
-//! `OR(P1, …, Pn, AND(OR(P1, allow_missing), …))`; Envoy verifies every
+//! `OR(P1, …, Pn, AND(OR(P1, allow_missing), …))`, rules sorted by issuer; Envoy verifies every
 //! token a provider extracts ("all of them must be valid") and Istio
 //! documents requests with several tokens as unsupported, their principal
 //! undefined. anymesh takes the strict reading: **every token found at any
@@ -93,8 +93,10 @@
 //!
 //! # Key sets
 //!
-//! Inline `jwks` are parsed when the [`Authenticator`] is built (an unusable
-//! document is a [`ConfigError`]). `jwksUri` sets live in a shared
+//! Inline `jwks` are parsed when the [`Authenticator`] is built; a document
+//! without a usable key leaves its rule refusing every token of its issuer
+//! (`Jwks doesn't have any valid public key`, as Envoy does) and is listed in
+//! [`Authenticator::problems`]. `jwksUri` sets live in a shared
 //! [`JwksCache`]: one entry per URI whatever the number of rules naming it,
 //! fetched by one background loop ([`JwksCache::spawn`]) with reqwest
 //! (rustls; public roots plus [`FetchSettings::extra_roots`]) and the rule's

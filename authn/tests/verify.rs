@@ -467,26 +467,41 @@ fn rules_sharing_a_location_each_accept_their_issuer_and_every_token_must_verify
 }
 
 #[test]
-fn unusable_rules_are_config_errors_with_their_path() {
-    // An empty set.
-    let e = Authenticator::new(vec![rule(JwksSource::Inline(jwks(&[])))], &cache())
-        .err()
-        .unwrap();
-    assert!(matches!(e, ConfigError::InlineJwks { rule: 0, .. }), "{e}");
-    assert!(e.to_string().starts_with("jwtRules[0].jwks: "), "{e}");
+fn an_unusable_inline_set_refuses_its_issuer_only() {
+    let key = SigningKey::ec(Algorithm::ES256, "e1");
+    let mut broken = rule(JwksSource::Inline(
+        r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#.into(),
+    ));
+    broken.issuer = "broken-issuer".into();
+    let a = Authenticator::new(vec![rule(inline(&[&key])), broken], &cache()).unwrap();
+    assert_eq!(a.problems().len(), 1);
+    assert!(
+        a.problems()[0].starts_with("jwtRules[1].jwks: Jwks doesn't have any valid public key"),
+        "{:?}",
+        a.problems()
+    );
+    let broken_token = key.sign(&with_claims(|c| c["iss"] = json!("broken-issuer")));
+    assert_eq!(check(&a, &broken_token), Err(AuthnError::NoValidKeys));
+    assert!(check(&a, &key.sign(&claims())).unwrap().is_some());
+}
 
+#[test]
+fn unusable_rules_are_config_errors_with_their_path() {
     let key = SigningKey::ec(Algorithm::ES256, "e1");
     let mut bad_header = rule(inline(&[&key]));
     bad_header.output_claim_to_headers = vec![ClaimToHeader {
         header: "bad header".into(),
         claim: "sub".into(),
     }];
-    let e = Authenticator::new(vec![bad_header], &cache())
+    // Paths index the rules as given, whatever the order they run in.
+    let mut first = rule(inline(&[&key]));
+    first.issuer = "zzz-sorted-last".into();
+    let e = Authenticator::new(vec![first, bad_header], &cache())
         .err()
         .unwrap();
     assert_eq!(
         e.to_string(),
-        "jwtRules[0].outputClaimToHeaders[0].header: \"bad header\" is not a valid header name"
+        "jwtRules[1].outputClaimToHeaders[0].header: \"bad header\" is not a valid header name"
     );
     let e = Authenticator::new(
         vec![rule(JwksSource::Uri("ftp://example.com/jwks".into()))],
