@@ -5,8 +5,10 @@
 //! RSA (`n`, `e`) for RS*/PS*, EC P-256 and P-384 (`x`, `y`) for ES256 and
 //! ES384, OKP Ed25519 (`x`) for EdDSA. Symmetric (`oct`) keys are dropped:
 //! HMAC tokens are refused, so a public key can never be used as an HMAC
-//! secret. A key that does not parse is skipped with its reason; a set with
-//! no usable key is an error.
+//! secret. A key that does not parse (bad base64, wrong coordinate length,
+//! an RSA modulus outside 2048–8192 bits) is skipped with its reason; a set
+//! with no usable key is an error. ring checks EC points and Ed25519 keys
+//! when verifying: a key off its curve verifies nothing.
 
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
