@@ -36,9 +36,11 @@ pub mod metrics;
 mod mirror;
 mod reply;
 mod resilience;
+mod rewind;
 pub mod router;
 pub mod server;
 mod service;
+mod stream;
 mod upstream;
 
 pub use forward::{Proxy, UpstreamSettings};

@@ -132,7 +132,7 @@ pub async fn serve_connections(
         let stop = stop_rx.clone();
         let alive = alive_tx.clone();
         tokio::spawn(async move {
-            h1::serve_connection(stream, peer, shared, stop).await;
+            h1::serve_connection(stream.into(), peer, shared, stop).await;
             drop(alive);
         });
     }

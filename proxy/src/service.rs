@@ -17,13 +17,13 @@ use anymesh_core::routes::HeaderOps;
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Request, Response};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::body::request::RequestBody;
 use crate::body::response::ProxyBody;
 use crate::h1::codec::ResponseHead;
 use crate::h1::settings::ServerSettings;
+use crate::stream::Stream;
 use crate::upstream::raw_body::RawBody;
 
 /// Encodes an HTTP/1.1 upstream's response head, as received, for the
@@ -75,7 +75,7 @@ pub(crate) trait Service: Send + Sync + 'static {
     /// and the response.
     fn h1_exchange<'a>(
         &'a self,
-        client: &'a mut TcpStream,
+        client: &'a mut Stream,
         buf: &'a mut BytesMut,
         peer: SocketAddr,
         settings: &'a ServerSettings,

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use bytes::{Buf, BytesMut};
 use http::{Method, StatusCode, Version};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use crate::stream::Stream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -35,7 +35,7 @@ use crate::upstream::pool::RawConn;
 /// transport's [`read_head`], routes it, forwards it, relays the answer.
 pub(crate) async fn exchange(
     proxy: &Proxy,
-    client: &mut TcpStream,
+    client: &mut Stream,
     buf: &mut BytesMut,
     peer: SocketAddr,
     settings: &ServerSettings,
@@ -243,7 +243,7 @@ pub(crate) async fn exchange(
 /// may start (or be echoed) while the body is still coming.
 #[allow(clippy::too_many_arguments)]
 async fn send_streaming(
-    client: &mut TcpStream,
+    client: &mut Stream,
     buf: &mut BytesMut,
     proxy: &Proxy,
     plan: &mut Plan<'_>,
@@ -314,7 +314,7 @@ async fn send_streaming(
 
 /// Writes a local reply (routing miss, upstream failure) and records it.
 async fn finish_local(
-    client: &mut TcpStream,
+    client: &mut Stream,
     proxy: &Proxy,
     out: Outcome,
     head_request: bool,

@@ -29,7 +29,7 @@ use http::header::{CONTENT_LENGTH, SET_COOKIE};
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, Version};
 use http_body::Body as _;
-use tokio::net::TcpStream;
+use crate::stream::Stream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -625,7 +625,7 @@ impl Service for Proxy {
 
     fn h1_exchange<'a>(
         &'a self,
-        client: &'a mut TcpStream,
+        client: &'a mut Stream,
         buf: &'a mut BytesMut,
         peer: SocketAddr,
         settings: &'a ServerSettings,
@@ -731,7 +731,7 @@ mod future_sizes {
     use super::*;
     use crate::h1;
     use bytes::BytesMut;
-    use tokio::net::TcpStream;
+    use crate::stream::Stream;
     use tokio::sync::watch;
 
     /// The size of the future a closure would return; the closure never runs.
@@ -743,7 +743,7 @@ mod future_sizes {
     fn hot_path_futures_stay_small() {
         let peer: SocketAddr = "127.0.0.1:1".parse().expect("addr");
         let exchange = size(|| {
-            let (p, c, b): (&Proxy, &mut TcpStream, &mut BytesMut) = unreachable!();
+            let (p, c, b): (&Proxy, &mut Stream, &mut BytesMut) = unreachable!();
             let (se, st): (&h1::ServerSettings, &watch::Receiver<bool>) = unreachable!();
             p.h1_exchange(c, b, peer, se, true, st)
         });
@@ -760,7 +760,7 @@ mod future_sizes {
             p.raw("x", &anymesh_core::routes::ConnectionPool::default())
         });
         let connection = size(|| {
-            let (c, sh, st): (TcpStream, Arc<h1::Shared<Proxy>>, watch::Receiver<bool>) =
+            let (c, sh, st): (Stream, Arc<h1::Shared<Proxy>>, watch::Receiver<bool>) =
                 unreachable!();
             h1::serve_connection(c, peer, sh, st)
         });

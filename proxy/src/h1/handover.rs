@@ -11,10 +11,10 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpStream;
+use crate::stream::Stream;
 use tokio::sync::watch;
 
-use super::rewind::Rewind;
+use crate::rewind::Rewind;
 use super::{ServerSettings, Shared};
 use crate::body::request::RequestBody;
 use crate::service::Service;
@@ -42,7 +42,7 @@ pub(crate) fn builder(settings: ServerSettings) -> auto::Builder<TokioExecutor> 
 
 /// Serves the rest of a connection with hyper.
 pub(super) async fn handover<S: Service>(
-    stream: TcpStream,
+    stream: Stream,
     prefix: Bytes,
     peer: SocketAddr,
     shared: &Shared<S>,

@@ -9,7 +9,7 @@ use anymesh_core::routes::ConnectionPool;
 use bytes::BytesMut;
 use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use crate::stream::Stream;
 
 use super::pool::{Pool, RawConn};
 use super::upload::Sending;
@@ -127,7 +127,7 @@ async fn send(
 
 /// Reads the response head while the request body goes out.
 async fn head_while_uploading(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     rbuf: &mut BytesMut,
     upload: &mut Sending,
     head_request: bool,

@@ -33,6 +33,8 @@ use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpStream;
+
+use crate::stream::Stream;
 use tokio::time::Instant;
 
 /// Upstream-side settings.
@@ -76,7 +78,7 @@ fn request_error(source: hyper::Error) -> ProxyError {
 
 /// An idle plain connection of the HTTP/1.1 fast path ([`crate::h1`]).
 struct RawIdle {
-    stream: TcpStream,
+    stream: Stream,
     since: Instant,
     life: Life,
 }
@@ -126,7 +128,7 @@ impl Life {
 /// HTTP/1.1 fast path. Hand it back with [`Pool::release_raw`] only when the
 /// exchange ended cleanly; dropping it closes it.
 pub(crate) struct RawConn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// Taken from the idle list (it may have been closed by the upstream meanwhile).
     pub reused: bool,
     home: Arc<Endpoint>,
@@ -234,19 +236,6 @@ fn keepalive(stream: &TcpStream, k: &TcpKeepalive) {
     }
 }
 
-/// An idle connection is open unless the runtime saw it become readable
-/// (EOF, reset, or stray bytes); only then is a read attempted.
-fn looks_open(stream: &TcpStream) -> bool {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match stream.poll_read_ready(&mut cx) {
-        std::task::Poll::Pending => true,
-        std::task::Poll::Ready(Err(_)) => false,
-        std::task::Poll::Ready(Ok(())) => {
-            let mut probe = [0u8; 1];
-            matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-        }
-    }
-}
 
 impl Pool {
     pub(crate) fn new(settings: PoolSettings) -> Arc<Self> {
@@ -326,8 +315,8 @@ impl Pool {
         let idle = {
             let mut list = ep.raw.lock();
             let mut found = None;
-            while let Some(c) = list.pop() {
-                if c.since.elapsed() < idle_timeout && looks_open(&c.stream) {
+            while let Some(mut c) = list.pop() {
+                if c.since.elapsed() < idle_timeout && c.stream.looks_open() {
                     found = Some(c);
                     break;
                 }
@@ -351,7 +340,7 @@ impl Pool {
         let ep = self.endpoint(authority);
         let stream = self.tcp(&ep, policy).await?;
         Ok(RawConn {
-            stream,
+            stream: Stream::Tcp(stream),
             reused: false,
             home: ep,
             life: Life::new(policy),
