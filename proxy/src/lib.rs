@@ -30,6 +30,7 @@ mod forward;
 mod h1;
 mod h2;
 pub mod health;
+pub mod inbound;
 mod hooks;
 mod hop;
 pub mod metrics;

@@ -41,6 +41,7 @@ pub(super) async fn start(
         },
         server: ServerSettings {
             header_read_timeout: settings.listeners.header_read_timeout,
+            idle_timeout: None,
         },
         stop: stop.clone(),
     };

@@ -5,12 +5,12 @@
 //! A request routed to an HTTP/2 upstream is handed back to the transport
 //! ([`Next::Handover`]), which serves the rest of the connection with hyper.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use bytes::{Buf, BytesMut};
 use http::{Method, StatusCode, Version};
 use tokio::io::AsyncWriteExt;
+use crate::service::Peer;
 use crate::stream::Stream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -37,7 +37,7 @@ pub(crate) async fn exchange(
     proxy: &Proxy,
     client: &mut Stream,
     buf: &mut BytesMut,
-    peer: SocketAddr,
+    peer: &Peer,
     settings: &ServerSettings,
     first: bool,
     stop: &watch::Receiver<bool>,

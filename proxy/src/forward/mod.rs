@@ -17,8 +17,8 @@ mod fault;
 mod h1;
 pub(crate) mod plan;
 
+use crate::service::Peer;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -159,7 +159,7 @@ impl Proxy {
     /// Serves one request from a downstream peer: an HTTP/2 stream
     /// (the HTTP/2 server), or a request on an HTTP/1.1 connection handed
     /// over to hyper by the HTTP/1.1 server.
-    pub async fn handle(&self, req: Request<RequestBody>, peer: SocketAddr) -> Response<ProxyBody> {
+    pub(crate) async fn handle(&self, req: Request<RequestBody>, peer: Peer) -> Response<ProxyBody> {
         let start = Instant::now();
         let routing = self.router.current();
         let out = self.dispatch(req, peer, &routing).await;
@@ -208,11 +208,11 @@ impl Proxy {
     async fn dispatch(
         &self,
         req: Request<RequestBody>,
-        peer: SocketAddr,
+        peer: Peer,
         routing: &Routing,
     ) -> Outcome {
         let (mut parts, body) = req.into_parts();
-        let plan = match plan(&parts, peer, routing, &self.hooks) {
+        let plan = match plan(&parts, &peer, routing, &self.hooks) {
             Ok(p) => p,
             Err(mut out) => {
                 if let Some(d) = out.delay {
@@ -436,12 +436,12 @@ impl Proxy {
     async fn handle_bodiless_with(
         &self,
         mut parts: Parts,
-        peer: SocketAddr,
+        peer: Peer,
         encode: EncodeHead,
     ) -> Reply {
         let start = Instant::now();
         let routing = self.router.current();
-        let mut plan = match plan(&parts, peer, &routing, &self.hooks) {
+        let mut plan = match plan(&parts, &peer, &routing, &self.hooks) {
             Ok(p) => p,
             Err(mut out) => {
                 if let Some(d) = out.delay {
@@ -609,7 +609,7 @@ impl Service for Proxy {
     fn request(
         &self,
         req: Request<RequestBody>,
-        peer: SocketAddr,
+        peer: Peer,
     ) -> impl std::future::Future<Output = Response<ProxyBody>> + Send {
         self.handle(req, peer)
     }
@@ -617,7 +617,7 @@ impl Service for Proxy {
     fn request_bodiless(
         &self,
         parts: Parts,
-        peer: SocketAddr,
+        peer: Peer,
         encode: EncodeHead,
     ) -> impl std::future::Future<Output = Reply> + Send {
         self.handle_bodiless_with(parts, peer, encode)
@@ -627,7 +627,7 @@ impl Service for Proxy {
         &'a self,
         client: &'a mut Stream,
         buf: &'a mut BytesMut,
-        peer: SocketAddr,
+        peer: &'a Peer,
         settings: &'a ServerSettings,
         first: bool,
         stop: &'a watch::Receiver<bool>,
@@ -741,19 +741,19 @@ mod future_sizes {
 
     #[test]
     fn hot_path_futures_stay_small() {
-        let peer: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let peer = Peer::outbound("127.0.0.1:1".parse().expect("addr"));
         let exchange = size(|| {
             let (p, c, b): (&Proxy, &mut Stream, &mut BytesMut) = unreachable!();
             let (se, st): (&h1::ServerSettings, &watch::Receiver<bool>) = unreachable!();
-            p.h1_exchange(c, b, peer, se, true, st)
+            p.h1_exchange(c, b, &peer, se, true, st)
         });
         let handle = size(|| {
             let (p, r): (&Proxy, Request<RequestBody>) = unreachable!();
-            p.handle(r, peer)
+            p.handle(r, peer.clone())
         });
         let bodiless = size(|| {
             let (p, parts, e): (&Proxy, Parts, EncodeHead) = unreachable!();
-            p.request_bodiless(parts, peer, e)
+            p.request_bodiless(parts, peer.clone(), e)
         });
         let raw = size(|| {
             let p: &Pool = unreachable!();
@@ -762,7 +762,7 @@ mod future_sizes {
         let connection = size(|| {
             let (c, sh, st): (Stream, Arc<h1::Shared<Proxy>>, watch::Receiver<bool>) =
                 unreachable!();
-            h1::serve_connection(c, peer, sh, st)
+            h1::serve_connection(c, peer.clone(), sh, st, None)
         });
         eprintln!("future sizes: exchange {exchange}, handle {handle}, HTTP/2 bodiless {bodiless}, pool.raw {raw}, connection {connection}");
         // Measured 1,768, 2,752 and 128 bytes with retries, budgets,

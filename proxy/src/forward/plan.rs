@@ -2,7 +2,6 @@
 //! split target, picked endpoint) or the local reply the request gets; and
 //! turning the downstream head into the upstream one ([`prepare`]).
 
-use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +16,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Response, StatusCode, Uri, Version};
 
 use super::{fault, Outcome};
+use crate::service::Peer;
 use crate::balance::{ClusterLb, PickContext};
 use crate::body::response::ProxyBody;
 use crate::error::{ErrorKind, ProxyError};
@@ -186,7 +186,7 @@ impl Plan<'_> {
 /// (no route, direct response, redirect, no endpoint, bad request).
 pub(crate) fn plan<'r>(
     parts: &Parts,
-    peer: SocketAddr,
+    peer: &Peer,
     routing: &'r Routing,
     hooks: &Hooks,
 ) -> Result<Plan<'r>, Box<Outcome>> {
@@ -196,9 +196,15 @@ pub(crate) fn plan<'r>(
     if let Some(why) = unsupported(&parts.method, &parts.headers) {
         return Err(local(ErrorKind::Unsupported, why.into()));
     }
+    // On the inbound listener, the connection says which local workload
+    // port (virtual host) the request is for; the Host stays as sent.
+    let route_authority = match &peer.inbound {
+        Some(conn) => &*conn.route_key,
+        None => authority,
+    };
     let info = RequestInfo {
         method: parts.method.as_str(),
-        authority,
+        authority: route_authority,
         path: parts.uri.path(),
         query: parts.uri.query(),
         headers: &parts.headers,
@@ -286,7 +292,7 @@ pub(crate) fn plan<'r>(
     let ctx = PickContext {
         headers: &parts.headers,
         query: parts.uri.query(),
-        source_ip: Some(peer.ip()),
+        source_ip: Some(peer.addr.ip()),
     };
     let chosen = routing.lb(cluster).zip(routing.runtime(cluster));
     let Some((lb, runtime, picked)) = chosen.and_then(|(lb, rt)| Some((lb, rt, lb.pick(&ctx)?)))

@@ -18,9 +18,9 @@ pub(crate) mod handover;
 pub(crate) mod relay;
 pub(crate) mod settings;
 
+use crate::service::Peer;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -54,11 +54,12 @@ pub(crate) struct Shared<S> {
 /// an idle connection closes at once and a busy one after its exchange).
 pub(crate) async fn serve_connection<S: Service>(
     mut stream: Stream,
-    peer: SocketAddr,
+    peer: Peer,
     shared: Arc<Shared<S>>,
     stop: watch::Receiver<bool>,
+    initial: Option<BytesMut>,
 ) {
-    let mut pending: Option<BytesMut> = None;
+    let mut pending: Option<BytesMut> = initial.filter(|b| !b.is_empty());
     let mut first = true;
     // One wait for the stop for the whole connection: registering a new one
     // at every idle wait costs more than the rest of that wait.
@@ -72,6 +73,7 @@ pub(crate) async fn serve_connection<S: Service>(
                     biased;
                     r = stream.readable() => if r.is_err() { return },
                     _ = &mut stopped => return,
+                    () = idle(shared.settings.idle_timeout) => return,
                 }
                 let mut b = bufs::take();
                 match read_ready(&mut stream, &mut b).await {
@@ -92,7 +94,7 @@ pub(crate) async fn serve_connection<S: Service>(
         let next = Box::pin(shared.service.h1_exchange(
             &mut stream,
             &mut buf,
-            peer,
+            &peer,
             &shared.settings,
             first,
             &stop,
@@ -138,6 +140,14 @@ pub(crate) async fn serve_connection<S: Service>(
                 return;
             }
         }
+    }
+}
+
+/// Ends after `timeout`; never without one.
+async fn idle(timeout: Option<Duration>) {
+    match timeout {
+        Some(t) => tokio::time::sleep(t).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -241,7 +251,7 @@ pub(crate) struct NoHead {
 pub(crate) async fn read_head(
     client: &mut Stream,
     buf: &mut BytesMut,
-    peer: SocketAddr,
+    peer: &Peer,
     settings: &ServerSettings,
     first: bool,
 ) -> Result<RequestHead, NoHead> {
