@@ -5,6 +5,12 @@
 //!
 //! Rotation swaps the credentials in the handle: connections already open
 //! keep the session they made; new ones use the new certificate.
+//!
+//! Mutual TLS between proxies ([`tls`]): the inbound listener accepts with
+//! `identity.tls()?.server` and reads the caller with [`tls::peer`]; an
+//! upstream connection connects with `identity.tls()?.client(h2)` and checks
+//! the peer with [`tls::check_peer`]. Sources: the built-in CA ([`ca`]), the
+//! SPIFFE Workload API ([`workload_api`]) and files ([`files`]).
 
 pub mod ca;
 mod creds;
@@ -14,7 +20,7 @@ mod spiffe;
 pub mod tls;
 pub mod workload_api;
 
-pub use creds::{Credentials, CredentialsError};
+pub use creds::{Credentials, CredentialsError, SvidError};
 pub use live::Identity;
 pub use spiffe::{SpiffeId, SpiffeIdError};
 
