@@ -9,7 +9,6 @@
 //! still buffered: whoever waits on a connection also drains its output.
 
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -64,37 +63,9 @@ impl Tls {
             Err(_) => true,
         }
     }
-
-    /// The common TLS state (peer certificates, ALPN).
-    pub(crate) fn common(&self) -> &rustls::CommonState {
-        match self {
-            Tls::Server(s) => s.get_ref().1,
-            Tls::Client(s) => s.get_ref().1,
-        }
-    }
 }
 
 impl Stream {
-    /// The TCP connection underneath.
-    pub(crate) fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Tcp(s) => s,
-            Stream::Tls(t) => t.tcp(),
-        }
-    }
-
-    /// The TLS session, when the connection has one.
-    pub(crate) fn tls(&self) -> Option<&Tls> {
-        match self {
-            Stream::Tcp(_) => None,
-            Stream::Tls(t) => Some(t),
-        }
-    }
-
-    pub(crate) fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp().peer_addr()
-    }
-
     /// Waits until a read would return something (bytes, the end, or an
     /// error) without taking a buffer: an idle connection holds none.
     pub(crate) async fn readable(&mut self) -> io::Result<()> {

@@ -213,7 +213,7 @@ pub(crate) async fn exchange(
             }
         }
         Err(e) if written != 0 => {
-            tracing::debug!(endpoint = %plan.endpoint, error = %e, "exchange ended after the response head");
+            tracing::debug!(endpoint = %plan.endpoint.authority, error = %e, "exchange ended after the response head");
             end(written, Some(e.kind()));
             Next::Close
         }
@@ -258,7 +258,7 @@ async fn send_streaming(
     let mut up = attempts::connect(plan, retrying, proxy.pool()).await?;
     let endpoint = plan.endpoint;
     let started = plan.wants_latency().then(Instant::now);
-    proxy.hooks().on_attempt(endpoint, 1);
+    proxy.hooks().on_attempt(&endpoint.authority, 1);
     up.stream
         .write_all(request.head)
         .await
@@ -282,7 +282,7 @@ async fn send_streaming(
                     return Err(e);
                 }
             };
-            proxy.hooks().on_response_head(endpoint, head.status);
+            proxy.hooks().on_response_head(&endpoint.authority, head.status);
             plan.report(AttemptOutcome::Response {
                 status: head.status.as_u16(),
                 latency: started.map(|s| s.elapsed()).unwrap_or_default(),

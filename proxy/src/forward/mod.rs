@@ -64,6 +64,11 @@ pub struct UpstreamSettings {
     pub pool_max_idle_per_host: usize,
     /// Append `-shadow` to mirrored requests' host (Istio before 1.28).
     pub mirror_shadow_suffix: bool,
+    /// The proxy's identity, for mutual TLS to endpoints behind mesh proxies.
+    pub identity: Option<Arc<anymesh_identity::Identity>>,
+    /// The trust domain of identities registries name by namespace and
+    /// service account.
+    pub trust_domain: Arc<str>,
 }
 
 impl Default for UpstreamSettings {
@@ -73,6 +78,8 @@ impl Default for UpstreamSettings {
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 256,
             mirror_shadow_suffix: false,
+            identity: None,
+            trust_domain: Arc::from(anymesh_identity::DEFAULT_TRUST_DOMAIN),
         }
     }
 }
@@ -135,6 +142,8 @@ impl Proxy {
             connect_timeout: settings.connect_timeout,
             idle_timeout: settings.pool_idle_timeout,
             max_idle_per_endpoint: settings.pool_max_idle_per_host,
+            identity: settings.identity.clone(),
+            trust_domain: settings.trust_domain.clone(),
         });
         let mirroring = Mirroring::new(
             pool.clone(),
@@ -288,7 +297,7 @@ impl Proxy {
                 // sent again as it is.
                 let (pool, hooks, head) = (&self.pool, &self.hooks, &*parts);
                 let call = attempts::run(&mut plan, &retrying, |endpoint, n| {
-                    hooks.on_attempt(endpoint, n);
+                    hooks.on_attempt(&endpoint.authority, n);
                     pool.send_h2(endpoint, copy_request(head, &whole), streams)
                 });
                 until(deadline, std::pin::pin!(call)).await
@@ -299,7 +308,7 @@ impl Proxy {
                 let (pool, hooks) = (&self.pool, &self.hooks);
                 let call = async {
                     plan.admit().await?;
-                    hooks.on_attempt(plan.endpoint, 1);
+                    hooks.on_attempt(&plan.endpoint.authority, 1);
                     let started = plan.wants_latency().then(Instant::now);
                     let sent = pool.send_h2(plan.endpoint, upstream_req, streams).await;
                     match &sent {
@@ -329,7 +338,7 @@ impl Proxy {
                 };
                 let (pool, hooks, head) = (&self.pool, &self.hooks, &*parts);
                 let call = attempts::run(&mut plan, &retrying, |endpoint, n| {
-                    hooks.on_attempt(endpoint, n);
+                    hooks.on_attempt(&endpoint.authority, n);
                     let body = first.take().unwrap_or_else(|| {
                         // Retried only when the copy is complete.
                         RequestBody::Full(tee.whole())
@@ -347,7 +356,7 @@ impl Proxy {
             Ok(r) => r,
             Err(e) => return plan.failed(&e),
         };
-        self.hooks.on_response_head(plan.endpoint, resp.status());
+        self.hooks.on_response_head(&plan.endpoint.authority, resp.status());
         let (mut parts, body) = resp.into_parts();
         let mut guard = plan.finish_response(&mut parts.headers);
         guard.stream = stream;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anymesh_core::routes::{
+    ClusterEndpoint,
     LbPolicy, Redirect, RequestInfo, Route, RouteAction, RouteHit, RouteMiss, StringMatch,
     WeightedCluster,
 };
@@ -32,8 +33,8 @@ use crate::upstream::held::Held;
 pub(crate) struct Plan<'r> {
     pub hit: RouteHit<'r>,
     pub target: &'r WeightedCluster,
-    /// The endpoint's `host:port`.
-    pub endpoint: &'r str,
+    /// The picked endpoint (`authority` is its `host:port`).
+    pub endpoint: &'r ClusterEndpoint,
     /// Its index in the cluster (for outlier reports and re-picks).
     pub index: usize,
     /// The upstream speaks HTTP/2 (prior knowledge).
@@ -71,7 +72,7 @@ impl Plan<'_> {
             self.lb.pick_excluding(ctx, tried)
         };
         if let Some(p) = picked {
-            self.endpoint = p.endpoint.authority.as_str();
+            self.endpoint = p.endpoint;
             self.index = p.index;
             self.guard.in_flight = p.guard;
         }
@@ -126,7 +127,7 @@ impl Plan<'_> {
         format!(
             "upstream {} ({}) did not answer within the route timeout of {:?} (route {})",
             self.target.cluster.service,
-            self.endpoint,
+            self.endpoint.authority,
             self.hit.route.timeout.unwrap_or_default(),
             self.hit.route.name
         )
@@ -135,7 +136,7 @@ impl Plan<'_> {
     pub(crate) fn failure_message(&self, error: &str) -> String {
         format!(
             "upstream {} ({}) failed: {error}",
-            self.target.cluster.service, self.endpoint
+            self.target.cluster.service, self.endpoint.authority
         )
     }
 
@@ -152,7 +153,7 @@ impl Plan<'_> {
             ErrorKind::Overflow => e.detail().to_string(),
             _ => e.detail().to_string(),
         };
-        tracing::debug!(endpoint = %self.endpoint, cluster = %self.target.cluster.name, error = %e, kind = ?e.kind(), source = ?e.source(), "upstream request failed");
+        tracing::debug!(endpoint = %self.endpoint.authority, cluster = %self.target.cluster.name, error = %e, kind = ?e.kind(), source = ?e.source(), "upstream request failed");
         let mut out = Outcome::local(e.kind(), msg);
         self.label(&mut out);
         out
@@ -307,7 +308,7 @@ pub(crate) fn plan<'r>(
     Ok(Plan {
         hit,
         target,
-        endpoint: picked.endpoint.authority.as_str(),
+        endpoint: picked.endpoint,
         index: picked.index,
         h2: cluster.port.protocol.is_h2(),
         guard: Held::new(picked.guard, runtime.budget.request()),

@@ -27,6 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anymesh_identity::tls::PeerError;
+use anymesh_identity::Identity;
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
@@ -116,13 +118,6 @@ impl Default for InboundSettings {
     }
 }
 
-/// The TLS server config of the proxy's identity in force; `None` while
-/// the proxy has no certificate.
-pub type ServerTlsConfig = Arc<dyn Fn() -> Option<Arc<rustls::ServerConfig>> + Send + Sync>;
-
-/// Reads the peer's SPIFFE ID off a finished handshake.
-pub type PeerIdentity = fn(&rustls::CommonState) -> Option<anymesh_identity::SpiffeId>;
-
 /// Counts of what became of inbound connections.
 #[derive(Debug, Default)]
 pub struct InboundStats {
@@ -145,24 +140,18 @@ pub struct InboundStats {
 /// What every inbound connection is served with.
 pub struct Inbound {
     ports: ArcSwap<InboundPorts>,
-    tls: ServerTlsConfig,
-    peer_identity: PeerIdentity,
+    /// The proxy's identity, whose certificate the listener presents.
+    identity: Arc<Identity>,
     settings: InboundSettings,
     permits: Arc<Semaphore>,
     pub stats: InboundStats,
 }
 
 impl Inbound {
-    pub fn new(
-        ports: InboundPorts,
-        tls: ServerTlsConfig,
-        peer_identity: PeerIdentity,
-        settings: InboundSettings,
-    ) -> Self {
+    pub fn new(ports: InboundPorts, identity: Arc<Identity>, settings: InboundSettings) -> Self {
         Self {
             ports: ArcSwap::from_pointee(ports),
-            tls,
-            peer_identity,
+            identity,
             settings,
             permits: Arc::new(Semaphore::new(settings.max_connections)),
             stats: InboundStats::default(),
@@ -274,7 +263,7 @@ async fn connection(
                 passthrough(tcp, buf.freeze(), port.app, addr).await;
                 return;
             }
-            let Some(config) = (inbound.tls)() else {
+            let Some(config) = inbound.identity.tls().map(|t| t.server.clone()) else {
                 count(&stats.refused_tls);
                 tracing::warn!(%addr, "inbound mTLS refused: this proxy has no certificate yet");
                 return;
@@ -290,7 +279,8 @@ async fn connection(
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     count(&stats.refused_tls);
-                    tracing::warn!(%addr, reason = %e, "inbound mTLS handshake refused");
+                    let reason = PeerError::from_io(&e).map_or_else(|| e.to_string(), |p| p.to_string());
+                    tracing::warn!(%addr, %reason, "inbound mTLS handshake refused");
                     return;
                 }
                 Err(_) => {
@@ -301,7 +291,7 @@ async fn connection(
             };
             let session = tls.get_ref().1;
             let h2 = session.alpn_protocol() == Some(ALPN_H2);
-            let peer_id = (inbound.peer_identity)(session);
+            let peer_id = anymesh_identity::tls::peer_id(session);
             count(&stats.mtls);
             let peer = Peer {
                 addr,

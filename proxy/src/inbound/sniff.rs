@@ -8,8 +8,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 /// The ALPN protocols that mark mesh mutual TLS.
-pub(crate) const ALPN_H2: &[u8] = b"anymesh-h2";
-pub(crate) const ALPN_H1: &[u8] = b"anymesh-http/1.1";
+pub(crate) use anymesh_identity::tls::{ALPN_H1, ALPN_H2};
 
 /// The largest ClientHello read before the connection is refused: a
 /// ClientHello with every extension a real client sends fits in a few KiB

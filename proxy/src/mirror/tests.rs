@@ -146,6 +146,7 @@ fn endpoint(addr: SocketAddr) -> ClusterEndpoint {
         },
     };
     ClusterEndpoint {
+        mesh: None,
         key: endpoint.key(),
         authority: endpoint.authority(addr.port()),
         weight: 1,
