@@ -5,13 +5,22 @@
 //! or anymesh's own (`{"address":"10.0.0.1","ports":{"http":8080},..}`); see
 //! `docs/etcd-registry.md`. Everything that cannot be used is a [`DecodeError`]
 //! naming the key; nothing is guessed.
+//!
+//! A mesh proxy in front of the endpoint is the native value's `mesh` object
+//! (`{"port":15006,"namespace":..,"service_account":..,"spiffe_id":..}`), or
+//! the `anymesh.*` keys of an endpoints-format value's `Metadata`
+//! ([`MESH_METADATA`]). A value that marks a proxy but cannot be used (port 0,
+//! a name that cannot be part of a SPIFFE ID) is a [`DecodeError`] like any
+//! other: the endpoint is skipped, never served in plaintext.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
+use anymesh_core::model::{MeshProxy, DEFAULT_MESH_PORT};
 use anymesh_core::{
     Endpoint, EndpointPort, Health, Hostname, Labels, Locality, Provenance, SourceId,
 };
+use anymesh_support::{check_mesh_name, check_spiffe_id, MeshFields, MeshKeys};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -59,7 +68,22 @@ pub enum Problem {
     NoPort(String),
     #[error("{0}")]
     Native(String),
+    #[error("`Metadata.{key}` {value:?}: {reason}")]
+    MeshMetadata {
+        key: String,
+        value: String,
+        reason: &'static str,
+    },
 }
+
+/// The `Metadata` keys of an endpoints-format value that name the mesh proxy
+/// fronting it (those Eureka instances use too).
+pub const MESH_METADATA: MeshKeys = MeshKeys {
+    port: "anymesh.proxy-port",
+    namespace: "anymesh.namespace",
+    service_account: "anymesh.service-account",
+    spiffe_id: "anymesh.spiffe-id",
+};
 
 /// The part of the key space the registry reads: `<prefix><service>/<instance>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,7 +180,7 @@ impl Decoder {
             health: fields.health,
             weight: fields.weight,
             locality: fields.locality,
-            mesh: None,
+            mesh: fields.mesh,
             provenance: Provenance {
                 source: self.source.clone(),
                 native_id: key.to_string(),
@@ -195,6 +219,14 @@ impl Decoder {
                 .collect::<Result<_, _>>()?,
             Some(other) => return Err(Problem::MetadataType(kind(other))),
         };
+        let mesh = MESH_METADATA
+            .read(|k| labels.get(k).map(String::as_str))
+            .map_err(|e| Problem::MeshMetadata {
+                key: e.key,
+                value: e.value,
+                reason: e.reason,
+            })?
+            .map(mesh_proxy);
         let (address, port) = split_addr(addr, self.default_port)?;
         Ok(Some(Fields {
             address,
@@ -206,6 +238,7 @@ impl Decoder {
             health: Health::Healthy,
             weight: 1,
             locality: Locality::default(),
+            mesh,
         }))
     }
 }
@@ -218,6 +251,17 @@ struct Fields {
     health: Health,
     weight: u32,
     locality: Locality,
+    mesh: Option<MeshProxy>,
+}
+
+/// A proxy from checked metadata, on the default port unless it names one.
+fn mesh_proxy(f: MeshFields) -> MeshProxy {
+    MeshProxy {
+        port: f.port.unwrap_or(DEFAULT_MESH_PORT),
+        namespace: f.namespace,
+        service_account: f.service_account,
+        spiffe_id: f.spiffe_id,
+    }
 }
 
 /// The anymesh-native value (see `docs/etcd-registry.md`).
@@ -237,6 +281,52 @@ struct Native {
     weight: u32,
     #[serde(default)]
     locality: Locality,
+    #[serde(default)]
+    mesh: Option<NativeMesh>,
+}
+
+/// The native value's `mesh`: `{}` is a proxy on the default port.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NativeMesh {
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    service_account: Option<String>,
+    #[serde(default)]
+    spiffe_id: Option<String>,
+}
+
+impl NativeMesh {
+    fn check(self) -> Result<MeshProxy, Problem> {
+        let bad =
+            |at: &str, v: &str, why: &str| Problem::Native(format!("`mesh.{at}`: {v:?} {why}"));
+        if self.port == Some(0) {
+            return Err(Problem::Native(
+                "`mesh.port`: must be 1..=65535, got 0".into(),
+            ));
+        }
+        for (at, v) in [
+            ("namespace", &self.namespace),
+            ("service_account", &self.service_account),
+        ] {
+            if let Some(v) = v {
+                check_mesh_name(v).map_err(|why| bad(at, v, why))?;
+            }
+        }
+        if let Some(v) = &self.spiffe_id {
+            check_spiffe_id(v)
+                .map_err(|why| bad("spiffe_id", v, &format!("is not a SPIFFE ID: {why}")))?;
+        }
+        Ok(MeshProxy {
+            port: self.port.unwrap_or(DEFAULT_MESH_PORT),
+            namespace: self.namespace,
+            service_account: self.service_account,
+            spiffe_id: self.spiffe_id,
+        })
+    }
 }
 
 fn one() -> u32 {
@@ -286,6 +376,7 @@ fn native_format(value: Value) -> Result<Fields, Problem> {
         };
         return Err(Problem::Native(format!("{at}: must be 1..=65535, got 0")));
     }
+    let mesh = native.mesh.map(NativeMesh::check).transpose()?;
     Ok(Fields {
         address,
         ports,
@@ -293,6 +384,7 @@ fn native_format(value: Value) -> Result<Fields, Problem> {
         health: native.health,
         weight: native.weight,
         locality: native.locality,
+        mesh,
     })
 }
 

@@ -22,6 +22,6 @@ mod registry;
 mod state;
 
 pub use config::{AuthConfig, BackoffConfig, EtcdConfig, TlsConfig};
-pub use decode::{DecodeError, Decoder, Layout, Problem};
+pub use decode::{DecodeError, Decoder, Layout, Problem, MESH_METADATA};
 pub use error::{is_compacted, EtcdError};
 pub use registry::{EtcdRegistry, Listing};

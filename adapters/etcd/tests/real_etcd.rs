@@ -160,6 +160,85 @@ async fn follows_registrations_deregistrations_and_transactions() {
     .await;
 }
 
+/// The mesh proxy fronting an endpoint, in both value formats, through a
+/// real etcd; a value naming an unusable proxy is skipped and reported, and
+/// changing only the mesh fields updates the endpoint.
+#[tokio::test]
+async fn mesh_proxies_from_both_value_formats() {
+    use anymesh_core::model::{MeshProxy, DEFAULT_MESH_PORT};
+    let etcd = EtcdServer::start().await;
+    let mut c = etcd.client().await;
+    let tagged = Labels::from([
+        ("anymesh.namespace".into(), "shop".into()),
+        ("anymesh.service-account".into(), "reviews".into()),
+    ]);
+    put(&c, "reviews", "10.0.0.1:8080", &tagged).await;
+    c.put(
+        key("reviews", "native"),
+        r#"{"address":"10.0.0.2","port":8080,"mesh":{"port":15001,"spiffe_id":"spiffe://corp/reviews"}}"#,
+        None,
+    )
+    .await
+    .unwrap();
+    c.put(
+        key("reviews", "bad"),
+        r#"{"address":"10.0.0.3","port":8080,"mesh":{"port":0}}"#,
+        None,
+    )
+    .await
+    .unwrap();
+    let mut obs = Observer::start(registry(etcd.url()));
+    obs.until("the bad mesh port reported", |ch, _| {
+        matches!(ch, Change::Status(SourceStatus::Degraded { message })
+            if message.contains("anymesh/services/reviews/bad") && message.contains("`mesh.port`: must be 1..=65535, got 0"))
+    })
+    .await;
+    let mesh = |obs: &Observer, addr: &str| {
+        let snap = obs.catalog().snapshot(0);
+        let svc = snap.services.values().next().unwrap();
+        svc.endpoints
+            .iter()
+            .find(|e| e.address == addr)
+            .map(|e| e.mesh.clone())
+    };
+    assert_eq!(
+        mesh(&obs, "10.0.0.1"),
+        Some(Some(MeshProxy::new(
+            DEFAULT_MESH_PORT,
+            Some("shop".into()),
+            Some("reviews".into())
+        )))
+    );
+    assert_eq!(
+        mesh(&obs, "10.0.0.2"),
+        Some(Some(MeshProxy {
+            port: 15001,
+            spiffe_id: Some("spiffe://corp/reviews".into()),
+            ..MeshProxy::default()
+        }))
+    );
+    assert_eq!(
+        mesh(&obs, "10.0.0.3"),
+        None,
+        "refused, not served in plaintext"
+    );
+    c.put(
+        key("reviews", "bad"),
+        r#"{"address":"10.0.0.3","port":8080,"mesh":{"port":15006}}"#,
+        None,
+    )
+    .await
+    .unwrap();
+    obs.until("healthy again", |ch, _| {
+        matches!(ch, Change::Status(SourceStatus::Healthy))
+    })
+    .await;
+    assert_eq!(
+        mesh(&obs, "10.0.0.3"),
+        Some(Some(MeshProxy::new(DEFAULT_MESH_PORT, None, None)))
+    );
+}
+
 #[tokio::test]
 async fn an_expired_lease_removes_the_endpoint() {
     let etcd = EtcdServer::start().await;

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::Path;
 
+use anymesh_core::model::{MeshProxy, DEFAULT_MESH_PORT};
 use anymesh_core::{
     Endpoint, EndpointPort, Hostname, Labels, Locality, Protocol, Provenance, Service, ServicePort,
     SourceId, SourceView,
@@ -324,7 +325,12 @@ fn build_endpoint(
             zone: raw.locality.zone,
             subzone: raw.locality.subzone,
         },
-        mesh: None,
+        mesh: raw.mesh.map(|m| MeshProxy {
+            port: m.port.map_or(DEFAULT_MESH_PORT, |p| p.0),
+            namespace: m.namespace.map(|n| n.0),
+            service_account: m.service_account.map(|n| n.0),
+            spiffe_id: m.spiffe_id.map(|id| id.0),
+        }),
         provenance: Provenance {
             source: source.clone(),
             native_id: String::new(),

@@ -350,7 +350,7 @@ mod tests {
     fn unsupported_fields_warn_as_in_files() {
         let o = object(json!({
             "metadata": {"name": "r", "namespace": "default"},
-            "spec": {"host": "reviews", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}
+            "spec": {"host": "reviews", "trafficPolicy": {"tunnel": {"protocol": "CONNECT"}}}
         }));
         let (set, diags) = parse_object("k8s (cluster)", "DestinationRule", "v1alpha3", &o);
         assert_eq!(set.destination_rules.len(), 1);

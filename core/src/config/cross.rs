@@ -1,5 +1,5 @@
-//! Checks across resources: duplicate names, several DestinationRules for one
-//! host, and destination subsets (of routes and mirrors) that no
+//! Checks across resources: duplicate names (of every kind), several
+//! DestinationRules for one host, and destination subsets (of routes and mirrors) that no
 //! DestinationRule defines.
 //!
 //! Without a catalog, hosts are compared as written (see
@@ -21,6 +21,9 @@ pub(crate) struct Report {
     pub diagnostics: Vec<Diagnostic>,
     pub bad_virtual_services: BTreeSet<usize>,
     pub bad_destination_rules: BTreeSet<usize>,
+    pub bad_peer_authentications: BTreeSet<usize>,
+    pub bad_authorization_policies: BTreeSet<usize>,
+    pub bad_request_authentications: BTreeSet<usize>,
 }
 
 pub(crate) fn check(set: &ConfigSet) -> Report {
@@ -34,6 +37,21 @@ pub(crate) fn check(set: &ConfigSet) -> Report {
         &set.destination_rules,
         &mut report.diagnostics,
         &mut report.bad_destination_rules,
+    );
+    duplicates(
+        &set.peer_authentications,
+        &mut report.diagnostics,
+        &mut report.bad_peer_authentications,
+    );
+    duplicates(
+        &set.authorization_policies,
+        &mut report.diagnostics,
+        &mut report.bad_authorization_policies,
+    );
+    duplicates(
+        &set.request_authentications,
+        &mut report.diagnostics,
+        &mut report.bad_request_authentications,
     );
     let rules: Vec<_> = set
         .destination_rules

@@ -1,6 +1,6 @@
 //! The subset of Istio's `DestinationRule` that anymesh reads: subsets,
-//! load-balancer, connection-pool, outlier-detection, retry-budget and
-//! locality policies, per port and per subset, merged as Istio merges them
+//! load-balancer, connection-pool, outlier-detection, retry-budget,
+//! locality and client TLS policies, per port and per subset, merged as Istio merges them
 //! ([`DestinationRule::policy`]).
 
 use std::collections::BTreeMap;
@@ -48,10 +48,10 @@ impl DestinationRule {
     /// 2. the subset's `trafficPolicy` likewise resolved for the port (a
     ///    port-level entry stands alone here too, so the subset's own
     ///    `retryBudget` is then dropped);
-    /// 3. each of `loadBalancer`, `connectionPool`, `outlierDetection` and
-    ///    `retryBudget` the subset's resolved policy sets replaces the rule's
-    ///    as a whole; when the subset has a port-level entry for the port,
-    ///    its first three replace the rule's even when unset.
+    /// 3. each of `loadBalancer`, `connectionPool`, `outlierDetection`,
+    ///    `tls` and `retryBudget` the subset's resolved policy sets replaces
+    ///    the rule's as a whole; when the subset has a port-level entry for
+    ///    the port, all but `retryBudget` replace the rule's even when unset.
     pub fn policy(&self, subset: Option<&str>, port: Option<u16>) -> EffectivePolicy<'_> {
         let top = self
             .traffic_policy
@@ -76,6 +76,7 @@ impl DestinationRule {
             load_balancer: pick(sub.load_balancer, top.load_balancer, port_level),
             connection_pool: pick(sub.connection_pool, top.connection_pool, port_level),
             outlier_detection: pick(sub.outlier_detection, top.outlier_detection, port_level),
+            tls: pick(sub.tls, top.tls, port_level),
             retry_budget: sub.retry_budget.or(top.retry_budget),
         }
     }
@@ -89,6 +90,8 @@ pub struct EffectivePolicy<'a> {
     pub connection_pool: Option<&'a ConnectionPoolSettings>,
     pub outlier_detection: Option<&'a OutlierDetectionSettings>,
     pub retry_budget: Option<&'a RetryBudgetSettings>,
+    /// `None`: no `tls` applies, so auto mTLS decides.
+    pub tls: Option<&'a ClientTlsSettings>,
 }
 
 /// A named group of endpoints selected by labels.
@@ -104,8 +107,8 @@ pub struct Subset {
     pub traffic_policy: Option<TrafficPolicy>,
 }
 
-/// A rule's or subset's `trafficPolicy`; `tls`, `tunnel` and
-/// `proxyProtocol` are reported unsupported.
+/// A rule's or subset's `trafficPolicy`; `tunnel` and `proxyProtocol` are
+/// reported unsupported.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TrafficPolicy {
@@ -121,6 +124,8 @@ pub struct TrafficPolicy {
     pub port_level_settings: Vec<PortTrafficPolicy>,
     #[serde(default)]
     pub retry_budget: Option<RetryBudgetSettings>,
+    #[serde(default)]
+    pub tls: Option<ClientTlsSettings>,
 }
 
 impl TrafficPolicy {
@@ -139,6 +144,7 @@ impl TrafficPolicy {
                     connection_pool: p.connection_pool.as_ref(),
                     outlier_detection: p.outlier_detection.as_ref(),
                     retry_budget: None,
+                    tls: p.tls.as_ref(),
                 },
                 true,
             ),
@@ -148,6 +154,7 @@ impl TrafficPolicy {
                     connection_pool: self.connection_pool.as_ref(),
                     outlier_detection: self.outlier_detection.as_ref(),
                     retry_budget: self.retry_budget.as_ref(),
+                    tls: self.tls.as_ref(),
                 },
                 false,
             ),
@@ -167,6 +174,47 @@ pub struct PortTrafficPolicy {
     pub connection_pool: Option<ConnectionPoolSettings>,
     #[serde(default)]
     pub outlier_detection: Option<OutlierDetectionSettings>,
+    #[serde(default)]
+    pub tls: Option<ClientTlsSettings>,
+}
+
+/// `trafficPolicy.tls` (also per port and per subset): how the proxy
+/// speaks TLS to the cluster's endpoints. Paths are files on the proxy's
+/// host. `credentialName` and `caCrl` are read only to be reported
+/// unsupported (an error: the rule would otherwise trust or present
+/// something other than what it says).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientTlsSettings {
+    #[serde(default)]
+    pub mode: TlsMode,
+    #[serde(default)]
+    pub client_certificate: String,
+    #[serde(default)]
+    pub private_key: String,
+    #[serde(default)]
+    pub ca_certificates: String,
+    #[serde(default)]
+    pub credential_name: String,
+    #[serde(default)]
+    pub subject_alt_names: Vec<String>,
+    #[serde(default)]
+    pub sni: String,
+    #[serde(default)]
+    pub insecure_skip_verify: Option<bool>,
+    #[serde(default)]
+    pub ca_crl: String,
+}
+
+/// `tls.mode`; Istio's default (the proto's zero value) is `DISABLE`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TlsMode {
+    #[default]
+    Disable,
+    Simple,
+    Mutual,
+    IstioMutual,
 }
 
 /// `connectionPool` (circuit breakers). Integers are Istio's `int32`s:

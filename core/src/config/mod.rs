@@ -1,6 +1,7 @@
-//! Istio routing config: `networking.istio.io` VirtualService and
-//! DestinationRule (apiVersion `v1alpha3`, `v1beta1` or `v1`), read from
-//! multi-document YAML and validated.
+//! Istio config: `networking.istio.io` VirtualService and DestinationRule
+//! (apiVersion `v1alpha3`, `v1beta1` or `v1`) and `security.istio.io`
+//! PeerAuthentication, AuthorizationPolicy and RequestAuthentication
+//! (`v1beta1` or `v1`), read from multi-document YAML and validated.
 //!
 //! - [`parse_str`] reads one file's text: syntax, fields and every check that
 //!   needs only the resource itself. A resource with an error is left out of
@@ -21,6 +22,7 @@ mod host;
 mod parse;
 mod resilience;
 mod schema;
+pub mod security;
 mod validate;
 mod virtual_service;
 
@@ -29,6 +31,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+pub use destination_rule::{ClientTlsSettings, TlsMode};
 pub use destination_rule::{
     ConnectionPoolSettings, ConsistentHashLb, DestinationRule, EffectivePolicy, HashKey,
     HttpCookie, HttpSettings, LoadBalancerSettings, LocalityDistributeSetting,
@@ -40,6 +43,7 @@ pub use diagnostic::{has_errors, Diagnostic, Severity};
 pub use duration::{parse_duration, GoDuration, InvalidDuration};
 pub use host::HostPattern;
 pub use parse::parse_str;
+pub use security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
 pub use virtual_service::{
     Destination, FaultInjectionAbort, FaultInjectionDelay, GrpcStatus, HeaderOperations, Headers,
     HttpBody, HttpDirectResponse, HttpFaultInjection, HttpMatchRequest, HttpMirrorPolicy,
@@ -116,11 +120,14 @@ impl<T: Kind> Resource<T> {
     }
 }
 
-/// Every routing resource read, in file order.
+/// Every resource read, in file order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ConfigSet {
     pub virtual_services: Vec<Resource<VirtualService>>,
     pub destination_rules: Vec<Resource<DestinationRule>>,
+    pub peer_authentications: Vec<Resource<PeerAuthentication>>,
+    pub authorization_policies: Vec<Resource<AuthorizationPolicy>>,
+    pub request_authentications: Vec<Resource<RequestAuthentication>>,
     /// Resources that parsed but failed their own checks. Never routed; kept
     /// so the cross-resource checks can still report on them (one `check`
     /// run shows every mistake) and not cascade (a rejected rule's subsets
@@ -133,11 +140,18 @@ pub struct ConfigSet {
 pub struct Rejected {
     pub virtual_services: Vec<Resource<VirtualService>>,
     pub destination_rules: Vec<Resource<DestinationRule>>,
+    pub peer_authentications: Vec<Resource<PeerAuthentication>>,
+    pub authorization_policies: Vec<Resource<AuthorizationPolicy>>,
+    pub request_authentications: Vec<Resource<RequestAuthentication>>,
 }
 
 impl ConfigSet {
     pub fn is_empty(&self) -> bool {
-        self.virtual_services.is_empty() && self.destination_rules.is_empty()
+        self.virtual_services.is_empty()
+            && self.destination_rules.is_empty()
+            && self.peer_authentications.is_empty()
+            && self.authorization_policies.is_empty()
+            && self.request_authentications.is_empty()
     }
 
     /// Appends another set (e.g. the next file). Run [`ConfigSet::retain_valid`]
@@ -151,22 +165,39 @@ impl ConfigSet {
         self.rejected
             .destination_rules
             .extend(other.rejected.destination_rules);
+        self.peer_authentications.extend(other.peer_authentications);
+        self.authorization_policies
+            .extend(other.authorization_policies);
+        self.request_authentications
+            .extend(other.request_authentications);
+        let r = &mut self.rejected;
+        r.peer_authentications
+            .extend(other.rejected.peer_authentications);
+        r.authorization_policies
+            .extend(other.rejected.authorization_policies);
+        r.request_authentications
+            .extend(other.rejected.request_authentications);
     }
 
     /// The accepted resources followed by the rejected ones, for the
     /// cross-resource checks. Indices below the accepted counts refer to
     /// accepted resources.
     fn with_rejected(&self) -> ConfigSet {
-        let mut all = ConfigSet {
-            virtual_services: self.virtual_services.clone(),
-            destination_rules: self.destination_rules.clone(),
+        fn chain<T: Clone>(a: &[T], b: &[T]) -> Vec<T> {
+            a.iter().chain(b).cloned().collect()
+        }
+        let r = &self.rejected;
+        ConfigSet {
+            virtual_services: chain(&self.virtual_services, &r.virtual_services),
+            destination_rules: chain(&self.destination_rules, &r.destination_rules),
+            peer_authentications: chain(&self.peer_authentications, &r.peer_authentications),
+            authorization_policies: chain(&self.authorization_policies, &r.authorization_policies),
+            request_authentications: chain(
+                &self.request_authentications,
+                &r.request_authentications,
+            ),
             rejected: Rejected::default(),
-        };
-        all.virtual_services
-            .extend(self.rejected.virtual_services.iter().cloned());
-        all.destination_rules
-            .extend(self.rejected.destination_rules.iter().cloned());
-        all
+        }
     }
 
     /// The checks across resources (duplicate names, several
@@ -192,6 +223,18 @@ impl ConfigSet {
             .filter(|(i, _)| !report.bad_destination_rules.contains(i))
             .map(|(_, r)| r)
             .collect();
+        keep(
+            &mut self.peer_authentications,
+            &report.bad_peer_authentications,
+        );
+        keep(
+            &mut self.authorization_policies,
+            &report.bad_authorization_policies,
+        );
+        keep(
+            &mut self.request_authentications,
+            &report.bad_request_authentications,
+        );
         report.diagnostics
     }
 
@@ -217,6 +260,16 @@ impl ConfigSet {
             .min_by_key(|(key, _)| *key)
             .map(|(_, dr)| dr)
     }
+}
+
+/// Drops the resources at the indices in `bad`.
+fn keep<T>(list: &mut Vec<T>, bad: &std::collections::BTreeSet<usize>) {
+    *list = std::mem::take(list)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !bad.contains(i))
+        .map(|(_, r)| r)
+        .collect();
 }
 
 /// Parses one file's text and runs the cross-resource checks on it alone.

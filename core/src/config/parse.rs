@@ -17,11 +17,19 @@ use serde_yaml_ng::Value;
 
 use super::diagnostic::{Diagnostic, Findings, Severity, Subject};
 use super::schema::{self, Unused};
+use super::security;
 use super::validate;
 use super::{ConfigSet, Kind, Origin, Resource};
 
 const GROUP: &str = "networking.istio.io";
 const VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
+const SECURITY_GROUP: &str = "security.istio.io";
+const SECURITY_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
+const SECURITY_KINDS: [&str; 3] = [
+    "PeerAuthentication",
+    "AuthorizationPolicy",
+    "RequestAuthentication",
+];
 
 /// One YAML document of a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +121,9 @@ pub fn parse_str(file: &str, text: &str) -> (ConfigSet, Vec<Diagnostic>) {
 enum Recognised {
     VirtualService,
     DestinationRule,
+    PeerAuthentication,
+    AuthorizationPolicy,
+    RequestAuthentication,
 }
 
 fn parse_document(file: &str, doc: &Doc<'_>, set: &mut ConfigSet, out: &mut Vec<Diagnostic>) {
@@ -148,18 +159,27 @@ fn parse_document(file: &str, doc: &Doc<'_>, set: &mut ConfigSet, out: &mut Vec<
             subject.resource = Some(format!("{}/{name}", get("namespace").unwrap_or("default")));
         }
     }
-    let ours = kind == "VirtualService" || kind == "DestinationRule";
+    let security = SECURITY_KINDS.contains(&kind.as_str());
+    let (expected_group, versions, names): (_, &[&str], _) = if security {
+        (SECURITY_GROUP, &SECURITY_VERSIONS, "v1 or v1beta1")
+    } else {
+        (GROUP, &VERSIONS, "v1, v1beta1 or v1alpha3")
+    };
+    let ours = security || kind == "VirtualService" || kind == "DestinationRule";
     if ours && api_version.is_empty() {
         return out.push(subject.diagnostic(
             Severity::Error,
             "apiVersion",
-            format!("missing field `apiVersion` (use {GROUP}/v1)"),
+            format!("missing field `apiVersion` (use {expected_group}/v1)"),
         ));
     }
     let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
     let recognised = match kind.as_str() {
         "VirtualService" if group == GROUP => Recognised::VirtualService,
         "DestinationRule" if group == GROUP => Recognised::DestinationRule,
+        "PeerAuthentication" if group == SECURITY_GROUP => Recognised::PeerAuthentication,
+        "AuthorizationPolicy" if group == SECURITY_GROUP => Recognised::AuthorizationPolicy,
+        "RequestAuthentication" if group == SECURITY_GROUP => Recognised::RequestAuthentication,
         _ => {
             let what = if api_version.is_empty() {
                 kind.clone()
@@ -173,11 +193,11 @@ fn parse_document(file: &str, doc: &Doc<'_>, set: &mut ConfigSet, out: &mut Vec<
             ));
         }
     };
-    if !VERSIONS.contains(&version) {
+    if !versions.contains(&version) {
         return out.push(subject.diagnostic(
             Severity::Error,
             "apiVersion",
-            format!("unsupported apiVersion {api_version:?} (use {GROUP}/v1, v1beta1 or v1alpha3)"),
+            format!("unsupported apiVersion {api_version:?} (use {expected_group}/{names})"),
         ));
     }
     let origin = Origin {
@@ -213,6 +233,33 @@ fn parse_document(file: &str, doc: &Doc<'_>, set: &mut ConfigSet, out: &mut Vec<
             ) {
                 Some((r, true)) => set.destination_rules.push(r),
                 Some((r, false)) => set.rejected.destination_rules.push(r),
+                None => {}
+            }
+        }
+        Recognised::PeerAuthentication => {
+            let root = schema::PEER_AUTHENTICATION_DOC;
+            let check = security::validate::peer_authentication;
+            match typed(&subject, doc, origin, root, check, out) {
+                Some((r, true)) => set.peer_authentications.push(r),
+                Some((r, false)) => set.rejected.peer_authentications.push(r),
+                None => {}
+            }
+        }
+        Recognised::AuthorizationPolicy => {
+            let root = schema::AUTHORIZATION_POLICY_DOC;
+            let check = security::validate::authorization_policy;
+            match typed(&subject, doc, origin, root, check, out) {
+                Some((r, true)) => set.authorization_policies.push(r),
+                Some((r, false)) => set.rejected.authorization_policies.push(r),
+                None => {}
+            }
+        }
+        Recognised::RequestAuthentication => {
+            let root = schema::REQUEST_AUTHENTICATION_DOC;
+            let check = security::validate::request_authentication;
+            match typed(&subject, doc, origin, root, check, out) {
+                Some((r, true)) => set.request_authentications.push(r),
+                Some((r, false)) => set.rejected.request_authentications.push(r),
                 None => {}
             }
         }

@@ -441,7 +441,10 @@ pub(crate) fn port_level_settings(pls: &[PortTrafficPolicy], at: &str, f: &mut F
                 }
             }
         }
-        if p.load_balancer.is_none() && p.connection_pool.is_none() && p.outlier_detection.is_none()
+        if p.load_balancer.is_none()
+            && p.connection_pool.is_none()
+            && p.outlier_detection.is_none()
+            && p.tls.is_none()
         {
             f.warning(
                 &at,

@@ -32,9 +32,12 @@ pub(crate) enum Field {
 
 use Field::*;
 
-/// Top-level messages for the two kinds anymesh reads.
+/// Top-level messages for the kinds anymesh reads.
 pub(crate) const VIRTUAL_SERVICE_DOC: &str = "VirtualService document";
 pub(crate) const DESTINATION_RULE_DOC: &str = "DestinationRule document";
+pub(crate) const PEER_AUTHENTICATION_DOC: &str = "PeerAuthentication document";
+pub(crate) const AUTHORIZATION_POLICY_DOC: &str = "AuthorizationPolicy document";
+pub(crate) const REQUEST_AUTHENTICATION_DOC: &str = "RequestAuthentication document";
 
 type Message = (&'static str, &'static [(&'static str, Field)]);
 
@@ -56,6 +59,36 @@ static MESSAGES: &[Message] = &[
             ("kind", Leaf),
             ("metadata", Struct("ObjectMeta")),
             ("spec", Struct("DestinationRule")),
+            ("status", Silent),
+        ],
+    ),
+    (
+        PEER_AUTHENTICATION_DOC,
+        &[
+            ("apiVersion", Leaf),
+            ("kind", Leaf),
+            ("metadata", Struct("ObjectMeta")),
+            ("spec", Struct("PeerAuthentication")),
+            ("status", Silent),
+        ],
+    ),
+    (
+        AUTHORIZATION_POLICY_DOC,
+        &[
+            ("apiVersion", Leaf),
+            ("kind", Leaf),
+            ("metadata", Struct("ObjectMeta")),
+            ("spec", Struct("AuthorizationPolicy")),
+            ("status", Silent),
+        ],
+    ),
+    (
+        REQUEST_AUTHENTICATION_DOC,
+        &[
+            ("apiVersion", Leaf),
+            ("kind", Leaf),
+            ("metadata", Struct("ObjectMeta")),
+            ("spec", Struct("RequestAuthentication")),
             ("status", Silent),
         ],
     ),
@@ -256,7 +289,7 @@ static MESSAGES: &[Message] = &[
             ("outlierDetection", Struct("OutlierDetection")),
             ("portLevelSettings", List("PortTrafficPolicy")),
             ("retryBudget", Struct("RetryBudget")),
-            ("tls", Unsupported),
+            ("tls", Struct("ClientTLSSettings")),
             ("tunnel", Unsupported),
             ("proxyProtocol", Unsupported),
         ],
@@ -268,7 +301,21 @@ static MESSAGES: &[Message] = &[
             ("loadBalancer", Struct("LoadBalancerSettings")),
             ("connectionPool", Struct("ConnectionPoolSettings")),
             ("outlierDetection", Struct("OutlierDetection")),
-            ("tls", Unsupported),
+            ("tls", Struct("ClientTLSSettings")),
+        ],
+    ),
+    (
+        "ClientTLSSettings",
+        &[
+            ("mode", Leaf),
+            ("clientCertificate", Leaf),
+            ("privateKey", Leaf),
+            ("caCertificates", Leaf),
+            ("credentialName", Leaf),
+            ("subjectAltNames", Leaf),
+            ("sni", Leaf),
+            ("insecureSkipVerify", Leaf),
+            ("caCrl", Leaf),
         ],
     ),
     (
@@ -379,6 +426,102 @@ static MESSAGES: &[Message] = &[
         &[("from", Leaf), ("to", Leaf)],
     ),
     ("RingHash", &[("minimumRingSize", Leaf)]),
+    ("WorkloadSelector", &[("matchLabels", Leaf)]),
+    (
+        "PeerAuthentication",
+        &[
+            ("selector", Struct("WorkloadSelector")),
+            ("mtls", Struct("PeerAuthentication.MutualTLS")),
+            ("portLevelMtls", Map("PeerAuthentication.MutualTLS")),
+        ],
+    ),
+    ("PeerAuthentication.MutualTLS", &[("mode", Leaf)]),
+    (
+        "AuthorizationPolicy",
+        &[
+            ("selector", Struct("WorkloadSelector")),
+            ("targetRef", Narrows),
+            ("targetRefs", Narrows),
+            ("action", Leaf),
+            ("provider", Struct("AuthorizationPolicy.ExtensionProvider")),
+            ("rules", List("Rule")),
+        ],
+    ),
+    ("AuthorizationPolicy.ExtensionProvider", &[("name", Leaf)]),
+    (
+        "Rule",
+        &[
+            ("from", List("Rule.From")),
+            ("to", List("Rule.To")),
+            ("when", List("Condition")),
+        ],
+    ),
+    ("Rule.From", &[("source", Struct("Source"))]),
+    ("Rule.To", &[("operation", Struct("Operation"))]),
+    (
+        "Source",
+        &[
+            ("principals", Leaf),
+            ("notPrincipals", Leaf),
+            ("requestPrincipals", Leaf),
+            ("notRequestPrincipals", Leaf),
+            ("namespaces", Leaf),
+            ("notNamespaces", Leaf),
+            ("serviceAccounts", Leaf),
+            ("notServiceAccounts", Leaf),
+            ("trustDomains", Leaf),
+            ("notTrustDomains", Leaf),
+            ("ipBlocks", Leaf),
+            ("notIpBlocks", Leaf),
+            ("remoteIpBlocks", Leaf),
+            ("notRemoteIpBlocks", Leaf),
+        ],
+    ),
+    (
+        "Operation",
+        &[
+            ("hosts", Leaf),
+            ("notHosts", Leaf),
+            ("ports", Leaf),
+            ("notPorts", Leaf),
+            ("methods", Leaf),
+            ("notMethods", Leaf),
+            ("paths", Leaf),
+            ("notPaths", Leaf),
+        ],
+    ),
+    (
+        "Condition",
+        &[("key", Leaf), ("values", Leaf), ("notValues", Leaf)],
+    ),
+    (
+        "RequestAuthentication",
+        &[
+            ("selector", Struct("WorkloadSelector")),
+            ("targetRef", Narrows),
+            ("targetRefs", Narrows),
+            ("jwtRules", List("JWTRule")),
+        ],
+    ),
+    (
+        "JWTRule",
+        &[
+            ("issuer", Leaf),
+            ("audiences", Leaf),
+            ("jwksUri", Leaf),
+            ("jwks", Leaf),
+            ("fromHeaders", List("JWTHeader")),
+            ("fromParams", Leaf),
+            ("fromCookies", Leaf),
+            ("outputPayloadToHeader", Leaf),
+            ("outputClaimToHeaders", List("ClaimToHeader")),
+            ("forwardOriginalToken", Leaf),
+            ("timeout", Leaf),
+            ("spaceDelimitedClaims", Unsupported),
+        ],
+    ),
+    ("JWTHeader", &[("name", Leaf), ("prefix", Leaf)]),
+    ("ClaimToHeader", &[("header", Leaf), ("claim", Leaf)]),
     ("MagLev", &[("tableSize", Leaf)]),
 ];
 
@@ -568,8 +711,36 @@ mod tests {
         assert_eq!(classify(vs, &p("metadata.uid")), Unused::Silent);
         let dr = DESTINATION_RULE_DOC;
         assert_eq!(
-            classify(dr, &p("spec.subsets.0.trafficPolicy.tls")),
+            classify(dr, &p("spec.subsets.0.trafficPolicy.tunnel")),
             Unused::Unsupported
+        );
+        assert_eq!(
+            classify(dr, &p("spec.trafficPolicy.portLevelSettings.0.tls.sn")),
+            Unused::Unknown {
+                suggestion: Some("sni")
+            }
+        );
+        let ap = AUTHORIZATION_POLICY_DOC;
+        assert_eq!(classify(ap, &p("spec.targetRef")), Unused::Narrows);
+        assert_eq!(
+            classify(ap, &p("spec.rules.0.from.1.source.principal")),
+            Unused::Unknown {
+                suggestion: Some("principals")
+            }
+        );
+        assert_eq!(
+            classify(
+                PEER_AUTHENTICATION_DOC,
+                &[
+                    Seg::Key("spec".into()),
+                    Seg::Key("portLevelMtls".into()),
+                    Seg::Key("8080".into()),
+                    Seg::Key("mod".into())
+                ]
+            ),
+            Unused::Unknown {
+                suggestion: Some("mode")
+            }
         );
         assert_eq!(
             classify(

@@ -4,6 +4,7 @@
 use super::*;
 
 mod resilience;
+mod security;
 
 const DR: &str = "\
 apiVersion: networking.istio.io/v1
@@ -276,11 +277,11 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "other kinds are skipped with a warning; empty documents are skipped",
-            format!("---\n# nothing here\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\n---\n{DR}---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: deny}}\nspec: {{}}\n"),
+            format!("---\n# nothing here\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\n---\n{DR}---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: ext}}\nspec: {{}}\n"),
             (0, 1),
             &[
                 "warning: routes.yaml: Deployment default/web: Deployment (apps/v1) is not read by anymesh; skipped",
-                "warning: routes.yaml: AuthorizationPolicy default/deny: AuthorizationPolicy (security.istio.io/v1) is not read by anymesh; skipped",
+                "warning: routes.yaml: ServiceEntry default/ext: ServiceEntry (networking.istio.io/v1) is not read by anymesh; skipped",
             ],
         ),
         row(
@@ -296,10 +297,10 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "load balancer policies",
-            dr("  host: reviews\n  trafficPolicy:\n    loadBalancer: {simple: PASSTHROUGH}\n    tls: {mode: ISTIO_MUTUAL}\n  subsets:\n  - name: a\n    trafficPolicy: {loadBalancer: {simple: LEAST_CONN}}\n  - name: b\n    trafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {name: s, ttl: 0s}, ringHash: {minimumRingSize: 1024}}}}\n"),
+            dr("  host: reviews\n  trafficPolicy:\n    loadBalancer: {simple: PASSTHROUGH}\n    tunnel: {protocol: CONNECT}\n  subsets:\n  - name: a\n    trafficPolicy: {loadBalancer: {simple: LEAST_CONN}}\n  - name: b\n    trafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {name: s, ttl: 0s}, ringHash: {minimumRingSize: 1024}}}}\n"),
             (0, 1),
             &[
-                "warning: routes.yaml: DestinationRule prod/reviews: spec.trafficPolicy.tls: unsupported field 'tls': not implemented by anymesh, ignored",
+                "warning: routes.yaml: DestinationRule prod/reviews: spec.trafficPolicy.tunnel: unsupported field 'tunnel': not implemented by anymesh, ignored",
                 "warning: routes.yaml: DestinationRule prod/reviews: spec.trafficPolicy.loadBalancer.simple: unsupported load balancer PASSTHROUGH: round robin is used",
             ],
         ),

@@ -356,8 +356,14 @@ fn traffic_policy(p: &TrafficPolicy, at: &str, f: &mut Findings) {
         f,
     );
     resilience::port_level_settings(&p.port_level_settings, at, f);
+    if let Some(tls) = &p.tls {
+        super::security::validate::client_tls(tls, &format!("{at}.tls"), f);
+    }
     for (i, pl) in p.port_level_settings.iter().enumerate() {
         let at = format!("{at}.portLevelSettings[{i}]");
+        if let Some(tls) = &pl.tls {
+            super::security::validate::client_tls(tls, &format!("{at}.tls"), f);
+        }
         if let Some(lb) = &pl.load_balancer {
             load_balancer(
                 lb,

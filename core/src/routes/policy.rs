@@ -318,6 +318,54 @@ pub struct ClusterPolicy {
     /// default budget (anymesh.yaml) applies.
     pub retry_budget: Option<RetryBudget>,
     pub locality: LocalityLb,
+    /// DestinationRule `tls`; `None`: auto mTLS, i.e. mesh mTLS exactly to
+    /// the endpoints that have a mesh proxy (`Endpoint::mesh`), plaintext
+    /// to the others.
+    pub tls: Option<ClusterTls>,
+}
+
+/// How the proxy speaks TLS to a cluster's endpoints: DestinationRule
+/// `trafficPolicy.tls`, merged for the cluster's subset and port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "mode", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ClusterTls {
+    /// Plaintext, even to endpoints that have a mesh proxy.
+    Disable,
+    /// Mesh mTLS with the proxy's own identity and trust bundle, to the
+    /// endpoint's mesh port; an endpoint without a mesh proxy cannot be
+    /// reached this way.
+    IstioMutual {
+        /// `sni`; `None`: the proxy picks it.
+        sni: Option<String>,
+        /// `subjectAltNames`: accepted peer identities (SPIFFE URIs)
+        /// instead of the identity the registry names for the endpoint;
+        /// empty: the registry's.
+        subject_alt_names: Vec<String>,
+    },
+    /// TLS origination (`SIMPLE`): the server is verified, no client
+    /// certificate.
+    Simple(TlsOrigination),
+    /// TLS origination with a client certificate (`MUTUAL`).
+    Mutual(TlsOrigination),
+}
+
+/// The settings of [`ClusterTls::Simple`] and [`ClusterTls::Mutual`].
+/// Paths are files on the proxy's host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TlsOrigination {
+    /// Roots the server's chain is verified against; `None`: the
+    /// platform's roots (Istio verifies against the system bundle too).
+    pub ca_certificates: Option<std::path::PathBuf>,
+    /// `MUTUAL` only (validation requires both).
+    pub client_certificate: Option<std::path::PathBuf>,
+    pub private_key: Option<std::path::PathBuf>,
+    /// `None`: the destination's hostname (Istio's auto SNI).
+    pub sni: Option<String>,
+    /// Names one of which the server certificate must carry; empty: the
+    /// SNI's hostname is verified.
+    pub subject_alt_names: Vec<String>,
+    /// Skip verifying the server's certificate (and name) entirely.
+    pub insecure_skip_verify: bool,
 }
 
 /// DestinationRule `connectionPool`. `None` means unlimited (or the

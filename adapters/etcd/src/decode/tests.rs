@@ -259,3 +259,93 @@ fn native_format() {
     assert!(msg(br#"{"address":"10.0.0.1:80","port":80}"#).contains("address `10.0.0.1:80`"));
     assert!(msg(br#"{"address":"10.0.0.1","port":80,"health":"sick"}"#).contains("`health`"));
 }
+
+#[test]
+fn mesh_proxies_in_both_formats() {
+    use anymesh_core::model::{MeshProxy, DEFAULT_MESH_PORT};
+    let d = decoder("s/", None);
+    let mesh = |v: &[u8]| d.decode(b"s/r/x", v).unwrap().unwrap().mesh;
+    assert_eq!(mesh(br#"{"address":"10.0.0.1","port":80}"#), None);
+    assert_eq!(
+        mesh(br#"{"address":"10.0.0.1","port":80,"mesh":{}}"#),
+        Some(MeshProxy::new(DEFAULT_MESH_PORT, None, None))
+    );
+    assert_eq!(
+        mesh(
+            br#"{"address":"10.0.0.1","port":80,
+                 "mesh":{"port":15001,"namespace":"shop","service_account":"reviews"}}"#
+        ),
+        Some(MeshProxy::new(
+            15001,
+            Some("shop".into()),
+            Some("reviews".into())
+        ))
+    );
+    assert_eq!(
+        mesh(br#"{"address":"10.0.0.1","port":80,"mesh":{"spiffe_id":"spiffe://td/x/y"}}"#),
+        Some(MeshProxy {
+            port: DEFAULT_MESH_PORT,
+            spiffe_id: Some("spiffe://td/x/y".into()),
+            ..MeshProxy::default()
+        })
+    );
+    assert_eq!(
+        mesh(br#"{"Addr":"10.0.0.1:80","Metadata":{"version":"v1"}}"#),
+        None
+    );
+    let ep = d
+        .decode(
+            b"s/r/x",
+            br#"{"Addr":"10.0.0.1:80","Metadata":{"anymesh.proxy-port":"15001",
+                 "anymesh.namespace":"shop","anymesh.service-account":"reviews"}}"#,
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        ep.mesh,
+        Some(MeshProxy::new(
+            15001,
+            Some("shop".into()),
+            Some("reviews".into())
+        ))
+    );
+    assert_eq!(ep.labels["anymesh.namespace"], "shop", "still labels too");
+    assert_eq!(
+        mesh(br#"{"Addr":"10.0.0.1:80","Metadata":{"anymesh.spiffe-id":"spiffe://td/w"}}"#),
+        Some(MeshProxy {
+            port: DEFAULT_MESH_PORT,
+            spiffe_id: Some("spiffe://td/w".into()),
+            ..MeshProxy::default()
+        })
+    );
+
+    let msg = |v: &[u8]| d.decode(b"s/r/x", v).unwrap_err().to_string();
+    for (value, want) in [
+        (
+            &br#"{"address":"10.0.0.1","port":80,"mesh":{"port":0}}"#[..],
+            "etcd key `s/r/x`: `mesh.port`: must be 1..=65535, got 0",
+        ),
+        (
+            br#"{"address":"10.0.0.1","port":80,"mesh":{"port":70000}}"#,
+            "etcd key `s/r/x`: `mesh.port`: invalid value: integer `70000`, expected u16",
+        ),
+        (
+            br#"{"address":"10.0.0.1","port":80,"mesh":{"namespace":"a/b"}}"#,
+            "etcd key `s/r/x`: `mesh.namespace`: \"a/b\" may hold only letters, digits, '.', '-' and '_'",
+        ),
+        (
+            br#"{"address":"10.0.0.1","port":80,"mesh":{"spiffe_id":"td/x"}}"#,
+            "etcd key `s/r/x`: `mesh.spiffe_id`: \"td/x\" is not a SPIFFE ID: does not start with spiffe://",
+        ),
+        (
+            br#"{"address":"10.0.0.1","port":80,"mesh":{"prot":1}}"#,
+            "etcd key `s/r/x`: `mesh.prot`: unknown field `prot`, expected one of `port`, `namespace`, `service_account`, `spiffe_id`",
+        ),
+        (
+            br#"{"Addr":"10.0.0.1:80","Metadata":{"anymesh.proxy-port":"abc"}}"#,
+            "etcd key `s/r/x`: `Metadata.anymesh.proxy-port` \"abc\": not a port number 1..=65535",
+        ),
+    ] {
+        assert_eq!(msg(value), want);
+    }
+}

@@ -59,6 +59,67 @@ pub(crate) struct RawEndpoint {
     pub locality: RawLocality,
     #[serde(default)]
     pub id: Option<String>,
+    #[serde(default)]
+    pub mesh: Option<RawMesh>,
+}
+
+/// The mesh proxy fronting an endpoint; `mesh: {}` is a proxy on the
+/// default port with the default identity.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMesh {
+    #[serde(default)]
+    pub port: Option<PortNumber>,
+    #[serde(default)]
+    pub namespace: Option<MeshName>,
+    #[serde(default)]
+    pub service_account: Option<MeshName>,
+    #[serde(default)]
+    pub spiffe_id: Option<SpiffeIdText>,
+}
+
+/// A namespace or service account: one segment of a SPIFFE ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MeshName(pub String);
+
+impl<'de> Deserialize<'de> for MeshName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = MeshName;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a namespace or service account name")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<MeshName, E> {
+                anymesh_support::check_mesh_name(s)
+                    .map_err(|why| E::custom(format_args!("{s:?} {why}")))?;
+                Ok(MeshName(s.to_string()))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A whole SPIFFE ID (`spiffe://<trust domain>/<path>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SpiffeIdText(pub String);
+
+impl<'de> Deserialize<'de> for SpiffeIdText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = SpiffeIdText;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a SPIFFE ID")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<SpiffeIdText, E> {
+                anymesh_support::check_spiffe_id(s)
+                    .map_err(|why| E::custom(format_args!("{s:?} is not a SPIFFE ID: {why}")))?;
+                Ok(SpiffeIdText(s.to_string()))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -210,7 +210,7 @@ fn bad_files_are_reported_with_position() {
         ),
         (
             ep("        prot: 7\n"),
-            "services.yaml:5:9: services[0].endpoints[0]: unknown field `prot`, expected one of `address`, `port`, `ports`, `labels`, `health`, `weight`, `locality`, `id`",
+            "services.yaml:5:9: services[0].endpoints[0]: unknown field `prot`, expected one of `address`, `port`, `ports`, `labels`, `health`, `weight`, `locality`, `id`, `mesh`",
         ),
         (
             ep("        port: 1\n        locality: {country: x}\n"),
@@ -244,6 +244,30 @@ fn bad_files_are_reported_with_position() {
         (
             ep("        port: 0\n"),
             "services.yaml:5:15: services[0].endpoints[0].port: must be 1..=65535, got 0",
+        ),
+        (
+            ep("        port: 1\n        mesh: {port: 0}\n"),
+            "services.yaml:6:22: services[0].endpoints[0].mesh.port: must be 1..=65535, got 0",
+        ),
+        (
+            ep("        port: 1\n        mesh: {port: \"15006\"}\n"),
+            "services.yaml:6:22: services[0].endpoints[0].mesh.port: invalid type: string \"15006\", expected a port number 1..=65535",
+        ),
+        (
+            ep("        port: 1\n        mesh: {namespace: \"shop/x\"}\n"),
+            "services.yaml:6:27: services[0].endpoints[0].mesh.namespace: \"shop/x\" may hold only letters, digits, '.', '-' and '_'",
+        ),
+        (
+            ep("        port: 1\n        mesh: {service_account: \"\"}\n"),
+            "services.yaml:6:33: services[0].endpoints[0].mesh.service_account: \"\" must not be empty",
+        ),
+        (
+            ep("        port: 1\n        mesh: {spiffe_id: cluster.local/ns/a/sa/b}\n"),
+            "services.yaml:6:27: services[0].endpoints[0].mesh.spiffe_id: \"cluster.local/ns/a/sa/b\" is not a SPIFFE ID: does not start with spiffe://",
+        ),
+        (
+            ep("        port: 1\n        mesh: {prt: 1}\n"),
+            "services.yaml:6:16: services[0].endpoints[0].mesh: unknown field `prt`, expected one of `port`, `namespace`, `service_account`, `spiffe_id`",
         ),
         (
             ep("        port: 70000\n"),
@@ -462,6 +486,42 @@ fn deep_nesting_is_rejected_quickly() {
     assert_eq!(view.endpoints[0].labels["b"], format!("\"{brackets}"));
 }
 
+#[test]
+fn mesh_proxies_are_read_with_their_defaults() {
+    let view = p(r#"
+services:
+  - name: reviews
+    endpoints:
+      - {address: 10.0.0.1, port: 9080}
+      - {address: 10.0.0.2, port: 9080, mesh: {}}
+      - address: 10.0.0.3
+        port: 9080
+        mesh: {port: 15001, namespace: shop, service_account: reviews}
+      - address: 10.0.0.4
+        port: 9080
+        mesh: {spiffe_id: "spiffe://example.org/workload/reviews"}
+"#)
+    .unwrap();
+    let mesh: Vec<Option<MeshProxy>> = view.endpoints.into_iter().map(|e| e.mesh).collect();
+    assert_eq!(
+        mesh,
+        [
+            None,
+            Some(MeshProxy::new(DEFAULT_MESH_PORT, None, None)),
+            Some(MeshProxy::new(
+                15001,
+                Some("shop".into()),
+                Some("reviews".into())
+            )),
+            Some(MeshProxy {
+                port: DEFAULT_MESH_PORT,
+                spiffe_id: Some("spiffe://example.org/workload/reviews".into()),
+                ..MeshProxy::default()
+            }),
+        ]
+    );
+}
+
 /// The example in docs/file-registry.md is a valid file.
 #[test]
 fn documented_example_parses() {
@@ -474,5 +534,41 @@ fn documented_example_parses() {
     assert_eq!(
         view.endpoints[1].provenance.native_id,
         "reviews/10.0.0.12:19081"
+    );
+    assert_eq!(
+        view.endpoints[1].mesh,
+        Some(MeshProxy::new(
+            15006,
+            Some("shop".into()),
+            Some("reviews".into())
+        ))
+    );
+}
+
+/// The example of the doc's mesh proxy section is a valid file, with the
+/// proxies it describes.
+#[test]
+fn documented_mesh_example_parses() {
+    let doc = include_str!("../../../../docs/file-registry.md");
+    let section = &doc[doc.find("### Mesh proxy (mTLS)").unwrap()..];
+    let start = section.find("```yaml\n").unwrap() + "```yaml\n".len();
+    let len = section[start..].find("```").unwrap();
+    let view = p(&section[start..start + len]).unwrap();
+    let mesh: Vec<_> = view.endpoints.iter().map(|e| e.mesh.clone()).collect();
+    assert_eq!(
+        mesh,
+        [
+            Some(MeshProxy::new(
+                DEFAULT_MESH_PORT,
+                Some("shop".into()),
+                Some("reviews".into())
+            )),
+            Some(MeshProxy {
+                port: 15001,
+                spiffe_id: Some("spiffe://corp.example/vm/reviews-2".into()),
+                ..MeshProxy::default()
+            }),
+            None,
+        ]
     );
 }

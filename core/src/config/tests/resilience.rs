@@ -349,10 +349,8 @@ fn invalid_destination_rule_values_name_their_field() {
         (
             "    portLevelSettings:\n    - connectionPool: {tcp: {maxConnections: 1}}\n    - port: {number: 80}\n      outlierDetection: {maxEjectionPercent: 101}\n    - port: {number: 80}\n      tls: {mode: SIMPLE}\n",
             &[
-                "warning: routes.yaml: DestinationRule prod/reviews: spec.trafficPolicy.portLevelSettings[2].tls: unsupported field 'tls': not implemented by anymesh, ignored",
                 "error: routes.yaml: DestinationRule prod/reviews: spec.trafficPolicy.portLevelSettings[0].port: port is required",
                 "warning: routes.yaml: DestinationRule prod/reviews: spec.trafficPolicy.portLevelSettings[2].port.number: port 80 already has portLevelSettings[1], which applies; this entry is ignored",
-                "warning: routes.yaml: DestinationRule prod/reviews: spec.trafficPolicy.portLevelSettings[2]: sets no policy anymesh reads: the port gets default policies",
                 "error: routes.yaml: DestinationRule prod/reviews: spec.trafficPolicy.portLevelSettings[1].outlierDetection.maxEjectionPercent: 101 is out of range 0..=100",
             ],
         ),

@@ -6,13 +6,13 @@
 //! skipped validation falls back to the default rather than panicking.
 
 use crate::config::{
-    ConnectionPoolSettings, EffectivePolicy, HttpFaultInjection, HttpRetry, LocalityLbSetting,
-    OutlierDetectionSettings, Percent, RetryBudgetSettings,
+    ClientTlsSettings, ConnectionPoolSettings, EffectivePolicy, HttpFaultInjection, HttpRetry,
+    LocalityLbSetting, OutlierDetectionSettings, Percent, RetryBudgetSettings, TlsMode,
 };
 use crate::routes::policy::{
-    AbortStatus, ClusterPolicy, ConnectionPool, FaultAbort, FaultDelay, FaultPolicy,
+    AbortStatus, ClusterPolicy, ClusterTls, ConnectionPool, FaultAbort, FaultDelay, FaultPolicy,
     LocalityDistribute, LocalityLb, LocalityMode, OutlierDetection, RetryBudget, RetryOn,
-    RetryPolicy, TcpKeepalive, DEFAULT_RETRY_BACKOFF,
+    RetryPolicy, TcpKeepalive, TlsOrigination, DEFAULT_RETRY_BACKOFF,
 };
 
 /// A route's retry policy. `consistent_hash`: the route has one destination
@@ -95,6 +95,35 @@ pub(super) fn cluster_policy(p: &EffectivePolicy<'_>) -> ClusterPolicy {
             .and_then(|lb| lb.locality_lb_setting.as_ref())
             .map(locality)
             .unwrap_or_default(),
+        tls: p.tls.map(cluster_tls),
+    }
+}
+
+/// DestinationRule `tls`, merged for the cluster (Istio: a subset's or a
+/// port-level `tls` replaces the rule's whole, like the other parts).
+fn cluster_tls(t: &ClientTlsSettings) -> ClusterTls {
+    let text = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
+    let path = |s: &str| text(s).map(std::path::PathBuf::from);
+    let origination = || TlsOrigination {
+        ca_certificates: path(&t.ca_certificates),
+        client_certificate: path(&t.client_certificate),
+        private_key: path(&t.private_key),
+        sni: text(&t.sni),
+        subject_alt_names: t.subject_alt_names.clone(),
+        insecure_skip_verify: t.insecure_skip_verify.unwrap_or(false),
+    };
+    match t.mode {
+        TlsMode::Disable => ClusterTls::Disable,
+        TlsMode::IstioMutual => ClusterTls::IstioMutual {
+            sni: text(&t.sni),
+            subject_alt_names: t.subject_alt_names.clone(),
+        },
+        TlsMode::Simple => ClusterTls::Simple(TlsOrigination {
+            client_certificate: None,
+            private_key: None,
+            ..origination()
+        }),
+        TlsMode::Mutual => ClusterTls::Mutual(origination()),
     }
 }
 

@@ -391,6 +391,7 @@ fn cluster_policies_compile_merged_per_subset_and_port() {
                     ],
                 }]),
             },
+            tls: None,
         }
     );
     let outlier = host.policy.outlier.as_ref().unwrap();
