@@ -35,6 +35,7 @@ mod hooks;
 mod hop;
 pub mod metrics;
 mod mirror;
+pub mod policy;
 mod reply;
 mod resilience;
 mod rewind;

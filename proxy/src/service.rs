@@ -69,6 +69,12 @@ pub(crate) struct InboundConn {
     pub(crate) peer_id: Option<anymesh_identity::SpiffeId>,
     /// The local workload port the connection is for.
     pub(crate) port: u16,
+    /// The address the connection arrived on.
+    pub(crate) local: SocketAddr,
+    /// The TLS server name the peer asked for.
+    pub(crate) sni: Option<Box<str>>,
+    /// The local workload's policies in force.
+    pub(crate) policy: crate::policy::SharedPolicy,
 }
 
 /// A response for an HTTP/2 client's request without a body.

@@ -76,7 +76,7 @@ pub(crate) async fn exchange(
     let head_request = parts.method == Method::HEAD;
     let client_11 = parts.version == Version::HTTP_11;
     let stopping = || *stop.borrow();
-    let mut plan = match plan(&parts, peer, &routing, proxy.hooks()) {
+    let mut plan = match plan(&mut parts, peer, &routing, proxy.hooks()) {
         Ok(p) => p,
         Err(out) => {
             // The body was not read: the connection cannot carry another request.

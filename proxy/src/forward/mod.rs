@@ -221,7 +221,7 @@ impl Proxy {
         routing: &Routing,
     ) -> Outcome {
         let (mut parts, body) = req.into_parts();
-        let plan = match plan(&parts, &peer, routing, &self.hooks) {
+        let plan = match plan(&mut parts, &peer, routing, &self.hooks) {
             Ok(p) => p,
             Err(mut out) => {
                 if let Some(d) = out.delay {
@@ -450,7 +450,7 @@ impl Proxy {
     ) -> Reply {
         let start = Instant::now();
         let routing = self.router.current();
-        let mut plan = match plan(&parts, &peer, &routing, &self.hooks) {
+        let mut plan = match plan(&mut parts, &peer, &routing, &self.hooks) {
             Ok(p) => p,
             Err(mut out) => {
                 if let Some(d) = out.delay {

@@ -186,12 +186,17 @@ impl Plan<'_> {
 /// Routes a request head: a plan to forward it, or the local reply it gets
 /// (no route, direct response, redirect, no endpoint, bad request).
 pub(crate) fn plan<'r>(
-    parts: &Parts,
+    parts: &mut Parts,
     peer: &Peer,
     routing: &'r Routing,
     hooks: &Hooks,
 ) -> Result<Plan<'r>, Box<Outcome>> {
     let local = |reason, msg: String| Box::new(Outcome::local(reason, msg));
+    if let Some(conn) = &peer.inbound {
+        if let Err(refused) = crate::policy::check(parts, peer, conn) {
+            return Err(local(refused.kind, refused.body));
+        }
+    }
     let authority = request_authority(&parts.uri, &parts.headers)
         .map_err(|why| local(ErrorKind::BadRequest, why.into()))?;
     if let Some(why) = unsupported(&parts.method, &parts.headers) {

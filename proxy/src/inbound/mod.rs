@@ -41,18 +41,13 @@ use crate::h1::handover::builder;
 use crate::h1::ServerSettings;
 use crate::rewind::Rewind;
 use crate::server::{Connections, DRAIN_TIMEOUT};
+use crate::policy::{InboundPolicy, SharedPolicy};
 use crate::service::{InboundConn, Peer};
 use crate::stream::{Stream, Tls};
 use sniff::{sniff, Opening, ALPN_H2};
 pub use sniff::server_name_for_port;
 
-/// The mutual TLS mode of a local workload port (PeerAuthentication).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MtlsMode {
-    Strict,
-    Permissive,
-    Disable,
-}
+pub use anymesh_core::security::MtlsMode;
 
 /// A local workload port the inbound listener serves.
 #[derive(Debug, Clone)]
@@ -142,6 +137,8 @@ pub struct Inbound {
     ports: ArcSwap<InboundPorts>,
     /// The proxy's identity, whose certificate the listener presents.
     identity: Arc<Identity>,
+    /// The local workload's authentication and authorization policies.
+    policy: SharedPolicy,
     settings: InboundSettings,
     permits: Arc<Semaphore>,
     pub stats: InboundStats,
@@ -152,6 +149,7 @@ impl Inbound {
         Self {
             ports: ArcSwap::from_pointee(ports),
             identity,
+            policy: SharedPolicy::default(),
             settings,
             permits: Arc::new(Semaphore::new(settings.max_connections)),
             stats: InboundStats::default(),
@@ -162,6 +160,11 @@ impl Inbound {
     /// connections already open keep what they were accepted with.
     pub fn set_ports(&self, ports: InboundPorts) {
         self.ports.store(Arc::new(ports));
+    }
+
+    /// Puts new policies in force for every request from now on.
+    pub fn set_policy(&self, policy: InboundPolicy) {
+        self.policy.store(Arc::new(policy));
     }
 
     pub fn settings(&self) -> &InboundSettings {
@@ -235,6 +238,7 @@ async fn connection(
     stop: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
+    let Ok(local) = tcp.local_addr() else { return };
     let stats = &inbound.stats;
     let deadline = Instant::now() + inbound.settings.handshake_timeout;
     let mut buf = BytesMut::new();
@@ -299,6 +303,9 @@ async fn connection(
                     route_key: port.route_key.clone(),
                     peer_id,
                     port: port.port,
+                    local,
+                    sni: sni.map(String::into_boxed_str),
+                    policy: inbound.policy.clone(),
                 })),
             };
             let stream = Stream::Tls(Box::new(Tls::Server(tls)));
@@ -326,6 +333,9 @@ async fn connection(
                     route_key: port.route_key.clone(),
                     peer_id: None,
                     port: port.port,
+                    local,
+                    sni: None,
+                    policy: inbound.policy.clone(),
                 })),
             };
             h1::serve_connection(Stream::Tcp(tcp), peer, shared.clone(), stop, Some(buf)).await;
