@@ -1,6 +1,7 @@
 //! The anymesh binary's library side: settings, wiring and the commands, so
 //! end-to-end tests can run the same code in-process.
 
+pub mod ca;
 pub mod cluster_routing;
 pub mod demo;
 pub mod explain;

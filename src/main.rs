@@ -92,6 +92,8 @@ enum Command {
         #[arg(long)]
         live: bool,
     },
+    /// The built-in certificate authority: init, token, serve, rotate, activate, retire, bundle.
+    Ca(anymesh::ca::CaArgs),
     /// Start demo upstreams and the mesh on loopback, show a 95/5 split and header routing, keep serving.
     Demo {
         /// Requests to send for the split measurement.
@@ -173,6 +175,7 @@ fn main() -> ExitCode {
                 live,
             } => anymesh::explain::run(&config, &host, json, live).await,
             Command::Demo { requests, no_wait } => demo::run(requests, !no_wait).await,
+            Command::Ca(args) => anymesh::ca::run(args).await,
         }
     })
 }

@@ -155,7 +155,7 @@ fn remove_param(uri: &mut Uri, param: &str) {
             let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
             form_urlencoded::parse(key.as_bytes())
                 .next()
-                .map_or(true, |(k, _)| k != param)
+                .is_none_or(|(k, _)| k != param)
         })
         .collect();
     let path = uri.path();

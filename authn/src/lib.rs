@@ -16,7 +16,7 @@
 //! let _ = tokio::time::timeout(std::time::Duration::from_secs(2), authn.ready()).await;
 //!
 //! // Per request (synchronous, never waits for the network).
-//! let mut req = http::Request::new(());
+//! let req = http::Request::new(());
 //! let (mut parts, _body) = req.into_parts();
 //! match authn.authenticate(&mut parts.headers, &mut parts.uri) {
 //!     Ok(Some(auth)) => { /* request.auth.* for AuthorizationPolicy */ }

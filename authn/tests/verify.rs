@@ -1,6 +1,7 @@
 //! Token verification with inline key sets: what is accepted, what is
 //! refused and why, where tokens are read, and what a verified token leaves
 //! in the request.
+#![allow(clippy::unwrap_used)] // test helpers: a failure is the test failing
 
 mod support;
 

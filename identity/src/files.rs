@@ -59,8 +59,11 @@ pub enum FileError {
 /// (leaf first), the private key, and the trust bundle (one or more roots).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileSource {
+    /// The certificate chain, leaf first.
     pub cert: PathBuf,
+    /// The private key (PKCS#8, SEC1 or PKCS#1).
     pub key: PathBuf,
+    /// The trust bundle: every root peers may chain to.
     pub bundle: PathBuf,
 }
 
@@ -82,6 +85,7 @@ impl Contents {
 }
 
 impl FileSource {
+    /// The three paths.
     pub fn new(
         cert: impl Into<PathBuf>,
         key: impl Into<PathBuf>,
@@ -143,6 +147,7 @@ impl FileSource {
                     tracing::warn!(error = %message, "files: cannot read the credentials; the ones in force stay");
                     identity.report_error(&message);
                     state.unreadable = Some(message);
+                    state.reported = true;
                 }
                 state.last = None;
                 return;
@@ -158,15 +163,21 @@ impl FileSource {
                 state.last = Some(fingerprint);
                 state.suspect = None;
                 if identity.current().is_some_and(|c| same(&c, &creds)) {
+                    // Back to the set in force (e.g. a bad write undone).
+                    if std::mem::take(&mut state.reported) {
+                        identity.clear_error();
+                    }
                     return;
                 }
                 tracing::info!(id = %creds.id, cert = %self.cert.display(), "files: new credentials");
-                // install logs and reports its own failure.
-                let _ = identity.install(creds);
+                // install logs and reports its own failure, and clears the
+                // error on success.
+                state.reported = identity.install(creds).is_err();
             }
             Err(e) if state.suspect == Some(fingerprint) => {
                 tracing::warn!(error = %e, "files: the new credentials are invalid; the ones in force stay");
                 identity.report_error(&e);
+                state.reported = true;
                 state.last = Some(fingerprint);
                 state.suspect = None;
             }
@@ -206,6 +217,8 @@ struct Watch {
     suspect: Option<[u128; 3]>,
     /// The last read error reported, not to repeat it every poll.
     unreadable: Option<String>,
+    /// Whether this watch reported the error the identity holds.
+    reported: bool,
 }
 
 fn same(a: &Credentials, b: &Credentials) -> bool {

@@ -131,6 +131,12 @@ impl Identity {
         self.last_error.store(Some(Arc::new(error.to_string())));
     }
 
+    /// Forgets the last error: the source that reported it is well again
+    /// without a new install (e.g. its files were restored).
+    pub fn clear_error(&self) {
+        self.last_error.store(None);
+    }
+
     /// The last error a source reported since the last install, if any.
     pub fn last_error(&self) -> Option<Arc<String>> {
         self.last_error.load_full()

@@ -1,6 +1,9 @@
 //! The built-in CA's server: a real `CaServer` on 127.0.0.1, real rustls,
 //! state in temporary directories.
 
+// Helpers outside #[test] functions unwrap too: a failure is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod ca_support;
 
 use std::time::Duration;
@@ -177,6 +180,13 @@ async fn a_csr_asking_for_other_names_gets_only_the_authenticated_identity() {
         .push(DnType::CommonName, "root of all");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    // An extension nobody knows: ignored, not refused.
+    params
+        .custom_extensions
+        .push(rcgen::CustomExtension::from_oid_content(
+            &[1, 3, 6, 1, 4, 1, 99999, 1],
+            vec![5, 0],
+        ));
     let greedy = params.serialize_request(&key).unwrap().pem().unwrap();
     let chain = chain_of(
         &join(server.local_addr(), &bundle(&ca), &token, &greedy)
@@ -419,21 +429,21 @@ async fn an_intermediate_ca_issues_leaves_that_verify_against_the_operators_root
     let (chain, key) = joined(&ca, addr, "reviews").await;
     assert_eq!(chain.len(), 2, "leaf, then the intermediate");
     assert_eq!(view(&chain[0]).issuer, "CN=Operator Mesh Intermediate");
-    verifies(&chain, &[operator_root.clone()]).unwrap();
-    verifies(&chain[..1], &[operator_root.clone()]).unwrap_err();
+    verifies(&chain, std::slice::from_ref(&operator_root)).unwrap();
+    verifies(&chain[..1], std::slice::from_ref(&operator_root)).unwrap_err();
 
     // Renewal over mTLS works through the intermediate.
     let renewed = chain_of(
         &renew(
             addr,
-            &[operator_root.clone()],
+            std::slice::from_ref(&operator_root),
             Some((&chain, &key)),
             &csr().1,
         )
         .await
         .unwrap(),
     );
-    verifies(&renewed, &[operator_root.clone()]).unwrap();
+    verifies(&renewed, std::slice::from_ref(&operator_root)).unwrap();
     assert_eq!(view(&renewed[0]).uris, vec![id("reviews").to_string()]);
     // A root rotation of an intermediate CA needs the new intermediate.
     assert!(ca.rotate(DAY, None).is_err());

@@ -2,6 +2,9 @@
 //! persisting, renewing short-lived certificates, outages and restarts,
 //! root rotation.
 
+// Helpers outside #[test] functions unwrap too: a failure is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod ca_support;
 
 use std::path::Path;

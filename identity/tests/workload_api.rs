@@ -168,7 +168,7 @@ async fn the_configured_id_or_hint_picks_the_svid() {
     let identity = Identity::new();
     let missing = source(&s.socket).with_hint("nowhere");
     let err = missing
-        .first(&identity, Duration::from_millis(300))
+        .first(&identity, Duration::from_millis(1500))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("hint \"nowhere\""), "{err}");
@@ -319,7 +319,7 @@ async fn first_says_why_when_no_svid_is_usable() {
     let identity = Identity::new();
     // No identity issued: SPIRE's PermissionDenied.
     let err = source(&s.socket)
-        .first(&identity, Duration::from_millis(300))
+        .first(&identity, Duration::from_millis(1500))
         .await
         .unwrap_err();
     assert!(matches!(err, WorkloadApiError::Timeout { .. }), "{err}");
@@ -331,7 +331,7 @@ async fn first_says_why_when_no_svid_is_usable() {
         ..s.pki.entry(WEB, &good, "")
     }]);
     let err = source(&s.socket)
-        .first(&identity, Duration::from_millis(300))
+        .first(&identity, Duration::from_millis(1500))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("refused"), "{err}");
@@ -339,7 +339,7 @@ async fn first_says_why_when_no_svid_is_usable() {
 
     let nobody = s._dir.path().join("nobody.sock");
     let err = source(&nobody)
-        .first(&identity, Duration::from_millis(200))
+        .first(&identity, Duration::from_millis(1000))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("connecting"), "{err}");

@@ -31,4 +31,4 @@ pub use decode::{
 pub use error::EurekaError;
 pub use hashcode::reconcile_hashcode;
 pub use registry::EurekaRegistry;
-pub use translate::Translator;
+pub use translate::{Translator, MESH_METADATA};

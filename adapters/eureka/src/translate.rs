@@ -10,18 +10,36 @@
 //! | `metadata` | labels (then the registry's mapping rules) |
 //! | `dataCenterInfo` `availability-zone` | locality zone |
 //! | `<APP>/<instanceId>` | provenance native id |
+//! | `metadata` `anymesh.proxy-port`, `anymesh.namespace`, `anymesh.service-account`, `anymesh.spiffe-id` | the mesh proxy fronting the endpoint ([`MESH_METADATA`]) |
+//!
+//! Any of the `anymesh.*` mesh keys marks the instance as fronted by a mesh
+//! proxy (on [`DEFAULT_MESH_PORT`] unless `anymesh.proxy-port` says). A value
+//! that cannot be used (a port that is not 1..=65535, a name or SPIFFE ID
+//! that could not be an identity) makes the instance invalid: it is left out
+//! and reported, never reached in plaintext.
 //!
 //! The provenance's raw labels hold the metadata plus `eureka.*` entries for
 //! what Eureka reports but the mesh does not route on (status, overridden
 //! status, ports and their flags, VIPs, data center, lease), so explain
 //! output shows why an instance is or is not used.
 
+use anymesh_core::model::{MeshProxy, DEFAULT_MESH_PORT};
 use anymesh_core::{
     Endpoint, EndpointPort, Health, Hostname, Labels, Locality, Provenance, Service, SourceId,
 };
+use anymesh_support::MeshKeys;
 
 use crate::config::{AddressField, EurekaConfig, PortChoice};
 use crate::decode::{Instance, Status};
+
+/// The instance `metadata` keys naming the mesh proxy fronting it (set in
+/// Spring Cloud with `eureka.instance.metadata-map`).
+pub const MESH_METADATA: MeshKeys = MeshKeys {
+    port: "anymesh.proxy-port",
+    namespace: "anymesh.namespace",
+    service_account: "anymesh.service-account",
+    spiffe_id: "anymesh.spiffe-id",
+};
 
 /// Turns instances into endpoints and services for one source.
 #[derive(Debug, Clone)]
@@ -100,6 +118,15 @@ impl Translator {
             PortChoice::SecurePort => (&inst.secure_port, "securePort"),
         };
         let number = port.number().map_err(|e| format!("{name}: {e}"))?;
+        let mesh = MESH_METADATA
+            .read(|k| inst.metadata.get(k).map(String::as_str))
+            .map_err(|e| format!("metadata {e}"))?
+            .map(|f| MeshProxy {
+                port: f.port.unwrap_or(DEFAULT_MESH_PORT),
+                namespace: f.namespace,
+                service_account: f.service_account,
+                spiffe_id: f.spiffe_id,
+            });
         let status = inst.effective_status();
         let health = if self.is_eligible(status) && port.enabled {
             Health::Healthy
@@ -124,7 +151,7 @@ impl Translator {
             health,
             weight: 1,
             locality,
-            mesh: None,
+            mesh,
             provenance: Provenance {
                 source: self.source.clone(),
                 native_id: inst.key(),
@@ -194,6 +221,80 @@ fn reported(inst: &Instance) -> Labels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::config::EurekaConfig;
+    use crate::decode::decode_applications;
+
+    /// One instance in the JSON Eureka serves, with the given metadata.
+    fn instance(metadata: &str) -> Instance {
+        let body = format!(
+            r#"{{"applications":{{"application":[{{"name":"REVIEWS","instance":[{{
+                "instanceId":"r1","hostName":"r1.internal","app":"REVIEWS",
+                "ipAddr":"10.0.0.1","status":"UP","overriddenstatus":"UNKNOWN",
+                "port":{{"$":9080,"@enabled":"true"}},"securePort":{{"$":443,"@enabled":"false"}},
+                "dataCenterInfo":{{"@class":"com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo","name":"MyOwn"}},
+                "metadata":{metadata}}}]}}]}}}}"#
+        );
+        let mut apps = decode_applications(body.as_bytes(), None).unwrap();
+        assert!(apps.problems.is_empty(), "{:?}", apps.problems);
+        apps.instances.remove(0)
+    }
+
+    fn translator() -> Translator {
+        let config = EurekaConfig::new(["http://127.0.0.1:8761/eureka"]);
+        Translator::new(SourceId::new("eureka"), &config)
+    }
+
+    #[test]
+    fn mesh_metadata_marks_the_proxy_and_its_identity() {
+        let tr = translator();
+        let mesh = |md: &str| tr.endpoint(&instance(md)).map(|e| e.mesh);
+        assert_eq!(mesh(r#"{"zone":"a"}"#), Ok(None));
+        assert_eq!(
+            mesh(r#"{"@class":"java.util.Collections$EmptyMap"}"#),
+            Ok(None)
+        );
+        assert_eq!(
+            mesh(r#"{"anymesh.namespace":"shop"}"#),
+            Ok(Some(MeshProxy::new(
+                DEFAULT_MESH_PORT,
+                Some("shop".into()),
+                None
+            )))
+        );
+        assert_eq!(
+            mesh(
+                r#"{"anymesh.proxy-port":"15001","anymesh.namespace":"shop",
+                    "anymesh.service-account":"reviews"}"#
+            ),
+            Ok(Some(MeshProxy::new(
+                15001,
+                Some("shop".into()),
+                Some("reviews".into())
+            )))
+        );
+        assert_eq!(
+            mesh(r#"{"anymesh.spiffe-id":"spiffe://corp.example/eureka/reviews"}"#),
+            Ok(Some(MeshProxy {
+                port: DEFAULT_MESH_PORT,
+                spiffe_id: Some("spiffe://corp.example/eureka/reviews".into()),
+                ..MeshProxy::default()
+            }))
+        );
+        // Unusable values refuse the instance, naming the key.
+        assert_eq!(
+            mesh(r#"{"anymesh.proxy-port":"0"}"#),
+            Err(r#"metadata anymesh.proxy-port "0": not a port number 1..=65535"#.into())
+        );
+        assert_eq!(
+            mesh(r#"{"anymesh.proxy-port":"http"}"#),
+            Err(r#"metadata anymesh.proxy-port "http": not a port number 1..=65535"#.into())
+        );
+        assert_eq!(
+            mesh(r#"{"anymesh.spiffe-id":"reviews"}"#),
+            Err(r#"metadata anymesh.spiffe-id "reviews": does not start with spiffe://"#.into())
+        );
+    }
 
     #[test]
     fn strips_a_port_from_host_names_only() {

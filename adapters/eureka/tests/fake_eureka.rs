@@ -487,3 +487,86 @@ async fn metadata_and_names_go_through_the_mapping_rules() {
     assert_eq!(w2.provenance.raw_labels["ver"], "v2");
     assert_eq!(w2.provenance.raw_labels["eureka.status"], "UP");
 }
+
+/// The `anymesh.*` metadata keys (Spring Cloud's `eureka.instance.metadata-map`)
+/// mark the mesh proxy fronting an instance; an unusable value leaves the
+/// instance out and says why in the source's status, and fixing it brings the
+/// instance back with its proxy.
+#[tokio::test]
+async fn mesh_metadata_gives_the_endpoint_its_proxy() {
+    use anymesh_core::model::{MeshProxy, DEFAULT_MESH_PORT};
+    let e = FakeEureka::start().await;
+    e.register(FakeInstance::new("web", "w1", "10.0.0.1", 8080));
+    e.register(
+        FakeInstance::new("web", "w2", "10.0.0.2", 8080)
+            .with_metadata("anymesh.proxy-port", "15001")
+            .with_metadata("anymesh.namespace", "shop")
+            .with_metadata("anymesh.service-account", "web"),
+    );
+    e.register(
+        FakeInstance::new("web", "w3", "10.0.0.3", 8080).with_metadata("anymesh.namespace", "shop"),
+    );
+    e.register(
+        FakeInstance::new("web", "w4", "10.0.0.4", 8080).with_metadata("anymesh.proxy-port", "0"),
+    );
+    let mut obs = start(&[e.url()]);
+    // The status follows the view it describes.
+    obs.until("w4 reported unusable", |c, _| {
+        matches!(c, Change::Status(SourceStatus::Degraded { message })
+            if message.contains(r#"metadata anymesh.proxy-port "0": not a port number 1..=65535"#))
+    })
+    .await;
+    assert_eq!(
+        obs.endpoints("web"),
+        [
+            ("10.0.0.1".to_string(), 8080),
+            ("10.0.0.2".into(), 8080),
+            ("10.0.0.3".into(), 8080)
+        ]
+    );
+    let mesh = |obs: &Observer, addr: &str| {
+        let snap = obs.catalog().snapshot(0);
+        let web = snap.service(&Hostname::new("web").unwrap()).unwrap();
+        web.endpoints
+            .iter()
+            .find(|e| e.address == addr)
+            .map(|e| e.mesh.clone())
+    };
+    assert_eq!(mesh(&obs, "10.0.0.1"), Some(None));
+    assert_eq!(
+        mesh(&obs, "10.0.0.2"),
+        Some(Some(MeshProxy::new(
+            15001,
+            Some("shop".into()),
+            Some("web".into())
+        )))
+    );
+    assert_eq!(
+        mesh(&obs, "10.0.0.3"),
+        Some(Some(MeshProxy::new(
+            DEFAULT_MESH_PORT,
+            Some("shop".into()),
+            None
+        )))
+    );
+    assert_eq!(
+        mesh(&obs, "10.0.0.4"),
+        None,
+        "refused, not served in plaintext"
+    );
+    assert!(e.set_metadata("web", "w4", "anymesh.proxy-port", "15006"));
+    obs.until_endpoints(
+        "web",
+        &[
+            ("10.0.0.1", 8080),
+            ("10.0.0.2", 8080),
+            ("10.0.0.3", 8080),
+            ("10.0.0.4", 8080),
+        ],
+    )
+    .await;
+    assert_eq!(
+        mesh(&obs, "10.0.0.4"),
+        Some(Some(MeshProxy::new(DEFAULT_MESH_PORT, None, None)))
+    );
+}

@@ -31,4 +31,6 @@ pub use decode::{
 pub use error::MarathonError;
 pub use registry::MarathonRegistry;
 pub use sse::{SseEvent, SseParser};
-pub use translate::{task_state, Networking, PortSpec, Translator, SKIP_LABEL};
+pub use translate::{
+    task_state, Networking, PortSpec, Translator, MESH_LABELS, PROXY_PORT_LABEL, SKIP_LABEL,
+};

@@ -9,11 +9,23 @@
 //! | task `state` and `healthCheckResults` | health: `Healthy` when eligible, else `Unhealthy` with the reason in `marathon.ineligible` |
 //! | task `region` / `zone` | locality |
 //! | task id | provenance native id |
+//! | app labels `anymesh.proxy-port`, `anymesh.namespace`, `anymesh.service-account`, `anymesh.spiffe-id`; a port labelled `anymesh.proxy: "true"` | the mesh proxy fronting the endpoint ([`MESH_LABELS`], [`PROXY_PORT_LABEL`]) |
+//!
+//! A task is fronted by a mesh proxy when its app carries any of the
+//! `anymesh.*` mesh labels or one of its ports is labelled
+//! `anymesh.proxy: "true"`; the proxy listens on that port (the task's host
+//! port, or its container port with container networking), else on the
+//! `anymesh.proxy-port` label's number, else on [`DEFAULT_MESH_PORT`]. A
+//! label that cannot be used (a port that is not 1..=65535, a name or SPIFFE
+//! ID that could not be an identity, a proxy port the task lacks) refuses
+//! the task's endpoint with the reason: it is never reached in plaintext.
 
+use anymesh_core::model::{MeshProxy, DEFAULT_MESH_PORT};
 use anymesh_core::{
     Endpoint, EndpointPort, Health, Hostname, Labels, Locality, Protocol, Provenance, Service,
     ServicePort, SourceId,
 };
+use anymesh_support::MeshKeys;
 
 use crate::config::{AddressMode, HostnameStyle, MarathonConfig};
 use crate::decode::{App, Task};
@@ -49,18 +61,40 @@ pub struct PortSpec {
     pub container_port: u32,
     /// Transport (`tcp`, `udp`, `udp,tcp`).
     pub transport: String,
-    /// Labelled `anymesh.skip: "true"`: not a port of the service (e.g. the
-    /// listeners of an anymesh running in the same task).
+    /// Labelled `anymesh.skip: "true"` (or `anymesh.proxy: "true"`): not a
+    /// port of the service (e.g. the listeners of an anymesh running in the
+    /// same task).
     pub skip: bool,
+    /// Labelled `anymesh.proxy: "true"`: the inbound port of the mesh proxy
+    /// fronting the task.
+    pub proxy: bool,
 }
 
 /// The port label that keeps a port out of the mesh.
 pub const SKIP_LABEL: &str = "anymesh.skip";
+/// The port label that marks a port as the mesh proxy's inbound port.
+pub const PROXY_PORT_LABEL: &str = "anymesh.proxy";
+
+/// The app labels naming the mesh proxy fronting its tasks.
+pub const MESH_LABELS: MeshKeys = MeshKeys {
+    port: "anymesh.proxy-port",
+    namespace: "anymesh.namespace",
+    service_account: "anymesh.service-account",
+    spiffe_id: "anymesh.spiffe-id",
+};
+
+fn flag(labels: &std::collections::BTreeMap<String, String>, key: &str) -> bool {
+    labels
+        .get(key)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
 
 fn skipped(labels: &std::collections::BTreeMap<String, String>) -> bool {
-    labels
-        .get(SKIP_LABEL)
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    flag(labels, SKIP_LABEL)
+}
+
+fn proxied(labels: &std::collections::BTreeMap<String, String>) -> bool {
+    flag(labels, PROXY_PORT_LABEL)
 }
 
 /// Turns apps and tasks into services and endpoints for one source.
@@ -173,7 +207,8 @@ impl Translator {
                     service_port: p.service_port.unwrap_or(0),
                     container_port: p.container_port,
                     transport: p.protocol.clone().unwrap_or_else(|| "tcp".into()),
-                    skip: skipped(&p.labels),
+                    skip: skipped(&p.labels) || proxied(&p.labels),
+                    proxy: proxied(&p.labels),
                 })
                 .collect();
         }
@@ -186,7 +221,8 @@ impl Translator {
                     service_port: p.port,
                     container_port: 0,
                     transport: p.protocol.clone().unwrap_or_else(|| "tcp".into()),
-                    skip: skipped(&p.labels),
+                    skip: skipped(&p.labels) || proxied(&p.labels),
+                    proxy: proxied(&p.labels),
                 })
                 .collect();
         }
@@ -198,6 +234,7 @@ impl Translator {
                 container_port: 0,
                 transport: "tcp".into(),
                 skip: false,
+                proxy: false,
             })
             .collect()
     }
@@ -305,13 +342,7 @@ impl Translator {
             if spec.is_some_and(|s| s.skip || !carries_tcp(&s.transport)) {
                 continue;
             }
-            let number = match net {
-                Networking::Container => spec
-                    .map(|s| s.container_port)
-                    .filter(|&p| p > 0)
-                    .or_else(|| task.ports.get(i).copied()),
-                _ => task.ports.get(i).copied(),
-            };
+            let number = task_port(net, spec, task, i);
             let Some(number) = number else { continue };
             let Ok(number) = u16::try_from(number) else {
                 problem.get_or_insert(format!("port {number} (index {i}) is out of range"));
@@ -334,6 +365,8 @@ impl Translator {
         if ports.is_empty() {
             problem.get_or_insert_with(|| "no port".into());
         }
+        let mesh = mesh(app, task, net, &specs)
+            .map_err(|p| format!("task {} of app {}: {p}", task.id, app.id))?;
         let ineligible = self.ineligible(app, task);
         if let (Some(p), None) = (&problem, &ineligible) {
             return Err(format!("task {} of app {}: {p}", task.id, app.id));
@@ -362,7 +395,7 @@ impl Translator {
                 zone: task.zone.clone(),
                 subzone: None,
             },
-            mesh: None,
+            mesh,
             provenance: Provenance {
                 source: self.source.clone(),
                 native_id: task.id.clone(),
@@ -370,6 +403,70 @@ impl Translator {
             },
         })
     }
+}
+
+/// The number of the task's port `i`: its host port, or with container
+/// networking the container port of the mapping.
+fn task_port(net: Networking, spec: Option<&PortSpec>, task: &Task, i: usize) -> Option<u32> {
+    match net {
+        Networking::Container => spec
+            .map(|s| s.container_port)
+            .filter(|&p| p > 0)
+            .or_else(|| task.ports.get(i).copied()),
+        _ => task.ports.get(i).copied(),
+    }
+}
+
+/// The mesh proxy fronting a task (see the module docs), or why its labels
+/// cannot be used.
+fn mesh(
+    app: &App,
+    task: &Task,
+    net: Networking,
+    specs: &[PortSpec],
+) -> Result<Option<MeshProxy>, String> {
+    let fields = MESH_LABELS
+        .read(|k| app.labels.get(k).map(String::as_str))
+        .map_err(|e| format!("label {e}"))?;
+    let marked: Vec<usize> = (0..specs.len()).filter(|&i| specs[i].proxy).collect();
+    let port = match marked.as_slice() {
+        [] => None,
+        [i] => {
+            if fields.as_ref().is_some_and(|f| f.port.is_some()) {
+                return Err(format!(
+                    "both the app label {} and a port labelled {PROXY_PORT_LABEL} name the mesh \
+                     proxy's port; use one",
+                    MESH_LABELS.port
+                ));
+            }
+            let n = task_port(net, specs.get(*i), task, *i).unwrap_or(0);
+            match u16::try_from(n) {
+                Ok(p) if p > 0 => Some(p),
+                _ => {
+                    return Err(format!(
+                        "the port labelled {PROXY_PORT_LABEL} (index {i}) has no usable number \
+                         ({n}) on this task"
+                    ))
+                }
+            }
+        }
+        more => {
+            return Err(format!(
+            "{} ports are labelled {PROXY_PORT_LABEL} (indexes {more:?}); one proxy port at most",
+            more.len()
+        ))
+        }
+    };
+    if fields.is_none() && port.is_none() {
+        return Ok(None);
+    }
+    let f = fields.unwrap_or_default();
+    Ok(Some(MeshProxy {
+        port: port.or(f.port).unwrap_or(DEFAULT_MESH_PORT),
+        namespace: f.namespace,
+        service_account: f.service_account,
+        spiffe_id: f.spiffe_id,
+    }))
 }
 
 /// The task's state; tasks of Marathon before 0.15 have none, so a started
@@ -475,6 +572,73 @@ mod tests {
         assert!(e.contains("no path segment"), "{e}");
         let e = h(&rev, "/a b").unwrap_err();
         assert!(e.contains("\"/a b\""), "{e}");
+    }
+
+    /// One app with host networking, its port definitions and one task.
+    fn app(labels: &str, port_definitions: &str, task_ports: &str) -> App {
+        let body = format!(
+            r#"{{"apps":[{{"id":"/shop/web","labels":{labels},"portDefinitions":{port_definitions},
+                "tasks":[{{"id":"web.1","appId":"/shop/web","host":"10.0.0.1","ports":{task_ports},
+                           "state":"TASK_RUNNING","startedAt":"2026-01-01T00:00:00.000Z"}}]}}]}}"#
+        );
+        let mut list = crate::decode::decode_apps(body.as_bytes()).unwrap();
+        assert!(list.problems.is_empty(), "{:?}", list.problems);
+        list.apps.remove(0)
+    }
+
+    #[test]
+    fn mesh_labels_and_the_proxy_port_label() {
+        let t = tr(HostnameStyle::Reversed, None);
+        let mesh = |a: &App| t.endpoint(a, &a.tasks[0]).map(|e| e.mesh);
+        let two = r#"[{"port":0,"name":"http","labels":{}},
+                      {"port":0,"name":"mesh","labels":{"anymesh.proxy":"true"}}]"#;
+        assert_eq!(mesh(&app("{}", "[{\"port\":0}]", "[31000]")), Ok(None));
+        assert_eq!(
+            mesh(&app(
+                r#"{"anymesh.namespace":"shop"}"#,
+                two,
+                "[31000,31001]"
+            )),
+            Ok(Some(MeshProxy::new(31001, Some("shop".into()), None)))
+        );
+        assert_eq!(
+            mesh(&app(
+                r#"{"anymesh.proxy-port":"15001"}"#,
+                "[{\"port\":0}]",
+                "[31000]"
+            )),
+            Ok(Some(MeshProxy::new(15001, None, None)))
+        );
+        let err = |a: App| mesh(&a).unwrap_err();
+        assert_eq!(
+            err(app(
+                r#"{"anymesh.proxy-port":"15001"}"#,
+                two,
+                "[31000,31001]"
+            )),
+            "task web.1 of app /shop/web: both the app label anymesh.proxy-port and a port \
+             labelled anymesh.proxy name the mesh proxy's port; use one"
+        );
+        assert_eq!(
+            err(app("{}", two, "[31000]")),
+            "task web.1 of app /shop/web: the port labelled anymesh.proxy (index 1) has no \
+             usable number (0) on this task"
+        );
+        let both = r#"[{"port":0,"labels":{"anymesh.proxy":"true"}},
+                       {"port":0,"labels":{"anymesh.proxy":"true"}}]"#;
+        assert_eq!(
+            err(app("{}", both, "[31000,31001]")),
+            "task web.1 of app /shop/web: 2 ports are labelled anymesh.proxy (indexes [0, 1]); \
+             one proxy port at most"
+        );
+        assert_eq!(
+            err(app(
+                r#"{"anymesh.service-account":"a b"}"#,
+                "[{\"port\":0}]",
+                "[31000]"
+            )),
+            r#"task web.1 of app /shop/web: label anymesh.service-account "a b": may hold only letters, digits, '.', '-' and '_'"#
+        );
     }
 
     #[test]

@@ -486,3 +486,105 @@ async fn app_labels_and_hostnames_go_through_the_mapping_rules() {
     assert_eq!(ep.provenance.raw_labels["HAPROXY_GROUP"], "external");
     assert_eq!(ep.provenance.raw_labels["marathon.app_id"], "/shop/web");
 }
+
+/// The mesh proxy fronting a task, in every networking and shape of the
+/// fake: the port labelled `anymesh.proxy` is the task's host port (host,
+/// bridge) or its container port (container networking), not a service
+/// port; the `anymesh.*` app labels name the identity.
+#[tokio::test]
+async fn a_port_labelled_anymesh_proxy_and_the_app_labels_give_the_mesh_proxy() {
+    use anymesh_core::model::MeshProxy;
+    let m = fake().await;
+    let tr = Translator::new(SourceId::new("m"), &MarathonConfig::new(["http://m:8080"]));
+    for shape in [Shape::Modern, Shape::Legacy] {
+        m.set_shape(shape);
+        for (net, proxy_port) in [
+            (FakeNetworking::Host, 31001),
+            (FakeNetworking::Bridge, 31001),
+            (FakeNetworking::Container, 15006),
+        ] {
+            let mut app = FakeApp::new("/prod/shop/web")
+                .with_networking(net)
+                .with_label("anymesh.namespace", "shop")
+                .with_label("anymesh.service-account", "web")
+                .with_ports(&[(Some("http"), 10000, 8080), (Some("mesh"), 10001, 15006)])
+                .with_port_label(1, "anymesh.proxy", "true");
+            app.tasks.insert(
+                "t1".into(),
+                FakeTask::new("t1", "10.0.0.1", &[31000, 31001]).with_ip("172.17.0.2"),
+            );
+            m.add_app(app);
+            let list = decode_apps(m.apps_json().to_string().as_bytes()).unwrap();
+            assert!(list.problems.is_empty(), "{:?}", list.problems);
+            let app = &list.apps[0];
+            let ep = tr.endpoint(app, &app.tasks[0]).unwrap();
+            assert_eq!(
+                ep.mesh,
+                Some(MeshProxy::new(
+                    proxy_port,
+                    Some("shop".into()),
+                    Some("web".into())
+                )),
+                "{shape:?} {net:?}"
+            );
+            let names: Vec<&str> = ep.ports.iter().map(|p| p.name.as_str()).collect();
+            assert_eq!(names, ["http"], "the proxy's port is no service port");
+            let svc = tr.service(app).unwrap();
+            assert_eq!(svc.ports.len(), 1, "{shape:?} {net:?}");
+        }
+    }
+}
+
+/// Through the registry: an app without mesh labels has no proxy, one with
+/// `anymesh.proxy-port` has it on that port, and one whose label cannot be
+/// used loses its endpoints (named in the status) until it is fixed.
+#[tokio::test]
+async fn unusable_mesh_labels_refuse_the_tasks_and_say_why() {
+    use anymesh_core::model::{MeshProxy, DEFAULT_MESH_PORT};
+    let m = fake().await;
+    m.add_app(web_with(&[("web.1", "10.0.0.1", 31000)]));
+    let mut api = FakeApp::new("/shop/api").with_label("anymesh.proxy-port", "15001");
+    api.tasks
+        .insert("api.1".into(), FakeTask::new("api.1", "10.0.0.2", &[31000]));
+    m.add_app(api);
+    let mut db = FakeApp::new("/shop/db").with_label("anymesh.proxy-port", "sidecar");
+    db.tasks
+        .insert("db.1".into(), FakeTask::new("db.1", "10.0.0.3", &[31000]));
+    m.add_app(db);
+    let mut obs = Observer::start(registry(config(&[m.url()])));
+    obs.until("db.1 reported", |c, _| {
+        matches!(c, Change::Status(SourceStatus::Degraded { message })
+            if message.contains(
+                r#"task db.1 of app /shop/db: label anymesh.proxy-port "sidecar": not a port number 1..=65535"#))
+    })
+    .await;
+    let mesh = |obs: &Observer, service: &str| {
+        let snap = obs.catalog().snapshot(0);
+        let svc = snap.services.get(&Hostname::new(service).unwrap())?;
+        svc.endpoints.first().map(|e| e.mesh.clone())
+    };
+    assert_eq!(mesh(&obs, "web.shop"), Some(None));
+    assert_eq!(
+        mesh(&obs, "api.shop"),
+        Some(Some(MeshProxy::new(15001, None, None)))
+    );
+    assert_eq!(
+        mesh(&obs, "db.shop"),
+        None,
+        "refused, not served in plaintext"
+    );
+    // Fixed: the app is replaced with a usable label.
+    let mut db = FakeApp::new("/shop/db").with_label("anymesh.spiffe-id", "spiffe://corp/db");
+    db.tasks
+        .insert("db.1".into(), FakeTask::new("db.1", "10.0.0.3", &[31000]));
+    m.add_app(db);
+    obs.until_endpoints("db.shop", &[("10.0.0.3", 31000)]).await;
+    assert_eq!(
+        mesh(&obs, "db.shop"),
+        Some(Some(MeshProxy {
+            port: DEFAULT_MESH_PORT,
+            spiffe_id: Some("spiffe://corp/db".into()),
+            ..MeshProxy::default()
+        }))
+    );
+}

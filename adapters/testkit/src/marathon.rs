@@ -83,6 +83,8 @@ pub struct FakePort {
     pub service_port: u16,
     /// The port inside the container (bridge and container networking).
     pub container_port: u16,
+    /// The port's labels (`anymesh.skip`, `anymesh.proxy`, ...).
+    pub labels: BTreeMap<String, String>,
 }
 
 /// One app.
@@ -110,6 +112,7 @@ impl FakeApp {
                 name: None,
                 service_port: 10000,
                 container_port: 0,
+                labels: BTreeMap::new(),
             }],
             health_checks: 0,
             tasks: BTreeMap::new(),
@@ -140,8 +143,17 @@ impl FakeApp {
                 name: n.map(str::to_string),
                 service_port: *s,
                 container_port: *c,
+                labels: BTreeMap::new(),
             })
             .collect();
+        self
+    }
+
+    /// Sets a label on the port at `index` (which must exist).
+    pub fn with_port_label(mut self, index: usize, key: &str, value: &str) -> Self {
+        if let Some(p) = self.ports.get_mut(index) {
+            p.labels.insert(key.into(), value.into());
+        }
         self
     }
 }

@@ -265,7 +265,13 @@ impl CompiledPolicy {
     /// Compiles a policy that passed validation. Anything that did not
     /// (it cannot happen through [`crate::config::load_files`]) becomes a
     /// check that fails closed.
-    pub(crate) fn compile(namespace: &str, name: &str, spec: &AuthorizationPolicy) -> Self {
+    pub(crate) fn compile(
+        namespace: &str,
+        name: &str,
+        spec: &AuthorizationPolicy,
+        domains: &TrustDomains,
+    ) -> Self {
+        let ctx = Ctx { namespace, domains };
         let rules = spec
             .rules
             .iter()
@@ -275,11 +281,7 @@ impl CompiledPolicy {
                 } else {
                     r.from
                         .iter()
-                        .map(|f| {
-                            f.source
-                                .as_ref()
-                                .map_or_else(Vec::new, |s| source(s, namespace))
-                        })
+                        .map(|f| f.source.as_ref().map_or_else(Vec::new, |s| source(s, &ctx)))
                         .collect()
                 };
                 let permissions: Vec<Vec<Check>> = if r.to.is_empty() {
@@ -289,11 +291,7 @@ impl CompiledPolicy {
                         .map(|t| t.operation.as_ref().map_or_else(Vec::new, operation))
                         .collect()
                 };
-                let when: Vec<Check> = r
-                    .when
-                    .iter()
-                    .flat_map(|c| condition(c, namespace))
-                    .collect();
+                let when: Vec<Check> = r.when.iter().flat_map(|c| condition(c, &ctx)).collect();
                 let http_only = principals
                     .iter()
                     .chain(&permissions)
@@ -456,10 +454,67 @@ fn paths(v: &[String]) -> Matcher {
         .map_or(Matcher::Unsupported, Matcher::Path)
 }
 
-fn source(s: &Source, namespace: &str) -> Vec<Check> {
+/// What compiling a policy needs besides its spec.
+struct Ctx<'a> {
+    namespace: &'a str,
+    domains: &'a TrustDomains,
+}
+
+/// The mesh's trust domain and its aliases (Istio's trust domain bundle):
+/// a principal or trust domain naming one of them (or `cluster.local`,
+/// Istio's stand-in for "this mesh") matches any of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TrustDomains(pub(crate) Vec<String>);
+
+impl TrustDomains {
+    /// Istio's `ReplaceTrustDomainAliases`: `td/ns/x/sa/y` with `td` in
+    /// the bundle (or `cluster.local`) becomes one value per domain.
+    fn principals(&self, values: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for v in values {
+            let parts: Vec<&str> = v.split('/').collect();
+            let td = parts[0];
+            let ours = parts.len() == 5
+                && td != "*"
+                && (self.0.iter().any(|d| d == td) || td == super::CLUSTER_LOCAL);
+            if !ours {
+                out.push(v.clone());
+                continue;
+            }
+            for d in &self.0 {
+                let p = format!("{d}/{}", parts[1..].join("/"));
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// Istio's `ExpandTrustDomainAliases` for `trustDomains` values.
+    fn domains(&self, values: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for v in values {
+            let add: Vec<String> = if self.0.contains(v) {
+                self.0.clone()
+            } else {
+                vec![v.clone()]
+            };
+            for a in add {
+                if !out.contains(&a) {
+                    out.push(a);
+                }
+            }
+        }
+        out
+    }
+}
+
+fn source(s: &Source, ctx: &Ctx<'_>) -> Vec<Check> {
+    let (namespace, domains) = (ctx.namespace, ctx.domains);
     let mut out = Vec::new();
     push(&mut out, &s.principals, &s.not_principals, |v| {
-        Matcher::Principal(strs(v))
+        Matcher::Principal(strs(&domains.principals(v)))
     });
     push(
         &mut out,
@@ -474,7 +529,7 @@ fn source(s: &Source, namespace: &str) -> Vec<Check> {
         |v| service_accounts(v, namespace),
     );
     push(&mut out, &s.trust_domains, &s.not_trust_domains, |v| {
-        Matcher::TrustDomain(globs(v))
+        Matcher::TrustDomain(globs(&domains.domains(v)))
     });
     push(&mut out, &s.namespaces, &s.not_namespaces, |v| {
         Matcher::Namespace(globs(v))
@@ -504,7 +559,8 @@ fn operation(o: &Operation) -> Vec<Check> {
     out
 }
 
-fn condition(c: &Condition, namespace: &str) -> Vec<Check> {
+fn condition(c: &Condition, ctx: &Ctx<'_>) -> Vec<Check> {
+    let (namespace, domains) = (ctx.namespace, ctx.domains);
     let mut out = Vec::new();
     let Ok(key) = WhenKey::parse(&c.key) else {
         out.push(Check {
@@ -519,10 +575,10 @@ fn condition(c: &Condition, namespace: &str) -> Vec<Check> {
         WhenKey::DestinationIp => cidrs(v, Matcher::DestinationIp),
         WhenKey::DestinationPort => ports(v),
         WhenKey::ConnectionSni => Matcher::Sni(strs(v)),
-        WhenKey::SourcePrincipal => Matcher::Principal(strs(v)),
+        WhenKey::SourcePrincipal => Matcher::Principal(strs(&domains.principals(v))),
         WhenKey::SourceNamespace => Matcher::Namespace(globs(v)),
         WhenKey::SourceServiceAccount => service_accounts(v, namespace),
-        WhenKey::SourceTrustDomain => Matcher::TrustDomain(globs(v)),
+        WhenKey::SourceTrustDomain => Matcher::TrustDomain(globs(&domains.domains(v))),
         WhenKey::RequestPrincipal => request_principals(v),
         WhenKey::RequestAudiences => Matcher::Audiences(strs(v)),
         WhenKey::RequestPresenter => Matcher::Presenter(strs(v)),

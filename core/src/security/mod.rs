@@ -20,7 +20,10 @@ pub use authz::{
 };
 pub use matcher::{normalize_path, Cidr};
 pub use peer::{MtlsMode, PeerPolicy};
-pub use policies::{SecurityPolicies, WorkloadRef, DEFAULT_JWKS_TIMEOUT, DEFAULT_ROOT_NAMESPACE};
+pub use policies::{
+    SecurityOptions, SecurityPolicies, WorkloadRef, CLUSTER_LOCAL, DEFAULT_JWKS_TIMEOUT,
+    DEFAULT_ROOT_NAMESPACE,
+};
 
 pub(crate) use authz::WhenKey;
 pub(crate) use matcher::PathPattern;

@@ -36,7 +36,10 @@ impl MtlsMode {
     }
 }
 
-/// A workload's effective PeerAuthentication.
+/// A workload's effective PeerAuthentication: the workload's own policy
+/// over its namespace's over the mesh's; `UNSET` inherits; the top
+/// defaults to PERMISSIVE; `portLevelMtls` of the workload policy overrides
+/// per port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PeerPolicy {
     /// The mode of every port without its own.

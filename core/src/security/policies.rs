@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::authz::{CompiledPolicy, WorkloadAuthz};
+use super::authz::{CompiledPolicy, TrustDomains, WorkloadAuthz};
 use super::jwt::{ClaimToHeader, JwksSource, JwtRule, TokenHeader};
 use super::peer::{MtlsMode, PeerPolicy};
 use crate::config::security::{JwtRuleSpec, PeerAuthentication, WorkloadSelector};
@@ -17,6 +17,35 @@ pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
 
 /// Istio's default timeout of a JWKS fetch.
 pub const DEFAULT_JWKS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Istio's default trust domain, which AuthorizationPolicy principals
+/// also use to mean "this mesh's trust domain".
+pub const CLUSTER_LOCAL: &str = "cluster.local";
+
+/// What compiling policies needs to know about the mesh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityOptions {
+    /// Policies here without a selector apply mesh-wide; with one, to the
+    /// matching workloads of every namespace (AuthorizationPolicy,
+    /// RequestAuthentication).
+    pub root_namespace: String,
+    /// The mesh's trust domain.
+    pub trust_domain: String,
+    /// Former trust domains still accepted (Istio's `trustDomainAliases`):
+    /// a principal written with any of them, the trust domain, or
+    /// `cluster.local` matches a peer of any of them.
+    pub trust_domain_aliases: Vec<String>,
+}
+
+impl Default for SecurityOptions {
+    fn default() -> Self {
+        SecurityOptions {
+            root_namespace: DEFAULT_ROOT_NAMESPACE.to_string(),
+            trust_domain: CLUSTER_LOCAL.to_string(),
+            trust_domain_aliases: Vec::new(),
+        }
+    }
+}
 
 /// A local workload, as security policies select it.
 #[derive(Debug, Clone, Copy)]
@@ -46,13 +75,31 @@ impl SecurityPolicies {
     /// [`ConfigSet::retain_valid`]); `root_namespace` is the mesh's root
     /// namespace ([`DEFAULT_ROOT_NAMESPACE`] unless configured).
     pub fn compile(config: &ConfigSet, root_namespace: &str) -> SecurityPolicies {
+        SecurityPolicies::compile_with(
+            config,
+            &SecurityOptions {
+                root_namespace: root_namespace.to_string(),
+                ..SecurityOptions::default()
+            },
+        )
+    }
+
+    /// [`SecurityPolicies::compile`] with the mesh's trust domain and its
+    /// aliases.
+    pub fn compile_with(config: &ConfigSet, options: &SecurityOptions) -> SecurityPolicies {
+        let mut domains = vec![options.trust_domain.clone()];
+        domains.extend(options.trust_domain_aliases.iter().cloned());
+        let domains = TrustDomains(domains);
         SecurityPolicies {
-            root_namespace: root_namespace.to_string(),
+            root_namespace: options.root_namespace.clone(),
             peer: config.peer_authentications.clone(),
             authz: config
                 .authorization_policies
                 .iter()
-                .map(|r| Arc::new(CompiledPolicy::compile(&r.namespace, &r.name, &r.spec)))
+                .map(|r| {
+                    let p = CompiledPolicy::compile(&r.namespace, &r.name, &r.spec, &domains);
+                    Arc::new(p)
+                })
                 .collect(),
             jwt: config
                 .request_authentications
@@ -71,7 +118,7 @@ impl SecurityPolicies {
     }
 
     /// The workload's PeerAuthentication, composed as Istio composes it
-    /// (see [`super::peer`]).
+    /// (see [`PeerPolicy`]).
     pub fn peer_authentication(&self, w: &WorkloadRef<'_>) -> PeerPolicy {
         let root = self.root_namespace.as_str();
         let first = |pred: &dyn Fn(&Resource<PeerAuthentication>) -> bool| {

@@ -50,8 +50,11 @@ impl SignerEntry {
 /// key file and the operator's root file.
 #[derive(Debug, Clone)]
 pub struct Intermediate {
+    /// The intermediate's certificate, then any above it (PEM).
     pub cert: PathBuf,
+    /// Its private key (PEM).
     pub key: PathBuf,
+    /// The operator's root certificate(s) (PEM): the trust bundle.
     pub root: PathBuf,
 }
 

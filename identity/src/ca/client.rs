@@ -69,6 +69,7 @@ pub struct CaClientConfig {
     pub identity: Option<SpiffeId>,
     /// First delay after a failed attempt; doubles up to `retry_max`.
     pub retry_min: Duration,
+    /// Longest delay between attempts.
     pub retry_max: Duration,
     /// Failures are logged at error level once less than this share of
     /// the certificate's lifetime is left.

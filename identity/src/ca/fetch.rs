@@ -153,3 +153,30 @@ async fn call_inner<T: serde::de::DeserializeOwned>(
     }
     serde_json::from_slice(&bytes).map_err(|e| unreachable(url, format!("answer: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_urls_are_https_with_a_host() {
+        let url = CaUrl::parse("https://ca.mesh.internal:15012/").expect("valid");
+        assert_eq!(
+            (url.host.as_str(), url.port, url.prefix.as_str()),
+            ("ca.mesh.internal", 15012, "")
+        );
+        let url = CaUrl::parse("https://[::1]/ca").expect("valid");
+        assert_eq!(
+            (url.host.as_str(), url.port, url.prefix.as_str()),
+            ("::1", 443, "/ca")
+        );
+        for bad in [
+            "http://ca:15012",
+            "ca:15012",
+            "https://ca/?x=1",
+            "not a url",
+        ] {
+            assert!(CaUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

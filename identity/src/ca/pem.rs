@@ -116,3 +116,38 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
         Err(_) => format!("@{secs}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_certificates_parse_back_and_private_files_are_private() {
+        let der = CertificateDer::from((0u8..=200).collect::<Vec<u8>>());
+        let text = certs_pem(&[der.clone(), der.clone()]);
+        assert!(text.lines().all(|l| l.len() <= 64));
+        assert_eq!(
+            parse_certs(text.as_bytes(), "x").expect("parses"),
+            vec![der.clone(), der]
+        );
+        assert!(parse_certs(b"nothing", "x").is_err());
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("secret.pem");
+        write_private(&path, b"one").expect("written");
+        write_private(&path, b"two").expect("rewritten");
+        assert_eq!(std::fs::read(&path).expect("read"), b"two");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(
+            std::fs::read_dir(dir.path()).expect("dir").count(),
+            1,
+            "no temporary file left"
+        );
+        assert_eq!(rfc3339(from_unix(1_700_000_000)), "2023-11-14T22:13:20Z");
+    }
+}

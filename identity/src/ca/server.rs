@@ -37,6 +37,7 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// How `anymesh ca serve` runs.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
+    /// Where to listen (`--listen`).
     pub listen: SocketAddr,
     /// Host names and IP addresses clients reach the CA by (the server
     /// certificate's SANs).

@@ -27,10 +27,10 @@ pub enum PeerError {
     Expired { not_after: Option<u64> },
     #[error("the peer's certificate is not valid yet{}", at_secs(" until unix time ", *not_before))]
     NotYetValid { not_before: Option<u64> },
+    /// Also when an issuer of the right name is in the bundle but its key
+    /// did not sign the certificate (two CAs of the same name, or a forgery).
     #[error("the peer's certificate is signed by a CA not in the trust bundle")]
     UnknownCa,
-    #[error("the peer's certificate chain has a bad signature")]
-    BadSignature,
     #[error("the peer's certificate is invalid: {0}")]
     Invalid(String),
     #[error("secure naming: the peer is {found}, the registry says {expected}")]
@@ -65,8 +65,7 @@ impl PeerError {
                 C::NotValidYetContext { not_before, .. } => Self::NotYetValid {
                     not_before: Some(not_before.as_secs()),
                 },
-                C::UnknownIssuer => Self::UnknownCa,
-                C::BadSignature => Self::BadSignature,
+                C::UnknownIssuer | C::BadSignature => Self::UnknownCa,
                 other => Self::Invalid(other.to_string()),
             },
             other => Self::Handshake(other.to_string()),

@@ -1,7 +1,8 @@
 //! What the CA tests share: a CA on 127.0.0.1, a raw HTTPS client that can
 //! send any CSR, and certificate inspection.
 
-#![allow(dead_code, unreachable_pub)]
+// Test helpers: a failure here is a failed test.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::path::Path;

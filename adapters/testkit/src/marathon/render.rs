@@ -64,7 +64,7 @@ fn port_mapping(p: &super::FakePort, host_port: bool) -> Value {
     if let Some(n) = &p.name {
         m.insert("name".into(), n.clone().into());
     }
-    m.insert("labels".into(), json!({}));
+    m.insert("labels".into(), json!(p.labels));
     Value::Object(m)
 }
 
@@ -78,7 +78,7 @@ fn port_definitions(a: &FakeApp) -> Value {
             if let Some(n) = &p.name {
                 d.insert("name".into(), n.clone().into());
             }
-            d.insert("labels".into(), json!({}));
+            d.insert("labels".into(), json!(p.labels));
             Value::Object(d)
         })
         .collect()

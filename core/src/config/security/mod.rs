@@ -1,6 +1,6 @@
 //! Istio's `security.istio.io` resources (apiVersion `v1` or `v1beta1`):
 //! PeerAuthentication, AuthorizationPolicy and RequestAuthentication, as
-//! written. Their checks are in [`validate`]; the compiled, evaluable forms
+//! written. Their checks are in `validate`; the compiled, evaluable forms
 //! live in [`crate::security`].
 
 pub(crate) mod validate;
