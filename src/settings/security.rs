@@ -65,9 +65,10 @@ fn default_root_namespace() -> String {
     anymesh_core::security::DEFAULT_ROOT_NAMESPACE.to_string()
 }
 
-/// `identity`: where the proxy's certificate comes from.
+/// `identity`: where the proxy's certificate comes from (exactly one of
+/// `files`, `ca`, `workload_api`).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(try_from = "IdentityKeys")]
 pub enum IdentitySource {
     /// Files an operator's PKI writes (Vault agent, cert-manager), reloaded
     /// when they change.
@@ -75,7 +76,6 @@ pub enum IdentitySource {
         cert: PathBuf,
         key: PathBuf,
         bundle: PathBuf,
-        #[serde(default = "default_reload", deserialize_with = "duration")]
         reload_interval: Duration,
     },
     /// anymesh's own CA (`anymesh ca serve`).
@@ -84,24 +84,90 @@ pub enum IdentitySource {
         /// The CA's bundle, trusted for the first join.
         bundle: PathBuf,
         /// The one-time join token (prefer `token_file`).
-        #[serde(default)]
         token: Option<String>,
-        #[serde(default)]
         token_file: Option<PathBuf>,
         /// Where the key and certificate are kept (mode 0600) so a restart
         /// serves while the CA is unreachable. Default: `<state_dir>/identity`.
-        #[serde(default)]
         state_dir: Option<PathBuf>,
     },
     /// A SPIRE agent's SPIFFE Workload API.
     WorkloadApi {
         /// `unix:///path`; default `SPIFFE_ENDPOINT_SOCKET`.
-        #[serde(default)]
         socket: Option<String>,
         /// How long the proxy waits for its first SVID at start.
-        #[serde(default = "default_first_wait", deserialize_with = "duration")]
         first_wait: Duration,
     },
+}
+
+/// `identity` as written: one key per source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentityKeys {
+    #[serde(default)]
+    files: Option<FilesKeys>,
+    #[serde(default)]
+    ca: Option<CaKeys>,
+    #[serde(default)]
+    workload_api: Option<WorkloadApiKeys>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilesKeys {
+    cert: PathBuf,
+    key: PathBuf,
+    bundle: PathBuf,
+    #[serde(default = "default_reload", deserialize_with = "duration")]
+    reload_interval: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaKeys {
+    url: String,
+    bundle: PathBuf,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    token_file: Option<PathBuf>,
+    #[serde(default)]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkloadApiKeys {
+    #[serde(default)]
+    socket: Option<String>,
+    #[serde(default = "default_first_wait", deserialize_with = "duration")]
+    first_wait: Duration,
+}
+
+impl TryFrom<IdentityKeys> for IdentitySource {
+    type Error = String;
+
+    fn try_from(k: IdentityKeys) -> Result<Self, String> {
+        match (k.files, k.ca, k.workload_api) {
+            (Some(f), None, None) => Ok(IdentitySource::Files {
+                cert: f.cert,
+                key: f.key,
+                bundle: f.bundle,
+                reload_interval: f.reload_interval,
+            }),
+            (None, Some(c), None) => Ok(IdentitySource::Ca {
+                url: c.url,
+                bundle: c.bundle,
+                token: c.token,
+                token_file: c.token_file,
+                state_dir: c.state_dir,
+            }),
+            (None, None, Some(w)) => Ok(IdentitySource::WorkloadApi {
+                socket: w.socket,
+                first_wait: w.first_wait,
+            }),
+            _ => Err("give exactly one of files, ca, workload_api".into()),
+        }
+    }
 }
 
 fn default_reload() -> Duration {
