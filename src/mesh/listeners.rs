@@ -33,6 +33,7 @@ pub(super) struct InboundListener {
 /// connections `outbound` (and `inbound`, when the proxy fronts workloads)
 /// accepts. Returns once every thread serves; the mesh's shutdown (a task
 /// in `tasks` per thread) waits for each one's drain.
+#[allow(clippy::too_many_arguments)] // the wiring of what every thread serves with
 pub(super) async fn start(
     settings: &Settings,
     outbound: TcpListener,

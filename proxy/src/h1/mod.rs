@@ -143,11 +143,15 @@ pub(crate) async fn serve_connection<S: Service>(
     }
 }
 
-/// Ends after `timeout`; never without one.
-async fn idle(timeout: Option<Duration>) {
-    match timeout {
-        Some(t) => tokio::time::sleep(t).await,
-        None => std::future::pending().await,
+/// Ends after `timeout`; never without one. The timer is boxed: only the
+/// inbound listener sets one, and every connection's task holds this wait.
+fn idle(timeout: Option<Duration>) -> impl Future<Output = ()> {
+    let timer = timeout.map(|t| Box::pin(tokio::time::sleep(t)));
+    async move {
+        match timer {
+            Some(t) => t.await,
+            None => std::future::pending().await,
+        }
     }
 }
 

@@ -583,6 +583,36 @@ mod tests {
         })
     }
 
+    /// The pool's view of the plaintext endpoint at `addr`.
+    fn target(addr: &str) -> ClusterEndpoint {
+        let sock: std::net::SocketAddr = addr.parse().expect("addr");
+        let endpoint = anymesh_core::model::Endpoint {
+            service: anymesh_core::model::Hostname::new("svc").expect("host"),
+            address: sock.ip().to_string(),
+            ports: vec![anymesh_core::model::EndpointPort {
+                name: String::new(),
+                number: sock.port(),
+            }],
+            labels: Default::default(),
+            health: Default::default(),
+            weight: 1,
+            locality: Default::default(),
+            mesh: None,
+            provenance: anymesh_core::model::Provenance {
+                source: anymesh_core::model::SourceId::new("test"),
+                native_id: addr.to_string(),
+                raw_labels: Default::default(),
+            },
+        };
+        ClusterEndpoint {
+            key: endpoint.key(),
+            authority: addr.to_string(),
+            weight: 1,
+            mesh: None,
+            endpoint: Arc::new(endpoint),
+        }
+    }
+
     fn get() -> Request<RequestBody> {
         let mut req = Request::new(RequestBody::Empty);
         *req.uri_mut() = "http://svc/".parse().expect("uri");
@@ -595,13 +625,13 @@ mod tests {
     async fn a_stream_limit_opens_another_connection_when_every_one_is_full() {
         let (addr, conns, release) = holding_server().await;
         let pool = pool();
-        let (p, a) = (pool.clone(), addr.clone());
+        let (p, a) = (pool.clone(), target(&addr));
         let first = tokio::spawn(async move { p.send_h2(&a, get(), Some(1)).await });
         anymesh_testkit::wait::eventually_async("the first connection", || async {
             conns.load(Ordering::SeqCst) == 1
         })
         .await;
-        let (p, a) = (pool.clone(), addr.clone());
+        let (p, a) = (pool.clone(), target(&addr));
         let second = tokio::spawn(async move { p.send_h2(&a, get(), Some(1)).await });
         anymesh_testkit::wait::eventually_async("a second connection", || async {
             conns.load(Ordering::SeqCst) == 2
@@ -613,7 +643,7 @@ mod tests {
         assert!(resp.status().is_success() && slot.is_some());
         drop((resp, slot, two));
         // Both streams ended: the next request fits on an open connection.
-        let (p, a) = (pool.clone(), addr.clone());
+        let (p, a) = (pool.clone(), target(&addr));
         let third = tokio::spawn(async move { p.send_h2(&a, get(), Some(1)).await });
         release.notify_waiters();
         anymesh_testkit::wait::eventually_async("the third answer", || async {
@@ -623,7 +653,7 @@ mod tests {
         .await;
         assert_eq!(conns.load(Ordering::SeqCst), 2, "no third connection");
         // Without a limit, every stream shares the first open connection.
-        let (p, a) = (pool.clone(), addr.clone());
+        let (p, a) = (pool.clone(), target(&addr));
         let unlimited = tokio::spawn(async move { p.send_h2(&a, get(), None).await });
         anymesh_testkit::wait::eventually_async("the unlimited answer", || async {
             release.notify_waiters();
