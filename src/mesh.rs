@@ -34,6 +34,7 @@ mod health;
 mod listeners;
 mod registries;
 mod routing;
+mod security;
 
 pub use registries::{registries, registries_with_interest};
 pub use routing::load_routing;
@@ -41,6 +42,10 @@ pub use routing::load_routing;
 /// A running mesh.
 pub struct Mesh {
     pub outbound: SocketAddr,
+    /// The inbound listener's address, when the proxy fronts workloads.
+    pub inbound: Option<SocketAddr>,
+    /// The inbound listener's state (its counts of what became of connections).
+    pub inbound_state: Option<Arc<anymesh_proxy::inbound::Inbound>>,
     pub admin: SocketAddr,
     pub router: Arc<Router>,
     pub catalog: watch::Receiver<Arc<Snapshot>>,
@@ -80,6 +85,30 @@ impl Mesh {
             &stop,
         )?;
 
+        // The proxy's identity (its certificate source) and the inbound
+        // side's policies, kept current with the config.
+        let identity = security::start_identity(&settings, &mut tasks, &stop).await?;
+        let inbound_state = security::start_inbound(
+            &settings,
+            identity.clone(),
+            config.set.clone(),
+            &mut tasks,
+            &stop,
+        )?;
+        let inbound = match inbound_state {
+            Some(state) => Some(listeners::InboundListener {
+                listener: bind("inbound", settings.inbound.listen).await?,
+                inbound: state.inbound,
+                router: state.router,
+            }),
+            None => None,
+        };
+        let inbound_addr = match &inbound {
+            Some(i) => Some(i.listener.local_addr()?),
+            None => None,
+        };
+        let inbound_state = inbound.as_ref().map(|i| i.inbound.clone());
+
         // Catalog + routing → compiler → router.
         let metrics = Arc::new(Metrics::new(&mut metric_registry));
         // The proxy's own locality and default retry budget apply from the first table.
@@ -101,8 +130,10 @@ impl Mesh {
         listeners::start(
             &settings,
             outbound,
+            inbound,
             router.clone(),
             metrics,
+            identity,
             &mut tasks,
             &stop,
         )
@@ -118,9 +149,11 @@ impl Mesh {
         });
         tasks.spawn(serve_admin(admin, admin_state, stopped(stop)));
 
-        tracing::info!(outbound = %outbound_addr, admin = %admin_addr, "anymesh listening");
+        tracing::info!(outbound = %outbound_addr, inbound = ?inbound_addr, admin = %admin_addr, "anymesh listening");
         Ok(Mesh {
             outbound: outbound_addr,
+            inbound: inbound_addr,
+            inbound_state,
             admin: admin_addr,
             router,
             catalog,

@@ -32,8 +32,10 @@ use anymesh_core::Mapping;
 use serde::{Deserialize, Deserializer};
 
 pub mod resilience;
+pub mod security;
 
 pub use resilience::{HealthCheckSettings, Jitter};
+pub use security::{IdentitySource, InboundListener, MeshSettings, Workload, WorkloadPort};
 
 /// Parsed and checked `anymesh.yaml`, with paths made absolute.
 #[derive(Debug, Clone, Deserialize)]
@@ -74,6 +76,18 @@ pub struct Settings {
     /// Append `-shadow` to a mirrored request's Host, as Istio did before 1.28.
     #[serde(default)]
     pub mirror_shadow_suffix: bool,
+    /// Mesh-wide names: trust domain, root namespace ([`security`]).
+    #[serde(default)]
+    pub mesh: MeshSettings,
+    /// Where the proxy's certificate comes from; none: no mutual TLS.
+    #[serde(default)]
+    pub identity: Option<IdentitySource>,
+    /// The local workloads the inbound listener serves.
+    #[serde(default)]
+    pub workloads: Vec<Workload>,
+    /// The inbound listener (runs when `workloads` is not empty).
+    #[serde(default)]
+    pub inbound: InboundListener,
     #[serde(skip)]
     pub file: PathBuf,
 }
@@ -406,6 +420,8 @@ impl Settings {
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         resilience::validate_retry_budget(&s.retry_budget)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let base = base.to_path_buf();
+        security::validate(&mut s, &base).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(s)
     }
 

@@ -36,6 +36,9 @@ pub enum SourceStatus {
 }
 
 /// One change from one source.
+// An endpoint upsert is the common change and the largest variant; boxing
+// it would allocate once more per change for a channel that holds few.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     /// Replace this source's whole view (after a (re)list).

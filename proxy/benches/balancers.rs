@@ -41,6 +41,7 @@ fn endpoint(i: usize, weight: u32) -> ClusterEndpoint {
         },
     };
     ClusterEndpoint {
+        mesh: None,
         key: endpoint.key(),
         authority: endpoint.authority(8080),
         weight,

@@ -142,6 +142,7 @@ pub async fn serve_admin(
     // The admin port may be reachable beyond loopback: protect it from slow clients.
     let settings = crate::server::ServerSettings {
         header_read_timeout: Some(std::time::Duration::from_secs(10)),
+        idle_timeout: None,
     };
     crate::server::serve(listener, settings, shutdown, move |_peer| {
         let state = state.clone();

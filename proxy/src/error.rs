@@ -56,6 +56,10 @@ pub(crate) enum ErrorKind {
     Overflow,
     /// A fault injected by the route's `fault.abort`.
     FaultAbort,
+    /// An inbound request whose JWT failed verification (401).
+    Unauthenticated,
+    /// An inbound request authorization refused (403).
+    Forbidden,
 }
 
 impl ErrorKind {
@@ -70,7 +74,9 @@ impl ErrorKind {
             | ErrorKind::Unsupported
             | ErrorKind::Timeout
             | ErrorKind::Overflow
-            | ErrorKind::FaultAbort => ErrorSource::Local,
+            | ErrorKind::FaultAbort
+            | ErrorKind::Unauthenticated
+            | ErrorKind::Forbidden => ErrorSource::Local,
             ErrorKind::BadRequest | ErrorKind::DownstreamClosed => ErrorSource::Downstream,
             ErrorKind::UpstreamConnect => ErrorSource::Connect,
             ErrorKind::UpstreamClosed | ErrorKind::UpstreamProtocol => ErrorSource::UpstreamHead,
@@ -96,6 +102,8 @@ impl ErrorKind {
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::DownstreamClosed => CLIENT_CLOSED,
+            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         }
     }
 
@@ -114,6 +122,8 @@ impl ErrorKind {
             ErrorKind::DownstreamClosed => "downstream_closed",
             ErrorKind::Overflow => "upstream_overflow",
             ErrorKind::FaultAbort => "fault_abort",
+            ErrorKind::Unauthenticated => "jwt_authn_access_denied",
+            ErrorKind::Forbidden => "rbac_access_denied",
         }
     }
 
@@ -132,6 +142,8 @@ impl ErrorKind {
             ErrorKind::DownstreamClosed => "DC",
             ErrorKind::Overflow => "UO",
             ErrorKind::FaultAbort => "FI",
+            // Envoy marks neither its JWT nor its RBAC refusals with a flag.
+            ErrorKind::Unauthenticated | ErrorKind::Forbidden => "-",
         }
     }
 }

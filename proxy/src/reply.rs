@@ -10,8 +10,12 @@ use crate::error::ErrorKind;
 /// Builds a local reply with a plain-text body ending in a newline.
 pub(crate) fn local(kind: ErrorKind, message: impl Into<String>) -> Response<ProxyBody> {
     let mut body = message.into();
-    body.insert_str(0, "anymesh: ");
-    body.push('\n');
+    // Policy refusals carry Envoy's bodies as they are ("RBAC: access
+    // denied", "Jwt is expired"): clients and tests match them.
+    if !matches!(kind, ErrorKind::Unauthenticated | ErrorKind::Forbidden) {
+        body.insert_str(0, "anymesh: ");
+        body.push('\n');
+    }
     let mut resp = Response::new(ProxyBody::local(body));
     *resp.status_mut() = kind.status();
     let h = resp.headers_mut();

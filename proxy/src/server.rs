@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 use crate::body::response::ProxyBody;
 use crate::forward::Proxy;
 use crate::h1;
+use crate::service::Peer;
 use crate::h1::handover::builder;
 pub use crate::h1::ServerSettings;
 
@@ -50,7 +51,7 @@ impl Connections {
     }
 
     /// The next connection to serve on this thread; `None` when no more come.
-    async fn next(&mut self, turn: &mut usize) -> Option<(TcpStream, SocketAddr)> {
+    pub(crate) async fn next(&mut self, turn: &mut usize) -> Option<(TcpStream, SocketAddr)> {
         match self {
             Connections::Accept { listener, others } => loop {
                 let (stream, peer) = match listener.accept().await {
@@ -132,7 +133,7 @@ pub async fn serve_connections(
         let stop = stop_rx.clone();
         let alive = alive_tx.clone();
         tokio::spawn(async move {
-            h1::serve_connection(stream, peer, shared, stop).await;
+            h1::serve_connection(stream.into(), Peer::outbound(peer), shared, stop, None).await;
             drop(alive);
         });
     }

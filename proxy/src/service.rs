@@ -12,18 +12,19 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anymesh_core::routes::HeaderOps;
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Request, Response};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::body::request::RequestBody;
 use crate::body::response::ProxyBody;
 use crate::h1::codec::ResponseHead;
 use crate::h1::settings::ServerSettings;
+use crate::stream::Stream;
 use crate::upstream::raw_body::RawBody;
 
 /// Encodes an HTTP/1.1 upstream's response head, as received, for the
@@ -31,6 +32,50 @@ use crate::upstream::raw_body::RawBody;
 /// route's header operations and one extra field (the session cookie).
 pub(crate) type EncodeHead =
     fn(&ResponseHead, &[&HeaderOps], Option<(&HeaderName, &HeaderValue)>) -> BytesMut;
+
+/// Who a request came from: the client's address and, on the inbound
+/// listener, what the connection established (the peer's identity, the
+/// local port the request is for). Cheap to clone: outbound connections
+/// carry no context.
+#[derive(Clone, Debug)]
+pub(crate) struct Peer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) inbound: Option<Arc<InboundConn>>,
+}
+
+impl Peer {
+    /// A client of the outbound listener.
+    pub(crate) fn outbound(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            inbound: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
+/// What an inbound connection established before its first request.
+#[derive(Debug)]
+pub(crate) struct InboundConn {
+    /// The virtual host of the local workload port the connection is for
+    /// (the TLS server name a mesh peer sent, or the listener's default).
+    pub(crate) route_key: Arc<str>,
+    /// The peer's SPIFFE ID, verified by mutual TLS.
+    pub(crate) peer_id: Option<anymesh_identity::SpiffeId>,
+    /// The local workload port the connection is for.
+    pub(crate) port: u16,
+    /// The address the connection arrived on.
+    pub(crate) local: SocketAddr,
+    /// The TLS server name the peer asked for.
+    pub(crate) sni: Option<Box<str>>,
+    /// The local workload's policies in force.
+    pub(crate) policy: crate::policy::SharedPolicy,
+}
 
 /// A response for an HTTP/2 client's request without a body.
 pub(crate) enum Reply {
@@ -58,14 +103,14 @@ pub(crate) trait Service: Send + Sync + 'static {
     fn request(
         &self,
         req: Request<RequestBody>,
-        peer: SocketAddr,
+        peer: Peer,
     ) -> impl Future<Output = Response<ProxyBody>> + Send;
 
     /// Serves one request without a body from an HTTP/2 client.
     fn request_bodiless(
         &self,
         parts: Parts,
-        peer: SocketAddr,
+        peer: Peer,
         encode: EncodeHead,
     ) -> impl Future<Output = Reply> + Send;
 
@@ -75,9 +120,9 @@ pub(crate) trait Service: Send + Sync + 'static {
     /// and the response.
     fn h1_exchange<'a>(
         &'a self,
-        client: &'a mut TcpStream,
+        client: &'a mut Stream,
         buf: &'a mut BytesMut,
-        peer: SocketAddr,
+        peer: &'a Peer,
         settings: &'a ServerSettings,
         first: bool,
         stop: &'a watch::Receiver<bool>,

@@ -10,6 +10,8 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use anymesh_identity::Identity;
+use anymesh_proxy::inbound::{serve_inbound, Inbound};
 use anymesh_proxy::server::{serve_connections, Connections, ServerSettings};
 use anymesh_proxy::{Metrics, Proxy, Router, UpstreamSettings};
 use tokio::net::TcpListener;
@@ -19,14 +21,26 @@ use tokio::task::JoinSet;
 use super::stopped;
 use crate::settings::Settings;
 
+/// The inbound listener and what its connections are served with.
+pub(super) struct InboundListener {
+    pub listener: TcpListener,
+    pub inbound: Arc<Inbound>,
+    /// The inbound route table's router (one virtual host per workload port).
+    pub router: Arc<Router>,
+}
+
 /// Starts `settings.listeners.threads` listener threads serving the
-/// connections `outbound` accepts. Returns once every thread serves; the
-/// mesh's shutdown (a task in `tasks` per thread) waits for each one's drain.
+/// connections `outbound` (and `inbound`, when the proxy fronts workloads)
+/// accepts. Returns once every thread serves; the mesh's shutdown (a task
+/// in `tasks` per thread) waits for each one's drain.
+#[allow(clippy::too_many_arguments)] // the wiring of what every thread serves with
 pub(super) async fn start(
     settings: &Settings,
     outbound: TcpListener,
+    inbound: Option<InboundListener>,
     router: Arc<Router>,
     metrics: Arc<Metrics>,
+    identity: Option<Arc<Identity>>,
     tasks: &mut JoinSet<()>,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -38,28 +52,53 @@ pub(super) async fn start(
             pool_idle_timeout: settings.upstream.pool_idle_timeout,
             pool_max_idle_per_host: settings.upstream.pool_max_idle_per_host,
             mirror_shadow_suffix: settings.mirror_shadow_suffix,
+            identity,
+            trust_domain: Arc::from(settings.mesh.trust_domain.as_str()),
         },
+        inbound: inbound
+            .as_ref()
+            .map(|i| (i.inbound.clone(), i.router.clone())),
         server: ServerSettings {
             header_read_timeout: settings.listeners.header_read_timeout,
+            idle_timeout: None,
         },
         stop: stop.clone(),
     };
     let mut others = Vec::new();
+    let mut inbound_others = Vec::new();
     for i in 1..settings.listeners.threads.max(1) {
         let (tx, conns) = Connections::handoff();
         others.push(tx);
-        let done = listener.spawn(i, move || Ok(conns)).await?;
+        let (tx, inbound_conns) = Connections::handoff();
+        inbound_others.push(tx);
+        let done = listener
+            .spawn(i, move || Ok((conns, Some(inbound_conns))))
+            .await?;
         tasks.spawn(done);
     }
     let outbound = outbound
         .into_std()
         .context("cannot hand the outbound listener to its thread")?;
+    let inbound = inbound
+        .map(|i| i.listener.into_std())
+        .transpose()
+        .context("cannot hand the inbound listener to its thread")?;
     let done = listener
         .spawn(0, move || {
-            Ok(Connections::Accept {
-                listener: TcpListener::from_std(outbound)?,
-                others,
-            })
+            let inbound = match inbound {
+                Some(l) => Some(Connections::Accept {
+                    listener: TcpListener::from_std(l)?,
+                    others: inbound_others,
+                }),
+                None => None,
+            };
+            Ok((
+                Connections::Accept {
+                    listener: TcpListener::from_std(outbound)?,
+                    others,
+                },
+                inbound,
+            ))
         })
         .await?;
     tasks.spawn(done);
@@ -72,6 +111,8 @@ struct Listener {
     metrics: Arc<Metrics>,
     upstream: UpstreamSettings,
     server: ServerSettings,
+    /// The inbound listener's state and router, when it runs.
+    inbound: Option<(Arc<Inbound>, Arc<Router>)>,
     stop: watch::Receiver<bool>,
 }
 
@@ -83,7 +124,7 @@ impl Listener {
     async fn spawn(
         &self,
         i: usize,
-        conns: impl FnOnce() -> std::io::Result<Connections> + Send + 'static,
+        conns: impl FnOnce() -> std::io::Result<(Connections, Option<Connections>)> + Send + 'static,
     ) -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
         let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
@@ -94,6 +135,7 @@ impl Listener {
             self.server,
             self.stop.clone(),
         );
+        let inbound = self.inbound.clone();
         std::thread::Builder::new()
             .name(format!("anymesh-listener-{i}"))
             .spawn(move || {
@@ -109,10 +151,26 @@ impl Listener {
                 };
                 rt.block_on(async move {
                     match conns() {
-                        Ok(conns) => {
+                        Ok((conns, inbound_conns)) => {
                             let _ = started_tx.send(Ok(()));
+                            // The inbound side forwards to the application on
+                            // loopback: plaintext, the proxy's own settings.
+                            let serving_inbound = inbound.zip(inbound_conns).map(|((state, router), conns)| {
+                                let local = UpstreamSettings {
+                                    identity: None,
+                                    ..upstream.clone()
+                                };
+                                let proxy = Arc::new(Proxy::new(router, metrics.clone(), &local));
+                                serve_inbound(conns, state, proxy, stopped(stop.clone()))
+                            });
                             let proxy = Arc::new(Proxy::new(router, metrics, &upstream));
-                            serve_connections(conns, proxy, server, stopped(stop)).await;
+                            let outbound = serve_connections(conns, proxy, server, stopped(stop));
+                            match serving_inbound {
+                                Some(inbound) => {
+                                    tokio::join!(outbound, inbound);
+                                }
+                                None => outbound.await,
+                            }
                         }
                         Err(e) => {
                             let _ = started_tx.send(Err(format!("cannot listen: {e}")));
@@ -150,6 +208,7 @@ mod tests {
             metrics: Arc::new(Metrics::new(&mut registry)),
             upstream: UpstreamSettings::default(),
             server: ServerSettings::default(),
+            inbound: None,
             stop,
         };
         let failed = listener
@@ -158,7 +217,7 @@ mod tests {
         let err = failed.err().map(|e| format!("{e:#}")).unwrap_or_default();
         assert_eq!(err, "listener thread 3 cannot listen: no sockets left");
         let (_tx, conns) = Connections::handoff();
-        let started = listener.spawn(4, move || Ok(conns)).await;
+        let started = listener.spawn(4, move || Ok((conns, None))).await;
         assert!(started.is_ok(), "a thread that can serve starts");
     }
 }

@@ -17,6 +17,7 @@ mod kubernetes;
 mod kubernetes_routing;
 mod marathon;
 mod mixed_registries;
+mod mtls;
 mod reload;
 mod resilience;
 mod routing;

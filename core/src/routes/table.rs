@@ -382,8 +382,37 @@ pub struct ClusterEndpoint {
     /// `address:port` to connect to.
     pub authority: String,
     pub weight: u32,
+    /// Set when the proxy speaks mutual TLS to a mesh proxy in front of the
+    /// endpoint instead of plaintext to `authority`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<Arc<MeshUpstream>>,
     #[serde(skip)]
     pub endpoint: Arc<Endpoint>,
+}
+
+/// How a mesh proxy in front of an endpoint is reached: mutual TLS to its
+/// inbound port, asking for the endpoint's port, and the identity it must
+/// present.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MeshUpstream {
+    /// `address:port` of the proxy's inbound listener.
+    pub connect: String,
+    /// The endpoint's own port, which the proxy forwards to.
+    pub port: u16,
+    /// The registry's statement of the proxy's identity.
+    pub proxy: crate::model::MeshProxy,
+}
+
+impl MeshUpstream {
+    /// How `endpoint`'s proxy is reached for its port `port`, when a proxy fronts it.
+    pub fn of(endpoint: &Endpoint, port: u16) -> Option<Arc<Self>> {
+        let proxy = endpoint.mesh.as_ref()?;
+        Some(Arc::new(Self {
+            connect: endpoint.authority(proxy.port),
+            port,
+            proxy: proxy.clone(),
+        }))
+    }
 }
 
 /// An endpoint left out of a cluster.

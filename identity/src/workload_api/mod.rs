@@ -343,7 +343,11 @@ fn install_if_new(identity: &Identity, creds: Credentials) -> Option<Arc<Credent
             return Some(current);
         }
     }
-    identity.install(creds);
+    // A certificate rustls cannot use keeps the one in force (logged and
+    // kept as the identity's last error by `install`).
+    if identity.install(creds).is_err() {
+        return None;
+    }
     identity.current()
 }
 

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use crate::error::BodyError;
 
 /// A request body as the proxy forwards it.
-pub enum RequestBody {
+pub(crate) enum RequestBody {
     /// The request has no body.
     Empty,
     /// From a connection hyper serves.
@@ -31,7 +31,7 @@ pub enum RequestBody {
 }
 
 /// What [`RequestBody::Resumed`] gives before the rest of the body.
-pub struct Resumed {
+pub(crate) struct Resumed {
     head: Option<Bytes>,
     /// Trailers taken after `head` (then `rest` has ended).
     trailers: Option<http::HeaderMap>,
@@ -43,7 +43,7 @@ pub struct Resumed {
 /// A copy of a streamed request body, kept while it goes to the first
 /// attempt so that a retry can send it again: usable when the body ended
 /// within the bound and had no trailers.
-pub struct Tee {
+pub(crate) struct Tee {
     limit: usize,
     copy: parking_lot::Mutex<bytes::BytesMut>,
     /// 0: still streaming; 1: ended, copy complete; 2: not replayable.

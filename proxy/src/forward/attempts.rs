@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use anymesh_core::routes::{RetryCondition, RetryPolicy};
+use anymesh_core::routes::{ClusterEndpoint, RetryCondition, RetryPolicy};
 use bytes::BytesMut;
 use http::{HeaderMap, Response};
 use tokio::time::Instant;
@@ -133,7 +133,7 @@ impl<'a> Retrying<'a> {
 pub(crate) async fn run<'r, T, F>(
     plan: &mut Plan<'r>,
     retrying: &Retrying<'_>,
-    mut attempt: impl FnMut(&'r str, u32) -> F,
+    mut attempt: impl FnMut(&'r ClusterEndpoint, u32) -> F,
 ) -> Result<T, ProxyError>
 where
     T: Answer,

@@ -5,13 +5,13 @@
 //! A request routed to an HTTP/2 upstream is handed back to the transport
 //! ([`Next::Handover`]), which serves the rest of the connection with hyper.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use bytes::{Buf, BytesMut};
 use http::{Method, StatusCode, Version};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use crate::service::Peer;
+use crate::stream::Stream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -35,9 +35,9 @@ use crate::upstream::pool::RawConn;
 /// transport's [`read_head`], routes it, forwards it, relays the answer.
 pub(crate) async fn exchange(
     proxy: &Proxy,
-    client: &mut TcpStream,
+    client: &mut Stream,
     buf: &mut BytesMut,
-    peer: SocketAddr,
+    peer: &Peer,
     settings: &ServerSettings,
     first: bool,
     stop: &watch::Receiver<bool>,
@@ -76,7 +76,7 @@ pub(crate) async fn exchange(
     let head_request = parts.method == Method::HEAD;
     let client_11 = parts.version == Version::HTTP_11;
     let stopping = || *stop.borrow();
-    let mut plan = match plan(&parts, peer, &routing, proxy.hooks()) {
+    let mut plan = match plan(&mut parts, peer, &routing, proxy.hooks()) {
         Ok(p) => p,
         Err(out) => {
             // The body was not read: the connection cannot carry another request.
@@ -213,7 +213,7 @@ pub(crate) async fn exchange(
             }
         }
         Err(e) if written != 0 => {
-            tracing::debug!(endpoint = %plan.endpoint, error = %e, "exchange ended after the response head");
+            tracing::debug!(endpoint = %plan.endpoint.authority, error = %e, "exchange ended after the response head");
             end(written, Some(e.kind()));
             Next::Close
         }
@@ -243,7 +243,7 @@ pub(crate) async fn exchange(
 /// may start (or be echoed) while the body is still coming.
 #[allow(clippy::too_many_arguments)]
 async fn send_streaming(
-    client: &mut TcpStream,
+    client: &mut Stream,
     buf: &mut BytesMut,
     proxy: &Proxy,
     plan: &mut Plan<'_>,
@@ -258,7 +258,7 @@ async fn send_streaming(
     let mut up = attempts::connect(plan, retrying, proxy.pool()).await?;
     let endpoint = plan.endpoint;
     let started = plan.wants_latency().then(Instant::now);
-    proxy.hooks().on_attempt(endpoint, 1);
+    proxy.hooks().on_attempt(&endpoint.authority, 1);
     up.stream
         .write_all(request.head)
         .await
@@ -282,7 +282,7 @@ async fn send_streaming(
                     return Err(e);
                 }
             };
-            proxy.hooks().on_response_head(endpoint, head.status);
+            proxy.hooks().on_response_head(&endpoint.authority, head.status);
             plan.report(AttemptOutcome::Response {
                 status: head.status.as_u16(),
                 latency: started.map(|s| s.elapsed()).unwrap_or_default(),
@@ -314,7 +314,7 @@ async fn send_streaming(
 
 /// Writes a local reply (routing miss, upstream failure) and records it.
 async fn finish_local(
-    client: &mut TcpStream,
+    client: &mut Stream,
     proxy: &Proxy,
     out: Outcome,
     head_request: bool,

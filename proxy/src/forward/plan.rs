@@ -2,12 +2,12 @@
 //! split target, picked endpoint) or the local reply the request gets; and
 //! turning the downstream head into the upstream one ([`prepare`]).
 
-use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anymesh_core::routes::{
+    ClusterEndpoint,
     LbPolicy, Redirect, RequestInfo, Route, RouteAction, RouteHit, RouteMiss, StringMatch,
     WeightedCluster,
 };
@@ -17,6 +17,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Response, StatusCode, Uri, Version};
 
 use super::{fault, Outcome};
+use crate::service::Peer;
 use crate::balance::{ClusterLb, PickContext};
 use crate::body::response::ProxyBody;
 use crate::error::{ErrorKind, ProxyError};
@@ -32,8 +33,8 @@ use crate::upstream::held::Held;
 pub(crate) struct Plan<'r> {
     pub hit: RouteHit<'r>,
     pub target: &'r WeightedCluster,
-    /// The endpoint's `host:port`.
-    pub endpoint: &'r str,
+    /// The picked endpoint (`authority` is its `host:port`).
+    pub endpoint: &'r ClusterEndpoint,
     /// Its index in the cluster (for outlier reports and re-picks).
     pub index: usize,
     /// The upstream speaks HTTP/2 (prior knowledge).
@@ -71,7 +72,7 @@ impl Plan<'_> {
             self.lb.pick_excluding(ctx, tried)
         };
         if let Some(p) = picked {
-            self.endpoint = p.endpoint.authority.as_str();
+            self.endpoint = p.endpoint;
             self.index = p.index;
             self.guard.in_flight = p.guard;
         }
@@ -126,7 +127,7 @@ impl Plan<'_> {
         format!(
             "upstream {} ({}) did not answer within the route timeout of {:?} (route {})",
             self.target.cluster.service,
-            self.endpoint,
+            self.endpoint.authority,
             self.hit.route.timeout.unwrap_or_default(),
             self.hit.route.name
         )
@@ -135,7 +136,7 @@ impl Plan<'_> {
     pub(crate) fn failure_message(&self, error: &str) -> String {
         format!(
             "upstream {} ({}) failed: {error}",
-            self.target.cluster.service, self.endpoint
+            self.target.cluster.service, self.endpoint.authority
         )
     }
 
@@ -152,7 +153,7 @@ impl Plan<'_> {
             ErrorKind::Overflow => e.detail().to_string(),
             _ => e.detail().to_string(),
         };
-        tracing::debug!(endpoint = %self.endpoint, cluster = %self.target.cluster.name, error = %e, kind = ?e.kind(), source = ?e.source(), "upstream request failed");
+        tracing::debug!(endpoint = %self.endpoint.authority, cluster = %self.target.cluster.name, error = %e, kind = ?e.kind(), source = ?e.source(), "upstream request failed");
         let mut out = Outcome::local(e.kind(), msg);
         self.label(&mut out);
         out
@@ -185,20 +186,31 @@ impl Plan<'_> {
 /// Routes a request head: a plan to forward it, or the local reply it gets
 /// (no route, direct response, redirect, no endpoint, bad request).
 pub(crate) fn plan<'r>(
-    parts: &Parts,
-    peer: SocketAddr,
+    parts: &mut Parts,
+    peer: &Peer,
     routing: &'r Routing,
     hooks: &Hooks,
 ) -> Result<Plan<'r>, Box<Outcome>> {
     let local = |reason, msg: String| Box::new(Outcome::local(reason, msg));
+    if let Some(conn) = &peer.inbound {
+        if let Err(refused) = crate::policy::check(parts, peer, conn) {
+            return Err(local(refused.kind, refused.body));
+        }
+    }
     let authority = request_authority(&parts.uri, &parts.headers)
         .map_err(|why| local(ErrorKind::BadRequest, why.into()))?;
     if let Some(why) = unsupported(&parts.method, &parts.headers) {
         return Err(local(ErrorKind::Unsupported, why.into()));
     }
+    // On the inbound listener, the connection says which local workload
+    // port (virtual host) the request is for; the Host stays as sent.
+    let route_authority = match &peer.inbound {
+        Some(conn) => &*conn.route_key,
+        None => authority,
+    };
     let info = RequestInfo {
         method: parts.method.as_str(),
-        authority,
+        authority: route_authority,
         path: parts.uri.path(),
         query: parts.uri.query(),
         headers: &parts.headers,
@@ -286,7 +298,7 @@ pub(crate) fn plan<'r>(
     let ctx = PickContext {
         headers: &parts.headers,
         query: parts.uri.query(),
-        source_ip: Some(peer.ip()),
+        source_ip: Some(peer.addr.ip()),
     };
     let chosen = routing.lb(cluster).zip(routing.runtime(cluster));
     let Some((lb, runtime, picked)) = chosen.and_then(|(lb, rt)| Some((lb, rt, lb.pick(&ctx)?)))
@@ -301,7 +313,7 @@ pub(crate) fn plan<'r>(
     Ok(Plan {
         hit,
         target,
-        endpoint: picked.endpoint.authority.as_str(),
+        endpoint: picked.endpoint,
         index: picked.index,
         h2: cluster.port.protocol.is_h2(),
         guard: Held::new(picked.guard, runtime.budget.request()),

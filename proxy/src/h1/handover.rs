@@ -2,7 +2,6 @@
 //! request goes to an HTTP/2 upstream (hyper's HTTP/2 client carries it).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,10 +10,11 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpStream;
+use crate::service::Peer;
+use crate::stream::Stream;
 use tokio::sync::watch;
 
-use super::rewind::Rewind;
+use crate::rewind::Rewind;
 use super::{ServerSettings, Shared};
 use crate::body::request::RequestBody;
 use crate::service::Service;
@@ -42,15 +42,17 @@ pub(crate) fn builder(settings: ServerSettings) -> auto::Builder<TokioExecutor> 
 
 /// Serves the rest of a connection with hyper.
 pub(super) async fn handover<S: Service>(
-    stream: TcpStream,
+    stream: Stream,
     prefix: Bytes,
-    peer: SocketAddr,
+    peer: Peer,
     shared: &Shared<S>,
     mut stop: watch::Receiver<bool>,
 ) {
     let svc = shared.service.clone();
+    let who = peer.clone();
     let service = service_fn(move |req: Request<Incoming>| {
         let svc = svc.clone();
+        let peer = who.clone();
         // Boxed: hyper moves the service future around; a pointer is cheap to move.
         Box::pin(async move {
             Ok::<_, Infallible>(svc.request(req.map(RequestBody::Hyper), peer).await)

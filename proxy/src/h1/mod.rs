@@ -16,12 +16,11 @@ pub(crate) mod bufs;
 pub(crate) mod codec;
 pub(crate) mod handover;
 pub(crate) mod relay;
-mod rewind;
 pub(crate) mod settings;
 
+use crate::service::Peer;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -31,7 +30,7 @@ use http::{Response, StatusCode};
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use crate::stream::Stream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -54,12 +53,13 @@ pub(crate) struct Shared<S> {
 /// Serves one client connection until it closes or `stop` turns true (then
 /// an idle connection closes at once and a busy one after its exchange).
 pub(crate) async fn serve_connection<S: Service>(
-    mut stream: TcpStream,
-    peer: SocketAddr,
+    mut stream: Stream,
+    peer: Peer,
     shared: Arc<Shared<S>>,
     stop: watch::Receiver<bool>,
+    initial: Option<BytesMut>,
 ) {
-    let mut pending: Option<BytesMut> = None;
+    let mut pending: Option<BytesMut> = initial.filter(|b| !b.is_empty());
     let mut first = true;
     // One wait for the stop for the whole connection: registering a new one
     // at every idle wait costs more than the rest of that wait.
@@ -73,6 +73,7 @@ pub(crate) async fn serve_connection<S: Service>(
                     biased;
                     r = stream.readable() => if r.is_err() { return },
                     _ = &mut stopped => return,
+                    () = idle(shared.settings.idle_timeout) => return,
                 }
                 let mut b = bufs::take();
                 match read_ready(&mut stream, &mut b).await {
@@ -93,7 +94,7 @@ pub(crate) async fn serve_connection<S: Service>(
         let next = Box::pin(shared.service.h1_exchange(
             &mut stream,
             &mut buf,
-            peer,
+            &peer,
             &shared.settings,
             first,
             &stop,
@@ -142,6 +143,18 @@ pub(crate) async fn serve_connection<S: Service>(
     }
 }
 
+/// Ends after `timeout`; never without one. The timer is boxed: only the
+/// inbound listener sets one, and every connection's task holds this wait.
+fn idle(timeout: Option<Duration>) -> impl Future<Output = ()> {
+    let timer = timeout.map(|t| Box::pin(tokio::time::sleep(t)));
+    async move {
+        match timer {
+            Some(t) => t.await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// How long a connection the proxy closes goes on reading what the client
 /// still sends, at most in all ([`linger_close`]).
 const LINGER_TOTAL: Duration = Duration::from_secs(30);
@@ -156,7 +169,7 @@ const LINGER_IDLE: Duration = Duration::from_secs(5);
 /// was refused or answered early gets the reset (a broken pipe while writing,
 /// or a reset that can overtake the answer on a real network) instead of the
 /// answer.
-async fn linger_close(mut stream: TcpStream, mut buf: BytesMut, stopped: impl Future) {
+async fn linger_close(mut stream: Stream, mut buf: BytesMut, stopped: impl Future) {
     if stream.shutdown().await.is_err() {
         bufs::give(buf);
         return;
@@ -198,7 +211,7 @@ fn h2_preface(buf: &[u8]) -> Option<bool> {
 /// Unlike `try_read_buf`, a read that leaves the socket drained (a short
 /// read) clears the runtime's readiness, so the next wait does not start
 /// with a read that can only fail with `WouldBlock`.
-async fn read_ready(stream: &mut TcpStream, buf: &mut BytesMut) -> Option<io::Result<usize>> {
+async fn read_ready(stream: &mut Stream, buf: &mut BytesMut) -> Option<io::Result<usize>> {
     let mut read = std::pin::pin!(stream.read_buf(buf));
     std::future::poll_fn(|cx| {
         Poll::Ready(match read.as_mut().poll(cx) {
@@ -209,7 +222,7 @@ async fn read_ready(stream: &mut TcpStream, buf: &mut BytesMut) -> Option<io::Re
     .await
 }
 
-async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+async fn read_more(stream: &mut Stream, buf: &mut BytesMut) -> io::Result<usize> {
     buf.reserve(bufs::BUF_SIZE);
     stream.read_buf(buf).await
 }
@@ -240,9 +253,9 @@ pub(crate) struct NoHead {
 /// the head and serving the request are one future (one allocation, no
 /// copy of a nested future per exchange).
 pub(crate) async fn read_head(
-    client: &mut TcpStream,
+    client: &mut Stream,
     buf: &mut BytesMut,
-    peer: SocketAddr,
+    peer: &Peer,
     settings: &ServerSettings,
     first: bool,
 ) -> Result<RequestHead, NoHead> {
@@ -292,7 +305,7 @@ pub(crate) async fn read_head(
 
 /// Writes a local reply (a response with a complete body) to the client.
 pub(crate) async fn write_response(
-    client: &mut TcpStream,
+    client: &mut Stream,
     resp: Response<ProxyBody>,
     head_request: bool,
     keep: bool,
@@ -316,7 +329,7 @@ pub(crate) async fn write_response(
 }
 
 /// Answers a request head that could not be accepted, then the connection closes.
-async fn write_head_error(client: &mut TcpStream, e: &HeadError) -> io::Result<()> {
+async fn write_head_error(client: &mut Stream, e: &HeadError) -> io::Result<()> {
     let mut resp = reply::local(ErrorKind::BadRequest, e.to_string());
     *resp.status_mut() = e.status();
     write_response(client, resp, false, false).await

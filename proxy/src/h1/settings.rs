@@ -9,4 +9,7 @@ pub struct ServerSettings {
     /// this (slowloris protection). Costs a timer per request; off by default
     /// because the outbound listener only serves local apps.
     pub header_read_timeout: Option<Duration>,
+    /// Close a keep-alive connection idle this long between requests. Off
+    /// by default on the outbound listener; on for the inbound one.
+    pub idle_timeout: Option<Duration>,
 }

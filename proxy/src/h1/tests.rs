@@ -1,13 +1,13 @@
 use super::*;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 /// A connected pair of loopback sockets: (client, server).
-async fn pair() -> (TcpStream, TcpStream) {
+async fn pair() -> (TcpStream, Stream) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let client = TcpStream::connect(addr).await.expect("connect");
     let (server, _) = listener.accept().await.expect("accept");
-    (client, server)
+    (client, Stream::Tcp(server))
 }
 
 /// The client sees an orderly end: everything before it, then EOF (a reset

@@ -127,7 +127,7 @@ impl Inbox {
 }
 
 /// The reading end of a request body.
-pub struct RecvBody {
+pub(crate) struct RecvBody {
     inbox: Arc<Inbox>,
     /// The declared `content-length`, for the size hint.
     length: Option<u64>,

@@ -5,7 +5,6 @@
 
 use std::future::{poll_fn, Future};
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -20,6 +19,7 @@ use super::frame::{Code, ConnError, HEAD_LEN, MAX_FRAME};
 use super::handoff::{self, Handler};
 use super::limits::{KEEPALIVE, WRITE_HIGH};
 use super::state::State;
+use crate::service::Peer;
 use crate::h1::bufs;
 use crate::service::Service;
 
@@ -29,7 +29,7 @@ use crate::service::Service;
 pub(crate) fn serve<S, I>(
     io: I,
     prefix: Bytes,
-    peer: SocketAddr,
+    peer: Peer,
     service: Arc<S>,
     stop: watch::Receiver<bool>,
 ) -> impl Future<Output = ()> + Send
@@ -44,7 +44,7 @@ where
 pub(super) async fn serve_with<I>(
     io: I,
     prefix: Bytes,
-    peer: SocketAddr,
+    peer: Peer,
     handler: Arc<Handler>,
     mut stop: watch::Receiver<bool>,
 ) where
@@ -52,7 +52,7 @@ pub(super) async fn serve_with<I>(
 {
     let mut conn = Conn {
         io,
-        st: State::new(&prefix, peer, handler),
+        st: State::new(&prefix, peer.clone(), handler),
     };
     let mut stopping = false;
     let keepalive = tokio::time::sleep(KEEPALIVE);

@@ -2,8 +2,8 @@
 //! stream's request goes in, its answer comes out. Nothing else in this
 //! module tree names the forwarding layer's types.
 
+use crate::service::Peer;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -21,7 +21,7 @@ use crate::service::{Reply, Service};
 /// stream; the answer's future is boxed anyway, as the connection polls
 /// many at once).
 pub(super) type Handler =
-    dyn Fn(u32, Request<()>, SocketAddr, Option<RecvBody>) -> AnswerFuture + Send + Sync;
+    dyn Fn(u32, Request<()>, Peer, Option<RecvBody>) -> AnswerFuture + Send + Sync;
 /// A response body, sent as DATA frames.
 pub(super) type ResponseBody = ProxyBody;
 /// A stream's answer: a response, or a head already encoded.
@@ -57,7 +57,7 @@ pub(super) fn start(
     handler: &Arc<Handler>,
     id: u32,
     req: Request<()>,
-    peer: SocketAddr,
+    peer: Peer,
     body: Option<RecvBody>,
 ) -> AnswerFuture {
     handler(id, req, peer, body)

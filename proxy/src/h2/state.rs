@@ -7,7 +7,6 @@
 //! connection-level frames (SETTINGS, PING, GOAWAY).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,10 +23,11 @@ use super::limits::{
     MAX_WINDOW, RECENT_RESETS, RESET_ALLOWANCE, STREAM_WINDOW,
 };
 use super::stream::{Continuation, Stream};
+use crate::service::Peer;
 use crate::h1::bufs;
 
 pub(super) struct State {
-    pub(super) peer: SocketAddr,
+    pub(super) peer: Peer,
     pub(super) handler: Arc<Handler>,
     pub(super) rbuf: BytesMut,
     pub(super) wbuf: BytesMut,
@@ -80,7 +80,7 @@ pub(super) struct State {
 }
 
 impl State {
-    pub(super) fn new(prefix: &[u8], peer: SocketAddr, handler: Arc<Handler>) -> Self {
+    pub(super) fn new(prefix: &[u8], peer: Peer, handler: Arc<Handler>) -> Self {
         let mut rbuf = bufs::take();
         rbuf.extend_from_slice(prefix);
         let mut wbuf = bufs::take();

@@ -242,7 +242,7 @@ impl State {
         let body = inbox
             .as_ref()
             .map(|inbox| RecvBody::new(inbox.clone(), expect_len));
-        let answer = handoff::start(&self.handler, id, req, self.peer, body);
+        let answer = handoff::start(&self.handler, id, req, self.peer.clone(), body);
         let (abort, registration) = AbortHandle::new_pair();
         self.replies.push(Abortable::new(answer, registration));
         self.streams.insert(

@@ -46,8 +46,8 @@ struct Client {
     _stop: watch::Sender<bool>,
 }
 
-fn peer() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 40_000))
+fn peer() -> crate::service::Peer {
+    crate::service::Peer::outbound(SocketAddr::from(([127, 0, 0, 1], 40_000)))
 }
 
 impl Client {

@@ -199,7 +199,7 @@ impl Mirroring {
             });
             let job = send::Job {
                 shared: slot,
-                endpoint: picked.endpoint.authority.clone(),
+                endpoint: picked.endpoint.clone(),
                 guard: picked.guard,
                 request,
                 route: route.name.clone(),

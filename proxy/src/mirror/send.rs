@@ -23,14 +23,15 @@ use crate::metrics::MirrorResult;
 use crate::upstream::h1::read_response_head;
 use crate::upstream::pool::Pool;
 use crate::upstream::raw_body::RawBody;
+use anymesh_core::routes::ClusterEndpoint;
 use crate::upstream::{may_resend, Attempt};
 
 /// Everything a mirror task owns.
 pub(super) struct Job {
     /// The proxy's mirror slot this task holds, and what tasks share.
     pub shared: Slot,
-    /// The picked endpoint's `host:port`.
-    pub endpoint: String,
+    /// The picked endpoint.
+    pub endpoint: ClusterEndpoint,
     /// The endpoint's in-flight count, held until the response is read.
     pub guard: InFlight,
     pub request: Outgoing,
@@ -63,7 +64,7 @@ impl Job {
         drop(guard);
         let result = match (answer, primary) {
             (Err(e), _) => {
-                tracing::debug!(%route, %cluster, %endpoint, error = %e, "mirror failed");
+                tracing::debug!(%route, %cluster, endpoint = %endpoint.authority, error = %e, "mirror failed");
                 MirrorResult::Error
             }
             (Ok(_), None) => MirrorResult::Ok,
@@ -88,7 +89,7 @@ impl Job {
 /// comparing (else an empty one).
 async fn exchange(
     pool: &Arc<Pool>,
-    endpoint: &str,
+    endpoint: &ClusterEndpoint,
     request: Outgoing,
     compare: Option<&MirrorCompare>,
 ) -> Result<Digest, String> {
@@ -124,7 +125,7 @@ async fn exchange(
 /// ([`may_resend`]).
 async fn exchange_h1(
     pool: &Arc<Pool>,
-    endpoint: &str,
+    endpoint: &ClusterEndpoint,
     bytes: &[u8],
     head_request: bool,
     replayable: bool,

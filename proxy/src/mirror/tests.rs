@@ -146,6 +146,7 @@ fn endpoint(addr: SocketAddr) -> ClusterEndpoint {
         },
     };
     ClusterEndpoint {
+        mesh: None,
         key: endpoint.key(),
         authority: endpoint.authority(addr.port()),
         weight: 1,
@@ -249,6 +250,8 @@ fn fixture(settings: MirrorSettings) -> Fixture {
         connect_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(30),
         max_idle_per_endpoint: 8,
+        identity: None,
+        trust_domain: Arc::from("cluster.local"),
     });
     Fixture {
         mirroring: Mirroring::new(pool, metrics.clone(), settings),

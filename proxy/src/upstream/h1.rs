@@ -9,7 +9,8 @@ use anymesh_core::routes::ConnectionPool;
 use bytes::BytesMut;
 use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use crate::stream::Stream;
+use anymesh_core::routes::ClusterEndpoint;
 
 use super::pool::{Pool, RawConn};
 use super::upload::Sending;
@@ -39,7 +40,7 @@ pub(crate) struct UpstreamRequest<'a> {
 pub(crate) fn send_buffered<'a>(
     pool: &'a Pool,
     hooks: &'a Hooks,
-    endpoint: &'a str,
+    endpoint: &'a ClusterEndpoint,
     req: &'a UpstreamRequest<'a>,
 ) -> impl Future<Output = Result<(RawConn, BytesMut, ResponseHead), ProxyError>> + Send + 'a {
     send(pool, hooks, endpoint, req, None, None)
@@ -54,7 +55,7 @@ pub(crate) fn send_buffered<'a>(
 pub(crate) fn send_streaming<'a>(
     pool: &'a Pool,
     hooks: &'a Hooks,
-    endpoint: &'a str,
+    endpoint: &'a ClusterEndpoint,
     req: &'a UpstreamRequest<'a>,
     upload: &'a mut Sending,
     first: Option<Box<RawConn>>,
@@ -66,7 +67,7 @@ pub(crate) fn send_streaming<'a>(
 async fn send(
     pool: &Pool,
     hooks: &Hooks,
-    endpoint: &str,
+    endpoint: &ClusterEndpoint,
     req: &UpstreamRequest<'_>,
     mut upload: Option<&mut Sending>,
     // Boxed: every buffered exchange's future has room for it.
@@ -75,7 +76,7 @@ async fn send(
     let mut count = 0;
     loop {
         count += 1;
-        hooks.on_attempt(endpoint, count);
+        hooks.on_attempt(&endpoint.authority, count);
         let conn = if let Some(conn) = first.take() {
             Ok(*conn)
         } else if count > 1 {
@@ -104,7 +105,7 @@ async fn send(
                 };
                 match head {
                     Ok(head) => {
-                        hooks.on_response_head(endpoint, head.status);
+                        hooks.on_response_head(&endpoint.authority, head.status);
                         return Ok((up, rbuf, head));
                     }
                     Err(e) => {
@@ -127,7 +128,7 @@ async fn send(
 
 /// Reads the response head while the request body goes out.
 async fn head_while_uploading(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     rbuf: &mut BytesMut,
     upload: &mut Sending,
     head_request: bool,

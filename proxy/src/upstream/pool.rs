@@ -14,15 +14,20 @@
 //!   opened once (concurrent first requests wait for the same handshake),
 //!   driven by hyper's client.
 //!
-//! Connections are made in one place ([`Pool::tcp`]): where TLS to the
-//! upstream will wrap them.
+//! Connections are made in one place ([`Pool::connect`]). To an endpoint a
+//! mesh proxy fronts ([`ClusterEndpoint::mesh`]), that is mutual TLS to the
+//! proxy's inbound port: the proxy's own certificate, the server name
+//! asking for the endpoint's port, and the peer's SPIFFE ID compared with
+//! the one the registry names (secure naming). Those connections are pooled
+//! apart from plaintext ones to the same address.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anymesh_core::routes::{ConnectionPool, TcpKeepalive};
+use anymesh_core::routes::{ClusterEndpoint, ConnectionPool, MeshUpstream, TcpKeepalive};
+use anymesh_identity::{Identity, SpiffeId};
 use http::{Request, Response};
 use hyper::body::Incoming;
 
@@ -33,6 +38,8 @@ use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpStream;
+
+use crate::stream::{Stream, Tls};
 use tokio::time::Instant;
 
 /// Upstream-side settings.
@@ -41,6 +48,12 @@ pub(crate) struct PoolSettings {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_idle_per_endpoint: usize,
+    /// The proxy's identity, for mutual TLS to other mesh proxies (none:
+    /// endpoints behind a mesh proxy cannot be reached).
+    pub identity: Option<Arc<Identity>>,
+    /// The trust domain of the identities registries name by namespace
+    /// and service account.
+    pub trust_domain: Arc<str>,
 }
 
 fn connect_error(authority: &str, what: String) -> ProxyError {
@@ -76,7 +89,7 @@ fn request_error(source: hyper::Error) -> ProxyError {
 
 /// An idle plain connection of the HTTP/1.1 fast path ([`crate::h1`]).
 struct RawIdle {
-    stream: TcpStream,
+    stream: Stream,
     since: Instant,
     life: Life,
 }
@@ -126,7 +139,7 @@ impl Life {
 /// HTTP/1.1 fast path. Hand it back with [`Pool::release_raw`] only when the
 /// exchange ended cleanly; dropping it closes it.
 pub(crate) struct RawConn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// Taken from the idle list (it may have been closed by the upstream meanwhile).
     pub reused: bool,
     home: Arc<Endpoint>,
@@ -154,6 +167,8 @@ impl Drop for StreamSlot {
 /// The connections to one endpoint.
 struct Endpoint {
     authority: Arc<str>,
+    /// The mesh proxy the connections go to, with mutual TLS.
+    mesh: Option<Arc<MeshUpstream>>,
     raw: Mutex<Vec<RawIdle>>,
     /// Usually one; more only when a cluster's `maxConcurrentStreams`
     /// fills the others.
@@ -186,6 +201,8 @@ pub(crate) struct Pool {
     settings: PoolSettings,
     /// foldhash: looked up on every request; seeded per process.
     endpoints: RwLock<HashMap<Arc<str>, Arc<Endpoint>, foldhash::fast::RandomState>>,
+    /// Those reached through a mesh proxy, by the same key.
+    mesh_endpoints: RwLock<HashMap<Arc<str>, Arc<Endpoint>, foldhash::fast::RandomState>>,
 }
 
 /// A connection of `ep` for one more stream: the first open one, or with
@@ -234,25 +251,13 @@ fn keepalive(stream: &TcpStream, k: &TcpKeepalive) {
     }
 }
 
-/// An idle connection is open unless the runtime saw it become readable
-/// (EOF, reset, or stray bytes); only then is a read attempted.
-fn looks_open(stream: &TcpStream) -> bool {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match stream.poll_read_ready(&mut cx) {
-        std::task::Poll::Pending => true,
-        std::task::Poll::Ready(Err(_)) => false,
-        std::task::Poll::Ready(Ok(())) => {
-            let mut probe = [0u8; 1];
-            matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-        }
-    }
-}
 
 impl Pool {
     pub(crate) fn new(settings: PoolSettings) -> Arc<Self> {
         let pool = Arc::new(Self {
             settings,
             endpoints: RwLock::new(HashMap::default()),
+            mesh_endpoints: RwLock::new(HashMap::default()),
         });
         let weak = Arc::downgrade(&pool);
         // Drops idle connections past their timeout and forgets endpoints with none left.
@@ -270,26 +275,52 @@ impl Pool {
 
     fn reap(&self) {
         let cutoff = Instant::now().checked_sub(self.settings.idle_timeout);
-        let mut endpoints = self.endpoints.write();
-        endpoints.retain(|_, ep| {
-            let mut raw = ep.raw.lock();
-            raw.retain(|c| cutoff.is_none_or(|cut| c.since > cut));
-            let mut h2 = ep.h2.lock();
-            h2.retain(|c| !c.sender.is_closed());
-            // Keep entries that are in use (someone else holds the Arc) or have connections.
-            !raw.is_empty() || !h2.is_empty() || Arc::strong_count(ep) > 1
-        });
+        for map in [&self.endpoints, &self.mesh_endpoints] {
+            map.write().retain(|_, ep| {
+                let mut raw = ep.raw.lock();
+                raw.retain(|c| cutoff.is_none_or(|cut| c.since > cut));
+                let mut h2 = ep.h2.lock();
+                h2.retain(|c| !c.sender.is_closed());
+                // Keep entries that are in use (someone else holds the Arc) or have connections.
+                !raw.is_empty() || !h2.is_empty() || Arc::strong_count(ep) > 1
+            });
+        }
     }
 
-    fn endpoint(&self, authority: &str) -> Arc<Endpoint> {
-        if let Some(ep) = self.endpoints.read().get(authority) {
-            return ep.clone();
+    /// The connections to `target`: plaintext to its address, or mutual
+    /// TLS to the mesh proxy in front of it (pooled apart).
+    fn endpoint(&self, target: &ClusterEndpoint) -> Arc<Endpoint> {
+        let authority = target.authority.as_str();
+        let Some(mesh) = &target.mesh else {
+            if let Some(ep) = self.endpoints.read().get(authority) {
+                return ep.clone();
+            }
+            return Self::insert(&self.endpoints, authority, None);
+        };
+        if let Some(ep) = self.mesh_endpoints.read().get(authority) {
+            // The registry may have changed the proxy's port or identity:
+            // then the connections made for the old one are not reused.
+            if ep.mesh.as_ref().is_some_and(|m| Arc::ptr_eq(m, mesh) || **m == **mesh) {
+                return ep.clone();
+            }
         }
-        let mut map = self.endpoints.write();
-        map.entry(Arc::from(authority))
+        let mut map = self.mesh_endpoints.write();
+        map.remove(authority);
+        drop(map);
+        Self::insert(&self.mesh_endpoints, authority, Some(mesh.clone()))
+    }
+
+    fn insert(
+        map: &RwLock<HashMap<Arc<str>, Arc<Endpoint>, foldhash::fast::RandomState>>,
+        authority: &str,
+        mesh: Option<Arc<MeshUpstream>>,
+    ) -> Arc<Endpoint> {
+        map.write()
+            .entry(Arc::from(authority))
             .or_insert_with_key(|k| {
                 Arc::new(Endpoint {
                     authority: k.clone(),
+                    mesh,
                     raw: Mutex::new(Vec::new()),
                     h2: Mutex::new(Vec::new()),
                     h2_connect: tokio::sync::Mutex::new(()),
@@ -304,20 +335,20 @@ impl Pool {
     /// one.
     pub(crate) async fn raw(
         &self,
-        authority: &str,
+        target: &ClusterEndpoint,
         policy: &ConnectionPool,
     ) -> Result<RawConn, ProxyError> {
-        match self.idle(authority, policy) {
+        match self.idle(target, policy) {
             Some(conn) => Ok(conn),
             // Boxed: connecting is rare, and its future would enlarge every exchange's.
-            None => Box::pin(self.raw_fresh(authority, policy)).await,
+            None => Box::pin(self.raw_fresh(target, policy)).await,
         }
     }
 
     /// An idle connection to `authority` that still looks open and was
     /// idle less than the cluster's idle timeout.
-    fn idle(&self, authority: &str, policy: &ConnectionPool) -> Option<RawConn> {
-        let ep = self.endpoint(authority);
+    fn idle(&self, target: &ClusterEndpoint, policy: &ConnectionPool) -> Option<RawConn> {
+        let ep = self.endpoint(target);
         let idle_timeout = policy
             .http_idle_timeout
             .or(policy.tcp_idle_timeout)
@@ -326,8 +357,8 @@ impl Pool {
         let idle = {
             let mut list = ep.raw.lock();
             let mut found = None;
-            while let Some(c) = list.pop() {
-                if c.since.elapsed() < idle_timeout && looks_open(&c.stream) {
+            while let Some(mut c) = list.pop() {
+                if c.since.elapsed() < idle_timeout && c.stream.looks_open() {
                     found = Some(c);
                     break;
                 }
@@ -345,11 +376,11 @@ impl Pool {
     /// A new connection to `authority`.
     pub(crate) async fn raw_fresh(
         &self,
-        authority: &str,
+        target: &ClusterEndpoint,
         policy: &ConnectionPool,
     ) -> Result<RawConn, ProxyError> {
-        let ep = self.endpoint(authority);
-        let stream = self.tcp(&ep, policy).await?;
+        let ep = self.endpoint(target);
+        let stream = self.connect(&ep, policy, false).await?;
         Ok(RawConn {
             stream,
             reused: false,
@@ -381,11 +412,11 @@ impl Pool {
     /// ends.
     pub(crate) async fn send_h2(
         &self,
-        authority: &str,
+        target: &ClusterEndpoint,
         req: Request<RequestBody>,
         max_streams: Option<u32>,
     ) -> Result<(Response<Incoming>, Option<StreamSlot>), ProxyError> {
-        let ep = self.endpoint(authority);
+        let ep = self.endpoint(target);
         let (mut sender, id, slot) = match h2_sender(&ep, max_streams) {
             Some(s) => s,
             None => {
@@ -416,20 +447,73 @@ impl Pool {
     }
 
     /// Connects to an endpoint with its cluster's connect timeout and TCP
-    /// keepalive (the proxy's defaults when the cluster sets none).
-    async fn tcp(&self, ep: &Endpoint, policy: &ConnectionPool) -> Result<TcpStream, ProxyError> {
+    /// keepalive (the proxy's defaults when the cluster sets none); through
+    /// its mesh proxy with mutual TLS when one fronts it, offering HTTP/2
+    /// or HTTP/1.1 as the connection will carry.
+    async fn connect(
+        &self,
+        ep: &Endpoint,
+        policy: &ConnectionPool,
+        h2: bool,
+    ) -> Result<Stream, ProxyError> {
         let after = policy
             .connect_timeout
             .unwrap_or(self.settings.connect_timeout);
-        let stream = tokio::time::timeout(after, TcpStream::connect(&*ep.authority))
+        let address = ep.mesh.as_ref().map_or(&*ep.authority, |m| m.connect.as_str());
+        let stream = tokio::time::timeout(after, TcpStream::connect(address))
             .await
-            .map_err(|_| connect_error(&ep.authority, format!("timed out after {after:?}")))?
-            .map_err(|e| connect_error(&ep.authority, format!("failed: {e}")))?;
+            .map_err(|_| connect_error(address, format!("timed out after {after:?}")))?
+            .map_err(|e| connect_error(address, format!("failed: {e}")))?;
         let _ = stream.set_nodelay(true);
         if let Some(k) = &policy.tcp_keepalive {
             keepalive(&stream, k);
         }
-        Ok(stream)
+        match &ep.mesh {
+            None => Ok(Stream::Tcp(stream)),
+            // Boxed: the handshake's future is large and mesh connections are made rarely.
+            Some(mesh) => Box::pin(self.mutual_tls(stream, mesh, after, h2)).await,
+        }
+    }
+
+    /// Mutual TLS with the mesh proxy in front of an endpoint, checked
+    /// against the identity its registry names.
+    async fn mutual_tls(
+        &self,
+        stream: TcpStream,
+        mesh: &MeshUpstream,
+        within: Duration,
+        h2: bool,
+    ) -> Result<Stream, ProxyError> {
+        let fail = |what: String| connect_error(&mesh.connect, what);
+        let configs = self
+            .settings
+            .identity
+            .as_ref()
+            .and_then(|i| i.tls())
+            .ok_or_else(|| {
+                fail("refused: the endpoint is behind a mesh proxy and this proxy has no certificate for mutual TLS yet".into())
+            })?;
+        let expected = SpiffeId::parse(&mesh.proxy.identity(&self.settings.trust_domain))
+            .map_err(|e| fail(format!("refused: the registry names an invalid identity: {e}")))?;
+        let name = crate::inbound::server_name_for_port(mesh.port);
+        let name = rustls::pki_types::ServerName::try_from(name)
+            .map_err(|e| fail(format!("refused: {e}")))?;
+        let connector = tokio_rustls::TlsConnector::from(configs.client(h2).clone());
+        let tls = match tokio::time::timeout(within, connector.connect(name, stream)).await {
+            Err(_) => return Err(fail(format!("mutual TLS handshake timed out after {within:?}"))),
+            Ok(Err(e)) => {
+                let why = anymesh_identity::tls::PeerError::from_io(&e)
+                    .map_or_else(|| e.to_string(), |p| p.to_string());
+                tracing::warn!(proxy = %mesh.connect, expected = %expected, reason = %why, "mutual TLS to a mesh proxy refused");
+                return Err(fail(format!("mutual TLS handshake failed: {why}")));
+            }
+            Ok(Ok(tls)) => tls,
+        };
+        if let Err(e) = anymesh_identity::tls::check_peer(tls.get_ref().1, &expected) {
+            tracing::warn!(proxy = %mesh.connect, expected = %expected, reason = %e, "mesh proxy refused: secure naming");
+            return Err(fail(format!("refused by secure naming: {e}")));
+        }
+        Ok(Stream::Tls(Box::new(Tls::Client(tls))))
     }
 
     async fn connect_h2(
@@ -438,7 +522,7 @@ impl Pool {
     ) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
         // One connection per endpoint, shared by every cluster holding it:
         // the proxy's own connect settings apply.
-        let io = TokioIo::new(self.tcp(ep, &ConnectionPool::default()).await?);
+        let io = TokioIo::new(self.connect(ep, &ConnectionPool::default(), true).await?);
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Some(Duration::from_secs(30)))
@@ -494,7 +578,39 @@ mod tests {
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(90),
             max_idle_per_endpoint: 8,
+            identity: None,
+            trust_domain: Arc::from("cluster.local"),
         })
+    }
+
+    /// The pool's view of the plaintext endpoint at `addr`.
+    fn target(addr: &str) -> ClusterEndpoint {
+        let sock: std::net::SocketAddr = addr.parse().expect("addr");
+        let endpoint = anymesh_core::model::Endpoint {
+            service: anymesh_core::model::Hostname::new("svc").expect("host"),
+            address: sock.ip().to_string(),
+            ports: vec![anymesh_core::model::EndpointPort {
+                name: String::new(),
+                number: sock.port(),
+            }],
+            labels: Default::default(),
+            health: Default::default(),
+            weight: 1,
+            locality: Default::default(),
+            mesh: None,
+            provenance: anymesh_core::model::Provenance {
+                source: anymesh_core::model::SourceId::new("test"),
+                native_id: addr.to_string(),
+                raw_labels: Default::default(),
+            },
+        };
+        ClusterEndpoint {
+            key: endpoint.key(),
+            authority: addr.to_string(),
+            weight: 1,
+            mesh: None,
+            endpoint: Arc::new(endpoint),
+        }
     }
 
     fn get() -> Request<RequestBody> {
@@ -509,13 +625,13 @@ mod tests {
     async fn a_stream_limit_opens_another_connection_when_every_one_is_full() {
         let (addr, conns, release) = holding_server().await;
         let pool = pool();
-        let (p, a) = (pool.clone(), addr.clone());
+        let (p, a) = (pool.clone(), target(&addr));
         let first = tokio::spawn(async move { p.send_h2(&a, get(), Some(1)).await });
         anymesh_testkit::wait::eventually_async("the first connection", || async {
             conns.load(Ordering::SeqCst) == 1
         })
         .await;
-        let (p, a) = (pool.clone(), addr.clone());
+        let (p, a) = (pool.clone(), target(&addr));
         let second = tokio::spawn(async move { p.send_h2(&a, get(), Some(1)).await });
         anymesh_testkit::wait::eventually_async("a second connection", || async {
             conns.load(Ordering::SeqCst) == 2
@@ -527,7 +643,7 @@ mod tests {
         assert!(resp.status().is_success() && slot.is_some());
         drop((resp, slot, two));
         // Both streams ended: the next request fits on an open connection.
-        let (p, a) = (pool.clone(), addr.clone());
+        let (p, a) = (pool.clone(), target(&addr));
         let third = tokio::spawn(async move { p.send_h2(&a, get(), Some(1)).await });
         release.notify_waiters();
         anymesh_testkit::wait::eventually_async("the third answer", || async {
@@ -537,7 +653,7 @@ mod tests {
         .await;
         assert_eq!(conns.load(Ordering::SeqCst), 2, "no third connection");
         // Without a limit, every stream shares the first open connection.
-        let (p, a) = (pool.clone(), addr.clone());
+        let (p, a) = (pool.clone(), target(&addr));
         let unlimited = tokio::spawn(async move { p.send_h2(&a, get(), None).await });
         anymesh_testkit::wait::eventually_async("the unlimited answer", || async {
             release.notify_waiters();

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::Body;
 use tokio::io::AsyncWrite;
-use tokio::net::TcpStream;
+use crate::stream::Stream;
 
 use crate::body::request::RequestBody;
 use crate::error::{ErrorKind, ProxyError};
@@ -68,7 +68,7 @@ impl Upload {
     pub(crate) fn poll(
         &mut self,
         cx: &mut Context<'_>,
-        stream: &mut TcpStream,
+        stream: &mut Stream,
     ) -> Poll<Result<(), ProxyError>> {
         loop {
             while !self.pending.is_empty() {
@@ -88,7 +88,14 @@ impl Upload {
                 }
             }
             if self.ended {
-                return Poll::Ready(Ok(()));
+                // Out of a TLS session's buffer too (a no-op for plain TCP).
+                return match Pin::new(&mut *stream).poll_flush(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(ProxyError::upstream_closed(format!(
+                        "writing the request body: {e}"
+                    )))),
+                };
             }
             match Pin::new(&mut self.body).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
@@ -169,7 +176,7 @@ impl Sending {
     pub(crate) fn poll(
         &mut self,
         cx: &mut Context<'_>,
-        stream: &mut TcpStream,
+        stream: &mut Stream,
     ) -> Poll<Result<(), ProxyError>> {
         let Sending::Body(upload) = self else {
             return Poll::Ready(Ok(()));
@@ -205,7 +212,7 @@ mod tests {
     use crate::h2::body::{ConnSignal, Inbox, RecvBody};
     use std::future::poll_fn;
     use tokio::io::AsyncReadExt;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     /// A request body whose data is all there already, as an HTTP/2
     /// stream's would be; `length` is its declared `content-length`.
@@ -221,12 +228,12 @@ mod tests {
     }
 
     /// A connected pair of loopback sockets: (proxy side, upstream side).
-    async fn pair() -> (TcpStream, TcpStream) {
+    async fn pair() -> (Stream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let ours = TcpStream::connect(addr).await.expect("connect");
         let (theirs, _) = listener.accept().await.expect("accept");
-        (ours, theirs)
+        (Stream::Tcp(ours), theirs)
     }
 
     /// Sends `body` with its own framing; what the upstream read, or the error.

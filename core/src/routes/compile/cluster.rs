@@ -16,6 +16,7 @@ use crate::config::{
 use crate::model::{Health, Hostname, Labels, Protocol, ServicePort};
 use crate::routes::policy::ClusterPolicy;
 use crate::routes::table::{
+    MeshUpstream,
     Cluster, ClusterEndpoint, Excluded, ExclusionReason, HashKey, HashPolicy, LbPolicy,
 };
 
@@ -229,6 +230,8 @@ fn select(
             key: ep.key(),
             authority: ep.authority(number),
             weight: ep.effective_weight(),
+            // Auto mTLS: mutual TLS exactly when a mesh proxy fronts the endpoint.
+            mesh: MeshUpstream::of(ep, number),
             endpoint: ep.clone(),
         };
         match ep.health {

@@ -1,5 +1,7 @@
-//! A stream with bytes already read from it put back in front, for handing a
-//! connection to hyper after its first bytes were inspected.
+//! A stream with bytes already read from it put back in front: for handing
+//! a connection to hyper after its first bytes were inspected, and for the
+//! inbound listener's TLS handshake after the ClientHello was read to see
+//! whether it is mesh mutual TLS.
 
 use std::io;
 use std::pin::Pin;
@@ -7,20 +9,23 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
-pub(super) struct Rewind {
+pub(crate) struct Rewind<S> {
     prefix: Bytes,
-    inner: TcpStream,
+    inner: S,
 }
 
-impl Rewind {
-    pub(super) fn new(prefix: Bytes, inner: TcpStream) -> Self {
+impl<S> Rewind<S> {
+    pub(crate) fn new(prefix: Bytes, inner: S) -> Self {
         Self { prefix, inner }
+    }
+
+    pub(crate) fn get_ref(&self) -> &S {
+        &self.inner
     }
 }
 
-impl AsyncRead for Rewind {
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -36,7 +41,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -1,0 +1,384 @@
+//! The inbound listener: the side of the sidecar that faces the network.
+//! Other mesh proxies connect here with mutual TLS; it authenticates the
+//! peer, and the request goes to the local workload's port on loopback
+//! through the same forwarding layer the outbound side uses (with an
+//! inbound route table: one virtual host per workload port).
+//!
+//! A connection opens with plaintext, mesh mutual TLS (a ClientHello that
+//! offers anymesh's ALPN) or other TLS ([`sniff`]); what happens next is the
+//! PeerAuthentication mode of the workload port it is for:
+//!
+//! | opening | STRICT | PERMISSIVE | DISABLE |
+//! |---|---|---|---|
+//! | mesh mTLS | served | served | passed through to the app as TCP |
+//! | plaintext | refused | served | served |
+//! | other TLS | refused | passed through | passed through |
+//!
+//! Facing the network, every connection is bounded: a connection limit,
+//! a deadline for the opening and TLS handshake, the HTTP/1.1 header-read
+//! and idle timeouts, and the HTTP/2 server's abuse limits.
+
+pub(crate) mod sniff;
+pub mod table;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anymesh_identity::tls::PeerError;
+use anymesh_identity::Identity;
+use arc_swap::ArcSwap;
+use bytes::{Bytes, BytesMut};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::Instant;
+
+use crate::forward::Proxy;
+use crate::h1;
+use crate::h1::handover::builder;
+use crate::h1::ServerSettings;
+use crate::rewind::Rewind;
+use crate::server::{Connections, DRAIN_TIMEOUT};
+use crate::policy::{InboundPolicy, SharedPolicy};
+use crate::service::{InboundConn, Peer};
+use crate::stream::{Stream, Tls};
+use sniff::{sniff, Opening, ALPN_H2};
+pub use sniff::server_name_for_port;
+
+pub use anymesh_core::security::MtlsMode;
+
+/// A local workload port the inbound listener serves.
+#[derive(Debug, Clone)]
+pub struct InboundPort {
+    /// The port as registries advertise it (what mesh peers ask for).
+    pub port: u16,
+    /// Where the application listens (loopback).
+    pub app: SocketAddr,
+    pub mode: MtlsMode,
+    /// What the application speaks on it.
+    pub protocol: anymesh_core::model::Protocol,
+    /// The inbound route table's virtual host for this port.
+    pub route_key: Arc<str>,
+}
+
+/// The workload ports the inbound listener serves; the first is where
+/// connections that name no port go (plaintext, TLS without a server name).
+#[derive(Debug, Default)]
+pub struct InboundPorts {
+    pub ports: Vec<InboundPort>,
+}
+
+impl InboundPorts {
+    fn by_port(&self, port: u16) -> Option<&InboundPort> {
+        self.ports.iter().find(|p| p.port == port)
+    }
+
+    fn default_port(&self) -> Option<&InboundPort> {
+        self.ports.first()
+    }
+
+    /// The port a mesh peer's server name asks for; the default port when
+    /// it names none.
+    fn for_server_name(&self, sni: Option<&str>) -> Option<&InboundPort> {
+        match sni {
+            None => self.default_port(),
+            Some(name) => sniff::port_of_server_name(name).and_then(|p| self.by_port(p)),
+        }
+    }
+}
+
+/// The inbound listener's bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct InboundSettings {
+    /// From accept to a finished TLS handshake (or the first plaintext bytes).
+    pub handshake_timeout: Duration,
+    /// Connections open at once; more are closed at accept.
+    pub max_connections: usize,
+    /// The HTTP/1.1 server's settings (header-read and idle timeouts on).
+    pub server: ServerSettings,
+}
+
+impl Default for InboundSettings {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            server: ServerSettings {
+                header_read_timeout: Some(Duration::from_secs(10)),
+                idle_timeout: Some(Duration::from_secs(3600)),
+            },
+        }
+    }
+}
+
+/// Counts of what became of inbound connections.
+#[derive(Debug, Default)]
+pub struct InboundStats {
+    pub mtls: AtomicU64,
+    pub plaintext: AtomicU64,
+    pub passthrough: AtomicU64,
+    /// Plaintext (or other TLS) refused by STRICT.
+    pub refused_plaintext: AtomicU64,
+    /// Handshakes that failed (the peer's certificate was refused, or the
+    /// handshake broke).
+    pub refused_tls: AtomicU64,
+    /// Closed at accept: the connection limit was reached.
+    pub refused_limit: AtomicU64,
+    /// No opening or handshake within the deadline, or a ClientHello too large.
+    pub refused_slow: AtomicU64,
+    /// Asked for a port no local workload serves.
+    pub refused_port: AtomicU64,
+}
+
+/// What every inbound connection is served with.
+pub struct Inbound {
+    ports: ArcSwap<InboundPorts>,
+    /// The proxy's identity, whose certificate the listener presents.
+    identity: Arc<Identity>,
+    /// The local workload's authentication and authorization policies.
+    policy: SharedPolicy,
+    settings: InboundSettings,
+    permits: Arc<Semaphore>,
+    pub stats: InboundStats,
+}
+
+impl Inbound {
+    pub fn new(ports: InboundPorts, identity: Arc<Identity>, settings: InboundSettings) -> Self {
+        Self {
+            ports: ArcSwap::from_pointee(ports),
+            identity,
+            policy: SharedPolicy::default(),
+            settings,
+            permits: Arc::new(Semaphore::new(settings.max_connections)),
+            stats: InboundStats::default(),
+        }
+    }
+
+    /// Replaces the ports and their modes (a PeerAuthentication change);
+    /// connections already open keep what they were accepted with.
+    pub fn set_ports(&self, ports: InboundPorts) {
+        self.ports.store(Arc::new(ports));
+    }
+
+    /// Puts new policies in force for every request from now on.
+    pub fn set_policy(&self, policy: InboundPolicy) {
+        self.policy.store(Arc::new(policy));
+    }
+
+    pub fn settings(&self) -> &InboundSettings {
+        &self.settings
+    }
+}
+
+fn count(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Serves inbound connections on this thread until `shutdown` resolves (or
+/// no more come), then drains them.
+pub async fn serve_inbound(
+    mut conns: Connections,
+    inbound: Arc<Inbound>,
+    proxy: Arc<Proxy>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let settings = inbound.settings.server;
+    let shared = Arc::new(h1::Shared {
+        service: proxy,
+        settings,
+        hyper: builder(settings),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (alive_tx, mut alive_rx) = mpsc::channel::<Infallible>(1);
+    tokio::pin!(shutdown);
+    let mut turn = 0;
+    loop {
+        let next = tokio::select! {
+            next = conns.next(&mut turn) => next,
+            () = &mut shutdown => break,
+        };
+        let Some((tcp, addr)) = next else { break };
+        let Ok(permit) = inbound.permits.clone().try_acquire_owned() else {
+            count(&inbound.stats.refused_limit);
+            tracing::debug!(%addr, "inbound connection refused: connection limit reached");
+            drop(tcp);
+            continue;
+        };
+        let (shared, inbound, stop, alive) = (
+            shared.clone(),
+            inbound.clone(),
+            stop_rx.clone(),
+            alive_tx.clone(),
+        );
+        tokio::spawn(async move {
+            connection(tcp, addr, &shared, &inbound, stop).await;
+            drop(permit);
+            drop(alive);
+        });
+    }
+    drop(conns);
+    let _ = stop_tx.send(true);
+    drop(alive_tx);
+    if tokio::time::timeout(DRAIN_TIMEOUT, alive_rx.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!("inbound connections still open after drain timeout; closing");
+    }
+}
+
+/// Serves one inbound connection.
+async fn connection(
+    mut tcp: TcpStream,
+    addr: SocketAddr,
+    shared: &Arc<h1::Shared<Proxy>>,
+    inbound: &Inbound,
+    stop: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let Ok(local) = tcp.local_addr() else { return };
+    let stats = &inbound.stats;
+    let deadline = Instant::now() + inbound.settings.handshake_timeout;
+    let mut buf = BytesMut::new();
+    let opening = match tokio::time::timeout_at(deadline, sniff(&mut tcp, &mut buf)).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(sniff::SniffError::TooLarge)) | Err(_) => {
+            count(&stats.refused_slow);
+            tracing::debug!(%addr, "inbound connection closed: no complete opening in time (or too large)");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::trace!(%addr, error = %e, "inbound connection ended before it opened");
+            return;
+        }
+    };
+    let ports = inbound.ports.load_full();
+    match opening {
+        Opening::Mesh { sni } => {
+            let Some(port) = ports.for_server_name(sni.as_deref()) else {
+                count(&stats.refused_port);
+                tracing::info!(%addr, server_name = ?sni, "inbound mTLS refused: no local workload serves the port asked for");
+                return;
+            };
+            if port.mode == MtlsMode::Disable {
+                count(&stats.passthrough);
+                passthrough(tcp, buf.freeze(), port.app, addr).await;
+                return;
+            }
+            let Some(config) = inbound.identity.tls().map(|t| t.server.clone()) else {
+                count(&stats.refused_tls);
+                tracing::warn!(%addr, "inbound mTLS refused: this proxy has no certificate yet");
+                return;
+            };
+            let accept = async {
+                let acceptor = tokio_rustls::LazyConfigAcceptor::new(
+                    rustls::server::Acceptor::default(),
+                    Rewind::new(buf.freeze(), tcp),
+                );
+                acceptor.await?.into_stream(config).await
+            };
+            let tls = match tokio::time::timeout_at(deadline, accept).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    count(&stats.refused_tls);
+                    let reason = PeerError::from_io(&e).map_or_else(|| e.to_string(), |p| p.to_string());
+                    tracing::warn!(%addr, %reason, "inbound mTLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    count(&stats.refused_slow);
+                    tracing::debug!(%addr, "inbound mTLS handshake did not finish in time");
+                    return;
+                }
+            };
+            let session = tls.get_ref().1;
+            let h2 = session.alpn_protocol() == Some(ALPN_H2);
+            let peer_id = anymesh_identity::tls::peer_id(session);
+            count(&stats.mtls);
+            let peer = Peer {
+                addr,
+                inbound: Some(Arc::new(InboundConn {
+                    route_key: port.route_key.clone(),
+                    peer_id,
+                    port: port.port,
+                    local,
+                    sni: sni.map(String::into_boxed_str),
+                    policy: inbound.policy.clone(),
+                })),
+            };
+            let stream = Stream::Tls(Box::new(Tls::Server(tls)));
+            serve(stream, Bytes::new(), h2, peer, shared, stop).await;
+        }
+        Opening::Plain | Opening::OtherTls => {
+            let Some(port) = ports.default_port() else {
+                count(&stats.refused_port);
+                return;
+            };
+            if port.mode == MtlsMode::Strict {
+                count(&stats.refused_plaintext);
+                tracing::debug!(%addr, "inbound connection refused: STRICT mutual TLS and the peer did not offer mesh mTLS");
+                return;
+            }
+            if opening == Opening::OtherTls {
+                count(&stats.passthrough);
+                passthrough(tcp, buf.freeze(), port.app, addr).await;
+                return;
+            }
+            count(&stats.plaintext);
+            let peer = Peer {
+                addr,
+                inbound: Some(Arc::new(InboundConn {
+                    route_key: port.route_key.clone(),
+                    peer_id: None,
+                    port: port.port,
+                    local,
+                    sni: None,
+                    policy: inbound.policy.clone(),
+                })),
+            };
+            h1::serve_connection(Stream::Tcp(tcp), peer, shared.clone(), stop, Some(buf)).await;
+        }
+    }
+}
+
+/// Serves an authenticated connection with the protocol its ALPN chose.
+async fn serve(
+    stream: Stream,
+    prefix: Bytes,
+    h2: bool,
+    peer: Peer,
+    shared: &Arc<h1::Shared<Proxy>>,
+    stop: watch::Receiver<bool>,
+) {
+    if h2 {
+        Box::pin(crate::h2::serve(
+            stream,
+            prefix,
+            peer,
+            shared.service.clone(),
+            stop,
+        ))
+        .await;
+    } else {
+        h1::serve_connection(stream, peer, shared.clone(), stop, None).await;
+    }
+}
+
+/// Relays a connection the proxy does not terminate to the application,
+/// bytes already read first.
+async fn passthrough(tcp: TcpStream, prefix: Bytes, app: SocketAddr, addr: SocketAddr) {
+    let mut client = Rewind::new(prefix, tcp);
+    let mut upstream = match TcpStream::connect(app).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(%addr, %app, error = %e, "inbound passthrough: the application refused");
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::trace!(%addr, error = %e, "inbound passthrough ended");
+    }
+}
