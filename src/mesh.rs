@@ -88,6 +88,7 @@ impl Mesh {
         // The proxy's identity (its certificate source) and the inbound
         // side's policies, kept current with the config.
         let identity = security::start_identity(&settings, &mut tasks, &stop).await?;
+        let identity_for_admin = identity.clone();
         let inbound_state = security::start_inbound(
             &settings,
             identity.clone(),
@@ -139,6 +140,8 @@ impl Mesh {
         )
         .await?;
         let admin_state = Arc::new(AdminState {
+            identity: identity_for_admin,
+            inbound: inbound_state.clone(),
             router: router.clone(),
             catalog: catalog.clone(),
             registry: metric_registry,

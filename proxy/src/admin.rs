@@ -37,6 +37,11 @@ pub struct AdminState {
     /// The active health checker's board, when checks are configured
     /// (probe details for `/explain`, probed endpoints for `/metrics`).
     pub health: Option<Arc<HealthBoard>>,
+    /// The proxy's identity, when one is configured: `/ready` waits for a
+    /// valid certificate; `/metrics` shows its expiry.
+    pub identity: Option<Arc<anymesh_identity::Identity>>,
+    /// The inbound listener, when the proxy fronts workloads (its counts in `/metrics`).
+    pub inbound: Option<Arc<crate::inbound::Inbound>>,
 }
 
 #[derive(Serialize)]
@@ -65,7 +70,17 @@ pub fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody
     }
     match req.uri().path() {
         "/ready" => {
-            if *state.ready.borrow() {
+            let certified = state
+                .identity
+                .as_ref()
+                .is_none_or(|i| i.valid_at(std::time::SystemTime::now()));
+            if *state.ready.borrow() && !certified {
+                respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "not ready: no valid certificate for mutual TLS (see the identity source's log)\n",
+                )
+            } else if *state.ready.borrow() {
                 respond(StatusCode::OK, "text/plain", "ready\n")
             } else {
                 respond(
@@ -129,6 +144,12 @@ pub(crate) fn encode_metrics(out: &mut String, state: &AdminState) -> std::fmt::
         state.router.clone(),
         state.health.clone(),
     )));
+    if state.identity.is_some() || state.inbound.is_some() {
+        scrape.register_collector(Box::new(crate::metrics::SecurityCollector::new(
+            state.identity.clone(),
+            state.inbound.clone(),
+        )));
+    }
     encode_registry(out, &scrape)?;
     encode_eof(out)
 }

@@ -177,6 +177,8 @@ fn metrics_are_read_from_the_routing_at_scrape_time() {
     let snap = snapshot();
     let router = router(&snap);
     let state = AdminState {
+        identity: None,
+        inbound: None,
         router,
         catalog: watch::channel(Arc::new(snap)).1,
         registry: Registry::default(),
