@@ -198,6 +198,23 @@ pub(crate) async fn load(config: &Path, live: Live) -> Result<Loaded, String> {
         rejected(set.rejected.destination_rules.len()),
         settings.routing_files().map(|f| f.len()).unwrap_or(0)
     ));
+    let security = set.peer_authentications.len()
+        + set.authorization_policies.len()
+        + set.request_authentications.len();
+    let security_rejected = set.rejected.peer_authentications.len()
+        + set.rejected.authorization_policies.len()
+        + set.rejected.request_authentications.len();
+    if security + security_rejected > 0 {
+        loaded.summary.push(format!(
+            "security: {} PeerAuthentications{}, {} AuthorizationPolicies{}, {} RequestAuthentications{}",
+            set.peer_authentications.len(),
+            rejected(set.rejected.peer_authentications.len()),
+            set.authorization_policies.len(),
+            rejected(set.rejected.authorization_policies.len()),
+            set.request_authentications.len(),
+            rejected(set.rejected.request_authentications.len()),
+        ));
+    }
     if !cluster.is_empty() {
         // The checks across resources again, files and clusters together.
         set.merge(cluster);
