@@ -22,7 +22,9 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use regex::Regex;
 use serde::Serialize;
 
-use super::policy::{ClusterPolicy, FaultPolicy, Mirror, MirrorCompare, RetryPolicy};
+use super::policy::{
+    ClusterPolicy, ClusterTls, FaultPolicy, Mirror, MirrorCompare, RetryPolicy, TlsOrigination,
+};
 use crate::model::{Endpoint, EndpointKey, Hostname, Labels, ServicePort};
 
 /// The whole compiled routing state.
@@ -379,15 +381,108 @@ impl Cluster {
 #[derive(Debug, Clone, Serialize)]
 pub struct ClusterEndpoint {
     pub key: EndpointKey,
-    /// `address:port` to connect to.
+    /// `address:port` to connect to (plaintext and TLS origination).
     pub authority: String,
     pub weight: u32,
-    /// Set when the proxy speaks mutual TLS to a mesh proxy in front of the
-    /// endpoint instead of plaintext to `authority`.
+    /// How connections to the endpoint are secured; `None`: plaintext to
+    /// `authority`. Decided by the compiler from the cluster's
+    /// DestinationRule `tls` and the endpoint's mesh metadata
+    /// ([`UpstreamTls::decide`]).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mesh: Option<Arc<MeshUpstream>>,
+    pub tls: Option<UpstreamTls>,
     #[serde(skip)]
     pub endpoint: Arc<Endpoint>,
+}
+
+impl ClusterEndpoint {
+    /// The mesh proxy reached with mutual TLS, when the endpoint is reached that way.
+    pub fn mesh(&self) -> Option<&Arc<MeshUpstream>> {
+        match &self.tls {
+            Some(UpstreamTls::Mesh(m)) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+/// How the proxy secures its connections to one endpoint, when it does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum UpstreamTls {
+    /// Mesh mutual TLS (auto mTLS or `ISTIO_MUTUAL`) with the proxy's own
+    /// identity and trust bundle.
+    Mesh(Arc<MeshUpstream>),
+    /// TLS origination (`SIMPLE` or `MUTUAL`) to the endpoint's own
+    /// address and port; one per cluster, shared by its endpoints.
+    Origination(Arc<Origination>),
+}
+
+impl UpstreamTls {
+    /// Istio's decision for `endpoint`'s port `port` in a cluster of
+    /// `service` whose merged DestinationRule `tls` is `tls`:
+    ///
+    /// | `tls` | endpoint with mesh metadata | endpoint without |
+    /// |---|---|---|
+    /// | `None` (auto mTLS) | mesh mTLS to its proxy | plaintext |
+    /// | `DISABLE` | plaintext to its own port | plaintext |
+    /// | `ISTIO_MUTUAL` | mesh mTLS to its proxy | mesh mTLS to its own port |
+    /// | `SIMPLE` / `MUTUAL` | origination to its own port | origination |
+    ///
+    /// `ISTIO_MUTUAL` toward an endpoint no registry marks as proxied
+    /// assumes the endpoint itself speaks mesh mTLS (as Envoy does: it
+    /// sends mTLS to the endpoint's address): the identity expected is the
+    /// `default` service account of the service's namespace (the second
+    /// label of a Kubernetes name `<name>.<namespace>.svc...`, else
+    /// `default`) unless `subjectAltNames` name the accepted identities.
+    /// `origination` is the cluster's shared [`Origination`] (set when
+    /// `tls` is `SIMPLE` or `MUTUAL`).
+    pub fn decide(
+        tls: Option<&ClusterTls>,
+        endpoint: &Endpoint,
+        port: u16,
+        origination: Option<&Arc<Origination>>,
+    ) -> Option<Self> {
+        match tls {
+            None => MeshUpstream::of(endpoint, port).map(UpstreamTls::Mesh),
+            Some(ClusterTls::Disable) => None,
+            Some(ClusterTls::IstioMutual {
+                sni,
+                subject_alt_names,
+            }) => {
+                let mesh = match MeshUpstream::of(endpoint, port) {
+                    Some(m) => Arc::unwrap_or_clone(m),
+                    None => MeshUpstream {
+                        connect: endpoint.authority(port),
+                        port,
+                        proxy: crate::model::MeshProxy::new(
+                            port,
+                            Some(namespace_of(&endpoint.service).to_string()),
+                            None,
+                        ),
+                        sni: None,
+                        subject_alt_names: Vec::new(),
+                    },
+                };
+                Some(UpstreamTls::Mesh(Arc::new(MeshUpstream {
+                    sni: sni.clone(),
+                    subject_alt_names: subject_alt_names.clone(),
+                    ..mesh
+                })))
+            }
+            Some(ClusterTls::Simple(_) | ClusterTls::Mutual(_)) => {
+                origination.cloned().map(UpstreamTls::Origination)
+            }
+        }
+    }
+}
+
+/// The namespace of a Kubernetes service name (`reviews.shop.svc.cluster.local`
+/// → `shop`); `default` for other names.
+fn namespace_of(service: &Hostname) -> &str {
+    let mut labels = service.as_str().split('.');
+    match (labels.next(), labels.next(), labels.next()) {
+        (Some(_), Some(ns), Some("svc")) if !ns.is_empty() => ns,
+        _ => "default",
+    }
 }
 
 /// How a mesh proxy in front of an endpoint is reached: mutual TLS to its
@@ -401,6 +496,14 @@ pub struct MeshUpstream {
     pub port: u16,
     /// The registry's statement of the proxy's identity.
     pub proxy: crate::model::MeshProxy,
+    /// `ISTIO_MUTUAL`'s `sni`: the server name sent instead of
+    /// `inbound-<port>.anymesh`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// `ISTIO_MUTUAL`'s `subjectAltNames`: the peer identities accepted
+    /// (any of them) instead of the registry's; empty: the registry's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<String>,
 }
 
 impl MeshUpstream {
@@ -411,6 +514,43 @@ impl MeshUpstream {
             connect: endpoint.authority(proxy.port),
             port,
             proxy: proxy.clone(),
+            sni: None,
+            subject_alt_names: Vec::new(),
+        }))
+    }
+}
+
+/// TLS origination to a cluster's endpoints (DestinationRule `SIMPLE` or
+/// `MUTUAL`): the settings, the server name and the cluster (for logs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Origination {
+    /// `MUTUAL`: a client certificate is presented.
+    pub mutual: bool,
+    pub settings: TlsOrigination,
+    /// The server name sent and (without `subjectAltNames`) verified: the
+    /// `sni`, else the service's hostname.
+    pub server_name: String,
+    /// The cluster it belongs to (`outbound|443||api.example.com`).
+    pub cluster: String,
+}
+
+impl Origination {
+    /// The origination of a cluster of `service` under `tls`, when `tls`
+    /// is `SIMPLE` or `MUTUAL`.
+    pub fn of(tls: Option<&ClusterTls>, service: &Hostname, cluster: &str) -> Option<Arc<Self>> {
+        let (mutual, settings) = match tls? {
+            ClusterTls::Simple(s) => (false, s),
+            ClusterTls::Mutual(s) => (true, s),
+            ClusterTls::Disable | ClusterTls::IstioMutual { .. } => return None,
+        };
+        Some(Arc::new(Self {
+            mutual,
+            server_name: settings
+                .sni
+                .clone()
+                .unwrap_or_else(|| service.as_str().to_string()),
+            settings: settings.clone(),
+            cluster: cluster.to_string(),
         }))
     }
 }

@@ -13,11 +13,11 @@ use crate::catalog::MergedService;
 use crate::config::{
     self, Destination, LoadBalancerSettings, Resource, Severity, SimpleLb, VirtualService,
 };
-use crate::model::{Health, Hostname, Labels, Protocol, ServicePort};
+use crate::model::{Endpoint, Health, Hostname, Labels, Protocol, ServicePort};
 use crate::routes::policy::ClusterPolicy;
 use crate::routes::table::{
-    MeshUpstream,
     Cluster, ClusterEndpoint, Excluded, ExclusionReason, HashKey, HashPolicy, LbPolicy,
+    Origination, UpstreamTls,
 };
 
 /// What a cluster is built from.
@@ -160,8 +160,14 @@ impl Compiler<'_> {
         let index = existing
             .or_else(|| store.free.pop())
             .unwrap_or(store.slots.len());
+        let tls = spec.policy.tls.as_ref();
+        let origination = Origination::of(tls, &spec.service, &name);
         let (endpoints, excluded) = match (&spec.endpoints_of, &spec.selector) {
-            (Some(svc), Some(selector)) => select(svc, selector, &spec.port),
+            (Some(svc), Some(selector)) => {
+                let secure =
+                    |ep: &Endpoint, port| UpstreamTls::decide(tls, ep, port, origination.as_ref());
+                select(svc, selector, &spec.port, secure)
+            }
             _ => (Vec::new(), Vec::new()),
         };
         let cluster = Arc::new(Cluster {
@@ -198,11 +204,13 @@ fn stand_in_port(number: u16) -> ServicePort {
 }
 
 /// Splits a service's endpoints into eligible and excluded ones for a
-/// subset selector and port.
+/// subset selector and port; `secure` says how connections to an eligible
+/// endpoint's port are secured.
 fn select(
     svc: &MergedService,
     selector: &Labels,
     port: &ServicePort,
+    secure: impl Fn(&Endpoint, u16) -> Option<UpstreamTls>,
 ) -> (Vec<ClusterEndpoint>, Vec<Excluded>) {
     let mut healthy = Vec::new();
     let mut draining = Vec::new();
@@ -230,8 +238,7 @@ fn select(
             key: ep.key(),
             authority: ep.authority(number),
             weight: ep.effective_weight(),
-            // Auto mTLS: mutual TLS exactly when a mesh proxy fronts the endpoint.
-            mesh: MeshUpstream::of(ep, number),
+            tls: secure(ep, number),
             endpoint: ep.clone(),
         };
         match ep.health {
@@ -287,3 +294,6 @@ pub(super) fn lb_policy(lb: Option<&LoadBalancerSettings>) -> LbPolicy {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
