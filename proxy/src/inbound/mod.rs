@@ -32,20 +32,20 @@ use anymesh_identity::Identity;
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::forward::Proxy;
 use crate::h1;
 use crate::h1::handover::builder;
 use crate::h1::ServerSettings;
+use crate::policy::{InboundPolicy, SharedPolicy};
 use crate::rewind::Rewind;
 use crate::server::{Connections, DRAIN_TIMEOUT};
-use crate::policy::{InboundPolicy, SharedPolicy};
 use crate::service::{InboundConn, Peer};
 use crate::stream::{Stream, Tls};
-use sniff::{sniff, Opening, ALPN_H2};
 pub use sniff::server_name_for_port;
+use sniff::{sniff, Opening, ALPN_H2};
 
 pub use anymesh_core::security::MtlsMode;
 
@@ -124,7 +124,8 @@ pub struct InboundStats {
     /// Handshakes that failed (the peer's certificate was refused, or the
     /// handshake broke).
     pub refused_tls: AtomicU64,
-    /// Closed at accept: the connection limit was reached.
+    /// Closed at accept: the connection limit was reached, or half of it
+    /// is taken by connections still in their opening.
     pub refused_limit: AtomicU64,
     /// No opening or handshake within the deadline, or a ClientHello too large.
     pub refused_slow: AtomicU64,
@@ -141,6 +142,11 @@ pub struct Inbound {
     policy: SharedPolicy,
     settings: InboundSettings,
     permits: Arc<Semaphore>,
+    /// Connections still in their opening (no ClientHello or first
+    /// plaintext byte yet, or their TLS handshake unfinished) may hold at
+    /// most half of the permits: a flood of connections that never finish
+    /// opening cannot take the room of authenticated ones.
+    openings: Arc<Semaphore>,
     pub stats: InboundStats,
 }
 
@@ -152,6 +158,7 @@ impl Inbound {
             policy: SharedPolicy::default(),
             settings,
             permits: Arc::new(Semaphore::new(settings.max_connections)),
+            openings: Arc::new(Semaphore::new(opening_budget(settings.max_connections))),
             stats: InboundStats::default(),
         }
     }
@@ -170,6 +177,12 @@ impl Inbound {
     pub fn settings(&self) -> &InboundSettings {
         &self.settings
     }
+}
+
+/// How many of `max_connections` may be in their opening at once: half,
+/// and at least one.
+fn opening_budget(max_connections: usize) -> usize {
+    max_connections.div_ceil(2)
 }
 
 fn count(c: &AtomicU64) {
@@ -206,6 +219,12 @@ pub async fn serve_inbound(
             drop(tcp);
             continue;
         };
+        let Ok(opening) = inbound.openings.clone().try_acquire_owned() else {
+            count(&inbound.stats.refused_limit);
+            tracing::debug!(%addr, "inbound connection refused: too many connections still opening");
+            drop(tcp);
+            continue;
+        };
         let (shared, inbound, stop, alive) = (
             shared.clone(),
             inbound.clone(),
@@ -213,7 +232,7 @@ pub async fn serve_inbound(
             alive_tx.clone(),
         );
         tokio::spawn(async move {
-            connection(tcp, addr, &shared, &inbound, stop).await;
+            connection(tcp, addr, &shared, &inbound, stop, opening).await;
             drop(permit);
             drop(alive);
         });
@@ -236,13 +255,14 @@ async fn connection(
     shared: &Arc<h1::Shared<Proxy>>,
     inbound: &Inbound,
     stop: watch::Receiver<bool>,
+    opening: OwnedSemaphorePermit,
 ) {
     let _ = tcp.set_nodelay(true);
     let Ok(local) = tcp.local_addr() else { return };
     let stats = &inbound.stats;
     let deadline = Instant::now() + inbound.settings.handshake_timeout;
     let mut buf = BytesMut::new();
-    let opening = match tokio::time::timeout_at(deadline, sniff(&mut tcp, &mut buf)).await {
+    let kind = match tokio::time::timeout_at(deadline, sniff(&mut tcp, &mut buf)).await {
         Ok(Ok(o)) => o,
         Ok(Err(sniff::SniffError::TooLarge)) | Err(_) => {
             count(&stats.refused_slow);
@@ -255,7 +275,7 @@ async fn connection(
         }
     };
     let ports = inbound.ports.load_full();
-    match opening {
+    match kind {
         Opening::Mesh { sni } => {
             let Some(port) = ports.for_server_name(sni.as_deref()) else {
                 count(&stats.refused_port);
@@ -263,6 +283,7 @@ async fn connection(
                 return;
             };
             if port.mode == MtlsMode::Disable {
+                drop(opening);
                 count(&stats.passthrough);
                 passthrough(tcp, buf.freeze(), port.app, addr).await;
                 return;
@@ -283,7 +304,8 @@ async fn connection(
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     count(&stats.refused_tls);
-                    let reason = PeerError::from_io(&e).map_or_else(|| e.to_string(), |p| p.to_string());
+                    let reason =
+                        PeerError::from_io(&e).map_or_else(|| e.to_string(), |p| p.to_string());
                     tracing::warn!(%addr, %reason, "inbound mTLS handshake refused");
                     return;
                 }
@@ -293,6 +315,7 @@ async fn connection(
                     return;
                 }
             };
+            drop(opening);
             let session = tls.get_ref().1;
             let h2 = session.alpn_protocol() == Some(ALPN_H2);
             let peer_id = anymesh_identity::tls::peer_id(session);
@@ -312,6 +335,9 @@ async fn connection(
             serve(stream, Bytes::new(), h2, peer, shared, stop).await;
         }
         Opening::Plain | Opening::OtherTls => {
+            // What comes next is bounded by the header-read timeout or is
+            // the application's.
+            drop(opening);
             let Some(port) = ports.default_port() else {
                 count(&stats.refused_port);
                 return;
@@ -321,7 +347,7 @@ async fn connection(
                 tracing::debug!(%addr, "inbound connection refused: STRICT mutual TLS and the peer did not offer mesh mTLS");
                 return;
             }
-            if opening == Opening::OtherTls {
+            if kind == Opening::OtherTls {
                 count(&stats.passthrough);
                 passthrough(tcp, buf.freeze(), port.app, addr).await;
                 return;

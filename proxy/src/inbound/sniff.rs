@@ -3,7 +3,7 @@
 //! bytes read to tell are kept, to be put back in front of whatever serves
 //! the connection.
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -44,8 +44,11 @@ pub(crate) async fn sniff(tcp: &mut TcpStream, buf: &mut BytesMut) -> Result<Ope
         if let Some(o) = classify(buf)? {
             return Ok(o);
         }
-        buf.reserve(4096);
-        match tcp.read_buf(buf).await {
+        // Never more than the largest ClientHello: a connection in its
+        // opening costs at most that much buffer.
+        let want = MAX_CLIENT_HELLO.saturating_sub(buf.len()).clamp(1, 4096);
+        buf.reserve(want);
+        match tcp.read_buf(&mut (&mut *buf).limit(want)).await {
             Ok(0) if buf.is_empty() => return Err(SniffError::Closed),
             // The client closed mid-ClientHello: nothing to serve.
             Ok(0) => return Err(SniffError::Closed),
@@ -63,6 +66,15 @@ pub(crate) fn classify(buf: &[u8]) -> Result<Option<Opening>, SniffError> {
     // A TLS handshake record.
     if first != 0x16 {
         return Ok(Some(Opening::Plain));
+    }
+    match records(buf) {
+        // A ClientHello announcing more than the limit is refused at once,
+        // before its bytes are waited for.
+        Records::TooLarge => return Err(SniffError::TooLarge),
+        // Parsed only once a record is whole: a client trickling its
+        // ClientHello a byte at a time does not cost a parse per byte.
+        Records::Partial if buf.len() < MAX_CLIENT_HELLO => return Ok(None),
+        Records::Partial | Records::Whole | Records::NotTls => {}
     }
     let mut acceptor = rustls::server::Acceptor::default();
     let mut rest = buf;
@@ -93,6 +105,53 @@ pub(crate) fn classify(buf: &[u8]) -> Result<Option<Opening>, SniffError> {
         // (or nobody) decides.
         Err(_) => Ok(Some(Opening::OtherTls)),
     }
+}
+
+/// The largest TLS record a ClientHello may come in (a plaintext record).
+const MAX_RECORD: usize = 16 * 1024;
+
+/// What the TLS record headers at the start of a buffer say.
+#[derive(Debug, PartialEq, Eq)]
+enum Records {
+    /// Every record in the buffer is whole.
+    Whole,
+    /// The last record has more to come.
+    Partial,
+    /// The first handshake message is a ClientHello longer than
+    /// [`MAX_CLIENT_HELLO`] in all.
+    TooLarge,
+    /// A record header no TLS client sends (rustls says what it is).
+    NotTls,
+}
+
+fn records(buf: &[u8]) -> Records {
+    // The handshake message header: type 1 (ClientHello), a 24-bit length.
+    if let [0x16, _, _, _, _, 1, a, b, c, ..] = *buf {
+        let len = u32::from_be_bytes([0, a, b, c]) as usize;
+        // With its own header, in records of at most MAX_RECORD bytes.
+        let message = 4 + len;
+        if 5 * message.div_ceil(MAX_RECORD) + message > MAX_CLIENT_HELLO {
+            return Records::TooLarge;
+        }
+    }
+    let mut rest = buf;
+    while !rest.is_empty() {
+        let [0x16, 3, _, hi, lo, ..] = *rest else {
+            if rest.len() < 5 && rest[0] == 0x16 {
+                return Records::Partial;
+            }
+            return Records::NotTls;
+        };
+        let len = usize::from(u16::from_be_bytes([hi, lo]));
+        if len > MAX_RECORD {
+            return Records::NotTls;
+        }
+        let Some(next) = rest.get(5 + len..) else {
+            return Records::Partial;
+        };
+        rest = next;
+    }
+    Records::Whole
 }
 
 /// The TLS server name a mesh peer sends for local workload port `port`.
@@ -133,7 +192,41 @@ mod tests {
         let mut b = vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0x3f, 0xfc];
         assert_eq!(classify(&b), Ok(None));
         b.resize(MAX_CLIENT_HELLO, 0);
-        assert!(matches!(classify(&b), Err(SniffError::TooLarge) | Ok(Some(Opening::OtherTls))));
+        assert!(matches!(
+            classify(&b),
+            Err(SniffError::TooLarge) | Ok(Some(Opening::OtherTls))
+        ));
+    }
+
+    #[test]
+    fn a_client_hello_announcing_more_than_the_limit_is_refused_before_its_bytes() {
+        // A record of 16 KiB whose ClientHello says it is 64 KiB long.
+        let b = [0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0xff, 0xff];
+        assert_eq!(classify(&b), Err(SniffError::TooLarge));
+        // One that fits a record is waited for.
+        let b = [0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0x3f, 0xfc];
+        assert_eq!(records(&b), Records::Partial);
+        assert_eq!(classify(&b), Ok(None));
+    }
+
+    #[test]
+    fn records_are_whole_only_at_a_record_boundary() {
+        assert_eq!(records(&[0x16, 0x03]), Records::Partial);
+        assert_eq!(
+            records(&[0x16, 0x03, 0x01, 0x00, 0x02, 0xaa]),
+            Records::Partial
+        );
+        assert_eq!(
+            records(&[0x16, 0x03, 0x01, 0x00, 0x01, 0xaa]),
+            Records::Whole
+        );
+        assert_eq!(
+            records(&[0x16, 0x03, 0x01, 0x00, 0x01, 0xaa, 0x16]),
+            Records::Partial
+        );
+        // A record longer than TLS allows, or not TLS 1.x: rustls decides.
+        assert_eq!(records(&[0x16, 0x03, 0x01, 0x40, 0x01]), Records::NotTls);
+        assert_eq!(records(&[0x16, 0xff, 0xff, 0x00, 0x01]), Records::NotTls);
     }
 
     #[test]
@@ -174,9 +267,36 @@ mod hello_tests {
             }))
         );
         // Cut anywhere, it asks for the rest.
-        for cut in [1, 5, hello.len() / 2, hello.len() - 1] {
+        for cut in 1..hello.len() {
             assert_eq!(classify(&hello[..cut]), Ok(None), "cut at {cut}");
         }
+    }
+
+    #[tokio::test]
+    async fn sniffing_reads_no_more_than_the_largest_client_hello() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut tcp = TcpStream::connect(addr).await.expect("connect");
+            // A multi-record ClientHello within the limit, then 40 KiB more.
+            let mut b = vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0x3f, 0xfc];
+            b.resize(b.len() + 40 * 1024, 0x16);
+            let _ = tcp.write_all(&b).await;
+            tcp
+        });
+        let (mut tcp, _) = listener.accept().await.expect("accept");
+        let mut buf = BytesMut::new();
+        let r = sniff(&mut tcp, &mut buf).await;
+        assert!(
+            matches!(r, Err(SniffError::TooLarge) | Ok(Opening::OtherTls)),
+            "{r:?}"
+        );
+        assert!(buf.len() <= MAX_CLIENT_HELLO, "{}", buf.len());
+        assert!(buf.capacity() <= 2 * MAX_CLIENT_HELLO, "{}", buf.capacity());
+        drop(client);
     }
 
     #[test]

@@ -6,12 +6,11 @@
 
 use std::time::SystemTime;
 
-use anymesh_core::registry::SourcedChange;
 use anymesh_core::config::load_str;
 use anymesh_core::model::{
-    Endpoint, EndpointPort, Health, Hostname, Locality, Provenance, Service,
-    ServicePort, SourceId,
+    Endpoint, EndpointPort, Health, Hostname, Locality, Provenance, Service, ServicePort, SourceId,
 };
+use anymesh_core::registry::SourcedChange;
 use anymesh_core::registry::{Change, SourceView};
 use anymesh_core::routes::compile::compile;
 use anymesh_core::routes::RouteTable;
@@ -81,4 +80,3 @@ pub fn inbound_table(ports: &[InboundPort]) -> (RouteTable, Vec<Diagnostic>) {
     diags.extend(more);
     (table, diags)
 }
-
