@@ -10,7 +10,11 @@
 //! serves; [`Explanation::render`] writes the text `anymesh explain` prints.
 //!
 //! Each cluster also carries the resilience policies in force (connection
-//! pool, outlier detection, retry budget, locality). What only a running
+//! pool, outlier detection, retry budget, locality), and each eligible
+//! endpoint how the proxy connects to it there ([`transport`]: mutual TLS or
+//! not, the address, the identity expected and why), decided from the
+//! cluster's DestinationRule `tls` and the mesh proxy its registry names; the
+//! proxy's own identity and certificate are in [`Explanation::proxy`]. What only a running
 //! proxy knows — each endpoint's verdict from every health source and each
 //! cluster's counters ([`live`]) — is filled in by the proxy's admin
 //! listener; an offline explanation has [`Explanation::live`] false.
@@ -29,9 +33,13 @@ use crate::routes::{
 use crate::Snapshot;
 
 pub mod live;
+pub mod local;
 mod render;
+pub mod transport;
 
 pub use live::{BudgetInForce, BudgetSource, ClusterLive, HealthSources};
+pub use local::{Certificate, LocalProxy};
+pub use transport::{MeshStatement, TlsKind, Transport};
 
 #[cfg(test)]
 mod tests;
@@ -52,6 +60,8 @@ pub struct Explanation {
     /// ([`ClusterSummary::live`], [`ClusterVerdict::health`]); `false`:
     /// computed offline from configuration, policies only.
     pub live: bool,
+    /// The explaining proxy's trust domain, identity and certificate.
+    pub proxy: LocalProxy,
     pub service: ServiceSummary,
     /// The state of each contributing source, highest precedence first.
     pub sources: Vec<SourceInfo>,
@@ -109,6 +119,8 @@ pub struct EndpointExplanation {
     pub health: Health,
     pub weight: u32,
     pub locality: Locality,
+    /// The mesh proxy the registry says fronts the endpoint; `None`: none.
+    pub mesh: Option<MeshStatement>,
     /// The endpoint's verdict in each of [`Explanation::clusters`], in that order.
     pub clusters: Vec<ClusterVerdict>,
 }
@@ -118,6 +130,10 @@ pub struct ClusterVerdict {
     pub cluster: String,
     #[serde(flatten)]
     pub verdict: Verdict,
+    /// How the proxy connects to the endpoint in this cluster (eligible
+    /// endpoints only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<Transport>,
     /// Each health source's verdict and the fused one (live explanations,
     /// endpoints in the cluster only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -184,11 +200,13 @@ fn no_service_message(host: &str, routed_to: &[Hostname], close: &[String]) -> S
     m
 }
 
-/// Explains the service `host` (hostname or alias, optionally `:port`).
+/// Explains the service `host` (hostname or alias, optionally `:port`) as
+/// the proxy `proxy` connects to it.
 pub fn explain(
     snapshot: &Snapshot,
     table: &RouteTable,
     host: &str,
+    proxy: &LocalProxy,
 ) -> Result<Explanation, ExplainError> {
     let (name, port) = parse_host(host)?;
     let Some(svc) = snapshot.service(&name) else {
@@ -204,8 +222,14 @@ pub fn explain(
         .map(|c| c.as_ref())
         .filter(|c| c.service == svc.hostname && port.is_none_or(|p| c.port.number == p))
         .collect();
-    let verdicts: Vec<HashMap<&EndpointKey, Verdict>> =
-        clusters.iter().map(|c| cluster_verdicts(c)).collect();
+    let local = transport::Local {
+        trust_domain: &proxy.trust_domain,
+        has_identity: proxy.certificate_source.is_some(),
+    };
+    let verdicts: Vec<HashMap<&EndpointKey, (Verdict, Option<Transport>)>> = clusters
+        .iter()
+        .map(|c| cluster_verdicts(c, local))
+        .collect();
     let endpoints = svc
         .endpoints
         .iter()
@@ -221,13 +245,19 @@ pub fn explain(
                 health: ep.health,
                 weight: ep.weight,
                 locality: ep.locality.clone(),
+                mesh: MeshStatement::of(ep, &proxy.trust_domain),
                 clusters: clusters
                     .iter()
                     .zip(&verdicts)
-                    .map(|(c, v)| ClusterVerdict {
-                        cluster: c.name.clone(),
-                        verdict: v.get(&key).cloned().unwrap_or(Verdict::Absent),
-                        health: None,
+                    .map(|(c, v)| {
+                        let (verdict, transport) =
+                            v.get(&key).cloned().unwrap_or((Verdict::Absent, None));
+                        ClusterVerdict {
+                            cluster: c.name.clone(),
+                            verdict,
+                            transport,
+                            health: None,
+                        }
                     })
                     .collect(),
             }
@@ -239,6 +269,7 @@ pub fn explain(
         table_version: table.version,
         table_catalog_version: table.catalog_version,
         live: false,
+        proxy: proxy.clone(),
         service: ServiceSummary {
             hostname: svc.hostname.clone(),
             aliases: svc.aliases.clone(),
@@ -309,20 +340,30 @@ fn parse_host(host: &str) -> Result<(Hostname, Option<u16>), ExplainError> {
     Ok((name, port))
 }
 
-fn cluster_verdicts(c: &Cluster) -> HashMap<&EndpointKey, Verdict> {
+fn cluster_verdicts<'c>(
+    c: &'c Cluster,
+    local: transport::Local<'_>,
+) -> HashMap<&'c EndpointKey, (Verdict, Option<Transport>)> {
     let eligible = c.endpoints.iter().map(|e| {
         let verdict = Verdict::Eligible {
             authority: e.authority.clone(),
             weight: e.weight,
             draining_fallback: e.endpoint.health == Health::Draining,
         };
-        (&e.key, verdict)
+        let how = transport::transport(
+            &e.endpoint,
+            &e.authority,
+            c.policy.tls.as_ref(),
+            &c.service,
+            local,
+        );
+        (&e.key, (verdict, Some(how)))
     });
     let excluded = c.excluded.iter().map(|x| {
         let verdict = Verdict::Excluded {
             reason: x.reason.clone(),
         };
-        (&x.key, verdict)
+        (&x.key, (verdict, None))
     });
     eligible.chain(excluded).collect()
 }

@@ -271,12 +271,15 @@ impl Fused {
 }
 
 /// A time as Unix seconds, as the catalog's source times are written.
-mod unix_secs {
+pub(super) mod unix_secs {
     use std::time::{SystemTime, UNIX_EPOCH};
 
     use serde::Serializer;
 
-    pub(super) fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    pub(in crate::explain) fn serialize<S: Serializer>(
+        t: &SystemTime,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         let secs = t
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());

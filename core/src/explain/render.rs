@@ -4,6 +4,8 @@ use std::fmt::{self, Write as _};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::live::{ActiveCheck, ActiveVerdict, Fused, HealthMode, HealthSources, OutlierStatus};
+use super::local::{Certificate, LocalProxy};
+use super::transport::{TlsKind, Transport};
 use super::{BudgetInForce, BudgetSource, ClusterLive, EndpointExplanation, Explanation, Verdict};
 use crate::catalog::SourceInfo;
 use crate::model::{EndpointPort, Health, Labels, Locality};
@@ -23,6 +25,7 @@ impl Explanation {
                 self.query
             );
         }
+        render_proxy(&mut out, &self.proxy, now);
         let _ = writeln!(out, "\nsources (highest precedence first):");
         let width = self.sources.iter().map(|s| s.source.as_str().len()).max();
         for s in &self.sources {
@@ -168,6 +171,21 @@ fn render_endpoint(out: &mut String, e: &EndpointExplanation, width: usize, now:
         e.weight,
         locality(&e.locality)
     );
+    match &e.mesh {
+        Some(m) => {
+            let _ = writeln!(
+                out,
+                "    mesh proxy: {} on port {}, per registry {} ({})",
+                m.identity,
+                m.port,
+                e.source,
+                m.describe()
+            );
+        }
+        None => {
+            let _ = writeln!(out, "    mesh proxy: none in the registry ({})", e.source);
+        }
+    }
     for v in &e.clusters {
         let verdict = match &v.verdict {
             Verdict::Eligible {
@@ -192,7 +210,100 @@ fn render_endpoint(out: &mut String, e: &EndpointExplanation, width: usize, now:
         if let Some(h) = &v.health {
             render_health(out, h, now);
         }
+        if let Some(t) = &v.transport {
+            render_transport(out, t);
+        }
     }
+}
+
+/// How the proxy connects to an endpoint in one cluster, under its verdict
+/// line: `mtls: yes|no (...)`, then why, then what will fail.
+fn render_transport(out: &mut String, t: &Transport) {
+    let kind = match t.tls {
+        TlsKind::Plaintext => "plaintext",
+        TlsKind::MeshMtls => "mesh",
+        TlsKind::OriginationSimple => "TLS origination SIMPLE",
+        TlsKind::OriginationMutual => "TLS origination MUTUAL",
+    };
+    let mut line = format!(
+        "      mtls: {} ({kind}) -> {}",
+        if t.mtls { "yes" } else { "no" },
+        t.connect
+    );
+    if let Some(sni) = &t.sni {
+        let _ = write!(line, ", sni {sni}");
+    }
+    if !t.identities.is_empty() {
+        let _ = write!(line, ", expects {}", t.identities.join(" or "));
+    }
+    let _ = writeln!(out, "{line}");
+    let _ = writeln!(out, "        why: {}", t.reason);
+    if let Some(p) = &t.problem {
+        let _ = writeln!(out, "        PROBLEM: {p}");
+    }
+}
+
+/// The explaining proxy's trust domain, identity and certificate.
+fn render_proxy(out: &mut String, p: &LocalProxy, now: SystemTime) {
+    let _ = writeln!(out, "\nthis proxy (mutual TLS):");
+    let _ = writeln!(
+        out,
+        "  trust domain {} (anymesh.yaml mesh.trust_domain)",
+        p.trust_domain
+    );
+    if let Some(id) = &p.identity {
+        let _ = writeln!(out, "  identity {id} (anymesh.yaml workloads)");
+    }
+    let _ = writeln!(
+        out,
+        "  certificate source: {}",
+        p.certificate_source.as_deref().unwrap_or(
+            "none (anymesh.yaml identity is not set): mesh mTLS connections are refused"
+        )
+    );
+    let cert = match &p.certificate {
+        Certificate::Unknown => {
+            "known to the running proxy only (anymesh explain --live)".to_string()
+        }
+        Certificate::NotConfigured => "none".to_string(),
+        Certificate::Missing { last_error } => format!(
+            "NONE HELD: mesh mTLS connections are refused{}",
+            last_error
+                .as_deref()
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default()
+        ),
+        Certificate::Held {
+            identity,
+            not_before,
+            not_after,
+            valid_now,
+            last_error,
+        } => {
+            let mut c = format!(
+                "{identity}, {}, not before {}, not after {}",
+                if *valid_now {
+                    "valid now"
+                } else {
+                    "NOT VALID NOW"
+                },
+                Utc(*not_before),
+                Utc(*not_after),
+            );
+            match not_after.duration_since(now) {
+                Ok(left) => {
+                    let _ = write!(c, " (expires in {}s)", left.as_secs());
+                }
+                Err(_) => c.push_str(" (expired)"),
+            }
+            if let Some(e) = last_error {
+                let _ = write!(c, "; last error: {e}");
+            }
+            c
+        }
+        Certificate::Unreadable { error } => format!("UNREADABLE: {error}"),
+    };
+    let _ = writeln!(out, "  certificate: {cert}");
 }
 
 /// A cluster's policies, one line each.
@@ -564,15 +675,12 @@ impl fmt::Display for LabelList<'_> {
     }
 }
 
-/// A UTC timestamp, `2025-01-31T12:00:05Z`, and how long before `now` it was.
-struct Since {
-    at: SystemTime,
-    now: SystemTime,
-}
+/// A UTC timestamp, `2025-01-31T12:00:05Z`.
+struct Utc(SystemTime);
 
-impl fmt::Display for Since {
+impl fmt::Display for Utc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Ok(d) = self.at.duration_since(UNIX_EPOCH) else {
+        let Ok(d) = self.0.duration_since(UNIX_EPOCH) else {
             return f.write_str("before 1970");
         };
         let secs = d.as_secs();
@@ -584,7 +692,19 @@ impl fmt::Display for Since {
             rem / 3600,
             rem % 3600 / 60,
             rem % 60
-        )?;
+        )
+    }
+}
+
+/// A UTC timestamp, `2025-01-31T12:00:05Z`, and how long before `now` it was.
+struct Since {
+    at: SystemTime,
+    now: SystemTime,
+}
+
+impl fmt::Display for Since {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", Utc(self.at))?;
         match self.now.duration_since(self.at) {
             Ok(ago) => write!(f, " ({}s ago)", ago.as_secs()),
             Err(_) => Ok(()),

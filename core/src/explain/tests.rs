@@ -128,6 +128,7 @@ fn verdict<'e>(x: &'e Explanation, id: &str, cluster: &str) -> &'e Verdict {
 }
 
 mod live;
+mod transport;
 
 const V1: &str = "outbound|9080|v1|reviews";
 const V2: &str = "outbound|9080|v2|reviews";
@@ -135,7 +136,7 @@ const V2: &str = "outbound|9080|v2|reviews";
 #[test]
 fn every_endpoint_gets_a_verdict_per_cluster() {
     let snap = catalog(false);
-    let x = explain(&snap, &table(&snap), "reviews").unwrap();
+    let x = explain(&snap, &table(&snap), "reviews", &LocalProxy::default()).unwrap();
     let names: Vec<&str> = x.clusters.iter().map(|c| c.name.as_str()).collect();
     assert!(names.contains(&V1) && names.contains(&V2), "{names:?}");
     assert_eq!(
@@ -191,7 +192,7 @@ fn every_endpoint_gets_a_verdict_per_cluster() {
 #[test]
 fn labels_before_and_after_mapping_and_the_shadowed_duplicate() {
     let snap = catalog(false);
-    let x = explain(&snap, &table(&snap), "reviews").unwrap();
+    let x = explain(&snap, &table(&snap), "reviews", &LocalProxy::default()).unwrap();
     let mapped = x
         .endpoints
         .iter()
@@ -216,7 +217,7 @@ fn labels_before_and_after_mapping_and_the_shadowed_duplicate() {
 #[test]
 fn stale_source_state_is_shown() {
     let snap = catalog(false);
-    let x = explain(&snap, &table(&snap), "reviews").unwrap();
+    let x = explain(&snap, &table(&snap), "reviews", &LocalProxy::default()).unwrap();
     let etcd = x
         .sources
         .iter()
@@ -251,7 +252,7 @@ fn draining_is_eligible_when_nothing_is_healthy() {
         0,
     );
     let snap = state.snapshot(1);
-    let x = explain(&snap, &table(&snap), "reviews").unwrap();
+    let x = explain(&snap, &table(&snap), "reviews", &LocalProxy::default()).unwrap();
     assert!(matches!(
         verdict(&x, "d1", V1),
         Verdict::Eligible {
@@ -268,12 +269,18 @@ fn draining_is_eligible_when_nothing_is_healthy() {
 fn lookup_by_alias_and_port_and_misses() {
     let snap = catalog(false);
     let table = table(&snap);
-    let x = explain(&snap, &table, "Reviews.Default:9080").unwrap();
+    let x = explain(
+        &snap,
+        &table,
+        "Reviews.Default:9080",
+        &LocalProxy::default(),
+    )
+    .unwrap();
     assert_eq!(x.service.hostname, host("reviews"));
     assert_eq!(x.service.requested_port, Some(9080));
-    let other_port = explain(&snap, &table, "reviews:80").unwrap();
+    let other_port = explain(&snap, &table, "reviews:80", &LocalProxy::default()).unwrap();
     assert!(other_port.clusters.is_empty());
-    match explain(&snap, &table, "reveiws") {
+    match explain(&snap, &table, "reveiws", &LocalProxy::default()) {
         Err(e @ ExplainError::NoService { .. }) => {
             assert_eq!(
                 e.to_string(),
@@ -283,7 +290,7 @@ fn lookup_by_alias_and_port_and_misses() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        explain(&snap, &table, "reviews:http"),
+        explain(&snap, &table, "reviews:http", &LocalProxy::default()),
         Err(ExplainError::InvalidHost { .. })
     ));
 }
@@ -293,7 +300,7 @@ fn a_table_from_an_older_catalog_marks_new_endpoints_absent() {
     let old = catalog(false);
     let table = table(&old);
     let new = catalog(true);
-    let x = explain(&new, &table, "reviews").unwrap();
+    let x = explain(&new, &table, "reviews", &LocalProxy::default()).unwrap();
     assert_eq!((x.catalog_version, x.table_catalog_version), (4, 3));
     assert_eq!(verdict(&x, "r9", V1), &Verdict::Absent);
 }
@@ -301,7 +308,7 @@ fn a_table_from_an_older_catalog_marks_new_endpoints_absent() {
 #[test]
 fn json_shape() {
     let snap = catalog(false);
-    let x = explain(&snap, &table(&snap), "reviews").unwrap();
+    let x = explain(&snap, &table(&snap), "reviews", &LocalProxy::default()).unwrap();
     let v = serde_json::to_value(&x).unwrap();
     assert_eq!(v["service"]["hostname"], "reviews");
     assert_eq!(v["service"]["sources"], serde_json::json!(["file", "etcd"]));

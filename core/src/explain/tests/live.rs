@@ -16,7 +16,7 @@ fn explained() -> Explanation {
     let (set, diags) = load_str("routes.yaml", RESILIENT);
     assert!(diags.is_empty(), "{diags:?}");
     let table = compile(&snap, &set, 5).0;
-    let mut x = explain(&snap, &table, "reviews").unwrap();
+    let mut x = explain(&snap, &table, "reviews", &LocalProxy::default()).unwrap();
     x.set_default_retry_budget(&RetryBudget::Rate {
         ratio: 0.2,
         window: Duration::from_secs(10),
