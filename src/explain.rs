@@ -8,19 +8,25 @@
 //! `--live` it asks the running proxy's admin listener (`GET
 //! /explain?host=`), which adds each endpoint's verdict from every health
 //! source and each cluster's counters.
+//!
+//! Both say, for every eligible endpoint, whether the proxy speaks mutual TLS
+//! to it, to which address, the identity expected and why, in the trust
+//! domain of anymesh.yaml `mesh.trust_domain` ([`local_proxy`]), and what
+//! the proxy's own identity and certificate are: offline, read from the
+//! files of an `identity.files` source; live, the certificate in force.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use anymesh_core::explain::{explain as explain_host, ExplainError};
+use anymesh_core::explain::{explain as explain_host, Certificate, ExplainError, LocalProxy};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
 use crate::inspect;
-use crate::settings::Settings;
+use crate::settings::{IdentitySource, Settings};
 
 const EXIT_CONFIG: u8 = 64;
 /// The configuration loaded but has no such service.
@@ -59,7 +65,9 @@ pub async fn run(config: &Path, host: &str, json: bool, live: bool) -> ExitCode 
             s.source
         );
     }
-    let mut x = match explain_host(&loaded.snapshot, &loaded.table, host) {
+    let mut proxy = local_proxy(&settings);
+    proxy.certificate = offline_certificate(&settings, SystemTime::now());
+    let mut x = match explain_host(&loaded.snapshot, &loaded.table, host, &proxy) {
         Ok(x) => x,
         Err(e @ ExplainError::InvalidHost { .. }) => {
             eprintln!("anymesh: --host: {e}");
@@ -83,6 +91,80 @@ pub async fn run(config: &Path, host: &str, json: bool, live: bool) -> ExitCode 
         print!("{}", x.render(SystemTime::now()));
     }
     ExitCode::SUCCESS
+}
+
+/// The proxy as anymesh.yaml describes it: the trust domain, its own
+/// identity (the first workload's) and where its certificate comes from.
+/// The certificate itself is left [`Certificate::Unknown`] (or
+/// [`Certificate::NotConfigured`]) for the caller to fill in.
+pub fn local_proxy(settings: &Settings) -> LocalProxy {
+    let source = settings.identity.as_ref().map(|source| match source {
+        IdentitySource::Files {
+            cert,
+            key,
+            bundle,
+            reload_interval,
+        } => format!(
+            "files (identity.files): cert {}, key {}, bundle {}, reloaded every {}s",
+            cert.display(),
+            key.display(),
+            bundle.display(),
+            reload_interval.as_secs()
+        ),
+        IdentitySource::Ca { url, state_dir, .. } => format!(
+            "anymesh ca at {url} (identity.ca){}",
+            state_dir
+                .as_ref()
+                .map(|d| format!(", kept in {}", d.display()))
+                .unwrap_or_default()
+        ),
+        IdentitySource::WorkloadApi { socket, .. } => format!(
+            "the SPIFFE Workload API at {} (identity.workload_api)",
+            socket.as_deref().unwrap_or("$SPIFFE_ENDPOINT_SOCKET")
+        ),
+    });
+    LocalProxy {
+        trust_domain: settings.mesh.trust_domain.clone(),
+        identity: settings.own_identity().map(|id| id.as_str().to_string()),
+        certificate: if source.is_some() {
+            Certificate::Unknown
+        } else {
+            Certificate::NotConfigured
+        },
+        certificate_source: source,
+    }
+}
+
+/// Offline: the certificate of an `identity.files` source, read from its
+/// files as the proxy would read them; other sources are known only to the
+/// running proxy.
+fn offline_certificate(settings: &Settings, now: SystemTime) -> Certificate {
+    let Some(source) = &settings.identity else {
+        return Certificate::NotConfigured;
+    };
+    let IdentitySource::Files {
+        cert, key, bundle, ..
+    } = source
+    else {
+        return Certificate::Unknown;
+    };
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let creds = (|| {
+        let (c, k, b) = (read(cert)?, read(key)?, read(bundle)?);
+        anymesh_identity::Credentials::from_pem(&c, &k, &b).map_err(|e| e.to_string())
+    })();
+    match creds {
+        Ok(c) => Certificate::Held {
+            identity: c.id.as_str().to_string(),
+            not_before: c.not_before,
+            not_after: c.not_after,
+            valid_now: c.not_before <= now && !c.expired_at(now),
+            last_error: None,
+        },
+        Err(error) => Certificate::Unreadable { error },
+    }
 }
 
 /// `--live`: the running proxy's own explanation, as text or JSON.

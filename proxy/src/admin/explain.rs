@@ -2,10 +2,12 @@
 //! live catalog snapshot and the route table in force, with what only the
 //! running proxy knows ([`live`]: each endpoint's health verdicts, each
 //! cluster's counters), as JSON or as the text `anymesh explain` prints.
+//! The transports are explained in the proxy's trust domain
+//! ([`AdminState::local`]), with the certificate the proxy holds now.
 
 use std::time::SystemTime;
 
-use anymesh_core::explain::{explain, ExplainError};
+use anymesh_core::explain::{explain, Certificate, ExplainError, LocalProxy};
 use http::{Request, Response, StatusCode};
 use tokio::time::Instant;
 
@@ -38,10 +40,11 @@ pub(super) fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<ProxyB
     };
     let snapshot = state.catalog.borrow().clone();
     let routing = state.router.current();
-    match explain(&snapshot, &routing.table, &host) {
+    let wall = SystemTime::now();
+    let proxy = local_proxy(state, wall);
+    match explain(&snapshot, &routing.table, &host, &proxy) {
         Ok(mut x) => {
             x.set_default_retry_budget(&state.router.default_retry_budget_in_force());
-            let wall = SystemTime::now();
             live::add_live(
                 &mut x,
                 &routing,
@@ -61,6 +64,33 @@ pub(super) fn handle<B>(state: &AdminState, req: &Request<B>) -> Response<ProxyB
             respond(StatusCode::NOT_FOUND, "text/plain", format!("{e}\n"))
         }
     }
+}
+
+/// The proxy as configured, with the certificate it holds at `now`.
+fn local_proxy(state: &AdminState, now: SystemTime) -> LocalProxy {
+    let mut proxy = state.local.clone();
+    proxy.certificate = match &state.identity {
+        None => Certificate::NotConfigured,
+        Some(identity) => {
+            let last_error = identity.last_error().map(|e| e.to_string());
+            match identity.current() {
+                None => Certificate::Missing { last_error },
+                Some(creds) => Certificate::Held {
+                    identity: creds.id.as_str().to_string(),
+                    not_before: creds.not_before,
+                    not_after: creds.not_after,
+                    valid_now: identity.valid_at(now),
+                    last_error,
+                },
+            }
+        }
+    };
+    // What the proxy can do is decided by the identity it has, whatever
+    // the configuration said.
+    if state.identity.is_none() {
+        proxy.certificate_source = None;
+    }
+    proxy
 }
 
 fn json(x: &anymesh_core::explain::Explanation) -> Response<ProxyBody> {

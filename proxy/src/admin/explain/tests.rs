@@ -114,7 +114,7 @@ fn live_explanation_names_the_ejection_and_counts() {
     let snap = snapshot();
     let router = router(&snap);
     let routing = router.current();
-    let mut x = explain(&snap, &routing.table, "web").unwrap();
+    let mut x = explain(&snap, &routing.table, "web", &Default::default()).unwrap();
     let wall = SystemTime::now();
     add_live(&mut x, &routing, None, Instant::now(), wall);
     assert!(x.live);
@@ -179,6 +179,7 @@ fn metrics_are_read_from_the_routing_at_scrape_time() {
     let state = AdminState {
         identity: None,
         inbound: None,
+        local: Default::default(),
         router,
         catalog: watch::channel(Arc::new(snap)).1,
         registry: Registry::default(),
