@@ -142,6 +142,7 @@ impl Mesh {
         let admin_state = Arc::new(AdminState {
             identity: identity_for_admin,
             inbound: inbound_state.clone(),
+            local: crate::explain::local_proxy(&settings),
             router: router.clone(),
             catalog: catalog.clone(),
             registry: metric_registry,

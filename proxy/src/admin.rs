@@ -42,6 +42,9 @@ pub struct AdminState {
     pub identity: Option<Arc<anymesh_identity::Identity>>,
     /// The inbound listener, when the proxy fronts workloads (its counts in `/metrics`).
     pub inbound: Option<Arc<crate::inbound::Inbound>>,
+    /// The proxy as anymesh.yaml describes it (trust domain, own identity,
+    /// certificate source), for `/explain`.
+    pub local: anymesh_core::explain::LocalProxy,
 }
 
 #[derive(Serialize)]
