@@ -41,7 +41,7 @@ fn endpoint(i: usize, weight: u32) -> ClusterEndpoint {
         },
     };
     ClusterEndpoint {
-        mesh: None,
+        tls: None,
         key: endpoint.key(),
         authority: endpoint.authority(8080),
         weight,

@@ -36,7 +36,7 @@ fn ep(id: &str, weight: u32) -> ClusterEndpoint {
         },
     };
     ClusterEndpoint {
-        mesh: None,
+        tls: None,
         key: endpoint.key(),
         authority: endpoint.authority(80),
         weight,

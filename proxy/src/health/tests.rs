@@ -149,7 +149,7 @@ fn ep(id: &str) -> ClusterEndpoint {
         },
     };
     ClusterEndpoint {
-        mesh: None,
+        tls: None,
         key: endpoint.key(),
         authority: endpoint.authority(80),
         weight: 1,

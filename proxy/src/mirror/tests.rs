@@ -146,7 +146,7 @@ fn endpoint(addr: SocketAddr) -> ClusterEndpoint {
         },
     };
     ClusterEndpoint {
-        mesh: None,
+        tls: None,
         key: endpoint.key(),
         authority: endpoint.authority(addr.port()),
         weight: 1,

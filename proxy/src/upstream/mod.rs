@@ -2,12 +2,14 @@
 //! made, pooled and checked out ([`pool`]), where an attempt is sent and its
 //! response head read ([`h1`]), and where a failed attempt is judged safe to
 //! send again ([`may_resend`]). Transport security for upstream connections
-//! will wrap the stream where [`pool::Pool`] connects (`Pool::tcp`).
+//! (mesh mTLS, TLS origination: [`tls`]) wraps the stream where
+//! [`pool::Pool`] connects.
 
 pub(crate) mod h1;
 pub(crate) mod held;
 pub(crate) mod pool;
 pub(crate) mod raw_body;
+pub(crate) mod tls;
 pub(crate) mod upload;
 
 use crate::error::{ProxyError, Retry};

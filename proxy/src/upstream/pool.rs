@@ -14,19 +14,29 @@
 //!   opened once (concurrent first requests wait for the same handshake),
 //!   driven by hyper's client.
 //!
-//! Connections are made in one place ([`Pool::connect`]). To an endpoint a
-//! mesh proxy fronts ([`ClusterEndpoint::mesh`]), that is mutual TLS to the
-//! proxy's inbound port: the proxy's own certificate, the server name
-//! asking for the endpoint's port, and the peer's SPIFFE ID compared with
-//! the one the registry names (secure naming). Those connections are pooled
-//! apart from plaintext ones to the same address.
+//! Connections are made in one place ([`Pool::connect`]), secured as the
+//! compiler decided for the endpoint ([`ClusterEndpoint::tls`]):
+//! - none: plaintext to the endpoint's address;
+//! - mesh mTLS ([`UpstreamTls::Mesh`]: auto mTLS or `ISTIO_MUTUAL`) to the
+//!   mesh proxy's inbound port: the proxy's own certificate, the server
+//!   name asking for the endpoint's port (or `ISTIO_MUTUAL`'s `sni`), and
+//!   the peer's SPIFFE ID compared with the one the registry names or one
+//!   of the rule's `subjectAltNames` (secure naming);
+//! - TLS origination ([`UpstreamTls::Origination`]: `SIMPLE`, `MUTUAL`) to
+//!   the endpoint's address, with the configs of [`super::tls`].
+//!
+//! Plaintext connections are pooled by address; secured ones apart from
+//! them, by address and the way they are secured (two clusters securing
+//! one address differently never share a connection).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anymesh_core::routes::{ClusterEndpoint, ConnectionPool, MeshUpstream, TcpKeepalive};
+use anymesh_core::routes::{
+    ClusterEndpoint, ConnectionPool, MeshUpstream, Origination, TcpKeepalive, UpstreamTls,
+};
 use anymesh_identity::{Identity, SpiffeId};
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -39,6 +49,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpStream;
 
+use super::tls::OriginationConfigs;
 use crate::stream::{Stream, Tls};
 use tokio::time::Instant;
 
@@ -167,8 +178,8 @@ impl Drop for StreamSlot {
 /// The connections to one endpoint.
 struct Endpoint {
     authority: Arc<str>,
-    /// The mesh proxy the connections go to, with mutual TLS.
-    mesh: Option<Arc<MeshUpstream>>,
+    /// How the connections are secured (`None`: plaintext).
+    tls: Option<UpstreamTls>,
     raw: Mutex<Vec<RawIdle>>,
     /// Usually one; more only when a cluster's `maxConcurrentStreams`
     /// fills the others.
@@ -178,6 +189,16 @@ struct Endpoint {
 }
 
 impl Endpoint {
+    fn new(authority: Arc<str>, tls: Option<UpstreamTls>) -> Arc<Self> {
+        Arc::new(Self {
+            authority,
+            tls,
+            raw: Mutex::new(Vec::new()),
+            h2: Mutex::new(Vec::new()),
+            h2_connect: tokio::sync::Mutex::new(()),
+        })
+    }
+
     fn handshake_failed(&self, source: hyper::Error) -> ProxyError {
         handshake_error(&self.authority, source)
     }
@@ -201,8 +222,11 @@ pub(crate) struct Pool {
     settings: PoolSettings,
     /// foldhash: looked up on every request; seeded per process.
     endpoints: RwLock<HashMap<Arc<str>, Arc<Endpoint>, foldhash::fast::RandomState>>,
-    /// Those reached through a mesh proxy, by the same key.
-    mesh_endpoints: RwLock<HashMap<Arc<str>, Arc<Endpoint>, foldhash::fast::RandomState>>,
+    /// Those reached with TLS, by the same key, one entry per way of
+    /// securing them (usually one).
+    tls_endpoints: RwLock<HashMap<Arc<str>, Vec<Arc<Endpoint>>, foldhash::fast::RandomState>>,
+    /// The client configs of TLS origination.
+    origination: OriginationConfigs,
 }
 
 /// A connection of `ep` for one more stream: the first open one, or with
@@ -251,13 +275,94 @@ fn keepalive(stream: &TcpStream, k: &TcpKeepalive) {
     }
 }
 
+/// The identities a mesh proxy may present: the rule's
+/// `subjectAltNames`, else the one its registry names.
+fn expected_peers(mesh: &MeshUpstream, trust_domain: &str) -> Result<Vec<SpiffeId>, String> {
+    if mesh.subject_alt_names.is_empty() {
+        let id = mesh.proxy.identity(trust_domain);
+        return SpiffeId::parse(&id)
+            .map(|id| vec![id])
+            .map_err(|e| format!("refused: the registry names an invalid identity {id:?}: {e}"));
+    }
+    mesh.subject_alt_names
+        .iter()
+        .map(|n| {
+            SpiffeId::parse(n)
+                .map_err(|e| format!("refused: subjectAltNames {n:?} is not a SPIFFE ID: {e}"))
+        })
+        .collect()
+}
+
+/// Secure naming: the peer must be one of `expected`.
+fn check_peers(
+    conn: &rustls::CommonState,
+    expected: &[SpiffeId],
+) -> Result<(), anymesh_identity::tls::PeerError> {
+    match expected {
+        [one] => anymesh_identity::tls::check_peer(conn, one).map(drop),
+        _ => {
+            let found = anymesh_identity::tls::peer(conn)?;
+            if expected.contains(&found) {
+                return Ok(());
+            }
+            Err(anymesh_identity::tls::PeerError::Handshake(format!(
+                "the peer is {found}, the DestinationRule's subjectAltNames say {}",
+                Names(expected)
+            )))
+        }
+    }
+}
+
+/// Identities listed for a log line.
+struct Names<'a>(&'a [SpiffeId]);
+
+impl std::fmt::Display for Names<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, id) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" or ")?;
+            }
+            write!(f, "{id}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a TLS origination handshake failed, naming the setting behind it.
+fn origination_failure(e: &std::io::Error, o: &Origination) -> String {
+    use anymesh_identity::tls::PeerError;
+    let Some(reason) = PeerError::from_io(e) else {
+        return e.to_string();
+    };
+    match reason {
+        PeerError::UnknownCa => match &o.settings.ca_certificates {
+            Some(ca) => format!(
+                "the server's certificate is not signed by a CA of caCertificates {}",
+                ca.display()
+            ),
+            None => "the server's certificate is not signed by a CA of the webpki roots (no caCertificates)".into(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// Whether connections secured as `a` may serve an endpoint secured as `b`
+/// (the same `Arc` from one table, equal settings across tables).
+fn same_tls(a: &UpstreamTls, b: &UpstreamTls) -> bool {
+    match (a, b) {
+        (UpstreamTls::Mesh(a), UpstreamTls::Mesh(b)) => Arc::ptr_eq(a, b) || a == b,
+        (UpstreamTls::Origination(a), UpstreamTls::Origination(b)) => Arc::ptr_eq(a, b) || a == b,
+        _ => false,
+    }
+}
 
 impl Pool {
     pub(crate) fn new(settings: PoolSettings) -> Arc<Self> {
         let pool = Arc::new(Self {
             settings,
             endpoints: RwLock::new(HashMap::default()),
-            mesh_endpoints: RwLock::new(HashMap::default()),
+            tls_endpoints: RwLock::new(HashMap::default()),
+            origination: OriginationConfigs::default(),
         });
         let weak = Arc::downgrade(&pool);
         // Drops idle connections past their timeout and forgets endpoints with none left.
@@ -275,58 +380,55 @@ impl Pool {
 
     fn reap(&self) {
         let cutoff = Instant::now().checked_sub(self.settings.idle_timeout);
-        for map in [&self.endpoints, &self.mesh_endpoints] {
-            map.write().retain(|_, ep| {
-                let mut raw = ep.raw.lock();
-                raw.retain(|c| cutoff.is_none_or(|cut| c.since > cut));
-                let mut h2 = ep.h2.lock();
-                h2.retain(|c| !c.sender.is_closed());
-                // Keep entries that are in use (someone else holds the Arc) or have connections.
-                !raw.is_empty() || !h2.is_empty() || Arc::strong_count(ep) > 1
-            });
-        }
+        // Keep entries that are in use (someone else holds the Arc) or have connections.
+        let keep = |ep: &Arc<Endpoint>| {
+            let mut raw = ep.raw.lock();
+            raw.retain(|c| cutoff.is_none_or(|cut| c.since > cut));
+            let mut h2 = ep.h2.lock();
+            h2.retain(|c| !c.sender.is_closed());
+            !raw.is_empty() || !h2.is_empty() || Arc::strong_count(ep) > 1
+        };
+        self.endpoints.write().retain(|_, ep| keep(ep));
+        self.tls_endpoints.write().retain(|_, eps| {
+            eps.retain(keep);
+            !eps.is_empty()
+        });
     }
 
-    /// The connections to `target`: plaintext to its address, or mutual
-    /// TLS to the mesh proxy in front of it (pooled apart).
+    /// The connections to `target`: plaintext to its address, or secured
+    /// as its [`ClusterEndpoint::tls`] says (pooled apart, per way of
+    /// securing them: when the registry changes a mesh proxy's port or
+    /// identity, the connections made for the old one are not reused).
     fn endpoint(&self, target: &ClusterEndpoint) -> Arc<Endpoint> {
         let authority = target.authority.as_str();
-        let Some(mesh) = &target.mesh else {
+        let Some(tls) = &target.tls else {
             if let Some(ep) = self.endpoints.read().get(authority) {
                 return ep.clone();
             }
-            return Self::insert(&self.endpoints, authority, None);
+            return self
+                .endpoints
+                .write()
+                .entry(Arc::from(authority))
+                .or_insert_with_key(|k| Endpoint::new(k.clone(), None))
+                .clone();
         };
-        if let Some(ep) = self.mesh_endpoints.read().get(authority) {
-            // The registry may have changed the proxy's port or identity:
-            // then the connections made for the old one are not reused.
-            if ep.mesh.as_ref().is_some_and(|m| Arc::ptr_eq(m, mesh) || **m == **mesh) {
-                return ep.clone();
-            }
+        let same = |ep: &&Arc<Endpoint>| ep.tls.as_ref().is_some_and(|t| same_tls(t, tls));
+        if let Some(ep) = self
+            .tls_endpoints
+            .read()
+            .get(authority)
+            .and_then(|eps| eps.iter().find(same))
+        {
+            return ep.clone();
         }
-        let mut map = self.mesh_endpoints.write();
-        map.remove(authority);
-        drop(map);
-        Self::insert(&self.mesh_endpoints, authority, Some(mesh.clone()))
-    }
-
-    fn insert(
-        map: &RwLock<HashMap<Arc<str>, Arc<Endpoint>, foldhash::fast::RandomState>>,
-        authority: &str,
-        mesh: Option<Arc<MeshUpstream>>,
-    ) -> Arc<Endpoint> {
-        map.write()
-            .entry(Arc::from(authority))
-            .or_insert_with_key(|k| {
-                Arc::new(Endpoint {
-                    authority: k.clone(),
-                    mesh,
-                    raw: Mutex::new(Vec::new()),
-                    h2: Mutex::new(Vec::new()),
-                    h2_connect: tokio::sync::Mutex::new(()),
-                })
-            })
-            .clone()
+        let mut map = self.tls_endpoints.write();
+        let eps = map.entry(Arc::from(authority)).or_default();
+        if let Some(ep) = eps.iter().find(same) {
+            return ep.clone();
+        }
+        let ep = Endpoint::new(Arc::from(authority), Some(tls.clone()));
+        eps.push(ep.clone());
+        ep
     }
 
     /// A connection to `authority` for one HTTP/1.1 exchange of a cluster
@@ -448,8 +550,9 @@ impl Pool {
 
     /// Connects to an endpoint with its cluster's connect timeout and TCP
     /// keepalive (the proxy's defaults when the cluster sets none); through
-    /// its mesh proxy with mutual TLS when one fronts it, offering HTTP/2
-    /// or HTTP/1.1 as the connection will carry.
+    /// its mesh proxy with mutual TLS, or with TLS origination, as the
+    /// endpoint's `tls` says, offering HTTP/2 or HTTP/1.1 as the connection
+    /// will carry.
     async fn connect(
         &self,
         ep: &Endpoint,
@@ -459,7 +562,10 @@ impl Pool {
         let after = policy
             .connect_timeout
             .unwrap_or(self.settings.connect_timeout);
-        let address = ep.mesh.as_ref().map_or(&*ep.authority, |m| m.connect.as_str());
+        let address = match &ep.tls {
+            Some(UpstreamTls::Mesh(m)) => m.connect.as_str(),
+            _ => &*ep.authority,
+        };
         let stream = tokio::time::timeout(after, TcpStream::connect(address))
             .await
             .map_err(|_| connect_error(address, format!("timed out after {after:?}")))?
@@ -468,10 +574,15 @@ impl Pool {
         if let Some(k) = &policy.tcp_keepalive {
             keepalive(&stream, k);
         }
-        match &ep.mesh {
+        match &ep.tls {
             None => Ok(Stream::Tcp(stream)),
-            // Boxed: the handshake's future is large and mesh connections are made rarely.
-            Some(mesh) => Box::pin(self.mutual_tls(stream, mesh, after, h2)).await,
+            // Boxed: a handshake's future is large and secured connections are made rarely.
+            Some(UpstreamTls::Mesh(mesh)) => {
+                Box::pin(self.mutual_tls(stream, mesh, after, h2)).await
+            }
+            Some(UpstreamTls::Origination(o)) => {
+                Box::pin(self.originate(stream, &ep.authority, o, after, h2)).await
+            }
         }
     }
 
@@ -493,27 +604,64 @@ impl Pool {
             .ok_or_else(|| {
                 fail("refused: the endpoint is behind a mesh proxy and this proxy has no certificate for mutual TLS yet".into())
             })?;
-        let expected = SpiffeId::parse(&mesh.proxy.identity(&self.settings.trust_domain))
-            .map_err(|e| fail(format!("refused: the registry names an invalid identity: {e}")))?;
-        let name = crate::inbound::server_name_for_port(mesh.port);
+        let expected = expected_peers(mesh, &self.settings.trust_domain).map_err(fail)?;
+        let name = match &mesh.sni {
+            Some(sni) => sni.clone(),
+            None => crate::inbound::server_name_for_port(mesh.port),
+        };
         let name = rustls::pki_types::ServerName::try_from(name)
             .map_err(|e| fail(format!("refused: {e}")))?;
         let connector = tokio_rustls::TlsConnector::from(configs.client(h2).clone());
         let tls = match tokio::time::timeout(within, connector.connect(name, stream)).await {
-            Err(_) => return Err(fail(format!("mutual TLS handshake timed out after {within:?}"))),
+            Err(_) => {
+                return Err(fail(format!(
+                    "mutual TLS handshake timed out after {within:?}"
+                )))
+            }
             Ok(Err(e)) => {
                 let why = anymesh_identity::tls::PeerError::from_io(&e)
                     .map_or_else(|| e.to_string(), |p| p.to_string());
-                tracing::warn!(proxy = %mesh.connect, expected = %expected, reason = %why, "mutual TLS to a mesh proxy refused");
+                tracing::warn!(proxy = %mesh.connect, expected = %Names(&expected), reason = %why, "mutual TLS to a mesh proxy refused");
                 return Err(fail(format!("mutual TLS handshake failed: {why}")));
             }
             Ok(Ok(tls)) => tls,
         };
-        if let Err(e) = anymesh_identity::tls::check_peer(tls.get_ref().1, &expected) {
-            tracing::warn!(proxy = %mesh.connect, expected = %expected, reason = %e, "mesh proxy refused: secure naming");
+        if let Err(e) = check_peers(tls.get_ref().1, &expected) {
+            tracing::warn!(proxy = %mesh.connect, expected = %Names(&expected), reason = %e, "mesh proxy refused: secure naming");
             return Err(fail(format!("refused by secure naming: {e}")));
         }
         Ok(Stream::Tls(Box::new(Tls::Client(tls))))
+    }
+
+    /// TLS origination to an endpoint (DestinationRule `SIMPLE` or
+    /// `MUTUAL`), verified as [`super::tls`] says.
+    async fn originate(
+        &self,
+        stream: TcpStream,
+        authority: &str,
+        o: &Origination,
+        within: Duration,
+        h2: bool,
+    ) -> Result<Stream, ProxyError> {
+        let fail = |what: String| connect_error(authority, what);
+        let config = self.origination.config(o, h2).map_err(|e| {
+            fail(format!(
+                "refused: TLS origination (cluster {}): {e}",
+                o.cluster
+            ))
+        })?;
+        let name = rustls::pki_types::ServerName::try_from(o.server_name.clone())
+            .map_err(|e| fail(format!("refused: server name {:?}: {e}", o.server_name)))?;
+        let connector = tokio_rustls::TlsConnector::from(config);
+        match tokio::time::timeout(within, connector.connect(name, stream)).await {
+            Err(_) => Err(fail(format!("TLS handshake timed out after {within:?}"))),
+            Ok(Err(e)) => {
+                let why = origination_failure(&e, o);
+                tracing::warn!(endpoint = %authority, cluster = %o.cluster, server_name = %o.server_name, reason = %why, "TLS origination refused");
+                Err(fail(format!("TLS handshake failed: {why}")))
+            }
+            Ok(Ok(tls)) => Ok(Stream::Tls(Box::new(Tls::Client(tls)))),
+        }
     }
 
     async fn connect_h2(
@@ -608,7 +756,7 @@ mod tests {
             key: endpoint.key(),
             authority: addr.to_string(),
             weight: 1,
-            mesh: None,
+            tls: None,
             endpoint: Arc::new(endpoint),
         }
     }
