@@ -12,6 +12,8 @@ use serde_json::Value;
 
 use crate::harness::*;
 
+mod mtls;
+
 const BIN: &str = env!("CARGO_BIN_EXE_anymesh");
 
 /// Runs `anymesh <args> -c <cfg>`; returns the exit code, stdout and stderr.

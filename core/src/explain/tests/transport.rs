@@ -273,3 +273,75 @@ fn the_proxys_certificate_is_dated() {
         (T0.as_secs() + 3600) as f64
     );
 }
+
+/// The explanation says what the compiled table does: for every eligible
+/// endpoint under each `tls` mode, the same kind, address, identities and
+/// server name as the cluster's [`UpstreamTls`] decision the pool follows.
+#[test]
+fn the_explanation_agrees_with_the_compiled_decision() {
+    use crate::routes::UpstreamTls;
+    let modes = [
+        "",
+        "    trafficPolicy: {tls: {mode: DISABLE}}\n",
+        "    trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n",
+        "    trafficPolicy: {tls: {mode: ISTIO_MUTUAL, sni: x.example, subjectAltNames: [spiffe://example.org/ns/a/sa/b]}}\n",
+        "    trafficPolicy: {tls: {mode: SIMPLE}}\n",
+        "    trafficPolicy: {tls: {mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem}}\n",
+    ];
+    let proxy = with_identity();
+    let mut checked = 0;
+    for v1 in modes {
+        for v2 in modes {
+            let snap = mesh_catalog();
+            let (set, diags) = load_str("routes.yaml", &routes(v1, v2));
+            assert!(diags.iter().all(|d| !d.is_error()), "{v1}{v2}: {diags:?}");
+            let table = compile(&snap, &set, 1).0;
+            let x = explain(&snap, &table, "reviews", &proxy).unwrap();
+            for c in table
+                .clusters
+                .iter()
+                .filter(|c| c.service.as_str() == "reviews")
+            {
+                for e in &c.endpoints {
+                    let t = transport(&x, &e.key.native_id, &c.name);
+                    let (kind, connect, identities, sni) = match &e.tls {
+                        None => (TlsKind::Plaintext, e.authority.clone(), vec![], None),
+                        Some(UpstreamTls::Mesh(m)) => (
+                            TlsKind::MeshMtls,
+                            m.connect.clone(),
+                            if m.subject_alt_names.is_empty() {
+                                vec![m.proxy.identity(&proxy.trust_domain)]
+                            } else {
+                                m.subject_alt_names.clone()
+                            },
+                            m.sni.clone(),
+                        ),
+                        Some(UpstreamTls::Origination(o)) => (
+                            if o.mutual {
+                                TlsKind::OriginationMutual
+                            } else {
+                                TlsKind::OriginationSimple
+                            },
+                            e.authority.clone(),
+                            o.settings.subject_alt_names.clone(),
+                            Some(o.server_name.clone()),
+                        ),
+                    };
+                    let context = format!("{} {}: {v1}{v2}{t:?}", c.name, e.key);
+                    assert_eq!(t.tls, kind, "{context}");
+                    assert_eq!(t.connect, connect, "{context}");
+                    assert_eq!(t.identities, identities, "{context}");
+                    assert_eq!(t.sni, sni, "{context}");
+                    assert_eq!(
+                        t.mtls,
+                        matches!(kind, TlsKind::MeshMtls | TlsKind::OriginationMutual),
+                        "{context}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    // 6 × 6 rule pairs, two v1 endpoints and one v2 endpoint each.
+    assert_eq!(checked, 6 * 6 * 3);
+}
