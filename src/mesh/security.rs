@@ -18,6 +18,8 @@ use anymesh_proxy::inbound::{table, Inbound, InboundPort, InboundPorts, InboundS
 use anymesh_proxy::policy::InboundPolicy;
 use anymesh_proxy::server::ServerSettings;
 use anymesh_proxy::Router;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -101,6 +103,23 @@ pub(super) async fn start_identity(
     Ok(Some(identity))
 }
 
+/// The CA certificates of `mesh.jwks_ca_file`, trusted for `jwksUri`
+/// fetches besides the public roots; none without the setting.
+fn jwks_roots(settings: &Settings) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let Some(file) = &settings.mesh.jwks_ca_file else {
+        return Ok(Vec::new());
+    };
+    let at = || format!("mesh.jwks_ca_file: {}", file.display());
+    let pem = std::fs::read(file).with_context(at)?;
+    let roots = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("{}: not PEM certificates: {e}", at()))?;
+    if roots.is_empty() {
+        anyhow::bail!("{}: no CERTIFICATE block", at());
+    }
+    Ok(roots)
+}
+
 /// The inbound listener's shared state, and the router of its table.
 pub(super) struct InboundState {
     pub inbound: Arc<Inbound>,
@@ -139,7 +158,11 @@ pub(super) fn start_inbound(
     router.install(Arc::new(table), true);
     let identity = identity.unwrap_or_else(|| Arc::new(Identity::new()));
     let inbound = Arc::new(Inbound::new(ports, identity, inbound_settings));
-    let jwks = JwksCache::new(FetchSettings::default()).context("JWKS fetching")?;
+    let fetch = FetchSettings {
+        extra_roots: jwks_roots(settings)?,
+        ..FetchSettings::default()
+    };
+    let jwks = JwksCache::new(fetch).context("JWKS fetching")?;
     let refresh = jwks.spawn();
     let mut until = stop.clone();
     tasks.spawn(async move {

@@ -6,6 +6,7 @@
 //! mesh:
 //!   trust_domain: cluster.local     # default
 //!   root_namespace: istio-system    # where mesh-wide security policies live
+//!   jwks_ca_file: jwks-ca.pem       # CAs trusted for jwksUri besides the public roots
 //! identity:                         # one of files / ca / workload_api
 //!   ca:
 //!     url: https://ca.internal:15012
@@ -46,6 +47,11 @@ pub struct MeshSettings {
     /// mesh-wide (Istio's root namespace).
     #[serde(default = "default_root_namespace")]
     pub root_namespace: String,
+    /// PEM CA certificates trusted for RequestAuthentication `jwksUri`
+    /// fetches besides the public (webpki) roots: an operator's internal
+    /// identity provider.
+    #[serde(default)]
+    pub jwks_ca_file: Option<PathBuf>,
 }
 
 impl Default for MeshSettings {
@@ -53,6 +59,7 @@ impl Default for MeshSettings {
         Self {
             trust_domain: default_trust_domain(),
             root_namespace: default_root_namespace(),
+            jwks_ca_file: None,
         }
     }
 }
@@ -284,6 +291,9 @@ fn default_max_connections() -> usize {
 pub(super) fn validate(s: &mut super::Settings, base: &Path) -> Result<(), String> {
     if let Err(e) = SpiffeId::parse(&format!("spiffe://{}", s.mesh.trust_domain)) {
         return Err(format!("mesh.trust_domain: {}", e.reason));
+    }
+    if let Some(f) = &mut s.mesh.jwks_ca_file {
+        *f = base.join(&*f);
     }
     match &mut s.identity {
         None => {}

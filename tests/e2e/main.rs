@@ -21,6 +21,7 @@ mod mtls;
 mod reload;
 mod resilience;
 mod routing;
+mod security_policy;
 mod three_platforms;
 mod transport;
 mod wire;

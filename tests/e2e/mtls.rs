@@ -3,7 +3,7 @@
 //! PeerAuthentication modes and AuthorizationPolicy, with real rustls on
 //! both sides.
 
-mod pki;
+pub(crate) mod pki;
 
 use std::sync::atomic::Ordering;
 
@@ -76,7 +76,7 @@ async fn client_side_with(
     launch(dir, &yaml).await
 }
 
-async fn launch(dir: tempfile::TempDir, yaml: &str) -> TestMesh {
+pub(crate) async fn launch(dir: tempfile::TempDir, yaml: &str) -> TestMesh {
     let file = dir.path().join("anymesh.yaml");
     write(&file, yaml);
     let settings = Settings::load(&file).expect("settings");
@@ -102,7 +102,7 @@ async fn plaintext(server: &TestMesh) -> Option<StatusCode> {
     client.request(req).await.ok().map(|r| r.status())
 }
 
-fn stats(server: &TestMesh) -> &anymesh_proxy::inbound::InboundStats {
+pub(crate) fn stats(server: &TestMesh) -> &anymesh_proxy::inbound::InboundStats {
     &server.mesh.inbound_state.as_ref().expect("inbound").stats
 }
 

@@ -11,7 +11,7 @@ use rcgen::{
 /// A root CA of one trust domain.
 pub(crate) struct Root {
     pub td: String,
-    issuer: Issuer<'static, KeyPair>,
+    pub(crate) issuer: Issuer<'static, KeyPair>,
     pub pem: String,
 }
 
