@@ -23,5 +23,6 @@ mod resilience;
 mod routing;
 mod security_policy;
 mod three_platforms;
+mod tls_origination;
 mod transport;
 mod wire;
