@@ -1,0 +1,838 @@
+#!/usr/bin/env python3
+"""The sidecar-pair benchmark of issue 21 (docs/performance.md, "Security (mutual TLS)").
+
+    bench/mtls              # 3 rounds: wrk 5 s, oha 5 s at 1,000 and 5,000 req/s, handshakes 5 s
+    bench/mtls --quick      # smoke run: 1 round, 1 s per cell (CI-sized, about 30 s)
+    bench/mtls --help       # every option
+
+client -> proxy A -> proxy B -> app, side by side in one run:
+
+- `anymesh-plain`: A's file registry lists the app's endpoint as B's
+  inbound listener (127.0.0.1:<B inbound>) with no mesh metadata, so A
+  speaks plaintext HTTP/1.1 to B, whose inbound listener (PERMISSIVE, the
+  default without a PeerAuthentication) routes a plaintext connection to
+  its workload's first port, the app. B is configured exactly as in
+  `anymesh-mtls` (identity and all).
+- `anymesh-mtls`: A's registry lists the app's endpoint (127.0.0.1:<app>)
+  with `mesh: {port: <B inbound>, service_account: b}`: auto mTLS (ALPN
+  `anymesh-http/1.1`, HTTP/1.1 inside), B's identity checked against
+  `spiffe://cluster.local/ns/default/sa/b`.
+- `envoy-mtls`: two Envoys (`--concurrency 1`), A with an
+  UpstreamTlsContext presenting A's certificate and checking B's URI SAN
+  (as Istio configures a sidecar's outbound cluster), B with a
+  DownstreamTlsContext requiring a client certificate from the same CA,
+  forwarding to the app. They use the very certificates the anymesh pair
+  got from the CA.
+- `direct`: the load tool straight to the app (the reference for the added
+  latency).
+
+The certificates come from the real path: `anymesh ca init`, one
+`anymesh ca token` per identity (`spiffe://cluster.local/ns/default/sa/a`
+and `.../sa/b`), `anymesh ca serve` on loopback; every anymesh proxy has
+`identity: {ca: ...}` and joins with its token; Envoy reads the key and
+chain the anymesh proxies persisted (state_dir/svid.pem, split in two).
+
+Per round, in a rotated order (bench/run.py's Williams square): wrk -t1
+-c32 (throughput, CPU per request of A and of B from /proc schedstat, RSS of
+each sampled every 100 ms) and oha at fixed rates (-c32,
+--latency-correction: p50/p99, added = the pair's minus direct's in the same
+round). Then, per mTLS pair, full handshakes against B's listener: client
+processes (Python's ssl, A's certificate, ALPN `anymesh-http/1.1`, the
+server name `inbound-<app port>.anymesh`, a new connection and no session
+resumption per request: GET with `Connection: close`), counting completed
+exchanges and B's CPU time: handshakes per second per core = handshakes /
+B's CPU seconds. The app is bench/run.py's fixed nginx upstream (64-byte
+body). Every proxy has one worker thread.
+
+Prints a markdown table (medians over rounds; ratios) and writes the raw
+figures as JSON (--out, default bench/results/mtls-<UTC time>.json).
+Python 3.11 standard library only; the tools are bench/run.py's (wrk, oha,
+nginx, Envoy 1.40 from target/bench-tools). It measures
+target/release/anymesh unless --anymesh says otherwise; it never builds.
+The exit status is non-zero only when something fails to start, dies, or a
+tool fails; never because of the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+sys.dont_write_bytecode = True  # no __pycache__ left in bench/
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run as R  # noqa: E402  (the harness's processes, tools and parsers)
+
+HOST = "web"
+TRUST_DOMAIN = "cluster.local"
+PAIRS = ["anymesh-plain", "anymesh-mtls", "envoy-mtls"]
+CONTENDERS = ["direct"] + PAIRS
+ALPN_H1 = "anymesh-http/1.1"
+
+
+def spiffe(sa: str) -> str:
+    """Istio's identity of service account `sa` in namespace default.
+
+    >>> spiffe("b")
+    'spiffe://cluster.local/ns/default/sa/b'
+    """
+    return f"spiffe://{TRUST_DOMAIN}/ns/default/sa/{sa}"
+
+
+def split_pem(text: str) -> tuple[str, str]:
+    """(certificates, private key) of a PEM file holding both, in order.
+
+    >>> c, k = split_pem("-----BEGIN PRIVATE KEY-----\\nk\\n-----END PRIVATE KEY-----\\n"
+    ...                  "-----BEGIN CERTIFICATE-----\\nc\\n-----END CERTIFICATE-----\\n")
+    >>> c.splitlines()[1], k.splitlines()[1]
+    ('c', 'k')
+    """
+    certs, keys = [], []
+    block: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("-----BEGIN "):
+            block = [line]
+        elif block:
+            block.append(line)
+            if line.startswith("-----END "):
+                (keys if "PRIVATE KEY" in block[0] else certs).append("\n".join(block) + "\n")
+                block = []
+    if not certs or not keys:
+        raise R.BenchError("a PEM file without both a certificate and a private key")
+    return "".join(certs), "".join(keys)
+
+
+def pct(a: float, b: float) -> str:
+    """The change from b to a, in percent.
+
+    >>> pct(103.0, 100.0), pct(1.0, 0.0)
+    ('+3.0 %', '-')
+    """
+    return f"{(a - b) * 100 / b:+.1f} %" if b else "-"
+
+
+def med(xs: list) -> float | None:
+    """The median of the values that are not None.
+
+    >>> med([3, None, 1, 2]), med([None])
+    (2, None)
+    """
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(v: float | None, digits: int = 0) -> str:
+    """A number for the table.
+
+    >>> fmt(12345.678), fmt(1.234, 2), fmt(None)
+    ('12,346', '1.23', '-')
+    """
+    return "-" if v is None else f"{v:,.{digits}f}"
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """a / b, None when either is missing or b is 0.
+
+    >>> ratio(5.0, 2.0), ratio(1.0, 0.0), ratio(None, 1.0)
+    (2.5, None, None)
+    """
+    return a / b if a is not None and b else None
+
+
+# --------------------------------------------------------------------------
+# the CA
+
+
+class Ca:
+    """`anymesh ca` in a state directory, serving on loopback."""
+
+    def __init__(self, binary: str, d: Path):
+        self.binary, self.dir = binary, d / "ca"
+        self.port = R.free_ports(1)[0]
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.bundle = d / "ca-bundle.pem"
+        self.cli(["init", "--dir", str(self.dir), "--trust-domain", TRUST_DOMAIN])
+        self.bundle.write_text(self.cli(["bundle", "--dir", str(self.dir)]))
+        log_path = d / "ca.log"
+        p = R.PROCS.start([binary, "ca", "serve", "--dir", str(self.dir), "--listen", f"127.0.0.1:{self.port}",
+                           "--san", "127.0.0.1"], log_path)
+        self.srv = R.Server("anymesh ca", p, self.port, self.port, log_path)
+        self.srv.wait_listening([self.port])
+
+    def cli(self, args: list[str]) -> str:
+        r = subprocess.run([self.binary, "ca", *args], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            raise R.BenchError(f"anymesh ca {args[0]} failed ({r.returncode}): {r.stderr.strip()}")
+        return r.stdout
+
+    def token(self, sa: str, path: Path) -> None:
+        path.write_text(self.cli(["token", "--dir", str(self.dir), "--identity", spiffe(sa), "--ttl", "1h"]).strip()
+                        + "\n")
+        os.chmod(path, 0o600)
+
+
+# --------------------------------------------------------------------------
+# the proxies
+
+
+class Pair:
+    """Proxy A (the client's) and proxy B (the app's)."""
+
+    def __init__(self, name: str, a: R.Server, b: R.Server, b_inbound: int):
+        self.name, self.a, self.b, self.b_inbound = name, a, b, b_inbound
+
+    @property
+    def port(self) -> int:
+        return self.a.h1_port
+
+    def servers(self) -> list[R.Server]:
+        return [self.a, self.b]
+
+    def check_alive(self, when: str) -> None:
+        for s in self.servers():
+            s.check_alive(when)
+
+
+class Direct:
+    """The load tool straight to the app."""
+
+    def __init__(self, app_port: int):
+        self.name, self.port = "direct", app_port
+
+    def servers(self) -> list[R.Server]:
+        return []
+
+    def check_alive(self, when: str) -> None:
+        pass
+
+
+def start_anymesh(binary: str, d: Path, name: str, services: str, extra: str) -> R.Server:
+    out, admin = R.free_ports(2)
+    d.mkdir(parents=True)
+    (d / "services.yaml").write_text(services)
+    (d / "anymesh.yaml").write_text(f"""listeners:
+  outbound: 127.0.0.1:{out}
+  admin: 127.0.0.1:{admin}
+registries:
+  - {{name: file, type: file, path: services.yaml}}
+{extra}""")
+    env = dict(os.environ, ANYMESH_LOG="warn")
+    env.pop("ANYMESH_WORKERS", None)
+    log_path = d / "stderr.log"
+    p = R.PROCS.start([binary, "proxy", "-c", str(d / "anymesh.yaml"), "--workers", "1"], log_path, env=env, cwd=d)
+    srv = R.Server(name, p, out, out, log_path, admin_port=admin)
+    srv.wait_listening([admin, out])
+    return srv
+
+
+def identity_yaml(ca: Ca, d: Path, sa: str) -> str:
+    d.mkdir(parents=True, exist_ok=True)
+    ca.token(sa, d / f"join-token-{sa}")
+    return f"""identity:
+  ca:
+    url: {ca.url}
+    bundle: {ca.bundle}
+    token_file: {d / f'join-token-{sa}'}
+    state_dir: {d / f'identity-{sa}'}
+"""
+
+
+def start_anymesh_pair(binary: str, tmp: Path, ca: Ca, app_port: int, mtls: bool) -> Pair:
+    name = "anymesh-mtls" if mtls else "anymesh-plain"
+    d = tmp / name
+    inbound = R.free_ports(1)[0]
+    b = start_anymesh(binary, d / "b", f"{name} B", "services: []\n", identity_yaml(ca, d, "b") + f"""workloads:
+  - name: b
+    namespace: default
+    service_account: b
+    labels: {{app: b}}
+    ports: [{{port: {app_port}, protocol: http}}]
+inbound:
+  listen: 127.0.0.1:{inbound}
+""")
+    b.wait_listening([inbound])
+    if mtls:
+        ep = f"{{address: 127.0.0.1, port: {app_port}, id: app, mesh: {{port: {inbound}, service_account: b}}}}"
+    else:
+        ep = f"{{address: 127.0.0.1, port: {inbound}, id: app-via-b}}"
+    services = f"""services:
+  - name: {HOST}
+    ports: [{{name: http, port: 80, protocol: http}}]
+    endpoints:
+      - {ep}
+"""
+    a = start_anymesh(binary, d / "a", f"{name} A", services, identity_yaml(ca, d, "a"))
+    pair = Pair(name, a, b, inbound)
+    wait_answering(pair)
+    return pair
+
+
+def envoy_tls_files(tmp: Path, mtls_pair_dir: Path) -> dict[str, Path]:
+    """The anymesh mTLS pair's persisted SVIDs, as Envoy's separate chain and
+    key files."""
+    out = {}
+    for sa in ("a", "b"):
+        svid = mtls_pair_dir / f"identity-{sa}" / "svid.pem"
+        if not svid.exists():
+            raise R.BenchError(f"{svid} missing: the anymesh proxy did not persist its certificate")
+        certs, key = split_pem(svid.read_text())
+        (tmp / f"envoy-{sa}-chain.pem").write_text(certs)
+        (tmp / f"envoy-{sa}-key.pem").write_text(key)
+        os.chmod(tmp / f"envoy-{sa}-key.pem", 0o600)
+        out[f"{sa}_chain"], out[f"{sa}_key"] = tmp / f"envoy-{sa}-chain.pem", tmp / f"envoy-{sa}-key.pem"
+    return out
+
+
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+DOWNSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+
+
+def envoy_yaml(listen: int, listener_tls: str, cluster_port: int, cluster_tls: str) -> str:
+    return f"""static_resources:
+  listeners:
+    - name: pair
+      address: {{socket_address: {{address: 127.0.0.1, port_value: {listen}}}}}
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": {HCM}
+                stat_prefix: pair
+                codec_type: AUTO
+                route_config:
+                  name: pair
+                  virtual_hosts:
+                    - name: web
+                      domains: ["*"]
+                      routes:
+                        - match: {{prefix: "/"}}
+                          route: {{cluster: next}}
+                http_filters:
+                  - name: envoy.filters.http.router
+                    typed_config: {{"@type": {ROUTER}}}
+{listener_tls}  clusters:
+    - name: next
+      type: STATIC
+      connect_timeout: 5s
+      load_assignment:
+        cluster_name: next
+        endpoints:
+          - lb_endpoints:
+              - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {cluster_port}}}}}}}
+{cluster_tls}"""
+
+
+def start_envoy(envoy: str, d: Path, name: str, conf: str, port: int) -> R.Server:
+    d.mkdir(parents=True)
+    (d / "envoy.yaml").write_text(conf)
+    log_path = d / "stderr.log"
+    p = R.PROCS.start([envoy, "-c", str(d / "envoy.yaml"), "--concurrency", "1", "--disable-hot-restart",
+                       "--log-level", "warn"], log_path, cwd=d)
+    srv = R.Server(name, p, port, port, log_path)
+    srv.wait_listening([port], timeout=30.0)
+    return srv
+
+
+def start_envoy_pair(envoy: str, tmp: Path, ca: Ca, files: dict[str, Path], app_port: int) -> Pair:
+    d = tmp / "envoy-mtls"
+    a_port, b_port = R.free_ports(2)
+    # B: TLS required, a client certificate from the mesh's CA required
+    # (Istio's inbound STRICT filter chain, without Istio's ALPN matching)
+    b_tls = f"""          transport_socket:
+            name: envoy.transport_sockets.tls
+            typed_config:
+              "@type": {DOWNSTREAM_TLS}
+              require_client_certificate: true
+              common_tls_context:
+                tls_certificates:
+                  - certificate_chain: {{filename: {files['b_chain']}}}
+                    private_key: {{filename: {files['b_key']}}}
+                validation_context:
+                  trusted_ca: {{filename: {ca.bundle}}}
+"""
+    # A: TLS origination with A's certificate, B's identity checked (secure
+    # naming: Istio's match_typed_subject_alt_names on the URI SAN)
+    a_tls = f"""      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": {UPSTREAM_TLS}
+          sni: inbound-{app_port}.anymesh
+          common_tls_context:
+            tls_certificates:
+              - certificate_chain: {{filename: {files['a_chain']}}}
+                private_key: {{filename: {files['a_key']}}}
+            validation_context:
+              trusted_ca: {{filename: {ca.bundle}}}
+              match_typed_subject_alt_names:
+                - san_type: URI
+                  matcher: {{exact: "{spiffe('b')}"}}
+"""
+    b = start_envoy(envoy, d / "b", "envoy-mtls B", envoy_yaml(b_port, b_tls, app_port, ""), b_port)
+    a = start_envoy(envoy, d / "a", "envoy-mtls A", envoy_yaml(a_port, "", b_port, a_tls), a_port)
+    pair = Pair("envoy-mtls", a, b, b_port)
+    wait_answering(pair)
+    return pair
+
+
+def wait_answering(pair: Pair, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        pair.check_alive("at start")
+        try:
+            st, body = R.http_get(pair.port, HOST)
+            if st == 200 and body == R.BODY:
+                return
+        except OSError as e:
+            st, body = 0, str(e)
+        if time.monotonic() > deadline:
+            raise R.BenchError(f"{pair.name}: GET / (Host: {HOST}) answers {st} {body[:200]!r}; the logs end:\n"
+                               + "\n".join(R.log_tail(s.log_path) for s in pair.servers()))
+        time.sleep(0.1)
+
+
+def inbound_counts(srv: R.Server) -> dict[str, float]:
+    """anymesh_inbound_connections_total by result, from B's /metrics."""
+    out: dict[str, float] = {}
+    try:
+        text = R.http_get(srv.admin_port, "localhost", "/metrics")[1]
+    except OSError:
+        return out
+    for line in text.splitlines():
+        if line.startswith("anymesh_inbound_connections_total{"):
+            key = line.split('result="', 1)[1].split('"', 1)[0]
+            out[key] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+# --------------------------------------------------------------------------
+# measuring
+
+
+class RssPeak(threading.Thread):
+    """The largest VmRSS of each server, sampled every 100 ms."""
+
+    def __init__(self, servers: list[R.Server]):
+        super().__init__(daemon=True)
+        self.servers = servers
+        self.peak = {s.name: 0 for s in servers}
+        self.stop_ev = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            for s in self.servers:
+                self.peak[s.name] = max(self.peak[s.name], R.rss_kb(s.pids())[0])
+            if self.stop_ev.wait(0.1):
+                return
+
+
+def load_cmd(tools: dict, cell: dict, port: int, seconds: float) -> tuple[list[str], str]:
+    url = f"http://127.0.0.1:{port}/"
+    if cell["tool"] == "wrk":
+        return [tools["wrk"], "-t1", f"-c{cell['conns']}", f"-d{int(seconds)}s", "--timeout", "5s",
+                "-s", str(R.WRK_LUA), "-H", f"Host: {HOST}", url], "wrk"
+    return [tools["oha"], "--no-tui", "--output-format", "json", "--latency-correction", "-q", str(cell["rate"]),
+            "-z", f"{seconds}s", "-c", str(cell["conns"]), "--worker-threads", "1", "-H", f"Host: {HOST}",
+            url], "oha"
+
+
+def proc_cpu(pids: list[int]) -> tuple[float, float]:
+    """(seconds on CPU from schedstat, utime + stime seconds from stat)."""
+    return R.sched_counts(pids)["run_ns"] / 1e9, R.cpu_ticks(pids) / R.CLK_TCK
+
+
+def wait_quiet(args, servers: list[R.Server]) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < args.quiet_wait:
+        if R.foreign_share_now(servers) <= args.max_foreign:
+            break
+    return round(time.monotonic() - t0, 2)
+
+
+def run_cell(args, tools: dict, cell: dict, c, everyone: list[R.Server]) -> dict:
+    """One load-tool run against a contender: the tool's figures, each
+    proxy's CPU time and peak RSS, and the CPU other processes took."""
+    waited = wait_quiet(args, everyone)
+    cmd, tool = load_cmd(tools, cell, c.port, cell["seconds"])
+    servers = c.servers()
+    pids = {s.name: s.pids() for s in servers}
+    ours = [p for s in everyone for p in s.pids()]
+    cpu0 = {n: proc_cpu(p) for n, p in pids.items()}
+    busy0, own0, ours0 = R.system_busy_ticks(), R.own_and_children_cpu_s(), R.cpu_ticks(ours)
+    rss = RssPeak(servers)
+    rss.start()
+    w0 = time.monotonic()
+    try:
+        out = R.run_tool(cmd, cell["seconds"] + 60, f"{tool} against {c.name} ({cell['id']})")
+    finally:
+        rss.stop_ev.set()
+        rss.join()
+    wall = time.monotonic() - w0
+    cpu1 = {n: proc_cpu(p) for n, p in pids.items()}
+    busy1, own1, ours1 = R.system_busy_ticks(), R.own_and_children_cpu_s(), R.cpu_ticks(ours)
+    c.check_alive(f"during {cell['id']}")
+    r = R.PARSERS[tool](out)
+    if r["served"] == 0:
+        raise R.BenchError(f"{c.name} served no successful response in {cell['id']}: {r}")
+    foreign = (busy1 - busy0 - (ours1 - ours0)) / R.CLK_TCK - (own1 - own0)
+    rec: dict = {"rps": r["rps"], "served": r["served"], "errors": r["error_count"], "wall_s": round(wall, 3),
+                 "quiet_wait_s": waited,
+                 "foreign_share": round(max(foreign, 0.0) / (wall * (os.cpu_count() or 1)), 4)}
+    if tool == "oha":
+        lat = r["latency_us"]
+        rec["p50_us"], rec["p99_us"] = lat.get("p50"), lat.get("p99")
+    else:
+        rec["p50_us"], rec["p99_us"] = r.get("latency_us", {}).get("p50"), r.get("latency_us", {}).get("p99")
+    proxies = {}
+    for s in servers:
+        (s0, t0), (s1, t1) = cpu0[s.name], cpu1[s.name]
+        run_s, ticks_s = s1 - s0, t1 - t0
+        cpu_s = run_s if run_s > 0 else ticks_s
+        proxies[s.name] = {"cpu_s": round(cpu_s, 4), "cpu_ticks_s": round(ticks_s, 3),
+                           "cpu_us_per_req": round(cpu_s / r["served"] * 1e6, 3), "rss_max_kb": rss.peak[s.name]}
+    if proxies:
+        rec["proxies"] = proxies
+        rec["cpu_us_per_req"] = round(sum(p["cpu_us_per_req"] for p in proxies.values()), 3)
+        rec["rss_max_kb"] = sum(p["rss_max_kb"] for p in proxies.values())
+    return rec
+
+
+def cells_for(args) -> list[dict]:
+    return [{"id": "h1_c32", "tool": "wrk", "conns": 32, "seconds": args.seconds}] + [
+        {"id": f"rate_{q}", "tool": "oha", "rate": q, "conns": 32, "seconds": args.seconds} for q in args.rates]
+
+
+# --------------------------------------------------------------------------
+# full handshakes
+
+
+def read_response(s) -> bytes:
+    """An HTTP/1.1 response with a Content-Length, read to its end (the
+    client then closes: no wait for the server's close)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            length = int(v)
+    while len(body) < length:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+def handshake_client(argv: list[str]) -> int:
+    """One client process of the handshake measurement: new connections for
+    `seconds`, each a full handshake (no session resumption), one GET with
+    `Connection: close`, read to the end of its body. Prints its counts as JSON."""
+    port, seconds, chain, key, bundle, sni = int(argv[0]), float(argv[1]), argv[2], argv[3], argv[4], argv[5]
+    alpn = argv[6] if len(argv) > 6 else ""
+    ctx = None
+    if chain != "-":  # "-": plaintext connections (the reference)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False  # SPIFFE certificates carry a URI SAN, no host name
+        ctx.load_verify_locations(bundle)
+        ctx.load_cert_chain(chain, key)
+        if alpn:
+            ctx.set_alpn_protocols([alpn])
+    req = f"GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode()
+    ok = bad = 0
+    version = alpn_got = None
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+                # as both proxies' own upstream connections (without it the
+                # request can wait behind the handshake's last flight for
+                # the peer's delayed ACK: 40 ms)
+                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if ctx is None:
+                    raw.sendall(req)
+                    data = read_response(raw)
+                else:
+                    with ctx.wrap_socket(raw, server_hostname=sni) as s:
+                        if version is None:
+                            version, alpn_got = s.version(), s.selected_alpn_protocol()
+                        s.sendall(req)
+                        data = read_response(s)
+            if data.startswith(b"HTTP/1.1 200"):
+                ok += 1
+            else:
+                bad += 1
+        except (OSError, ssl.SSLError):
+            bad += 1
+    print(json.dumps({"ok": ok, "failed": bad, "tls_version": version, "alpn": alpn_got}))
+    return 0
+
+
+def handshakes(args, tmp: Path, pair: Pair, files: dict[str, Path], ca: Ca, app_port: int,
+               everyone: list[R.Server]) -> dict:
+    """Full mTLS handshakes against B's listener from --hs-clients processes
+    (for anymesh-plain: new plaintext connections, the reference)."""
+    waited = wait_quiet(args, everyone)
+    alpn = ALPN_H1 if pair.name.startswith("anymesh") else ""
+    tls = pair.name != "anymesh-plain"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--handshake-client", str(pair.b_inbound),
+           str(args.hs_seconds), str(files["a_chain"]) if tls else "-", str(files["a_key"]), str(ca.bundle),
+           f"inbound-{app_port}.anymesh", alpn]
+    pids = pair.b.pids()
+    before = inbound_counts(pair.b) if pair.b.admin_port else {}
+    (s0, t0) = proc_cpu(pids)
+    w0 = time.monotonic()
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True) for _ in range(args.hs_clients)]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=args.hs_seconds + 60)
+        if p.returncode != 0:
+            raise R.BenchError(f"handshake client failed ({p.returncode}): {err[-2000:]}")
+        outs.append(json.loads(out))
+    wall = time.monotonic() - w0
+    (s1, t1) = proc_cpu(pids)
+    pair.check_alive("during the handshakes")
+    after = inbound_counts(pair.b) if pair.b.admin_port else {}
+    ok = sum(o["ok"] for o in outs)
+    cpu_s = (s1 - s0) if s1 > s0 else (t1 - t0)
+    rec = {"clients": args.hs_clients, "wall_s": round(wall, 3), "ok": ok, "failed": sum(o["failed"] for o in outs),
+           "tls_version": outs[0]["tls_version"], "alpn": outs[0]["alpn"], "b_cpu_s": round(cpu_s, 4),
+           "b_cpu_ticks_s": round(t1 - t0, 3), "quiet_wait_s": waited,
+           "per_s_wall": round(ok / wall, 1) if wall else None,
+           "per_s_per_core": round(ok / cpu_s, 1) if cpu_s > 0 else None,
+           "b_cpu_us_per_handshake": round(cpu_s / ok * 1e6, 2) if ok else None}
+    if before or after:
+        rec["inbound_connections"] = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    if ok == 0:
+        raise R.BenchError(f"{pair.name}: no handshake succeeded: {rec}")
+    return rec
+
+
+# --------------------------------------------------------------------------
+# the table
+
+
+def summarize(rounds: list[dict], hs: dict) -> dict:
+    s: dict = {}
+    for c in CONTENDERS:
+        row: dict = {}
+        for cell in rounds[0][c]:
+            recs = [r[c][cell] for r in rounds]
+            row[cell] = {k: med([x.get(k) for x in recs]) for k in ("rps", "p50_us", "p99_us", "cpu_us_per_req",
+                                                                  "rss_max_kb")}
+            if c != "direct":
+                names = list(recs[0].get("proxies", {}))
+                for side, n in zip(("a", "b"), names):
+                    row[cell][f"cpu_us_per_req_{side}"] = med([x["proxies"][n]["cpu_us_per_req"] for x in recs])
+                    row[cell][f"rss_max_kb_{side}"] = med([x["proxies"][n]["rss_max_kb"] for x in recs])
+                if cell.startswith("rate_"):
+                    for q in ("p50_us", "p99_us"):
+                        row[cell][f"added_{q}"] = med([r[c][cell][q] - r["direct"][cell][q] for r in rounds
+                                                      if r[c][cell][q] is not None and r["direct"][cell][q] is not None])
+        s[c] = row
+    s["handshakes"] = {p: med([h["per_s_per_core"] for h in hs.get(p, [])]) for p in hs}
+    s["handshake_cpu_us"] = {p: med([h["b_cpu_us_per_handshake"] for h in hs.get(p, [])]) for p in hs}
+    s["handshake_wall"] = {p: med([h["per_s_wall"] for h in hs.get(p, [])]) for p in hs}
+    # per round: mTLS over plaintext, anymesh over Envoy (paired in the round)
+    pr = {"mtls_over_plain_cpu": [], "am_over_envoy_rps": [], "am_over_envoy_cpu": []}
+    for r in rounds:
+        am, pl, ev = r["anymesh-mtls"]["h1_c32"], r["anymesh-plain"]["h1_c32"], r["envoy-mtls"]["h1_c32"]
+        pr["mtls_over_plain_cpu"].append(ratio(am["cpu_us_per_req"], pl["cpu_us_per_req"]))
+        pr["am_over_envoy_rps"].append(ratio(am["rps"], ev["rps"]))
+        pr["am_over_envoy_cpu"].append(ratio(am["cpu_us_per_req"], ev["cpu_us_per_req"]))
+    s["paired"] = {k: [round(x, 3) for x in v if x is not None] for k, v in pr.items()}
+    return s
+
+
+def render(result: dict) -> str:
+    s, args = result["summary"], result["args"]
+    rates = args["rates"]
+    cols = PAIRS
+    lines = [f"Sidecar pair client → A → B → app (nginx, 64-byte body), HTTP/1.1, 1 worker per proxy; "
+             f"wrk -c32 and oha -c32 at fixed rates, {args['seconds']:g} s per run, {len(result['rounds'])} round(s), "
+             f"medians. CPU and RSS: proxy A + proxy B.\n",
+             "| | " + " | ".join(cols) + " | mTLS / plain (anymesh) | anymesh mTLS / Envoy mTLS |",
+             "|---|" + "--:|" * (len(cols) + 2)]
+
+    def row(label, cell, key, digits=0, direct=False):
+        vals = [s[c][cell].get(key) for c in cols]
+        am, pl, ev = vals[1], vals[0], vals[2]
+        r1, r2 = ratio(am, pl), ratio(am, ev)
+        lines.append(f"| {label} | " + " | ".join(fmt(v, digits) for v in vals)
+                     + f" | {fmt(r1, 3)} | {fmt(r2, 3)} |")
+
+    row("req/s (wrk -c32)", "h1_c32", "rps")
+    row("CPU µs / request, A + B", "h1_c32", "cpu_us_per_req", 2)
+    row("CPU µs / request, A", "h1_c32", "cpu_us_per_req_a", 2)
+    row("CPU µs / request, B", "h1_c32", "cpu_us_per_req_b", 2)
+    row("RSS MB peak, A + B", "h1_c32", "rss_max_kb_mb", 1)
+    row("RSS MB peak, A", "h1_c32", "rss_max_kb_a_mb", 1)
+    row("RSS MB peak, B", "h1_c32", "rss_max_kb_b_mb", 1)
+    for q in rates:
+        row(f"added p50 µs at {q:,} req/s", f"rate_{q}", "added_p50_us")
+        row(f"added p99 µs at {q:,} req/s", f"rate_{q}", "added_p99_us")
+        row(f"CPU µs / request at {q:,} req/s, A + B", f"rate_{q}", "cpu_us_per_req", 2)
+    hs = s["handshakes"]
+    lines.append(f"| new connections / s / core of B (full mTLS handshake + 1 request; plain: TCP + 1 request) | "
+                 f"{fmt(hs.get('anymesh-plain'))} | {fmt(hs.get('anymesh-mtls'))} | {fmt(hs.get('envoy-mtls'))} | "
+                 f"{fmt(ratio(hs.get('anymesh-mtls'), hs.get('anymesh-plain')), 3)} | "
+                 f"{fmt(ratio(hs.get('anymesh-mtls'), hs.get('envoy-mtls')), 3)} |")
+    hc = s["handshake_cpu_us"]
+    lines.append(f"| B's CPU µs per new connection (+ 1 request) | {fmt(hc.get('anymesh-plain'), 1)} | "
+                 f"{fmt(hc.get('anymesh-mtls'), 1)} | {fmt(hc.get('envoy-mtls'), 1)} | "
+                 f"{fmt(ratio(hc.get('anymesh-mtls'), hc.get('anymesh-plain')), 3)} | "
+                 f"{fmt(ratio(hc.get('anymesh-mtls'), hc.get('envoy-mtls')), 3)} |")
+    d = s["direct"]
+    lines.append("")
+    lines.append("direct (no proxy): " + ", ".join(
+        [f"{fmt(d['h1_c32']['rps'])} req/s"]
+        + [f"p50/p99 {fmt(d[f'rate_{q}']['p50_us'])}/{fmt(d[f'rate_{q}']['p99_us'])} µs at {q:,} req/s" for q in rates]))
+    p = s["paired"]
+    lines.append("paired per round (h1_c32): anymesh mTLS/plain CPU per request "
+                 f"{p['mtls_over_plain_cpu']}; anymesh mTLS/Envoy mTLS req/s {p['am_over_envoy_rps']}, "
+                 f"CPU per request {p['am_over_envoy_cpu']}")
+    return "\n".join(lines)
+
+
+def add_mb(s: dict) -> None:
+    for c in PAIRS:
+        for cell in s[c].values():
+            for k in ("rss_max_kb", "rss_max_kb_a", "rss_max_kb_b"):
+                if cell.get(k) is not None:
+                    cell[f"{k}_mb"] = cell[k] / 1024
+
+
+# --------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str]):
+    ap = argparse.ArgumentParser(prog="bench/mtls", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--anymesh", default=str(R.cargo_target_dir() / "release" / "anymesh"),
+                    help="the anymesh binary (default: target/release/anymesh)")
+    ap.add_argument("--quick", action="store_true", help="1 round, 1 s per cell, 1 s of handshakes, no quiet wait")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=5.0, help="per load run")
+    ap.add_argument("--rates", default="1000,5000", help="oha's fixed rates (req/s)")
+    ap.add_argument("--hs-seconds", type=float, default=5.0, help="handshake measurement length")
+    ap.add_argument("--hs-clients", type=int, default=2, help="handshake client processes")
+    ap.add_argument("--quiet-wait", type=float, default=10.0,
+                    help="seconds to wait for other processes to use < --max-foreign of the CPUs before a run")
+    ap.add_argument("--max-foreign", type=float, default=0.25)
+    ap.add_argument("--out", default=None, help="JSON output path")
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.rounds, a.seconds, a.hs_seconds, a.quiet_wait = 1, 1.0, 1.0, 0.0
+    a.rates = [int(x) for x in str(a.rates).split(",") if x]
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    a.out = a.out or str(R.BENCH / "results" / f"mtls-{stamp}.json")
+    return a
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--handshake-client"]:
+        return handshake_client(argv[1:])
+    args = parse_args(argv)
+    if not Path(args.anymesh).exists():
+        R.log(f"no anymesh binary at {args.anymesh} (build it with cargo build --release, or give --anymesh)")
+        return 2
+
+    def on_signal(signum, _frame):
+        raise R.Interrupted(signal.Signals(signum).name)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    tmp = Path(tempfile.mkdtemp(prefix="anymesh-mtls-"))
+    os.chmod(tmp, 0o755)
+    result: dict = {"started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "args": vars(args), "machine": R.machine_info(), "harness_git": R.git_info(R.REPO),
+                    "anymesh": {"binary": args.anymesh, "git": R.git_info(Path(args.anymesh).resolve().parent),
+                                "sha256": R.file_sha256(args.anymesh)}}
+    status = 0
+    try:
+        tools = R.ensure_tools()
+        result["tools"] = {k: v for k, v in R.tool_versions(tools).items() if k in ("oha", "envoy", "wrk", "nginx")}
+        ctx = R.Ctx(SimpleNamespace(idle_conns=0), tmp, tools, args.anymesh)
+        upstream = R.start_upstream(ctx)
+        app = ctx.up_h1[0]
+        R.log("the CA (anymesh ca init, token, serve)")
+        ca = Ca(args.anymesh, tmp)
+        R.log("the anymesh pairs")
+        plain = start_anymesh_pair(args.anymesh, tmp, ca, app, mtls=False)
+        mtls = start_anymesh_pair(args.anymesh, tmp, ca, app, mtls=True)
+        files = envoy_tls_files(tmp, tmp / "anymesh-mtls")
+        R.log("the Envoy pair")
+        envoy = start_envoy_pair(tools["envoy"], tmp, ca, files, app)
+        # the pairs are what they claim: B's inbound counts by kind
+        result["inbound_check"] = {"anymesh-plain": inbound_counts(plain.b), "anymesh-mtls": inbound_counts(mtls.b)}
+        if not result["inbound_check"]["anymesh-mtls"].get("mtls"):
+            raise R.BenchError(f"anymesh-mtls B counted no mTLS connection: {result['inbound_check']}")
+        if not result["inbound_check"]["anymesh-plain"].get("plaintext"):
+            raise R.BenchError(f"anymesh-plain B counted no plaintext connection: {result['inbound_check']}")
+        contenders = {"direct": Direct(app), "anymesh-plain": plain, "anymesh-mtls": mtls, "envoy-mtls": envoy}
+        everyone = [upstream, ca.srv] + [s for p in (plain, mtls, envoy) for s in p.servers()]
+        rounds = []
+        for rnd in range(args.rounds):
+            order = R.round_order(rnd, CONTENDERS)
+            R.log(f"round {rnd + 1}/{args.rounds}: {', '.join(order)}")
+            rec: dict = {"order": order}
+            for cell in cells_for(args):
+                for name in order:
+                    r = run_cell(args, tools, cell, contenders[name], everyone)
+                    rec.setdefault(name, {})[cell["id"]] = r
+                    R.log(f"  {cell['id']:<10} {name:<14} {r['rps']:>9,.0f} req/s"
+                          + (f", {r['cpu_us_per_req']:.2f} µs CPU/req (A+B)" if "cpu_us_per_req" in r else "")
+                          + (f", p99 {r['p99_us']:.0f} µs" if r.get("p99_us") and cell["tool"] == "oha" else ""))
+            rounds.append(rec)
+        result["rounds"] = rounds
+        hs: dict = {}
+        for rnd in range(args.rounds):
+            for p in ((mtls, envoy, plain) if rnd % 2 == 0 else (plain, envoy, mtls)):
+                h = handshakes(args, tmp, p, files, ca, app, everyone)
+                hs.setdefault(p.name, []).append(h)
+                R.log(f"  new conns  {p.name:<13} {h['ok']:,} in {h['wall_s']:.1f} s, "
+                      f"{h['per_s_per_core']:,.0f} per s per core of B ({h['tls_version']}, ALPN {h['alpn']})")
+        result["handshakes"] = hs
+        result["summary"] = summarize(rounds, hs)
+        add_mb(result["summary"])
+        table = render(result)
+        result["table_markdown"] = table
+        print(table, flush=True)
+    except R.BenchError as e:
+        R.log(f"FAILED: {e}")
+        result["error"] = str(e)
+        status = 1
+    except (KeyboardInterrupt, R.Interrupted) as e:
+        R.log(f"interrupted ({e or 'SIGINT'})")
+        result["error"] = "interrupted"
+        status = 130
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        R.PROCS.stop_all()
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1, ensure_ascii=False, default=str) + "\n")
+        R.log(f"raw figures: {out}; configs and logs in {tmp}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
