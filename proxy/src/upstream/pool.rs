@@ -761,6 +761,69 @@ mod tests {
         }
     }
 
+    /// `target` secured as `tls`.
+    fn secured(addr: &str, tls: UpstreamTls) -> ClusterEndpoint {
+        ClusterEndpoint {
+            tls: Some(tls),
+            ..target(addr)
+        }
+    }
+
+    fn mesh(port: u16, sans: &[&str]) -> UpstreamTls {
+        UpstreamTls::Mesh(Arc::new(MeshUpstream {
+            connect: format!("127.0.0.1:{port}"),
+            port: 80,
+            proxy: anymesh_core::model::MeshProxy::new(port, None, Some("b".into())),
+            sni: None,
+            subject_alt_names: sans.iter().map(|s| s.to_string()).collect(),
+        }))
+    }
+
+    fn origination(mutual: bool) -> UpstreamTls {
+        UpstreamTls::Origination(Arc::new(Origination {
+            mutual,
+            settings: Default::default(),
+            server_name: "svc".into(),
+            cluster: "outbound|80||svc".into(),
+        }))
+    }
+
+    /// Connections to one address secured differently are never shared;
+    /// equal settings (from another table) share them.
+    #[tokio::test]
+    async fn each_way_of_securing_an_address_has_its_own_connections() {
+        let pool = pool();
+        let addr = "127.0.0.1:9";
+        let plain = pool.endpoint(&target(addr));
+        let ways = [
+            mesh(15006, &[]),
+            mesh(15007, &[]),
+            mesh(15006, &["spiffe://td/ns/a/sa/b"]),
+            origination(false),
+            origination(true),
+        ];
+        let entries: Vec<_> = ways
+            .iter()
+            .map(|w| pool.endpoint(&secured(addr, w.clone())))
+            .collect();
+        for (i, e) in entries.iter().enumerate() {
+            assert!(
+                !Arc::ptr_eq(e, &plain),
+                "{:?} apart from plaintext",
+                ways[i]
+            );
+            for (j, f) in entries.iter().enumerate() {
+                assert_eq!(Arc::ptr_eq(e, f), i == j, "{:?} / {:?}", ways[i], ways[j]);
+            }
+        }
+        // Equal settings in new Arcs (a new table): the same connections.
+        let again = pool.endpoint(&secured(addr, mesh(15006, &[])));
+        assert!(Arc::ptr_eq(&again, &entries[0]));
+        let again = pool.endpoint(&secured(addr, origination(true)));
+        assert!(Arc::ptr_eq(&again, &entries[4]));
+        assert!(Arc::ptr_eq(&pool.endpoint(&target(addr)), &plain));
+    }
+
     fn get() -> Request<RequestBody> {
         let mut req = Request::new(RequestBody::Empty);
         *req.uri_mut() = "http://svc/".parse().expect("uri");

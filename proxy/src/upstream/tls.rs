@@ -117,9 +117,12 @@ impl OriginationConfigs {
     /// The client config for `o` on a connection carrying HTTP/2 (`h2`) or
     /// HTTP/1.1; the error names the file and what is wrong with it.
     pub(crate) fn config(&self, o: &Origination, h2: bool) -> Result<Arc<ClientConfig>, Arc<str>> {
-        if o.settings.insecure_skip_verify && !self.warned.lock().contains(&o.cluster) {
-            self.warned.lock().insert(o.cluster.clone());
-            tracing::warn!(cluster = %o.cluster, "DestinationRule tls insecureSkipVerify: the upstream's certificate is not verified");
+        if o.settings.insecure_skip_verify {
+            let mut warned = self.warned.lock();
+            if !warned.contains(&o.cluster) {
+                warned.insert(o.cluster.clone());
+                tracing::warn!(cluster = %o.cluster, "DestinationRule tls insecureSkipVerify: the upstream's certificate is not verified");
+            }
         }
         let key = Key::of(o, h2).map_err(Arc::<str>::from)?;
         let stamps = key.stamps();
