@@ -145,6 +145,18 @@ pub(crate) async fn call(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Answer {
+    call_seen(from, host, method, path, headers).await.0
+}
+
+/// [`call`], with the names of the headers the application saw
+/// (comma-separated, from its `x-seen-headers`).
+pub(crate) async fn call_seen(
+    from: From<'_>,
+    host: &str,
+    method: &Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (Answer, String) {
     let addr = match from {
         From::Proxy(mesh) => mesh.proxy(),
         From::Plaintext(inbound) => inbound,
@@ -162,12 +174,17 @@ pub(crate) async fn call(
         .await
         .expect("an answer");
     let status = resp.status();
-    let who = resp
-        .headers()
-        .get("x-upstream")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string();
+    let header = |name: &str, absent: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(absent)
+            .to_string()
+    };
+    let (who, seen) = (header("x-upstream", "-"), header("x-seen-headers", ""));
     let body = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, who, String::from_utf8_lossy(&body).into_owned())
+    (
+        (status, who, String::from_utf8_lossy(&body).into_owned()),
+        seen,
+    )
 }

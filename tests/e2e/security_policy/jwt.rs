@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{json, Value};
 
-use super::{call, caller, endpoint, server, Answer, From, Served};
+use super::{call, call_seen, caller, endpoint, server, Answer, From, Served};
 use crate::harness::{eventually, write, TestMesh};
 use crate::mtls::pki::Root;
 
@@ -174,7 +174,7 @@ impl JwksServer {
 
 fn request_authentication(uri: &str) -> String {
     format!(
-        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: jwt, namespace: foo}}\nspec:\n  selector: {{matchLabels: {{app: httpbin}}}}\n  jwtRules:\n  - issuer: {ISSUER}\n    audiences: [httpbin]\n    jwksUri: {uri}\n---\n"
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: jwt, namespace: foo}}\nspec:\n  selector: {{matchLabels: {{app: httpbin}}}}\n  jwtRules:\n  - issuer: {ISSUER}\n    audiences: [httpbin]\n    jwksUri: {uri}\n    outputClaimToHeaders: [{{header: x-jwt-sub, claim: sub}}]\n---\n"
     )
 }
 
@@ -235,6 +235,23 @@ async fn request_authentication_through_the_inbound_listener_with_a_rotating_jwk
     })
     .await;
     assert!(jwks_server.hits.load(Ordering::SeqCst) >= 1);
+    // The application gets the claim it asked for, not the token (no
+    // forwardOriginalToken).
+    let bearer = format!("Bearer {valid}");
+    let (answer, seen) = call_seen(
+        From::Proxy(&a),
+        "httpbin",
+        &Method::GET,
+        "/headers",
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(answer.0, StatusCode::OK, "{}", answer.2);
+    let seen: Vec<&str> = seen.split(',').collect();
+    assert!(
+        seen.contains(&"x-jwt-sub") && !seen.contains(&"authorization"),
+        "{seen:?}"
+    );
 
     let mut expired = claims("alice");
     expired["exp"] = json!(now() - 600);
@@ -244,7 +261,7 @@ async fn request_authentication_through_the_inbound_listener_with_a_rotating_jwk
     wrong_audience["aud"] = json!("reviews");
     // Signed by another key under k1's kid.
     let forged = Key::new("k1");
-    let refused: [(&str, String, &str); 5] = [
+    let refused: [(&str, String, &str); 6] = [
         ("expired", k1.sign(&expired), "Jwt is expired"),
         (
             "wrong issuer",
@@ -265,6 +282,12 @@ async fn request_authentication_through_the_inbound_listener_with_a_rotating_jwk
             "alg: none",
             unsigned(&valid),
             "Jwt header [alg] is not supported",
+        ),
+        // Istio's authentication task sends this one.
+        (
+            "not a JWT",
+            "deadbeef".to_string(),
+            "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections",
         ),
     ];
     let mut failures = Vec::new();
