@@ -402,6 +402,44 @@ async fn with_the_ca_stopped_proxies_serve_and_a_restart_uses_the_persisted_cert
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_restarted_with_the_ca_down_and_its_certificate_expired_says_what_to_do() {
+    let mut ca = Ca::start(Duration::from_secs(2)).await;
+    let app = anymesh::upstream::spawn("app").await.expect("app");
+    let b = server_side(&ca, &ca.token("b"), "b", &app, "").await;
+    let not_after = Persisted::read(&b)
+        .expect("B's certificate")
+        .creds
+        .not_after;
+    ca.stop().await;
+    until(
+        "B's certificate expired",
+        Duration::from_secs(5),
+        || Persisted::read(&b).is_some_and(|p| p.creds.not_after < std::time::SystemTime::now()),
+        || format!("B's first certificate ends at {not_after:?}"),
+    )
+    .await;
+
+    let TestMesh { mesh, dir, client } = b;
+    mesh.shutdown().await;
+    let logs = Logs::default();
+    let mesh = start_mesh(&dir.path().join("anymesh.yaml"), Some(&logs)).await;
+    let b = TestMesh { mesh, dir, client };
+    let text = logs.text();
+    assert!(
+        text.contains("the persisted certificate has expired")
+            && text.contains("already used by this proxy")
+            && text.contains("anymesh ca token --dir"),
+        "the log says what happened and what to do: {text}"
+    );
+    eventually("/ready: no certificate", || async {
+        let (status, body) = b.admin("/ready").await;
+        (status == StatusCode::SERVICE_UNAVAILABLE && body.contains("no valid certificate"))
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_or_expired_token_gets_no_certificate_and_mesh_requests_fail_clearly() {
     let ca = Ca::start(LONG).await;
     let app = anymesh::upstream::spawn("app").await.expect("app");
