@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use anymesh_authn::{Authenticator, FetchSettings, JwksCache};
 use anymesh_core::config::ConfigSet;
-use anymesh_core::security::{SecurityPolicies, WorkloadRef};
+use anymesh_core::security::{SecurityOptions, SecurityPolicies, WorkloadRef};
 use anymesh_identity::ca::client::{CaClient, CaClientConfig, JoinToken};
 use anymesh_identity::files::FileSource;
 use anymesh_identity::tls::TlsOptions;
@@ -41,7 +41,10 @@ pub(super) async fn start_identity(
         return Ok(None);
     };
     let identity = Arc::new(Identity::with_options(TlsOptions {
-        trust_domains: vec![settings.mesh.trust_domain.clone()],
+        trust_domains: std::iter::once(&settings.mesh.trust_domain)
+            .chain(&settings.mesh.trust_domain_aliases)
+            .cloned()
+            .collect(),
     }));
     let own = settings.own_identity();
     match source {
@@ -148,7 +151,7 @@ pub(super) fn start_inbound(
         },
     };
     let local = LocalWorkloads::new(settings);
-    let policies = SecurityPolicies::compile(&config.borrow_and_update(), &settings.mesh.root_namespace);
+    let policies = SecurityPolicies::compile_with(&config.borrow_and_update(), &local.options);
     let ports = local.ports(&policies);
     let (table, diags) = table::inbound_table(&ports.ports);
     for d in diags.iter().filter(|d| d.is_error()) {
@@ -178,7 +181,7 @@ pub(super) fn start_inbound(
                 _ = stop.wait_for(|s| *s) => return,
             }
             let set = config.borrow_and_update().clone();
-            let policies = SecurityPolicies::compile(&set, local.root_namespace());
+            let policies = SecurityPolicies::compile_with(&set, &local.options);
             state.set_ports(local.ports(&policies));
             state.set_policy(local.policy(&policies, &jwks));
             tracing::info!("inbound: security policies updated");
@@ -190,19 +193,20 @@ pub(super) fn start_inbound(
 /// The local workloads as security policies select them.
 struct LocalWorkloads {
     workloads: Vec<crate::settings::Workload>,
-    root_namespace: String,
+    /// The root namespace and trust domains policies are compiled with.
+    options: SecurityOptions,
 }
 
 impl LocalWorkloads {
     fn new(settings: &Settings) -> Self {
         Self {
             workloads: settings.workloads.clone(),
-            root_namespace: settings.mesh.root_namespace.clone(),
+            options: SecurityOptions {
+                root_namespace: settings.mesh.root_namespace.clone(),
+                trust_domain: settings.mesh.trust_domain.clone(),
+                trust_domain_aliases: settings.mesh.trust_domain_aliases.clone(),
+            },
         }
-    }
-
-    fn root_namespace(&self) -> &str {
-        &self.root_namespace
     }
 
     /// Every workload port with its PeerAuthentication mode.

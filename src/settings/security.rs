@@ -43,6 +43,11 @@ pub struct MeshSettings {
     /// The trust domain of SPIFFE IDs (`spiffe://<trust_domain>/ns/…/sa/…`).
     #[serde(default = "default_trust_domain")]
     pub trust_domain: String,
+    /// Former trust domains still accepted (Istio's `trustDomainAliases`):
+    /// peers of these are authenticated, and an AuthorizationPolicy
+    /// principal written with any of them matches a peer of any of them.
+    #[serde(default)]
+    pub trust_domain_aliases: Vec<String>,
     /// The namespace whose security policies without a selector apply
     /// mesh-wide (Istio's root namespace).
     #[serde(default = "default_root_namespace")]
@@ -58,6 +63,7 @@ impl Default for MeshSettings {
     fn default() -> Self {
         Self {
             trust_domain: default_trust_domain(),
+            trust_domain_aliases: Vec::new(),
             root_namespace: default_root_namespace(),
             jwks_ca_file: None,
         }
@@ -291,6 +297,11 @@ fn default_max_connections() -> usize {
 pub(super) fn validate(s: &mut super::Settings, base: &Path) -> Result<(), String> {
     if let Err(e) = SpiffeId::parse(&format!("spiffe://{}", s.mesh.trust_domain)) {
         return Err(format!("mesh.trust_domain: {}", e.reason));
+    }
+    for (i, alias) in s.mesh.trust_domain_aliases.iter().enumerate() {
+        if let Err(e) = SpiffeId::parse(&format!("spiffe://{alias}")) {
+            return Err(format!("mesh.trust_domain_aliases[{i}]: {}", e.reason));
+        }
     }
     if let Some(f) = &mut s.mesh.jwks_ca_file {
         *f = base.join(&*f);
