@@ -222,10 +222,7 @@ pub fn explain(
         .map(|c| c.as_ref())
         .filter(|c| c.service == svc.hostname && port.is_none_or(|p| c.port.number == p))
         .collect();
-    let local = transport::Local {
-        trust_domain: &proxy.trust_domain,
-        has_identity: proxy.certificate_source.is_some(),
-    };
+    let local = transport::Local::of(proxy);
     let verdicts: Vec<HashMap<&EndpointKey, (Verdict, Option<Transport>)>> = clusters
         .iter()
         .map(|c| cluster_verdicts(c, local))

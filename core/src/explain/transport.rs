@@ -23,6 +23,7 @@
 
 use serde::Serialize;
 
+use super::local::{Certificate, LocalProxy};
 use crate::model::{Endpoint, Hostname, Labels, MeshProxy};
 use crate::routes::{ClusterTls, TlsOrigination};
 
@@ -146,10 +147,37 @@ const ISTIO_TLS_MODE: &str = "security.istio.io/tlsMode";
 /// What explain knows of the proxy itself when it decides transports.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Local<'a> {
-    pub trust_domain: &'a str,
-    /// The proxy has an identity source configured (anymesh.yaml `identity`);
-    /// without one it cannot speak mesh mTLS.
-    pub has_identity: bool,
+    pub(super) trust_domain: &'a str,
+    /// Why the proxy cannot speak mesh mTLS now, if it cannot.
+    pub(super) unable: Option<&'a str>,
+}
+
+impl<'a> Local<'a> {
+    pub(super) fn of(proxy: &'a LocalProxy) -> Self {
+        let unable = match (&proxy.certificate_source, &proxy.certificate) {
+            (None, _) | (_, Certificate::NotConfigured) => Some(
+                "this proxy has no identity (anymesh.yaml identity): \
+                 connections to mesh proxies are refused",
+            ),
+            (_, Certificate::Missing { .. }) => {
+                Some("this proxy holds no certificate yet: connections to mesh proxies are refused")
+            }
+            (
+                _,
+                Certificate::Held {
+                    valid_now: false, ..
+                },
+            ) => Some("this proxy's certificate is not valid now: mesh proxies refuse it"),
+            (_, Certificate::Unreadable { .. }) => {
+                Some("this proxy's certificate cannot be read (see certificate above)")
+            }
+            _ => None,
+        };
+        Self {
+            trust_domain: &proxy.trust_domain,
+            unable,
+        }
+    }
 }
 
 /// How the proxy connects to `endpoint`, whose own `address:port` for the
@@ -255,11 +283,7 @@ fn mesh_mtls(
         identities,
         sni,
         reason,
-        problem: (!local.has_identity).then(|| {
-            "this proxy has no identity (anymesh.yaml identity): \
-             connections to mesh proxies are refused"
-                .to_string()
-        }),
+        problem: local.unable.map(str::to_string),
     }
 }
 

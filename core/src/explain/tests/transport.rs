@@ -345,3 +345,37 @@ fn the_explanation_agrees_with_the_compiled_decision() {
     // 6 × 6 rule pairs, two v1 endpoints and one v2 endpoint each.
     assert_eq!(checked, 6 * 6 * 3);
 }
+
+#[test]
+fn a_proxy_without_a_usable_certificate_is_told_mesh_connections_fail() {
+    let cases = [
+        (
+            Certificate::Missing { last_error: None },
+            "holds no certificate yet",
+        ),
+        (
+            Certificate::Held {
+                identity: "spiffe://example.org/ns/shop/sa/productpage".into(),
+                not_before: at(0),
+                not_after: at(1),
+                valid_now: false,
+                last_error: None,
+            },
+            "not valid now",
+        ),
+    ];
+    for (certificate, why) in cases {
+        let proxy = LocalProxy {
+            certificate,
+            ..with_identity()
+        };
+        let x = explained("", "", &proxy);
+        let problem = transport(&x, "r1", V1).problem.clone().unwrap_or_default();
+        assert!(problem.contains(why), "{problem}");
+        assert!(x.render(at(5)).contains(&format!("PROBLEM: {problem}\n")));
+        assert_eq!(transport(&x, "r2", V1).problem, None);
+    }
+    // Held and valid, or not known offline: no problem claimed.
+    let x = explained("", "", &with_identity());
+    assert_eq!(transport(&x, "r1", V1).problem, None);
+}
