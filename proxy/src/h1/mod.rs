@@ -9,7 +9,7 @@
 //! A connection that opens with the HTTP/2 preface goes to the HTTP/2
 //! server. A request the service hands back ([`Next::Handover`]: routed to
 //! an HTTP/2 upstream) goes to hyper with the bytes already read put back in
-//! front ([`rewind`]); that connection then stays with hyper
+//! front ([`crate::rewind`]); that connection then stays with hyper
 //! ([`mod@handover`]). Message framing rules are in [`codec`].
 
 pub(crate) mod bufs;
