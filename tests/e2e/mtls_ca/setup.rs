@@ -109,6 +109,18 @@ pub(crate) async fn server_side(
     app: &Upstream,
     routes: &str,
 ) -> TestMesh {
+    server_side_as(ca, token, sa, app, routes, "http").await
+}
+
+/// [`server_side`] with the workload port's protocol.
+pub(crate) async fn server_side_as(
+    ca: &Ca,
+    token: &str,
+    sa: &str,
+    app: &Upstream,
+    routes: &str,
+    protocol: &str,
+) -> TestMesh {
     let dir = tempfile::tempdir().expect("temp dir");
     write(&dir.path().join("services.yaml"), "services: []\n");
     write(&dir.path().join("routes.yaml"), routes);
@@ -116,7 +128,7 @@ pub(crate) async fn server_side(
         "listeners: {{outbound: 127.0.0.1:0, admin: 127.0.0.1:0}}\n\
          registries: [{{name: file, type: file, path: services.yaml, poll_interval: 100ms}}]\n\
          routing: [routes.yaml]\nrouting_reload_interval: 100ms\n{}\
-         workloads:\n  - {{name: {sa}, namespace: default, service_account: {sa}, labels: {{app: {sa}}}, ports: [{{port: {}, protocol: http}}]}}\n\
+         workloads:\n  - {{name: {sa}, namespace: default, service_account: {sa}, labels: {{app: {sa}}}, ports: [{{port: {}, protocol: {protocol}}}]}}\n\
          inbound: {{listen: 127.0.0.1:0, handshake_timeout: 2s}}\n",
         identity_yaml(ca, token, dir.path()),
         app.addr.port()
@@ -127,12 +139,21 @@ pub(crate) async fn server_side(
 /// The services.yaml of a caller: service `reviews` whose endpoint (`app`)
 /// is fronted by `server`'s proxy with identity `sa/<server_sa>`.
 pub(crate) fn services_behind(app: &Upstream, server: &TestMesh, server_sa: &str) -> String {
+    services_behind_as(app, server, server_sa, "http")
+}
+
+fn services_behind_as(
+    app: &Upstream,
+    server: &TestMesh,
+    server_sa: &str,
+    protocol: &str,
+) -> String {
     let inbound = server
         .mesh
         .inbound
         .expect("the server side has an inbound listener");
     format!(
-        "services:\n  - name: reviews\n    ports: [{{name: http, port: 80, protocol: http}}]\n    endpoints:\n      - {{address: 127.0.0.1, port: {}, id: app, mesh: {{port: {}, service_account: {server_sa}}}}}\n",
+        "services:\n  - name: reviews\n    ports: [{{name: http, port: 80, protocol: {protocol}}}]\n    endpoints:\n      - {{address: 127.0.0.1, port: {}, id: app, mesh: {{port: {}, service_account: {server_sa}}}}}\n",
         app.addr.port(),
         inbound.port()
     )
@@ -151,10 +172,25 @@ pub(crate) async fn client_side(
     logs: Option<&Logs>,
     certified: bool,
 ) -> TestMesh {
+    client_side_as(ca, token, app, server, extra, logs, certified, "http").await
+}
+
+/// [`client_side`] with the service port's protocol.
+#[allow(clippy::too_many_arguments)] // a test's one-call set-up
+pub(crate) async fn client_side_as(
+    ca: &Ca,
+    token: &str,
+    app: &Upstream,
+    server: &TestMesh,
+    extra: &str,
+    logs: Option<&Logs>,
+    certified: bool,
+    protocol: &str,
+) -> TestMesh {
     let dir = tempfile::tempdir().expect("temp dir");
     write(
         &dir.path().join("services.yaml"),
-        &services_behind(app, server, "b"),
+        &services_behind_as(app, server, "b", protocol),
     );
     write(&dir.path().join("routes.yaml"), "");
     let yaml = format!(
