@@ -4,10 +4,6 @@
 //! while a legitimate mesh peer keeps being served; and the memory a
 //! half-open handshake costs.
 
-#[path = "mtls/pki.rs"]
-#[allow(dead_code)]
-mod pki;
-
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -22,12 +18,12 @@ use bytes::{Buf, BufMut, BytesMut};
 use http::StatusCode;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use pki::{identity_files, Root};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use crate::harness::*;
+use crate::mtls::pki::{identity_files, Root};
 
 /// The mesh's own ALPN protocols.
 const ALPN_H2: &[u8] = b"anymesh-h2";
