@@ -130,6 +130,51 @@ async fn https_upstream(leaf: &Leaf, client_ca: Option<&Ca>) -> HttpsUpstream {
     HttpsUpstream { addr, answered }
 }
 
+/// An HTTPS upstream speaking HTTP/2 only (ALPN `h2`), answering `200`
+/// with `x-upstream: tls-h2-app`; counts the connections that negotiated `h2`.
+async fn https_h2_upstream(leaf: &Leaf) -> (SocketAddr, Arc<AtomicUsize>) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = vec![CertificateDer::from_pem_slice(leaf.cert.as_bytes()).expect("cert")];
+    let key = PrivateKeyDer::from_pem_slice(leaf.key.as_bytes()).expect("key");
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let h2 = Arc::new(AtomicUsize::new(0));
+    let count = h2.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, count) = (acceptor.clone(), count.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+                let svc = hyper::service::service_fn(|_req| async {
+                    http::Response::builder()
+                        .header("x-upstream", "tls-h2-app")
+                        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                            b"over h2\n",
+                        )))
+                });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                        .await;
+            });
+        }
+    });
+    (addr, h2)
+}
+
 /// A temp dir holding PEM files.
 struct Files(tempfile::TempDir);
 
@@ -337,6 +382,34 @@ async fn mutual_origination_presents_the_client_certificate() {
         "{body}"
     );
     routes_give(&mesh, "api.test", &mutual, StatusCode::OK, "over tls").await;
+}
+
+/// An HTTP/2 port gets ALPN `h2` on the originated connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origination_to_an_http2_port_negotiates_h2() {
+    let ca = Ca::new("test root");
+    let files = Files::new();
+    let ca_file = files.put("ca.pem", &ca.pem);
+    let (addr, h2) = https_h2_upstream(&ca.leaf("api.test")).await;
+    let services = format!(
+        "services:\n  - name: api.test\n    ports: [{{name: grpc, port: 443, protocol: http2}}]\n    endpoints:\n      - {{address: 127.0.0.1, port: {}, id: tls-h2-app}}\n",
+        addr.port()
+    );
+    let routes = rule(&format!("mode: SIMPLE, caCertificates: {}", path(&ca_file)));
+    let mesh = TestMesh::start_with_services_and_settings(&services, &routes, "").await;
+    for _ in 0..3 {
+        let (status, who, body) = mesh.get("api.test", "/", &[]).await;
+        assert_eq!(
+            (status, who.as_str()),
+            (StatusCode::OK, "tls-h2-app"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        h2.load(Ordering::SeqCst),
+        1,
+        "one multiplexed h2 connection"
+    );
 }
 
 /// The proxy in front of `app` (workload `b`) and a caller whose registry
