@@ -5,8 +5,9 @@
 //! inbound route table: one virtual host per workload port).
 //!
 //! A connection opens with plaintext, mesh mutual TLS (a ClientHello that
-//! offers anymesh's ALPN) or other TLS ([`sniff`]); what happens next is the
-//! PeerAuthentication mode of the workload port it is for:
+//! offers anymesh's ALPN) or other TLS (told apart by the `sniff` module);
+//! what happens next is the PeerAuthentication mode of the workload port it
+//! is for:
 //!
 //! | opening | STRICT | PERMISSIVE | DISABLE |
 //! |---|---|---|---|
@@ -15,9 +16,12 @@
 //! | other TLS | refused | passed through | passed through |
 //!
 //! Facing the network, every connection is bounded: a connection limit,
-//! a deadline for the opening and TLS handshake, the HTTP/1.1 header-read
-//! and idle timeouts, and the HTTP/2 server's abuse limits.
+//! of which connections still opening may hold half, a deadline for the
+//! opening and TLS handshake, the HTTP/1.1 header-read and idle timeouts
+//! (the idle timeout also ends passed-through connections), and the HTTP/2
+//! server's abuse limits.
 
+mod relay;
 pub(crate) mod sniff;
 pub mod table;
 
@@ -260,6 +264,7 @@ async fn connection(
     let _ = tcp.set_nodelay(true);
     let Ok(local) = tcp.local_addr() else { return };
     let stats = &inbound.stats;
+    let idle = inbound.settings.server.idle_timeout;
     let deadline = Instant::now() + inbound.settings.handshake_timeout;
     let mut buf = BytesMut::new();
     let kind = match tokio::time::timeout_at(deadline, sniff(&mut tcp, &mut buf)).await {
@@ -285,7 +290,7 @@ async fn connection(
             if port.mode == MtlsMode::Disable {
                 drop(opening);
                 count(&stats.passthrough);
-                passthrough(tcp, buf.freeze(), port.app, addr).await;
+                passthrough(tcp, buf.freeze(), port.app, addr, idle).await;
                 return;
             }
             let Some(config) = inbound.identity.tls().map(|t| t.server.clone()) else {
@@ -349,7 +354,7 @@ async fn connection(
             }
             if kind == Opening::OtherTls {
                 count(&stats.passthrough);
-                passthrough(tcp, buf.freeze(), port.app, addr).await;
+                passthrough(tcp, buf.freeze(), port.app, addr, idle).await;
                 return;
             }
             count(&stats.plaintext);
@@ -393,8 +398,14 @@ async fn serve(
 }
 
 /// Relays a connection the proxy does not terminate to the application,
-/// bytes already read first.
-async fn passthrough(tcp: TcpStream, prefix: Bytes, app: SocketAddr, addr: SocketAddr) {
+/// bytes already read first, until either side ends or it idles for `idle`.
+async fn passthrough(
+    tcp: TcpStream,
+    prefix: Bytes,
+    app: SocketAddr,
+    addr: SocketAddr,
+    idle: Option<Duration>,
+) {
     let mut client = Rewind::new(prefix, tcp);
     let mut upstream = match TcpStream::connect(app).await {
         Ok(s) => s,
@@ -404,7 +415,7 @@ async fn passthrough(tcp: TcpStream, prefix: Bytes, app: SocketAddr, addr: Socke
         }
     };
     let _ = upstream.set_nodelay(true);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+    if let Err(e) = relay::relay(&mut client, &mut upstream, idle).await {
         tracing::trace!(%addr, error = %e, "inbound passthrough ended");
     }
 }
