@@ -318,7 +318,7 @@ async fn a_flood_of_half_open_handshakes_starves_no_peer_and_is_closed_at_the_de
     let load_task = steady_load(&a, stop);
     let started = Instant::now();
     let mut flood = half_open_flood(&p.b, &hellos).await;
-    all_closed(&mut flood, Duration::from_secs(5)).await;
+    all_closed(&mut flood, DEADLINE).await;
     let took = started.elapsed();
     let _ = stop_tx.send(true);
     let (sent, failed) = load_task.await.expect("load");
