@@ -257,7 +257,8 @@ pub struct InboundListener {
     /// For a whole HTTP/1.1 request head.
     #[serde(default = "ten_seconds_opt", deserialize_with = "opt_duration")]
     pub header_read_timeout: Option<Duration>,
-    /// An HTTP/1.1 connection idle between requests this long is closed.
+    /// An HTTP/1.1 connection idle between requests, or a connection passed
+    /// through to the application idle in both directions, this long is closed.
     #[serde(default = "one_hour_opt", deserialize_with = "opt_duration")]
     pub idle_timeout: Option<Duration>,
     /// Connections open at once; more are closed at accept.

@@ -85,10 +85,15 @@ impl InboundPorts {
 
     /// The port a mesh peer's server name asks for; the default port when
     /// it names none.
+    /// A server name that names no port (a DestinationRule's own `sni`)
+    /// goes to the only port when there is one; with several it is refused
+    /// rather than guessed.
     fn for_server_name(&self, sni: Option<&str>) -> Option<&InboundPort> {
-        match sni {
+        match sni.map(sniff::port_of_server_name) {
             None => self.default_port(),
-            Some(name) => sniff::port_of_server_name(name).and_then(|p| self.by_port(p)),
+            Some(Some(p)) => self.by_port(p),
+            Some(None) if self.ports.len() == 1 => self.ports.first(),
+            Some(None) => None,
         }
     }
 }

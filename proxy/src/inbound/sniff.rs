@@ -160,7 +160,13 @@ pub fn server_name_for_port(port: u16) -> String {
 }
 
 /// The local workload port a mesh peer's server name is for.
+/// Besides anymesh's own form, Istio's (`outbound_.<port>_.<subset>_.<host>`,
+/// what a DestinationRule ISTIO_MUTUAL without `sni` makes Envoy send) is
+/// read too.
 pub(crate) fn port_of_server_name(sni: &str) -> Option<u16> {
+    if let Some(rest) = sni.strip_prefix("outbound_.") {
+        return rest.split_once("_.")?.0.parse().ok();
+    }
     sni.strip_prefix("inbound-")?
         .strip_suffix(".anymesh")?
         .parse()
@@ -177,6 +183,11 @@ mod tests {
         assert_eq!(port_of_server_name("inbound-9080.anymesh"), Some(9080));
         assert_eq!(port_of_server_name("inbound-99999.anymesh"), None);
         assert_eq!(port_of_server_name("reviews.default.svc"), None);
+        assert_eq!(
+            port_of_server_name("outbound_.9080_.v1_.reviews.default.svc.cluster.local"),
+            Some(9080)
+        );
+        assert_eq!(port_of_server_name("outbound_.x_._.reviews"), None);
     }
 
     #[test]
