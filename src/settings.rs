@@ -421,7 +421,8 @@ impl Settings {
         resilience::validate_retry_budget(&s.retry_budget)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let base = base.to_path_buf();
-        security::validate(&mut s, &base).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        security::validate(&mut s, &base)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(s)
     }
 

@@ -106,7 +106,13 @@ impl SpiffeId {
 
     fn account(&self) -> Option<(&str, &str)> {
         let mut segs = self.path().strip_prefix('/')?.split('/');
-        match (segs.next(), segs.next(), segs.next(), segs.next(), segs.next()) {
+        match (
+            segs.next(),
+            segs.next(),
+            segs.next(),
+            segs.next(),
+            segs.next(),
+        ) {
             (Some("ns"), Some(ns), Some("sa"), Some(sa), None) => Some((ns, sa)),
             _ => None,
         }

@@ -493,7 +493,10 @@ impl Collector for SecurityCollector {
                 ([("result", "mtls")], load(&s.mtls)),
                 ([("result", "plaintext")], load(&s.plaintext)),
                 ([("result", "passthrough")], load(&s.passthrough)),
-                ([("result", "refused_plaintext")], load(&s.refused_plaintext)),
+                (
+                    [("result", "refused_plaintext")],
+                    load(&s.refused_plaintext),
+                ),
                 ([("result", "refused_tls")], load(&s.refused_tls)),
                 ([("result", "refused_limit")], load(&s.refused_limit)),
                 ([("result", "refused_slow")], load(&s.refused_slow)),

@@ -66,7 +66,12 @@ pub(crate) fn check(parts: &mut Parts, peer: &Peer, conn: &InboundConn) -> Resul
         .uri
         .authority()
         .map(|a| a.as_str())
-        .or_else(|| parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
+        .or_else(|| {
+            parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
         .unwrap_or("");
     let path = normalize_path(parts.uri.path());
     let input = AuthzInput {

@@ -17,9 +17,9 @@ use tokio::sync::{mpsc, watch};
 use crate::body::response::ProxyBody;
 use crate::forward::Proxy;
 use crate::h1;
-use crate::service::Peer;
 use crate::h1::handover::builder;
 pub use crate::h1::ServerSettings;
+use crate::service::Peer;
 
 /// How long connections get to finish after shutdown starts.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);

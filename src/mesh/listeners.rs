@@ -155,14 +155,16 @@ impl Listener {
                             let _ = started_tx.send(Ok(()));
                             // The inbound side forwards to the application on
                             // loopback: plaintext, the proxy's own settings.
-                            let serving_inbound = inbound.zip(inbound_conns).map(|((state, router), conns)| {
-                                let local = UpstreamSettings {
-                                    identity: None,
-                                    ..upstream.clone()
-                                };
-                                let proxy = Arc::new(Proxy::new(router, metrics.clone(), &local));
-                                serve_inbound(conns, state, proxy, stopped(stop.clone()))
-                            });
+                            let serving_inbound =
+                                inbound.zip(inbound_conns).map(|((state, router), conns)| {
+                                    let local = UpstreamSettings {
+                                        identity: None,
+                                        ..upstream.clone()
+                                    };
+                                    let proxy =
+                                        Arc::new(Proxy::new(router, metrics.clone(), &local));
+                                    serve_inbound(conns, state, proxy, stopped(stop.clone()))
+                                });
                             let proxy = Arc::new(Proxy::new(router, metrics, &upstream));
                             let outbound = serve_connections(conns, proxy, server, stopped(stop));
                             match serving_inbound {

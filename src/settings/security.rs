@@ -324,7 +324,9 @@ pub(super) fn validate(s: &mut super::Settings, base: &Path) -> Result<(), Strin
             state_dir,
         }) => {
             if !url.starts_with("https://") {
-                return Err(format!("identity.ca.url: must be https://host:port, got {url:?}"));
+                return Err(format!(
+                    "identity.ca.url: must be https://host:port, got {url:?}"
+                ));
             }
             if token.is_some() && token_file.is_some() {
                 return Err("identity.ca: give token or token_file, not both".into());
@@ -351,8 +353,14 @@ pub(super) fn validate(s: &mut super::Settings, base: &Path) -> Result<(), Strin
         if w.name.is_empty() {
             return Err(format!("{at}.name: must not be empty"));
         }
-        SpiffeId::for_account(&s.mesh.trust_domain, &w.namespace, &w.service_account)
-            .map_err(|e| format!("{at}: namespace and service_account make no SPIFFE ID: {}", e.reason))?;
+        SpiffeId::for_account(&s.mesh.trust_domain, &w.namespace, &w.service_account).map_err(
+            |e| {
+                format!(
+                    "{at}: namespace and service_account make no SPIFFE ID: {}",
+                    e.reason
+                )
+            },
+        )?;
         if w.ports.is_empty() {
             return Err(format!("{at}.ports: at least one port"));
         }

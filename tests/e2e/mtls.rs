@@ -41,7 +41,12 @@ async fn server_side(root: &Root, app: &Upstream, routes: &str) -> TestMesh {
 /// The caller's proxy (service account `a`), whose registry says the
 /// application's endpoint is fronted by `server`'s proxy, with identity
 /// `service_account`.
-async fn client_side(root: &Root, app: &Upstream, server: &TestMesh, service_account: &str) -> TestMesh {
+async fn client_side(
+    root: &Root,
+    app: &Upstream,
+    server: &TestMesh,
+    service_account: &str,
+) -> TestMesh {
     client_side_with(app, server, service_account, |dir| {
         root.write_svid(dir, "default", "a", false)
     })
@@ -57,7 +62,10 @@ async fn client_side_with(
 ) -> TestMesh {
     let dir = tempfile::tempdir().expect("temp dir");
     id(&dir.path().join("id"));
-    let inbound = server.mesh.inbound.expect("the server side has an inbound listener");
+    let inbound = server
+        .mesh
+        .inbound
+        .expect("the server side has an inbound listener");
     write(
         &dir.path().join("services.yaml"),
         &format!(
@@ -120,13 +128,19 @@ async fn mutual_tls_between_proxies_and_strict_refuses_every_plaintext_attempt()
 
     let (status, who, body) = a.get("reviews", "/", &[]).await;
     assert_eq!((status, who.as_str()), (StatusCode::OK, "app"), "{body}");
-    assert!(stats(&b).mtls.load(Ordering::Relaxed) >= 1, "the hop was mutual TLS");
+    assert!(
+        stats(&b).mtls.load(Ordering::Relaxed) >= 1,
+        "the hop was mutual TLS"
+    );
 
     // PERMISSIVE (no policy): plaintext is served on the same port.
     assert_eq!(plaintext(&b).await, Some(StatusCode::OK));
 
     write(&b.path("routes.yaml"), STRICT);
-    eventually("STRICT in force", || async { plaintext(&b).await.is_none().then_some(()) }).await;
+    eventually("STRICT in force", || async {
+        plaintext(&b).await.is_none().then_some(())
+    })
+    .await;
     let n = 50;
     let before = stats(&b).refused_plaintext.load(Ordering::Relaxed);
     let mut refused = 0;
@@ -135,7 +149,10 @@ async fn mutual_tls_between_proxies_and_strict_refuses_every_plaintext_attempt()
             refused += 1;
         }
     }
-    assert_eq!(refused, n, "every plaintext attempt is refused under STRICT");
+    assert_eq!(
+        refused, n,
+        "every plaintext attempt is refused under STRICT"
+    );
     assert!(stats(&b).refused_plaintext.load(Ordering::Relaxed) >= before + n as u64);
     for _ in 0..n {
         let (status, _, body) = a.get("reviews", "/", &[]).await;
@@ -153,7 +170,10 @@ async fn secure_naming_refuses_a_proxy_presenting_another_identity() {
     let (status, _, body) = a.get("reviews", "/", &[]).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(body.contains("secure naming"), "{body}");
-    assert!(body.contains("spiffe://cluster.local/ns/default/sa/reviews"), "{body}");
+    assert!(
+        body.contains("spiffe://cluster.local/ns/default/sa/reviews"),
+        "{body}"
+    );
     assert_eq!(app.received(), 0, "nothing reached the application");
 }
 
@@ -182,7 +202,10 @@ async fn refused_peer(root_of_a: &Root, expired: bool) {
         let (status, _, body) = a.get("reviews", "/", &[]).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     }
-    assert!(stats(&b).refused_tls.load(Ordering::Relaxed) >= 5, "B refused the handshakes");
+    assert!(
+        stats(&b).refused_tls.load(Ordering::Relaxed) >= 5,
+        "B refused the handshakes"
+    );
     assert_eq!(stats(&b).mtls.load(Ordering::Relaxed), 0);
     assert_eq!(app.received(), 0, "nothing reached the application");
 }
@@ -214,13 +237,18 @@ async fn authorization_policy_admits_the_named_principal_only() {
     // Plaintext has no principal: an ALLOW by principal refuses it.
     assert_eq!(plaintext(&b).await, Some(StatusCode::FORBIDDEN));
 
-    write(&b.path("routes.yaml"), &allow_from("cluster.local/ns/default/sa/c"));
+    write(
+        &b.path("routes.yaml"),
+        &allow_from("cluster.local/ns/default/sa/c"),
+    );
     eventually("the new policy in force", || async {
         let (status, _, body) = a.get("reviews", "/", &[]).await;
         (status == StatusCode::FORBIDDEN).then_some(body)
     })
     .await;
     let (status, _, body) = a.get("reviews", "/", &[]).await;
-    assert_eq!((status, body.as_str()), (StatusCode::FORBIDDEN, "RBAC: access denied"));
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::FORBIDDEN, "RBAC: access denied")
+    );
 }
-

@@ -663,7 +663,10 @@ async fn the_fixture_objects_served_by_the_fake_are_read() {
         "pod labels by targetRef"
     );
     assert_eq!(fuzzed.ports[0].number, 3);
-    assert_eq!(fuzzed.mesh, None, "the whole pod is read; it marks no sidecar");
+    assert_eq!(
+        fuzzed.mesh, None,
+        "the whole pod is read; it marks no sidecar"
+    );
     // The docs slice's endpoints are on the shaped list's first node.
     for e in view
         .endpoints

@@ -7,11 +7,11 @@
 
 use std::sync::atomic::{AtomicU16, Ordering};
 
+use crate::service::Peer;
+use crate::stream::Stream;
 use bytes::{Buf, BytesMut};
 use http::{Method, StatusCode, Version};
 use tokio::io::AsyncWriteExt;
-use crate::service::Peer;
-use crate::stream::Stream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -282,7 +282,9 @@ async fn send_streaming(
                     return Err(e);
                 }
             };
-            proxy.hooks().on_response_head(&endpoint.authority, head.status);
+            proxy
+                .hooks()
+                .on_response_head(&endpoint.authority, head.status);
             plan.report(AttemptOutcome::Response {
                 status: head.status.as_u16(),
                 latency: started.map(|s| s.elapsed()).unwrap_or_default(),

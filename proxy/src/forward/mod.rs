@@ -23,13 +23,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::stream::Stream;
 use anymesh_core::routes::HeaderOps;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, SET_COOKIE};
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, Version};
 use http_body::Body as _;
-use crate::stream::Stream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -168,7 +168,11 @@ impl Proxy {
     /// Serves one request from a downstream peer: an HTTP/2 stream
     /// (the HTTP/2 server), or a request on an HTTP/1.1 connection handed
     /// over to hyper by the HTTP/1.1 server.
-    pub(crate) async fn handle(&self, req: Request<RequestBody>, peer: Peer) -> Response<ProxyBody> {
+    pub(crate) async fn handle(
+        &self,
+        req: Request<RequestBody>,
+        peer: Peer,
+    ) -> Response<ProxyBody> {
         let start = Instant::now();
         let routing = self.router.current();
         let out = self.dispatch(req, peer, &routing).await;
@@ -214,12 +218,7 @@ impl Proxy {
             .map(Box::new)
     }
 
-    async fn dispatch(
-        &self,
-        req: Request<RequestBody>,
-        peer: Peer,
-        routing: &Routing,
-    ) -> Outcome {
+    async fn dispatch(&self, req: Request<RequestBody>, peer: Peer, routing: &Routing) -> Outcome {
         let (mut parts, body) = req.into_parts();
         let plan = match plan(&mut parts, &peer, routing, &self.hooks) {
             Ok(p) => p,
@@ -356,7 +355,8 @@ impl Proxy {
             Ok(r) => r,
             Err(e) => return plan.failed(&e),
         };
-        self.hooks.on_response_head(&plan.endpoint.authority, resp.status());
+        self.hooks
+            .on_response_head(&plan.endpoint.authority, resp.status());
         let (mut parts, body) = resp.into_parts();
         let mut guard = plan.finish_response(&mut parts.headers);
         guard.stream = stream;
@@ -739,8 +739,8 @@ mod future_sizes {
     #![allow(unreachable_code, unused_variables, clippy::diverging_sub_expression)]
     use super::*;
     use crate::h1;
-    use bytes::BytesMut;
     use crate::stream::Stream;
+    use bytes::BytesMut;
     use tokio::sync::watch;
 
     /// The size of the future a closure would return; the closure never runs.

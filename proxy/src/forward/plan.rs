@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anymesh_core::routes::{
-    ClusterEndpoint,
-    LbPolicy, Redirect, RequestInfo, Route, RouteAction, RouteHit, RouteMiss, StringMatch,
-    WeightedCluster,
+    ClusterEndpoint, LbPolicy, Redirect, RequestInfo, Route, RouteAction, RouteHit, RouteMiss,
+    StringMatch, WeightedCluster,
 };
 use http::header::{HOST, LOCATION, SET_COOKIE};
 use http::request::Parts;
@@ -17,7 +16,6 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Response, StatusCode, Uri, Version};
 
 use super::{fault, Outcome};
-use crate::service::Peer;
 use crate::balance::{ClusterLb, PickContext};
 use crate::body::response::ProxyBody;
 use crate::error::{ErrorKind, ProxyError};
@@ -27,6 +25,7 @@ use crate::resilience::breaker::Overflow;
 use crate::resilience::outlier::AttemptOutcome;
 use crate::resilience::runtime::ClusterRuntime;
 use crate::router::Routing;
+use crate::service::Peer;
 use crate::upstream::held::Held;
 
 /// A request the routing sends upstream: its route, split target and picked endpoint.

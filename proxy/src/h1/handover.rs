@@ -4,19 +4,19 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use crate::service::Peer;
+use crate::stream::Stream;
 use bytes::Bytes;
 use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use crate::service::Peer;
-use crate::stream::Stream;
 use tokio::sync::watch;
 
-use crate::rewind::Rewind;
 use super::{ServerSettings, Shared};
 use crate::body::request::RequestBody;
+use crate::rewind::Rewind;
 use crate::service::Service;
 
 /// hyper's server, as the listeners configure it.

@@ -25,12 +25,12 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use crate::stream::Stream;
 use bytes::BytesMut;
 use http::{Response, StatusCode};
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use crate::stream::Stream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 

@@ -19,8 +19,8 @@ use super::frame::{Code, ConnError, HEAD_LEN, MAX_FRAME};
 use super::handoff::{self, Handler};
 use super::limits::{KEEPALIVE, WRITE_HIGH};
 use super::state::State;
-use crate::service::Peer;
 use crate::h1::bufs;
+use crate::service::Peer;
 use crate::service::Service;
 
 /// Serves one HTTP/2 connection, handing each stream's request to

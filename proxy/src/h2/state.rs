@@ -23,8 +23,8 @@ use super::limits::{
     MAX_WINDOW, RECENT_RESETS, RESET_ALLOWANCE, STREAM_WINDOW,
 };
 use super::stream::{Continuation, Stream};
-use crate::service::Peer;
 use crate::h1::bufs;
+use crate::service::Peer;
 
 pub(super) struct State {
     pub(super) peer: Peer,

@@ -23,8 +23,8 @@ use crate::metrics::MirrorResult;
 use crate::upstream::h1::read_response_head;
 use crate::upstream::pool::Pool;
 use crate::upstream::raw_body::RawBody;
-use anymesh_core::routes::ClusterEndpoint;
 use crate::upstream::{may_resend, Attempt};
+use anymesh_core::routes::ClusterEndpoint;
 
 /// Everything a mirror task owns.
 pub(super) struct Job {

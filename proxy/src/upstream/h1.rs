@@ -5,12 +5,12 @@
 use std::future::Future;
 use std::task::Poll;
 
+use crate::stream::Stream;
+use anymesh_core::routes::ClusterEndpoint;
 use anymesh_core::routes::ConnectionPool;
 use bytes::BytesMut;
 use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use crate::stream::Stream;
-use anymesh_core::routes::ClusterEndpoint;
 
 use super::pool::{Pool, RawConn};
 use super::upload::Sending;

@@ -7,10 +7,10 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::stream::Stream;
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::Body;
 use tokio::io::AsyncWrite;
-use crate::stream::Stream;
 
 use crate::body::request::RequestBody;
 use crate::error::{ErrorKind, ProxyError};

@@ -35,7 +35,11 @@ impl Root {
     /// Writes `cert.pem`, `key.pem` and `bundle.pem` for `spiffe://<td>/ns/<ns>/sa/<sa>`
     /// into `dir`; `expired` makes a certificate that ended in 2001.
     pub(crate) fn write_svid(&self, dir: &Path, ns: &str, sa: &str, expired: bool) {
-        self.write_svid_for(dir, &format!("spiffe://{}/ns/{ns}/sa/{sa}", self.td), expired);
+        self.write_svid_for(
+            dir,
+            &format!("spiffe://{}/ns/{ns}/sa/{sa}", self.td),
+            expired,
+        );
     }
 
     pub(crate) fn write_svid_for(&self, dir: &Path, uri: &str, expired: bool) {
