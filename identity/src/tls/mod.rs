@@ -20,7 +20,7 @@
 //! reconnect): the server issues TLS 1.3 tickets (and TLS 1.2 tickets or
 //! session IDs); the client keeps an in-memory store shared by its HTTP/1.1
 //! and HTTP/2 configs. A resumed session carries the peer chain verified at
-//! its full handshake; [`peer`] checks the leaf's validity again.
+//! its full handshake; [`peer()`] checks the leaf's validity again.
 //!
 //! Refusals carry a [`PeerError`] naming the reason; a handshake error from
 //! tokio-rustls maps to it with [`PeerError::from_io`].
