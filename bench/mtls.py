@@ -426,19 +426,39 @@ def inbound_counts(srv: R.Server) -> dict[str, float]:
 # measuring
 
 
+def rss_anon_kb(pids: list[int]) -> tuple[int, int]:
+    """(VmRSS, RssAnon) summed, KiB: RssAnon leaves out the mapped
+    binary's pages (file-backed, shared by every process of one binary)."""
+    rss = anon = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        rss += int(line.split()[1])
+                    elif line.startswith("RssAnon:"):
+                        anon += int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return rss, anon
+
+
 class RssPeak(threading.Thread):
-    """The largest VmRSS of each server, sampled every 100 ms."""
+    """The largest VmRSS and RssAnon of each server, sampled every 100 ms."""
 
     def __init__(self, servers: list[R.Server]):
         super().__init__(daemon=True)
         self.servers = servers
         self.peak = {s.name: 0 for s in servers}
+        self.peak_anon = {s.name: 0 for s in servers}
         self.stop_ev = threading.Event()
 
     def run(self) -> None:
         while True:
             for s in self.servers:
-                self.peak[s.name] = max(self.peak[s.name], R.rss_kb(s.pids())[0])
+                rss, anon = rss_anon_kb(s.pids())
+                self.peak[s.name] = max(self.peak[s.name], rss)
+                self.peak_anon[s.name] = max(self.peak_anon[s.name], anon)
             if self.stop_ev.wait(0.1):
                 return
 
@@ -506,11 +526,13 @@ def run_cell(args, tools: dict, cell: dict, c, everyone: list[R.Server]) -> dict
         run_s, ticks_s = s1 - s0, t1 - t0
         cpu_s = run_s if run_s > 0 else ticks_s
         proxies[s.name] = {"cpu_s": round(cpu_s, 4), "cpu_ticks_s": round(ticks_s, 3),
-                           "cpu_us_per_req": round(cpu_s / r["served"] * 1e6, 3), "rss_max_kb": rss.peak[s.name]}
+                           "cpu_us_per_req": round(cpu_s / r["served"] * 1e6, 3), "rss_max_kb": rss.peak[s.name],
+                           "rss_anon_max_kb": rss.peak_anon[s.name]}
     if proxies:
         rec["proxies"] = proxies
         rec["cpu_us_per_req"] = round(sum(p["cpu_us_per_req"] for p in proxies.values()), 3)
         rec["rss_max_kb"] = sum(p["rss_max_kb"] for p in proxies.values())
+        rec["rss_anon_max_kb"] = sum(p["rss_anon_max_kb"] for p in proxies.values())
     return rec
 
 
@@ -743,7 +765,7 @@ def summarize(rounds: list[dict], hs: dict) -> dict:
         for cell in rounds[0][c]:
             recs = [r[c][cell] for r in rounds]
             row[cell] = {k: med([x.get(k) for x in recs]) for k in ("rps", "p50_us", "p99_us", "cpu_us_per_req",
-                                                                  "rss_max_kb")}
+                                                                  "rss_max_kb", "rss_anon_max_kb")}
             if c != "direct":
                 names = list(recs[0].get("proxies", {}))
                 for side, n in zip(("a", "b"), names):
@@ -792,6 +814,7 @@ def render(result: dict) -> str:
     row("RSS MB peak, A + B", "h1_c32", "rss_max_kb_mb", 1)
     row("RSS MB peak, A", "h1_c32", "rss_max_kb_a_mb", 1)
     row("RSS MB peak, B", "h1_c32", "rss_max_kb_b_mb", 1)
+    row("anonymous RSS MB peak (RssAnon), A + B", "h1_c32", "rss_anon_max_kb_mb", 1)
     for q in rates:
         row(f"added p50 µs at {q:,} req/s", f"rate_{q}", "added_p50_us")
         row(f"added p99 µs at {q:,} req/s", f"rate_{q}", "added_p99_us")
@@ -821,7 +844,7 @@ def render(result: dict) -> str:
 def add_mb(s: dict) -> None:
     for c in PAIRS:
         for cell in s[c].values():
-            for k in ("rss_max_kb", "rss_max_kb_a", "rss_max_kb_b"):
+            for k in ("rss_max_kb", "rss_max_kb_a", "rss_max_kb_b", "rss_anon_max_kb"):
                 if cell.get(k) is not None:
                     cell[f"{k}_mb"] = cell[k] / 1024
 
