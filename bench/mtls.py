@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The sidecar-pair benchmark of issue 21 (docs/performance.md, "Security (mutual TLS)").
 
-    bench/mtls              # 3 rounds: wrk 5 s, oha 5 s at 1,000 and 5,000 req/s, handshakes 5 s
-    bench/mtls --quick      # smoke run: 1 round, 1 s per cell (CI-sized, about 30 s)
+    bench/mtls              # 4 rounds: wrk 5 s, oha 5 s at 1,000 and 5,000 req/s, new connections 5 s
+    bench/mtls --quick      # smoke run: 1 round, 1 s per cell (CI-sized, about 20 s)
     bench/mtls --help       # every option
 
 client -> proxy A -> proxy B -> app, side by side in one run:
@@ -773,8 +773,9 @@ def summarize(rounds: list[dict], hs: dict) -> dict:
                     row[cell][f"rss_max_kb_{side}"] = med([x["proxies"][n]["rss_max_kb"] for x in recs])
                 if cell.startswith("rate_"):
                     for q in ("p50_us", "p99_us"):
-                        row[cell][f"added_{q}"] = med([r[c][cell][q] - r["direct"][cell][q] for r in rounds
-                                                      if r[c][cell][q] is not None and r["direct"][cell][q] is not None])
+                        row[cell][f"added_{q}"] = med([
+                            r[c][cell][q] - r["direct"][cell][q] for r in rounds
+                            if r[c][cell][q] is not None and r["direct"][cell][q] is not None])
         s[c] = row
     s["handshakes"] = {p: med([h["per_s_per_core"] for h in hs.get(p, [])]) for p in hs}
     s["handshake_cpu_us"] = {p: med([h["b_cpu_us_per_handshake"] for h in hs.get(p, [])]) for p in hs}
@@ -833,7 +834,8 @@ def render(result: dict) -> str:
     lines.append("")
     lines.append("direct (no proxy): " + ", ".join(
         [f"{fmt(d['h1_c32']['rps'])} req/s"]
-        + [f"p50/p99 {fmt(d[f'rate_{q}']['p50_us'])}/{fmt(d[f'rate_{q}']['p99_us'])} µs at {q:,} req/s" for q in rates]))
+        + [f"p50/p99 {fmt(d[f'rate_{q}']['p50_us'])}/{fmt(d[f'rate_{q}']['p99_us'])} µs at {q:,} req/s"
+           for q in rates]))
     p = s["paired"]
     lines.append("paired per round (h1_c32): anymesh mTLS/plain CPU per request "
                  f"{p['mtls_over_plain_cpu']}; anymesh mTLS/Envoy mTLS req/s {p['am_over_envoy_rps']}, "
@@ -857,7 +859,8 @@ def parse_args(argv: list[str]):
     ap.add_argument("--anymesh", default=str(R.cargo_target_dir() / "release" / "anymesh"),
                     help="the anymesh binary (default: target/release/anymesh)")
     ap.add_argument("--quick", action="store_true", help="1 round, 1 s per cell, 1 s of handshakes, no quiet wait")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=4,
+                    help="rounds (4: every contender once in every position of the rotated order)")
     ap.add_argument("--seconds", type=float, default=5.0, help="per load run")
     ap.add_argument("--rates", default="1000,5000", help="oha's fixed rates (req/s)")
     ap.add_argument("--hs-seconds", type=float, default=5.0, help="handshake measurement length")
