@@ -574,6 +574,7 @@ def handshake_client(argv: list[str]) -> int:
     `Connection: close`, read to the end of its body. Prints its counts as JSON."""
     port, seconds, chain, key, bundle, sni = int(argv[0]), float(argv[1]), argv[2], argv[3], argv[4], argv[5]
     alpn = argv[6] if len(argv) > 6 else ""
+    resume = len(argv) > 7 and argv[7] == "resume"  # offer the last session's ticket
     ctx = None
     if chain != "-":  # "-": plaintext connections (the reference)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -583,8 +584,8 @@ def handshake_client(argv: list[str]) -> int:
         if alpn:
             ctx.set_alpn_protocols([alpn])
     req = f"GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode()
-    ok = bad = 0
-    version = alpn_got = None
+    ok = bad = reused = 0
+    version = alpn_got = session = None
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         try:
@@ -597,23 +598,26 @@ def handshake_client(argv: list[str]) -> int:
                     raw.sendall(req)
                     data = read_response(raw)
                 else:
-                    with ctx.wrap_socket(raw, server_hostname=sni) as s:
+                    with ctx.wrap_socket(raw, server_hostname=sni, session=session if resume else None) as s:
                         if version is None:
                             version, alpn_got = s.version(), s.selected_alpn_protocol()
                         s.sendall(req)
                         data = read_response(s)
+                        reused += s.session_reused
+                        if resume and s.session is not None and not s.session_reused:
+                            session = s.session  # TLS 1.3: known once the tickets arrived
             if data.startswith(b"HTTP/1.1 200"):
                 ok += 1
             else:
                 bad += 1
         except (OSError, ssl.SSLError):
             bad += 1
-    print(json.dumps({"ok": ok, "failed": bad, "tls_version": version, "alpn": alpn_got}))
+    print(json.dumps({"ok": ok, "failed": bad, "reused": reused, "tls_version": version, "alpn": alpn_got}))
     return 0
 
 
 def handshakes(args, tmp: Path, pair: Pair, files: dict[str, Path], ca: Ca, app_port: int,
-               everyone: list[R.Server]) -> dict:
+               everyone: list[R.Server], resume: bool = False) -> dict:
     """Full mTLS handshakes against B's listener from --hs-clients processes
     (for anymesh-plain: new plaintext connections, the reference)."""
     waited = wait_quiet(args, everyone)
@@ -621,7 +625,7 @@ def handshakes(args, tmp: Path, pair: Pair, files: dict[str, Path], ca: Ca, app_
     tls = pair.name != "anymesh-plain"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--handshake-client", str(pair.b_inbound),
            str(args.hs_seconds), str(files["a_chain"]) if tls else "-", str(files["a_key"]), str(ca.bundle),
-           f"inbound-{app_port}.anymesh", alpn]
+           f"inbound-{app_port}.anymesh", alpn, "resume" if resume else "full"]
     pids = pair.b.pids()
     before = inbound_counts(pair.b) if pair.b.admin_port else {}
     (s0, t0) = proc_cpu(pids)
@@ -641,6 +645,7 @@ def handshakes(args, tmp: Path, pair: Pair, files: dict[str, Path], ca: Ca, app_
     ok = sum(o["ok"] for o in outs)
     cpu_s = (s1 - s0) if s1 > s0 else (t1 - t0)
     rec = {"clients": args.hs_clients, "wall_s": round(wall, 3), "ok": ok, "failed": sum(o["failed"] for o in outs),
+           "resumed": sum(o["reused"] for o in outs),
            "tls_version": outs[0]["tls_version"], "alpn": outs[0]["alpn"], "b_cpu_s": round(cpu_s, 4),
            "b_cpu_ticks_s": round(t1 - t0, 3), "quiet_wait_s": waited,
            "per_s_wall": round(ok / wall, 1) if wall else None,
@@ -758,7 +763,7 @@ def render_callgrind(res: dict) -> str:
 # the table
 
 
-def summarize(rounds: list[dict], hs: dict) -> dict:
+def summarize(rounds: list[dict], hs: dict, resumed: dict | None = None) -> dict:
     s: dict = {}
     for c in CONTENDERS:
         row: dict = {}
@@ -780,6 +785,9 @@ def summarize(rounds: list[dict], hs: dict) -> dict:
     s["handshakes"] = {p: med([h["per_s_per_core"] for h in hs.get(p, [])]) for p in hs}
     s["handshake_cpu_us"] = {p: med([h["b_cpu_us_per_handshake"] for h in hs.get(p, [])]) for p in hs}
     s["handshake_wall"] = {p: med([h["per_s_wall"] for h in hs.get(p, [])]) for p in hs}
+    resumed = resumed or {}
+    s["resumed"] = {p: med([h["per_s_per_core"] for h in resumed[p]]) for p in resumed}
+    s["resumed_cpu_us"] = {p: med([h["b_cpu_us_per_handshake"] for h in resumed[p]]) for p in resumed}
     # per round: mTLS over plaintext, anymesh over Envoy (paired in the round)
     pr = {"mtls_over_plain_cpu": [], "am_over_envoy_rps": [], "am_over_envoy_cpu": []}
     for r in rounds:
@@ -830,6 +838,13 @@ def render(result: dict) -> str:
                  f"{fmt(hc.get('anymesh-mtls'), 1)} | {fmt(hc.get('envoy-mtls'), 1)} | "
                  f"{fmt(ratio(hc.get('anymesh-mtls'), hc.get('anymesh-plain')), 3)} | "
                  f"{fmt(ratio(hc.get('anymesh-mtls'), hc.get('envoy-mtls')), 3)} |")
+    if s.get("resumed"):
+        rs, rc = s["resumed"], s["resumed_cpu_us"]
+        am, ev = rs.get("anymesh-mtls"), rs.get("envoy-mtls")
+        lines.append(f"| resumed mTLS connections / s / core of B (+ 1 request) | | {fmt(am)} | {fmt(ev)} | | "
+                     f"{fmt(ratio(am, ev), 3)} |")
+        am, ev = rc.get("anymesh-mtls"), rc.get("envoy-mtls")
+        lines.append(f"| B's CPU µs per resumed connection | | {fmt(am, 1)} | {fmt(ev, 1)} | | {fmt(ratio(am, ev), 3)} |")
     d = s["direct"]
     lines.append("")
     lines.append("direct (no proxy): " + ", ".join(
@@ -865,6 +880,8 @@ def parse_args(argv: list[str]):
     ap.add_argument("--rates", default="1000,5000", help="oha's fixed rates (req/s)")
     ap.add_argument("--hs-seconds", type=float, default=5.0, help="handshake measurement length")
     ap.add_argument("--hs-clients", type=int, default=2, help="handshake client processes")
+    ap.add_argument("--resume", action="store_true",
+                    help="also: new connections that resume the previous session (TLS 1.3 tickets)")
     ap.add_argument("--quiet-wait", type=float, default=10.0,
                     help="seconds to wait for other processes to use < --max-foreign of the CPUs before a run")
     ap.add_argument("--max-foreign", type=float, default=0.25)
@@ -950,7 +967,16 @@ def main(argv: list[str]) -> int:
                 R.log(f"  new conns  {p.name:<13} {h['ok']:,} in {h['wall_s']:.1f} s, "
                       f"{h['per_s_per_core']:,.0f} per s per core of B ({h['tls_version']}, ALPN {h['alpn']})")
         result["handshakes"] = hs
-        result["summary"] = summarize(rounds, hs)
+        if args.resume:
+            rs: dict = {}
+            for rnd in range(args.rounds):
+                for p in ((mtls, envoy) if rnd % 2 == 0 else (envoy, mtls)):
+                    h = handshakes(args, tmp, p, files, ca, app, everyone, resume=True)
+                    rs.setdefault(p.name, []).append(h)
+                    R.log(f"  resumed    {p.name:<13} {h['ok']:,} ({h['resumed']:,} resumed) in {h['wall_s']:.1f} s, "
+                          f"{h['per_s_per_core']:,.0f} per s per core of B")
+            result["resumed"] = rs
+        result["summary"] = summarize(rounds, hs, result.get("resumed", {}))
         add_mb(result["summary"])
         table = render(result)
         result["table_markdown"] = table
