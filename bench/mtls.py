@@ -844,7 +844,8 @@ def render(result: dict) -> str:
         lines.append(f"| resumed mTLS connections / s / core of B (+ 1 request) | | {fmt(am)} | {fmt(ev)} | | "
                      f"{fmt(ratio(am, ev), 3)} |")
         am, ev = rc.get("anymesh-mtls"), rc.get("envoy-mtls")
-        lines.append(f"| B's CPU µs per resumed connection | | {fmt(am, 1)} | {fmt(ev, 1)} | | {fmt(ratio(am, ev), 3)} |")
+        lines.append(f"| B's CPU µs per resumed connection | | {fmt(am, 1)} | {fmt(ev, 1)} | | "
+                     f"{fmt(ratio(am, ev), 3)} |")
     d = s["direct"]
     lines.append("")
     lines.append("direct (no proxy): " + ", ".join(
