@@ -22,6 +22,7 @@ use crate::metrics::ResilienceCollector;
 use crate::router::Router;
 
 mod explain;
+mod security;
 
 /// Everything the admin endpoints read.
 pub struct AdminState {
@@ -148,7 +149,7 @@ pub(crate) fn encode_metrics(out: &mut String, state: &AdminState) -> std::fmt::
         state.health.clone(),
     )));
     if state.identity.is_some() || state.inbound.is_some() {
-        scrape.register_collector(Box::new(crate::metrics::SecurityCollector::new(
+        scrape.register_collector(Box::new(security::SecurityCollector::new(
             state.identity.clone(),
             state.inbound.clone(),
         )));

@@ -47,6 +47,12 @@ pub const ALPN_H2: &[u8] = b"anymesh-h2";
 /// The ALPN protocol of mesh mTLS carrying HTTP/1.1.
 pub const ALPN_H1: &[u8] = b"anymesh-http/1.1";
 
+/// The TLS server name a mesh peer sends for the endpoint port `port` of
+/// the workloads behind the proxy it connects to.
+pub fn server_name_for_port(port: u16) -> String {
+    format!("inbound-{port}.anymesh")
+}
+
 /// How many TLS sessions a client config remembers for resumption (one or
 /// two per peer it talks to).
 const CLIENT_SESSIONS: usize = 4096;

@@ -13,6 +13,7 @@
 //! transports' [`Service`]; HTTP/1.1 clients are served by [`h1`].
 
 mod attempts;
+mod authorize;
 mod fault;
 mod h1;
 pub(crate) mod plan;

@@ -192,7 +192,7 @@ pub(crate) fn plan<'r>(
 ) -> Result<Plan<'r>, Box<Outcome>> {
     let local = |reason, msg: String| Box::new(Outcome::local(reason, msg));
     if let Some(conn) = &peer.inbound {
-        if let Err(refused) = crate::policy::check(parts, peer, conn) {
+        if let Err(refused) = super::authorize::check(parts, peer, conn) {
             return Err(local(refused.kind, refused.body));
         }
     }

@@ -154,10 +154,7 @@ fn records(buf: &[u8]) -> Records {
     Records::Whole
 }
 
-/// The TLS server name a mesh peer sends for local workload port `port`.
-pub fn server_name_for_port(port: u16) -> String {
-    format!("inbound-{port}.anymesh")
-}
+pub use anymesh_identity::tls::server_name_for_port;
 
 /// The local workload port a mesh peer's server name is for.
 /// Besides anymesh's own form, Istio's (`outbound_.<port>_.<subset>_.<host>`,

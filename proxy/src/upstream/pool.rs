@@ -607,7 +607,7 @@ impl Pool {
         let expected = expected_peers(mesh, &self.settings.trust_domain).map_err(fail)?;
         let name = match &mesh.sni {
             Some(sni) => sni.clone(),
-            None => crate::inbound::server_name_for_port(mesh.port),
+            None => anymesh_identity::tls::server_name_for_port(mesh.port),
         };
         let name = rustls::pki_types::ServerName::try_from(name)
             .map_err(|e| fail(format!("refused: {e}")))?;
