@@ -11,7 +11,6 @@ use anymesh_authn::Authenticator;
 use anymesh_core::security::WorkloadAuthz;
 use arc_swap::ArcSwap;
 
-
 /// The body of a request authorization refuses (Envoy's RBAC filter's).
 pub(crate) const RBAC_DENIED: &str = "RBAC: access denied";
 
