@@ -157,6 +157,38 @@ pub struct Inbound {
     /// opening cannot take the room of authenticated ones.
     openings: Arc<Semaphore>,
     pub stats: InboundStats,
+    /// Refusals a peer can cause at will are logged at most once a second
+    /// (the counters keep every one): a flood of bad handshakes must not
+    /// become a flood of log lines.
+    refusal_log: LogBudget,
+}
+
+/// Allows one log line per second; counts the lines it held back.
+#[derive(Debug, Default)]
+struct LogBudget {
+    /// The second (since the listener started) of the last line allowed.
+    last: AtomicU64,
+    held: AtomicU64,
+    start: std::sync::OnceLock<Instant>,
+}
+
+impl LogBudget {
+    /// `Some(lines held back since the last one)` when a line may be written now.
+    fn take(&self) -> Option<u64> {
+        let start = *self.start.get_or_init(Instant::now);
+        let now = start.elapsed().as_secs() + 1;
+        let last = self.last.load(Ordering::Relaxed);
+        if last != now
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.held.swap(0, Ordering::Relaxed));
+        }
+        self.held.fetch_add(1, Ordering::Relaxed);
+        None
+    }
 }
 
 impl Inbound {
@@ -169,6 +201,7 @@ impl Inbound {
             permits: Arc::new(Semaphore::new(settings.max_connections)),
             openings: Arc::new(Semaphore::new(opening_budget(settings.max_connections))),
             stats: InboundStats::default(),
+            refusal_log: LogBudget::default(),
         }
     }
 
@@ -289,7 +322,9 @@ async fn connection(
         Opening::Mesh { sni } => {
             let Some(port) = ports.for_server_name(sni.as_deref()) else {
                 count(&stats.refused_port);
-                tracing::info!(%addr, server_name = ?sni, "inbound mTLS refused: no local workload serves the port asked for");
+                if let Some(held) = inbound.refusal_log.take() {
+                    tracing::info!(%addr, server_name = ?sni, held_back = held, "inbound mTLS refused: no local workload serves the port asked for");
+                }
                 return;
             };
             if port.mode == MtlsMode::Disable {
@@ -300,7 +335,9 @@ async fn connection(
             }
             let Some(config) = inbound.identity.tls().map(|t| t.server.clone()) else {
                 count(&stats.refused_tls);
-                tracing::warn!(%addr, "inbound mTLS refused: this proxy has no certificate yet");
+                if let Some(held) = inbound.refusal_log.take() {
+                    tracing::warn!(%addr, held_back = held, "inbound mTLS refused: this proxy has no certificate yet");
+                }
                 return;
             };
             let accept = async {
@@ -316,7 +353,9 @@ async fn connection(
                     count(&stats.refused_tls);
                     let reason =
                         PeerError::from_io(&e).map_or_else(|| e.to_string(), |p| p.to_string());
-                    tracing::warn!(%addr, %reason, "inbound mTLS handshake refused");
+                    if let Some(held) = inbound.refusal_log.take() {
+                        tracing::warn!(%addr, %reason, held_back = held, "inbound mTLS handshake refused");
+                    }
                     return;
                 }
                 Err(_) => {
@@ -422,5 +461,24 @@ async fn passthrough(
     let _ = upstream.set_nodelay(true);
     if let Err(e) = relay::relay(&mut client, &mut upstream, idle).await {
         tracing::trace!(%addr, error = %e, "inbound passthrough ended");
+    }
+}
+
+#[cfg(test)]
+mod log_budget_tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_are_logged_once_a_second_with_the_count_held_back() {
+        let budget = LogBudget::default();
+        assert_eq!(budget.take(), Some(0), "the first line is written");
+        assert_eq!((budget.take(), budget.take()), (None, None));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            budget.take(),
+            Some(2),
+            "the next second's line says two were held back"
+        );
+        assert_eq!(budget.take(), None);
     }
 }
