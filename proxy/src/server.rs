@@ -107,7 +107,7 @@ pub async fn serve_proxy(
 /// Serves connections on this thread until `shutdown` resolves (or no more
 /// come), then drains them.
 pub async fn serve_connections(
-    mut conns: Connections,
+    conns: Connections,
     proxy: Arc<Proxy>,
     settings: ServerSettings,
     shutdown: impl Future<Output = ()>,
@@ -117,6 +117,33 @@ pub async fn serve_connections(
         settings,
         hyper: builder(settings),
     });
+    accept_until(conns, shutdown, "outbound", |stream, peer, stop| {
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        Some(h1::serve_connection(
+            stream.into(),
+            Peer::outbound(peer),
+            shared,
+            stop,
+            None,
+        ))
+    })
+    .await;
+}
+
+/// Takes the connections `conns` gives until `shutdown` resolves (or no
+/// more come), each served on its own task by the future `serve` makes
+/// (`None`: the connection was refused and is dropped), then drains: every
+/// connection sees the stop and gets [`DRAIN_TIMEOUT`] to finish.
+pub(crate) async fn accept_until<S, F>(
+    mut conns: Connections,
+    shutdown: impl Future<Output = ()>,
+    listener: &'static str,
+    mut serve: S,
+) where
+    S: FnMut(TcpStream, SocketAddr, watch::Receiver<bool>) -> Option<F>,
+    F: Future<Output = ()> + Send + 'static,
+{
     let (stop_tx, stop_rx) = watch::channel(false);
     // Every connection task holds a sender; the drain waits until all are gone.
     let (alive_tx, mut alive_rx) = mpsc::channel::<Infallible>(1);
@@ -128,12 +155,12 @@ pub async fn serve_connections(
             () = &mut shutdown => break,
         };
         let Some((stream, peer)) = next else { break };
-        let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let stop = stop_rx.clone();
+        let Some(served) = serve(stream, peer, stop_rx.clone()) else {
+            continue;
+        };
         let alive = alive_tx.clone();
         tokio::spawn(async move {
-            h1::serve_connection(stream.into(), Peer::outbound(peer), shared, stop, None).await;
+            served.await;
             drop(alive);
         });
     }
@@ -144,7 +171,10 @@ pub async fn serve_connections(
         .await
         .is_err()
     {
-        tracing::warn!("connections still open after drain timeout; closing");
+        tracing::warn!(
+            listener,
+            "connections still open after drain timeout; closing"
+        );
     }
 }
 

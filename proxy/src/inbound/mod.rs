@@ -25,7 +25,6 @@ mod relay;
 pub(crate) mod sniff;
 pub mod table;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,7 +35,7 @@ use anymesh_identity::Identity;
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::forward::Proxy;
@@ -45,7 +44,7 @@ use crate::h1::handover::builder;
 use crate::h1::ServerSettings;
 use crate::policy::{InboundPolicy, SharedPolicy};
 use crate::rewind::Rewind;
-use crate::server::{Connections, DRAIN_TIMEOUT};
+use crate::server::{accept_until, Connections};
 use crate::service::{InboundConn, Peer};
 use crate::stream::{Stream, Tls};
 pub use sniff::server_name_for_port;
@@ -234,7 +233,7 @@ fn count(c: &AtomicU64) {
 /// Serves inbound connections on this thread until `shutdown` resolves (or
 /// no more come), then drains them.
 pub async fn serve_inbound(
-    mut conns: Connections,
+    conns: Connections,
     inbound: Arc<Inbound>,
     proxy: Arc<Proxy>,
     shutdown: impl std::future::Future<Output = ()>,
@@ -245,49 +244,24 @@ pub async fn serve_inbound(
         settings,
         hyper: builder(settings),
     });
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (alive_tx, mut alive_rx) = mpsc::channel::<Infallible>(1);
-    tokio::pin!(shutdown);
-    let mut turn = 0;
-    loop {
-        let next = tokio::select! {
-            next = conns.next(&mut turn) => next,
-            () = &mut shutdown => break,
-        };
-        let Some((tcp, addr)) = next else { break };
+    accept_until(conns, shutdown, "inbound", |tcp, addr, stop| {
         let Ok(permit) = inbound.permits.clone().try_acquire_owned() else {
             count(&inbound.stats.refused_limit);
             tracing::debug!(%addr, "inbound connection refused: connection limit reached");
-            drop(tcp);
-            continue;
+            return None;
         };
         let Ok(opening) = inbound.openings.clone().try_acquire_owned() else {
             count(&inbound.stats.refused_limit);
             tracing::debug!(%addr, "inbound connection refused: too many connections still opening");
-            drop(tcp);
-            continue;
+            return None;
         };
-        let (shared, inbound, stop, alive) = (
-            shared.clone(),
-            inbound.clone(),
-            stop_rx.clone(),
-            alive_tx.clone(),
-        );
-        tokio::spawn(async move {
+        let (shared, inbound) = (shared.clone(), inbound.clone());
+        Some(async move {
             connection(tcp, addr, &shared, &inbound, stop, opening).await;
             drop(permit);
-            drop(alive);
-        });
-    }
-    drop(conns);
-    let _ = stop_tx.send(true);
-    drop(alive_tx);
-    if tokio::time::timeout(DRAIN_TIMEOUT, alive_rx.recv())
-        .await
-        .is_err()
-    {
-        tracing::warn!("inbound connections still open after drain timeout; closing");
-    }
+        })
+    })
+    .await;
 }
 
 /// Serves one inbound connection.
