@@ -59,13 +59,11 @@ import argparse
 import datetime as dt
 import json
 import os
-import signal
 import socket
 import ssl
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -907,18 +905,7 @@ def main(argv: list[str]) -> int:
         R.log(f"no anymesh binary at {args.anymesh} (build it with cargo build --release, or give --anymesh)")
         return 2
 
-    def on_signal(signum, _frame):
-        raise R.Interrupted(signal.Signals(signum).name)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
-    tmp = Path(tempfile.mkdtemp(prefix="anymesh-mtls-"))
-    os.chmod(tmp, 0o755)
-    result: dict = {"started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    "args": vars(args), "machine": R.machine_info(), "harness_git": R.git_info(R.REPO),
-                    "anymesh": {"binary": args.anymesh, "git": R.git_info(Path(args.anymesh).resolve().parent),
-                                "sha256": R.file_sha256(args.anymesh)}}
-    status = 0
-    try:
+    def body(tmp: Path, result: dict) -> None:
         tools = R.ensure_tools()
         result["tools"] = {k: v for k, v in R.tool_versions(tools).items() if k in ("oha", "envoy", "wrk", "nginx")}
         ctx = R.Ctx(SimpleNamespace(idle_conns=0), tmp, tools, args.anymesh)
@@ -931,7 +918,7 @@ def main(argv: list[str]) -> int:
             table = render_callgrind(result["callgrind"])
             result["table_markdown"] = table
             print(table, flush=True)
-            return 0
+            return
         R.log("the anymesh pairs")
         plain = start_anymesh_pair(args.anymesh, tmp, ca, app, mtls=False)
         mtls = start_anymesh_pair(args.anymesh, tmp, ca, app, mtls=True)
@@ -982,23 +969,8 @@ def main(argv: list[str]) -> int:
         table = render(result)
         result["table_markdown"] = table
         print(table, flush=True)
-    except R.BenchError as e:
-        R.log(f"FAILED: {e}")
-        result["error"] = str(e)
-        status = 1
-    except (KeyboardInterrupt, R.Interrupted) as e:
-        R.log(f"interrupted ({e or 'SIGINT'})")
-        result["error"] = "interrupted"
-        status = 130
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
-        R.PROCS.stop_all()
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1, ensure_ascii=False, default=str) + "\n")
-        R.log(f"raw figures: {out}; configs and logs in {tmp}")
-    return status
+
+    return R.side_run("anymesh-mtls-", args, {}, body)
 
 
 if __name__ == "__main__":

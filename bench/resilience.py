@@ -46,7 +46,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -715,18 +714,7 @@ def main(argv: list[str]) -> int:
                sys.executable, str(Path(__file__).resolve()), *argv]
         return subprocess.run(cmd, env=env).returncode
 
-    def on_signal(signum, _frame):
-        raise R.Interrupted(signal.Signals(signum).name)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
-    tmp = Path(tempfile.mkdtemp(prefix=f"anymesh-resilience-{args.mode}-"))
-    os.chmod(tmp, 0o755)
-    result: dict = {"mode": args.mode, "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    "args": vars(args), "machine": R.machine_info(), "harness_git": R.git_info(R.REPO),
-                    "anymesh": {"binary": args.anymesh, "git": R.git_info(Path(args.anymesh).resolve().parent),
-                                "sha256": R.file_sha256(args.anymesh)}}
-    status = 0
-    try:
+    def body(tmp: Path, result: dict) -> None:
         tools = R.ensure_tools()
         result["tools"] = {k: v for k, v in R.tool_versions(tools).items() if k in ("oha", "envoy", "wrk", "nginx")}
         if args.mode == "chaos":
@@ -748,23 +736,8 @@ def main(argv: list[str]) -> int:
             table = render_overhead(result["overhead"])
         result["table_markdown"] = table
         print(table, flush=True)
-    except R.BenchError as e:
-        R.log(f"FAILED: {e}")
-        result["error"] = str(e)
-        status = 1
-    except (KeyboardInterrupt, R.Interrupted) as e:
-        R.log(f"interrupted ({e or 'SIGINT'})")
-        result["error"] = "interrupted"
-        status = 130
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
-        R.PROCS.stop_all()
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1, ensure_ascii=False, default=str) + "\n")
-        R.log(f"raw figures: {out}; configs and logs in {tmp}")
-    return status
+
+    return R.side_run(f"anymesh-resilience-{args.mode}-", args, {"mode": args.mode}, body)
 
 
 if __name__ == "__main__":

@@ -108,6 +108,48 @@ class Interrupted(Exception):
     """SIGTERM / SIGHUP: treated like Ctrl-C."""
 
 
+def side_run(prefix: str, args, header: dict, body) -> int:
+    """The frame of a side benchmark (bench/resilience, bench/mtls).
+
+    Ctrl-C, SIGTERM and SIGHUP interrupt it; `body(tmp, result)` runs with a
+    fresh temp dir (named from `prefix`) and the result begun with `header`
+    and the facts every run records; a BenchError or an interruption is
+    logged and recorded in the result; every process started is stopped and
+    the result written as JSON to `args.out`, whatever happened. Returns the
+    exit status: 0, 1 (failed) or 130 (interrupted).
+    """
+    def on_signal(signum, _frame):
+        raise Interrupted(signal.Signals(signum).name)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(tmp, 0o755)
+    result: dict = {**header, "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "args": vars(args), "machine": machine_info(), "harness_git": git_info(REPO),
+                    "anymesh": {"binary": args.anymesh, "git": git_info(Path(args.anymesh).resolve().parent),
+                                "sha256": file_sha256(args.anymesh)}}
+    status = 0
+    try:
+        body(tmp, result)
+    except BenchError as e:
+        log(f"FAILED: {e}")
+        result["error"] = str(e)
+        status = 1
+    except (KeyboardInterrupt, Interrupted) as e:
+        log(f"interrupted ({e or 'SIGINT'})")
+        result["error"] = "interrupted"
+        status = 130
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        PROCS.stop_all()
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1, ensure_ascii=False, default=str) + "\n")
+        log(f"raw figures: {out}; configs and logs in {tmp}")
+    return status
+
+
 def log(msg: str) -> None:
     el = time.monotonic() - T0
     print(f"[bench {int(el // 60):02d}:{el % 60:04.1f}] {msg}", file=sys.stderr, flush=True)
