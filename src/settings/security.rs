@@ -353,6 +353,16 @@ pub(super) fn validate(s: &mut super::Settings, base: &Path) -> Result<(), Strin
         if w.name.is_empty() {
             return Err(format!("{at}.name: must not be empty"));
         }
+        for (key, value) in [
+            ("namespace", &w.namespace),
+            ("service_account", &w.service_account),
+        ] {
+            if value.is_empty() || value.contains('/') {
+                return Err(format!(
+                    "{at}.{key}: {value:?} must be one non-empty SPIFFE path segment (no '/')"
+                ));
+            }
+        }
         SpiffeId::for_account(&s.mesh.trust_domain, &w.namespace, &w.service_account).map_err(
             |e| {
                 format!(
@@ -401,5 +411,75 @@ impl super::Settings {
     pub fn own_identity(&self) -> Option<SpiffeId> {
         let w = self.workloads.first()?;
         SpiffeId::for_account(&self.mesh.trust_domain, &w.namespace, &w.service_account).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::settings::Settings;
+
+    fn error(yaml: &str) -> String {
+        match Settings::parse(Path::new("/etc/anymesh/anymesh.yaml"), yaml) {
+            Ok(_) => panic!("accepted: {yaml}"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    const WORKLOAD: &str = "workloads: [{name: w, ports: [{port: 8080}]}]\n";
+
+    #[test]
+    fn security_settings_are_refused_with_the_key_and_the_reason() {
+        for (yaml, says) in [
+            ("mesh: {trust_domain: Bad_Domain}\n", "mesh.trust_domain: trust domain may hold"),
+            ("mesh: {trust_domain_aliases: [ok.example, 'x y']}\n", "mesh.trust_domain_aliases[1]:"),
+            ("identity: {files: {cert: c, key: k, bundle: b}, ca: {url: 'https://ca', bundle: b}}\n", "give exactly one of files, ca, workload_api"),
+            ("identity: {}\n", "give exactly one of files, ca, workload_api"),
+            ("identity: {ca: {url: 'http://ca:15012', bundle: b, state_dir: s}}\n", "identity.ca.url: must be https://host:port"),
+            ("identity: {ca: {url: 'https://ca', bundle: b, token: t, token_file: f, state_dir: s}}\n", "give token or token_file, not both"),
+            ("identity: {ca: {url: 'https://ca', bundle: b}}\n", "identity.ca.state_dir: required"),
+            ("workloads: [{name: '', ports: [{port: 1}]}]\n", "workloads[0].name: must not be empty"),
+            ("workloads: [{name: w, ports: []}]\n", "workloads[0].ports: at least one port"),
+            ("workloads: [{name: w, ports: [{port: 0}]}]\n", "workloads[0].ports[0]: port 0"),
+            ("workloads: [{name: w, ports: [{port: 1, protocol: tcp}]}]\n", "tcp is not served by the inbound listener yet"),
+            ("workloads: [{name: w, ports: [{port: 1, protocol: smtp}]}]\n", "unknown protocol \"smtp\""),
+            ("workloads: [{name: w, ports: [{port: 1}]}, {name: v, ports: [{port: 1}]}]\n", "workloads[1].ports[0].port: 1 is served by another workload port"),
+            ("workloads: [{name: w, ports: [{port: 1}]}, {name: v, service_account: other, ports: [{port: 2}]}]\n", "a proxy has one identity"),
+            ("workloads: [{name: w, namespace: 'a/b', ports: [{port: 1}]}]\n", "workloads[0].namespace: \"a/b\" must be one non-empty SPIFFE path segment"),
+            ("workloads: [{name: w, service_account: 'x y', ports: [{port: 1}]}]\n", "workloads[0]: namespace and service_account make no SPIFFE ID"),
+        ] {
+            let e = error(yaml);
+            assert!(e.contains(says), "{yaml}: {e}");
+            assert!(e.starts_with("/etc/anymesh/anymesh.yaml"), "names the file: {e}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_follow_the_file_and_the_ca_state_defaults_under_state_dir() {
+        let yaml = format!(
+            "state_dir: state\nidentity: {{ca: {{url: 'https://ca:15012', bundle: ca.pem, token_file: token}}}}\n{WORKLOAD}"
+        );
+        let s = Settings::parse(Path::new("/etc/anymesh/anymesh.yaml"), &yaml).expect("valid");
+        let Some(super::IdentitySource::Ca {
+            bundle,
+            token_file,
+            state_dir,
+            ..
+        }) = &s.identity
+        else {
+            panic!("a CA source: {:?}", s.identity);
+        };
+        assert_eq!(bundle, Path::new("/etc/anymesh/ca.pem"));
+        assert_eq!(token_file.as_deref(), Some(Path::new("/etc/anymesh/token")));
+        assert_eq!(
+            state_dir.as_deref(),
+            Some(Path::new("/etc/anymesh/state/identity"))
+        );
+        assert_eq!(
+            s.own_identity().map(|i| i.to_string()).as_deref(),
+            Some("spiffe://cluster.local/ns/default/sa/default")
+        );
+        assert_eq!(s.workloads[0].ports[0].app().to_string(), "127.0.0.1:8080");
     }
 }
