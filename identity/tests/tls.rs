@@ -232,17 +232,14 @@ async fn a_client_without_a_certificate_is_refused() {
     assert_eq!(PeerError::from_io(&err), Some(PeerError::NoCertificate));
 }
 
+/// Mesh mTLS is TLS 1.3 only: the proxy's record layer speaks nothing else.
 #[tokio::test]
-async fn a_tls12_client_is_served() {
+async fn a_tls12_client_is_refused() {
     let ca = Ca::new(TD);
     let server = server_config(&ca.svid("shop", "reviews").creds(&[&ca])).expect("server");
     let out = handshake(server, ca.svid("shop", "old").raw_client(&[&TLS12])).await;
-    let server = out.server.expect("accepted");
-    assert_eq!(
-        server.get_ref().1.protocol_version(),
-        Some(ProtocolVersion::TLSv1_2)
-    );
-    assert_eq!(peer(server.get_ref().1), Ok(id("shop", "old")));
+    let err = out.server.expect_err("refused");
+    assert!(err.to_string().contains("Tls12NotOffered"), "{err}");
 }
 
 #[tokio::test]

@@ -16,9 +16,12 @@
 //! bundle, then issues leaves under it, and retires the old root only when
 //! no leaf under it is left.
 //!
+//! Mesh mTLS is TLS 1.3 only (both ends are anymesh proxies), and the configs
+//! allow secret extraction: the proxy hands the record layer over from
+//! rustls once the handshake is made.
+//!
 //! Session resumption is on at both ends (pooled mesh connections
-//! reconnect): the server issues TLS 1.3 tickets (and TLS 1.2 tickets or
-//! session IDs); the client keeps an in-memory store shared by its HTTP/1.1
+//! reconnect): the server issues TLS 1.3 tickets; the client keeps an in-memory store shared by its HTTP/1.1
 //! and HTTP/2 configs. A resumed session carries the peer chain verified at
 //! its full handshake; [`peer()`] checks the leaf's validity again.
 //!
@@ -34,7 +37,7 @@ use rustls::client::Resumption;
 use rustls::crypto::ring::{default_provider, Ticketer};
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ProducesTickets, WebPkiClientVerifier};
-use rustls::version::{TLS12, TLS13};
+use rustls::version::TLS13;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 pub use peer::{check_peer, peer, peer_id, PeerError};
@@ -131,7 +134,7 @@ impl TlsConfigs {
 
 /// The server config of mesh mTLS for `creds`: presents the SVID chain,
 /// requires a client certificate (verified as the module doc says), ALPN
-/// `anymesh-h2` and `anymesh-http/1.1`, TLS 1.3 and 1.2, session tickets.
+/// `anymesh-h2` and `anymesh-http/1.1`, TLS 1.3, session tickets.
 pub fn server_config(creds: &Credentials) -> Result<Arc<ServerConfig>, TlsError> {
     let parts = Parts::new(creds, &TlsOptions::default())?;
     Ok(Arc::new(parts.server(creds, Ticketer::new()?)?))
@@ -184,12 +187,15 @@ impl Parts {
                 .map_err(|e| TlsError::Verifier(e.to_string()))?;
         let verifier = Arc::new(SpiffeClientVerifier::new(webpki, self.trusted.clone()));
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
-            .with_protocol_versions(&[&TLS13, &TLS12])?
+            .with_protocol_versions(&[&TLS13])?
             .with_client_cert_verifier(verifier)
             .with_single_cert(creds.chain.clone(), creds.key.clone_key())
             .map_err(|e| TlsError::Certificate(e.to_string()))?;
         config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_H1.to_vec()];
         config.ticketer = ticketer;
+        // The proxy seals and opens records itself once rustls has made
+        // the handshake (anymesh-proxy's stream/mesh.rs).
+        config.enable_secret_extraction = true;
         Ok(config)
     }
 
@@ -200,13 +206,14 @@ impl Parts {
             self.provider.signature_verification_algorithms,
         ));
         let mut config = ClientConfig::builder_with_provider(self.provider.clone())
-            .with_protocol_versions(&[&TLS13, &TLS12])?
+            .with_protocol_versions(&[&TLS13])?
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(creds.chain.clone(), creds.key.clone_key())
             .map_err(|e| TlsError::Certificate(e.to_string()))?;
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         config.resumption = Resumption::in_memory_sessions(CLIENT_SESSIONS);
+        config.enable_secret_extraction = true;
         Ok(config)
     }
 }

@@ -314,14 +314,14 @@ async fn connection(
                 }
                 return;
             };
-            let accept = async {
-                let acceptor = tokio_rustls::LazyConfigAcceptor::new(
-                    rustls::server::Acceptor::default(),
-                    Rewind::new(buf.freeze(), tcp),
-                );
-                acceptor.await?.into_stream(config).await
-            };
-            let tls = match tokio::time::timeout_at(deadline, accept).await {
+            let first = buf.freeze();
+            let accept = crate::stream::mesh::accept(tcp, &first, config, |session| {
+                (
+                    session.alpn_protocol() == Some(ALPN_H2),
+                    anymesh_identity::tls::peer_id(session),
+                )
+            });
+            let (tls, (h2, peer_id)) = match tokio::time::timeout_at(deadline, accept).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     count(&stats.refused_tls);
@@ -339,9 +339,6 @@ async fn connection(
                 }
             };
             drop(opening);
-            let session = tls.get_ref().1;
-            let h2 = session.alpn_protocol() == Some(ALPN_H2);
-            let peer_id = anymesh_identity::tls::peer_id(session);
             count(&stats.mtls);
             let peer = Peer {
                 addr,
@@ -354,7 +351,7 @@ async fn connection(
                     policy: inbound.policy.clone(),
                 })),
             };
-            let stream = Stream::Tls(Box::new(Tls::Server(tls)));
+            let stream = Stream::Tls(Box::new(Tls::Mesh(tls)));
             serve(stream, Bytes::new(), h2, peer, shared, stop).await;
         }
         Opening::Plain | Opening::OtherTls => {

@@ -611,8 +611,10 @@ impl Pool {
         };
         let name = rustls::pki_types::ServerName::try_from(name)
             .map_err(|e| fail(format!("refused: {e}")))?;
-        let connector = tokio_rustls::TlsConnector::from(configs.client(h2).clone());
-        let tls = match tokio::time::timeout(within, connector.connect(name, stream)).await {
+        let connect = crate::stream::mesh::connect(stream, configs.client(h2).clone(), name, |session| {
+            check_peers(session, &expected)
+        });
+        let tls = match tokio::time::timeout(within, connect).await {
             Err(_) => {
                 return Err(fail(format!(
                     "mutual TLS handshake timed out after {within:?}"
@@ -624,13 +626,14 @@ impl Pool {
                 tracing::warn!(proxy = %mesh.connect, expected = %Names(&expected), reason = %why, "mutual TLS to a mesh proxy refused");
                 return Err(fail(format!("mutual TLS handshake failed: {why}")));
             }
-            Ok(Ok(tls)) => tls,
+            Ok(Ok((tls, Err(e)))) => {
+                drop(tls);
+                tracing::warn!(proxy = %mesh.connect, expected = %Names(&expected), reason = %e, "mesh proxy refused: secure naming");
+                return Err(fail(format!("refused by secure naming: {e}")));
+            }
+            Ok(Ok((tls, Ok(())))) => tls,
         };
-        if let Err(e) = check_peers(tls.get_ref().1, &expected) {
-            tracing::warn!(proxy = %mesh.connect, expected = %Names(&expected), reason = %e, "mesh proxy refused: secure naming");
-            return Err(fail(format!("refused by secure naming: {e}")));
-        }
-        Ok(Stream::Tls(Box::new(Tls::Client(tls))))
+        Ok(Stream::Tls(Box::new(Tls::Mesh(tls))))
     }
 
     /// TLS origination to an endpoint (DestinationRule `SIMPLE` or
@@ -660,7 +663,7 @@ impl Pool {
                 tracing::warn!(endpoint = %authority, cluster = %o.cluster, server_name = %o.server_name, reason = %why, "TLS origination refused");
                 Err(fail(format!("TLS handshake failed: {why}")))
             }
-            Ok(Ok(tls)) => Ok(Stream::Tls(Box::new(Tls::Client(tls)))),
+            Ok(Ok(tls)) => Ok(Stream::Tls(Box::new(Tls::Origin(Box::new(tls))))),
         }
     }
 

@@ -3,10 +3,15 @@
 //! server, the forwarding layer and the upstream pool are written once; a
 //! plain connection pays one well-predicted branch per read or write.
 //!
-//! Mutual TLS buffers what it writes inside rustls. So that no written byte
-//! waits for a flush nobody makes, a TLS write pushes out what it can at
-//! once, and every read (and [`Stream::readable`]) first pushes out what is
-//! still buffered: whoever waits on a connection also drains its output.
+//! Mesh mutual TLS ([`mesh`]) seals and opens records in the connection's
+//! own buffers; TLS origination to servers outside the mesh goes through
+//! tokio-rustls. Both may hold written bytes the socket did not take yet. So
+//! that no written byte waits for a flush nobody makes, a TLS write pushes
+//! out what it can at once, and every read (and [`Stream::readable`]) first
+//! pushes out what is still buffered: whoever waits on a connection also
+//! drains its output.
+
+pub(crate) mod mesh;
 
 use std::io;
 use std::pin::Pin;
@@ -15,13 +20,11 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::rewind::Rewind;
+pub(crate) use mesh::MeshTls;
 
-/// A TLS session accepted by the inbound listener (its ClientHello was
-/// read first, so the bytes go back in front).
-pub(crate) type ServerTls = tokio_rustls::server::TlsStream<Rewind<TcpStream>>;
-/// A TLS session to another proxy's inbound listener.
-pub(crate) type ClientTls = tokio_rustls::client::TlsStream<TcpStream>;
+/// A TLS session originated to a server outside the mesh (DestinationRule
+/// `SIMPLE` or `MUTUAL`).
+pub(crate) type OriginTls = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// A connection's byte stream.
 pub(crate) enum Stream {
@@ -30,10 +33,14 @@ pub(crate) enum Stream {
     Tls(Box<Tls>),
 }
 
-/// A TLS session, either side.
+/// A TLS session. Boxed whole in [`Stream`]; the mesh variant (about 1.9
+/// KB, its keys' schedules included) is the common one and stays inline.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Tls {
-    Server(ServerTls),
-    Client(ClientTls),
+    /// Mutual TLS between mesh proxies, either side.
+    Mesh(MeshTls),
+    /// TLS origination.
+    Origin(Box<OriginTls>),
 }
 
 impl From<TcpStream> for Stream {
@@ -43,21 +50,10 @@ impl From<TcpStream> for Stream {
 }
 
 impl Tls {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Tls::Server(s) => s.get_ref().0.get_ref(),
-            Tls::Client(s) => s.get_ref().0,
-        }
-    }
-
     /// Whether rustls holds decrypted bytes not read yet (or the peer's
     /// close), after processing what it has received.
-    fn has_plaintext(&mut self) -> bool {
-        let state = match self {
-            Tls::Server(s) => s.get_mut().1.process_new_packets(),
-            Tls::Client(s) => s.get_mut().1.process_new_packets(),
-        };
-        match state {
+    fn origin_has_plaintext(s: &mut OriginTls) -> bool {
+        match s.get_mut().1.process_new_packets() {
             Ok(st) => st.plaintext_bytes_to_read() > 0 || st.peer_has_closed(),
             // The read that follows reports the error.
             Err(_) => true,
@@ -71,14 +67,17 @@ impl Stream {
     pub(crate) async fn readable(&mut self) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.readable().await,
-            Stream::Tls(t) => {
-                // Output still buffered in rustls goes first.
-                std::future::poll_fn(|cx| tls_flush(t, cx)).await?;
-                if t.has_plaintext() {
-                    return Ok(());
+            Stream::Tls(t) => match &mut **t {
+                Tls::Mesh(m) => m.readable().await,
+                Tls::Origin(o) => {
+                    // Output still buffered in rustls goes first.
+                    std::future::poll_fn(|cx| Pin::new(&mut *o).poll_flush(cx)).await?;
+                    if Tls::origin_has_plaintext(o) {
+                        return Ok(());
+                    }
+                    o.get_ref().0.readable().await
                 }
-                t.tcp().readable().await
-            }
+            },
         }
     }
 
@@ -129,26 +128,28 @@ impl Stream {
 fn tls_read(t: &mut Tls, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
     // Never read without pushing out what is buffered: the peer may be
     // waiting for it before it sends anything.
-    if let Poll::Ready(Err(e)) = tls_flush(t, cx) {
-        return Poll::Ready(Err(e));
-    }
     match t {
-        Tls::Server(s) => Pin::new(s).poll_read(cx, buf),
-        Tls::Client(s) => Pin::new(s).poll_read(cx, buf),
+        Tls::Mesh(s) => s.poll_read(cx, buf),
+        Tls::Origin(s) => {
+            if let Poll::Ready(Err(e)) = Pin::new(&mut *s).poll_flush(cx) {
+                return Poll::Ready(Err(e));
+            }
+            Pin::new(s).poll_read(cx, buf)
+        }
     }
 }
 
 fn tls_flush(t: &mut Tls, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
     match t {
-        Tls::Server(s) => Pin::new(s).poll_flush(cx),
-        Tls::Client(s) => Pin::new(s).poll_flush(cx),
+        Tls::Mesh(s) => s.poll_send(cx),
+        Tls::Origin(s) => Pin::new(s).poll_flush(cx),
     }
 }
 
 fn tls_write(t: &mut Tls, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
     let n = match t {
-        Tls::Server(s) => Pin::new(s).poll_write(cx, buf),
-        Tls::Client(s) => Pin::new(s).poll_write(cx, buf),
+        Tls::Mesh(s) => return Pin::new(s).poll_write(cx, buf),
+        Tls::Origin(s) => Pin::new(s).poll_write(cx, buf),
     };
     if let Poll::Ready(Ok(_)) = n {
         // Out at once what the socket takes; the rest goes with the next
@@ -160,8 +161,8 @@ fn tls_write(t: &mut Tls, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<u
 
 fn tls_shutdown(t: &mut Tls, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
     match t {
-        Tls::Server(s) => Pin::new(s).poll_shutdown(cx),
-        Tls::Client(s) => Pin::new(s).poll_shutdown(cx),
+        Tls::Mesh(s) => Pin::new(s).poll_shutdown(cx),
+        Tls::Origin(s) => Pin::new(s).poll_shutdown(cx),
     }
 }
 
@@ -182,6 +183,27 @@ impl AsyncWrite for Tls {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         tls_write(self.get_mut(), cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Tls::Mesh(m) => Pin::new(m).poll_write_vectored(cx, bufs),
+            t @ Tls::Origin(_) => {
+                let first = bufs
+                    .iter()
+                    .find(|b| !b.is_empty())
+                    .map_or(&[][..], |b| &**b);
+                tls_write(t, cx, first)
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        matches!(self, Tls::Mesh(_))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -228,18 +250,25 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Tls(t) => {
-                let first = bufs
-                    .iter()
-                    .find(|b| !b.is_empty())
-                    .map_or(&[][..], |b| &**b);
-                tls_write(t, cx, first)
-            }
+            Stream::Tls(t) => match &mut **t {
+                // Small slices share one record.
+                Tls::Mesh(m) => Pin::new(m).poll_write_vectored(cx, bufs),
+                Tls::Origin(_) => {
+                    let first = bufs
+                        .iter()
+                        .find(|b| !b.is_empty())
+                        .map_or(&[][..], |b| &**b);
+                    tls_write(t, cx, first)
+                }
+            },
         }
     }
 
     fn is_write_vectored(&self) -> bool {
-        matches!(self, Stream::Tcp(_))
+        match self {
+            Stream::Tcp(_) => true,
+            Stream::Tls(t) => matches!(**t, Tls::Mesh(_)),
+        }
     }
 
     #[inline]
