@@ -611,9 +611,10 @@ impl Pool {
         };
         let name = rustls::pki_types::ServerName::try_from(name)
             .map_err(|e| fail(format!("refused: {e}")))?;
-        let connect = crate::stream::mesh::connect(stream, configs.client(h2).clone(), name, |session| {
-            check_peers(session, &expected)
-        });
+        let connect =
+            crate::stream::mesh::connect(stream, configs.client(h2).clone(), name, |session| {
+                check_peers(session, &expected)
+            });
         let tls = match tokio::time::timeout(within, connect).await {
             Err(_) => {
                 return Err(fail(format!(
