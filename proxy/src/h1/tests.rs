@@ -74,3 +74,56 @@ async fn lingering_ends_when_the_client_closes_or_the_listener_stops() {
     linger_close(server, bufs::take(), std::future::ready(())).await;
     assert_eq!(start.elapsed(), Duration::ZERO);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_connection_closes_between_one_and_one_and_a_quarter_timeouts_after_its_last_exchange(
+) {
+    let timeout = Duration::from_secs(60);
+    // Never waited on before: the first tick starts with the first wait.
+    let mut idle = IdleClock::new(Some(timeout));
+    let start = Instant::now();
+    idle.expired().await;
+    assert_eq!(start.elapsed(), timeout);
+
+    // Exchanges closer together than the timeout keep it open, whatever
+    // the timer's phase.
+    let mut idle = IdleClock::new(Some(timeout));
+    for gap in [59, 1, 30, 59, 45, 59, 2, 59] {
+        tokio::select! {
+            () = idle.expired() => panic!("closed {gap} s after an exchange"),
+            () = tokio::time::sleep(Duration::from_secs(gap)) => idle.active(),
+        }
+    }
+    let last = Instant::now();
+    idle.expired().await;
+    let quiet = last.elapsed();
+    assert!(
+        quiet >= timeout && quiet <= timeout + timeout / 4,
+        "{quiet:?}"
+    );
+
+    // An exchange that outlasts the timer does not count as quiet time.
+    let mut idle = IdleClock::new(Some(timeout));
+    tokio::select! {
+        () = idle.expired() => panic!("expired"),
+        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+    }
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    idle.active();
+    let last = Instant::now();
+    idle.expired().await;
+    let quiet = last.elapsed();
+    assert!(
+        quiet >= timeout && quiet <= timeout + timeout / 4,
+        "{quiet:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_an_idle_timeout_a_connection_waits_forever() {
+    let mut idle = IdleClock::new(None);
+    tokio::select! {
+        () = idle.expired() => panic!("expired without a timeout"),
+        () = tokio::time::sleep(Duration::from_secs(86_400 * 365)) => {}
+    }
+}
