@@ -43,7 +43,8 @@ pub(super) struct View {
     pub(super) epoch: u64,
     /// The earliest end of an ejection in the cluster: the view is stale then.
     pub(super) next_expiry: Option<Instant>,
-    /// Nothing available and no panic: no endpoint may be picked.
+    /// Nothing available and no panic, or no locality with weight has
+    /// anything available: no endpoint may be picked.
     pub(super) none: bool,
     /// Share of picks per tier, in percent (summing to 100).
     loads: Box<[u8]>,
@@ -161,6 +162,12 @@ impl View {
             })
             .collect();
         let sum: u64 = effective.iter().sum();
+        if sum == 0 {
+            // No locality with weight has anything to give (Envoy picks no
+            // locality, then no host).
+            view.none = true;
+            return view;
+        }
         let mut left = 100u64;
         for (load, e) in view.loads.iter_mut().zip(&effective) {
             let share = (e * 100).checked_div(sum).unwrap_or(0).min(left);

@@ -75,7 +75,7 @@ pub(crate) async fn serve_connection<S: Service>(
                     biased;
                     r = stream.readable() => if r.is_err() { return },
                     _ = &mut stopped => return,
-                    () = idle.expired() => return,
+                    () = std::future::poll_fn(|cx| idle.poll_expired(cx)) => return,
                 }
                 let mut b = bufs::take();
                 match read_ready(&mut stream, &mut b).await {
@@ -153,9 +153,12 @@ pub(crate) async fn serve_connection<S: Service>(
 /// while the connection waits; an exchange only marks the connection
 /// active (no clock read, no timer touched). The connection closes at the
 /// fourth tick in a row with no exchange: between 1 and 1.25 times the
-/// timeout after its last exchange.
-struct IdleClock {
-    tick: Option<Duration>,
+/// timeout after its last exchange. Boxed (one pointer in the connection's
+/// future), and only with a timeout.
+struct IdleClock(Option<Box<IdleState>>);
+
+struct IdleState {
+    tick: Duration,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     quiet: u8,
     active: bool,
@@ -165,41 +168,51 @@ impl IdleClock {
     const TICKS: u8 = 4;
 
     fn new(timeout: Option<Duration>) -> Self {
-        Self {
-            tick: timeout.map(|t| t / u32::from(Self::TICKS)),
-            sleep: None,
-            quiet: 0,
-            active: false,
-        }
+        Self(timeout.map(|t| {
+            Box::new(IdleState {
+                tick: t / u32::from(Self::TICKS),
+                sleep: None,
+                quiet: 0,
+                active: false,
+            })
+        }))
     }
 
     /// An exchange ran.
     fn active(&mut self) {
-        self.active = true;
+        if let Some(s) = &mut self.0 {
+            s.active = true;
+        }
     }
 
-    /// Completes when the connection has been idle for the timeout; never
+    /// Ready when the connection has been idle for the timeout; never
     /// without one.
-    async fn expired(&mut self) {
-        let Some(tick) = self.tick else {
-            return std::future::pending().await;
+    fn poll_expired(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let Some(s) = &mut self.0 else {
+            return Poll::Pending;
         };
-        let sleep = self
+        let tick = s.tick;
+        let sleep = s
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(tick)));
         loop {
-            sleep.as_mut().await;
-            if std::mem::take(&mut self.active) {
-                self.quiet = 0;
+            std::task::ready!(sleep.as_mut().poll(cx));
+            if std::mem::take(&mut s.active) {
+                s.quiet = 0;
             } else {
-                self.quiet += 1;
+                s.quiet += 1;
             }
-            if self.quiet >= Self::TICKS {
-                return;
+            if s.quiet >= Self::TICKS {
+                return Poll::Ready(());
             }
             // From now: the timer may have passed while exchanges ran.
             sleep.as_mut().reset(Instant::now() + tick);
         }
+    }
+
+    /// [`IdleClock::poll_expired`] as a future.
+    async fn expired(&mut self) {
+        std::future::poll_fn(|cx| self.poll_expired(cx)).await
     }
 }
 

@@ -269,7 +269,8 @@ fn concurrent_picks_see_an_ejection_once_it_is_made() {
 }
 
 proptest::proptest! {
-    /// Loads always sum to 100 (unless nothing may be picked), a tier with
+    /// Loads always sum to 100 (unless nothing may be picked: nothing is
+    /// available without panic, or no locality with weight has anything), a tier with
     /// nothing available gets load only in panic, and a fully available
     /// first tier takes everything.
     #[test]
@@ -286,8 +287,9 @@ proptest::proptest! {
         let sum: usize = v.loads().iter().map(|&l| usize::from(l)).sum();
         let nothing = healthy.iter().all(|&h| h == 0);
         if v.none {
-            proptest::prop_assert!(nothing && threshold == 0);
-        } else if weights.is_none_or(|w| w.iter().any(|&w| w > 0)) {
+            // Weighted: no locality with weight has anything to give.
+            proptest::prop_assert!(weights.is_some() || (nothing && threshold == 0));
+        } else {
             proptest::prop_assert_eq!(sum, 100);
         }
         for (t, (&h, &load)) in healthy.iter().zip(v.loads()).enumerate() {
@@ -299,4 +301,19 @@ proptest::proptest! {
             proptest::prop_assert_eq!(v.loads()[0], 100);
         }
     }
+}
+
+/// Found by `tier_loads_are_well_formed`: the only locality with weight has
+/// nothing available and the one with something has weight 0, without
+/// panic: no pick (Envoy chooses no locality), not a pick from the
+/// weightless one.
+#[test]
+fn weighted_localities_with_nothing_to_give_pick_nothing() {
+    let v = View::new(1, None, &[1, 0], &[1, 1], 0, Some(&[0, 1]));
+    assert!(v.none);
+    assert_eq!(v.loads(), [0, 0]);
+    // With something available where the weight is, it takes everything.
+    let v = View::new(1, None, &[1, 1], &[1, 1], 0, Some(&[0, 1]));
+    assert!(!v.none);
+    assert_eq!(v.loads(), [0, 100]);
 }
