@@ -211,6 +211,7 @@ impl IdleClock {
     }
 
     /// [`IdleClock::poll_expired`] as a future.
+    #[cfg(test)]
     async fn expired(&mut self) {
         std::future::poll_fn(|cx| self.poll_expired(cx)).await
     }
