@@ -1,0 +1,1 @@
+//! Access logs: Envoy's default text format and Istio's JSON format.

@@ -1,0 +1,1 @@
+//! Distributed tracing: propagation, sampling, spans and their exporters.
