@@ -1,0 +1,439 @@
+//! Istio's standard metrics, with Istio's names, labels, fallbacks and
+//! Envoy's histogram buckets, so that Istio's dashboards, Kiali and alerts
+//! read anymesh unchanged (docs/telemetry.md).
+//!
+//! Every exchange is reported by the proxy that saw it: `reporter="source"`
+//! on the outbound side, `reporter="destination"` on the inbound side.
+//!
+//! A series' labels come in three parts, each built once and shared:
+//!
+//! - the local workload ([`PeerLabels`], from anymesh.yaml's `workloads`):
+//!   the source of outbound exchanges, the destination of inbound ones;
+//! - the other end: on the outbound side the endpoint picked, whose labels
+//!   come from its registry ([`PeerLabels::of_endpoint`], cached per
+//!   endpoint); on the inbound side the peer, from its verified
+//!   certificate ([`PeerLabels::of_peer`], built once per connection);
+//! - what varies per request: protocol, response code, gRPC status,
+//!   response flags, connection security policy.
+//!
+//! A recording looks its counter and histograms up in a per-thread cache
+//! keyed by the addresses of those shared parts, so the label set is built
+//! and hashed only the first time a thread sees it. Every value comes from
+//! configuration, the registries or a verified certificate, never from
+//! request headers: cardinality stays bounded by the mesh's size.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anymesh_core::model::Endpoint;
+use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Envoy's default histogram boundaries, in milliseconds (Istio's duration
+/// histogram) and in bytes (the size histograms use them too), so mixed
+/// fleets aggregate in one query.
+pub const ENVOY_BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// Istio's value for a label nobody knows.
+const UNKNOWN: &str = "unknown";
+
+/// One end of an exchange: a workload as Istio's labels name it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PeerLabels {
+    pub workload: Arc<str>,
+    pub namespace: Arc<str>,
+    /// The SPIFFE ID without `spiffe://` (Istio's principal), or `unknown`.
+    pub principal: Arc<str>,
+    pub app: Arc<str>,
+    pub version: Arc<str>,
+    pub canonical_service: Arc<str>,
+    pub canonical_revision: Arc<str>,
+    pub cluster: Arc<str>,
+}
+
+fn label<'a>(
+    labels: &'a std::collections::BTreeMap<String, String>,
+    keys: &[&str],
+) -> Option<&'a str> {
+    keys.iter()
+        .find_map(|k| labels.get(*k))
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+}
+
+impl PeerLabels {
+    /// Nobody known (a plaintext peer on the inbound side, a proxy with no
+    /// workload declared).
+    pub fn unknown() -> Self {
+        let u: Arc<str> = Arc::from(UNKNOWN);
+        Self {
+            workload: u.clone(),
+            namespace: u.clone(),
+            principal: u.clone(),
+            app: u.clone(),
+            version: u.clone(),
+            canonical_service: u.clone(),
+            canonical_revision: Arc::from("latest"),
+            cluster: u,
+        }
+    }
+
+    /// A workload named `name` in `namespace` with `labels`, proving
+    /// `principal` when it has an identity. Istio's fallbacks: `app` is
+    /// `app` or `app.kubernetes.io/name`; `version` is `version` or
+    /// `app.kubernetes.io/version`; the canonical service is
+    /// `service.istio.io/canonical-name`, else the app, else the workload;
+    /// the canonical revision is `service.istio.io/canonical-revision`,
+    /// else the version, else `latest`; the cluster is
+    /// `topology.istio.io/cluster`.
+    pub fn workload(
+        name: &str,
+        namespace: &str,
+        principal: Option<&str>,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Self {
+        let app = label(labels, &["app", "app.kubernetes.io/name"]);
+        let version = label(labels, &["version", "app.kubernetes.io/version"]);
+        let canonical = label(labels, &["service.istio.io/canonical-name"])
+            .or(app)
+            .unwrap_or(name);
+        let revision = label(labels, &["service.istio.io/canonical-revision"])
+            .or(version)
+            .unwrap_or("latest");
+        let or_unknown =
+            |v: Option<&str>| Arc::from(v.filter(|v| !v.is_empty()).unwrap_or(UNKNOWN));
+        Self {
+            workload: or_unknown(Some(name)),
+            namespace: or_unknown(Some(namespace)),
+            principal: or_unknown(principal),
+            app: or_unknown(app),
+            version: or_unknown(version),
+            canonical_service: Arc::from(canonical),
+            canonical_revision: Arc::from(revision),
+            cluster: or_unknown(label(labels, &["topology.istio.io/cluster"])),
+        }
+    }
+
+    /// The endpoint a caller picked, from what its registry says: the
+    /// workload is the `anymesh.io/workload` label, else the app, else the
+    /// service's first name; the namespace is the mesh proxy's (the
+    /// registries' `mesh` metadata), else the service hostname's second
+    /// name when it has Kubernetes' `<name>.<namespace>.svc.` form;
+    /// `principal` is the identity mutual TLS will check, if any.
+    pub fn of_endpoint(endpoint: &Endpoint, principal: Option<&str>) -> Self {
+        let host = endpoint.service.as_str();
+        let labels = &endpoint.labels;
+        let workload = label(
+            labels,
+            &["anymesh.io/workload", "app", "app.kubernetes.io/name"],
+        )
+        .unwrap_or_else(|| host.split('.').next().unwrap_or(host));
+        let namespace = endpoint
+            .mesh
+            .as_ref()
+            .and_then(|m| m.namespace.as_deref())
+            .or_else(|| service_namespace(host))
+            .unwrap_or(UNKNOWN);
+        Self::workload(workload, namespace, principal, labels)
+    }
+
+    /// The peer of an inbound connection, from its verified SPIFFE ID (no
+    /// ID: a plaintext peer, all `unknown`). The ID names the namespace
+    /// and the principal; the workload and its labels are not in it.
+    pub fn of_peer(id: Option<&anymesh_identity::SpiffeId>) -> Self {
+        let mut p = Self::unknown();
+        if let Some(id) = id {
+            p.principal = Arc::from(id.principal());
+            if let Some(ns) = id.namespace() {
+                p.namespace = Arc::from(ns);
+            }
+        }
+        p
+    }
+}
+
+/// The namespace of a Kubernetes-style service hostname
+/// (`<name>.<namespace>.svc.<domain>`).
+fn service_namespace(host: &str) -> Option<&str> {
+    let mut parts = host.split('.');
+    let (_, ns, svc) = (parts.next()?, parts.next()?, parts.next()?);
+    (svc == "svc").then_some(ns)
+}
+
+/// The service an exchange went to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServiceLabels {
+    /// The hostname (`destination_service`).
+    pub host: Arc<str>,
+    /// Its first name (`destination_service_name`).
+    pub name: Arc<str>,
+    pub namespace: Arc<str>,
+}
+
+impl ServiceLabels {
+    pub fn new(host: &str, namespace: Option<&str>) -> Self {
+        let namespace = service_namespace(host).or(namespace).unwrap_or(UNKNOWN);
+        Self {
+            host: Arc::from(host),
+            name: Arc::from(host.split('.').next().unwrap_or(host)),
+            namespace: Arc::from(namespace),
+        }
+    }
+
+    pub fn unknown() -> Self {
+        let u: Arc<str> = Arc::from(UNKNOWN);
+        Self {
+            host: u.clone(),
+            name: u.clone(),
+            namespace: u,
+        }
+    }
+}
+
+/// Which proxy reports: the caller's (`source`) or the callee's
+/// (`destination`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reporter {
+    Source,
+    Destination,
+}
+
+/// `request_protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestProtocol {
+    Http,
+    Grpc,
+}
+
+/// `connection_security_policy`: what the server side saw; the client side
+/// says `unknown`, as Istio's dashboards expect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SecurityPolicy {
+    MutualTls,
+    None,
+    Unknown,
+}
+
+/// The full label set of a request series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IstioLabels {
+    pub reporter: Reporter,
+    pub source: Arc<PeerLabels>,
+    pub destination: Arc<PeerLabels>,
+    pub service: Arc<ServiceLabels>,
+    pub protocol: RequestProtocol,
+    pub code: u16,
+    /// The gRPC status, for gRPC requests that have one.
+    pub grpc_status: Option<u16>,
+    /// Envoy's response flags (`-` when none).
+    pub flags: &'static str,
+    pub security: SecurityPolicy,
+}
+
+impl EncodeLabelSet for IstioLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let mut pair = |k: &str, v: &str| -> Result<(), std::fmt::Error> {
+            let mut l = encoder.encode_label();
+            let mut key = l.encode_label_key()?;
+            key.write_str(k)?;
+            let mut value = key.encode_label_value()?;
+            value.write_str(v)?;
+            value.finish()
+        };
+        pair(
+            "reporter",
+            match self.reporter {
+                Reporter::Source => "source",
+                Reporter::Destination => "destination",
+            },
+        )?;
+        let s = &self.source;
+        pair("source_workload", &s.workload)?;
+        pair("source_canonical_service", &s.canonical_service)?;
+        pair("source_canonical_revision", &s.canonical_revision)?;
+        pair("source_workload_namespace", &s.namespace)?;
+        pair("source_principal", &s.principal)?;
+        pair("source_app", &s.app)?;
+        pair("source_version", &s.version)?;
+        pair("source_cluster", &s.cluster)?;
+        let d = &self.destination;
+        pair("destination_workload", &d.workload)?;
+        pair("destination_workload_namespace", &d.namespace)?;
+        pair("destination_principal", &d.principal)?;
+        pair("destination_app", &d.app)?;
+        pair("destination_version", &d.version)?;
+        pair("destination_service", &self.service.host)?;
+        pair("destination_canonical_service", &d.canonical_service)?;
+        pair("destination_canonical_revision", &d.canonical_revision)?;
+        pair("destination_service_name", &self.service.name)?;
+        pair("destination_service_namespace", &self.service.namespace)?;
+        pair("destination_cluster", &d.cluster)?;
+        pair(
+            "request_protocol",
+            match self.protocol {
+                RequestProtocol::Http => "http",
+                RequestProtocol::Grpc => "grpc",
+            },
+        )?;
+        let mut code = itoa::Buffer::new();
+        pair("response_code", code.format(self.code))?;
+        let mut grpc = itoa::Buffer::new();
+        pair(
+            "grpc_response_status",
+            self.grpc_status.map_or("", |g| grpc.format(g)),
+        )?;
+        pair("response_flags", self.flags)?;
+        pair(
+            "connection_security_policy",
+            match self.security {
+                SecurityPolicy::MutualTls => "mutual_tls",
+                SecurityPolicy::None => "none",
+                SecurityPolicy::Unknown => "unknown",
+            },
+        )
+    }
+}
+
+/// The standard metrics' families.
+pub struct IstioMetrics {
+    pub requests: Family<IstioLabels, Counter>,
+    pub duration: Family<IstioLabels, Histogram>,
+    pub request_bytes: Family<IstioLabels, Histogram>,
+    pub response_bytes: Family<IstioLabels, Histogram>,
+    id: u64,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+fn envoy_histogram() -> Histogram {
+    Histogram::new(ENVOY_BUCKETS)
+}
+
+/// `istio_build{component="proxy", tag=<version>}`: always 1.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+struct BuildLabels {
+    component: &'static str,
+    tag: &'static str,
+}
+
+impl IstioMetrics {
+    /// The families, registered in `registry` under Istio's names (no
+    /// prefix), with `istio_build`.
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Self {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(envoy_histogram),
+            request_bytes: Family::new_with_constructor(envoy_histogram),
+            response_bytes: Family::new_with_constructor(envoy_histogram),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        };
+        registry.register(
+            "istio_requests",
+            "Requests, reported by the source and the destination proxy",
+            m.requests.clone(),
+        );
+        registry.register(
+            "istio_request_duration_milliseconds",
+            "Time from the request's arrival to the response's end, in milliseconds",
+            m.duration.clone(),
+        );
+        registry.register(
+            "istio_request_bytes",
+            "Request sizes (head and body), in bytes",
+            m.request_bytes.clone(),
+        );
+        registry.register(
+            "istio_response_bytes",
+            "Response sizes (head and body), in bytes",
+            m.response_bytes.clone(),
+        );
+        let build: Family<BuildLabels, Gauge> = Family::default();
+        build
+            .get_or_create(&BuildLabels {
+                component: "proxy",
+                tag: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("istio_build", "The proxy's build", build);
+        m
+    }
+
+    /// Records one exchange: `millis` from arrival to end, the sizes when
+    /// known.
+    pub fn record(&self, labels: &IstioLabels, millis: f64, sizes: Option<(u64, u64)>) {
+        let key = HandleKey {
+            metrics: self.id,
+            source: Arc::as_ptr(&labels.source) as usize,
+            destination: Arc::as_ptr(&labels.destination) as usize,
+            service: Arc::as_ptr(&labels.service) as usize,
+            flags: labels.flags.as_ptr() as usize,
+            code: labels.code,
+            grpc: labels.grpc_status.map_or(u32::MAX, u32::from),
+            small: (labels.reporter as u8)
+                | ((labels.protocol as u8) << 2)
+                | ((labels.security as u8) << 4),
+        };
+        HANDLES.with_borrow_mut(|cache| {
+            if !cache.contains_key(&key) && cache.len() >= CACHE_LIMIT {
+                cache.clear();
+            }
+            let h = cache.entry(key).or_insert_with(|| Handles {
+                _labels: labels.clone(),
+                requests: self.requests.get_or_create(labels).clone(),
+                duration: self.duration.get_or_create(labels).clone(),
+                request_bytes: self.request_bytes.get_or_create(labels).clone(),
+                response_bytes: self.response_bytes.get_or_create(labels).clone(),
+            });
+            h.requests.inc();
+            h.duration.observe(millis);
+            if let Some((req, resp)) = sizes {
+                h.request_bytes.observe(req as f64);
+                h.response_bytes.observe(resp as f64);
+            }
+        });
+    }
+}
+
+/// A label set by the addresses of its shared parts. Sound because the
+/// cached [`Handles`] keep those `Arc`s alive (no address reuse); the
+/// flags are `&'static str`.
+#[derive(PartialEq, Eq, Hash)]
+struct HandleKey {
+    metrics: u64,
+    source: usize,
+    destination: usize,
+    service: usize,
+    flags: usize,
+    code: u16,
+    grpc: u32,
+    small: u8,
+}
+
+struct Handles {
+    _labels: IstioLabels,
+    requests: Counter,
+    duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
+}
+
+/// Entries beyond this are dropped wholesale (route tables come and go).
+const CACHE_LIMIT: usize = 4096;
+
+thread_local! {
+    static HANDLES: RefCell<HashMap<HandleKey, Handles, foldhash::fast::RandomState>> =
+        RefCell::new(HashMap::default());
+}
+
+#[cfg(test)]
+mod tests;
