@@ -112,6 +112,7 @@ impl Mesh {
 
         // Catalog + routing → compiler → router.
         let metrics = Arc::new(Metrics::new(&mut metric_registry));
+        metrics.local.store(Arc::new(local_labels(&settings)));
         // The proxy's own locality and default retry budget apply from the first table.
         let router = Arc::new(Router::new());
         router.set_locality(settings.locality.clone());
@@ -214,5 +215,38 @@ pub async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// This proxy's side of Istio's metric labels: its first workload (the one
+/// a sidecar fronts), its principal when it has an identity, the mesh's
+/// trust domain.
+fn local_labels(settings: &Settings) -> anymesh_proxy::metrics::istio::LocalLabels {
+    use anymesh_proxy::metrics::istio::LocalLabels;
+    let td = &settings.mesh.trust_domain;
+    match settings.workloads.first() {
+        Some(w) => {
+            let principal = settings
+                .identity
+                .is_some()
+                .then(|| format!("{td}/ns/{}/sa/{}", w.namespace, w.service_account));
+            let labels = w
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            LocalLabels::workload(
+                &w.name,
+                &w.namespace,
+                principal.as_deref(),
+                &labels,
+                None,
+                td,
+            )
+        }
+        None => LocalLabels {
+            trust_domain: Arc::from(td.as_str()),
+            ..LocalLabels::unknown()
+        },
     }
 }

@@ -115,7 +115,8 @@ pub fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody
             }
         }
         "/explain" => explain::handle(state, req),
-        "/metrics" => {
+        // Istio's scrape configs look at /stats/prometheus.
+        "/metrics" | "/stats/prometheus" => {
             let mut out = String::new();
             match encode_metrics(&mut out, state) {
                 Ok(()) => respond(
@@ -133,7 +134,7 @@ pub fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody
         _ => respond(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "admin endpoints: /ready /config /explain?host=H /metrics\n",
+            "admin endpoints: /ready /config /explain?host=H /metrics /stats/prometheus\n",
         ),
     }
 }

@@ -20,8 +20,12 @@ use http::request::Parts;
 use http::StatusCode;
 use tokio::time::Instant;
 
+use anymesh_core::model::Endpoint;
+
 use crate::error::{ErrorKind, ProxyError};
+use crate::metrics::istio::{service_labels, Reporter, RequestProtocol, SecurityPolicy, Series};
 use crate::metrics::{Metrics, RequestLabels};
+use crate::service::InboundConn;
 
 /// What the end of an exchange reports.
 pub(crate) struct Exchange<'a> {
@@ -37,6 +41,12 @@ pub(crate) struct Exchange<'a> {
     /// A fault delay held the request (response flag `DI`).
     pub delayed: bool,
     pub start: Instant,
+    /// The endpoint the request went to, and whether with mutual TLS
+    /// (Istio's destination labels on the outbound side).
+    pub dest: Option<(&'a Arc<Endpoint>, bool)>,
+    /// The inbound connection the request came on (the inbound side
+    /// reports as `destination`); `None` on the outbound side.
+    pub inbound: Option<&'a InboundConn>,
 }
 
 /// The hooks of one listener's forwarding layer.
@@ -76,6 +86,7 @@ impl Hooks {
         };
         let took = ex.start.elapsed();
         self.metrics.record(&labels, took);
+        self.record_istio(ex, took);
         // The access log's line, until access logs land (compiled out of
         // release builds, whose maximum level is debug).
         tracing::trace!(
@@ -88,5 +99,54 @@ impl Hooks {
             ?took,
             "exchange ended"
         );
+    }
+
+    /// Istio's standard metrics of the exchange, from the side that saw it.
+    fn record_istio(&self, ex: &Exchange<'_>, took: std::time::Duration) {
+        let local = self.metrics.local.load();
+        let flags = ex.failure.map_or("-", ErrorKind::response_flag);
+        let millis = took.as_secs_f64() * 1000.0;
+        match ex.inbound {
+            Some(conn) => {
+                let series = Series {
+                    reporter: Reporter::Destination,
+                    source: &conn.source,
+                    destination: &local.workload,
+                    service: &local.service,
+                    protocol: RequestProtocol::Http,
+                    code: ex.status,
+                    grpc_status: None,
+                    flags,
+                    security: if conn.peer_id.is_some() {
+                        SecurityPolicy::MutualTls
+                    } else {
+                        SecurityPolicy::None
+                    },
+                };
+                self.metrics.istio.record(&series, millis, None);
+            }
+            None => {
+                let destination = match ex.dest {
+                    Some((endpoint, mtls)) => local.destination(endpoint, mtls),
+                    None => local.unknown_peer.clone(),
+                };
+                let service = match ex.service {
+                    Some(host) => service_labels(host),
+                    None => local.unknown_service.clone(),
+                };
+                let series = Series {
+                    reporter: Reporter::Source,
+                    source: &local.workload,
+                    destination: &destination,
+                    service: &service,
+                    protocol: RequestProtocol::Http,
+                    code: ex.status,
+                    grpc_status: None,
+                    flags,
+                    security: SecurityPolicy::Unknown,
+                };
+                self.metrics.istio.record(&series, millis, None);
+            }
+        }
     }
 }

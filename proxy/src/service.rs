@@ -75,6 +75,9 @@ pub(crate) struct InboundConn {
     pub(crate) sni: Option<Box<str>>,
     /// The local workload's policies in force.
     pub(crate) policy: crate::policy::SharedPolicy,
+    /// The peer as Istio's metrics label it (`source_*` of inbound
+    /// exchanges): from its verified identity, shared by its connections.
+    pub(crate) source: Arc<crate::metrics::istio::PeerLabels>,
 }
 
 /// A response for an HTTP/2 client's request without a body.

@@ -3,6 +3,7 @@
 //! PeerAuthentication modes and AuthorizationPolicy, with real rustls on
 //! both sides.
 
+mod metrics;
 pub(crate) mod pki;
 
 use std::sync::atomic::Ordering;

@@ -64,6 +64,8 @@ pub(crate) async fn exchange(
                         failure: Some(ErrorKind::BadRequest),
                         delayed: false,
                         start,
+                        dest: None,
+                        inbound: peer.inbound.as_deref(),
                     });
                 }
                 return next;
@@ -81,7 +83,16 @@ pub(crate) async fn exchange(
         Err(out) => {
             // The body was not read: the connection cannot carry another request.
             let keep = keep_alive && !has_body && !stopping();
-            return Box::pin(finish_local(client, proxy, *out, head_request, keep, start)).await;
+            return Box::pin(finish_local(
+                client,
+                proxy,
+                *out,
+                head_request,
+                keep,
+                start,
+                peer.inbound.as_deref(),
+            ))
+            .await;
         }
     };
     if plan.h2 {
@@ -104,7 +115,16 @@ pub(crate) async fn exchange(
     if let Err(mut out) = prepare(&mut parts, &plan) {
         plan.label(&mut out);
         let keep = keep_alive && !has_body && !stopping();
-        return Box::pin(finish_local(client, proxy, *out, head_request, keep, start)).await;
+        return Box::pin(finish_local(
+            client,
+            proxy,
+            *out,
+            head_request,
+            keep,
+            start,
+            peer.inbound.as_deref(),
+        ))
+        .await;
     }
     if expect_continue {
         // Answered here (100 Continue once the body is wanted), not upstream.
@@ -194,6 +214,8 @@ pub(crate) async fn exchange(
             failure,
             delayed: plan.delay().is_some(),
             start,
+            dest: Some((&plan.endpoint.endpoint, plan.endpoint.mesh().is_some())),
+            inbound: peer.inbound.as_deref(),
         })
     };
     match result {
@@ -233,6 +255,7 @@ pub(crate) async fn exchange(
                 head_request,
                 keep,
                 start,
+                peer.inbound.as_deref(),
             ))
             .await
         }
@@ -322,6 +345,7 @@ async fn finish_local(
     head_request: bool,
     keep: bool,
     start: Instant,
+    inbound: Option<&crate::service::InboundConn>,
 ) -> Next {
     let mut out = out;
     if let Some(d) = out.delay {
@@ -340,6 +364,8 @@ async fn finish_local(
         failure: out.failure,
         delayed: out.delayed,
         start,
+        dest: out.dest.as_ref().map(|(e, m)| (e, *m)),
+        inbound,
     });
     match written {
         Ok(()) if keep => Next::KeepAlive,

@@ -108,6 +108,9 @@ pub(crate) struct Outcome {
     pub delay: Option<Duration>,
     /// A fault delay held the request (response flag `DI`).
     pub delayed: bool,
+    /// The endpoint first picked, and whether it is reached with mutual
+    /// TLS (Istio's destination labels).
+    pub dest: Option<(Arc<anymesh_core::model::Endpoint>, bool)>,
 }
 
 impl Outcome {
@@ -119,6 +122,7 @@ impl Outcome {
             failure: Some(kind),
             delay: None,
             delayed: false,
+            dest: None,
         }
     }
 
@@ -132,6 +136,7 @@ impl Outcome {
             failure: None,
             delay: None,
             delayed: false,
+            dest: None,
         }
     }
 }
@@ -176,13 +181,20 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let start = Instant::now();
         let routing = self.router.current();
+        let inbound = peer.inbound.clone();
         let out = self.dispatch(req, peer, &routing).await;
-        self.record(&out, start);
+        self.record(&out, start, inbound.as_deref());
         out.resp
     }
 
-    /// The end of an exchange that produced `out`.
-    pub(crate) fn record(&self, out: &Outcome, start: Instant) {
+    /// The end of an exchange that produced `out`, for a request that came
+    /// on `inbound` (`None`: the outbound side).
+    pub(crate) fn record(
+        &self,
+        out: &Outcome,
+        start: Instant,
+        inbound: Option<&crate::service::InboundConn>,
+    ) {
         self.hooks.on_end(&Exchange {
             service: out.service.as_ref(),
             route: out.route.as_ref(),
@@ -190,6 +202,8 @@ impl Proxy {
             failure: out.failure,
             delayed: out.delayed,
             start,
+            dest: out.dest.as_ref().map(|(e, m)| (e, *m)),
+            inbound,
         });
     }
 
@@ -235,11 +249,13 @@ impl Proxy {
         let route_name = plan.hit.route.name.clone();
         let service = plan.target.cluster.service.as_arc().clone();
         let delayed = plan.delay().is_some();
+        let dest = plan.dest();
         let tap = self.mirror(routing, &plan, &parts, || streamed(&body));
         let mut out = self.forward(&mut parts, body, plan).await;
         out.service = Some(service);
         out.route = Some(route_name);
         out.delayed = delayed;
+        out.dest = Some(dest);
         if let Some(tap) = tap {
             out = tapped(out, tap);
         }
@@ -459,7 +475,7 @@ impl Proxy {
                     Box::pin(tokio::time::sleep(d)).await;
                     out.delayed = true;
                 }
-                self.record(&out, start);
+                self.record(&out, start, peer.inbound.as_deref());
                 return Reply::Response(out.resp);
             }
         };
@@ -469,20 +485,22 @@ impl Proxy {
             let service = plan.service();
             let route = plan.hit.route.name.clone();
             let delayed = plan.delay().is_some();
+            let dest = plan.dest();
             let mut out = Box::pin(self.forward(&mut parts, RequestBody::Empty, plan)).await;
             out.service = Some(service);
             out.route = Some(route);
             out.delayed = delayed;
+            out.dest = Some(dest);
             if let Some(tap) = tap {
                 out = tapped(out, tap);
             }
-            self.record(&out, start);
+            self.record(&out, start, peer.inbound.as_deref());
             return Reply::Response(out.resp);
         }
         let local = |mut out: Outcome, plan: &Plan<'_>| {
             plan.label(&mut out);
             out.delayed = plan.delay().is_some();
-            self.record(&out, start);
+            self.record(&out, start, peer.inbound.as_deref());
             Reply::Response(out.resp)
         };
         if let Err(out) = prepare(&mut parts, &plan) {
@@ -518,6 +536,8 @@ impl Proxy {
             failure: None,
             delayed: plan.delay().is_some(),
             start,
+            dest: Some((&plan.endpoint.endpoint, plan.endpoint.mesh().is_some())),
+            inbound: peer.inbound.as_deref(),
         });
         body.hold(plan.guard);
         Reply::Raw {

@@ -162,6 +162,15 @@ impl Plan<'_> {
     pub(crate) fn label(&self, out: &mut Outcome) {
         out.service = Some(self.service());
         out.route = Some(self.hit.route.name.clone());
+        out.dest = Some(self.dest());
+    }
+
+    /// The endpoint picked, and whether it is reached with mutual TLS.
+    pub(crate) fn dest(&self) -> (Arc<anymesh_core::model::Endpoint>, bool) {
+        (
+            self.endpoint.endpoint.clone(),
+            self.endpoint.mesh().is_some(),
+        )
     }
 
     pub(crate) fn service(&self) -> Arc<str> {

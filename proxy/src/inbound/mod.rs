@@ -42,6 +42,7 @@ use crate::forward::Proxy;
 use crate::h1;
 use crate::h1::handover::builder;
 use crate::h1::ServerSettings;
+use crate::metrics::istio::PeerLabels;
 use crate::policy::{InboundPolicy, SharedPolicy};
 use crate::rewind::Rewind;
 use crate::server::{accept_until, Connections};
@@ -160,6 +161,47 @@ pub struct Inbound {
     /// (the counters keep every one): a flood of bad handshakes must not
     /// become a flood of log lines.
     refusal_log: LogBudget,
+    /// Istio's source labels per peer identity, shared by its connections
+    /// (bounded; `unknown` for plaintext peers).
+    peers: PeerLabelCache,
+}
+
+/// Istio's source labels of inbound peers, by principal, so that every
+/// connection of one peer shares one value (and one metrics series cache
+/// entry). Cleared whole past its bound.
+#[derive(Debug)]
+struct PeerLabelCache {
+    unknown: Arc<PeerLabels>,
+    by_principal: parking_lot::Mutex<std::collections::HashMap<Arc<str>, Arc<PeerLabels>>>,
+}
+
+impl Default for PeerLabelCache {
+    fn default() -> Self {
+        Self {
+            unknown: Arc::new(PeerLabels::unknown()),
+            by_principal: Default::default(),
+        }
+    }
+}
+
+impl PeerLabelCache {
+    const LIMIT: usize = 4096;
+
+    fn of(&self, id: Option<&anymesh_identity::SpiffeId>) -> Arc<PeerLabels> {
+        let Some(id) = id else {
+            return self.unknown.clone();
+        };
+        let mut map = self.by_principal.lock();
+        if let Some(l) = map.get(id.principal()) {
+            return l.clone();
+        }
+        if map.len() >= Self::LIMIT {
+            map.clear();
+        }
+        let labels = Arc::new(PeerLabels::of_peer(Some(id)));
+        map.insert(Arc::from(id.principal()), labels.clone());
+        labels
+    }
 }
 
 /// Allows one log line per second; counts the lines it held back.
@@ -201,6 +243,7 @@ impl Inbound {
             openings: Arc::new(Semaphore::new(opening_budget(settings.max_connections))),
             stats: InboundStats::default(),
             refusal_log: LogBudget::default(),
+            peers: PeerLabelCache::default(),
         }
     }
 
@@ -343,6 +386,7 @@ async fn connection(
             let peer = Peer {
                 addr,
                 inbound: Some(Arc::new(InboundConn {
+                    source: inbound.peers.of(peer_id.as_ref()),
                     route_key: port.route_key.clone(),
                     peer_id,
                     port: port.port,
@@ -382,6 +426,7 @@ async fn connection(
                     local,
                     sni: None,
                     policy: inbound.policy.clone(),
+                    source: inbound.peers.of(None),
                 })),
             };
             h1::serve_connection(Stream::Tcp(tcp), peer, shared.clone(), stop, Some(buf)).await;

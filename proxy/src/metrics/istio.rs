@@ -200,6 +200,115 @@ impl ServiceLabels {
     }
 }
 
+/// This proxy's side of Istio's labels.
+#[derive(Debug, Clone)]
+pub struct LocalLabels {
+    /// The local workload: the source of outbound exchanges, the
+    /// destination of inbound ones.
+    pub workload: Arc<PeerLabels>,
+    /// The service inbound exchanges are reported for.
+    pub service: Arc<ServiceLabels>,
+    /// The mesh's trust domain, for the principals of mesh endpoints.
+    pub trust_domain: Arc<str>,
+    /// Shared `unknown` values: a series without a destination or a
+    /// service (a local reply) keeps one cache entry.
+    pub unknown_peer: Arc<PeerLabels>,
+    pub unknown_service: Arc<ServiceLabels>,
+}
+
+impl LocalLabels {
+    /// No workload declared.
+    pub fn unknown() -> Self {
+        let unknown_peer = Arc::new(PeerLabels::unknown());
+        let unknown_service = Arc::new(ServiceLabels::unknown());
+        Self {
+            workload: unknown_peer.clone(),
+            service: unknown_service.clone(),
+            trust_domain: Arc::from("cluster.local"),
+            unknown_peer,
+            unknown_service,
+        }
+    }
+
+    /// The local workload `name` in `namespace` with `labels`, proving
+    /// `principal` (`spiffe://` stripped) when it has an identity. Its
+    /// service is `<canonical service>.<namespace>.svc.cluster.local`, as
+    /// Kubernetes would name it, unless `service` names it.
+    pub fn workload(
+        name: &str,
+        namespace: &str,
+        principal: Option<&str>,
+        labels: &std::collections::BTreeMap<String, String>,
+        service: Option<&str>,
+        trust_domain: &str,
+    ) -> Self {
+        let workload = PeerLabels::workload(name, namespace, principal, labels);
+        let host = match service {
+            Some(s) => s.to_string(),
+            None => format!(
+                "{}.{namespace}.svc.cluster.local",
+                workload.canonical_service
+            ),
+        };
+        Self {
+            service: Arc::new(ServiceLabels::new(&host, Some(namespace))),
+            workload: Arc::new(workload),
+            trust_domain: Arc::from(trust_domain),
+            unknown_peer: Arc::new(PeerLabels::unknown()),
+            unknown_service: Arc::new(ServiceLabels::unknown()),
+        }
+    }
+
+    /// The labels of `endpoint`, reached with mutual TLS (`mtls`) or not;
+    /// built once per endpoint and thread.
+    pub fn destination(&self, endpoint: &Arc<Endpoint>, mtls: bool) -> Arc<PeerLabels> {
+        let key = (
+            Arc::as_ptr(endpoint) as usize,
+            mtls,
+            Arc::as_ptr(&self.trust_domain) as *const u8 as usize,
+        );
+        DESTINATIONS.with_borrow_mut(|cache| {
+            if let Some((_, _, labels)) = cache.get(&key) {
+                return labels.clone();
+            }
+            if cache.len() >= CACHE_LIMIT {
+                cache.clear();
+            }
+            let principal = if mtls {
+                endpoint.mesh.as_ref().map(|m| {
+                    let id = m.identity(&self.trust_domain);
+                    id.strip_prefix("spiffe://").unwrap_or(&id).to_string()
+                })
+            } else {
+                None
+            };
+            let labels = Arc::new(PeerLabels::of_endpoint(endpoint, principal.as_deref()));
+            cache.insert(
+                key,
+                (endpoint.clone(), self.trust_domain.clone(), labels.clone()),
+            );
+            labels
+        })
+    }
+}
+
+/// The labels of the service `host` (a route table's shared name), built
+/// once per name and thread.
+pub fn service_labels(host: &Arc<str>) -> Arc<ServiceLabels> {
+    let key = Arc::as_ptr(host) as *const u8 as usize;
+    SERVICES.with_borrow_mut(|cache| {
+        if let Some((_, labels)) = cache.get(&key) {
+            return labels.clone();
+        }
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        let labels = Arc::new(ServiceLabels::new(host, None));
+        cache.insert(key, (host.clone(), labels.clone()));
+        labels
+    })
+}
+
 /// Which proxy reports: the caller's (`source`) or the callee's
 /// (`destination`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -304,6 +413,54 @@ impl EncodeLabelSet for IstioLabels {
     }
 }
 
+/// A request series by reference: what a recording passes (the owned
+/// [`IstioLabels`] are built only when a thread first sees the series).
+#[derive(Debug, Clone, Copy)]
+pub struct Series<'a> {
+    pub reporter: Reporter,
+    pub source: &'a Arc<PeerLabels>,
+    pub destination: &'a Arc<PeerLabels>,
+    pub service: &'a Arc<ServiceLabels>,
+    pub protocol: RequestProtocol,
+    pub code: u16,
+    pub grpc_status: Option<u16>,
+    pub flags: &'static str,
+    pub security: SecurityPolicy,
+}
+
+impl Series<'_> {
+    fn owned(&self) -> IstioLabels {
+        IstioLabels {
+            reporter: self.reporter,
+            source: self.source.clone(),
+            destination: self.destination.clone(),
+            service: self.service.clone(),
+            protocol: self.protocol,
+            code: self.code,
+            grpc_status: self.grpc_status,
+            flags: self.flags,
+            security: self.security,
+        }
+    }
+}
+
+impl IstioLabels {
+    /// This label set as a [`Series`].
+    pub fn series(&self) -> Series<'_> {
+        Series {
+            reporter: self.reporter,
+            source: &self.source,
+            destination: &self.destination,
+            service: &self.service,
+            protocol: self.protocol,
+            code: self.code,
+            grpc_status: self.grpc_status,
+            flags: self.flags,
+            security: self.security,
+        }
+    }
+}
+
 /// The standard metrics' families.
 pub struct IstioMetrics {
     pub requests: Family<IstioLabels, Counter>,
@@ -370,12 +527,12 @@ impl IstioMetrics {
 
     /// Records one exchange: `millis` from arrival to end, the sizes when
     /// known.
-    pub fn record(&self, labels: &IstioLabels, millis: f64, sizes: Option<(u64, u64)>) {
+    pub fn record(&self, labels: &Series<'_>, millis: f64, sizes: Option<(u64, u64)>) {
         let key = HandleKey {
             metrics: self.id,
-            source: Arc::as_ptr(&labels.source) as usize,
-            destination: Arc::as_ptr(&labels.destination) as usize,
-            service: Arc::as_ptr(&labels.service) as usize,
+            source: Arc::as_ptr(labels.source) as usize,
+            destination: Arc::as_ptr(labels.destination) as usize,
+            service: Arc::as_ptr(labels.service) as usize,
             flags: labels.flags.as_ptr() as usize,
             code: labels.code,
             grpc: labels.grpc_status.map_or(u32::MAX, u32::from),
@@ -387,12 +544,15 @@ impl IstioMetrics {
             if !cache.contains_key(&key) && cache.len() >= CACHE_LIMIT {
                 cache.clear();
             }
-            let h = cache.entry(key).or_insert_with(|| Handles {
-                _labels: labels.clone(),
-                requests: self.requests.get_or_create(labels).clone(),
-                duration: self.duration.get_or_create(labels).clone(),
-                request_bytes: self.request_bytes.get_or_create(labels).clone(),
-                response_bytes: self.response_bytes.get_or_create(labels).clone(),
+            let h = cache.entry(key).or_insert_with(|| {
+                let labels = labels.owned();
+                Handles {
+                    requests: self.requests.get_or_create(&labels).clone(),
+                    duration: self.duration.get_or_create(&labels).clone(),
+                    request_bytes: self.request_bytes.get_or_create(&labels).clone(),
+                    response_bytes: self.response_bytes.get_or_create(&labels).clone(),
+                    _labels: labels,
+                }
             });
             h.requests.inc();
             h.duration.observe(millis);
@@ -430,7 +590,17 @@ struct Handles {
 /// Entries beyond this are dropped wholesale (route tables come and go).
 const CACHE_LIMIT: usize = 4096;
 
+type DestinationCache = HashMap<
+    (usize, bool, usize),
+    (Arc<Endpoint>, Arc<str>, Arc<PeerLabels>),
+    foldhash::fast::RandomState,
+>;
+type ServiceCache = HashMap<usize, (Arc<str>, Arc<ServiceLabels>), foldhash::fast::RandomState>;
+
 thread_local! {
+    // The cached values keep the keys' `Arc`s alive: no address reuse.
+    static DESTINATIONS: RefCell<DestinationCache> = RefCell::new(HashMap::default());
+    static SERVICES: RefCell<ServiceCache> = RefCell::new(HashMap::default());
     static HANDLES: RefCell<HashMap<HandleKey, Handles, foldhash::fast::RandomState>> =
         RefCell::new(HashMap::default());
 }

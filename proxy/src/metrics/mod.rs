@@ -138,6 +138,11 @@ pub struct Metrics {
     pub mirror_responses: Family<MirrorLabels, Counter>,
     /// Mirrors drawn but not sent, by route, mirror cluster and reason.
     pub mirror_skipped: Family<MirrorSkipLabels, Counter>,
+    /// Istio's standard metrics.
+    pub istio: istio::IstioMetrics,
+    /// The local workload and the trust domain, for Istio's labels (set by
+    /// the binary from anymesh.yaml; `unknown` until then).
+    pub local: arc_swap::ArcSwap<istio::LocalLabels>,
     /// Tells this instance's entries in the per-thread handle cache apart.
     id: u64,
 }
@@ -172,6 +177,7 @@ thread_local! {
 impl Metrics {
     /// Creates the metrics and registers them in `registry` under `anymesh_`.
     pub fn new(registry: &mut Registry) -> Self {
+        let istio = istio::IstioMetrics::new(registry);
         let m = Self {
             requests: Family::default(),
             duration: Family::new_with_constructor(|| {
@@ -182,6 +188,8 @@ impl Metrics {
             route_table_swaps: Counter::default(),
             mirror_responses: Family::default(),
             mirror_skipped: Family::default(),
+            istio,
+            local: arc_swap::ArcSwap::from_pointee(istio::LocalLabels::unknown()),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         };
         let r = registry.sub_registry_with_prefix("anymesh");

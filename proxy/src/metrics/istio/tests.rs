@@ -75,8 +75,8 @@ fn a_request_series_carries_every_istio_label_and_envoy_buckets() {
         flags: "-",
         security: SecurityPolicy::Unknown,
     };
-    m.record(&l, 3.2, Some((120, 2000)));
-    m.record(&l, 7.0, Some((120, 2000)));
+    m.record(&l.series(), 3.2, Some((120, 2000)));
+    m.record(&l.series(), 7.0, Some((120, 2000)));
     let text = exposition(&registry);
     let line = text
         .lines()
@@ -218,14 +218,14 @@ fn a_grpc_status_and_flags_make_their_own_series() {
         flags: "-",
         security: SecurityPolicy::MutualTls,
     };
-    m.record(&base, 1.0, None);
+    m.record(&base.series(), 1.0, None);
     let failed = IstioLabels {
         code: 503,
         grpc_status: None,
         flags: "UH",
         ..base.clone()
     };
-    m.record(&failed, 1.0, None);
+    m.record(&failed.series(), 1.0, None);
     let text = exposition(&registry);
     let series: Vec<&str> = text
         .lines()
