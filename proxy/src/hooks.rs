@@ -101,6 +101,14 @@ impl Hooks {
         );
     }
 
+    /// Adds this proxy's workload labels for the mesh proxy the request goes
+    /// to (`x-anymesh-peer`; nothing when no workload is declared).
+    pub(crate) fn add_peer_metadata(&self, headers: &mut http::HeaderMap) {
+        if let Some(v) = &self.metrics.local.load().peer_header {
+            headers.insert(crate::metrics::istio::PEER_HEADER, v.clone());
+        }
+    }
+
     /// Istio's standard metrics of the exchange, from the side that saw it.
     fn record_istio(&self, ex: &Exchange<'_>, took: std::time::Duration) {
         let local = self.metrics.local.load();
@@ -110,7 +118,7 @@ impl Hooks {
             Some(conn) => {
                 let series = Series {
                     reporter: Reporter::Destination,
-                    source: &conn.source,
+                    source: conn.peer_labels.get().unwrap_or(&conn.source),
                     destination: &local.workload,
                     service: &local.service,
                     protocol: RequestProtocol::Http,

@@ -78,6 +78,10 @@ pub(crate) struct InboundConn {
     /// The peer as Istio's metrics label it (`source_*` of inbound
     /// exchanges): from its verified identity, shared by its connections.
     pub(crate) source: Arc<crate::metrics::istio::PeerLabels>,
+    /// The same with the workload labels the peer proxy sent
+    /// (`x-anymesh-peer`), read from the connection's first request that
+    /// carries them, over mutual TLS only.
+    pub(crate) peer_labels: std::sync::OnceLock<Arc<crate::metrics::istio::PeerLabels>>,
 }
 
 /// A response for an HTTP/2 client's request without a body.

@@ -112,7 +112,7 @@ pub(crate) async fn exchange(
         Framing::Length(n) => MirrorBody::Streaming(Some(n)),
         Framing::Chunked | Framing::Close => MirrorBody::Streaming(None),
     });
-    if let Err(mut out) = prepare(&mut parts, &plan) {
+    if let Err(mut out) = prepare(&mut parts, &plan, proxy.hooks()) {
         plan.label(&mut out);
         let keep = keep_alive && !has_body && !stopping();
         return Box::pin(finish_local(

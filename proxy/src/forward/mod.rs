@@ -263,7 +263,7 @@ impl Proxy {
     }
 
     async fn forward(&self, parts: &mut Parts, body: RequestBody, plan: Plan<'_>) -> Outcome {
-        if let Err(out) = prepare(parts, &plan) {
+        if let Err(out) = prepare(parts, &plan, &self.hooks) {
             return *out;
         }
         if let Some(d) = plan.delay() {
@@ -503,7 +503,7 @@ impl Proxy {
             self.record(&out, start, peer.inbound.as_deref());
             Reply::Response(out.resp)
         };
-        if let Err(out) = prepare(&mut parts, &plan) {
+        if let Err(out) = prepare(&mut parts, &plan, &self.hooks) {
             return local(*out, &plan);
         }
         let route = plan.hit.route;

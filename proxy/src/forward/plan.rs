@@ -201,6 +201,7 @@ pub(crate) fn plan<'r>(
 ) -> Result<Plan<'r>, Box<Outcome>> {
     let local = |reason, msg: String| Box::new(Outcome::local(reason, msg));
     if let Some(conn) = &peer.inbound {
+        crate::metrics::istio::take_peer_metadata(&mut parts.headers, conn);
         if let Err(refused) = super::authorize::check(parts, peer, conn) {
             return Err(local(refused.kind, refused.body));
         }
@@ -337,10 +338,18 @@ pub(crate) fn plan<'r>(
 /// Turns the downstream request head into the upstream one: hop-by-hop
 /// fields removed, route header operations applied, URI rewritten, and the
 /// authority carried as `Host` (HTTP/1.1) or `:authority` (HTTP/2).
-pub(crate) fn prepare(parts: &mut Parts, plan: &Plan<'_>) -> Result<(), Box<Outcome>> {
+pub(crate) fn prepare(
+    parts: &mut Parts,
+    plan: &Plan<'_>,
+    hooks: &Hooks,
+) -> Result<(), Box<Outcome>> {
     let route = plan.hit.route;
     let h2 = plan.h2;
     hop::strip(&mut parts.headers, h2);
+    if plan.endpoint.mesh().is_some() {
+        // The peer proxy reads (and removes) this proxy's workload labels.
+        hooks.add_peer_metadata(&mut parts.headers);
+    }
     if !h2 && parts.version == Version::HTTP_2 {
         hop::join_cookies(&mut parts.headers);
     }

@@ -387,6 +387,7 @@ async fn connection(
                 addr,
                 inbound: Some(Arc::new(InboundConn {
                     source: inbound.peers.of(peer_id.as_ref()),
+                    peer_labels: Default::default(),
                     route_key: port.route_key.clone(),
                     peer_id,
                     port: port.port,
@@ -427,6 +428,7 @@ async fn connection(
                     sni: None,
                     policy: inbound.policy.clone(),
                     source: inbound.peers.of(None),
+                    peer_labels: Default::default(),
                 })),
             };
             h1::serve_connection(Stream::Tcp(tcp), peer, shared.clone(), stop, Some(buf)).await;

@@ -162,6 +162,118 @@ impl PeerLabels {
     }
 }
 
+/// The header in which a proxy tells the mesh proxy it calls its
+/// workload's labels (Istio exchanges the same in `x-envoy-peer-metadata`):
+/// `w=<workload>;a=<app>;v=<version>;cs=<canonical service>;cr=<canonical
+/// revision>;c=<cluster>`, `unknown` values left out. The receiving proxy
+/// removes it before the application; it believes it only over mutual TLS,
+/// and takes the namespace and principal from the certificate, never from
+/// the header.
+pub const PEER_HEADER: http::HeaderName = http::HeaderName::from_static("x-anymesh-peer");
+
+/// A header value longer than this is ignored.
+const PEER_HEADER_MAX: usize = 512;
+
+impl PeerLabels {
+    /// This workload's `x-anymesh-peer` value ([`PEER_HEADER`]).
+    pub fn metadata(&self) -> String {
+        let mut out = String::new();
+        for (key, value) in [
+            ("w", &self.workload),
+            ("a", &self.app),
+            ("v", &self.version),
+            ("cs", &self.canonical_service),
+            ("cr", &self.canonical_revision),
+            ("c", &self.cluster),
+        ] {
+            if &**value != UNKNOWN && valid_value(value) {
+                if !out.is_empty() {
+                    out.push(';');
+                }
+                let _ = write!(out, "{key}={value}");
+            }
+        }
+        out
+    }
+
+    /// `verified` (the peer as its certificate says) with the workload
+    /// labels of an `x-anymesh-peer` value; `None` when the value is not
+    /// well formed (too long, an unknown key, a value outside
+    /// `[A-Za-z0-9._-]`, 1 to 63 characters).
+    pub fn with_metadata(verified: &PeerLabels, value: &[u8]) -> Option<PeerLabels> {
+        if value.len() > PEER_HEADER_MAX {
+            return None;
+        }
+        let text = std::str::from_utf8(value).ok()?;
+        let mut p = verified.clone();
+        for item in text.split(';').filter(|i| !i.is_empty()) {
+            let (key, v) = item.split_once('=')?;
+            if !valid_value(v) {
+                return None;
+            }
+            let slot = match key {
+                "w" => &mut p.workload,
+                "a" => &mut p.app,
+                "v" => &mut p.version,
+                "cs" => &mut p.canonical_service,
+                "cr" => &mut p.canonical_revision,
+                "c" => &mut p.cluster,
+                _ => return None,
+            };
+            *slot = Arc::from(v);
+        }
+        Some(p)
+    }
+}
+
+fn valid_value(v: &str) -> bool {
+    (1..=63).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Removes `x-anymesh-peer` from an inbound request; over mutual TLS, the
+/// connection's first well-formed value gives its peer's workload labels
+/// (shared by every connection with the same identity and value).
+pub(crate) fn take_peer_metadata(
+    headers: &mut http::HeaderMap,
+    conn: &crate::service::InboundConn,
+) {
+    let Some(value) = headers.remove(PEER_HEADER) else {
+        return;
+    };
+    if conn.peer_id.is_none() || conn.peer_labels.get().is_some() {
+        return;
+    }
+    let key = format!(
+        "{}|{}",
+        conn.source.principal,
+        String::from_utf8_lossy(value.as_bytes())
+    );
+    let labels = {
+        let mut interned = PEERS.lock();
+        if let Some(l) = interned.get(&key) {
+            Some(l.clone())
+        } else {
+            PeerLabels::with_metadata(&conn.source, value.as_bytes()).map(|p| {
+                if interned.len() >= CACHE_LIMIT {
+                    interned.clear();
+                }
+                let p = Arc::new(p);
+                interned.insert(key, p.clone());
+                p
+            })
+        }
+    };
+    if let Some(l) = labels {
+        let _ = conn.peer_labels.set(l);
+    }
+}
+
+/// Peer labels with metadata, by principal and header value.
+static PEERS: std::sync::LazyLock<parking_lot::Mutex<HashMap<String, Arc<PeerLabels>>>> =
+    std::sync::LazyLock::new(Default::default);
+
 /// The namespace of a Kubernetes-style service hostname
 /// (`<name>.<namespace>.svc.<domain>`).
 fn service_namespace(host: &str) -> Option<&str> {
@@ -214,6 +326,9 @@ pub struct LocalLabels {
     /// service (a local reply) keeps one cache entry.
     pub unknown_peer: Arc<PeerLabels>,
     pub unknown_service: Arc<ServiceLabels>,
+    /// `x-anymesh-peer` for mesh peers: the local workload's labels
+    /// ([`PeerLabels::metadata`]); `None` without a workload.
+    pub peer_header: Option<http::HeaderValue>,
 }
 
 impl LocalLabels {
@@ -227,6 +342,7 @@ impl LocalLabels {
             trust_domain: Arc::from("cluster.local"),
             unknown_peer,
             unknown_service,
+            peer_header: None,
         }
     }
 
@@ -252,6 +368,7 @@ impl LocalLabels {
         };
         Self {
             service: Arc::new(ServiceLabels::new(&host, Some(namespace))),
+            peer_header: http::HeaderValue::from_str(&workload.metadata()).ok(),
             workload: Arc::new(workload),
             trust_domain: Arc::from(trust_domain),
             unknown_peer: Arc::new(PeerLabels::unknown()),

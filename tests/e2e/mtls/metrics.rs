@@ -98,8 +98,16 @@ async fn both_proxies_report_istio_standard_metrics_with_istio_labels() {
     );
     assert!(text.contains("istio_build{component=\"proxy\""), "{text}");
 
+    // The callee learns the caller's workload labels from `x-anymesh-peer`
+    // (its namespace and principal from the certificate), and the
+    // application never sees the header.
     let inbound_mtls = [
         "reporter=\"destination\"",
+        "source_workload=\"a\"",
+        "source_app=\"a\"",
+        "source_version=\"v1\"",
+        "source_canonical_service=\"a\"",
+        "source_canonical_revision=\"v1\"",
         "source_principal=\"cluster.local/ns/default/sa/a\"",
         "source_workload_namespace=\"default\"",
         "destination_workload=\"b\"",
@@ -117,8 +125,34 @@ async fn both_proxies_report_istio_standard_metrics_with_istio_labels() {
     })
     .await;
 
-    // A plaintext caller (PERMISSIVE): no principal, policy `none`.
-    assert_eq!(plaintext(&b).await, Some(StatusCode::OK));
+    let resp = a
+        .send(
+            http::Request::get(format!("http://{}/", a.proxy()))
+                .header("host", "reviews")
+                .body(http_body_util::Full::default())
+                .expect("request"),
+        )
+        .await;
+    let seen = resp.headers()["x-seen-headers"].to_str().expect("ascii");
+    assert!(!seen.contains("x-anymesh-peer"), "{seen}");
+
+    // A plaintext caller (PERMISSIVE): no principal, policy `none`; the
+    // workload labels it claims are not believed, and removed.
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<http_body_util::Full<Bytes>>();
+    let resp = client
+        .request(
+            http::Request::get(format!("http://{inbound}/"))
+                .header("host", "reviews")
+                .header("x-anymesh-peer", "w=forged;a=forged")
+                .body(http_body_util::Full::default())
+                .expect("request"),
+        )
+        .await
+        .expect("plaintext answer");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen = resp.headers()["x-seen-headers"].to_str().expect("ascii");
+    assert!(!seen.contains("x-anymesh-peer"), "{seen}");
     let inbound_plain = [
         "reporter=\"destination\"",
         "source_principal=\"unknown\"",
@@ -126,9 +160,10 @@ async fn both_proxies_report_istio_standard_metrics_with_istio_labels() {
         "destination_workload=\"b\"",
         "connection_security_policy=\"none\"",
     ];
-    eventually("the plaintext request", || async {
+    let text = eventually("the plaintext request", || async {
         let text = scrape(&b).await;
-        (series(&text, "istio_requests_total", &inbound_plain).len() == 1).then_some(())
+        (series(&text, "istio_requests_total", &inbound_plain).len() == 1).then_some(text)
     })
     .await;
+    assert!(!text.contains("forged"), "{text}");
 }

@@ -247,3 +247,46 @@ fn a_grpc_status_and_flags_make_their_own_series() {
         .filter(|l| l.starts_with("istio_request_bytes_count{"))
         .all(|l| l.ends_with(" 0")));
 }
+
+#[test]
+fn peer_metadata_round_trips_and_hostile_values_are_refused() {
+    let me = PeerLabels::workload(
+        "cart-v2",
+        "shop",
+        Some("cluster.local/ns/shop/sa/cart"),
+        &labels(&[("app", "cart"), ("version", "v2")]),
+    );
+    let value = me.metadata();
+    assert_eq!(value, "w=cart-v2;a=cart;v=v2;cs=cart;cr=v2");
+    let id =
+        anymesh_identity::SpiffeId::parse("spiffe://cluster.local/ns/shop/sa/cart").expect("id");
+    let verified = PeerLabels::of_peer(Some(&id));
+    let got = PeerLabels::with_metadata(&verified, value.as_bytes()).expect("well formed");
+    assert_eq!(&*got.workload, "cart-v2");
+    assert_eq!(&*got.app, "cart");
+    assert_eq!(&*got.canonical_revision, "v2");
+    // The namespace and principal stay the certificate's.
+    assert_eq!(&*got.namespace, "shop");
+    assert_eq!(&*got.principal, "cluster.local/ns/shop/sa/cart");
+    assert_eq!(&*got.cluster, "unknown");
+    for hostile in [
+        &b"w=a\"b"[..],
+        b"w=a b",
+        b"w=a\nb",
+        b"ns=other",
+        b"w",
+        b"w=",
+        &[b'w', b'=', 0xff][..],
+    ] {
+        assert_eq!(
+            PeerLabels::with_metadata(&verified, hostile),
+            None,
+            "{:?}",
+            String::from_utf8_lossy(hostile)
+        );
+    }
+    let long = format!("w={}", "x".repeat(64));
+    assert_eq!(PeerLabels::with_metadata(&verified, long.as_bytes()), None);
+    let huge = "a=b;".repeat(200);
+    assert_eq!(PeerLabels::with_metadata(&verified, huge.as_bytes()), None);
+}
