@@ -1,0 +1,186 @@
+//! Trace and span ids: their hex forms in headers and their byte forms in
+//! OTLP. Hex is done by hand here (a table and two loops) because it sits on
+//! the unsampled request path, where a general-purpose encoder's allocation
+//! would be the largest cost.
+
+use std::fmt;
+
+use rand::RngCore;
+
+/// A 128-bit trace id, never zero. A 64-bit B3 trace id is kept in the low
+/// half (the high half is zero) and written back as 16 hex digits in B3.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TraceId(u128);
+
+/// A 64-bit span id, never zero.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SpanId(u64);
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+impl TraceId {
+    /// `None` for zero, which every format defines as invalid.
+    pub fn new(value: u128) -> Option<Self> {
+        (value != 0).then_some(Self(value))
+    }
+
+    /// A random, non-zero id.
+    pub fn random<R: RngCore + ?Sized>(rng: &mut R) -> Self {
+        loop {
+            let v = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
+            if v != 0 {
+                return Self(v);
+            }
+        }
+    }
+
+    pub fn get(self) -> u128 {
+        self.0
+    }
+
+    /// The 16 bytes, big-endian (OTLP's `trace_id`).
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0.to_be_bytes()
+    }
+
+    /// Whether the id fits in 64 bits (it came from a 64-bit B3 id).
+    pub fn is_64bit(self) -> bool {
+        self.0 >> 64 == 0
+    }
+
+    /// 32 lower-case hex digits.
+    pub fn to_hex(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        write_hex(&self.0.to_be_bytes(), &mut out);
+        out
+    }
+
+    /// From 16 or 32 hex digits; `lower_only` refuses upper-case digits
+    /// (W3C demands lower case, B3 readers accept either).
+    pub(crate) fn parse_hex(s: &[u8], lower_only: bool) -> Option<Self> {
+        if s.len() != 16 && s.len() != 32 {
+            return None;
+        }
+        let mut v: u128 = 0;
+        for &c in s {
+            v = (v << 4) | u128::from(hex_val(c, lower_only)?);
+        }
+        Self::new(v)
+    }
+}
+
+impl SpanId {
+    /// `None` for zero.
+    pub fn new(value: u64) -> Option<Self> {
+        (value != 0).then_some(Self(value))
+    }
+
+    /// A random, non-zero id.
+    pub fn random<R: RngCore + ?Sized>(rng: &mut R) -> Self {
+        loop {
+            let v = rng.next_u64();
+            if v != 0 {
+                return Self(v);
+            }
+        }
+    }
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The 8 bytes, big-endian (OTLP's `span_id`).
+    pub fn to_bytes(self) -> [u8; 8] {
+        self.0.to_be_bytes()
+    }
+
+    /// 16 lower-case hex digits.
+    pub fn to_hex(self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        write_hex(&self.0.to_be_bytes(), &mut out);
+        out
+    }
+
+    /// From exactly 16 hex digits.
+    pub(crate) fn parse_hex(s: &[u8], lower_only: bool) -> Option<Self> {
+        if s.len() != 16 {
+            return None;
+        }
+        let mut v: u64 = 0;
+        for &c in s {
+            v = (v << 4) | u64::from(hex_val(c, lower_only)?);
+        }
+        Self::new(v)
+    }
+}
+
+fn hex_val(c: u8, lower_only: bool) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' if !lower_only => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Writes `2 * bytes.len()` hex digits into the start of `out`.
+pub(crate) fn write_hex(bytes: &[u8], out: &mut [u8]) {
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = HEX[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX[usize::from(b & 0xf)];
+    }
+}
+
+fn fmt_hex(digits: &[u8], f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    // The digits are ASCII hex by construction.
+    f.write_str(std::str::from_utf8(digits).map_err(|_| fmt::Error)?)
+}
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt_hex(&self.to_hex(), f)
+    }
+}
+
+impl fmt::Debug for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TraceId({self})")
+    }
+}
+
+impl fmt::Display for SpanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt_hex(&self.to_hex(), f)
+    }
+}
+
+impl fmt::Debug for SpanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SpanId({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip_and_zero_refused() {
+        let t = TraceId::parse_hex(b"4bf92f3577b34da6a3ce929d0e0e4736", true).expect("valid");
+        assert_eq!(&t.to_hex(), b"4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        let short = TraceId::parse_hex(b"a3ce929d0e0e4736", false).expect("64-bit");
+        assert!(short.is_64bit());
+        assert_eq!(&short.to_hex()[..16], b"0000000000000000");
+        assert!(TraceId::parse_hex(&[b'0'; 32], true).is_none());
+        assert!(TraceId::parse_hex(b"4BF92F3577B34DA6A3CE929D0E0E4736", true).is_none());
+        assert!(TraceId::parse_hex(b"4BF92F3577B34DA6A3CE929D0E0E4736", false).is_some());
+        assert!(TraceId::parse_hex(b"4bf92f3577b34da6a3ce929d0e0e473", false).is_none());
+        assert!(TraceId::parse_hex(b"4bf92f3577b34da6a3ce929d0e0e473g", false).is_none());
+        let s = SpanId::parse_hex(b"00f067aa0ba902b7", true).expect("valid");
+        assert_eq!(s.get(), 0x00f0_67aa_0ba9_02b7);
+        assert_eq!(&s.to_hex(), b"00f067aa0ba902b7");
+        assert!(SpanId::parse_hex(b"0000000000000000", true).is_none());
+        assert!(SpanId::parse_hex(b"00f067aa0ba902b", true).is_none());
+    }
+}
