@@ -36,7 +36,7 @@ mod parse;
 #[cfg(test)]
 mod tests;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use rand::RngCore;
 
@@ -394,7 +394,8 @@ fn tracestate(headers: &HeaderMap, raw: &Raw<'_>) -> Option<HeaderValue> {
 /// multi always, `b3` when one came in, `tracestate` when kept, and
 /// `x-request-id` when made here. Headers that came in but were refused
 /// are removed (they may still be in `headers` when it is the incoming map
-/// forwarded). One allocation: the values share one buffer.
+/// forwarded). One allocation: the values share one buffer (plus the map's
+/// own growth, reserved at once).
 pub fn inject(ctx: &TraceContext, headers: &mut HeaderMap) {
     let trace_hex = ctx.trace_id.to_hex();
     let b3_trace: &[u8] = if ctx.trace_id.is_64bit() {
@@ -406,43 +407,49 @@ pub fn inject(ctx: &TraceContext, headers: &mut HeaderMap) {
     let parent_hex = ctx.parent_span_id.map(SpanId::to_hex);
     let single = ctx.seen & SEEN_B3 != 0;
 
-    let mut buf = BytesMut::with_capacity(200);
+    let mut buf = Values {
+        buf: [0; VALUES_LEN],
+        len: 0,
+    };
     // traceparent
-    buf.put_slice(b"00-");
-    buf.put_slice(&trace_hex);
-    buf.put_u8(b'-');
-    buf.put_slice(&span_hex);
-    buf.put_slice(if ctx.sampled { b"-01" } else { b"-00" });
-    let tp_end = buf.len();
-    buf.put_slice(b3_trace);
-    let b3t_end = buf.len();
-    buf.put_slice(&span_hex);
-    let b3s_end = buf.len();
+    buf.put(b"00-");
+    buf.put(&trace_hex);
+    buf.put(b"-");
+    buf.put(&span_hex);
+    buf.put(if ctx.sampled { b"-01" } else { b"-00" });
+    let tp_end = buf.len;
+    buf.put(b3_trace);
+    let b3t_end = buf.len;
+    buf.put(&span_hex);
+    let b3s_end = buf.len;
     if let Some(p) = &parent_hex {
-        buf.put_slice(p);
+        buf.put(p);
     }
-    let b3p_end = buf.len();
+    let b3p_end = buf.len;
     if single {
-        buf.put_slice(b3_trace);
-        buf.put_u8(b'-');
-        buf.put_slice(&span_hex);
-        buf.put_slice(match (ctx.debug, ctx.sampled) {
+        buf.put(b3_trace);
+        buf.put(b"-");
+        buf.put(&span_hex);
+        buf.put(match (ctx.debug, ctx.sampled) {
             (true, _) => b"-d",
             (false, true) => b"-1",
             (false, false) => b"-0",
         });
         if let Some(p) = &parent_hex {
-            buf.put_u8(b'-');
-            buf.put_slice(p);
+            buf.put(b"-");
+            buf.put(p);
         }
     }
-    let single_end = buf.len();
+    let single_end = buf.len;
     if let RequestId::Generated(id) = &ctx.request_id {
-        buf.put_slice(id);
+        buf.put(id);
     }
-    let rid_end = buf.len();
-    let buf = buf.freeze();
+    let rid_end = buf.len;
+    // One allocation holds every value (and its reference count).
+    let buf = Bytes::from_owner(buf);
 
+    // Room for all at once: one growth of the map instead of several.
+    headers.reserve(7);
     put(headers, TRACEPARENT, &buf, 0, tp_end);
     put(headers, B3_TRACE_ID, &buf, tp_end, b3t_end);
     put(headers, B3_SPAN_ID, &buf, b3t_end, b3s_end);
@@ -472,6 +479,32 @@ pub fn inject(ctx: &TraceContext, headers: &mut HeaderMap) {
     }
     if single_end != rid_end {
         put(headers, REQUEST_ID, &buf, single_end, rid_end);
+    }
+}
+
+/// The most bytes of header values one `inject` writes: `traceparent` 55,
+/// B3 trace, span and parent ids 64, `b3` 68, a request id 36.
+const VALUES_LEN: usize = 224;
+
+/// The header values of one `inject`, built on the stack then moved into
+/// one `Bytes`.
+struct Values {
+    buf: [u8; VALUES_LEN],
+    len: usize,
+}
+
+impl Values {
+    fn put(&mut self, s: &[u8]) {
+        // The writes above total at most VALUES_LEN: a longer one would be
+        // a bug here, not bad input.
+        self.buf[self.len..self.len + s.len()].copy_from_slice(s);
+        self.len += s.len();
+    }
+}
+
+impl AsRef<[u8]> for Values {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
 }
 
