@@ -14,6 +14,7 @@ pub mod model;
 pub mod registry;
 pub mod routes;
 pub mod security;
+pub mod telemetry;
 #[cfg(test)]
 mod testgen;
 

@@ -24,6 +24,7 @@ pub(crate) struct Report {
     pub bad_peer_authentications: BTreeSet<usize>,
     pub bad_authorization_policies: BTreeSet<usize>,
     pub bad_request_authentications: BTreeSet<usize>,
+    pub bad_telemetries: BTreeSet<usize>,
 }
 
 pub(crate) fn check(set: &ConfigSet) -> Report {
@@ -52,6 +53,11 @@ pub(crate) fn check(set: &ConfigSet) -> Report {
         &set.request_authentications,
         &mut report.diagnostics,
         &mut report.bad_request_authentications,
+    );
+    duplicates(
+        &set.telemetries,
+        &mut report.diagnostics,
+        &mut report.bad_telemetries,
     );
     let rules: Vec<_> = set
         .destination_rules

@@ -1,7 +1,8 @@
 //! Istio config: `networking.istio.io` VirtualService and DestinationRule
 //! (apiVersion `v1alpha3`, `v1beta1` or `v1`) and `security.istio.io`
 //! PeerAuthentication, AuthorizationPolicy and RequestAuthentication
-//! (`v1beta1` or `v1`), read from multi-document YAML and validated.
+//! (`v1beta1` or `v1`), and `telemetry.istio.io` Telemetry (`v1` or
+//! `v1alpha1`), read from multi-document YAML and validated.
 //!
 //! - [`parse_str`] reads one file's text: syntax, fields and every check that
 //!   needs only the resource itself. A resource with an error is left out of
@@ -23,6 +24,7 @@ mod parse;
 mod resilience;
 mod schema;
 pub mod security;
+pub mod telemetry;
 mod validate;
 mod virtual_service;
 
@@ -44,6 +46,7 @@ pub use duration::{parse_duration, GoDuration, InvalidDuration};
 pub use host::HostPattern;
 pub use parse::parse_str;
 pub use security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
+pub use telemetry::Telemetry;
 pub use virtual_service::{
     Destination, FaultInjectionAbort, FaultInjectionDelay, GrpcStatus, HeaderOperations, Headers,
     HttpBody, HttpDirectResponse, HttpFaultInjection, HttpMatchRequest, HttpMirrorPolicy,
@@ -128,6 +131,7 @@ pub struct ConfigSet {
     pub peer_authentications: Vec<Resource<PeerAuthentication>>,
     pub authorization_policies: Vec<Resource<AuthorizationPolicy>>,
     pub request_authentications: Vec<Resource<RequestAuthentication>>,
+    pub telemetries: Vec<Resource<Telemetry>>,
     /// Resources that parsed but failed their own checks. Never routed; kept
     /// so the cross-resource checks can still report on them (one `check`
     /// run shows every mistake) and not cascade (a rejected rule's subsets
@@ -143,6 +147,7 @@ pub struct Rejected {
     pub peer_authentications: Vec<Resource<PeerAuthentication>>,
     pub authorization_policies: Vec<Resource<AuthorizationPolicy>>,
     pub request_authentications: Vec<Resource<RequestAuthentication>>,
+    pub telemetries: Vec<Resource<Telemetry>>,
 }
 
 impl ConfigSet {
@@ -152,6 +157,7 @@ impl ConfigSet {
             && self.peer_authentications.is_empty()
             && self.authorization_policies.is_empty()
             && self.request_authentications.is_empty()
+            && self.telemetries.is_empty()
     }
 
     /// Appends another set (e.g. the next file). Run [`ConfigSet::retain_valid`]
@@ -177,6 +183,8 @@ impl ConfigSet {
             .extend(other.rejected.authorization_policies);
         r.request_authentications
             .extend(other.rejected.request_authentications);
+        self.telemetries.extend(other.telemetries);
+        self.rejected.telemetries.extend(other.rejected.telemetries);
     }
 
     /// The accepted resources followed by the rejected ones, for the
@@ -196,6 +204,7 @@ impl ConfigSet {
                 &self.request_authentications,
                 &r.request_authentications,
             ),
+            telemetries: chain(&self.telemetries, &r.telemetries),
             rejected: Rejected::default(),
         }
     }
@@ -205,7 +214,9 @@ impl ConfigSet {
     /// set. Per-resource checks already ran in [`parse_str`], which only
     /// returns resources that passed them.
     pub fn validate(&self) -> Vec<Diagnostic> {
-        cross::check(&self.with_rejected()).diagnostics
+        let mut diagnostics = cross::check(&self.with_rejected()).diagnostics;
+        diagnostics.extend(telemetry::validate::shadowed(&self.telemetries));
+        diagnostics
     }
 
     /// Like [`ConfigSet::validate`], then drops every resource with an error.
@@ -235,7 +246,10 @@ impl ConfigSet {
             &mut self.request_authentications,
             &report.bad_request_authentications,
         );
-        report.diagnostics
+        keep(&mut self.telemetries, &report.bad_telemetries);
+        let mut diagnostics = report.diagnostics;
+        diagnostics.extend(telemetry::validate::shadowed(&self.telemetries));
+        diagnostics
     }
 
     /// The DestinationRule that applies to a service, given its names

@@ -18,6 +18,7 @@ use serde_yaml_ng::Value;
 use super::diagnostic::{Diagnostic, Findings, Severity, Subject};
 use super::schema::{self, Unused};
 use super::security;
+use super::telemetry;
 use super::validate;
 use super::{ConfigSet, Kind, Origin, Resource};
 
@@ -25,6 +26,8 @@ const GROUP: &str = "networking.istio.io";
 const VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
 const SECURITY_GROUP: &str = "security.istio.io";
 const SECURITY_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
+const TELEMETRY_GROUP: &str = "telemetry.istio.io";
+const TELEMETRY_VERSIONS: [&str; 2] = ["v1", "v1alpha1"];
 const SECURITY_KINDS: [&str; 3] = [
     "PeerAuthentication",
     "AuthorizationPolicy",
@@ -124,6 +127,7 @@ enum Recognised {
     PeerAuthentication,
     AuthorizationPolicy,
     RequestAuthentication,
+    Telemetry,
 }
 
 fn parse_document(file: &str, doc: &Doc<'_>, set: &mut ConfigSet, out: &mut Vec<Diagnostic>) {
@@ -160,12 +164,15 @@ fn parse_document(file: &str, doc: &Doc<'_>, set: &mut ConfigSet, out: &mut Vec<
         }
     }
     let security = SECURITY_KINDS.contains(&kind.as_str());
+    let telemetry = kind == "Telemetry";
     let (expected_group, versions, names): (_, &[&str], _) = if security {
         (SECURITY_GROUP, &SECURITY_VERSIONS, "v1 or v1beta1")
+    } else if telemetry {
+        (TELEMETRY_GROUP, &TELEMETRY_VERSIONS, "v1 or v1alpha1")
     } else {
         (GROUP, &VERSIONS, "v1, v1beta1 or v1alpha3")
     };
-    let ours = security || kind == "VirtualService" || kind == "DestinationRule";
+    let ours = security || telemetry || kind == "VirtualService" || kind == "DestinationRule";
     if ours && api_version.is_empty() {
         return out.push(subject.diagnostic(
             Severity::Error,
@@ -180,6 +187,7 @@ fn parse_document(file: &str, doc: &Doc<'_>, set: &mut ConfigSet, out: &mut Vec<
         "PeerAuthentication" if group == SECURITY_GROUP => Recognised::PeerAuthentication,
         "AuthorizationPolicy" if group == SECURITY_GROUP => Recognised::AuthorizationPolicy,
         "RequestAuthentication" if group == SECURITY_GROUP => Recognised::RequestAuthentication,
+        "Telemetry" if group == TELEMETRY_GROUP => Recognised::Telemetry,
         _ => {
             let what = if api_version.is_empty() {
                 kind.clone()
@@ -260,6 +268,21 @@ fn parse_document(file: &str, doc: &Doc<'_>, set: &mut ConfigSet, out: &mut Vec<
             match typed(&subject, doc, origin, root, check, out) {
                 Some((r, true)) => set.request_authentications.push(r),
                 Some((r, false)) => set.rejected.request_authentications.push(r),
+                None => {}
+            }
+        }
+        Recognised::Telemetry => {
+            let root = schema::TELEMETRY_DOC;
+            match typed(
+                &subject,
+                doc,
+                origin,
+                root,
+                telemetry::validate::telemetry,
+                out,
+            ) {
+                Some((r, true)) => set.telemetries.push(r),
+                Some((r, false)) => set.rejected.telemetries.push(r),
                 None => {}
             }
         }

@@ -38,6 +38,7 @@ pub(crate) const DESTINATION_RULE_DOC: &str = "DestinationRule document";
 pub(crate) const PEER_AUTHENTICATION_DOC: &str = "PeerAuthentication document";
 pub(crate) const AUTHORIZATION_POLICY_DOC: &str = "AuthorizationPolicy document";
 pub(crate) const REQUEST_AUTHENTICATION_DOC: &str = "RequestAuthentication document";
+pub(crate) const TELEMETRY_DOC: &str = "Telemetry document";
 
 type Message = (&'static str, &'static [(&'static str, Field)]);
 
@@ -523,6 +524,93 @@ static MESSAGES: &[Message] = &[
     ("JWTHeader", &[("name", Leaf), ("prefix", Leaf)]),
     ("ClaimToHeader", &[("header", Leaf), ("claim", Leaf)]),
     ("MagLev", &[("tableSize", Leaf)]),
+    (
+        TELEMETRY_DOC,
+        &[
+            ("apiVersion", Leaf),
+            ("kind", Leaf),
+            ("metadata", Struct("ObjectMeta")),
+            ("spec", Struct("Telemetry")),
+            ("status", Silent),
+        ],
+    ),
+    (
+        "Telemetry",
+        &[
+            ("selector", Struct("WorkloadSelector")),
+            ("targetRef", Narrows),
+            ("targetRefs", Narrows),
+            ("metrics", List("Metrics")),
+            ("tracing", List("Tracing")),
+            ("accessLogging", List("AccessLogging")),
+        ],
+    ),
+    ("ProviderRef", &[("name", Leaf)]),
+    (
+        "Metrics",
+        &[
+            ("providers", List("ProviderRef")),
+            ("overrides", List("MetricsOverrides")),
+            ("reportingInterval", Unsupported),
+        ],
+    ),
+    (
+        "MetricsOverrides",
+        &[
+            ("match", Struct("MetricSelector")),
+            ("disabled", Leaf),
+            ("tagOverrides", Map("MetricsOverrides.TagOverride")),
+        ],
+    ),
+    (
+        "MetricSelector",
+        &[("metric", Leaf), ("customMetric", Leaf), ("mode", Leaf)],
+    ),
+    (
+        "MetricsOverrides.TagOverride",
+        &[("operation", Leaf), ("value", Leaf)],
+    ),
+    (
+        "Tracing",
+        &[
+            ("match", Struct("Tracing.TracingSelector")),
+            ("providers", List("ProviderRef")),
+            ("randomSamplingPercentage", Leaf),
+            ("disableSpanReporting", Leaf),
+            ("customTags", Map("Tracing.CustomTag")),
+            ("useRequestIdForTraceSampling", Unsupported),
+            ("enableIstioTags", Unsupported),
+        ],
+    ),
+    ("Tracing.TracingSelector", &[("mode", Leaf)]),
+    (
+        "Tracing.CustomTag",
+        &[
+            ("literal", Struct("Tracing.Literal")),
+            ("environment", Struct("Tracing.Environment")),
+            ("header", Struct("Tracing.RequestHeader")),
+        ],
+    ),
+    ("Tracing.Literal", &[("value", Leaf)]),
+    (
+        "Tracing.Environment",
+        &[("name", Leaf), ("defaultValue", Leaf)],
+    ),
+    (
+        "Tracing.RequestHeader",
+        &[("name", Leaf), ("defaultValue", Leaf)],
+    ),
+    (
+        "AccessLogging",
+        &[
+            ("match", Struct("AccessLogging.LogSelector")),
+            ("providers", List("ProviderRef")),
+            ("disabled", Leaf),
+            ("filter", Struct("AccessLogging.Filter")),
+        ],
+    ),
+    ("AccessLogging.LogSelector", &[("mode", Leaf)]),
+    ("AccessLogging.Filter", &[("expression", Leaf)]),
 ];
 
 fn fields(message: &str) -> &'static [(&'static str, Field)] {

@@ -5,6 +5,7 @@ use super::*;
 
 mod resilience;
 mod security;
+mod telemetry;
 
 const DR: &str = "\
 apiVersion: networking.istio.io/v1
