@@ -215,6 +215,13 @@ pub(crate) async fn load(config: &Path, live: Live) -> Result<Loaded, String> {
             rejected(set.rejected.request_authentications.len()),
         ));
     }
+    if !set.telemetries.is_empty() || !set.rejected.telemetries.is_empty() {
+        loaded.summary.push(format!(
+            "telemetry: {} Telemetries{}",
+            set.telemetries.len(),
+            rejected(set.rejected.telemetries.len())
+        ));
+    }
     if !cluster.is_empty() {
         // The checks across resources again, files and clusters together.
         set.merge(cluster);

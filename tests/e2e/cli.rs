@@ -158,6 +158,19 @@ fn check_passes_a_good_config() {
     assert!(out.contains("1 services, 3 endpoints"), "{out}");
 }
 
+/// `check` counts Telemetry resources, and names the one it refuses.
+#[test]
+fn check_counts_telemetry_resources() {
+    let routes = format!(
+        "{DR}---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: mesh-default, namespace: istio-system}}\nspec:\n  tracing:\n  - randomSamplingPercentage: 10\n---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: bad, namespace: default}}\nspec:\n  tracing:\n  - randomSamplingPercentage: 150\n"
+    );
+    let dir = config_dir(SERVICES, &routes);
+    let (code, out) = run(&["check"], &dir.path().join("anymesh.yaml"));
+    assert_eq!(code, 64, "{out}");
+    assert!(out.contains("telemetry: 1 Telemetries"), "{out}");
+    assert!(out.contains("randomSamplingPercentage"), "{out}");
+}
+
 #[test]
 fn check_reports_a_broken_registry_file_with_line() {
     let dir = config_dir("services:\n  - name: [oops\n", DR);
