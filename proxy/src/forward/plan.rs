@@ -201,7 +201,7 @@ pub(crate) fn plan<'r>(
 ) -> Result<Plan<'r>, Box<Outcome>> {
     let local = |reason, msg: String| Box::new(Outcome::local(reason, msg));
     if let Some(conn) = &peer.inbound {
-        crate::metrics::istio::take_peer_metadata(&mut parts.headers, conn);
+        take_peer_metadata(&mut parts.headers, conn);
         if let Err(refused) = super::authorize::check(parts, peer, conn) {
             return Err(local(refused.kind, refused.body));
         }
@@ -559,3 +559,18 @@ fn no_endpoint_message(route: &Route, cluster: &anymesh_core::routes::Cluster) -
 
 #[cfg(test)]
 mod tests;
+
+/// Removes `x-anymesh-peer` from an inbound request; over mutual TLS, the
+/// connection's first well-formed value gives its peer's workload labels
+/// for Istio's metrics.
+fn take_peer_metadata(headers: &mut http::HeaderMap, conn: &crate::service::InboundConn) {
+    let Some(value) = headers.remove(crate::metrics::istio::PEER_HEADER) else {
+        return;
+    };
+    if conn.peer_id.is_none() || conn.peer_labels.get().is_some() {
+        return;
+    }
+    if let Some(l) = crate::metrics::istio::peer_with_metadata(&conn.source, value.as_bytes()) {
+        let _ = conn.peer_labels.set(l);
+    }
+}

@@ -232,42 +232,21 @@ fn valid_value(v: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// Removes `x-anymesh-peer` from an inbound request; over mutual TLS, the
-/// connection's first well-formed value gives its peer's workload labels
-/// (shared by every connection with the same identity and value).
-pub(crate) fn take_peer_metadata(
-    headers: &mut http::HeaderMap,
-    conn: &crate::service::InboundConn,
-) {
-    let Some(value) = headers.remove(PEER_HEADER) else {
-        return;
-    };
-    if conn.peer_id.is_none() || conn.peer_labels.get().is_some() {
-        return;
+/// `verified` with the workload labels of an `x-anymesh-peer` value
+/// ([`PeerLabels::with_metadata`]), shared by every connection with the
+/// same identity and value; `None` when the value is not well formed.
+pub(crate) fn peer_with_metadata(verified: &PeerLabels, value: &[u8]) -> Option<Arc<PeerLabels>> {
+    let key = format!("{}|{}", verified.principal, String::from_utf8_lossy(value));
+    let mut interned = PEERS.lock();
+    if let Some(l) = interned.get(&key) {
+        return Some(l.clone());
     }
-    let key = format!(
-        "{}|{}",
-        conn.source.principal,
-        String::from_utf8_lossy(value.as_bytes())
-    );
-    let labels = {
-        let mut interned = PEERS.lock();
-        if let Some(l) = interned.get(&key) {
-            Some(l.clone())
-        } else {
-            PeerLabels::with_metadata(&conn.source, value.as_bytes()).map(|p| {
-                if interned.len() >= CACHE_LIMIT {
-                    interned.clear();
-                }
-                let p = Arc::new(p);
-                interned.insert(key, p.clone());
-                p
-            })
-        }
-    };
-    if let Some(l) = labels {
-        let _ = conn.peer_labels.set(l);
+    let p = Arc::new(PeerLabels::with_metadata(verified, value)?);
+    if interned.len() >= CACHE_LIMIT {
+        interned.clear();
     }
+    interned.insert(key, p.clone());
+    Some(p)
 }
 
 /// Peer labels with metadata, by principal and header value.
