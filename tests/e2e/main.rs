@@ -24,6 +24,7 @@ mod reload;
 mod resilience;
 mod routing;
 mod security_policy;
+mod telemetry;
 mod three_platforms;
 mod tls_origination;
 mod transport;
