@@ -281,7 +281,14 @@ async fn handshake<C: Handshaking + std::ops::DerefMut>(
         let mut read = false;
         let mut done = false;
         let mut transmit = false;
-        match state.map_err(tls_error)? {
+        let state = match state {
+            Ok(state) => state,
+            Err(e) => {
+                send_alert(tcp, conn).await;
+                return Err(tls_error(e));
+            }
+        };
+        match state {
             ConnectionState::EncodeTlsData(mut e) => encode(&mut e, &mut out)?,
             ConnectionState::TransmitTlsData(t) => {
                 // Sent below, before rustls is asked for anything else.
@@ -333,6 +340,19 @@ async fn handshake<C: Handshaking + std::ops::DerefMut>(
                     "the peer closed the connection during the TLS handshake",
                 ));
             }
+        }
+    }
+}
+
+/// After a handshake error rustls has queued an alert saying why (a bad
+/// certificate, an unknown CA...): it goes to the peer, best effort, so
+/// the peer's logs name the reason rather than a closed connection.
+async fn send_alert<C: Handshaking + std::ops::DerefMut>(tcp: &mut TcpStream, conn: &mut C) {
+    let mut out = Vec::new();
+    if let Ok(ConnectionState::EncodeTlsData(mut e)) = conn.process(&mut []).state {
+        if encode(&mut e, &mut out).is_ok() {
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(1), tcp.write_all(&out)).await;
         }
     }
 }

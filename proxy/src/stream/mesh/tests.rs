@@ -455,3 +455,32 @@ async fn random_bytes_after_the_handshake_are_an_error_and_never_a_panic() {
         );
     }
 }
+
+/// A refused handshake tells the peer why: rustls's alert goes out before
+/// the connection closes (here our client refuses a server of another CA,
+/// and the rustls server reads the alert).
+#[tokio::test]
+async fn a_refused_handshake_sends_the_alert() {
+    let ours = pki();
+    let theirs = pki();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let acceptor = tokio_rustls::TlsAcceptor::from(theirs.b.server.clone());
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        acceptor.accept(tcp).await.map(drop)
+    });
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let ours_refused = connect(tcp, ours.a.client(false).clone(), name(), |_| ())
+        .await
+        .map(drop)
+        .expect_err("another CA's server is refused");
+    let theirs_saw = server
+        .await
+        .expect("server task")
+        .expect_err("the server's handshake fails");
+    assert!(
+        theirs_saw.to_string().to_lowercase().contains("alert"),
+        "the server saw the reason, not a bare close: {theirs_saw} (ours: {ours_refused})"
+    );
+}
