@@ -191,7 +191,9 @@ impl AsyncWrite for Tls {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
+            // Small slices share one record.
             Tls::Mesh(m) => Pin::new(m).poll_write_vectored(cx, bufs),
+            // rustls takes one slice at a time.
             t @ Tls::Origin(_) => {
                 let first = bufs
                     .iter()
@@ -250,24 +252,14 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Tls(t) => match &mut **t {
-                // Small slices share one record.
-                Tls::Mesh(m) => Pin::new(m).poll_write_vectored(cx, bufs),
-                Tls::Origin(_) => {
-                    let first = bufs
-                        .iter()
-                        .find(|b| !b.is_empty())
-                        .map_or(&[][..], |b| &**b);
-                    tls_write(t, cx, first)
-                }
-            },
+            Stream::Tls(t) => Pin::new(&mut **t).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             Stream::Tcp(_) => true,
-            Stream::Tls(t) => matches!(**t, Tls::Mesh(_)),
+            Stream::Tls(t) => t.is_write_vectored(),
         }
     }
 

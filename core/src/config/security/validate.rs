@@ -38,11 +38,17 @@ pub(crate) fn peer_authentication(
 }
 
 fn selector(s: Option<&WorkloadSelector>, f: &mut Findings) {
+    workload_selector(s, "the policy", f);
+}
+
+/// Checks a `spec.selector` of a resource (`what`, as the warning names
+/// it): labels given, no empty key, no wildcard.
+pub(crate) fn workload_selector(s: Option<&WorkloadSelector>, what: &str, f: &mut Findings) {
     let Some(s) = s else { return };
     if s.match_labels.is_empty() {
         f.warning(
             "spec.selector",
-            "selector without labels: the policy applies to every workload in its namespace",
+            format!("selector without labels: {what} applies to every workload in its namespace"),
         );
     }
     for (k, v) in &s.match_labels {

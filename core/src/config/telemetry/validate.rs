@@ -13,7 +13,7 @@ use crate::config::Resource;
 use crate::telemetry::{StandardMetric, PROMETHEUS_PROVIDER};
 
 pub(crate) fn telemetry(t: &Telemetry, _annotations: &BTreeMap<String, String>, f: &mut Findings) {
-    selector(t, f);
+    crate::config::security::validate::workload_selector(t.selector.as_ref(), "the Telemetry", f);
     for (i, m) in t.metrics.iter().enumerate() {
         metrics(m, &format!("spec.metrics[{i}]"), f);
     }
@@ -22,28 +22,6 @@ pub(crate) fn telemetry(t: &Telemetry, _annotations: &BTreeMap<String, String>, 
     }
     for (i, l) in t.access_logging.iter().enumerate() {
         access_logging(l, &format!("spec.accessLogging[{i}]"), f);
-    }
-}
-
-fn selector(t: &Telemetry, f: &mut Findings) {
-    let Some(s) = &t.selector else { return };
-    if s.match_labels.is_empty() {
-        f.warning(
-            "spec.selector",
-            "selector without labels: the Telemetry applies to every workload in its namespace",
-        );
-    }
-    for (k, v) in &s.match_labels {
-        let at = format!("spec.selector.matchLabels.{k}");
-        if k.is_empty() {
-            f.error(&at, "empty label key");
-        }
-        if k.contains('*') || v.contains('*') {
-            f.error(
-                &at,
-                format!("wildcard is not supported in selector: {k}={v}"),
-            );
-        }
     }
 }
 
