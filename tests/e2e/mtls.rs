@@ -61,6 +61,20 @@ async fn client_side_with(
     service_account: &str,
     id: impl FnOnce(&std::path::Path),
 ) -> TestMesh {
+    caller(app, server, service_account, id, "", "").await
+}
+
+/// The caller's proxy: its registry lists the application's endpoint (with
+/// `labels`, YAML flow-map entries) behind `server`'s proxy, whose identity
+/// is `service_account`; `extra` is appended to its anymesh.yaml.
+async fn caller(
+    app: &Upstream,
+    server: &TestMesh,
+    service_account: &str,
+    id: impl FnOnce(&std::path::Path),
+    labels: &str,
+    extra: &str,
+) -> TestMesh {
     let dir = tempfile::tempdir().expect("temp dir");
     id(&dir.path().join("id"));
     let inbound = server
@@ -70,7 +84,7 @@ async fn client_side_with(
     write(
         &dir.path().join("services.yaml"),
         &format!(
-            "services:\n  - name: reviews\n    ports: [{{name: http, port: 80, protocol: http}}]\n    endpoints:\n      - {{address: 127.0.0.1, port: {}, id: app, mesh: {{port: {}, service_account: {service_account}}}}}\n",
+            "services:\n  - name: reviews\n    ports: [{{name: http, port: 80, protocol: http}}]\n    endpoints:\n      - {{address: 127.0.0.1, port: {}, id: app, labels: {{{labels}}}, mesh: {{port: {}, service_account: {service_account}}}}}\n",
             app.addr.port(),
             inbound.port()
         ),
@@ -79,7 +93,7 @@ async fn client_side_with(
     let yaml = format!(
         "listeners: {{outbound: 127.0.0.1:0, admin: 127.0.0.1:0}}\n\
          registries: [{{name: file, type: file, path: services.yaml, poll_interval: 200ms}}]\n\
-         routing: [routes.yaml]\nrouting_reload_interval: 100ms\n{}",
+         routing: [routes.yaml]\nrouting_reload_interval: 100ms\n{}{extra}",
         identity_files(&dir.path().join("id"))
     );
     launch(dir, &yaml).await

@@ -4,7 +4,7 @@
 
 use http::StatusCode;
 
-use super::pki::{identity_files, Root};
+use super::pki::Root;
 use super::*;
 
 /// The series of `metric` in `text` whose labels include every one of
@@ -34,27 +34,17 @@ async fn both_proxies_report_istio_standard_metrics_with_istio_labels() {
 
     // The caller fronts workload `a` (app a, version v1) and reaches the
     // application through `b`'s proxy.
-    let dir = tempfile::tempdir().expect("temp dir");
-    root.write_svid(&dir.path().join("id"), "default", "a", false);
+    let a = caller(
+        &app,
+        &b,
+        "b",
+        |dir| root.write_svid(dir, "default", "a", false),
+        "app: reviews, version: v2",
+        "workloads:\n  - {name: a, namespace: default, service_account: a, labels: {app: a, version: v1}, ports: [{port: 9, protocol: http}]}\n\
+         inbound: {listen: 127.0.0.1:0}\n",
+    )
+    .await;
     let inbound = b.mesh.inbound.expect("inbound");
-    write(
-        &dir.path().join("services.yaml"),
-        &format!(
-            "services:\n  - name: reviews\n    ports: [{{name: http, port: 80, protocol: http}}]\n    endpoints:\n      - {{address: 127.0.0.1, port: {}, id: app, labels: {{app: reviews, version: v2}}, mesh: {{port: {}, service_account: b}}}}\n",
-            app.addr.port(),
-            inbound.port()
-        ),
-    );
-    write(&dir.path().join("routes.yaml"), "");
-    let yaml = format!(
-        "listeners: {{outbound: 127.0.0.1:0, admin: 127.0.0.1:0}}\n\
-         registries: [{{name: file, type: file, path: services.yaml, poll_interval: 200ms}}]\n\
-         routing: [routes.yaml]\nrouting_reload_interval: 100ms\n{}\
-         workloads:\n  - {{name: a, namespace: default, service_account: a, labels: {{app: a, version: v1}}, ports: [{{port: 9, protocol: http}}]}}\n\
-         inbound: {{listen: 127.0.0.1:0}}\n",
-        identity_files(&dir.path().join("id"))
-    );
-    let a = launch(dir, &yaml).await;
 
     for _ in 0..3 {
         let (status, who, body) = a.get("reviews", "/", &[]).await;
