@@ -32,6 +32,7 @@ use crate::settings::Settings;
 mod compile;
 mod health;
 mod listeners;
+mod observe;
 mod registries;
 mod routing;
 mod security;
@@ -129,12 +130,13 @@ impl Mesh {
         // Listener threads serve traffic; admin runs on this (the control) thread.
         let router = compiled.router;
         let health = health::start(&settings, router.clone(), &mut tasks, &stop);
+        let telemetry = observe::start(&settings, &mut tasks, &stop)?;
         listeners::start(
             &settings,
             outbound,
             inbound,
             router.clone(),
-            metrics,
+            (metrics, telemetry),
             identity,
             &mut tasks,
             &stop,

@@ -33,9 +33,11 @@ use serde::{Deserialize, Deserializer};
 
 pub mod resilience;
 pub mod security;
+pub mod telemetry;
 
 pub use resilience::{HealthCheckSettings, Jitter};
 pub use security::{IdentitySource, InboundListener, MeshSettings, Workload, WorkloadPort};
+pub use telemetry::TelemetrySettings;
 
 /// Parsed and checked `anymesh.yaml`, with paths made absolute.
 #[derive(Debug, Clone, Deserialize)]
@@ -88,6 +90,9 @@ pub struct Settings {
     /// The inbound listener (runs when `workloads` is not empty).
     #[serde(default)]
     pub inbound: InboundListener,
+    /// The access log and distributed tracing ([`telemetry`]); off by default.
+    #[serde(default)]
+    pub telemetry: TelemetrySettings,
     #[serde(skip)]
     pub file: PathBuf,
 }
@@ -313,6 +318,28 @@ impl Settings {
         })?;
         s.file = path.to_path_buf();
         let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(log) = &mut s.telemetry.access_log {
+            log.validate()
+                .map_err(|e| anyhow::anyhow!("{}: telemetry.access_log: {e}", path.display()))?;
+            if let Some(p) = &mut log.path {
+                *p = base.join(&*p);
+            }
+        }
+        if let Some(t) = &s.telemetry.tracing {
+            if !(0.0..=100.0).contains(&t.sampling) {
+                bail!(
+                    "{}: telemetry.tracing.sampling: must be a percentage between 0 and 100, got {}",
+                    path.display(),
+                    t.sampling
+                );
+            }
+            if t.zipkin.is_none() && t.otlp_grpc.is_none() && t.otlp_http.is_none() {
+                bail!(
+                    "{}: telemetry.tracing: names no collector (zipkin, otlp_grpc or otlp_http)",
+                    path.display()
+                );
+            }
+        }
         let mut names = HashSet::new();
         for r in &mut s.registries {
             if r.name.is_empty() {

@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use anymesh_core::routes::Route;
+use anymesh_core::routes::{Cluster, Route};
 use http::request::Parts;
 use http::StatusCode;
 use tokio::time::Instant;
@@ -26,11 +26,13 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::metrics::istio::{service_labels, Reporter, RequestProtocol, SecurityPolicy, Series};
 use crate::metrics::{Metrics, RequestLabels};
 use crate::service::InboundConn;
+use crate::telemetry::{Capture, End, Telemetry};
 
 /// What the end of an exchange reports.
 pub(crate) struct Exchange<'a> {
-    /// The destination service, when the request was routed to one.
-    pub service: Option<&'a Arc<str>>,
+    /// The destination cluster (service port and subset), when the
+    /// request was routed to one.
+    pub cluster: Option<&'a Arc<Cluster>>,
     /// The route that matched, if any.
     pub route: Option<&'a Arc<str>>,
     /// The status the client got (499: it went away first).
@@ -47,16 +49,87 @@ pub(crate) struct Exchange<'a> {
     /// The inbound connection the request came on (the inbound side
     /// reports as `destination`); `None` on the outbound side.
     pub inbound: Option<&'a InboundConn>,
+    /// The request as it arrived, when it is logged or traced.
+    pub capture: Option<&'a Capture>,
+    /// Body bytes received from the client and sent to it.
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+}
+
+/// The end of an exchange whose response body is still being sent: it
+/// rides along with the body, counts what goes out, and reports the
+/// exchange when the body is dropped (it ended, failed or the client went
+/// away), so durations and sizes cover the whole body, as Envoy's do.
+pub(crate) struct Finish {
+    pub hooks: Arc<Hooks>,
+    pub cluster: Option<Arc<Cluster>>,
+    pub route: Option<Arc<str>>,
+    pub status: u16,
+    pub failure: Option<ErrorKind>,
+    pub delayed: bool,
+    pub start: Instant,
+    pub dest: Option<(Arc<Endpoint>, bool)>,
+    pub inbound: Option<Arc<InboundConn>>,
+    pub capture: Option<Box<Capture>>,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+}
+
+impl Finish {
+    /// `n` more body bytes went to the client.
+    #[inline]
+    pub(crate) fn sent(&mut self, n: usize) {
+        self.response_bytes += n as u64;
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.hooks.on_end(&Exchange {
+            cluster: self.cluster.as_ref(),
+            route: self.route.as_ref(),
+            status: self.status,
+            failure: self.failure,
+            delayed: self.delayed,
+            start: self.start,
+            dest: self.dest.as_ref().map(|(e, m)| (e, *m)),
+            inbound: self.inbound.as_deref(),
+            capture: self.capture.as_deref(),
+            request_bytes: self.request_bytes,
+            response_bytes: self.response_bytes,
+        });
+    }
 }
 
 /// The hooks of one listener's forwarding layer.
 pub(crate) struct Hooks {
     metrics: Arc<Metrics>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Hooks {
-    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics }
+    pub(crate) fn new(metrics: Arc<Metrics>, telemetry: Arc<Telemetry>) -> Self {
+        Self { metrics, telemetry }
+    }
+
+    /// What the access log and the tracer need of a request that just
+    /// arrived (`None` when neither is configured).
+    #[inline]
+    pub(crate) fn capture(
+        &self,
+        parts: &Parts,
+        peer: &crate::service::Peer,
+    ) -> Option<Box<Capture>> {
+        self.telemetry.capture(parts, peer)
+    }
+
+    /// Writes the trace context (or a request id made here) into the
+    /// request going upstream.
+    #[inline]
+    pub(crate) fn propagate(&self, capture: Option<&Capture>, headers: &mut http::HeaderMap) {
+        if let Some(c) = capture {
+            self.telemetry.propagate(c, headers);
+        }
     }
 
     /// A route matched and the request will be forwarded; no endpoint is
@@ -80,13 +153,16 @@ impl Hooks {
     pub(crate) fn on_end(&self, ex: &Exchange<'_>) {
         let dash = || Arc::from("-");
         let labels = RequestLabels {
-            service: ex.service.cloned().unwrap_or_else(dash),
+            service: ex.cluster.map_or_else(dash, |c| c.service.as_arc().clone()),
             route: ex.route.cloned().unwrap_or_else(dash),
             code: ex.status,
         };
         let took = ex.start.elapsed();
         self.metrics.record(&labels, took);
         self.record_istio(ex, took);
+        if let Some(capture) = ex.capture {
+            self.log_and_trace(ex, capture, took);
+        }
         // The access log's line, until access logs land (compiled out of
         // release builds, whose maximum level is debug).
         tracing::trace!(
@@ -98,6 +174,36 @@ impl Hooks {
             failed_at = ?ex.failure.map(ErrorKind::source),
             ?took,
             "exchange ended"
+        );
+    }
+
+    /// The exchange's access log line and span.
+    #[cold]
+    fn log_and_trace(&self, ex: &Exchange<'_>, capture: &Capture, took: std::time::Duration) {
+        let inbound_cluster;
+        let cluster_name = match (ex.inbound, ex.cluster) {
+            (Some(conn), _) => {
+                inbound_cluster = format!("inbound|{}||", conn.port);
+                Some(inbound_cluster.as_str())
+            }
+            (None, Some(c)) => Some(c.name.as_str()),
+            (None, None) => None,
+        };
+        self.telemetry.end(
+            capture,
+            &End {
+                outbound: ex.inbound.is_none(),
+                status: ex.status,
+                flags: ex.failure.map_or("-", ErrorKind::response_flag),
+                took,
+                cluster: ex.cluster.map(|c| &**c),
+                cluster_name,
+                route: ex.route.map(|r| &**r),
+                upstream: upstream_addr(ex),
+                request_bytes: ex.request_bytes,
+                response_bytes: ex.response_bytes,
+                log: true,
+            },
         );
     }
 
@@ -131,15 +237,19 @@ impl Hooks {
                         SecurityPolicy::None
                     },
                 };
-                self.metrics.istio.record(&series, millis, None);
+                self.metrics.istio.record(
+                    &series,
+                    millis,
+                    Some((ex.request_bytes, ex.response_bytes)),
+                );
             }
             None => {
                 let destination = match ex.dest {
                     Some((endpoint, mtls)) => local.destination(endpoint, mtls),
                     None => local.unknown_peer.clone(),
                 };
-                let service = match ex.service {
-                    Some(host) => service_labels(host),
+                let service = match ex.cluster {
+                    Some(c) => service_labels(c.service.as_arc()),
                     None => local.unknown_service.clone(),
                 };
                 let series = Series {
@@ -153,8 +263,25 @@ impl Hooks {
                     flags,
                     security: SecurityPolicy::Unknown,
                 };
-                self.metrics.istio.record(&series, millis, None);
+                self.metrics.istio.record(
+                    &series,
+                    millis,
+                    Some((ex.request_bytes, ex.response_bytes)),
+                );
             }
         }
     }
+}
+
+/// The address the exchange's upstream connection went to: the endpoint's
+/// port for the cluster, or its mesh proxy's port with mutual TLS; the
+/// local app's port on the inbound side is not known here.
+fn upstream_addr(ex: &Exchange<'_>) -> Option<std::net::SocketAddr> {
+    let (endpoint, mtls) = ex.dest?;
+    let ip: std::net::IpAddr = endpoint.address.parse().ok()?;
+    let port = match (&endpoint.mesh, mtls) {
+        (Some(m), true) => m.port,
+        _ => endpoint.port_for(&ex.cluster?.port)?,
+    };
+    Some(std::net::SocketAddr::new(ip, port))
 }

@@ -43,6 +43,7 @@ pub mod router;
 pub mod server;
 mod service;
 mod stream;
+pub mod telemetry;
 mod upstream;
 
 pub use forward::{Proxy, UpstreamSettings};

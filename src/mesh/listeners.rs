@@ -39,7 +39,7 @@ pub(super) async fn start(
     outbound: TcpListener,
     inbound: Option<InboundListener>,
     router: Arc<Router>,
-    metrics: Arc<Metrics>,
+    (metrics, telemetry): (Arc<Metrics>, Arc<anymesh_proxy::telemetry::Telemetry>),
     identity: Option<Arc<Identity>>,
     tasks: &mut JoinSet<()>,
     stop: &watch::Receiver<bool>,
@@ -54,6 +54,7 @@ pub(super) async fn start(
             mirror_shadow_suffix: settings.mirror_shadow_suffix,
             identity,
             trust_domain: Arc::from(settings.mesh.trust_domain.as_str()),
+            telemetry,
         },
         inbound: inbound
             .as_ref()

@@ -4,6 +4,7 @@
 //! both sides.
 
 mod metrics;
+mod observe;
 pub(crate) mod pki;
 
 use std::sync::atomic::Ordering;
@@ -23,7 +24,18 @@ use crate::harness::*;
 /// The proxy in front of the application: workload `b` (service account
 /// `b`) serving the application's port.
 async fn server_side(root: &Root, app: &Upstream, routes: &str) -> TestMesh {
+    server_side_with(root, app, routes, |_| String::new()).await
+}
+
+/// [`server_side`] with `extra(dir)` appended to its anymesh.yaml.
+async fn server_side_with(
+    root: &Root,
+    app: &Upstream,
+    routes: &str,
+    extra: impl FnOnce(&std::path::Path) -> String,
+) -> TestMesh {
     let dir = tempfile::tempdir().expect("temp dir");
+    let extra = extra(dir.path());
     root.write_svid(&dir.path().join("id"), "default", "b", false);
     write(&dir.path().join("services.yaml"), "services: []\n");
     write(&dir.path().join("routes.yaml"), routes);
@@ -32,7 +44,7 @@ async fn server_side(root: &Root, app: &Upstream, routes: &str) -> TestMesh {
          registries: [{{name: file, type: file, path: services.yaml, poll_interval: 200ms}}]\n\
          routing: [routes.yaml]\nrouting_reload_interval: 100ms\n{}\
          workloads:\n  - {{name: b, namespace: default, service_account: b, labels: {{app: b}}, ports: [{{port: {}, protocol: http}}]}}\n\
-         inbound: {{listen: 127.0.0.1:0, handshake_timeout: 2s}}\n",
+         inbound: {{listen: 127.0.0.1:0, handshake_timeout: 2s}}\n{extra}",
         identity_files(&dir.path().join("id")),
         app.addr.port()
     );

@@ -12,10 +12,17 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::error::{BodyError, BodyTimeout};
+use crate::hooks::Finish;
 use crate::mirror::tap::TappedBody;
 use crate::mirror::PrimaryTap;
 use crate::upstream::held::Held;
 use crate::upstream::raw_body::RawBody;
+
+/// A response body whose exchange is reported when it is dropped.
+pub(crate) struct Recorded {
+    inner: ProxyBody,
+    end: Finish,
+}
 
 pin_project_lite::pin_project! {
     #[project = ProxyBodyProj]
@@ -33,6 +40,8 @@ pin_project_lite::pin_project! {
         Raw { body: Box<RawBody> },
         // Fed to a mirror comparison as it is polled (boxed: rare).
         Tapped { body: Box<TappedBody<ProxyBody>> },
+        // Counted as it is polled; the exchange is reported when it is dropped.
+        Recorded { body: Box<Recorded> },
     }
 }
 
@@ -52,9 +61,10 @@ impl ProxyBody {
     pub(crate) fn into_local(self) -> Bytes {
         match self {
             ProxyBody::Local { data } => data.unwrap_or_default(),
-            ProxyBody::Upstream { .. } | ProxyBody::Raw { .. } | ProxyBody::Tapped { .. } => {
-                Bytes::new()
-            }
+            ProxyBody::Upstream { .. }
+            | ProxyBody::Raw { .. }
+            | ProxyBody::Tapped { .. }
+            | ProxyBody::Recorded { .. } => Bytes::new(),
         }
     }
 
@@ -63,6 +73,14 @@ impl ProxyBody {
     pub(crate) fn tapped(self, tap: PrimaryTap) -> Self {
         ProxyBody::Tapped {
             body: Box::new(TappedBody::new(self, tap)),
+        }
+    }
+
+    /// This body, reporting the exchange to `end` (with the bytes polled
+    /// from it) when dropped.
+    pub(crate) fn recorded(self, end: Finish) -> Self {
+        ProxyBody::Recorded {
+            body: Box::new(Recorded { inner: self, end }),
         }
     }
 
@@ -97,6 +115,15 @@ impl Body for ProxyBody {
             ProxyBodyProj::Local { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ProxyBodyProj::Raw { body } => Pin::new(&mut **body).poll_frame(cx),
             ProxyBodyProj::Tapped { body } => Pin::new(&mut **body).poll_frame(cx),
+            ProxyBodyProj::Recorded { body } => {
+                let res = Pin::new(&mut body.inner).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &res {
+                    if let Some(data) = frame.data_ref() {
+                        body.end.sent(data.len());
+                    }
+                }
+                res
+            }
             ProxyBodyProj::Upstream {
                 inner,
                 guard,
@@ -140,6 +167,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream { inner, .. } => inner.is_end_stream(),
             ProxyBody::Raw { body } => body.is_end_stream(),
             ProxyBody::Tapped { body } => body.is_end_stream(),
+            ProxyBody::Recorded { body } => body.inner.is_end_stream(),
         }
     }
 
@@ -151,6 +179,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream { inner, .. } => inner.size_hint(),
             ProxyBody::Raw { body } => body.size_hint(),
             ProxyBody::Tapped { body } => body.size_hint(),
+            ProxyBody::Recorded { body } => body.inner.size_hint(),
         }
     }
 }

@@ -58,7 +58,7 @@ pub(crate) async fn exchange(
             Err(NoHead { next, refused }) => {
                 if let Some((status, start)) = refused {
                     proxy.hooks().on_end(&Exchange {
-                        service: None,
+                        cluster: None,
                         route: None,
                         status: status.as_u16(),
                         failure: Some(ErrorKind::BadRequest),
@@ -66,6 +66,9 @@ pub(crate) async fn exchange(
                         start,
                         dest: None,
                         inbound: peer.inbound.as_deref(),
+                        capture: None,
+                        request_bytes: 0,
+                        response_bytes: 0,
                     });
                 }
                 return next;
@@ -74,6 +77,7 @@ pub(crate) async fn exchange(
     };
     let start = Instant::now();
     let routing = proxy.router().current();
+    let capture = proxy.hooks().capture(&parts, peer);
     let has_body = !matches!(framing, Framing::None | Framing::Length(0));
     let head_request = parts.method == Method::HEAD;
     let client_11 = parts.version == Version::HTTP_11;
@@ -91,6 +95,7 @@ pub(crate) async fn exchange(
                 keep,
                 start,
                 peer.inbound.as_deref(),
+                capture.as_deref(),
             ))
             .await;
         }
@@ -112,7 +117,7 @@ pub(crate) async fn exchange(
         Framing::Length(n) => MirrorBody::Streaming(Some(n)),
         Framing::Chunked | Framing::Close => MirrorBody::Streaming(None),
     });
-    if let Err(mut out) = prepare(&mut parts, &plan, proxy.hooks()) {
+    if let Err(mut out) = prepare(&mut parts, &plan, proxy.hooks(), capture.as_deref()) {
         plan.label(&mut out);
         let keep = keep_alive && !has_body && !stopping();
         return Box::pin(finish_local(
@@ -123,6 +128,7 @@ pub(crate) async fn exchange(
             keep,
             start,
             peer.inbound.as_deref(),
+            capture.as_deref(),
         ))
         .await;
     }
@@ -206,9 +212,13 @@ pub(crate) async fn exchange(
     };
     bufs::give(out);
     let written = ctx.written.load(Ordering::Relaxed);
-    let end = |status: u16, failure: Option<ErrorKind>| {
+    let request_bytes = match framing {
+        Framing::Length(n) => n,
+        _ => 0,
+    };
+    let end = |status: u16, failure: Option<ErrorKind>, sizes: (u64, u64)| {
         proxy.hooks().on_end(&Exchange {
-            service: Some(plan.target.cluster.service.as_arc()),
+            cluster: Some(&plan.target.cluster),
             route: Some(&plan.hit.route.name),
             status,
             failure,
@@ -216,11 +226,15 @@ pub(crate) async fn exchange(
             start,
             dest: Some((&plan.endpoint.endpoint, plan.endpoint.mesh().is_some())),
             inbound: peer.inbound.as_deref(),
+            capture: capture.as_deref(),
+            request_bytes: sizes.0,
+            response_bytes: sizes.1,
         })
     };
     match result {
         Ok((done, up, body_sent)) => {
-            end(done.status.as_u16(), None);
+            let sizes = (done.request_bytes.max(request_bytes), done.body_bytes);
+            end(done.status.as_u16(), None, sizes);
             if let Some(tap) = tap {
                 tap.end();
             }
@@ -236,11 +250,15 @@ pub(crate) async fn exchange(
         }
         Err(e) if written != 0 => {
             tracing::debug!(endpoint = %plan.endpoint.authority, error = %e, "exchange ended after the response head");
-            end(written, Some(e.kind()));
+            end(written, Some(e.kind()), (request_bytes, 0));
             Next::Close
         }
         Err(e) if e.kind() == ErrorKind::DownstreamClosed => {
-            end(e.kind().status().as_u16(), Some(e.kind()));
+            end(
+                e.kind().status().as_u16(),
+                Some(e.kind()),
+                (request_bytes, 0),
+            );
             Next::Close
         }
         Err(e) => {
@@ -256,6 +274,7 @@ pub(crate) async fn exchange(
                 keep,
                 start,
                 peer.inbound.as_deref(),
+                capture.as_deref(),
             ))
             .await
         }
@@ -327,7 +346,13 @@ async fn send_streaming(
             // response side tells.
             Ok(Err(e)) if e.kind() == ErrorKind::UpstreamClosed => Ok((resp.await, false)),
             Ok(Err(e)) => Err(e),
-            Ok(Ok(())) => Ok((resp.await, true)),
+            Ok(Ok(n)) => Ok((
+                resp.await.map(|mut r| {
+                    r.request_bytes = n;
+                    r
+                }),
+                true,
+            )),
             // Answered before the request body ended: neither connection can be reused.
             Err(r) => Ok((r, false)),
         }
@@ -338,6 +363,7 @@ async fn send_streaming(
 }
 
 /// Writes a local reply (routing miss, upstream failure) and records it.
+#[allow(clippy::too_many_arguments)]
 async fn finish_local(
     client: &mut Stream,
     proxy: &Proxy,
@@ -346,6 +372,7 @@ async fn finish_local(
     keep: bool,
     start: Instant,
     inbound: Option<&crate::service::InboundConn>,
+    capture: Option<&crate::telemetry::Capture>,
 ) -> Next {
     let mut out = out;
     if let Some(d) = out.delay {
@@ -354,11 +381,12 @@ async fn finish_local(
         out.delayed = true;
     }
     let code = out.resp.status().as_u16();
+    let size = http_body::Body::size_hint(out.resp.body()).exact();
     // After a malformed request, what follows on the connection cannot be trusted.
     let keep = keep && out.resp.status() != StatusCode::BAD_REQUEST;
     let written = write_response(client, out.resp, head_request, keep).await;
     proxy.hooks().on_end(&Exchange {
-        service: out.service.as_ref(),
+        cluster: out.cluster.as_ref(),
         route: out.route.as_ref(),
         status: code,
         failure: out.failure,
@@ -366,6 +394,9 @@ async fn finish_local(
         start,
         dest: out.dest.as_ref().map(|(e, m)| (e, *m)),
         inbound,
+        capture,
+        request_bytes: 0,
+        response_bytes: if head_request { 0 } else { size.unwrap_or(0) },
     });
     match written {
         Ok(()) if keep => Next::KeepAlive,

@@ -40,7 +40,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::h1::bufs;
 use crate::h1::codec::{self, Framing, ResponseHead};
 use crate::h1::settings::ServerSettings;
-use crate::hooks::{Exchange, Hooks};
+use crate::hooks::{Finish, Hooks};
 use crate::metrics::Metrics;
 use crate::mirror::{MirrorBody, MirrorSettings, Mirroring, PrimaryTap};
 use crate::reply;
@@ -49,6 +49,7 @@ use crate::resilience::retry::grpc_timeout;
 use crate::router::{Router, Routing};
 use crate::service::Reply;
 use crate::service::{EncodeHead, Next, Service};
+use crate::telemetry::Capture;
 use crate::upstream::h1::{send_buffered, send_streaming, UpstreamRequest};
 use crate::upstream::idempotent;
 use crate::upstream::pool::{Pool, PoolSettings, RawConn};
@@ -70,6 +71,8 @@ pub struct UpstreamSettings {
     /// The trust domain of identities registries name by namespace and
     /// service account.
     pub trust_domain: Arc<str>,
+    /// The access log and the tracer every exchange reports to.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 impl Default for UpstreamSettings {
@@ -81,6 +84,7 @@ impl Default for UpstreamSettings {
             mirror_shadow_suffix: false,
             identity: None,
             trust_domain: Arc::from(anymesh_identity::DEFAULT_TRUST_DOMAIN),
+            telemetry: Arc::default(),
         }
     }
 }
@@ -88,7 +92,7 @@ impl Default for UpstreamSettings {
 /// Handles requests of the outbound listener.
 pub struct Proxy {
     router: Arc<Router>,
-    hooks: Hooks,
+    hooks: Arc<Hooks>,
     /// Upstream connections: HTTP/1.1 keep-alive, or HTTP/2 prior knowledge
     /// for ports declared http2 or grpc.
     pool: Arc<Pool>,
@@ -99,7 +103,8 @@ pub struct Proxy {
 /// What a request turned into, for metrics.
 pub(crate) struct Outcome {
     pub resp: Response<ProxyBody>,
-    pub service: Option<Arc<str>>,
+    /// The cluster the request was routed to.
+    pub cluster: Option<Arc<anymesh_core::routes::Cluster>>,
     pub route: Option<Arc<str>>,
     /// Why the proxy answered itself, if it did.
     pub failure: Option<ErrorKind>,
@@ -117,7 +122,7 @@ impl Outcome {
     pub(crate) fn local(kind: ErrorKind, msg: String) -> Self {
         Self {
             resp: reply::local(kind, msg),
-            service: None,
+            cluster: None,
             route: None,
             failure: Some(kind),
             delay: None,
@@ -131,7 +136,7 @@ impl Outcome {
     pub(crate) fn response(resp: Response<ProxyBody>) -> Self {
         Self {
             resp,
-            service: None,
+            cluster: None,
             route: None,
             failure: None,
             delay: None,
@@ -161,7 +166,7 @@ impl Proxy {
         );
         Self {
             router,
-            hooks: Hooks::new(metrics),
+            hooks: Arc::new(Hooks::new(metrics, settings.telemetry.clone())),
             pool,
             mirroring,
         }
@@ -182,29 +187,55 @@ impl Proxy {
         let start = Instant::now();
         let routing = self.router.current();
         let inbound = peer.inbound.clone();
-        let out = self.dispatch(req, peer, &routing).await;
-        self.record(&out, start, inbound.as_deref());
-        out.resp
+        let (parts, body) = req.into_parts();
+        let capture = self.hooks.capture(&parts, &peer);
+        let request_bytes = content_length(&parts.headers);
+        let out = self
+            .dispatch(parts, body, peer, &routing, capture.as_deref())
+            .await;
+        self.finish(out, start, inbound, capture, request_bytes)
     }
 
     /// The end of an exchange that produced `out`, for a request that came
-    /// on `inbound` (`None`: the outbound side).
-    pub(crate) fn record(
+    /// on `inbound` (`None`: the outbound side): reported at once for a
+    /// local reply, else when the response body has been sent
+    /// ([`Finish`]).
+    pub(crate) fn finish(
         &self,
-        out: &Outcome,
+        out: Outcome,
         start: Instant,
-        inbound: Option<&crate::service::InboundConn>,
-    ) {
-        self.hooks.on_end(&Exchange {
-            service: out.service.as_ref(),
-            route: out.route.as_ref(),
-            status: out.resp.status().as_u16(),
+        inbound: Option<Arc<crate::service::InboundConn>>,
+        capture: Option<Box<Capture>>,
+        request_bytes: u64,
+    ) -> Response<ProxyBody> {
+        let (parts, body) = out.resp.into_parts();
+        let mut finish = Finish {
+            hooks: self.hooks.clone(),
+            cluster: out.cluster,
+            route: out.route,
+            status: parts.status.as_u16(),
             failure: out.failure,
             delayed: out.delayed,
             start,
-            dest: out.dest.as_ref().map(|(e, m)| (e, *m)),
+            dest: out.dest,
             inbound,
-        });
+            capture,
+            request_bytes,
+            response_bytes: 0,
+        };
+        let body = match body {
+            ProxyBody::Local { data } => {
+                finish.sent(data.as_ref().map_or(0, Bytes::len));
+                drop(finish);
+                ProxyBody::Local { data }
+            }
+            ProxyBody::Raw { mut body } => {
+                body.finish_with(Box::new(finish));
+                ProxyBody::Raw { body }
+            }
+            body => body.recorded(finish),
+        };
+        Response::from_parts(parts, body)
     }
 
     pub(crate) fn hooks(&self) -> &Hooks {
@@ -233,8 +264,14 @@ impl Proxy {
             .map(Box::new)
     }
 
-    async fn dispatch(&self, req: Request<RequestBody>, peer: Peer, routing: &Routing) -> Outcome {
-        let (mut parts, body) = req.into_parts();
+    async fn dispatch(
+        &self,
+        mut parts: Parts,
+        body: RequestBody,
+        peer: Peer,
+        routing: &Routing,
+        capture: Option<&Capture>,
+    ) -> Outcome {
         let plan = match plan(&mut parts, &peer, routing, &self.hooks) {
             Ok(p) => p,
             Err(mut out) => {
@@ -247,12 +284,12 @@ impl Proxy {
             }
         };
         let route_name = plan.hit.route.name.clone();
-        let service = plan.target.cluster.service.as_arc().clone();
+        let cluster = plan.target.cluster.clone();
         let delayed = plan.delay().is_some();
         let dest = plan.dest();
         let tap = self.mirror(routing, &plan, &parts, || streamed(&body));
-        let mut out = self.forward(&mut parts, body, plan).await;
-        out.service = Some(service);
+        let mut out = self.forward(&mut parts, body, plan, capture).await;
+        out.cluster = Some(cluster);
         out.route = Some(route_name);
         out.delayed = delayed;
         out.dest = Some(dest);
@@ -262,8 +299,14 @@ impl Proxy {
         out
     }
 
-    async fn forward(&self, parts: &mut Parts, body: RequestBody, plan: Plan<'_>) -> Outcome {
-        if let Err(out) = prepare(parts, &plan, &self.hooks) {
+    async fn forward(
+        &self,
+        parts: &mut Parts,
+        body: RequestBody,
+        plan: Plan<'_>,
+        capture: Option<&Capture>,
+    ) -> Outcome {
+        if let Err(out) = prepare(parts, &plan, &self.hooks, capture) {
             return *out;
         }
         if let Some(d) = plan.delay() {
@@ -467,6 +510,7 @@ impl Proxy {
     ) -> Reply {
         let start = Instant::now();
         let routing = self.router.current();
+        let capture = self.hooks.capture(&parts, &peer);
         let mut plan = match plan(&mut parts, &peer, &routing, &self.hooks) {
             Ok(p) => p,
             Err(mut out) => {
@@ -475,36 +519,37 @@ impl Proxy {
                     Box::pin(tokio::time::sleep(d)).await;
                     out.delayed = true;
                 }
-                self.record(&out, start, peer.inbound.as_deref());
-                return Reply::Response(out.resp);
+                let resp = self.finish(*out, start, peer.inbound, capture, 0);
+                return Reply::Response(resp);
             }
         };
         let tap = self.mirror(&routing, &plan, &parts, || MirrorBody::Empty);
         if plan.h2 || tap.is_some() {
             // (A compared response is fed to its tap as a polled body.)
-            let service = plan.service();
+            let cluster = plan.target.cluster.clone();
             let route = plan.hit.route.name.clone();
             let delayed = plan.delay().is_some();
             let dest = plan.dest();
-            let mut out = Box::pin(self.forward(&mut parts, RequestBody::Empty, plan)).await;
-            out.service = Some(service);
+            let forward = self.forward(&mut parts, RequestBody::Empty, plan, capture.as_deref());
+            let mut out = Box::pin(forward).await;
+            out.cluster = Some(cluster);
             out.route = Some(route);
             out.delayed = delayed;
             out.dest = Some(dest);
             if let Some(tap) = tap {
                 out = tapped(out, tap);
             }
-            self.record(&out, start, peer.inbound.as_deref());
-            return Reply::Response(out.resp);
+            let resp = self.finish(out, start, peer.inbound, capture, 0);
+            return Reply::Response(resp);
         }
-        let local = |mut out: Outcome, plan: &Plan<'_>| {
+        let inbound = peer.inbound;
+        let local = |mut out: Outcome, plan: &Plan<'_>, capture| {
             plan.label(&mut out);
             out.delayed = plan.delay().is_some();
-            self.record(&out, start, peer.inbound.as_deref());
-            Reply::Response(out.resp)
+            Reply::Response(self.finish(out, start, inbound.clone(), capture, 0))
         };
-        if let Err(out) = prepare(&mut parts, &plan, &self.hooks) {
-            return local(*out, &plan);
+        if let Err(out) = prepare(&mut parts, &plan, &self.hooks, capture.as_deref()) {
+            return local(*out, &plan, capture);
         }
         let route = plan.hit.route;
         if let Some(d) = plan.delay() {
@@ -518,7 +563,7 @@ impl Proxy {
         };
         let (conn, rbuf, head) = match result {
             Ok(r) => r,
-            Err(e) => return local(plan.failed(&e), &plan),
+            Err(e) => return local(plan.failed(&e), &plan, capture),
         };
         let ops = [&plan.target.response_headers, &route.response_headers];
         let ops: &[&HeaderOps] = if ops.iter().all(|o| o.is_empty()) {
@@ -529,16 +574,20 @@ impl Proxy {
         let cookie = plan.set_cookie.as_deref().map(|c| (&SET_COOKIE, c));
         let block = encode(&head, ops, cookie);
         let mut body = RawBody::new(conn, rbuf, &head, self.pool.clone(), deadline);
-        self.hooks.on_end(&Exchange {
-            service: Some(plan.target.cluster.service.as_arc()),
-            route: Some(&route.name),
+        body.finish_with(Box::new(Finish {
+            hooks: self.hooks.clone(),
+            cluster: Some(plan.target.cluster.clone()),
+            route: Some(route.name.clone()),
             status: head.status.as_u16(),
             failure: None,
             delayed: plan.delay().is_some(),
             start,
-            dest: Some((&plan.endpoint.endpoint, plan.endpoint.mesh().is_some())),
-            inbound: peer.inbound.as_deref(),
-        });
+            dest: Some(plan.dest()),
+            inbound,
+            capture,
+            request_bytes: 0,
+            response_bytes: 0,
+        }));
         body.hold(plan.guard);
         Reply::Raw {
             block,
@@ -844,4 +893,14 @@ mod deadline_tests {
         h.insert("grpc-timeout", HeaderValue::from_static("soon"));
         assert_eq!(grpc_deadline(&h, now, route), route);
     }
+}
+
+/// A request's `content-length`, 0 when absent or invalid: the request size
+/// of an exchange whose body streams through a transport's own body type.
+fn content_length(headers: &http::HeaderMap) -> u64 {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }

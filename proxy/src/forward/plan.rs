@@ -160,7 +160,7 @@ impl Plan<'_> {
 
     /// Labels a finished exchange for metrics.
     pub(crate) fn label(&self, out: &mut Outcome) {
-        out.service = Some(self.service());
+        out.cluster = Some(self.target.cluster.clone());
         out.route = Some(self.hit.route.name.clone());
         out.dest = Some(self.dest());
     }
@@ -171,10 +171,6 @@ impl Plan<'_> {
             self.endpoint.endpoint.clone(),
             self.endpoint.mesh().is_some(),
         )
-    }
-
-    pub(crate) fn service(&self) -> Arc<str> {
-        self.target.cluster.service.as_arc().clone()
     }
 
     /// Applies the route's response header operations (and the session
@@ -286,7 +282,7 @@ pub(crate) fn plan<'r>(
         let mut out = fault::abort_reply(status);
         out.delay = injected.delay;
         if let Some(t) = split.targets.first() {
-            out.service = Some(t.cluster.service.as_arc().clone());
+            out.cluster = Some(t.cluster.clone());
         }
         return Err(routed(out));
     }
@@ -316,7 +312,7 @@ pub(crate) fn plan<'r>(
             ErrorKind::NoHealthyEndpoint,
             no_endpoint_message(hit.route, cluster),
         );
-        out.service = Some(cluster.service.as_arc().clone());
+        out.cluster = Some(cluster.clone());
         return Err(routed(out));
     };
     Ok(Plan {
@@ -342,6 +338,7 @@ pub(crate) fn prepare(
     parts: &mut Parts,
     plan: &Plan<'_>,
     hooks: &Hooks,
+    capture: Option<&crate::telemetry::Capture>,
 ) -> Result<(), Box<Outcome>> {
     let route = plan.hit.route;
     let h2 = plan.h2;
@@ -350,6 +347,7 @@ pub(crate) fn prepare(
         // The peer proxy reads (and removes) this proxy's workload labels.
         hooks.add_peer_metadata(&mut parts.headers);
     }
+    hooks.propagate(capture, &mut parts.headers);
     if !h2 && parts.version == Version::HTTP_2 {
         hop::join_cookies(&mut parts.headers);
     }

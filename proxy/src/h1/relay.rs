@@ -24,7 +24,7 @@ pub(crate) async fn send_body<R, W>(
     buf: &mut BytesMut,
     up: &mut W,
     framing: Framing,
-) -> Result<(), ProxyError>
+) -> Result<u64, ProxyError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -35,6 +35,7 @@ where
     };
     let mut decoder = ChunkedDecoder::new();
     let mut out = BytesMut::new();
+    let mut sent = 0u64;
     let upstream_write =
         |e: io::Error| ProxyError::upstream_closed(format!("writing the request body: {e}"));
     loop {
@@ -45,12 +46,16 @@ where
                     up.write_all(&buf[..take]).await.map_err(upstream_write)?;
                     buf.advance(take);
                     remaining -= take as u64;
+                    sent += take as u64;
                 }
                 remaining == 0
             }
             Framing::Chunked => {
                 let used = decoder
-                    .decode(buf, |data| codec::write_chunk(&mut out, data))
+                    .decode(buf, |data| {
+                        sent += data.len() as u64;
+                        codec::write_chunk(&mut out, data)
+                    })
                     .map_err(|e| ProxyError::new(ErrorKind::BadRequest, e.to_string()))?;
                 buf.advance(used);
                 if decoder.is_done() {
@@ -65,7 +70,7 @@ where
             Framing::None | Framing::Close => true,
         };
         if done {
-            return Ok(());
+            return Ok(sent);
         }
         buf.reserve(bufs::BUF_SIZE);
         match client.read_buf(buf).await {
@@ -94,6 +99,11 @@ pub(crate) struct Responded {
     pub status: StatusCode,
     pub keep_client: bool,
     pub upstream_reusable: bool,
+    /// Body bytes relayed to the client.
+    pub body_bytes: u64,
+    /// Request body bytes sent upstream while streaming (0 when the body
+    /// went with the head: its length is known from the framing).
+    pub request_bytes: u64,
 }
 
 /// Writes the response head to the client and relays the body.
@@ -135,26 +145,38 @@ where
     let up_keep = head.keep_alive;
     drop(head);
     ctx.written.store(status.as_u16(), Ordering::Relaxed);
-    let exact = relay_body(client, up, rbuf, &mut w, in_framing, out_framing, tap).await;
+    let mut body_bytes = 0;
+    let exact = relay_body(
+        client,
+        up,
+        rbuf,
+        &mut w,
+        (in_framing, out_framing),
+        tap,
+        &mut body_bytes,
+    )
+    .await;
     bufs::give(w);
     Ok(Responded {
         status,
         keep_client: keep,
         upstream_reusable: up_keep && exact?,
+        body_bytes,
+        request_bytes: 0,
     })
 }
 
 /// Relays the response body (the head is already in `w`). Returns true when
 /// the body ended exactly where its framing said, so the upstream connection
-/// can be reused.
+/// can be reused. `sent` counts the body bytes relayed.
 async fn relay_body<R, W>(
     client: &mut W,
     up: &mut R,
     rbuf: &mut BytesMut,
     w: &mut BytesMut,
-    in_framing: Framing,
-    out_framing: Framing,
+    (in_framing, out_framing): (Framing, Framing),
     mut tap: Option<&mut PrimaryTap>,
+    sent: &mut u64,
 ) -> Result<bool, ProxyError>
 where
     R: AsyncRead + Unpin,
@@ -185,11 +207,13 @@ where
                 }
                 rbuf.advance(take);
                 remaining -= take as u64;
+                *sent += take as u64;
                 remaining == 0
             }
             Framing::Chunked => {
                 let used = decoder
                     .decode(rbuf, |data| {
+                        *sent += data.len() as u64;
                         if let Some(t) = tap.as_deref_mut() {
                             t.body(data);
                         }
@@ -206,6 +230,7 @@ where
                 decoder.is_done()
             }
             Framing::Close => {
+                *sent += rbuf.len() as u64;
                 if let Some(t) = tap.as_deref_mut() {
                     t.body(rbuf);
                 }

@@ -52,6 +52,9 @@ pub struct RawBody {
     deadline: Option<Pin<Box<Sleep>>>,
     /// The request body still going out on the same connection.
     upload: Sending,
+    /// The exchange's end, reported when this body is dropped; counts the
+    /// bytes that went to the client.
+    end: Option<Box<crate::hooks::Finish>>,
 }
 
 /// Body pieces up to this size are copied out of the read buffer, which then
@@ -81,6 +84,7 @@ impl RawBody {
             guard: None,
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
             upload: Sending::Sent,
+            end: None,
         };
         if matches!(head.framing, Framing::None | Framing::Length(0)) {
             body.finish();
@@ -95,6 +99,12 @@ impl RawBody {
             self.upload = upload;
         }
         self
+    }
+
+    /// Reports the exchange's end, with the body's size, when this body is
+    /// dropped.
+    pub(crate) fn finish_with(&mut self, end: Box<crate::hooks::Finish>) {
+        self.end = Some(end);
     }
 
     /// Keeps the in-flight guard until the body ends.
@@ -202,7 +212,12 @@ impl http_body::Body for RawBody {
         let this = self.get_mut();
         loop {
             match this.take_buffered() {
-                Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(Some(data)) => {
+                    if let Some(end) = this.end.as_mut() {
+                        end.sent(data.len());
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
                 Ok(None) => {}
                 Err(e) => return this.fail(e),
             }
