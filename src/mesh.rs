@@ -231,7 +231,7 @@ fn local_labels(settings: &Settings) -> anymesh_proxy::metrics::istio::LocalLabe
             let principal = settings
                 .identity
                 .is_some()
-                .then(|| format!("{td}/ns/{}/sa/{}", w.namespace, w.service_account));
+                .then(|| format!("spiffe://{td}/ns/{}/sa/{}", w.namespace, w.service_account));
             let labels = w
                 .labels
                 .iter()

@@ -52,7 +52,9 @@ const UNKNOWN: &str = "unknown";
 pub struct PeerLabels {
     pub workload: Arc<str>,
     pub namespace: Arc<str>,
-    /// The SPIFFE ID without `spiffe://` (Istio's principal), or `unknown`.
+    /// The SPIFFE ID, `spiffe://<trust domain>/ns/<namespace>/sa/<account>`
+    /// as Istio's metrics carry it (its dashboards select
+    /// `destination_principal=~"spiffe.*"`), or `unknown`.
     pub principal: Arc<str>,
     pub app: Arc<str>,
     pub version: Arc<str>,
@@ -153,7 +155,7 @@ impl PeerLabels {
     pub fn of_peer(id: Option<&anymesh_identity::SpiffeId>) -> Self {
         let mut p = Self::unknown();
         if let Some(id) = id {
-            p.principal = Arc::from(id.principal());
+            p.principal = Arc::from(id.as_str());
             if let Some(ns) = id.namespace() {
                 p.namespace = Arc::from(ns);
             }
@@ -326,7 +328,7 @@ impl LocalLabels {
     }
 
     /// The local workload `name` in `namespace` with `labels`, proving
-    /// `principal` (`spiffe://` stripped) when it has an identity. Its
+    /// `principal` (a whole SPIFFE ID) when it has an identity. Its
     /// service is `<canonical service>.<namespace>.svc.cluster.local`, as
     /// Kubernetes would name it, unless `service` names it.
     pub fn workload(
@@ -371,10 +373,10 @@ impl LocalLabels {
                 cache.clear();
             }
             let principal = if mtls {
-                endpoint.mesh.as_ref().map(|m| {
-                    let id = m.identity(&self.trust_domain);
-                    id.strip_prefix("spiffe://").unwrap_or(&id).to_string()
-                })
+                endpoint
+                    .mesh
+                    .as_ref()
+                    .map(|m| m.identity(&self.trust_domain))
             } else {
                 None
             };

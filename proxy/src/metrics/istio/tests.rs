@@ -51,7 +51,7 @@ fn a_request_series_carries_every_istio_label_and_envoy_buckets() {
     let source = Arc::new(PeerLabels::workload(
         "productpage-v1",
         "default",
-        Some("cluster.local/ns/default/sa/bookinfo-productpage"),
+        Some("spiffe://cluster.local/ns/default/sa/bookinfo-productpage"),
         &labels(&[("app", "productpage"), ("version", "v1")]),
     ));
     let ep = endpoint(
@@ -89,7 +89,7 @@ fn a_request_series_carries_every_istio_label_and_envoy_buckets() {
         "source_canonical_service=\"productpage\"",
         "source_canonical_revision=\"v1\"",
         "source_workload_namespace=\"default\"",
-        "source_principal=\"cluster.local/ns/default/sa/bookinfo-productpage\"",
+        "source_principal=\"spiffe://cluster.local/ns/default/sa/bookinfo-productpage\"",
         "source_app=\"productpage\"",
         "source_version=\"v1\"",
         "source_cluster=\"unknown\"",
@@ -180,7 +180,7 @@ fn fallbacks_follow_istio() {
             spiffe_id: None,
         }),
     );
-    let p = PeerLabels::of_endpoint(&e, Some("cluster.local/ns/shop/sa/web"));
+    let p = PeerLabels::of_endpoint(&e, Some("spiffe://cluster.local/ns/shop/sa/web"));
     assert_eq!(&*p.workload, "web-blue");
     assert_eq!(&*p.namespace, "shop");
     assert_eq!(&*p.app, "web");
@@ -188,14 +188,14 @@ fn fallbacks_follow_istio() {
     assert_eq!(&*p.canonical_service, "frontend");
     assert_eq!(&*p.canonical_revision, "3");
     assert_eq!(&*p.cluster, "east");
-    assert_eq!(&*p.principal, "cluster.local/ns/shop/sa/web");
+    assert_eq!(&*p.principal, "spiffe://cluster.local/ns/shop/sa/web");
     let s = ServiceLabels::new("web.service.consul", Some("shop"));
     assert_eq!((&*s.name, &*s.namespace), ("web", "shop"));
     // A verified peer: its namespace and principal; a plaintext one: unknown.
     let id =
         anymesh_identity::SpiffeId::parse("spiffe://cluster.local/ns/shop/sa/cart").expect("id");
     let p = PeerLabels::of_peer(Some(&id));
-    assert_eq!(&*p.principal, "cluster.local/ns/shop/sa/cart");
+    assert_eq!(&*p.principal, "spiffe://cluster.local/ns/shop/sa/cart");
     assert_eq!(&*p.namespace, "shop");
     assert_eq!(&*p.workload, "unknown");
     assert_eq!(PeerLabels::of_peer(None), PeerLabels::unknown());
@@ -253,7 +253,7 @@ fn peer_metadata_round_trips_and_hostile_values_are_refused() {
     let me = PeerLabels::workload(
         "cart-v2",
         "shop",
-        Some("cluster.local/ns/shop/sa/cart"),
+        Some("spiffe://cluster.local/ns/shop/sa/cart"),
         &labels(&[("app", "cart"), ("version", "v2")]),
     );
     let value = me.metadata();
@@ -267,7 +267,7 @@ fn peer_metadata_round_trips_and_hostile_values_are_refused() {
     assert_eq!(&*got.canonical_revision, "v2");
     // The namespace and principal stay the certificate's.
     assert_eq!(&*got.namespace, "shop");
-    assert_eq!(&*got.principal, "cluster.local/ns/shop/sa/cart");
+    assert_eq!(&*got.principal, "spiffe://cluster.local/ns/shop/sa/cart");
     assert_eq!(&*got.cluster, "unknown");
     for hostile in [
         &b"w=a\"b"[..],
