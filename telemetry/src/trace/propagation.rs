@@ -31,6 +31,14 @@
 //! kept. Unlike Envoy's Zipkin tracer with `shared_span_context`, the
 //! server span gets its own span id (OpenTelemetry's model), so every hop
 //! is a parent/child link.
+//!
+//! An unsampled request writes the same headers (flags `00`,
+//! `x-b3-sampled: 0`). Envoy's Zipkin tracer would honour
+//! `x-b3-sampled: 0` alone (it reads the sampling state apart from the ids
+//! and starts an unsampled root without them), which would save two
+//! inserts, but Envoy itself writes the B3 ids on unsampled requests and
+//! the B3 spec asks that established ids go with a deny decision (they tag
+//! logs), so a team moving from Istio keeps them.
 
 mod parse;
 #[cfg(test)]
