@@ -31,6 +31,14 @@
 //! kept. Unlike Envoy's Zipkin tracer with `shared_span_context`, the
 //! server span gets its own span id (OpenTelemetry's model), so every hop
 //! is a parent/child link.
+//!
+//! An unsampled request writes the same headers (flags `00`,
+//! `x-b3-sampled: 0`). Envoy's Zipkin tracer would honour
+//! `x-b3-sampled: 0` alone (it reads the sampling state apart from the ids
+//! and starts an unsampled root without them), which would save two
+//! inserts, but Envoy itself writes the B3 ids on unsampled requests and
+//! the B3 spec asks that established ids go with a deny decision (they tag
+//! logs), so a team moving from Istio keeps them.
 
 mod parse;
 #[cfg(test)]
@@ -40,7 +48,7 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use rand::RngCore;
 
-use super::ids::{SpanId, TraceId};
+use super::ids::{self, SpanId, TraceId};
 pub use parse::{request_id_ok, REQUEST_ID_MAX_LEN};
 use parse::{B3Sampling, B3Single, Parent};
 
@@ -73,6 +81,27 @@ const SEEN_B3_FLAGS: u16 = 1 << 6;
 const SEEN_B3: u16 = 1 << 7;
 const SEEN_REQUEST_ID: u16 = 1 << 8;
 const SEEN_FORCE: u16 = 1 << 9;
+
+/// The `SEEN_*` bit of a header name, 0 for the others. Dispatches on the
+/// length first: of a usual request's headers only those of length 10, 11,
+/// 12 and 17 are compared at all, each against one to three names.
+#[inline]
+fn classify(name: &HeaderName) -> u16 {
+    let n = name.as_str().as_bytes();
+    match n.len() {
+        2 if n == b"b3" => SEEN_B3,
+        10 if n == b"tracestate" => SEEN_TRACESTATE,
+        10 if n == b"x-b3-flags" => SEEN_B3_FLAGS,
+        11 if n == b"traceparent" => SEEN_TRACEPARENT,
+        11 if n == b"x-b3-spanid" => SEEN_B3_SPAN,
+        12 if n == b"x-b3-traceid" => SEEN_B3_TRACE,
+        12 if n == b"x-b3-sampled" => SEEN_B3_SAMPLED,
+        12 if n == b"x-request-id" => SEEN_REQUEST_ID,
+        17 if n == b"x-b3-parentspanid" => SEEN_B3_PARENT,
+        19 if n == b"x-envoy-force-trace" => SEEN_FORCE,
+        _ => 0,
+    }
+}
 
 /// What the request's headers said, checked: the result of
 /// [`TraceContext::extract`].
@@ -160,16 +189,7 @@ impl Extracted {
         };
         let request_id = match self.request_id {
             Some(v) => RequestId::Kept(v),
-            None => {
-                let mut bytes = [0u8; 16];
-                rng.fill_bytes(&mut bytes);
-                let mut out = [0u8; 36];
-                uuid::Builder::from_random_bytes(bytes)
-                    .into_uuid()
-                    .hyphenated()
-                    .encode_lower(&mut out);
-                RequestId::Generated(out)
-            }
+            None => RequestId::Generated(ids::uuid_v4(rng.next_u64(), rng.next_u64())),
         };
         TraceContext {
             trace_id,
@@ -207,21 +227,24 @@ impl<'a> Raw<'a> {
     fn scan(headers: &'a HeaderMap) -> Self {
         let mut raw = Raw::default();
         for (name, value) in headers {
-            let (slot, bit) = match name.as_str() {
-                "traceparent" => (&mut raw.traceparent, SEEN_TRACEPARENT),
-                "tracestate" => (&mut raw.tracestate, SEEN_TRACESTATE),
-                "x-b3-traceid" => (&mut raw.b3_trace, SEEN_B3_TRACE),
-                "x-b3-spanid" => (&mut raw.b3_span, SEEN_B3_SPAN),
-                "x-b3-parentspanid" => (&mut raw.b3_parent, SEEN_B3_PARENT),
-                "x-b3-sampled" => (&mut raw.b3_sampled, SEEN_B3_SAMPLED),
-                "x-b3-flags" => (&mut raw.b3_flags, SEEN_B3_FLAGS),
-                "b3" => (&mut raw.b3, SEEN_B3),
-                "x-request-id" => (&mut raw.request_id, SEEN_REQUEST_ID),
-                "x-envoy-force-trace" => {
-                    raw.seen |= SEEN_FORCE;
+            let bit = classify(name);
+            if bit == 0 {
+                continue;
+            }
+            let slot = match bit {
+                SEEN_TRACEPARENT => &mut raw.traceparent,
+                SEEN_TRACESTATE => &mut raw.tracestate,
+                SEEN_B3_TRACE => &mut raw.b3_trace,
+                SEEN_B3_SPAN => &mut raw.b3_span,
+                SEEN_B3_PARENT => &mut raw.b3_parent,
+                SEEN_B3_SAMPLED => &mut raw.b3_sampled,
+                SEEN_B3_FLAGS => &mut raw.b3_flags,
+                SEEN_B3 => &mut raw.b3,
+                SEEN_REQUEST_ID => &mut raw.request_id,
+                _ => {
+                    raw.seen |= bit;
                     continue;
                 }
-                _ => continue,
             };
             if raw.seen & bit != 0 {
                 raw.repeated |= bit;
@@ -392,125 +415,193 @@ fn tracestate(headers: &HeaderMap, raw: &Raw<'_>) -> Option<HeaderValue> {
 
 /// Writes `ctx` into an upstream request's headers: `traceparent` and B3
 /// multi always, `b3` when one came in, `tracestate` when kept, and
-/// `x-request-id` when made here. Headers that came in but were refused
-/// are removed (they may still be in `headers` when it is the incoming map
-/// forwarded). One allocation: the values share one buffer (plus the map's
-/// own growth, reserved at once).
+/// `x-request-id` when made here (or when kept but absent from `headers`).
+/// Headers that came in but were refused are removed (they may still be in
+/// `headers` when it is the incoming map forwarded), and a header present
+/// more than once becomes one.
+///
+/// One pass over `headers` replaces the values of the trace headers already
+/// there in place (no hashing); only those missing are inserted (and the
+/// rare refused ones removed), each a hashed operation of the map. Each
+/// value written is its own small allocation, freed without atomic
+/// operations when the request is dropped.
 pub fn inject(ctx: &TraceContext, headers: &mut HeaderMap) {
-    let trace_hex = ctx.trace_id.to_hex();
-    let b3_trace: &[u8] = if ctx.trace_id.is_64bit() {
-        &trace_hex[16..]
-    } else {
-        &trace_hex
-    };
-    let span_hex = ctx.span_id.to_hex();
-    let parent_hex = ctx.parent_span_id.map(SpanId::to_hex);
-    let single = ctx.seen & SEEN_B3 != 0;
-
-    let mut buf = Values {
-        buf: [0; VALUES_LEN],
-        len: 0,
-    };
-    // traceparent
-    buf.put(b"00-");
-    buf.put(&trace_hex);
-    buf.put(b"-");
-    buf.put(&span_hex);
-    buf.put(if ctx.sampled { b"-01" } else { b"-00" });
-    let tp_end = buf.len;
-    buf.put(b3_trace);
-    let b3t_end = buf.len;
-    buf.put(&span_hex);
-    let b3s_end = buf.len;
-    if let Some(p) = &parent_hex {
-        buf.put(p);
+    let out = Rendered::new(ctx);
+    let mut shared = None;
+    let mut want = SEEN_TRACEPARENT | SEEN_B3_TRACE | SEEN_B3_SPAN | SEEN_B3_SAMPLED;
+    if ctx.parent_span_id.is_some() {
+        want |= SEEN_B3_PARENT;
     }
-    let b3p_end = buf.len;
-    if single {
-        buf.put(b3_trace);
-        buf.put(b"-");
-        buf.put(&span_hex);
-        buf.put(match (ctx.debug, ctx.sampled) {
-            (true, _) => b"-d",
-            (false, true) => b"-1",
-            (false, false) => b"-0",
-        });
-        if let Some(p) = &parent_hex {
-            buf.put(b"-");
-            buf.put(p);
-        }
-    }
-    let single_end = buf.len;
-    if let RequestId::Generated(id) = &ctx.request_id {
-        buf.put(id);
-    }
-    let rid_end = buf.len;
-    // One allocation holds every value (and its reference count).
-    let buf = Bytes::from_owner(buf);
-
-    // Room for all at once: one growth of the map instead of several.
-    headers.reserve(7);
-    put(headers, TRACEPARENT, &buf, 0, tp_end);
-    put(headers, B3_TRACE_ID, &buf, tp_end, b3t_end);
-    put(headers, B3_SPAN_ID, &buf, b3t_end, b3s_end);
-    if parent_hex.is_some() {
-        put(headers, B3_PARENT, &buf, b3s_end, b3p_end);
-    } else if ctx.seen & SEEN_B3_PARENT != 0 {
-        headers.remove(B3_PARENT);
-    }
-    let sampled = if ctx.sampled { "1" } else { "0" };
-    headers.insert(B3_SAMPLED, HeaderValue::from_static(sampled));
     if ctx.debug {
-        headers.insert(B3_FLAGS, HeaderValue::from_static("1"));
-    } else if ctx.seen & SEEN_B3_FLAGS != 0 {
-        headers.remove(B3_FLAGS);
+        want |= SEEN_B3_FLAGS;
     }
-    if single {
-        put(headers, B3, &buf, b3p_end, single_end);
+    if out.single_len != 0 {
+        want |= SEEN_B3;
     }
-    match &ctx.tracestate {
-        Some(v) => {
-            headers.insert(TRACESTATE, v.clone());
+    if ctx.tracestate.is_some() {
+        want |= SEEN_TRACESTATE;
+    }
+    // A kept request id is the one in a forwarded map: left as it is.
+    let replace = match ctx.request_id {
+        RequestId::Generated(_) => want | SEEN_REQUEST_ID,
+        RequestId::Kept(_) => want,
+    };
+    want |= SEEN_REQUEST_ID;
+
+    let mut present = 0u16;
+    let mut repeated = 0u16;
+    for (name, value) in headers.iter_mut() {
+        let bit = classify(name);
+        if bit == 0 || bit == SEEN_FORCE {
+            continue;
         }
-        None if ctx.seen & SEEN_TRACESTATE != 0 => {
-            headers.remove(TRACESTATE);
+        if present & bit != 0 {
+            repeated |= bit;
+            continue;
         }
-        None => {}
+        present |= bit;
+        if replace & bit != 0 {
+            if let Some(v) = out.value(&mut shared, ctx, bit) {
+                *value = v;
+            }
+        }
     }
-    if single_end != rid_end {
-        put(headers, REQUEST_ID, &buf, single_end, rid_end);
+
+    // Missing, or there more than once (an insert leaves one).
+    let mut insert = want & (!present | repeated);
+    while insert != 0 {
+        let bit = insert & insert.wrapping_neg();
+        insert &= !bit;
+        if let (Some(name), Some(v)) = (name_of(bit), out.value(&mut shared, ctx, bit)) {
+            headers.insert(name, v);
+        }
+    }
+    let mut remove = present & !want & !SEEN_FORCE;
+    while remove != 0 {
+        let bit = remove & remove.wrapping_neg();
+        remove &= !bit;
+        if let Some(name) = name_of(bit) {
+            headers.remove(name);
+        }
     }
 }
 
-/// The most bytes of header values one `inject` writes: `traceparent` 55,
-/// B3 trace, span and parent ids 64, `b3` 68, a request id 36.
-const VALUES_LEN: usize = 224;
-
-/// The header values of one `inject`, built on the stack then moved into
-/// one `Bytes`.
-struct Values {
-    buf: [u8; VALUES_LEN],
-    len: usize,
+/// The name of a `SEEN_*` bit.
+fn name_of(bit: u16) -> Option<HeaderName> {
+    Some(match bit {
+        SEEN_TRACEPARENT => TRACEPARENT,
+        SEEN_TRACESTATE => TRACESTATE,
+        SEEN_B3_TRACE => B3_TRACE_ID,
+        SEEN_B3_SPAN => B3_SPAN_ID,
+        SEEN_B3_PARENT => B3_PARENT,
+        SEEN_B3_SAMPLED => B3_SAMPLED,
+        SEEN_B3_FLAGS => B3_FLAGS,
+        SEEN_B3 => B3,
+        SEEN_REQUEST_ID => REQUEST_ID,
+        _ => return None,
+    })
 }
 
-impl Values {
-    fn put(&mut self, s: &[u8]) {
-        // The writes above total at most VALUES_LEN: a longer one would be
-        // a bug here, not bad input.
-        self.buf[self.len..self.len + s.len()].copy_from_slice(s);
-        self.len += s.len();
-    }
+/// The values `inject` writes, formatted on the stack in one buffer: the
+/// B3 ids are slices of `traceparent`.
+#[derive(Clone, Copy)]
+struct Rendered {
+    buf: [u8; RENDERED_LEN],
+    single_len: usize,
 }
 
-impl AsRef<[u8]> for Values {
+// Where each value sits in `Rendered::buf`.
+const TP: std::ops::Range<usize> = 0..55;
+const TP_TRACE: usize = 3;
+const TP_SPAN: std::ops::Range<usize> = 36..52;
+const PARENT: std::ops::Range<usize> = 55..71;
+const SINGLE: usize = 71;
+const RID: std::ops::Range<usize> = 139..175;
+const RENDERED_LEN: usize = 175;
+
+impl AsRef<[u8]> for Rendered {
     fn as_ref(&self) -> &[u8] {
-        &self.buf[..self.len]
+        &self.buf
     }
 }
 
-fn put(headers: &mut HeaderMap, name: HeaderName, buf: &Bytes, from: usize, to: usize) {
-    // Hex digits, dashes and a lower-case UUID: always a valid value.
-    if let Ok(v) = HeaderValue::from_maybe_shared(buf.slice(from..to)) {
-        headers.insert(name, v);
+impl Rendered {
+    fn new(ctx: &TraceContext) -> Self {
+        let mut buf = [b'-'; RENDERED_LEN];
+        buf[..2].copy_from_slice(b"00");
+        ids::write_hex(&ctx.trace_id.to_bytes(), &mut buf[TP_TRACE..TP_TRACE + 32]);
+        ids::write_hex(&ctx.span_id.to_bytes(), &mut buf[TP_SPAN]);
+        buf[TP.end - 2..TP.end].copy_from_slice(if ctx.sampled { b"01" } else { b"00" });
+        if let Some(p) = ctx.parent_span_id {
+            ids::write_hex(&p.to_bytes(), &mut buf[PARENT]);
+        }
+        if let RequestId::Generated(id) = &ctx.request_id {
+            buf[RID].copy_from_slice(id);
+        }
+        let mut single_len = 0;
+        if ctx.seen & SEEN_B3 != 0 {
+            let trace = Self::b3_trace(ctx);
+            let mut at = SINGLE;
+            buf.copy_within(trace.clone(), at);
+            at += trace.len() + 1;
+            buf.copy_within(TP_SPAN, at);
+            at += 17;
+            buf[at] = match (ctx.debug, ctx.sampled) {
+                (true, _) => b'd',
+                (false, true) => b'1',
+                (false, false) => b'0',
+            };
+            at += 1;
+            if ctx.parent_span_id.is_some() {
+                buf.copy_within(PARENT, at + 1);
+                at += 17;
+            }
+            single_len = at - SINGLE;
+        }
+        Self { buf, single_len }
+    }
+
+    /// The B3 trace id's place: 16 digits when it fits in 64 bits (it came
+    /// from a 64-bit B3 id), else 32.
+    fn b3_trace(ctx: &TraceContext) -> std::ops::Range<usize> {
+        if ctx.trace_id.is_64bit() {
+            TP_TRACE + 16..TP_TRACE + 32
+        } else {
+            TP_TRACE..TP_TRACE + 32
+        }
+    }
+
+    /// The value of the header of `bit`: a constant, a value of `ctx`, or
+    /// a slice of `buf` (moved into one shared allocation on first use).
+    #[inline]
+    fn value(
+        &self,
+        shared: &mut Option<Bytes>,
+        ctx: &TraceContext,
+        bit: u16,
+    ) -> Option<HeaderValue> {
+        let range = match bit {
+            SEEN_TRACEPARENT => TP,
+            SEEN_B3_TRACE => Self::b3_trace(ctx),
+            SEEN_B3_SPAN => TP_SPAN,
+            SEEN_B3_PARENT => PARENT,
+            SEEN_B3 => SINGLE..SINGLE + self.single_len,
+            SEEN_REQUEST_ID => match &ctx.request_id {
+                RequestId::Generated(_) => RID,
+                RequestId::Kept(v) => return Some(v.clone()),
+            },
+            SEEN_B3_SAMPLED => {
+                let v = if ctx.sampled { "1" } else { "0" };
+                return Some(HeaderValue::from_static(v));
+            }
+            SEEN_B3_FLAGS => return Some(HeaderValue::from_static("1")),
+            SEEN_TRACESTATE => return ctx.tracestate.clone(),
+            _ => return None,
+        };
+        // One allocation holds every value; each header's value is a
+        // reference-counted slice of it. (Hex digits, dashes and a
+        // lower-case UUID: always a valid value.)
+        let bytes = shared.get_or_insert_with(|| Bytes::from_owner(*self));
+        HeaderValue::from_maybe_shared(bytes.slice(range)).ok()
     }
 }

@@ -127,5 +127,12 @@ pub(crate) fn b3_single(v: &[u8]) -> Option<B3Single> {
 /// A request id worth keeping: 1 to 128 visible ASCII characters (no
 /// spaces, no control characters), so it is safe in logs and tags.
 pub fn request_id_ok(v: &[u8]) -> bool {
-    !v.is_empty() && v.len() <= REQUEST_ID_MAX_LEN && v.iter().all(|&c| (0x21..0x7f).contains(&c))
+    if v.is_empty() || v.len() > REQUEST_ID_MAX_LEN {
+        return false;
+    }
+    // No early exit, so the loop vectorizes: every request's id is checked.
+    let bad = v
+        .iter()
+        .fold(false, |bad, &c| bad | !(0x21..0x7f).contains(&c));
+    !bad
 }

@@ -376,3 +376,76 @@ fn random_bytes_never_panic_and_never_pass_through() {
         assert!(request_id_ok(rid.as_bytes()));
     }
 }
+
+#[test]
+fn inject_into_another_map_replaces_collapses_and_removes() {
+    // The incoming map says: a valid W3C parent and a kept request id.
+    let incoming = map(&[("traceparent", TP), ("x-request-id", "abc-123")]);
+    let ctx = TraceContext::extract(&incoming).start(false, &mut rng());
+    // The upstream map holds stale trace headers, some twice, and lacks
+    // the request id.
+    let mut up = map(&[
+        ("accept", "*/*"),
+        ("x-b3-spanid", "1111111111111111"),
+        ("x-b3-spanid", "2222222222222222"),
+        ("traceparent", "garbage"),
+        ("x-b3-flags", "1"),
+        ("b3", "0"),
+        ("x-b3-sampled", "1"),
+        ("x-b3-sampled", "1"),
+    ]);
+    inject(&ctx, &mut up);
+    let span = ctx.span_id.to_string();
+    assert_eq!(
+        get(&up, "traceparent"),
+        Some(format!("00-{TRACE}-{span}-00").as_str())
+    );
+    for k in ["x-b3-spanid", "x-b3-sampled", "traceparent", "x-b3-traceid"] {
+        assert_eq!(up.get_all(k).iter().count(), 1, "{k} once");
+    }
+    assert_eq!(get(&up, "x-b3-spanid"), Some(span.as_str()));
+    assert_eq!(get(&up, "x-b3-sampled"), Some("0"));
+    assert_eq!(get(&up, "x-b3-parentspanid"), Some(SPAN));
+    assert!(up.get("x-b3-flags").is_none(), "not debug: removed");
+    assert!(up.get("b3").is_none(), "no b3 came in: a stale one removed");
+    assert_eq!(get(&up, "x-request-id"), Some("abc-123"), "kept, added");
+    assert_eq!(get(&up, "accept"), Some("*/*"));
+
+    // Injecting again (the steady state: every header there once) changes
+    // nothing but the values.
+    let before = up.len();
+    let ctx2 = TraceContext::extract(&incoming).start(false, &mut SmallRng::seed_from_u64(8));
+    inject(&ctx2, &mut up);
+    assert_eq!(up.len(), before);
+    assert_eq!(
+        get(&up, "x-b3-spanid"),
+        Some(ctx2.span_id.to_string().as_str())
+    );
+}
+
+#[test]
+fn inject_writes_what_a_fresh_map_would_hold() {
+    // In place (the map already holds the headers) and by insertion (an
+    // empty map) give the same headers.
+    let mut r = SmallRng::seed_from_u64(3);
+    for incoming in [
+        map(&[]),
+        map(&[("b3", "80f198ee56343ba8-e457b5a2e4d86bd1-d")]),
+        map(&[
+            ("traceparent", TP),
+            ("tracestate", "a=b"),
+            ("x-request-id", "r-1"),
+        ]),
+    ] {
+        let ctx = TraceContext::extract(&incoming).start(r.random(), &mut r);
+        let mut fresh = HeaderMap::new();
+        inject(&ctx, &mut fresh);
+        let mut forwarded = incoming.clone();
+        inject(&ctx, &mut forwarded);
+        inject(&ctx, &mut forwarded);
+        for (k, v) in &fresh {
+            assert_eq!(forwarded.get(k), Some(v), "{k}");
+        }
+        assert_eq!(fresh.len(), forwarded.len());
+    }
+}
