@@ -54,6 +54,9 @@ pub(crate) struct Exchange<'a> {
     /// Body bytes received from the client and sent to it.
     pub request_bytes: u64,
     pub response_bytes: u64,
+    /// A gRPC exchange (`content-type: application/grpc…`), with the
+    /// `grpc-status` of its trailers (or trailers-only response), if any.
+    pub grpc: Option<Option<u16>>,
 }
 
 /// The end of an exchange whose response body is still being sent: it
@@ -73,6 +76,8 @@ pub(crate) struct Finish {
     pub capture: Option<Box<Capture>>,
     pub request_bytes: u64,
     pub response_bytes: u64,
+    /// As [`Exchange::grpc`].
+    pub grpc: Option<Option<u16>>,
 }
 
 impl Finish {
@@ -81,6 +86,31 @@ impl Finish {
     pub(crate) fn sent(&mut self, n: usize) {
         self.response_bytes += n as u64;
     }
+
+    /// The response's trailers (or a trailers-only response's headers)
+    /// went to the client: a gRPC exchange's status is there.
+    pub(crate) fn trailers(&mut self, trailers: &http::HeaderMap) {
+        if let Some(grpc) = &mut self.grpc {
+            if let Some(status) = grpc_status(trailers) {
+                *grpc = Some(status);
+            }
+        }
+    }
+}
+
+/// A request's gRPC marking: `Some(None)` (status not known yet) when its
+/// `content-type` is `application/grpc` or a `application/grpc+…` form.
+pub(crate) fn grpc_request(headers: &http::HeaderMap) -> Option<Option<u16>> {
+    let ct = headers.get(http::header::CONTENT_TYPE)?.as_bytes();
+    let grpc =
+        ct.starts_with(b"application/grpc") && matches!(ct.get(16), None | Some(b'+' | b';'));
+    grpc.then_some(None)
+}
+
+/// The `grpc-status` in `headers`, when it is a number.
+fn grpc_status(headers: &http::HeaderMap) -> Option<u16> {
+    let v = headers.get("grpc-status")?.to_str().ok()?;
+    v.parse().ok().filter(|s| *s <= 999)
 }
 
 impl Drop for Finish {
@@ -97,6 +127,7 @@ impl Drop for Finish {
             capture: self.capture.as_deref(),
             request_bytes: self.request_bytes,
             response_bytes: self.response_bytes,
+            grpc: self.grpc,
         });
     }
 }
@@ -227,9 +258,9 @@ impl Hooks {
                     source: conn.peer_labels.get().unwrap_or(&conn.source),
                     destination: &local.workload,
                     service: &local.service,
-                    protocol: RequestProtocol::Http,
+                    protocol: protocol(ex),
                     code: ex.status,
-                    grpc_status: None,
+                    grpc_status: ex.grpc.flatten(),
                     flags,
                     security: if conn.peer_id.is_some() {
                         SecurityPolicy::MutualTls
@@ -257,9 +288,9 @@ impl Hooks {
                     source: &local.workload,
                     destination: &destination,
                     service: &service,
-                    protocol: RequestProtocol::Http,
+                    protocol: protocol(ex),
                     code: ex.status,
-                    grpc_status: None,
+                    grpc_status: ex.grpc.flatten(),
                     flags,
                     security: SecurityPolicy::Unknown,
                 };
@@ -284,4 +315,11 @@ fn upstream_addr(ex: &Exchange<'_>) -> Option<std::net::SocketAddr> {
         _ => endpoint.port_for(&ex.cluster?.port)?,
     };
     Some(std::net::SocketAddr::new(ip, port))
+}
+
+fn protocol(ex: &Exchange<'_>) -> RequestProtocol {
+    match ex.grpc {
+        Some(_) => RequestProtocol::Grpc,
+        None => RequestProtocol::Http,
+    }
 }

@@ -120,6 +120,8 @@ impl Body for ProxyBody {
                 if let Poll::Ready(Some(Ok(frame))) = &res {
                     if let Some(data) = frame.data_ref() {
                         body.end.sent(data.len());
+                    } else if let Some(trailers) = frame.trailers_ref() {
+                        body.end.trailers(trailers);
                     }
                 }
                 res

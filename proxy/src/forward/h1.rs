@@ -69,6 +69,7 @@ pub(crate) async fn exchange(
                         capture: None,
                         request_bytes: 0,
                         response_bytes: 0,
+                        grpc: None,
                     });
                 }
                 return next;
@@ -229,6 +230,7 @@ pub(crate) async fn exchange(
             capture: capture.as_deref(),
             request_bytes: sizes.0,
             response_bytes: sizes.1,
+            grpc: None,
         })
     };
     match result {
@@ -397,6 +399,7 @@ async fn finish_local(
         capture,
         request_bytes: 0,
         response_bytes: if head_request { 0 } else { size.unwrap_or(0) },
+        grpc: None,
     });
     match written {
         Ok(()) if keep => Next::KeepAlive,

@@ -40,7 +40,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::h1::bufs;
 use crate::h1::codec::{self, Framing, ResponseHead};
 use crate::h1::settings::ServerSettings;
-use crate::hooks::{Finish, Hooks};
+use crate::hooks::{grpc_request, Finish, Hooks};
 use crate::metrics::Metrics;
 use crate::mirror::{MirrorBody, MirrorSettings, Mirroring, PrimaryTap};
 use crate::reply;
@@ -187,8 +187,8 @@ impl Proxy {
         let start = Instant::now();
         let routing = self.router.current();
         let inbound = peer.inbound.clone();
-        let (out, capture, request_bytes) = self.dispatch(req, peer, &routing).await;
-        self.finish(out, start, inbound, capture, request_bytes)
+        let (out, arrived) = self.dispatch(req, peer, &routing).await;
+        self.finish(out, start, inbound, arrived)
     }
 
     /// The end of an exchange that produced `out`, for a request that came
@@ -200,8 +200,7 @@ impl Proxy {
         out: Outcome,
         start: Instant,
         inbound: Option<Arc<crate::service::InboundConn>>,
-        capture: Option<Box<Capture>>,
-        request_bytes: u64,
+        arrived: Arrived,
     ) -> Response<ProxyBody> {
         let (parts, body) = out.resp.into_parts();
         let mut finish = Finish {
@@ -214,10 +213,15 @@ impl Proxy {
             start,
             dest: out.dest,
             inbound,
-            capture,
-            request_bytes,
+            capture: arrived.capture,
+            request_bytes: arrived.bytes,
             response_bytes: 0,
+            grpc: arrived.grpc,
         };
+        if finish.grpc.is_some() {
+            // A trailers-only response carries the status in its head.
+            finish.trailers(&parts.headers);
+        }
         let body = match body {
             ProxyBody::Local { data } => {
                 finish.sent(data.as_ref().map_or(0, Bytes::len));
@@ -266,10 +270,13 @@ impl Proxy {
         req: Request<RequestBody>,
         peer: Peer,
         routing: &Routing,
-    ) -> (Outcome, Option<Box<Capture>>, u64) {
+    ) -> (Outcome, Arrived) {
         let (mut parts, body) = req.into_parts();
-        let capture = self.hooks.capture(&parts, &peer);
-        let request_bytes = content_length(&parts.headers);
+        let arrived = Arrived {
+            capture: self.hooks.capture(&parts, &peer),
+            bytes: content_length(&parts.headers),
+            grpc: grpc_request(&parts.headers),
+        };
         let plan = match plan(&mut parts, &peer, routing, &self.hooks) {
             Ok(p) => p,
             Err(mut out) => {
@@ -278,7 +285,7 @@ impl Proxy {
                     Box::pin(tokio::time::sleep(d)).await;
                     out.delayed = true;
                 }
-                return (*out, capture, request_bytes);
+                return (*out, arrived);
             }
         };
         let route_name = plan.hit.route.name.clone();
@@ -287,7 +294,7 @@ impl Proxy {
         let dest = plan.dest();
         let tap = self.mirror(routing, &plan, &parts, || streamed(&body));
         let mut out = self
-            .forward(&mut parts, body, plan, capture.as_deref())
+            .forward(&mut parts, body, plan, arrived.capture.as_deref())
             .await;
         out.cluster = Some(cluster);
         out.route = Some(route_name);
@@ -296,7 +303,7 @@ impl Proxy {
         if let Some(tap) = tap {
             out = tapped(out, tap);
         }
-        (out, capture, request_bytes)
+        (out, arrived)
     }
 
     async fn forward(
@@ -519,7 +526,7 @@ impl Proxy {
                     Box::pin(tokio::time::sleep(d)).await;
                     out.delayed = true;
                 }
-                let resp = self.finish(*out, start, peer.inbound, capture, 0);
+                let resp = self.finish(*out, start, peer.inbound, arrived(capture, &parts));
                 return Reply::Response(resp);
             }
         };
@@ -539,14 +546,19 @@ impl Proxy {
             if let Some(tap) = tap {
                 out = tapped(out, tap);
             }
-            let resp = self.finish(out, start, peer.inbound, capture, 0);
+            let resp = self.finish(out, start, peer.inbound, arrived(capture, &parts));
             return Reply::Response(resp);
         }
         let inbound = peer.inbound;
         let local = |mut out: Outcome, plan: &Plan<'_>, capture| {
             plan.label(&mut out);
             out.delayed = plan.delay().is_some();
-            Reply::Response(self.finish(out, start, inbound.clone(), capture, 0))
+            let arrived = Arrived {
+                capture,
+                bytes: 0,
+                grpc: None,
+            };
+            Reply::Response(self.finish(out, start, inbound.clone(), arrived))
         };
         if let Err(out) = prepare(&mut parts, &plan, &self.hooks, capture.as_deref()) {
             return local(*out, &plan, capture);
@@ -587,6 +599,7 @@ impl Proxy {
             capture,
             request_bytes: 0,
             response_bytes: 0,
+            grpc: None,
         }));
         body.hold(plan.guard);
         Reply::Raw {
@@ -894,6 +907,25 @@ mod deadline_tests {
         assert_eq!(grpc_deadline(&h, now, short), short);
         h.insert("grpc-timeout", HeaderValue::from_static("soon"));
         assert_eq!(grpc_deadline(&h, now, route), route);
+    }
+}
+
+/// What the end of an exchange needs from its request.
+pub(crate) struct Arrived {
+    /// For the access log and the tracer.
+    capture: Option<Box<Capture>>,
+    /// The request body's declared size.
+    bytes: u64,
+    /// A gRPC request ([`crate::hooks::grpc_request`]).
+    grpc: Option<Option<u16>>,
+}
+
+/// A bodiless request's [`Arrived`].
+fn arrived(capture: Option<Box<Capture>>, parts: &Parts) -> Arrived {
+    Arrived {
+        capture,
+        bytes: 0,
+        grpc: grpc_request(&parts.headers),
     }
 }
 

@@ -193,6 +193,20 @@ async fn grpc_unavailable_after_the_upstream_read_the_call_reaches_the_client_by
     assert!(unavailable > 0);
     assert_eq!(seen, unavailable, "every UNAVAILABLE reaches the client");
     assert_eq!(upstream_total(&ups) - before, 60, "nothing replayed");
+
+    // Istio's metrics say which calls were gRPC and how they ended.
+    let (_, text) = mesh.admin("/stats/prometheus").await;
+    let count = |status: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("istio_requests_total{"))
+            .filter(|l| l.contains("request_protocol=\"grpc\""))
+            .filter(|l| l.contains(&format!("grpc_response_status=\"{status}\"")))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(count("14"), seen as f64, "{text}");
+    // (The chaos upstream's healthy answers carry no grpc-status.)
+    assert_eq!(count(""), (60 - seen) as f64, "{text}");
 }
 
 /// A POST whose body streams from an HTTP/2 client is never sent twice, but
