@@ -136,7 +136,7 @@ impl Mesh {
             outbound,
             inbound,
             router.clone(),
-            (metrics, telemetry),
+            (metrics, telemetry.clone()),
             identity,
             &mut tasks,
             &stop,
@@ -153,6 +153,7 @@ impl Mesh {
             compile_warnings: compiled.warnings,
             ready: compiled.ready,
             health: health.clone(),
+            telemetry: telemetry.clone(),
         });
         tasks.spawn(serve_admin(admin, admin_state, stopped(stop)));
 

@@ -23,6 +23,7 @@ use crate::router::Router;
 
 mod explain;
 mod security;
+mod telemetry;
 
 /// Everything the admin endpoints read.
 pub struct AdminState {
@@ -46,6 +47,8 @@ pub struct AdminState {
     /// The proxy as anymesh.yaml describes it (trust domain, own identity,
     /// certificate source), for `/explain`.
     pub local: anymesh_core::explain::LocalProxy,
+    /// The access log and the tracer (their counters in `/metrics`).
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 #[derive(Serialize)]
@@ -155,6 +158,9 @@ pub(crate) fn encode_metrics(out: &mut String, state: &AdminState) -> std::fmt::
             state.inbound.clone(),
         )));
     }
+    scrape.register_collector(Box::new(telemetry::TelemetryCollector(
+        state.telemetry.clone(),
+    )));
     encode_registry(out, &scrape)?;
     encode_eof(out)
 }

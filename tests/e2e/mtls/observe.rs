@@ -262,4 +262,19 @@ async fn a_hop_is_logged_on_both_sides_and_traced_as_parent_and_child() {
                 || s["tags"]["guid:x-request-id"] == "quiet-1"),
         "an unsampled request made spans"
     );
+
+    // The counters say what became of lines and spans.
+    let (_, metrics) = b.admin("/metrics").await;
+    for line in [
+        "anymesh_access_log_lines_total{result=\"dropped\"} 0",
+        "anymesh_trace_spans_total{result=\"dropped\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+    let exported = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("anymesh_trace_spans_total{result=\"exported\"} "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("exported spans counted");
+    assert!(exported >= 2, "{metrics}");
 }

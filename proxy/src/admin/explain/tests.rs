@@ -187,6 +187,7 @@ fn metrics_are_read_from_the_routing_at_scrape_time() {
         compile_warnings: Arc::new(ArcSwap::from_pointee(Vec::new())),
         ready: watch::channel(true).1,
         health: None,
+        telemetry: Arc::default(),
     };
     let mut out = String::new();
     encode_metrics(&mut out, &state).unwrap();
