@@ -5,6 +5,7 @@
 
 mod metrics;
 pub(crate) mod pki;
+mod telemetry_policy;
 
 use std::sync::atomic::Ordering;
 
