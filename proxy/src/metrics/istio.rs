@@ -36,7 +36,6 @@ use std::sync::Arc;
 
 use anymesh_core::model::Endpoint;
 use anymesh_core::telemetry::{Side, StandardMetric, TelemetryPolicy};
-use arc_swap::ArcSwap;
 use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -46,7 +45,7 @@ use prometheus_client::registry::Registry;
 
 mod policy;
 
-pub use policy::{side, LocalTelemetry, SeriesLabels};
+pub use policy::{side, LocalTelemetry, PolicyCell, SeriesLabels};
 
 /// Envoy's default histogram boundaries, in milliseconds (Istio's duration
 /// histogram) and in bytes (the size histograms use them too), so mixed
@@ -590,7 +589,7 @@ pub struct IstioMetrics {
     pub response_bytes: Family<SeriesLabels, Histogram>,
     /// The local workload's Telemetry policy in force (shared with
     /// `Metrics::policy`); every metric on until one is set.
-    pub policy: Arc<ArcSwap<LocalTelemetry>>,
+    pub policy: Arc<PolicyCell>,
     id: u64,
 }
 
@@ -616,7 +615,7 @@ impl IstioMetrics {
             duration: Family::new_with_constructor(envoy_histogram),
             request_bytes: Family::new_with_constructor(envoy_histogram),
             response_bytes: Family::new_with_constructor(envoy_histogram),
-            policy: Arc::new(ArcSwap::from_pointee(LocalTelemetry::default())),
+            policy: Arc::new(PolicyCell::default()),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         };
         registry.register(
@@ -654,25 +653,21 @@ impl IstioMetrics {
     /// whether it differs from the one in force (an equal policy keeps the
     /// handles cached under it).
     pub fn set_policy(&self, policy: Arc<TelemetryPolicy>) -> bool {
-        if *self.policy.load().telemetry == *policy {
-            return false;
-        }
-        self.policy.store(Arc::new(LocalTelemetry::new(policy)));
-        true
+        self.policy.set(policy)
     }
 
     /// Records one exchange: `millis` from arrival to end, the sizes when
     /// known; only the metrics the policy in force has on for the
     /// reporter's side, with their tag overrides.
     pub fn record(&self, labels: &Series<'_>, millis: f64, sizes: Option<(u64, u64)>) {
-        let policy = self.policy.load();
+        let word = self.policy.word();
         let side = policy::side(labels.reporter);
-        if !policy.switches(side).any_http {
+        if !PolicyCell::records(word, side) {
             return;
         }
         let key = HandleKey {
             metrics: self.id,
-            policy: policy.generation(),
+            policy: word,
             source: Arc::as_ptr(labels.source) as usize,
             destination: Arc::as_ptr(labels.destination) as usize,
             service: Arc::as_ptr(labels.service) as usize,
@@ -684,26 +679,16 @@ impl IstioMetrics {
                 | ((labels.security as u8) << 4),
         };
         HANDLES.with_borrow_mut(|cache| {
-            if !cache.contains_key(&key) && cache.len() >= CACHE_LIMIT {
+            // One hash on a hit; a miss hashes again to insert.
+            if let Some(h) = cache.get(&key) {
+                return h.record(millis, sizes);
+            }
+            if cache.len() >= CACHE_LIMIT {
                 cache.clear();
             }
-            let h = cache
-                .entry(key)
-                .or_insert_with(|| self.handles(labels.owned(), &policy, side));
-            if let Some(c) = &h.requests {
-                c.inc();
-            }
-            if let Some(d) = &h.duration {
-                d.observe(millis);
-            }
-            if let Some((req, resp)) = sizes {
-                if let Some(b) = &h.request_bytes {
-                    b.observe(req as f64);
-                }
-                if let Some(b) = &h.response_bytes {
-                    b.observe(resp as f64);
-                }
-            }
+            let h = self.handles(labels.owned(), &self.policy.load(), side);
+            h.record(millis, sizes);
+            cache.insert(key, h);
         });
     }
 
@@ -726,7 +711,7 @@ impl IstioMetrics {
 }
 
 /// A label set by the addresses of its shared parts, under one policy
-/// generation. Sound because the cached [`Handles`] keep those `Arc`s
+/// (its [`PolicyCell`] word: generation and switches). Sound because the cached [`Handles`] keep those `Arc`s
 /// alive (no address reuse); the flags are `&'static str`.
 #[derive(PartialEq, Eq, Hash)]
 struct HandleKey {
@@ -748,6 +733,25 @@ struct Handles {
     duration: Option<Histogram>,
     request_bytes: Option<Histogram>,
     response_bytes: Option<Histogram>,
+}
+
+impl Handles {
+    fn record(&self, millis: f64, sizes: Option<(u64, u64)>) {
+        if let Some(c) = &self.requests {
+            c.inc();
+        }
+        if let Some(d) = &self.duration {
+            d.observe(millis);
+        }
+        if let Some((req, resp)) = sizes {
+            if let Some(b) = &self.request_bytes {
+                b.observe(req as f64);
+            }
+            if let Some(b) = &self.response_bytes {
+                b.observe(resp as f64);
+            }
+        }
+    }
 }
 
 /// Entries beyond this are dropped wholesale (route tables come and go).

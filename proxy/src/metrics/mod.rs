@@ -150,9 +150,9 @@ pub struct Metrics {
     /// `metrics.policy.load().sampling_percentage(Side::Client, default)`,
     /// `metrics.policy.load().access_log_enabled(Side::Server, configured)`
     /// ([`istio::LocalTelemetry`] dereferences to core's
-    /// `TelemetryPolicy`). Set it with [`Metrics::set_telemetry_policy`].
-    /// The same value as `istio.policy`.
-    pub policy: Arc<arc_swap::ArcSwap<istio::LocalTelemetry>>,
+    /// `TelemetryPolicy`). Set it with [`Metrics::set_telemetry_policy`]
+    /// (or `policy.set`). The same cell as `istio.policy`.
+    pub policy: Arc<istio::PolicyCell>,
     /// Tells this instance's entries in the per-thread handle cache apart.
     id: u64,
 }

@@ -6,9 +6,13 @@
 //! [`LocalTelemetry`] is the local workload's policy as the request path
 //! reads it: core's [`TelemetryPolicy`] (tracing and access logs read it
 //! too) plus, per side, a switch per metric and whether any tag override
-//! exists, so a recording without overrides takes one branch more than
-//! before. A tag override is applied once per cached handle, when a
-//! thread first sees a series under a policy ([`SeriesLabels::of`]):
+//! exists. [`PolicyCell`] publishes it with a word a recording reads in
+//! one load: the policy's generation, part of the per-thread handle
+//! cache's key, and whether each side records anything. Which metrics a
+//! series records and with which labels is settled when a thread first
+//! sees the series under a generation, so a cached recording costs one
+//! load and a branch per metric more than without the Telemetry API. A tag
+//! override is applied then ([`SeriesLabels::of`]):
 //!
 //! - `REMOVE` leaves the label out of that metric's series, so series that
 //!   differed only by it become one (as Istio's stats filter does);
@@ -27,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anymesh_core::telemetry::{MetricPolicy, Side, StandardMetric, TagAction, TelemetryPolicy};
+use arc_swap::ArcSwap;
 use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
 
 use super::{encode_pair, IstioLabels, Reporter};
@@ -40,11 +45,78 @@ pub fn side(reporter: Reporter) -> Side {
     }
 }
 
-/// Generations of [`LocalTelemetry`]; 0 is the default policy.
+/// Generations of [`LocalTelemetry`]; 0 is the default policy. Below
+/// 2^62, so that [`PolicyCell`]'s word holds them.
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 
+/// Where the local workload's Telemetry policy in force is published
+/// (`Metrics::policy`): [`PolicyCell::load`] for its settings,
+/// [`PolicyCell::set`] to change it.
+///
+/// A recording reads one word: the policy's generation and, per side,
+/// whether any HTTP metric is on; it loads the policy itself only when a
+/// thread first sees a series under that generation.
+#[derive(Debug)]
+pub struct PolicyCell {
+    policy: ArcSwap<LocalTelemetry>,
+    /// `generation << 2 | server on << 1 | client on` of `policy`.
+    word: AtomicU64,
+    /// Keeps `policy` and `word` in step when two writers race.
+    writer: parking_lot::Mutex<()>,
+}
+
+impl Default for PolicyCell {
+    /// The default policy: every metric on, no override.
+    fn default() -> Self {
+        let policy = LocalTelemetry::default();
+        Self {
+            word: AtomicU64::new(policy.word()),
+            policy: ArcSwap::from_pointee(policy),
+            writer: parking_lot::Mutex::new(()),
+        }
+    }
+}
+
+impl PolicyCell {
+    /// The policy in force (cheap: no lock, no reference count).
+    pub fn load(&self) -> arc_swap::Guard<Arc<LocalTelemetry>> {
+        self.policy.load()
+    }
+
+    /// Puts `policy` in force for the recordings that follow; returns
+    /// whether it differs from the one in force (an equal policy keeps the
+    /// handles cached under it).
+    pub fn set(&self, policy: Arc<TelemetryPolicy>) -> bool {
+        let _writer = self.writer.lock();
+        if *self.policy.load().telemetry == *policy {
+            return false;
+        }
+        let new = LocalTelemetry::new(policy);
+        let word = new.word();
+        self.policy.store(Arc::new(new));
+        // After the policy: a recording that reads the new word loads the
+        // new policy (or a newer one).
+        self.word.store(word, Ordering::Release);
+        true
+    }
+
+    /// The word a recording reads (see [`PolicyCell::records`]).
+    pub(crate) fn word(&self) -> u64 {
+        self.word.load(Ordering::Acquire)
+    }
+
+    /// Whether the policy of `word` records any HTTP metric on `side`.
+    pub(crate) fn records(word: u64, side: Side) -> bool {
+        let bit = match side {
+            Side::Client => 1,
+            Side::Server => 2,
+        };
+        word & bit != 0
+    }
+}
+
 /// The local workload's Telemetry policy in force, as the request path
-/// reads it (`Metrics::policy`, an `ArcSwap`: `metrics.policy.load()`).
+/// reads it ([`PolicyCell::load`]: `metrics.policy.load()`).
 ///
 /// It dereferences to core's [`TelemetryPolicy`], so the access log and
 /// tracing read their settings from the same value:
@@ -122,8 +194,12 @@ impl LocalTelemetry {
         }
     }
 
-    pub(crate) fn generation(&self) -> u64 {
-        self.generation
+    /// The generation and the per-side switches, as [`PolicyCell`] keeps
+    /// them.
+    fn word(&self) -> u64 {
+        self.generation << 2
+            | u64::from(self.server.any_http) << 1
+            | u64::from(self.client.any_http)
     }
 
     pub(crate) fn switches(&self, side: Side) -> &SideSwitches {
