@@ -36,6 +36,7 @@ mod observe;
 mod registries;
 mod routing;
 mod security;
+mod telemetry;
 
 pub use registries::{registries, registries_with_interest};
 pub use routing::load_routing;
@@ -114,6 +115,14 @@ impl Mesh {
         // Catalog + routing → compiler → router.
         let metrics = Arc::new(Metrics::new(&mut metric_registry));
         metrics.local.store(Arc::new(local_labels(&settings)));
+        // Its Telemetry policy, kept current with the config.
+        telemetry::start(
+            &settings,
+            config.set.clone(),
+            metrics.clone(),
+            &mut tasks,
+            &stop,
+        );
         // The proxy's own locality and default retry budget apply from the first table.
         let router = Arc::new(Router::new());
         router.set_locality(settings.locality.clone());

@@ -6,6 +6,7 @@
 mod metrics;
 mod observe;
 pub(crate) mod pki;
+mod telemetry_policy;
 
 use std::sync::atomic::Ordering;
 

@@ -21,6 +21,12 @@
 //! and hashed only the first time a thread sees it. Every value comes from
 //! configuration, the registries or a verified certificate, never from
 //! request headers: cardinality stays bounded by the mesh's size.
+//!
+//! The local workload's Telemetry policy ([`LocalTelemetry`], in
+//! [`IstioMetrics::policy`]) decides which metrics each side records and
+//! their tag overrides; the cache key includes its generation, so a new
+//! policy applies from the next recording (series already counted keep
+//! their labels).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -29,12 +35,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anymesh_core::model::Endpoint;
+use anymesh_core::telemetry::{Side, StandardMetric, TelemetryPolicy};
 use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+mod policy;
+
+pub use policy::{side, LocalTelemetry, PolicyCell, SeriesLabels};
 
 /// Envoy's default histogram boundaries, in milliseconds (Istio's duration
 /// histogram) and in bytes (the size histograms use them too), so mixed
@@ -447,17 +458,14 @@ pub struct IstioLabels {
     pub security: SecurityPolicy,
 }
 
-impl EncodeLabelSet for IstioLabels {
-    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let mut pair = |k: &str, v: &str| -> Result<(), std::fmt::Error> {
-            let mut l = encoder.encode_label();
-            let mut key = l.encode_label_key()?;
-            key.write_str(k)?;
-            let mut value = key.encode_label_value()?;
-            value.write_str(v)?;
-            value.finish()
-        };
-        pair(
+impl IstioLabels {
+    /// Calls `f` with each label's name and value, in Istio's order (the
+    /// one encoding and tag overrides see).
+    pub(crate) fn visit<E>(
+        &self,
+        f: &mut impl FnMut(&'static str, &str) -> Result<(), E>,
+    ) -> Result<(), E> {
+        f(
             "reporter",
             match self.reporter {
                 Reporter::Source => "source",
@@ -465,27 +473,27 @@ impl EncodeLabelSet for IstioLabels {
             },
         )?;
         let s = &self.source;
-        pair("source_workload", &s.workload)?;
-        pair("source_canonical_service", &s.canonical_service)?;
-        pair("source_canonical_revision", &s.canonical_revision)?;
-        pair("source_workload_namespace", &s.namespace)?;
-        pair("source_principal", &s.principal)?;
-        pair("source_app", &s.app)?;
-        pair("source_version", &s.version)?;
-        pair("source_cluster", &s.cluster)?;
+        f("source_workload", &s.workload)?;
+        f("source_canonical_service", &s.canonical_service)?;
+        f("source_canonical_revision", &s.canonical_revision)?;
+        f("source_workload_namespace", &s.namespace)?;
+        f("source_principal", &s.principal)?;
+        f("source_app", &s.app)?;
+        f("source_version", &s.version)?;
+        f("source_cluster", &s.cluster)?;
         let d = &self.destination;
-        pair("destination_workload", &d.workload)?;
-        pair("destination_workload_namespace", &d.namespace)?;
-        pair("destination_principal", &d.principal)?;
-        pair("destination_app", &d.app)?;
-        pair("destination_version", &d.version)?;
-        pair("destination_service", &self.service.host)?;
-        pair("destination_canonical_service", &d.canonical_service)?;
-        pair("destination_canonical_revision", &d.canonical_revision)?;
-        pair("destination_service_name", &self.service.name)?;
-        pair("destination_service_namespace", &self.service.namespace)?;
-        pair("destination_cluster", &d.cluster)?;
-        pair(
+        f("destination_workload", &d.workload)?;
+        f("destination_workload_namespace", &d.namespace)?;
+        f("destination_principal", &d.principal)?;
+        f("destination_app", &d.app)?;
+        f("destination_version", &d.version)?;
+        f("destination_service", &self.service.host)?;
+        f("destination_canonical_service", &d.canonical_service)?;
+        f("destination_canonical_revision", &d.canonical_revision)?;
+        f("destination_service_name", &self.service.name)?;
+        f("destination_service_namespace", &self.service.namespace)?;
+        f("destination_cluster", &d.cluster)?;
+        f(
             "request_protocol",
             match self.protocol {
                 RequestProtocol::Http => "http",
@@ -493,14 +501,14 @@ impl EncodeLabelSet for IstioLabels {
             },
         )?;
         let mut code = itoa::Buffer::new();
-        pair("response_code", code.format(self.code))?;
+        f("response_code", code.format(self.code))?;
         let mut grpc = itoa::Buffer::new();
-        pair(
+        f(
             "grpc_response_status",
             self.grpc_status.map_or("", |g| grpc.format(g)),
         )?;
-        pair("response_flags", self.flags)?;
-        pair(
+        f("response_flags", self.flags)?;
+        f(
             "connection_security_policy",
             match self.security {
                 SecurityPolicy::MutualTls => "mutual_tls",
@@ -508,6 +516,22 @@ impl EncodeLabelSet for IstioLabels {
                 SecurityPolicy::Unknown => "unknown",
             },
         )
+    }
+}
+
+/// Writes one label of a label set.
+fn encode_pair(encoder: &mut LabelSetEncoder<'_>, k: &str, v: &str) -> Result<(), std::fmt::Error> {
+    let mut l = encoder.encode_label();
+    let mut key = l.encode_label_key()?;
+    key.write_str(k)?;
+    let mut value = key.encode_label_value()?;
+    value.write_str(v)?;
+    value.finish()
+}
+
+impl EncodeLabelSet for IstioLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        self.visit(&mut |k, v| encode_pair(encoder, k, v))
     }
 }
 
@@ -559,12 +583,15 @@ impl IstioLabels {
     }
 }
 
-/// The standard metrics' families.
+/// The standard metrics' families, and the Telemetry policy they follow.
 pub struct IstioMetrics {
-    pub requests: Family<IstioLabels, Counter>,
-    pub duration: Family<IstioLabels, Histogram>,
-    pub request_bytes: Family<IstioLabels, Histogram>,
-    pub response_bytes: Family<IstioLabels, Histogram>,
+    pub requests: Family<SeriesLabels, Counter>,
+    pub duration: Family<SeriesLabels, Histogram>,
+    pub request_bytes: Family<SeriesLabels, Histogram>,
+    pub response_bytes: Family<SeriesLabels, Histogram>,
+    /// The local workload's Telemetry policy in force (shared with
+    /// `Metrics::policy`); every metric on until one is set.
+    pub policy: Arc<PolicyCell>,
     id: u64,
 }
 
@@ -590,6 +617,7 @@ impl IstioMetrics {
             duration: Family::new_with_constructor(envoy_histogram),
             request_bytes: Family::new_with_constructor(envoy_histogram),
             response_bytes: Family::new_with_constructor(envoy_histogram),
+            policy: Arc::new(PolicyCell::default()),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         };
         registry.register(
@@ -623,11 +651,25 @@ impl IstioMetrics {
         m
     }
 
+    /// Puts `policy` in force for the recordings that follow; returns
+    /// whether it differs from the one in force (an equal policy keeps the
+    /// handles cached under it).
+    pub fn set_policy(&self, policy: Arc<TelemetryPolicy>) -> bool {
+        self.policy.set(policy)
+    }
+
     /// Records one exchange: `millis` from arrival to end, the sizes when
-    /// known.
+    /// known; only the metrics the policy in force has on for the
+    /// reporter's side, with their tag overrides.
     pub fn record(&self, labels: &Series<'_>, millis: f64, sizes: Option<(u64, u64)>) {
+        let word = self.policy.word();
+        let side = policy::side(labels.reporter);
+        if !PolicyCell::records(word, side) {
+            return;
+        }
         let key = HandleKey {
             metrics: self.id,
+            policy: word,
             source: Arc::as_ptr(labels.source) as usize,
             destination: Arc::as_ptr(labels.destination) as usize,
             service: Arc::as_ptr(labels.service) as usize,
@@ -639,35 +681,44 @@ impl IstioMetrics {
                 | ((labels.security as u8) << 4),
         };
         HANDLES.with_borrow_mut(|cache| {
-            if !cache.contains_key(&key) && cache.len() >= CACHE_LIMIT {
+            // One hash on a hit; a miss hashes again to insert.
+            if let Some(h) = cache.get(&key) {
+                return h.record(millis, sizes);
+            }
+            if cache.len() >= CACHE_LIMIT {
                 cache.clear();
             }
-            let h = cache.entry(key).or_insert_with(|| {
-                let labels = labels.owned();
-                Handles {
-                    requests: self.requests.get_or_create(&labels).clone(),
-                    duration: self.duration.get_or_create(&labels).clone(),
-                    request_bytes: self.request_bytes.get_or_create(&labels).clone(),
-                    response_bytes: self.response_bytes.get_or_create(&labels).clone(),
-                    _labels: labels,
-                }
-            });
-            h.requests.inc();
-            h.duration.observe(millis);
-            if let Some((req, resp)) = sizes {
-                h.request_bytes.observe(req as f64);
-                h.response_bytes.observe(resp as f64);
-            }
+            let h = self.handles(labels.owned(), &self.policy.load(), side);
+            h.record(millis, sizes);
+            cache.insert(key, h);
         });
+    }
+
+    /// The handles of `labels`' series under `policy`: none for a metric
+    /// it turns off on `side`.
+    fn handles(&self, labels: IstioLabels, policy: &LocalTelemetry, side: Side) -> Handles {
+        let of = |metric| policy.labels(side, metric, &labels);
+        Handles {
+            requests: of(StandardMetric::RequestCount)
+                .map(|l| self.requests.get_or_create(&l).clone()),
+            duration: of(StandardMetric::RequestDuration)
+                .map(|l| self.duration.get_or_create(&l).clone()),
+            request_bytes: of(StandardMetric::RequestSize)
+                .map(|l| self.request_bytes.get_or_create(&l).clone()),
+            response_bytes: of(StandardMetric::ResponseSize)
+                .map(|l| self.response_bytes.get_or_create(&l).clone()),
+            _labels: labels,
+        }
     }
 }
 
-/// A label set by the addresses of its shared parts. Sound because the
-/// cached [`Handles`] keep those `Arc`s alive (no address reuse); the
-/// flags are `&'static str`.
+/// A label set by the addresses of its shared parts, under one policy
+/// (its [`PolicyCell`] word: generation and switches). Sound because the cached [`Handles`] keep those `Arc`s
+/// alive (no address reuse); the flags are `&'static str`.
 #[derive(PartialEq, Eq, Hash)]
 struct HandleKey {
     metrics: u64,
+    policy: u64,
     source: usize,
     destination: usize,
     service: usize,
@@ -677,12 +728,32 @@ struct HandleKey {
     small: u8,
 }
 
+/// A series' handles; `None` for a metric the policy turns off.
 struct Handles {
     _labels: IstioLabels,
-    requests: Counter,
-    duration: Histogram,
-    request_bytes: Histogram,
-    response_bytes: Histogram,
+    requests: Option<Counter>,
+    duration: Option<Histogram>,
+    request_bytes: Option<Histogram>,
+    response_bytes: Option<Histogram>,
+}
+
+impl Handles {
+    fn record(&self, millis: f64, sizes: Option<(u64, u64)>) {
+        if let Some(c) = &self.requests {
+            c.inc();
+        }
+        if let Some(d) = &self.duration {
+            d.observe(millis);
+        }
+        if let Some((req, resp)) = sizes {
+            if let Some(b) = &self.request_bytes {
+                b.observe(req as f64);
+            }
+            if let Some(b) = &self.response_bytes {
+                b.observe(resp as f64);
+            }
+        }
+    }
 }
 
 /// Entries beyond this are dropped wholesale (route tables come and go).

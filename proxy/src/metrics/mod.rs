@@ -143,6 +143,16 @@ pub struct Metrics {
     /// The local workload and the trust domain, for Istio's labels (set by
     /// the binary from anymesh.yaml; `unknown` until then).
     pub local: arc_swap::ArcSwap<istio::LocalLabels>,
+    /// The local workload's Telemetry policy in force (Istio's Telemetry
+    /// API, recompiled by the binary when the config changes; every metric
+    /// on, no override, until then). The standard metrics follow it; the
+    /// access log and tracing read their side's settings from it too:
+    /// `metrics.policy.load().sampling_percentage(Side::Client, default)`,
+    /// `metrics.policy.load().access_log_enabled(Side::Server, configured)`
+    /// ([`istio::LocalTelemetry`] dereferences to core's
+    /// `TelemetryPolicy`). Set it with [`Metrics::set_telemetry_policy`]
+    /// (or `policy.set`). The same cell as `istio.policy`.
+    pub policy: Arc<istio::PolicyCell>,
     /// Tells this instance's entries in the per-thread handle cache apart.
     id: u64,
 }
@@ -188,6 +198,7 @@ impl Metrics {
             route_table_swaps: Counter::default(),
             mirror_responses: Family::default(),
             mirror_skipped: Family::default(),
+            policy: istio.policy.clone(),
             istio,
             local: arc_swap::ArcSwap::from_pointee(istio::LocalLabels::unknown()),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -224,6 +235,15 @@ impl Metrics {
             m.mirror_skipped.clone(),
         );
         m
+    }
+
+    /// Puts the local workload's Telemetry policy in force ([`Metrics::policy`]);
+    /// returns whether it differs from the one in force.
+    pub fn set_telemetry_policy(
+        &self,
+        policy: Arc<anymesh_core::telemetry::TelemetryPolicy>,
+    ) -> bool {
+        self.istio.set_policy(policy)
     }
 
     pub fn record(&self, labels: &RequestLabels, elapsed: Duration) {

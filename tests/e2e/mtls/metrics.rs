@@ -9,7 +9,7 @@ use super::*;
 
 /// The series of `metric` in `text` whose labels include every one of
 /// `pairs`, with their values.
-fn series<'t>(text: &'t str, metric: &str, pairs: &[&str]) -> Vec<(&'t str, f64)> {
+pub(super) fn series<'t>(text: &'t str, metric: &str, pairs: &[&str]) -> Vec<(&'t str, f64)> {
     text.lines()
         .filter(|l| l.starts_with(&format!("{metric}{{")))
         .filter(|l| pairs.iter().all(|p| l.contains(p)))
@@ -20,7 +20,7 @@ fn series<'t>(text: &'t str, metric: &str, pairs: &[&str]) -> Vec<(&'t str, f64)
         .collect()
 }
 
-async fn scrape(mesh: &TestMesh) -> String {
+pub(super) async fn scrape(mesh: &TestMesh) -> String {
     let (status, body) = mesh.admin("/stats/prometheus").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body
