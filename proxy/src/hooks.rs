@@ -151,7 +151,11 @@ impl Hooks {
         parts: &Parts,
         peer: &crate::service::Peer,
     ) -> Option<Box<Capture>> {
-        self.telemetry.capture(parts, peer)
+        if !self.telemetry.is_on() {
+            return None;
+        }
+        self.telemetry
+            .capture(parts, peer, &self.metrics.policy.load())
     }
 
     /// Writes the trace context (or a request id made here) into the
@@ -233,7 +237,6 @@ impl Hooks {
                 upstream: upstream_addr(ex),
                 request_bytes: ex.request_bytes,
                 response_bytes: ex.response_bytes,
-                log: true,
             },
         );
     }

@@ -16,9 +16,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use anymesh_core::routes::Cluster;
+use anymesh_core::telemetry::{Side, TelemetryPolicy};
 use anymesh_telemetry::access_log::{AccessLog, AccessRecord};
 use anymesh_telemetry::trace::{
-    inject, operation_name, HttpExchange, RoutePath, SpanKind, TraceContext, Tracer,
+    inject, operation_name, HttpExchange, RoutePath, Sampler, SpanKind, TraceContext, Tracer,
 };
 use http::header::{HeaderValue, USER_AGENT};
 use http::request::Parts;
@@ -59,6 +60,12 @@ impl Telemetry {
         Self { access_log, tracer }
     }
 
+    /// Whether anything is logged or traced.
+    #[inline]
+    pub fn is_on(&self) -> bool {
+        self.access_log.is_some() || self.tracer.is_some()
+    }
+
     /// The access log, for its counters.
     pub fn access_log(&self) -> Option<&AccessLog> {
         self.access_log.as_ref()
@@ -72,14 +79,29 @@ impl Telemetry {
     /// What the end of the exchange will need from the request that just
     /// arrived, before routing changes it; `None` when nothing is logged or
     /// traced.
-    pub(crate) fn capture(&self, parts: &Parts, peer: &Peer) -> Option<Box<Capture>> {
-        if self.access_log.is_none() && self.tracer.is_none() {
-            return None;
-        }
+    ///
+    /// `policy` is the local workload's Telemetry policy: it may turn the
+    /// access log off for this side, change the sampling percentage, or
+    /// keep spans from being reported (the context still propagates).
+    pub(crate) fn capture(
+        &self,
+        parts: &Parts,
+        peer: &Peer,
+        policy: &TelemetryPolicy,
+    ) -> Option<Box<Capture>> {
+        let side = match peer.inbound {
+            Some(_) => Side::Server,
+            None => Side::Client,
+        };
+        let log = self.access_log.is_some() && policy.access_log_enabled(side, true);
+        let tracing = &policy.side(side).tracing;
         let extracted = TraceContext::extract(&parts.headers);
         let trace = RNG.with_borrow_mut(|rng| {
             let sampled = match &self.tracer {
-                Some(t) => t.sampler().decide(&extracted, rng.next_u32()).sampled(),
+                Some(t) => match tracing.random_sampling_percentage {
+                    None => t.sampler().decide(&extracted, rng.next_u32()).sampled(),
+                    Some(p) => Sampler::new(p).decide(&extracted, rng.next_u32()).sampled(),
+                },
                 None => false,
             };
             extracted.start(sampled, rng)
@@ -90,6 +112,8 @@ impl Telemetry {
             None => (None, None),
         };
         Some(Box::new(Capture {
+            log,
+            report_span: !tracing.span_reporting_disabled,
             wall: SystemTime::now(),
             trace,
             method: parts.method.clone(),
@@ -118,12 +142,11 @@ impl Telemetry {
 
     /// Logs and traces an exchange that ended.
     pub(crate) fn end(&self, capture: &Capture, end: &End<'_>) {
-        if let Some(log) = &self.access_log {
-            if end.log {
-                log.log(&capture.record(end));
-            }
+        if let (Some(log), true) = (&self.access_log, capture.log) {
+            log.log(&capture.record(end));
         }
-        if let (Some(tracer), true) = (&self.tracer, capture.trace.sampled) {
+        let report = capture.trace.sampled && capture.report_span;
+        if let (Some(tracer), true) = (&self.tracer, report) {
             let host = end
                 .cluster
                 .map(|c| c.service.as_str())
@@ -180,12 +203,14 @@ pub(crate) struct End<'a> {
     pub upstream: Option<SocketAddr>,
     pub request_bytes: u64,
     pub response_bytes: u64,
-    /// The Telemetry API leaves the access log on for this side.
-    pub log: bool,
 }
 
 /// A request as it arrived, kept for its access log line and span.
 pub(crate) struct Capture {
+    /// The Telemetry API leaves the access log on for this side.
+    log: bool,
+    /// A sampled exchange's span is exported (not `disableSpanReporting`).
+    report_span: bool,
     wall: SystemTime,
     trace: TraceContext,
     method: Method,

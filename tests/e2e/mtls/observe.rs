@@ -278,3 +278,66 @@ async fn a_hop_is_logged_on_both_sides_and_traced_as_parent_and_child() {
         .expect("exported spans counted");
     assert!(exported >= 2, "{metrics}");
 }
+
+/// The callee's workload Telemetry turns its access log off and keeps its
+/// spans from being reported; the caller's go on.
+const QUIET_B: &str = "\
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: b-quiet, namespace: default}
+spec:
+  selector: {matchLabels: {app: b}}
+  accessLogging:
+  - disabled: true
+  tracing:
+  - disableSpanReporting: true
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_telemetry_api_turns_access_logs_and_span_reporting_off_per_workload() {
+    let root = Root::new("cluster.local");
+    let zipkin = Zipkin::start().await;
+    let app = anymesh::upstream::spawn("app").await.expect("app");
+    let b = server_side_with(&root, &app, QUIET_B, |dir| telemetry_yaml(dir, zipkin.addr)).await;
+    let a_dir = tempfile::tempdir().expect("temp dir");
+    let a = caller(
+        &app,
+        &b,
+        "b",
+        |dir| root.write_svid(dir, "default", "a", false),
+        "app: reviews",
+        &format!(
+            "workloads:\n  - {{name: a, namespace: default, service_account: a, ports: [{{port: 9, protocol: http}}]}}\n\
+             inbound: {{listen: 127.0.0.1:0}}\n{}",
+            telemetry_yaml(a_dir.path(), zipkin.addr)
+        ),
+    )
+    .await;
+    let (status, _, _) = a.get("reviews", "/", &[("x-request-id", "pol-1")]).await;
+    assert_eq!(status, StatusCode::OK);
+    // The caller logs and reports; by then the callee's exchange is over
+    // (it answered before the caller's ended), and its span, had it been
+    // reported, was queued before the caller's.
+    logged(a_dir.path(), "pol-1").await;
+    eventually("the caller's span", || async {
+        zipkin
+            .spans
+            .lock()
+            .iter()
+            .any(|s| s["tags"]["guid:x-request-id"] == "pol-1" && s["kind"] == "CLIENT")
+            .then_some(())
+    })
+    .await;
+    let (_, metrics) = b.admin("/metrics").await;
+    assert!(
+        metrics.contains("anymesh_trace_spans_total{result=\"exported\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("anymesh_access_log_lines_total{result=\"written\"} 0"),
+        "{metrics}"
+    );
+    assert!(!zipkin.spans.lock().iter().any(|s| s["kind"] == "SERVER"));
+    let b_log = std::fs::read_to_string(b.dir.path().join("access.log")).unwrap_or_default();
+    assert!(b_log.is_empty(), "{b_log}");
+}
