@@ -12,6 +12,7 @@
 //! The formatting of a line and the export of a span happen off the request
 //! path, in `anymesh_telemetry`'s writer thread and exporter task.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
@@ -19,7 +20,7 @@ use anymesh_core::routes::Cluster;
 use anymesh_core::telemetry::{Side, TelemetryPolicy};
 use anymesh_telemetry::access_log::{AccessLog, AccessRecord};
 use anymesh_telemetry::trace::{
-    inject, operation_name, HttpExchange, RoutePath, Sampler, SpanKind, TraceContext, Tracer,
+    inject, operation_name, HttpExchange, RoutePath, Sampler, Span, SpanKind, TraceContext, Tracer,
 };
 use http::header::{HeaderValue, USER_AGENT};
 use http::request::Parts;
@@ -111,9 +112,15 @@ impl Telemetry {
             Some(conn) => (Some(conn.local), conn.sni.clone()),
             None => (None, None),
         };
+        let custom_tags = if trace.sampled {
+            tracing.custom_tags.clone()
+        } else {
+            Vec::new()
+        };
         Some(Box::new(Capture {
             log,
             report_span: !tracing.span_reporting_disabled,
+            custom_tags,
             wall: SystemTime::now(),
             trace,
             method: parts.method.clone(),
@@ -158,31 +165,40 @@ impl Telemetry {
                 .upstream
                 .or((!end.outbound).then_some(capture.peer))
                 .map(|a| a.to_string());
-            tracer.record_http(
-                &capture.trace,
-                &HttpExchange {
-                    kind: if end.outbound {
-                        SpanKind::Client
-                    } else {
-                        SpanKind::Server
-                    },
-                    name: operation_name(host, port, RoutePath::Any),
-                    start: capture.wall,
-                    duration: end.took,
-                    url: &url,
-                    method: capture.method.as_str(),
-                    protocol: protocol(capture.version),
-                    status: (end.status != 0).then_some(end.status),
-                    upstream_cluster: end.cluster_name,
-                    upstream_cluster_name: end.cluster_name,
-                    response_flags: end.flags,
-                    request_size: end.request_bytes,
-                    response_size: end.response_bytes,
-                    peer_address: peer.as_deref(),
-                    user_agent: capture.user_agent.as_ref().and_then(|v| v.to_str().ok()),
-                    downstream_cluster: None,
+            let exchange = HttpExchange {
+                kind: if end.outbound {
+                    SpanKind::Client
+                } else {
+                    SpanKind::Server
                 },
-            );
+                name: operation_name(host, port, RoutePath::Any),
+                start: capture.wall,
+                duration: end.took,
+                url: &url,
+                method: capture.method.as_str(),
+                protocol: protocol(capture.version),
+                status: (end.status != 0).then_some(end.status),
+                upstream_cluster: end.cluster_name,
+                upstream_cluster_name: end.cluster_name,
+                response_flags: end.flags,
+                request_size: end.request_bytes,
+                response_size: end.response_bytes,
+                peer_address: peer.as_deref(),
+                user_agent: capture.user_agent.as_ref().and_then(|v| v.to_str().ok()),
+                downstream_cluster: None,
+            };
+            if capture.custom_tags.is_empty() {
+                tracer.record_http(&capture.trace, &exchange);
+            } else {
+                let mut span = Span::http(&capture.trace, &exchange);
+                span.tags.extend(
+                    capture
+                        .custom_tags
+                        .iter()
+                        .map(|(k, v)| (Cow::Owned(k.clone()), v.clone())),
+                );
+                tracer.record(span);
+            }
         }
     }
 }
@@ -211,6 +227,8 @@ pub(crate) struct Capture {
     log: bool,
     /// A sampled exchange's span is exported (not `disableSpanReporting`).
     report_span: bool,
+    /// The Telemetry API's literal `customTags`, for a sampled exchange.
+    custom_tags: Vec<(String, String)>,
     wall: SystemTime,
     trace: TraceContext,
     method: Method,

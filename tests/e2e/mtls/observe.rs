@@ -101,12 +101,27 @@ fn seen_headers(resp: &Response<hyper::body::Incoming>) -> String {
         .to_string()
 }
 
+/// The callee's spans carry a literal custom tag (Istio's Telemetry API).
+const TAGGED_B: &str = "\
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: b-tags, namespace: default}
+spec:
+  selector: {matchLabels: {app: b}}
+  tracing:
+  - customTags:
+      team: {literal: {value: payments}}
+";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hop_is_logged_on_both_sides_and_traced_as_parent_and_child() {
     let root = Root::new("cluster.local");
     let zipkin = Zipkin::start().await;
     let app = anymesh::upstream::spawn("app").await.expect("app");
-    let b = server_side_with(&root, &app, "", |dir| telemetry_yaml(dir, zipkin.addr)).await;
+    let b = server_side_with(&root, &app, TAGGED_B, |dir| {
+        telemetry_yaml(dir, zipkin.addr)
+    })
+    .await;
     let a_dir = tempfile::tempdir().expect("temp dir");
     let a = caller(
         &app,
@@ -215,6 +230,11 @@ async fn a_hop_is_logged_on_both_sides_and_traced_as_parent_and_child() {
     assert_eq!(server["tags"]["istio.canonical_service"], "b");
     assert_eq!(client["name"], "reviews:80/*");
     assert_eq!(client["localEndpoint"]["serviceName"], "a.default");
+    assert_eq!(
+        server["tags"]["team"], "payments",
+        "the Telemetry's custom tag"
+    );
+    assert!(client["tags"].get("team").is_none());
 
     // An incoming decision not to sample is honoured: no span, though the
     // request id still flows. A later sampled request's spans arrive after
