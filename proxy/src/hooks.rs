@@ -57,6 +57,8 @@ pub(crate) struct Exchange<'a> {
     /// A gRPC exchange (`content-type: application/grpc…`), with the
     /// `grpc-status` of its trailers (or trailers-only response), if any.
     pub grpc: Option<Option<u16>>,
+    /// A gRPC exchange's messages, sent by the client and by the server.
+    pub messages: (u64, u64),
 }
 
 /// The end of an exchange whose response body is still being sent: it
@@ -78,6 +80,10 @@ pub(crate) struct Finish {
     pub response_bytes: u64,
     /// As [`Exchange::grpc`].
     pub grpc: Option<Option<u16>>,
+    /// A gRPC exchange's messages: the request's (counted by its body as
+    /// it streams) and the response's.
+    pub request_messages: Option<Arc<std::sync::atomic::AtomicU64>>,
+    pub response_messages: GrpcMessages,
 }
 
 impl Finish {
@@ -85,6 +91,15 @@ impl Finish {
     #[inline]
     pub(crate) fn sent(&mut self, n: usize) {
         self.response_bytes += n as u64;
+    }
+
+    /// A DATA frame went to the client.
+    #[inline]
+    pub(crate) fn sent_data(&mut self, data: &[u8]) {
+        self.response_bytes += data.len() as u64;
+        if self.grpc.is_some() {
+            self.response_messages.feed(data);
+        }
     }
 
     /// The response's trailers (or a trailers-only response's headers)
@@ -95,6 +110,51 @@ impl Finish {
                 *grpc = Some(status);
             }
         }
+    }
+}
+
+/// Counts the gRPC messages in a stream of DATA bytes, however cut: each
+/// is a one-byte flag, a four-byte big-endian length, then that many bytes.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct GrpcMessages {
+    count: u64,
+    /// Bytes of the current message still to pass.
+    skip: u64,
+    /// Bytes of the current prefix seen (0–4), and its length so far.
+    prefix: u8,
+    len: u32,
+}
+
+impl GrpcMessages {
+    pub(crate) fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(data.len() as u64);
+                data = &data[n as usize..];
+                self.skip -= n;
+                continue;
+            }
+            let b = data[0];
+            data = &data[1..];
+            if self.prefix == 0 {
+                // The compressed flag.
+                self.prefix = 1;
+                self.len = 0;
+                continue;
+            }
+            self.len = (self.len << 8) | u32::from(b);
+            self.prefix += 1;
+            if self.prefix == 5 {
+                self.count += 1;
+                self.skip = u64::from(self.len);
+                self.prefix = 0;
+            }
+        }
+    }
+
+    /// Messages whose prefix has been seen.
+    pub(crate) fn count(&self) -> u64 {
+        self.count
     }
 }
 
@@ -128,6 +188,12 @@ impl Drop for Finish {
             request_bytes: self.request_bytes,
             response_bytes: self.response_bytes,
             grpc: self.grpc,
+            messages: (
+                self.request_messages
+                    .as_ref()
+                    .map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed)),
+                self.response_messages.count(),
+            ),
         });
     }
 }
@@ -249,6 +315,17 @@ impl Hooks {
         }
     }
 
+    fn record_series(&self, series: &Series<'_>, ex: &Exchange<'_>, millis: f64) {
+        let sizes = Some((ex.request_bytes, ex.response_bytes));
+        match ex.grpc {
+            Some(_) => self
+                .metrics
+                .istio
+                .record_grpc(series, millis, sizes, ex.messages),
+            None => self.metrics.istio.record(series, millis, sizes),
+        }
+    }
+
     /// Istio's standard metrics of the exchange, from the side that saw it.
     fn record_istio(&self, ex: &Exchange<'_>, took: std::time::Duration) {
         let local = self.metrics.local.load();
@@ -271,11 +348,7 @@ impl Hooks {
                         SecurityPolicy::None
                     },
                 };
-                self.metrics.istio.record(
-                    &series,
-                    millis,
-                    Some((ex.request_bytes, ex.response_bytes)),
-                );
+                self.record_series(&series, ex, millis);
             }
             None => {
                 let destination = match ex.dest {
@@ -297,11 +370,7 @@ impl Hooks {
                     flags,
                     security: SecurityPolicy::Unknown,
                 };
-                self.metrics.istio.record(
-                    &series,
-                    millis,
-                    Some((ex.request_bytes, ex.response_bytes)),
-                );
+                self.record_series(&series, ex, millis);
             }
         }
     }
@@ -324,5 +393,52 @@ fn protocol(ex: &Exchange<'_>) -> RequestProtocol {
     match ex.grpc {
         Some(_) => RequestProtocol::Grpc,
         None => RequestProtocol::Http,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GrpcMessages;
+    use proptest::prelude::*;
+
+    fn message(flag: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![flag];
+        m.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    #[test]
+    fn counts_messages_including_empty_and_compressed_ones() {
+        let mut stream = message(0, b"hello");
+        stream.extend(message(1, b""));
+        stream.extend(message(0, &[7; 300]));
+        let mut m = GrpcMessages::default();
+        m.feed(&stream);
+        assert_eq!(m.count(), 3);
+        // A prefix alone counts the message it announces.
+        m.feed(&[0, 0, 0, 1]);
+        assert_eq!(m.count(), 3);
+        m.feed(&[0]);
+        assert_eq!(m.count(), 4);
+    }
+
+    proptest! {
+        #[test]
+        fn however_the_stream_is_cut_the_count_is_the_same(
+            bodies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..12),
+            cuts in proptest::collection::vec(0usize..64, 0..20),
+        ) {
+            let stream: Vec<u8> = bodies.iter().flat_map(|b| message(0, b)).collect();
+            let mut m = GrpcMessages::default();
+            let mut rest = &stream[..];
+            for c in cuts {
+                let n = c.min(rest.len());
+                m.feed(&rest[..n]);
+                rest = &rest[n..];
+            }
+            m.feed(rest);
+            prop_assert_eq!(m.count(), bodies.len() as u64);
+        }
     }
 }

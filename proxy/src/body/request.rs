@@ -28,6 +28,30 @@ pub(crate) enum RequestBody {
     /// Data already taken from a body that goes on streaming (boxed: rare,
     /// and every request's future holds a body).
     Resumed(Box<Resumed>),
+    /// A gRPC request's body, its messages counted as they stream (boxed:
+    /// gRPC requests only).
+    Counted(Box<Counted>),
+}
+
+/// A request body whose gRPC messages are counted into a shared total,
+/// read when the exchange ends.
+pub(crate) struct Counted {
+    inner: RequestBody,
+    messages: crate::hooks::GrpcMessages,
+    total: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl RequestBody {
+    /// This body, counting its gRPC messages into the returned total.
+    pub(crate) fn counted(self) -> (Self, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        let total = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let body = RequestBody::Counted(Box::new(Counted {
+            inner: self,
+            messages: crate::hooks::GrpcMessages::default(),
+            total: total.clone(),
+        }));
+        (body, total)
+    }
 }
 
 /// What [`RequestBody::Resumed`] gives before the rest of the body.
@@ -194,6 +218,17 @@ impl Body for RequestBody {
                 }
                 Pin::new(&mut r.rest).poll_frame(cx)
             }
+            RequestBody::Counted(c) => {
+                let polled = Pin::new(&mut c.inner).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &polled {
+                    if let Some(data) = frame.data_ref() {
+                        c.messages.feed(data);
+                        c.total
+                            .store(c.messages.count(), std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                polled
+            }
         }
     }
 
@@ -209,6 +244,7 @@ impl Body for RequestBody {
                     && r.error.is_none()
                     && r.rest.is_end_stream()
             }
+            RequestBody::Counted(c) => c.inner.is_end_stream(),
             RequestBody::Teed { inner, tee } => {
                 // A transport that learns the end here polls no more.
                 let ended = inner.is_end_stream();
@@ -227,6 +263,7 @@ impl Body for RequestBody {
             RequestBody::H2(b) => b.size_hint(),
             RequestBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |d| d.len() as u64)),
             RequestBody::Teed { inner, .. } => inner.size_hint(),
+            RequestBody::Counted(c) => c.inner.size_hint(),
             RequestBody::Resumed(resumed) => {
                 let extra = resumed.head.as_ref().map_or(0, |d| d.len() as u64);
                 let r = resumed.rest.size_hint();

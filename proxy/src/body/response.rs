@@ -119,7 +119,7 @@ impl Body for ProxyBody {
                 let res = Pin::new(&mut body.inner).poll_frame(cx);
                 if let Poll::Ready(Some(Ok(frame))) = &res {
                     if let Some(data) = frame.data_ref() {
-                        body.end.sent(data.len());
+                        body.end.sent_data(data);
                     } else if let Some(trailers) = frame.trailers_ref() {
                         body.end.trailers(trailers);
                     }

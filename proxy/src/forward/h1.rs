@@ -70,6 +70,7 @@ pub(crate) async fn exchange(
                         request_bytes: 0,
                         response_bytes: 0,
                         grpc: None,
+                        messages: (0, 0),
                     });
                 }
                 return next;
@@ -231,6 +232,7 @@ pub(crate) async fn exchange(
             request_bytes: sizes.0,
             response_bytes: sizes.1,
             grpc: None,
+            messages: (0, 0),
         })
     };
     match result {
@@ -400,6 +402,7 @@ async fn finish_local(
         request_bytes: 0,
         response_bytes: if head_request { 0 } else { size.unwrap_or(0) },
         grpc: None,
+        messages: (0, 0),
     });
     match written {
         Ok(()) if keep => Next::KeepAlive,

@@ -40,7 +40,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::h1::bufs;
 use crate::h1::codec::{self, Framing, ResponseHead};
 use crate::h1::settings::ServerSettings;
-use crate::hooks::{grpc_request, Finish, Hooks};
+use crate::hooks::{grpc_request, Finish, GrpcMessages, Hooks};
 use crate::metrics::Metrics;
 use crate::mirror::{MirrorBody, MirrorSettings, Mirroring, PrimaryTap};
 use crate::reply;
@@ -217,6 +217,8 @@ impl Proxy {
             request_bytes: arrived.bytes,
             response_bytes: 0,
             grpc: arrived.grpc,
+            request_messages: arrived.messages,
+            response_messages: GrpcMessages::default(),
         };
         if finish.grpc.is_some() {
             // A trailers-only response carries the status in its head.
@@ -272,10 +274,19 @@ impl Proxy {
         routing: &Routing,
     ) -> (Outcome, Arrived) {
         let (mut parts, body) = req.into_parts();
+        let grpc = grpc_request(&parts.headers);
+        let (body, messages) = match grpc {
+            Some(_) => {
+                let (body, count) = body.counted();
+                (body, Some(count))
+            }
+            None => (body, None),
+        };
         let arrived = Arrived {
             capture: self.hooks.capture(&parts, &peer),
             bytes: content_length(&parts.headers),
-            grpc: grpc_request(&parts.headers),
+            grpc,
+            messages,
         };
         let plan = match plan(&mut parts, &peer, routing, &self.hooks) {
             Ok(p) => p,
@@ -557,6 +568,7 @@ impl Proxy {
                 capture,
                 bytes: 0,
                 grpc: None,
+                messages: None,
             };
             Reply::Response(self.finish(out, start, inbound.clone(), arrived))
         };
@@ -600,6 +612,8 @@ impl Proxy {
             request_bytes: 0,
             response_bytes: 0,
             grpc: None,
+            request_messages: None,
+            response_messages: GrpcMessages::default(),
         }));
         body.hold(plan.guard);
         Reply::Raw {
@@ -918,6 +932,8 @@ pub(crate) struct Arrived {
     bytes: u64,
     /// A gRPC request ([`crate::hooks::grpc_request`]).
     grpc: Option<Option<u16>>,
+    /// A gRPC request's messages, counted by its body as it streams.
+    messages: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// A bodiless request's [`Arrived`].
@@ -926,6 +942,7 @@ fn arrived(capture: Option<Box<Capture>>, parts: &Parts) -> Arrived {
         capture,
         bytes: 0,
         grpc: grpc_request(&parts.headers),
+        messages: None,
     }
 }
 

@@ -589,6 +589,10 @@ pub struct IstioMetrics {
     pub duration: Family<SeriesLabels, Histogram>,
     pub request_bytes: Family<SeriesLabels, Histogram>,
     pub response_bytes: Family<SeriesLabels, Histogram>,
+    /// gRPC messages the client sent and the server answered, for gRPC
+    /// exchanges only.
+    pub request_messages: Family<SeriesLabels, Counter>,
+    pub response_messages: Family<SeriesLabels, Counter>,
     /// The local workload's Telemetry policy in force (shared with
     /// `Metrics::policy`); every metric on until one is set.
     pub policy: Arc<PolicyCell>,
@@ -617,6 +621,8 @@ impl IstioMetrics {
             duration: Family::new_with_constructor(envoy_histogram),
             request_bytes: Family::new_with_constructor(envoy_histogram),
             response_bytes: Family::new_with_constructor(envoy_histogram),
+            request_messages: Family::default(),
+            response_messages: Family::default(),
             policy: Arc::new(PolicyCell::default()),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         };
@@ -632,13 +638,23 @@ impl IstioMetrics {
         );
         registry.register(
             "istio_request_bytes",
-            "Request sizes (head and body), in bytes",
+            "Request body sizes, in bytes",
             m.request_bytes.clone(),
         );
         registry.register(
             "istio_response_bytes",
-            "Response sizes (head and body), in bytes",
+            "Response body sizes, in bytes",
             m.response_bytes.clone(),
+        );
+        registry.register(
+            "istio_request_messages",
+            "gRPC messages sent by the client",
+            m.request_messages.clone(),
+        );
+        registry.register(
+            "istio_response_messages",
+            "gRPC messages sent by the server",
+            m.response_messages.clone(),
         );
         let build: Family<BuildLabels, Gauge> = Family::default();
         build
@@ -662,6 +678,29 @@ impl IstioMetrics {
     /// known; only the metrics the policy in force has on for the
     /// reporter's side, with their tag overrides.
     pub fn record(&self, labels: &Series<'_>, millis: f64, sizes: Option<(u64, u64)>) {
+        self.record_with(labels, millis, sizes, None);
+    }
+
+    /// [`IstioMetrics::record`] for a gRPC exchange, with the messages
+    /// each side sent (`istio_request_messages_total`,
+    /// `istio_response_messages_total`; `labels.protocol` must be gRPC).
+    pub fn record_grpc(
+        &self,
+        labels: &Series<'_>,
+        millis: f64,
+        sizes: Option<(u64, u64)>,
+        messages: (u64, u64),
+    ) {
+        self.record_with(labels, millis, sizes, Some(messages));
+    }
+
+    fn record_with(
+        &self,
+        labels: &Series<'_>,
+        millis: f64,
+        sizes: Option<(u64, u64)>,
+        messages: Option<(u64, u64)>,
+    ) {
         let word = self.policy.word();
         let side = policy::side(labels.reporter);
         if !PolicyCell::records(word, side) {
@@ -683,13 +722,13 @@ impl IstioMetrics {
         HANDLES.with_borrow_mut(|cache| {
             // One hash on a hit; a miss hashes again to insert.
             if let Some(h) = cache.get(&key) {
-                return h.record(millis, sizes);
+                return h.record(millis, sizes, messages);
             }
             if cache.len() >= CACHE_LIMIT {
                 cache.clear();
             }
             let h = self.handles(labels.owned(), &self.policy.load(), side);
-            h.record(millis, sizes);
+            h.record(millis, sizes, messages);
             cache.insert(key, h);
         });
     }
@@ -698,7 +737,18 @@ impl IstioMetrics {
     /// it turns off on `side`.
     fn handles(&self, labels: IstioLabels, policy: &LocalTelemetry, side: Side) -> Handles {
         let of = |metric| policy.labels(side, metric, &labels);
+        let grpc = labels.protocol == RequestProtocol::Grpc;
+        let messages = |metric, family: &Family<SeriesLabels, Counter>| {
+            grpc.then(|| of(metric))
+                .flatten()
+                .map(|l| family.get_or_create(&l).clone())
+        };
         Handles {
+            request_messages: messages(StandardMetric::GrpcRequestMessages, &self.request_messages),
+            response_messages: messages(
+                StandardMetric::GrpcResponseMessages,
+                &self.response_messages,
+            ),
             requests: of(StandardMetric::RequestCount)
                 .map(|l| self.requests.get_or_create(&l).clone()),
             duration: of(StandardMetric::RequestDuration)
@@ -735,10 +785,21 @@ struct Handles {
     duration: Option<Histogram>,
     request_bytes: Option<Histogram>,
     response_bytes: Option<Histogram>,
+    /// gRPC series only.
+    request_messages: Option<Counter>,
+    response_messages: Option<Counter>,
 }
 
 impl Handles {
-    fn record(&self, millis: f64, sizes: Option<(u64, u64)>) {
+    fn record(&self, millis: f64, sizes: Option<(u64, u64)>, messages: Option<(u64, u64)>) {
+        if let Some((req, resp)) = messages {
+            if let Some(c) = &self.request_messages {
+                c.inc_by(req);
+            }
+            if let Some(c) = &self.response_messages {
+                c.inc_by(resp);
+            }
+        }
         if let Some(c) = &self.requests {
             c.inc();
         }

@@ -207,6 +207,15 @@ async fn grpc_unavailable_after_the_upstream_read_the_call_reaches_the_client_by
     assert_eq!(count("14"), seen as f64, "{text}");
     // (The chaos upstream's healthy answers carry no grpc-status.)
     assert_eq!(count(""), (60 - seen) as f64, "{text}");
+    // Every call sent one gRPC message; it is counted as it goes upstream,
+    // and the chaos upstream answers without waiting for it, so a call
+    // answered first counts none.
+    let sent: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("istio_request_messages_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert!(sent > 0.0 && sent <= 60.0, "{sent} {text}");
 }
 
 /// A POST whose body streams from an HTTP/2 client is never sent twice, but
