@@ -252,7 +252,7 @@ fn local_labels(settings: &Settings) -> anymesh_proxy::metrics::istio::LocalLabe
                 &w.namespace,
                 principal.as_deref(),
                 &labels,
-                None,
+                w.service.as_deref(),
                 td,
             )
         }

@@ -204,6 +204,12 @@ pub struct Workload {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub ports: Vec<WorkloadPort>,
+    /// The mesh hostname of the service this workload serves, as callers
+    /// route to it (`reviews.service.consul`): the inbound side's
+    /// `destination_service` in Istio's metrics, so both reporters of a hop
+    /// name the same service. Default `<canonical service>.<namespace>.svc.cluster.local`.
+    #[serde(default)]
+    pub service: Option<String>,
 }
 
 fn default_name() -> String {

@@ -290,3 +290,19 @@ fn peer_metadata_round_trips_and_hostile_values_are_refused() {
     let huge = "a=b;".repeat(200);
     assert_eq!(PeerLabels::with_metadata(&verified, huge.as_bytes()), None);
 }
+
+#[test]
+fn the_inbound_service_is_the_declared_hostname_else_kubernetes_style() {
+    let labels = BTreeMap::from([("app".to_string(), "reviews".to_string())]);
+    let declared = LocalLabels::workload(
+        "reviews-v1",
+        "shop",
+        None,
+        &labels,
+        Some("reviews.service.consul"),
+        "cluster.local",
+    );
+    assert_eq!(&*declared.service.host, "reviews.service.consul");
+    let derived = LocalLabels::workload("reviews-v1", "shop", None, &labels, None, "cluster.local");
+    assert_eq!(&*derived.service.host, "reviews.shop.svc.cluster.local");
+}
