@@ -1,6 +1,6 @@
 //! Access logs and traces of exchanges: what the proxy captures at the start
-//! of a request for them ([`Capture`]), and how an exchange's end becomes a
-//! log line and a span ([`Telemetry::end`]).
+//! of a request for them (`Capture`), and how an exchange's end becomes a
+//! log line and a span (`Telemetry::end`).
 //!
 //! Both are off unless anymesh.yaml configures them; then every request is
 //! captured (one small allocation holding the request's method, URI and the

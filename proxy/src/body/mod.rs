@@ -3,6 +3,7 @@
 //! ([`request::RequestBody`]) and the response body it gets back
 //! ([`response::ProxyBody`]).
 
+pub(crate) mod end;
 pub(crate) mod request;
 pub(crate) mod response;
 

@@ -37,7 +37,7 @@ pub(crate) enum RequestBody {
 /// read when the exchange ends.
 pub(crate) struct Counted {
     inner: RequestBody,
-    messages: crate::hooks::GrpcMessages,
+    messages: super::end::GrpcMessages,
     total: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -47,7 +47,7 @@ impl RequestBody {
         let total = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let body = RequestBody::Counted(Box::new(Counted {
             inner: self,
-            messages: crate::hooks::GrpcMessages::default(),
+            messages: super::end::GrpcMessages::default(),
             total: total.clone(),
         }));
         (body, total)

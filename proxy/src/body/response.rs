@@ -11,8 +11,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use super::end::BodyEnd;
 use crate::error::{BodyError, BodyTimeout};
-use crate::hooks::Finish;
 use crate::mirror::tap::TappedBody;
 use crate::mirror::PrimaryTap;
 use crate::upstream::held::Held;
@@ -21,7 +21,7 @@ use crate::upstream::raw_body::RawBody;
 /// A response body whose exchange is reported when it is dropped.
 pub(crate) struct Recorded {
     inner: ProxyBody,
-    end: Finish,
+    end: Box<dyn BodyEnd>,
 }
 
 pin_project_lite::pin_project! {
@@ -78,7 +78,7 @@ impl ProxyBody {
 
     /// This body, reporting the exchange to `end` (with the bytes polled
     /// from it) when dropped.
-    pub(crate) fn recorded(self, end: Finish) -> Self {
+    pub(crate) fn recorded(self, end: Box<dyn BodyEnd>) -> Self {
         ProxyBody::Recorded {
             body: Box::new(Recorded { inner: self, end }),
         }
@@ -119,7 +119,7 @@ impl Body for ProxyBody {
                 let res = Pin::new(&mut body.inner).poll_frame(cx);
                 if let Poll::Ready(Some(Ok(frame))) = &res {
                     if let Some(data) = frame.data_ref() {
-                        body.end.sent_data(data);
+                        body.end.data(data);
                     } else if let Some(trailers) = frame.trailers_ref() {
                         body.end.trailers(trailers);
                     }

@@ -34,13 +34,14 @@ use http_body::Body as _;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::body::end::{BodyEnd as _, GrpcMessages};
 use crate::body::request::{RequestBody, Taken, Tee};
 use crate::body::response::ProxyBody;
 use crate::error::{ErrorKind, ProxyError};
 use crate::h1::bufs;
 use crate::h1::codec::{self, Framing, ResponseHead};
 use crate::h1::settings::ServerSettings;
-use crate::hooks::{grpc_request, Finish, GrpcMessages, Hooks};
+use crate::hooks::{grpc_request, Finish, Hooks};
 use crate::metrics::Metrics;
 use crate::mirror::{MirrorBody, MirrorSettings, Mirroring, PrimaryTap};
 use crate::reply;
@@ -234,7 +235,7 @@ impl Proxy {
                 body.finish_with(Box::new(finish));
                 ProxyBody::Raw { body }
             }
-            body => body.recorded(finish),
+            body => body.recorded(Box::new(finish)),
         };
         Response::from_parts(parts, body)
     }

@@ -43,9 +43,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-mod policy;
+pub mod policy;
 
-pub use policy::{side, LocalTelemetry, PolicyCell, SeriesLabels};
+use policy::{LocalTelemetry, PolicyCell, SeriesLabels};
 
 /// Envoy's default histogram boundaries, in milliseconds (Istio's duration
 /// histogram) and in bytes (the size histograms use them too), so mixed

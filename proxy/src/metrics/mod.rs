@@ -149,10 +149,10 @@ pub struct Metrics {
     /// access log and tracing read their side's settings from it too:
     /// `metrics.policy.load().sampling_percentage(Side::Client, default)`,
     /// `metrics.policy.load().access_log_enabled(Side::Server, configured)`
-    /// ([`istio::LocalTelemetry`] dereferences to core's
+    /// ([`istio::policy::LocalTelemetry`] dereferences to core's
     /// `TelemetryPolicy`). Set it with [`Metrics::set_telemetry_policy`]
     /// (or `policy.set`). The same cell as `istio.policy`.
-    pub policy: Arc<istio::PolicyCell>,
+    pub policy: Arc<istio::policy::PolicyCell>,
     /// Tells this instance's entries in the per-thread handle cache apart.
     id: u64,
 }

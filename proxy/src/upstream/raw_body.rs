@@ -54,7 +54,7 @@ pub struct RawBody {
     upload: Sending,
     /// The exchange's end, reported when this body is dropped; counts the
     /// bytes that went to the client.
-    end: Option<Box<crate::hooks::Finish>>,
+    end: Option<Box<dyn crate::body::end::BodyEnd>>,
 }
 
 /// Body pieces up to this size are copied out of the read buffer, which then
@@ -103,7 +103,7 @@ impl RawBody {
 
     /// Reports the exchange's end, with the body's size, when this body is
     /// dropped.
-    pub(crate) fn finish_with(&mut self, end: Box<crate::hooks::Finish>) {
+    pub(crate) fn finish_with(&mut self, end: Box<dyn crate::body::end::BodyEnd>) {
         self.end = Some(end);
     }
 
@@ -214,7 +214,7 @@ impl http_body::Body for RawBody {
             match this.take_buffered() {
                 Ok(Some(data)) => {
                     if let Some(end) = this.end.as_mut() {
-                        end.sent(data.len());
+                        end.data(&data);
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
