@@ -7,6 +7,7 @@ mod metrics;
 mod observe;
 pub(crate) mod pki;
 mod telemetry_policy;
+mod trace_chain;
 
 use std::sync::atomic::Ordering;
 

@@ -17,13 +17,13 @@ use super::pki::Root;
 use super::*;
 
 /// A Zipkin v2 collector: every span POSTed to `/api/v2/spans`, in order.
-struct Zipkin {
-    addr: SocketAddr,
-    spans: Arc<parking_lot::Mutex<Vec<Value>>>,
+pub(super) struct Zipkin {
+    pub(super) addr: SocketAddr,
+    pub(super) spans: Arc<parking_lot::Mutex<Vec<Value>>>,
 }
 
 impl Zipkin {
-    async fn start() -> Zipkin {
+    pub(super) async fn start() -> Zipkin {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -281,6 +281,28 @@ async fn a_hop_is_logged_on_both_sides_and_traced_as_parent_and_child() {
             .any(|s| s["traceId"] == "0af7651916cd43dd8448eb211c80319c"
                 || s["tags"]["guid:x-request-id"] == "quiet-1"),
         "an unsampled request made spans"
+    );
+
+    // A request id with quotes and backslashes is kept, escaped in the
+    // JSON line; an absurd one (too long) is replaced by a UUID.
+    let odd = r#"odd"id\1"#;
+    let (status, _, _) = a.get("reviews", "/odd", &[("x-request-id", odd)]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(logged(b_dir, odd).await["path"], "/odd");
+    let long = "x".repeat(300);
+    let (status, _, _) = a.get("reviews", "/long", &[("x-request-id", &long)]).await;
+    assert_eq!(status, StatusCode::OK);
+    let replaced = eventually("the long id's line", || async {
+        let text = std::fs::read_to_string(a_dir.path().join("access.log")).ok()?;
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| l["path"] == "/long")
+    })
+    .await;
+    assert_eq!(
+        replaced["request_id"].as_str().map(str::len),
+        Some(36),
+        "{replaced}"
     );
 
     // The counters say what became of lines and spans.
