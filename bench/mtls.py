@@ -1255,6 +1255,7 @@ def parse_args(argv: list[str]):
     if a.quick:
         a.rounds, a.seconds, a.hs_seconds, a.quiet_wait = 1, 1.0, 1.0, 0.0
     a.rates = [int(x) for x in str(a.rates).split(",") if x]
+    a.anymesh = os.path.abspath(a.anymesh)  # the proxies run in their own directories
     a.telemetry_parts = tuple(x for x in str(a.telemetry_parts).split(",") if x)
     if not a.telemetry_parts or any(x not in TELEMETRY_PARTS for x in a.telemetry_parts):
         ap.error(f"--telemetry-parts: one or both of {', '.join(TELEMETRY_PARTS)}")
