@@ -2,7 +2,8 @@
 """The sidecar-pair benchmark of issue 21 (docs/performance.md, "Security (mutual TLS)").
 
     bench/mtls              # 4 rounds: wrk 5 s, oha 5 s at 1,000 and 5,000 req/s, new connections 5 s
-    bench/mtls --quick      # smoke run: 1 round, 1 s per cell (CI-sized, about 20 s)
+    bench/mtls --quick      # smoke run: 1 round, 1 s per cell (CI-sized, about 25 s)
+    bench/mtls --callgrind  # instead: instructions per request of each anymesh side, telemetry off and on
     bench/mtls --help       # every option
 
 client -> proxy A -> proxy B -> app, side by side in one run:
@@ -23,8 +24,32 @@ client -> proxy A -> proxy B -> app, side by side in one run:
   DownstreamTlsContext requiring a client certificate from the same CA,
   forwarding to the app. They use the very certificates the anymesh pair
   got from the CA.
+- `anymesh-mtls-telemetry` (issue 22): the `anymesh-mtls` pair plus
+  `telemetry:` in both proxies' anymesh.yaml: an access log in Istio's TEXT
+  format to a file in the run's temp dir (a/access.log, b/access.log) and
+  1 % tracing to the harness's Zipkin sink. Istio's standard metrics
+  (`istio_requests_total` and the histograms, both sides) cannot be turned
+  off: they are in `anymesh-mtls` too, so this pair's cost over
+  `anymesh-mtls` is the access log's and the tracer's.
+- `envoy-mtls-telemetry`: the `envoy-mtls` pair plus, in both Envoys' HTTP
+  connection managers, Envoy's file access logger with Istio's TEXT format
+  string (ISTIO_TEXT_FORMAT) and Envoy's Zipkin tracer (HTTP_JSON to
+  /api/v2/spans, random sampling 1 %, 128-bit trace ids) to the same kind of
+  sink; listeners marked OUTBOUND (A) and INBOUND (B) as Istio marks them.
+  Envoy's own stats are always on (in `envoy-mtls` too); Istio's stats
+  filter (istio_requests_total) is not part of Envoy's release, so this pair
+  does less metrics work than an Istio sidecar does.
 - `direct`: the load tool straight to the app (the reference for the added
   latency).
+
+The Zipkin sink (ZipkinSink, one per telemetry pair) is a threaded
+http.server in the harness process answering 202 to POST /api/v2/spans and
+counting the spans by kind. After the rounds the harness checks that each
+telemetry pair wrote access-log lines on both sides and that spans arrived
+(waiting up to 12 s for the exporters' 5 s batch timers); the counts, with
+anymesh's own access-log and span counters (dropped lines would make the
+access log look cheaper than it is), are in the JSON's "telemetry_check".
+--no-telemetry leaves the two telemetry pairs out.
 
 The certificates come from the real path: `anymesh ca init`, one
 `anymesh ca token` per identity (`spiffe://cluster.local/ns/default/sa/a`
@@ -76,8 +101,19 @@ import run as R  # noqa: E402  (the harness's processes, tools and parsers)
 HOST = "web"
 TRUST_DOMAIN = "cluster.local"
 PAIRS = ["anymesh-plain", "anymesh-mtls", "envoy-mtls"]
+TELEMETRY_PAIRS = ["anymesh-mtls-telemetry", "envoy-mtls-telemetry"]
 CONTENDERS = ["direct"] + PAIRS
 ALPN_H1 = "anymesh-http/1.1"
+# Istio's EnvoyTextLogFormat (pilot/pkg/model/telemetry_logging.go), its
+# default for meshConfig.accessLogEncoding TEXT; anymesh's `format: text`
+# writes the same fields (telemetry/src/access_log/format.rs).
+ISTIO_TEXT_FORMAT = (
+    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% '
+    '%RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% '
+    '"%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% '
+    '%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" "%REQ(X-REQUEST-ID)%" '
+    '"%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% '
+    '%DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n')
 
 
 def spiffe(sa: str) -> str:
@@ -182,14 +218,119 @@ class Ca:
 
 
 # --------------------------------------------------------------------------
+# the Zipkin sink
+
+
+def count_spans(body: bytes) -> dict[str, int] | None:
+    """Spans by kind in a Zipkin v2 JSON body; None when it is not a list of
+    spans.
+
+    >>> count_spans(b'[{"traceId": "1", "kind": "CLIENT"}, {"kind": "SERVER"}, {"kind": "CLIENT"}]')
+    {'CLIENT': 2, 'SERVER': 1}
+    >>> count_spans(b'{"x": 1}'), count_spans(b'not json'), count_spans(b'[1]')
+    (None, None, None)
+    """
+    try:
+        spans = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(spans, list) or not all(isinstance(x, dict) for x in spans):
+        return None
+    out: dict[str, int] = {}
+    for x in spans:
+        k = str(x.get("kind", "none"))
+        out[k] = out.get(k, 0) + 1
+    return out
+
+
+def read_chunked(f, limit: int = 64 << 20) -> bytes:
+    """An HTTP/1.1 chunked body from a binary file, trailers skipped; what
+    came before a malformed chunk or past `limit` bytes.
+
+    >>> import io
+    >>> read_chunked(io.BytesIO(b"3\\r\\nabc\\r\\n2;x=y\\r\\nde\\r\\n0\\r\\n\\r\\n"))
+    b'abcde'
+    >>> read_chunked(io.BytesIO(b"zz\\r\\n"))
+    b''
+    """
+    body = b""
+    while True:
+        try:
+            n = int(f.readline(1024).split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            return body
+        if n == 0:
+            break
+        if len(body) + n > limit:
+            return body
+        body += f.read(n)
+        f.readline(16)
+    while f.readline(8192).strip():  # trailers, up to the empty line
+        pass
+    return body
+
+
+class ZipkinSink:
+    """A Zipkin v2 collector that only counts: 202 to POST /api/v2/spans
+    (404 elsewhere, 400 to a body that is not a list of spans), on a
+    loopback port, in threads of the harness process."""
+
+    def __init__(self, name: str):
+        import http.server
+
+        sink = self
+        self.name, self.spans, self.posts, self.bad = name, {}, 0, 0
+        self.lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+                    body = read_chunked(self.rfile)  # Envoy's Zipkin reporter
+                else:
+                    n = int(self.headers.get("content-length") or 0)
+                    body = self.rfile.read(n) if 0 < n <= 64 << 20 else b""
+                counts = count_spans(body) if self.path.split("?")[0] == "/api/v2/spans" else None
+                with sink.lock:
+                    if counts is None:
+                        sink.bad += 1
+                    else:
+                        sink.posts += 1
+                        for k, v in counts.items():
+                            sink.spans[k] = sink.spans.get(k, 0) + v
+                code = 202 if counts is not None else (404 if not self.path.startswith("/api/v2/spans") else 400)
+                self.send_response(code)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True, name=f"zipkin {name}").start()
+
+    def counts(self) -> dict:
+        with self.lock:
+            return {"posts": self.posts, "bad_posts": self.bad, "spans": dict(self.spans),
+                    "spans_total": sum(self.spans.values())}
+
+
+# --------------------------------------------------------------------------
 # the proxies
 
 
 class Pair:
     """Proxy A (the client's) and proxy B (the app's)."""
 
-    def __init__(self, name: str, a: R.Server, b: R.Server, b_inbound: int):
+    def __init__(self, name: str, a: R.Server, b: R.Server, b_inbound: int, sink: ZipkinSink | None = None,
+                 access_logs: tuple[Path, ...] = ()):
         self.name, self.a, self.b, self.b_inbound = name, a, b, b_inbound
+        self.sink, self.access_logs = sink, access_logs
+        self.traced = sink is not None
 
     @property
     def port(self) -> int:
@@ -248,14 +389,36 @@ def identity_yaml(ca: Ca, d: Path, sa: str) -> str:
 """
 
 
+TELEMETRY_PARTS = ("access_log", "tracing")
+
+
+def telemetry_yaml(d: Path, sink: ZipkinSink | None, parts: tuple[str, ...] = TELEMETRY_PARTS) -> str:
+    """anymesh.yaml's telemetry key of a side in directory `d`: Istio's TEXT
+    access log to d/access.log, 1 % tracing (Istio's default) to `sink`
+    (`parts`: which of the two).
+
+    >>> print(telemetry_yaml(Path("/t"), SimpleNamespace(url="http://127.0.0.1:9"), ("tracing",)), end="")
+    telemetry:
+      tracing: {sampling: 1, zipkin: 'http://127.0.0.1:9'}
+    """
+    if sink is None:
+        return ""
+    return "telemetry:\n" + "".join(
+        {"access_log": f"  access_log: {{path: {d / 'access.log'}, format: text}}\n",
+         "tracing": f"  tracing: {{sampling: 1, zipkin: '{sink.url}'}}\n"}[x] for x in parts)
+
+
 def start_anymesh_pair(binary: str, tmp: Path, ca: Ca, app_port: int, mtls: bool, wrap: dict | None = None,
-                       tag: str = "") -> Pair:
-    """The pair; `wrap` puts a command (valgrind) in front of side "a" or "b"."""
+                       tag: str = "", sink: ZipkinSink | None = None,
+                       parts: tuple[str, ...] = TELEMETRY_PARTS) -> Pair:
+    """The pair; `wrap` puts a command (valgrind) in front of side "a" or
+    "b"; with `sink`, access logs and tracing on both sides (mtls only)."""
     wrap = wrap or {}
-    name = "anymesh-mtls" if mtls else "anymesh-plain"
+    name = ("anymesh-mtls" if mtls else "anymesh-plain") + ("-telemetry" if sink else "")
     d = tmp / (name + tag)
     inbound = R.free_ports(1)[0]
-    b = start_anymesh(binary, d / "b", f"{name} B", "services: []\n", identity_yaml(ca, d, "b") + f"""workloads:
+    b = start_anymesh(binary, d / "b", f"{name} B", "services: []\n", identity_yaml(ca, d, "b")
+                      + telemetry_yaml(d / "b", sink, parts) + f"""workloads:
   - name: b
     namespace: default
     service_account: b
@@ -275,8 +438,11 @@ inbound:
     endpoints:
       - {ep}
 """
-    a = start_anymesh(binary, d / "a", f"{name} A", services, identity_yaml(ca, d, "a"), wrap.get("a", []))
-    pair = Pair(name, a, b, inbound)
+    a = start_anymesh(binary, d / "a", f"{name} A", services,
+                      identity_yaml(ca, d, "a") + telemetry_yaml(d / "a", sink, parts), wrap.get("a", []))
+    logs = (d / "a" / "access.log", d / "b" / "access.log") if sink and "access_log" in parts else ()
+    pair = Pair(name, a, b, inbound, sink, logs)
+    pair.traced = sink is not None and "tracing" in parts
     wait_answering(pair, 120.0 if wrap else 30.0)
     return pair
 
@@ -301,14 +467,52 @@ HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_mana
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 DOWNSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+FILE_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+ZIPKIN = "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig"
 
 
-def envoy_yaml(listen: int, listener_tls: str, cluster_port: int, cluster_tls: str) -> str:
+def envoy_telemetry(log_path: Path, sink: ZipkinSink) -> tuple[str, str]:
+    """(the HTTP connection manager's access_log and tracing, the Zipkin
+    collector's cluster): Istio's TEXT access log to a file and Istio's
+    Zipkin settings (HTTP_JSON, 128-bit ids, 1 % random sampling)."""
+    hcm = f"""                access_log:
+                  - name: envoy.access_loggers.file
+                    typed_config:
+                      "@type": {FILE_LOG}
+                      path: {log_path}
+                      log_format:
+                        text_format_source: {{inline_string: {json.dumps(ISTIO_TEXT_FORMAT)}}}
+                tracing:
+                  random_sampling: {{value: 1}}
+                  provider:
+                    name: envoy.tracers.zipkin
+                    typed_config:
+                      "@type": {ZIPKIN}
+                      collector_cluster: zipkin
+                      collector_endpoint: /api/v2/spans
+                      collector_endpoint_version: HTTP_JSON
+                      trace_id_128bit: true
+                      shared_span_context: false
+"""
+    cluster = f"""    - name: zipkin
+      type: STATIC
+      connect_timeout: 1s
+      load_assignment:
+        cluster_name: zipkin
+        endpoints:
+          - lb_endpoints:
+              - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {sink.port}}}}}}}
+"""
+    return hcm, cluster
+
+
+def envoy_yaml(listen: int, listener_tls: str, cluster_port: int, cluster_tls: str, hcm_extra: str = "",
+               clusters_extra: str = "", direction: str = "") -> str:
     return f"""static_resources:
   listeners:
     - name: pair
       address: {{socket_address: {{address: 127.0.0.1, port_value: {listen}}}}}
-      filter_chains:
+{f"      traffic_direction: {direction}{chr(10)}" if direction else ""}      filter_chains:
         - filters:
             - name: envoy.filters.network.http_connection_manager
               typed_config:
@@ -323,7 +527,7 @@ def envoy_yaml(listen: int, listener_tls: str, cluster_port: int, cluster_tls: s
                       routes:
                         - match: {{prefix: "/"}}
                           route: {{cluster: next}}
-                http_filters:
+{hcm_extra}                http_filters:
                   - name: envoy.filters.http.router
                     typed_config: {{"@type": {ROUTER}}}
 {listener_tls}  clusters:
@@ -335,22 +539,27 @@ def envoy_yaml(listen: int, listener_tls: str, cluster_port: int, cluster_tls: s
         endpoints:
           - lb_endpoints:
               - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {cluster_port}}}}}}}
-{cluster_tls}"""
+{cluster_tls}{clusters_extra}"""
 
 
 def start_envoy(envoy: str, d: Path, name: str, conf: str, port: int) -> R.Server:
     d.mkdir(parents=True)
     (d / "envoy.yaml").write_text(conf)
     log_path = d / "stderr.log"
+    # the node's cluster is the Zipkin spans' service name
     p = R.PROCS.start([envoy, "-c", str(d / "envoy.yaml"), "--concurrency", "1", "--disable-hot-restart",
-                       "--log-level", "warn"], log_path, cwd=d)
+                       "--log-level", "warn", "--service-cluster", name.replace(" ", "-"),
+                       "--service-node", name.replace(" ", "-")], log_path, cwd=d)
     srv = R.Server(name, p, port, port, log_path)
     srv.wait_listening([port], timeout=30.0)
     return srv
 
 
-def start_envoy_pair(envoy: str, tmp: Path, ca: Ca, files: dict[str, Path], app_port: int) -> Pair:
-    d = tmp / "envoy-mtls"
+def start_envoy_pair(envoy: str, tmp: Path, ca: Ca, files: dict[str, Path], app_port: int,
+                     sink: ZipkinSink | None = None) -> Pair:
+    """The Envoy pair; with `sink`, access logs and Zipkin tracing on both."""
+    name = "envoy-mtls" + ("-telemetry" if sink else "")
+    d = tmp / name
     a_port, b_port = R.free_ports(2)
     # B: TLS required, a client certificate from the mesh's CA required
     # (Istio's inbound STRICT filter chain, without Istio's ALPN matching)
@@ -383,9 +592,14 @@ def start_envoy_pair(envoy: str, tmp: Path, ca: Ca, files: dict[str, Path], app_
                 - san_type: URI
                   matcher: {{exact: "{spiffe('b')}"}}
 """
-    b = start_envoy(envoy, d / "b", "envoy-mtls B", envoy_yaml(b_port, b_tls, app_port, ""), b_port)
-    a = start_envoy(envoy, d / "a", "envoy-mtls A", envoy_yaml(a_port, "", b_port, a_tls), a_port)
-    pair = Pair("envoy-mtls", a, b, b_port)
+    tel: dict[str, tuple[str, str, str]] = {"a": ("", "", ""), "b": ("", "", "")}
+    logs: tuple[Path, ...] = ()
+    if sink:
+        logs = (d / "a" / "access.log", d / "b" / "access.log")
+        tel = {"a": (*envoy_telemetry(logs[0], sink), "OUTBOUND"), "b": (*envoy_telemetry(logs[1], sink), "INBOUND")}
+    b = start_envoy(envoy, d / "b", f"{name} B", envoy_yaml(b_port, b_tls, app_port, "", *tel["b"]), b_port)
+    a = start_envoy(envoy, d / "a", f"{name} A", envoy_yaml(a_port, "", b_port, a_tls, *tel["a"]), a_port)
+    pair = Pair(name, a, b, b_port, sink, logs)
     wait_answering(pair)
     return pair
 
@@ -417,6 +631,74 @@ def inbound_counts(srv: R.Server) -> dict[str, float]:
         if line.startswith("anymesh_inbound_connections_total{"):
             key = line.split('result="', 1)[1].split('"', 1)[0]
             out[key] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def count_lines(path: Path) -> int:
+    """The newlines in a file (0 when it does not exist)."""
+    try:
+        with open(path, "rb") as f:
+            return sum(buf.count(b"\n") for buf in iter(lambda: f.read(1 << 20), b""))
+    except FileNotFoundError:
+        return 0
+
+
+def telemetry_counters(srv: R.Server) -> dict[str, float]:
+    """anymesh's own access-log and tracer counters, from its /metrics."""
+    if not srv.admin_port:
+        return {}
+    try:
+        return parse_counters(R.http_get(srv.admin_port, "localhost", "/metrics")[1])
+    except OSError:
+        return {}
+
+
+def parse_counters(text: str) -> dict[str, float]:
+    """The access-log and tracer lines of a /metrics text.
+
+    >>> parse_counters('# HELP x\\nanymesh_access_log_lines_total{result="written"} 12\\nistio_build 1\\n'
+    ...                'anymesh_trace_spans_total{result="dropped"} 0')
+    {'anymesh_access_log_lines_total{result="written"}': 12.0, 'anymesh_trace_spans_total{result="dropped"}': 0.0}
+    """
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(("anymesh_access_log_", "anymesh_trace_")):
+            k, _, v = line.rpartition(" ")
+            try:
+                out[k] = float(v)
+            except ValueError:
+                continue
+    return out
+
+
+def telemetry_check(pairs: list[Pair], served: dict[str, int], wait_s: float = 12.0) -> dict:
+    """Each telemetry pair's access-log lines (A, B) and the spans its sink
+    received, polled until both sides logged and spans arrived (the
+    exporters send a batch every 5 s at the latest) or `wait_s` passed;
+    raises when a pair still has neither."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        out = {}
+        for p in pairs:
+            lines = [count_lines(f) for f in p.access_logs]
+            out[p.name] = {"requests_served_in_measured_runs": served.get(p.name, 0),
+                           "access_log_lines": dict(zip(("a", "b"), lines)), "sink": p.sink.counts(),
+                           "anymesh_counters": {side: telemetry_counters(s) for side, s in
+                                                (("a", p.a), ("b", p.b)) if s.admin_port}}
+        ok = all(all(v["access_log_lines"].values()) and (v["sink"]["spans_total"] or not p.traced)
+                 for p, v in zip(pairs, out.values()))
+        if ok or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    for name, v in out.items():
+        n = v["requests_served_in_measured_runs"]
+        v["spans_per_request"] = round(v["sink"]["spans_total"] / n, 5) if n else None
+        lines = v["access_log_lines"]
+        R.log(f"  telemetry  {name:<22} access-log lines A {lines.get('a', 0):,} "
+              f"B {lines.get('b', 0):,}, {v['sink']['spans_total']:,} spans "
+              f"({v['spans_per_request'] or 0:.4f} per request served; 1 % sampling, 2 sides: 0.02)")
+    if not ok:
+        raise R.BenchError(f"a telemetry pair logged or traced nothing: {json.dumps(out)}")
     return out
 
 
@@ -663,6 +945,11 @@ def handshakes(args, tmp: Path, pair: Pair, files: dict[str, Path], ca: Ca, app_
 CG_GROUPS = [("ring: AEAD (AES-GCM, ChaCha20-Poly1305)", ("aes", "gcm", "chacha", "poly1305", "gfmul", "ghash")),
              ("ring: other", ("ring::", "ring_core")),
              ("rustls, tokio-rustls", ("rustls",)),
+             ("anymesh telemetry: access log", ("anymesh_telemetry::access_log",)),
+             ("anymesh telemetry: tracing", ("anymesh_telemetry::trace",)),
+             ("anymesh telemetry: other", ("anymesh_telemetry",)),
+             ("reqwest (span export)", ("reqwest",)),
+             ("core::fmt (write!, Display)", ("core::fmt", "write_fmt")),
              ("anymesh (incl. stream.rs)", ("anymesh",)),
              ("tokio / mio", ("tokio::", "mio::", "tokio<")),
              ("malloc / free", ("malloc", "free", "realloc", "_int_", "tcache", "calloc")),
@@ -676,6 +963,8 @@ def cg_group(fn: str) -> str:
     ('rustls, tokio-rustls', 'memcpy / memmove / memset')
     >>> cg_group("ring_core_0_17_14__aes_hw_ctr32_encrypt_blocks"), cg_group("?")
     ('ring: AEAD (AES-GCM, ChaCha20-Poly1305)', 'other')
+    >>> cg_group("anymesh_telemetry::access_log::format::write_text"), cg_group("anymesh_proxy::h1::serve")
+    ('anymesh telemetry: access log', 'anymesh (incl. stream.rs)')
     """
     low = fn.lower()
     for name, keys in CG_GROUPS:
@@ -697,9 +986,11 @@ def cg_profile(path: Path) -> tuple[int, dict[str, int]]:
         if "PROGRAM TOTALS" in line:
             total = n
             continue
-        if total and n >= total * 0.999:
-            # the thread's entry frames, which callgrind_annotate 3.19
-            # lists at 100 % after a mid-run zero and dump: not self cost
+        if total and n >= total * 0.9:
+            # the threads' entry frames (clone, start_thread, thread_start),
+            # which callgrind_annotate 3.19 lists at (nearly) 100 % after a
+            # mid-run zero and dump: not self cost, and with more threads
+            # than the worker (the access log's writer) not quite 100 %
             continue
         # "N (pct%)  file:function [object]"
         fn = line.split("%)", 1)[1].strip() if "%)" in line else " ".join(parts[1:])
@@ -711,16 +1002,21 @@ def cg_profile(path: Path) -> tuple[int, dict[str, int]]:
 
 
 def callgrind(args, tools: dict, tmp: Path, ca: Ca, app: int) -> dict:
-    """Instructions per request of each side of both anymesh pairs under
-    callgrind (user space: the syscalls are the same in both, counted with
-    strace: 4 per request per proxy), h2load --h1 -c8 after a warm-up."""
+    """Instructions per request of each side of the anymesh pairs (plaintext,
+    mTLS and, unless --no-telemetry, mTLS with access logs and 1 % tracing)
+    under callgrind (user space, every thread: the access log's writer and
+    the span exporter included; the syscalls are the same in both, counted
+    with strace: 4 per request per proxy), h2load --h1 -c8 after a warm-up."""
     res: dict = {}
-    for mtls in (False, True):
+    sink = ZipkinSink("callgrind") if args.telemetry else None
+    variants = [(False, None), (True, None)] + ([(True, sink)] if sink else [])
+    for mtls, tel in variants:
         for side in ("a", "b"):
             i = len(res)
             out = tmp / f"cg-{i}.out"
             wrap = {side: ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]}
-            pair = start_anymesh_pair(args.anymesh, tmp, ca, app, mtls, wrap, tag=f"-cg{i}")
+            pair = start_anymesh_pair(args.anymesh, tmp, ca, app, mtls, wrap, tag=f"-cg{i}", sink=tel,
+                                      parts=args.telemetry_parts)
             srv = pair.a if side == "a" else pair.b
             load = [tools["h2load"], "--h1", "-c", "8", "-H", f":authority: {HOST}", f"http://127.0.0.1:{pair.port}/"]
             R.run_tool(load[:1] + ["-n", "1000"] + load[1:], 300, "h2load warm-up")
@@ -736,6 +1032,8 @@ def callgrind(args, tools: dict, tmp: Path, ca: Ca, app: int) -> dict:
                         "per_request": round(total / args.cg_requests),
                         "groups_per_request": {g: round(n / args.cg_requests) for g, n in
                                                sorted(groups.items(), key=lambda x: -x[1])}}
+            if tel and pair.access_logs:
+                res[key]["access_log_lines"] = count_lines(pair.access_logs[0 if side == "a" else 1])
             R.log(f"  callgrind {key}: {res[key]['per_request']:,} instructions per request")
             for s in pair.servers():
                 R.PROCS.stop(s.proc)
@@ -754,6 +1052,11 @@ def render_callgrind(res: dict) -> str:
         p, m = res.get(f"anymesh-plain {side}"), res.get(f"anymesh-mtls {side}")
         if p and m:
             lines.append(f"\nmTLS over plaintext, {side}: {pct(m['per_request'], p['per_request'])}")
+        t = res.get(f"anymesh-mtls-telemetry {side}")
+        if m and t:
+            lines.append(f"\naccess log + 1 % tracing over mTLS (metrics in both), {side}: "
+                         f"{t['per_request'] - m['per_request']:+,} instructions per request "
+                         f"({pct(t['per_request'], m['per_request'])})")
     return "\n".join(lines)
 
 
@@ -763,7 +1066,7 @@ def render_callgrind(res: dict) -> str:
 
 def summarize(rounds: list[dict], hs: dict, resumed: dict | None = None) -> dict:
     s: dict = {}
-    for c in CONTENDERS:
+    for c in [c for c in rounds[0] if c != "order"]:
         row: dict = {}
         for cell in rounds[0][c]:
             recs = [r[c][cell] for r in rounds]
@@ -793,6 +1096,21 @@ def summarize(rounds: list[dict], hs: dict, resumed: dict | None = None) -> dict
         pr["mtls_over_plain_cpu"].append(ratio(am["cpu_us_per_req"], pl["cpu_us_per_req"]))
         pr["am_over_envoy_rps"].append(ratio(am["rps"], ev["rps"]))
         pr["am_over_envoy_cpu"].append(ratio(am["cpu_us_per_req"], ev["cpu_us_per_req"]))
+    if "anymesh-mtls-telemetry" in rounds[0]:
+        # telemetry on over off, per round (the cost), and the two telemetry pairs
+        for k in ("am_tel_over_off", "envoy_tel_over_off", "am_tel_over_envoy_tel"):
+            for m in ("rps", "cpu", "cpu_a", "cpu_b"):
+                pr[f"{k}_{m}"] = []
+        for r in rounds:
+            am, amt = r["anymesh-mtls"]["h1_c32"], r["anymesh-mtls-telemetry"]["h1_c32"]
+            ev, evt = r["envoy-mtls"]["h1_c32"], r["envoy-mtls-telemetry"]["h1_c32"]
+            for k, (x, y) in {"am_tel_over_off": (amt, am), "envoy_tel_over_off": (evt, ev),
+                              "am_tel_over_envoy_tel": (amt, evt)}.items():
+                pr[f"{k}_rps"].append(ratio(x["rps"], y["rps"]))
+                pr[f"{k}_cpu"].append(ratio(x["cpu_us_per_req"], y["cpu_us_per_req"]))
+                for side, i in (("a", 0), ("b", 1)):
+                    pr[f"{k}_cpu_{side}"].append(ratio(list(x["proxies"].values())[i]["cpu_us_per_req"],
+                                                       list(y["proxies"].values())[i]["cpu_us_per_req"]))
     s["paired"] = {k: [round(x, 3) for x in v if x is not None] for k, v in pr.items()}
     return s
 
@@ -857,8 +1175,51 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
+def render_telemetry(result: dict) -> str:
+    """The telemetry table: both mTLS pairs with telemetry off and on."""
+    s, args = result["summary"], result["args"]
+    cols = ["anymesh-mtls", "anymesh-mtls-telemetry", "envoy-mtls", "envoy-mtls-telemetry"]
+    lines = ["Telemetry (issue 22): anymesh-mtls has Istio's standard metrics on both sides (always on); "
+             "-telemetry adds access logs (Istio's TEXT format, to files) and 1 % Zipkin tracing on both sides. "
+             "envoy-mtls has Envoy's stats; -telemetry adds Envoy's file access log (Istio's format) and its "
+             "Zipkin tracer at 1 %.\n",
+             "| | " + " | ".join(cols) + " | anymesh on / off | Envoy on / off | anymesh on / Envoy on |",
+             "|---|" + "--:|" * (len(cols) + 3)]
+
+    def row(label, cell, key, digits=0):
+        vals = [s[c][cell].get(key) for c in cols]
+        rs = [ratio(vals[1], vals[0]), ratio(vals[3], vals[2]), ratio(vals[1], vals[3])]
+        lines.append(f"| {label} | " + " | ".join(fmt(v, digits) for v in vals) + " | "
+                     + " | ".join(fmt(x, 3) for x in rs) + " |")
+
+    row("req/s (wrk -c32)", "h1_c32", "rps")
+    row("CPU µs / request, A + B", "h1_c32", "cpu_us_per_req", 2)
+    row("CPU µs / request, A", "h1_c32", "cpu_us_per_req_a", 2)
+    row("CPU µs / request, B", "h1_c32", "cpu_us_per_req_b", 2)
+    for q in args["rates"]:
+        row(f"CPU µs / request at {q:,} req/s, A + B", f"rate_{q}", "cpu_us_per_req", 2)
+        row(f"added p50 µs at {q:,} req/s", f"rate_{q}", "added_p50_us")
+        row(f"added p99 µs at {q:,} req/s", f"rate_{q}", "added_p99_us")
+    row("RSS MB peak, A + B", "h1_c32", "rss_max_kb_mb", 1)
+    row("anonymous RSS MB peak (RssAnon), A + B", "h1_c32", "rss_anon_max_kb_mb", 1)
+    p = s["paired"]
+    lines.append("")
+    lines.append("paired per round (h1_c32), on / off: anymesh req/s "
+                 f"{p['am_tel_over_off_rps']}, CPU per request {p['am_tel_over_off_cpu']} "
+                 f"(A {p['am_tel_over_off_cpu_a']}, B {p['am_tel_over_off_cpu_b']}); Envoy req/s "
+                 f"{p['envoy_tel_over_off_rps']}, CPU per request {p['envoy_tel_over_off_cpu']}; "
+                 f"anymesh on / Envoy on: req/s {p['am_tel_over_envoy_tel_rps']}, "
+                 f"CPU per request {p['am_tel_over_envoy_tel_cpu']}")
+    for name, v in result.get("telemetry_check", {}).items():
+        lines.append(f"{name}: access-log lines A {v['access_log_lines'].get('a', 0):,} / "
+                     f"B {v['access_log_lines'].get('b', 0):,}, "
+                     f"{v['sink']['spans_total']:,} spans received, "
+                     f"{v['requests_served_in_measured_runs']:,} requests in the measured runs")
+    return "\n".join(lines)
+
+
 def add_mb(s: dict) -> None:
-    for c in PAIRS:
+    for c in [c for c in s if c in PAIRS + TELEMETRY_PAIRS]:
         for cell in s[c].values():
             for k in ("rss_max_kb", "rss_max_kb_a", "rss_max_kb_b", "rss_anon_max_kb"):
                 if cell.get(k) is not None:
@@ -884,14 +1245,23 @@ def parse_args(argv: list[str]):
     ap.add_argument("--quiet-wait", type=float, default=10.0,
                     help="seconds to wait for other processes to use < --max-foreign of the CPUs before a run")
     ap.add_argument("--max-foreign", type=float, default=0.25)
+    ap.add_argument("--no-telemetry", dest="telemetry", action="store_false",
+                    help="leave out anymesh-mtls-telemetry and envoy-mtls-telemetry (and, with --callgrind, the "
+                         "telemetry variant)")
+    ap.add_argument("--telemetry-parts", default="access_log,tracing",
+                    help="what anymesh-mtls-telemetry turns on: access_log, tracing or both (to price each alone)")
     ap.add_argument("--callgrind", action="store_true",
-                    help="instead: instructions per request of each side of both anymesh pairs under callgrind")
+                    help="instead: instructions per request of each side of the anymesh pairs under callgrind")
     ap.add_argument("--cg-requests", type=int, default=4000, help="--callgrind: requests counted")
     ap.add_argument("--out", default=None, help="JSON output path")
     a = ap.parse_args(argv)
     if a.quick:
         a.rounds, a.seconds, a.hs_seconds, a.quiet_wait = 1, 1.0, 1.0, 0.0
     a.rates = [int(x) for x in str(a.rates).split(",") if x]
+    a.anymesh = os.path.abspath(a.anymesh)  # the proxies run in their own directories
+    a.telemetry_parts = tuple(x for x in str(a.telemetry_parts).split(",") if x)
+    if not a.telemetry_parts or any(x not in TELEMETRY_PARTS for x in a.telemetry_parts):
+        ap.error(f"--telemetry-parts: one or both of {', '.join(TELEMETRY_PARTS)}")
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     a.out = a.out or str(R.BENCH / "results" / f"mtls{'-callgrind' if a.callgrind else ''}-{stamp}.json")
     return a
@@ -925,28 +1295,41 @@ def main(argv: list[str]) -> int:
         files = envoy_tls_files(tmp, tmp / "anymesh-mtls")
         R.log("the Envoy pair")
         envoy = start_envoy_pair(tools["envoy"], tmp, ca, files, app)
+        contenders = {"direct": Direct(app), "anymesh-plain": plain, "anymesh-mtls": mtls, "envoy-mtls": envoy}
+        if args.telemetry:
+            R.log("the telemetry pairs (access logs, 1 % tracing to the Zipkin sinks)")
+            contenders["anymesh-mtls-telemetry"] = start_anymesh_pair(
+                args.anymesh, tmp, ca, app, mtls=True, sink=ZipkinSink("anymesh-mtls-telemetry"),
+                parts=args.telemetry_parts)
+            contenders["envoy-mtls-telemetry"] = start_envoy_pair(
+                tools["envoy"], tmp, ca, files, app, sink=ZipkinSink("envoy-mtls-telemetry"))
+        names = list(contenders)
         # the pairs are what they claim: B's inbound counts by kind
         result["inbound_check"] = {"anymesh-plain": inbound_counts(plain.b), "anymesh-mtls": inbound_counts(mtls.b)}
         if not result["inbound_check"]["anymesh-mtls"].get("mtls"):
             raise R.BenchError(f"anymesh-mtls B counted no mTLS connection: {result['inbound_check']}")
         if not result["inbound_check"]["anymesh-plain"].get("plaintext"):
             raise R.BenchError(f"anymesh-plain B counted no plaintext connection: {result['inbound_check']}")
-        contenders = {"direct": Direct(app), "anymesh-plain": plain, "anymesh-mtls": mtls, "envoy-mtls": envoy}
-        everyone = [upstream, ca.srv] + [s for p in (plain, mtls, envoy) for s in p.servers()]
+        everyone = [upstream, ca.srv] + [s for p in contenders.values() for s in p.servers()]
         rounds = []
         for rnd in range(args.rounds):
-            order = R.round_order(rnd, CONTENDERS)
+            order = R.round_order(rnd, names)
             R.log(f"round {rnd + 1}/{args.rounds}: {', '.join(order)}")
             rec: dict = {"order": order}
             for cell in cells_for(args):
                 for name in order:
                     r = run_cell(args, tools, cell, contenders[name], everyone)
                     rec.setdefault(name, {})[cell["id"]] = r
-                    R.log(f"  {cell['id']:<10} {name:<14} {r['rps']:>9,.0f} req/s"
+                    R.log(f"  {cell['id']:<10} {name:<22} {r['rps']:>9,.0f} req/s"
                           + (f", {r['cpu_us_per_req']:.2f} µs CPU/req (A+B)" if "cpu_us_per_req" in r else "")
                           + (f", p99 {r['p99_us']:.0f} µs" if r.get("p99_us") and cell["tool"] == "oha" else ""))
             rounds.append(rec)
         result["rounds"] = rounds
+        tel_pairs = [contenders[n] for n in TELEMETRY_PAIRS if n in contenders]
+        if tel_pairs:
+            served = {n: sum(cell["served"] for r in rounds for cell in r[n].values()) for n in TELEMETRY_PAIRS
+                      if n in contenders}
+            result["telemetry_check"] = telemetry_check(tel_pairs, served)
         hs: dict = {}
         for rnd in range(args.rounds):
             for p in ((mtls, envoy, plain) if rnd % 2 == 0 else (plain, envoy, mtls)):
@@ -967,6 +1350,8 @@ def main(argv: list[str]) -> int:
         result["summary"] = summarize(rounds, hs, result.get("resumed", {}))
         add_mb(result["summary"])
         table = render(result)
+        if tel_pairs:
+            table += "\n\n" + render_telemetry(result)
         result["table_markdown"] = table
         print(table, flush=True)
 
