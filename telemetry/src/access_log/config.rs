@@ -10,6 +10,7 @@
 //! keep: 5                             # access.log.1 … access.log.5
 //! queue: 4096                         # lines waiting for the writer
 //! queue_bytes: 4194304                # bytes waiting for the writer
+//! flush_interval: 1s                  # the longest a line waits to be written
 //! ```
 
 use std::path::PathBuf;
@@ -50,6 +51,18 @@ pub struct AccessLogConfig {
     /// bounds the memory a burst of long lines can take. Default 4 MiB, at
     /// least 64 KiB.
     pub queue_bytes: usize,
+    /// The longest a line waits before the writer writes it (Envoy's
+    /// `file_flush_interval_msec`, also 1 s by default). Lines are written
+    /// sooner once [`FLUSH_BYTES`](super::FLUSH_BYTES) of them (or half the
+    /// queue's line bound) are waiting. Waking the writer for every line
+    /// would cost each request a futex wake and a `write`. At most 60 s.
+    #[serde(deserialize_with = "duration")]
+    pub flush_interval: std::time::Duration,
+}
+
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    anymesh_core::config::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
 impl Default for AccessLogConfig {
@@ -62,6 +75,7 @@ impl Default for AccessLogConfig {
             keep: 5,
             queue: 4096,
             queue_bytes: 4 << 20,
+            flush_interval: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -126,6 +140,11 @@ impl AccessLogConfig {
         }
         if self.keep > 1000 {
             return Err(AccessLogError::InvalidConfig("keep must be at most 1000"));
+        }
+        if self.flush_interval > std::time::Duration::from_secs(60) {
+            return Err(AccessLogError::InvalidConfig(
+                "flush_interval must be at most 60s",
+            ));
         }
         Ok(())
     }

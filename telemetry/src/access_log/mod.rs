@@ -40,6 +40,7 @@ use std::time::SystemTime;
 pub use config::{AccessLogConfig, AccessLogError, AccessLogFormat};
 pub use filter::{AccessLogFilter, StatusClass};
 pub use format::MAX_VALUE_BYTES;
+pub use writer::FLUSH_BYTES;
 pub use writer::{AccessLog, AccessLogHandle, AccessLogStats, LogOutcome};
 
 /// One exchange as an access log sees it, borrowed from the proxy's state at

@@ -79,6 +79,8 @@ struct Queue {
     wake: Condvar,
     max_lines: usize,
     max_bytes: usize,
+    /// The longest a queued line waits for the writer.
+    flush_interval: Duration,
     written: AtomicU64,
     dropped: AtomicU64,
     write_errors: AtomicU64,
@@ -90,14 +92,31 @@ struct State {
     /// Whole lines, each ending in `\n`.
     buf: Vec<u8>,
     lines: usize,
-    /// The writer sleeps on `wake` and must be notified.
-    writer_waiting: bool,
+    /// How the writer sleeps on `wake`.
+    writer: Waiting,
     reopen: bool,
     /// Stop once the queue is empty.
     stop: bool,
     /// The writer has stopped: nothing queued will be written.
     closed: bool,
 }
+
+/// What the writer thread is waiting for.
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    /// Not waiting (writing, or about to look at the queue).
+    #[default]
+    No,
+    /// An empty queue: the first line wakes it, to start the flush timer.
+    Idle,
+    /// The flush timer: only a full enough queue, a reopen or the stop
+    /// wake it before.
+    Timer,
+}
+
+/// Queued bytes that get the writer going before its flush timer: Envoy's
+/// file access log flushes at 64 KiB too.
+pub const FLUSH_BYTES: usize = 64 << 10;
 
 thread_local! {
     /// The line being formatted on this thread, reused from line to line.
@@ -149,6 +168,7 @@ impl AccessLog {
             wake: Condvar::new(),
             max_lines: config.queue,
             max_bytes: config.queue_bytes,
+            flush_interval: config.flush_interval,
             written: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
@@ -216,7 +236,7 @@ impl AccessLog {
         let queue = &self.inner.queue;
         let mut state = queue.state.lock();
         state.reopen = true;
-        let wake = std::mem::take(&mut state.writer_waiting);
+        let wake = std::mem::take(&mut state.writer) != Waiting::No;
         drop(state);
         if wake {
             queue.wake.notify_one();
@@ -278,7 +298,16 @@ impl Queue {
         }
         state.buf.extend_from_slice(line);
         state.lines += 1;
-        let wake = std::mem::take(&mut state.writer_waiting);
+        // One wake per flush: the first line starts the writer's timer, a
+        // full enough queue ends it early; the lines between wake nothing.
+        let wake = match state.writer {
+            Waiting::Idle => true,
+            Waiting::Timer => state.buf.len() >= FLUSH_BYTES || state.lines >= self.max_lines / 2,
+            Waiting::No => false,
+        };
+        if wake {
+            state.writer = Waiting::No;
+        }
         drop(state);
         if wake {
             self.wake.notify_one();
@@ -313,10 +342,22 @@ fn run(queue: &Queue, mut sink: Sink) {
                 state.closed = true;
                 return;
             }
-            state.writer_waiting = true;
+            state.writer = Waiting::Idle;
             queue.wake.wait(&mut state);
         }
-        state.writer_waiting = false;
+        // Lines are waiting: let more come, up to the flush interval.
+        let deadline = Instant::now() + queue.flush_interval;
+        while !state.stop
+            && !state.reopen
+            && state.buf.len() < FLUSH_BYTES
+            && state.lines < queue.max_lines / 2
+        {
+            state.writer = Waiting::Timer;
+            if queue.wake.wait_until(&mut state, deadline).timed_out() {
+                break;
+            }
+        }
+        state.writer = Waiting::No;
         std::mem::swap(&mut state.buf, &mut batch);
         let lines = std::mem::take(&mut state.lines);
         let reopen = std::mem::take(&mut state.reopen);

@@ -115,7 +115,8 @@ fn config_every_field() {
             "max_size": 1048576,
             "keep": 3,
             "queue": 100,
-            "queue_bytes": 1000000
+            "queue_bytes": 1000000,
+            "flush_interval": "250ms"
         }"#,
     )
     .expect("a full config");
@@ -136,6 +137,7 @@ fn config_every_field() {
             keep: 3,
             queue: 100,
             queue_bytes: 1_000_000,
+            flush_interval: std::time::Duration::from_millis(250),
         }
     );
     config.validate().expect("valid");

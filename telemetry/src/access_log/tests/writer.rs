@@ -457,3 +457,39 @@ fn the_writer_stops_when_the_last_clone_is_dropped() {
     assert_eq!(stats.written, 1);
     assert_eq!(out.text().lines().count(), 1);
 }
+
+/// With a flush interval far longer than the test, lines are written once
+/// [`FLUSH_BYTES`](crate::access_log::FLUSH_BYTES) of them wait (one wake
+/// of the writer for many lines), and the rest at shutdown.
+#[test]
+fn a_full_enough_queue_is_written_before_the_flush_interval() {
+    let out = Captured::default();
+    let config = AccessLogConfig {
+        flush_interval: std::time::Duration::from_secs(60),
+        ..config(AccessLogFormat::Json)
+    };
+    let (log, handle) = AccessLog::with_writer(config, Box::new(out.clone())).expect("start");
+    let line_len = {
+        let mut probe = Vec::new();
+        AccessLogFormat::Json.write(&full(), &mut probe);
+        probe.len()
+    };
+    let n = crate::access_log::FLUSH_BYTES / line_len + 1;
+    for _ in 0..n {
+        assert_eq!(log.log(&full()), LogOutcome::Queued);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while log.stats().written < n as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} lines past FLUSH_BYTES were not written within 20 s (flush interval 60 s): {:?}",
+            log.stats()
+        );
+        std::thread::yield_now();
+    }
+    // One more line waits for the interval; the shutdown writes it.
+    assert_eq!(log.log(&full()), LogOutcome::Queued);
+    let stats = handle.shutdown();
+    assert_eq!(stats.written, n as u64 + 1);
+    assert_eq!(out.text().lines().count(), n + 1);
+}
