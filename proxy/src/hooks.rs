@@ -236,12 +236,8 @@ impl Hooks {
     /// The exchange's access log line and span.
     #[cold]
     fn log_and_trace(&self, ex: &Exchange<'_>, capture: &Capture, took: std::time::Duration) {
-        let inbound_cluster;
         let cluster_name = match (ex.inbound, ex.cluster) {
-            (Some(conn), _) => {
-                inbound_cluster = format!("inbound|{}||", conn.port);
-                Some(inbound_cluster.as_str())
-            }
+            (Some(conn), _) => Some(&*conn.cluster),
             (None, Some(c)) => Some(c.name.as_str()),
             (None, None) => None,
         };

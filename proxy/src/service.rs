@@ -65,6 +65,8 @@ pub(crate) struct InboundConn {
     /// The virtual host of the local workload port the connection is for
     /// (the TLS server name a mesh peer sent, or the listener's default).
     pub(crate) route_key: Arc<str>,
+    /// Istio's name of the port's cluster, `inbound|<port>||`.
+    pub(crate) cluster: Arc<str>,
     /// The peer's SPIFFE ID, verified by mutual TLS.
     pub(crate) peer_id: Option<anymesh_identity::SpiffeId>,
     /// The local workload port the connection is for.

@@ -17,10 +17,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use anymesh_core::routes::Cluster;
-use anymesh_core::telemetry::{Side, TelemetryPolicy};
+use anymesh_core::telemetry::Side;
 use anymesh_telemetry::access_log::{AccessLog, AccessRecord};
 use anymesh_telemetry::trace::{
-    inject, operation_name, HttpExchange, RoutePath, Sampler, Span, SpanKind, TraceContext, Tracer,
+    inject, operation_name, HttpExchange, RoutePath, Span, SpanKind, TraceContext, Tracer,
 };
 use http::header::{HeaderValue, USER_AGENT};
 use http::request::Parts;
@@ -28,6 +28,7 @@ use http::{HeaderName, Method, Uri, Version};
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 
+use crate::metrics::istio::policy::LocalTelemetry;
 use crate::service::Peer;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -88,7 +89,7 @@ impl Telemetry {
         &self,
         parts: &Parts,
         peer: &Peer,
-        policy: &TelemetryPolicy,
+        policy: &LocalTelemetry,
     ) -> Option<Box<Capture>> {
         let side = match peer.inbound {
             Some(_) => Side::Server,
@@ -99,10 +100,13 @@ impl Telemetry {
         let extracted = TraceContext::extract(&parts.headers);
         let trace = RNG.with_borrow_mut(|rng| {
             let sampled = match &self.tracer {
-                Some(t) => match tracing.random_sampling_percentage {
-                    None => t.sampler().decide(&extracted, rng.next_u32()).sampled(),
-                    Some(p) => Sampler::new(p).decide(&extracted, rng.next_u32()).sampled(),
-                },
+                Some(t) => policy
+                    .switches(side)
+                    .sampler
+                    .as_ref()
+                    .unwrap_or(t.sampler())
+                    .decide(&extracted, rng.next_u32())
+                    .sampled(),
                 None => false,
             };
             extracted.start(sampled, rng)

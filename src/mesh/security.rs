@@ -224,6 +224,7 @@ impl LocalWorkloads {
                     mode: policies.mtls_mode(&r, p.port),
                     protocol: p.protocol,
                     route_key: Arc::from(table::route_key(p.port)),
+                    cluster: Arc::from(format!("inbound|{}||", p.port)),
                 });
             }
         }

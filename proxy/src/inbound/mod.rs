@@ -65,6 +65,9 @@ pub struct InboundPort {
     pub protocol: anymesh_core::model::Protocol,
     /// The inbound route table's virtual host for this port.
     pub route_key: Arc<str>,
+    /// Istio's name of the port's cluster, `inbound|<port>||` (the access
+    /// log's and the spans' upstream cluster on the inbound side).
+    pub cluster: Arc<str>,
 }
 
 /// The workload ports the inbound listener serves; the first is where
@@ -389,6 +392,7 @@ async fn connection(
                     source: inbound.peers.of(peer_id.as_ref()),
                     peer_labels: Default::default(),
                     route_key: port.route_key.clone(),
+                    cluster: port.cluster.clone(),
                     peer_id,
                     port: port.port,
                     local,
@@ -422,6 +426,7 @@ async fn connection(
                 addr,
                 inbound: Some(Arc::new(InboundConn {
                     route_key: port.route_key.clone(),
+                    cluster: port.cluster.clone(),
                     peer_id: None,
                     port: port.port,
                     local,

@@ -143,6 +143,9 @@ pub(crate) struct SideSwitches {
     pub(crate) overrides: bool,
     /// Some HTTP metric (count, duration, sizes) is on.
     pub(crate) any_http: bool,
+    /// The side's `randomSamplingPercentage` as a sampler, when a
+    /// Telemetry sets one (built here, not per request).
+    pub(crate) sampler: Option<anymesh_telemetry::trace::Sampler>,
 }
 
 impl SideSwitches {
@@ -152,6 +155,10 @@ impl SideSwitches {
             enabled,
             overrides: side.metrics.iter().any(|m| !m.tags.is_empty()),
             any_http: HTTP_METRICS.iter().any(|m| enabled[m.index()]),
+            sampler: side
+                .tracing
+                .random_sampling_percentage
+                .map(anymesh_telemetry::trace::Sampler::new),
         }
     }
 
