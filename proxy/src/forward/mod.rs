@@ -562,19 +562,13 @@ impl Proxy {
             return Reply::Response(resp);
         }
         let inbound = peer.inbound;
-        let local = |mut out: Outcome, plan: &Plan<'_>, capture| {
+        let local = |mut out: Outcome, plan: &Plan<'_>, arrived| {
             plan.label(&mut out);
             out.delayed = plan.delay().is_some();
-            let arrived = Arrived {
-                capture,
-                bytes: 0,
-                grpc: None,
-                messages: None,
-            };
             Reply::Response(self.finish(out, start, inbound.clone(), arrived))
         };
         if let Err(out) = prepare(&mut parts, &plan, &self.hooks, capture.as_deref()) {
-            return local(*out, &plan, capture);
+            return local(*out, &plan, arrived(capture, &parts));
         }
         let route = plan.hit.route;
         if let Some(d) = plan.delay() {
@@ -588,7 +582,7 @@ impl Proxy {
         };
         let (conn, rbuf, head) = match result {
             Ok(r) => r,
-            Err(e) => return local(plan.failed(&e), &plan, capture),
+            Err(e) => return local(plan.failed(&e), &plan, arrived(capture, &parts)),
         };
         let ops = [&plan.target.response_headers, &route.response_headers];
         let ops: &[&HeaderOps] = if ops.iter().all(|o| o.is_empty()) {
