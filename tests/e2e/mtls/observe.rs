@@ -80,17 +80,63 @@ fn telemetry_yaml(dir: &std::path::Path, zipkin: SocketAddr) -> String {
     )
 }
 
-/// The access log's lines (JSON objects) whose `x_request_id` is `id`,
-/// once there is one.
-async fn logged(dir: &std::path::Path, id: &str) -> Value {
+/// The first line (a JSON object) of the access log in `dir` whose `field`
+/// is `value`, once there is one.
+async fn logged_with(dir: &std::path::Path, field: &str, value: &str) -> Value {
     let file = dir.join("access.log");
     eventually("the exchange's access log line", || async {
         let text = std::fs::read_to_string(&file).ok()?;
         text.lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|l| l["request_id"] == id)
+            .find(|l| l[field] == value)
     })
     .await
+}
+
+/// The access log line of the request whose id is `id`.
+async fn logged(dir: &std::path::Path, id: &str) -> Value {
+    logged_with(dir, "request_id", id).await
+}
+
+/// The first span the collector holds with `x-request-id` `id`, once there
+/// is one.
+pub(super) async fn span_of(zipkin: &Zipkin, id: &str) -> Value {
+    eventually("a span of the request", || async {
+        zipkin
+            .spans
+            .lock()
+            .iter()
+            .find(|s| s["tags"]["guid:x-request-id"] == id)
+            .cloned()
+    })
+    .await
+}
+
+/// The application, the callee's proxy `b` (with `b_routes` as its routing,
+/// logging and tracing to `zipkin`) and the caller's proxy `a` (workload
+/// `a`, logging into `a_dir` and tracing to `zipkin`), over mutual TLS.
+async fn traced_pair(
+    root: &Root,
+    zipkin: &Zipkin,
+    b_routes: &str,
+    a_dir: &std::path::Path,
+) -> (anymesh::upstream::Upstream, TestMesh, TestMesh) {
+    let app = anymesh::upstream::spawn("app").await.expect("app");
+    let b = server_side_with(root, &app, b_routes, |dir| telemetry_yaml(dir, zipkin.addr)).await;
+    let a = caller(
+        &app,
+        &b,
+        "b",
+        |dir| root.write_svid(dir, "default", "a", false),
+        "app: reviews",
+        &format!(
+            "workloads:\n  - {{name: a, namespace: default, service_account: a, ports: [{{port: 9, protocol: http}}]}}\n\
+             inbound: {{listen: 127.0.0.1:0}}\n{}",
+            telemetry_yaml(a_dir, zipkin.addr)
+        ),
+    )
+    .await;
+    (app, b, a)
 }
 
 fn seen_headers(resp: &Response<hyper::body::Incoming>) -> String {
@@ -117,25 +163,8 @@ spec:
 async fn a_hop_is_logged_on_both_sides_and_traced_as_parent_and_child() {
     let root = Root::new("cluster.local");
     let zipkin = Zipkin::start().await;
-    let app = anymesh::upstream::spawn("app").await.expect("app");
-    let b = server_side_with(&root, &app, TAGGED_B, |dir| {
-        telemetry_yaml(dir, zipkin.addr)
-    })
-    .await;
     let a_dir = tempfile::tempdir().expect("temp dir");
-    let a = caller(
-        &app,
-        &b,
-        "b",
-        |dir| root.write_svid(dir, "default", "a", false),
-        "app: reviews",
-        &format!(
-            "workloads:\n  - {{name: a, namespace: default, service_account: a, ports: [{{port: 9, protocol: http}}]}}\n\
-             inbound: {{listen: 127.0.0.1:0}}\n{}",
-            telemetry_yaml(a_dir.path(), zipkin.addr)
-        ),
-    )
-    .await;
+    let (app, b, a) = traced_pair(&root, &zipkin, TAGGED_B, a_dir.path()).await;
 
     // A request with no trace context: the caller starts the trace and a
     // request id, and the application sees both (and not the proxies'
@@ -155,13 +184,7 @@ async fn a_hop_is_logged_on_both_sides_and_traced_as_parent_and_child() {
     let body = resp.into_body().collect().await.expect("body").to_bytes();
 
     // The callee's line: its request id is the one the caller made.
-    let a_line = eventually("the caller's line", || async {
-        let text = std::fs::read_to_string(a_dir.path().join("access.log")).ok()?;
-        text.lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|l| l["path"] == "/items?id=7")
-    })
-    .await;
+    let a_line = logged_with(a_dir.path(), "path", "/items?id=7").await;
     let id = a_line["request_id"]
         .as_str()
         .expect("a request id")
@@ -194,26 +217,7 @@ async fn a_hop_is_logged_on_both_sides_and_traced_as_parent_and_child() {
 
     // One trace: the caller's client span is the parent of the callee's
     // server span.
-    let trace_id = zipkin
-        .spans
-        .lock()
-        .iter()
-        .find(|s| s["tags"]["guid:x-request-id"] == id.as_str())
-        .map(|s| s["traceId"].clone());
-    let trace_id = match trace_id {
-        Some(t) => t,
-        None => {
-            eventually("a span of the request", || async {
-                zipkin
-                    .spans
-                    .lock()
-                    .iter()
-                    .find(|s| s["tags"]["guid:x-request-id"] == id.as_str())
-                    .map(|s| s["traceId"].clone())
-            })
-            .await
-        }
-    };
+    let trace_id = span_of(&zipkin, &id).await["traceId"].clone();
     let spans = zipkin.trace(trace_id.as_str().expect("hex"), 2).await;
     let client = spans
         .iter()
@@ -259,18 +263,9 @@ async fn a_hop_is_logged_on_both_sides_and_traced_as_parent_and_child() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let loud = eventually("the sampled request's spans", || async {
-        let spans: Vec<Value> = zipkin
-            .spans
-            .lock()
-            .iter()
-            .filter(|s| s["tags"]["guid:x-request-id"] == "loud-1")
-            .cloned()
-            .collect();
-        (spans.len() >= 2).then_some(spans)
-    })
-    .await;
-    let loud_trace = loud[0]["traceId"].as_str().expect("hex");
+    let loud_trace = span_of(&zipkin, "loud-1").await["traceId"].clone();
+    let loud_trace = loud_trace.as_str().expect("hex");
+    let loud = zipkin.trace(loud_trace, 2).await;
     assert_eq!(loud_trace.len(), 32, "{loud:?}");
     assert!(loud_trace.bytes().all(|c| c.is_ascii_hexdigit()));
     assert!(
@@ -292,13 +287,7 @@ async fn a_hop_is_logged_on_both_sides_and_traced_as_parent_and_child() {
     let long = "x".repeat(300);
     let (status, _, _) = a.get("reviews", "/long", &[("x-request-id", &long)]).await;
     assert_eq!(status, StatusCode::OK);
-    let replaced = eventually("the long id's line", || async {
-        let text = std::fs::read_to_string(a_dir.path().join("access.log")).ok()?;
-        text.lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|l| l["path"] == "/long")
-    })
-    .await;
+    let replaced = logged_with(a_dir.path(), "path", "/long").await;
     assert_eq!(
         replaced["request_id"].as_str().map(str::len),
         Some(36),
@@ -339,37 +328,15 @@ spec:
 async fn the_telemetry_api_turns_access_logs_and_span_reporting_off_per_workload() {
     let root = Root::new("cluster.local");
     let zipkin = Zipkin::start().await;
-    let app = anymesh::upstream::spawn("app").await.expect("app");
-    let b = server_side_with(&root, &app, QUIET_B, |dir| telemetry_yaml(dir, zipkin.addr)).await;
     let a_dir = tempfile::tempdir().expect("temp dir");
-    let a = caller(
-        &app,
-        &b,
-        "b",
-        |dir| root.write_svid(dir, "default", "a", false),
-        "app: reviews",
-        &format!(
-            "workloads:\n  - {{name: a, namespace: default, service_account: a, ports: [{{port: 9, protocol: http}}]}}\n\
-             inbound: {{listen: 127.0.0.1:0}}\n{}",
-            telemetry_yaml(a_dir.path(), zipkin.addr)
-        ),
-    )
-    .await;
+    let (_app, b, a) = traced_pair(&root, &zipkin, QUIET_B, a_dir.path()).await;
     let (status, _, _) = a.get("reviews", "/", &[("x-request-id", "pol-1")]).await;
     assert_eq!(status, StatusCode::OK);
     // The caller logs and reports; by then the callee's exchange is over
     // (it answered before the caller's ended), and its span, had it been
     // reported, was queued before the caller's.
     logged(a_dir.path(), "pol-1").await;
-    eventually("the caller's span", || async {
-        zipkin
-            .spans
-            .lock()
-            .iter()
-            .any(|s| s["tags"]["guid:x-request-id"] == "pol-1" && s["kind"] == "CLIENT")
-            .then_some(())
-    })
-    .await;
+    assert_eq!(span_of(&zipkin, "pol-1").await["kind"], "CLIENT");
     let (_, metrics) = b.admin("/metrics").await;
     assert!(
         metrics.contains("anymesh_trace_spans_total{result=\"exported\"} 0"),

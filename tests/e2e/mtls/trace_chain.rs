@@ -26,7 +26,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 
-use super::observe::Zipkin;
+use super::observe::{span_of, Zipkin};
 use super::pki::Root;
 use super::*;
 
@@ -217,15 +217,7 @@ async fn three_services_through_two_proxies_make_one_trace_in_two_collectors() {
 
     // A's client span (Zipkin) is the parent of B's server span (OTLP),
     // which is the parent of B's client span toward S3 (OTLP).
-    let client_a = eventually("A's client span at Zipkin", || async {
-        zipkin
-            .spans
-            .lock()
-            .iter()
-            .find(|s| s["tags"]["guid:x-request-id"] == "chain-1")
-            .cloned()
-    })
-    .await;
+    let client_a = span_of(&zipkin, "chain-1").await;
     let trace = client_a["traceId"].as_str().expect("trace id").to_string();
     let id_a = client_a["id"].as_str().expect("span id").to_string();
     assert_eq!(client_a["kind"], "CLIENT");
