@@ -326,19 +326,8 @@ impl Settings {
             }
         }
         if let Some(t) = &s.telemetry.tracing {
-            if !(0.0..=100.0).contains(&t.sampling) {
-                bail!(
-                    "{}: telemetry.tracing.sampling: must be a percentage between 0 and 100, got {}",
-                    path.display(),
-                    t.sampling
-                );
-            }
-            if t.zipkin.is_none() && t.otlp_grpc.is_none() && t.otlp_http.is_none() {
-                bail!(
-                    "{}: telemetry.tracing: names no collector (zipkin, otlp_grpc or otlp_http)",
-                    path.display()
-                );
-            }
+            t.validate()
+                .map_err(|e| anyhow::anyhow!("{}: telemetry.tracing: {e}", path.display()))?;
         }
         let mut names = HashSet::new();
         for r in &mut s.registries {
@@ -494,6 +483,42 @@ mod tests {
             panic!("the default registry is a file registry");
         };
         assert_eq!(path, Path::new("/etc/anymesh/services.yaml"));
+    }
+
+    #[test]
+    fn telemetry_settings_are_checked_and_paths_made_absolute() {
+        let file = Path::new("/etc/anymesh/anymesh.yaml");
+        let s = Settings::parse(
+            file,
+            "telemetry:\n  access_log: {path: logs/access.log, format: json}\n  tracing: {sampling: 5, zipkin: http://zipkin:9411}\n",
+        )
+        .unwrap();
+        let log = s.telemetry.access_log.as_ref().unwrap();
+        assert_eq!(
+            log.path.as_deref(),
+            Some(Path::new("/etc/anymesh/logs/access.log"))
+        );
+        assert_eq!(s.telemetry.tracing.as_ref().unwrap().sampling, 5.0);
+        for (yaml, says) in [
+            (
+                "telemetry:\n  tracing: {sampling: 1}\n",
+                "telemetry.tracing: invalid tracing configuration: names no collector",
+            ),
+            (
+                "telemetry:\n  tracing: {sampling: 150, zipkin: http://z}\n",
+                "sampling must be a percentage",
+            ),
+            (
+                "telemetry:\n  access_log: {keep: 5000}\n",
+                "telemetry.access_log: invalid access log configuration: keep",
+            ),
+        ] {
+            let e = Settings::parse(file, yaml).unwrap_err().to_string();
+            assert!(
+                e.starts_with("/etc/anymesh/anymesh.yaml: ") && e.contains(says),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -65,6 +65,24 @@ impl Default for TracingConfig {
     }
 }
 
+impl TracingConfig {
+    /// Checks what the types do not: a sampling percentage in 0–100 and
+    /// at least one collector.
+    pub fn validate(&self) -> Result<(), super::TraceError> {
+        let invalid = |m: String| Err(super::TraceError::InvalidConfig(m));
+        if !(0.0..=100.0).contains(&self.sampling) {
+            return invalid(format!(
+                "sampling must be a percentage between 0 and 100, got {}",
+                self.sampling
+            ));
+        }
+        if self.zipkin.is_none() && self.otlp_grpc.is_none() && self.otlp_http.is_none() {
+            return invalid("names no collector (zipkin, otlp_grpc or otlp_http)".into());
+        }
+        Ok(())
+    }
+}
+
 fn default_sampling() -> f64 {
     DEFAULT_SAMPLING_PERCENT
 }
@@ -137,6 +155,14 @@ mod tests {
         assert_eq!(c.batch_size, 512);
         assert!(c.otlp_http.is_none());
         assert_eq!(TracingConfig::default().sampling, 1.0);
+        assert!(c.validate().is_ok());
+        for invalid in [
+            r#"{"sampling": 101, "zipkin": "http://z"}"#,
+            r#"{"sampling": 5}"#,
+        ] {
+            let c: TracingConfig = serde_json::from_str(invalid).expect("parses");
+            assert!(c.validate().is_err(), "{invalid}");
+        }
         for bad in [
             r#"{"samplng": 1}"#,
             r#"{"zipkin": "ftp://x"}"#,

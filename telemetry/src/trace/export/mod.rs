@@ -39,6 +39,9 @@ pub enum TraceError {
     NoRuntime,
     #[error("building the HTTP client of the trace exporters failed")]
     HttpClient(#[source] reqwest::Error),
+    /// A setting is out of its range.
+    #[error("invalid tracing configuration: {0}")]
+    InvalidConfig(String),
 }
 
 /// Why one export failed.
